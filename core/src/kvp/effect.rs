@@ -1,0 +1,166 @@
+//! Effects: what the KVP machine asks its driver to do, and what the driver answers.
+//!
+//! Each effect is plain data executed literally (the production driver against real
+//! files, the simulator against `SimFs`) and answered with exactly one
+//! [`EffectResult`] carrying the same [`EffectId`]. Effects belong to a [`Lane`]; the
+//! machine keeps at most one effect in flight per lane, so the driver can run each lane
+//! on one thread, in order, and a stuck file system blocks only the file lane.
+
+use crate::kvp::auto::SystemInfo;
+use crate::kvp::ip::{AdapterInfo, IpConfig, Mac};
+use crate::kvp::wire::PoolId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct EffectId(pub u64);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum FileKind {
+    /// `.kvp_pool_N`, shared with other programs.
+    Pool,
+    /// `.kvp_pool_N.journal`, ours alone.
+    Journal,
+}
+
+/// A file the driver keeps open: created on first use with mode 0600.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct FileId {
+    pub pool: PoolId,
+    pub kind: FileKind,
+}
+
+impl FileId {
+    pub fn pool(pool: PoolId) -> FileId {
+        FileId {
+            pool,
+            kind: FileKind::Pool,
+        }
+    }
+    pub fn journal(pool: PoolId) -> FileId {
+        FileId {
+            pool,
+            kind: FileKind::Journal,
+        }
+    }
+    /// The file's name in the pool directory.
+    pub fn file_name(&self) -> String {
+        match self.kind {
+            FileKind::Pool => self.pool.file_name(),
+            FileKind::Journal => format!("{}.journal", self.pool.file_name()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Pool and journal files, in order.
+    File,
+    /// Interface queries and IP configuration.
+    System,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Whole-file exclusive `fcntl` write lock, waiting for it (the lock other pool
+    /// writers take; on FreeBSD it also excludes `flock` users).
+    Lock(FileId),
+    Unlock(FileId),
+    /// `fstat`: answered with [`EffectResult::Stamp`].
+    Stat(FileId),
+    /// `pread`: answered with [`EffectResult::Data`], short at end of file.
+    Read {
+        file: FileId,
+        offset: u64,
+        len: u32,
+    },
+    /// `pwrite` of all the bytes.
+    Write {
+        file: FileId,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// `ftruncate`, growing with zeros or cutting.
+    SetLen {
+        file: FileId,
+        len: u64,
+    },
+    Fsync(FileId),
+    /// Addresses, gateways, DNS and DHCP state of the interface with this MAC (exact,
+    /// case-insensitive match; the interface that has the addresses). Answered with
+    /// [`EffectResult::Adapter`].
+    QueryAdapter(Mac),
+    /// Apply a validated configuration (the driver runs the configured script with the
+    /// values as separate arguments, with a deadline). Answered with `Done` or `Failed`.
+    ApplyIpConfig(IpConfig),
+}
+
+impl Effect {
+    pub fn lane(&self) -> Lane {
+        match self {
+            Effect::QueryAdapter(_) | Effect::ApplyIpConfig(_) => Lane::System,
+            _ => Lane::File,
+        }
+    }
+}
+
+/// What identifies a file's contents cheaply: the length and a token the driver derives
+/// from the inode, modification and change times. Equal stamps mean "nobody changed it".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct FileStamp {
+    pub len: u64,
+    pub change: u64,
+}
+
+/// An errno, kept as a number (the core does not interpret it beyond logging).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct IoError(pub i32);
+
+impl IoError {
+    pub const EIO: IoError = IoError(5);
+    pub const ENOSPC: IoError = IoError(28);
+    pub const ETIMEDOUT: IoError = IoError(60);
+    /// The driver answered with a result of the wrong kind: a driver bug, kept as a value.
+    pub const WRONG_RESULT: IoError = IoError(-1);
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            IoError::EIO => f.write_str("EIO"),
+            IoError::ENOSPC => f.write_str("ENOSPC"),
+            IoError::ETIMEDOUT => f.write_str("ETIMEDOUT"),
+            IoError::WRONG_RESULT => f.write_str("wrong result kind"),
+            IoError(n) => write!(f, "errno {n}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum EffectResult {
+    Done,
+    Stamp(FileStamp),
+    Data(Vec<u8>),
+    Adapter(Option<AdapterInfo>),
+    Failed(IoError),
+}
+
+/// Everything that can happen to the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// One read from the device (7430 bytes when the kernel behaves).
+    DeviceRead(Vec<u8>),
+    EffectDone {
+        id: EffectId,
+        result: EffectResult,
+    },
+    SystemInfo(SystemInfo),
+    /// The deadline from `poll_timeout` passed (an early one is harmless).
+    Timer,
+    /// SIGTERM/SIGINT: finish what was started, then exit.
+    Shutdown,
+}

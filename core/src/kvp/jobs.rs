@@ -1,0 +1,927 @@
+//! The persistence protocol: file jobs that run on the file lane, one effect at a time.
+//!
+//! * [`Recover`] (start-up, and after a failed mutation): lock, finish or discard every
+//!   journal entry, clear the journal, load the pool.
+//! * [`Refresh`] (before a GET/ENUMERATE): `Stat`; if the stamp changed, reload.
+//! * [`Mutate`] (SET/DELETE): lock, reload if changed, plan, read the exact bytes of the
+//!   slots it will touch, then: journal write + fsync, (extend + fsync), slot writes,
+//!   (cut), fsync, journal clear + fsync, stat, unlock. The host is answered only after
+//!   all of that: a SET or DELETE acknowledged with OK is durable.
+//!
+//! A job is resumed with the result of its last effect and returns the next one, or
+//! its outcome. Any failure after the journal write began leaves the pool to
+//! [`Recover`], which sorts out exactly what the disk holds.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError};
+use crate::kvp::journal::{judge, parse_journal, JournalEntry, JournalWrite, Verdict};
+use crate::kvp::pool::{Mutation, Outcome, Plan, Pool};
+use crate::kvp::record::{DecodedPool, PoolDecoder, PoolIssue, RecordBytes};
+use crate::kvp::text::{Key, Value};
+use crate::kvp::wire::PoolId;
+use crate::limits::{MAX_JOURNAL_ENTRIES, POOL_RECORD_SIZE, READ_CHUNK};
+
+const REC: u64 = POOL_RECORD_SIZE as u64;
+/// Largest journal we read: every entry at its largest.
+const MAX_JOURNAL_BYTES: u64 =
+    (MAX_JOURNAL_ENTRIES * (64 + 4 * (4 + 2 * POOL_RECORD_SIZE) + POOL_RECORD_SIZE)) as u64;
+
+/// What a job wants next.
+#[derive(Debug)]
+pub enum Step {
+    Effect(Effect),
+    Finished(JobOutcome),
+}
+
+/// Things worth logging that happened inside a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobEvent {
+    PartialRecordCut {
+        pool: PoolId,
+        bytes: u64,
+    },
+    JournalFinished {
+        pool: PoolId,
+        entry: usize,
+    },
+    JournalDiscarded {
+        pool: PoolId,
+        entry: usize,
+        reason: &'static str,
+    },
+    JournalFollowUp {
+        pool: PoolId,
+        slot: u32,
+    },
+    JournalTornTail {
+        pool: PoolId,
+        bytes: u64,
+    },
+    Loaded {
+        pool: PoolId,
+        records: usize,
+        issues: Vec<PoolIssue>,
+    },
+}
+
+#[derive(Debug)]
+pub enum JobOutcome {
+    Refreshed {
+        pool: PoolId,
+        reload: Option<(Pool, FileStamp)>,
+    },
+    Mutated {
+        pool: PoolId,
+        reload: Option<(Pool, FileStamp)>,
+        result: MutateResult,
+    },
+    Recovered {
+        pool: PoolId,
+        result: Result<(Pool, FileStamp), IoError>,
+    },
+}
+
+#[derive(Debug)]
+pub enum MutateResult {
+    Applied {
+        mutation: Mutation,
+        stamp: FileStamp,
+    },
+    Nothing(Outcome),
+    /// Nothing reached the pool file.
+    Failed(IoError),
+    /// The journal write began: what the disk holds is for recovery to find out.
+    InDoubt(IoError),
+}
+
+fn done(r: Option<EffectResult>) -> Result<(), IoError> {
+    match r {
+        Some(EffectResult::Done) => Ok(()),
+        Some(EffectResult::Failed(e)) => Err(e),
+        _ => Err(IoError::WRONG_RESULT),
+    }
+}
+
+fn stamp(r: Option<EffectResult>) -> Result<FileStamp, IoError> {
+    match r {
+        Some(EffectResult::Stamp(s)) => Ok(s),
+        Some(EffectResult::Failed(e)) => Err(e),
+        _ => Err(IoError::WRONG_RESULT),
+    }
+}
+
+fn data(r: Option<EffectResult>) -> Result<Vec<u8>, IoError> {
+    match r {
+        Some(EffectResult::Data(d)) => Ok(d),
+        Some(EffectResult::Failed(e)) => Err(e),
+        _ => Err(IoError::WRONG_RESULT),
+    }
+}
+
+/// Reads a file from offset 0 in chunks.
+#[derive(Debug)]
+struct Loader {
+    file: FileId,
+    len: u64,
+    decoder: PoolDecoder,
+}
+
+impl Loader {
+    fn new(file: FileId, len: u64) -> Loader {
+        Loader {
+            file,
+            len,
+            decoder: PoolDecoder::new(),
+        }
+    }
+    fn next(&self) -> Option<Effect> {
+        let off = self.decoder.offset();
+        (off < self.len).then(|| Effect::Read {
+            file: self.file,
+            offset: off,
+            len: (self.len - off).min(READ_CHUNK as u64) as u32,
+        })
+    }
+    fn feed(&mut self, d: &[u8]) {
+        if d.is_empty() {
+            // The file is shorter than its stat said: stop here.
+            self.len = self.decoder.offset();
+        }
+        self.decoder.feed(d);
+    }
+    fn finish(self) -> DecodedPool {
+        self.decoder.finish()
+    }
+}
+
+fn load_events(pool: PoolId, decoded: DecodedPool, events: &mut Vec<JobEvent>) -> Pool {
+    let mut issues = decoded.issues.clone();
+    let (p, dups) = Pool::from_decoded(decoded);
+    issues.extend(dups);
+    events.push(JobEvent::Loaded {
+        pool,
+        records: p.len(),
+        issues,
+    });
+    p
+}
+
+/// Slot bytes for pre-images, read exactly.
+fn slot_read(pool: PoolId, slot: u32) -> Effect {
+    Effect::Read {
+        file: FileId::pool(pool),
+        offset: u64::from(slot) * REC,
+        len: POOL_RECORD_SIZE as u32,
+    }
+}
+
+fn as_record(d: &[u8]) -> RecordBytes {
+    // Beyond the end of file a slot reads as zeros.
+    let mut out = [0u8; POOL_RECORD_SIZE];
+    let n = d.len().min(POOL_RECORD_SIZE);
+    out[..n].copy_from_slice(&d[..n]);
+    out
+}
+
+/// Journal entry for a planned mutation, given the exact bytes of existing slots.
+pub fn journal_entry(pool: PoolId, m: &Mutation, pre: &BTreeMap<u32, RecordBytes>) -> JournalEntry {
+    let pre_of = |s: u32| Box::new(pre.get(&s).copied().unwrap_or([0u8; POOL_RECORD_SIZE]));
+    JournalEntry {
+        pool,
+        old_len: m.old_len(),
+        new_len: m.new_len(),
+        writes: m
+            .writes
+            .iter()
+            .map(|w| JournalWrite {
+                slot: w.slot,
+                pre: pre_of(w.slot),
+                post: Box::new(w.post.encode()),
+            })
+            .collect(),
+        dropped: m.dropped_slot().map(|s| (s, pre_of(s))),
+    }
+}
+
+/// Effects that finish a journal entry on the pool file (after the journal is durable).
+fn apply_script(
+    pool: PoolId,
+    e: &JournalEntry,
+    extend_to: Option<u64>,
+    truncate_to: Option<u64>,
+) -> VecDeque<Effect> {
+    let f = FileId::pool(pool);
+    let mut s = VecDeque::new();
+    if let Some(len) = extend_to {
+        // Grow first, and make the length durable, so a torn record write can never
+        // leave the file at a length that is not a whole number of records.
+        s.push_back(Effect::SetLen { file: f, len });
+        s.push_back(Effect::Fsync(f));
+    }
+    for w in &e.writes {
+        s.push_back(Effect::Write {
+            file: f,
+            offset: u64::from(w.slot) * REC,
+            data: w.post.to_vec(),
+        });
+    }
+    if let Some(len) = truncate_to {
+        s.push_back(Effect::SetLen { file: f, len });
+    }
+    s.push_back(Effect::Fsync(f));
+    s
+}
+
+fn clear_journal_script(pool: PoolId) -> VecDeque<Effect> {
+    let j = FileId::journal(pool);
+    VecDeque::from([Effect::SetLen { file: j, len: 0 }, Effect::Fsync(j)])
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Stat, and reload if another program changed the file.
+#[derive(Debug)]
+pub struct Refresh {
+    pool: PoolId,
+    known: Option<FileStamp>,
+    state: RefreshState,
+    pub events: Vec<JobEvent>,
+}
+
+#[derive(Debug)]
+enum RefreshState {
+    Start,
+    Stat,
+    Lock,
+    StatLocked,
+    Read(Loader, FileStamp),
+    Unlock(Option<(Pool, FileStamp)>),
+}
+
+impl Refresh {
+    pub fn new(pool: PoolId, known: Option<FileStamp>) -> Refresh {
+        Refresh {
+            pool,
+            known,
+            state: RefreshState::Start,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn resume(&mut self, r: Option<EffectResult>) -> Step {
+        let f = FileId::pool(self.pool);
+        match self.step(r) {
+            Ok(s) => s,
+            Err(_) => {
+                // A failed refresh leaves memory as it was; unlock if we hold the lock.
+                let locked = !matches!(
+                    self.state,
+                    RefreshState::Start | RefreshState::Stat | RefreshState::Lock
+                );
+                if locked {
+                    self.state = RefreshState::Unlock(None);
+                    Step::Effect(Effect::Unlock(f))
+                } else {
+                    Step::Finished(JobOutcome::Refreshed {
+                        pool: self.pool,
+                        reload: None,
+                    })
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, r: Option<EffectResult>) -> Result<Step, IoError> {
+        let f = FileId::pool(self.pool);
+        let state = std::mem::replace(&mut self.state, RefreshState::Start);
+        Ok(match state {
+            RefreshState::Start => {
+                self.state = RefreshState::Stat;
+                Step::Effect(Effect::Stat(f))
+            }
+            RefreshState::Stat => {
+                let s = stamp(r)?;
+                if Some(s) == self.known {
+                    return Ok(Step::Finished(JobOutcome::Refreshed {
+                        pool: self.pool,
+                        reload: None,
+                    }));
+                }
+                self.state = RefreshState::Lock;
+                Step::Effect(Effect::Lock(f))
+            }
+            RefreshState::Lock => {
+                done(r)?;
+                self.state = RefreshState::StatLocked;
+                Step::Effect(Effect::Stat(f))
+            }
+            RefreshState::StatLocked => {
+                self.state = RefreshState::StatLocked;
+                let s = stamp(r)?;
+                self.read(Loader::new(f, s.len), s)?
+            }
+            RefreshState::Read(mut loader, s) => {
+                self.state = RefreshState::StatLocked;
+                loader.feed(&data(r)?);
+                self.read(loader, s)?
+            }
+            RefreshState::Unlock(reload) => {
+                // An unlock failure changes nothing we hold.
+                Step::Finished(JobOutcome::Refreshed {
+                    pool: self.pool,
+                    reload,
+                })
+            }
+        })
+    }
+
+    fn read(&mut self, loader: Loader, s: FileStamp) -> Result<Step, IoError> {
+        if let Some(e) = loader.next() {
+            self.state = RefreshState::Read(loader, s);
+            return Ok(Step::Effect(e));
+        }
+        let pool = load_events(self.pool, loader.finish(), &mut self.events);
+        self.state = RefreshState::Unlock(Some((pool, s)));
+        Ok(Step::Effect(Effect::Unlock(FileId::pool(self.pool))))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// A host SET or DELETE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MutOp {
+    Set(Key, Value),
+    Delete(Key),
+}
+
+#[derive(Debug)]
+pub struct Mutate {
+    pool: PoolId,
+    op: MutOp,
+    known: Option<FileStamp>,
+    state: MutateState,
+    reload: Option<(Pool, FileStamp)>,
+    /// Set once the journal write was issued: from then on a failure is in doubt.
+    journaled: bool,
+    pub events: Vec<JobEvent>,
+}
+
+#[derive(Debug)]
+enum MutateState {
+    Start,
+    Lock,
+    Stat,
+    Read(Loader, FileStamp),
+    CutTail,
+    PreImages {
+        m: Mutation,
+        want: Vec<u32>,
+        got: BTreeMap<u32, RecordBytes>,
+    },
+    Script {
+        m: Mutation,
+        script: VecDeque<Effect>,
+    },
+    StatAfter(Mutation),
+    Unlock(MutateResult),
+}
+
+impl Mutate {
+    pub fn new(pool: PoolId, op: MutOp, known: Option<FileStamp>) -> Mutate {
+        Mutate {
+            pool,
+            op,
+            known,
+            state: MutateState::Start,
+            reload: None,
+            journaled: false,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn pool(&self) -> PoolId {
+        self.pool
+    }
+
+    /// `current` is the pool as the machine holds it (used unless the job reloaded).
+    pub fn resume(&mut self, r: Option<EffectResult>, current: &Pool) -> Step {
+        let locked = !matches!(self.state, MutateState::Start | MutateState::Lock);
+        match self.step(r, current) {
+            Ok(s) => s,
+            Err(e) if matches!(self.state, MutateState::Unlock(_)) => {
+                // Only reached when the lock itself failed, or unlock failed after
+                // finishing: nothing more to undo.
+                let _ = e;
+                self.finish()
+            }
+            Err(e) => {
+                let result = if self.journaled {
+                    MutateResult::InDoubt(e)
+                } else {
+                    MutateResult::Failed(e)
+                };
+                if locked {
+                    self.state = MutateState::Unlock(result);
+                    Step::Effect(Effect::Unlock(FileId::pool(self.pool)))
+                } else {
+                    self.state = MutateState::Unlock(result);
+                    self.finish()
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Step {
+        let result = match std::mem::replace(&mut self.state, MutateState::Start) {
+            MutateState::Unlock(r) => r,
+            _ => unreachable!("finish is only called from the unlock state"),
+        };
+        Step::Finished(JobOutcome::Mutated {
+            pool: self.pool,
+            reload: self.reload.take(),
+            result,
+        })
+    }
+
+    fn step(&mut self, r: Option<EffectResult>, current: &Pool) -> Result<Step, IoError> {
+        let f = FileId::pool(self.pool);
+        let state = std::mem::replace(&mut self.state, MutateState::Start);
+        Ok(match state {
+            MutateState::Start => {
+                self.state = MutateState::Lock;
+                Step::Effect(Effect::Lock(f))
+            }
+            MutateState::Lock => {
+                done(r)?;
+                self.state = MutateState::Stat;
+                Step::Effect(Effect::Stat(f))
+            }
+            MutateState::Stat => {
+                self.state = MutateState::Stat;
+                let s = stamp(r)?;
+                if Some(s) == self.known && s.len % REC == 0 {
+                    return self.plan(current);
+                }
+                self.read(Loader::new(f, s.len), s, current)?
+            }
+            MutateState::Read(mut loader, s) => {
+                self.state = MutateState::Stat;
+                loader.feed(&data(r)?);
+                self.read(loader, s, current)?
+            }
+            MutateState::CutTail => {
+                self.state = MutateState::CutTail;
+                done(r)?;
+                return self.plan(current);
+            }
+            MutateState::PreImages { m, want, mut got } => {
+                let slot = want[got.len()];
+                let d = data(r)?;
+                if d.len() != POOL_RECORD_SIZE {
+                    return Err(IoError::WRONG_RESULT);
+                }
+                got.insert(slot, as_record(&d));
+                self.pre_images(m, want, got)
+            }
+            MutateState::Script { m, mut script } => {
+                done(r)?;
+                script.pop_front();
+                self.run_script(m, script)
+            }
+            MutateState::StatAfter(m) => {
+                let s = stamp(r)?;
+                self.state = MutateState::Unlock(MutateResult::Applied {
+                    mutation: m,
+                    stamp: s,
+                });
+                Step::Effect(Effect::Unlock(f))
+            }
+            MutateState::Unlock(result) => {
+                self.state = MutateState::Unlock(result);
+                return Ok(self.finish());
+            }
+        })
+    }
+
+    fn read(&mut self, loader: Loader, s: FileStamp, current: &Pool) -> Result<Step, IoError> {
+        if let Some(e) = loader.next() {
+            self.state = MutateState::Read(loader, s);
+            return Ok(Step::Effect(e));
+        }
+        let partial = loader.decoder.offset() % REC;
+        let pool = load_events(self.pool, loader.finish(), &mut self.events);
+        let aligned = s.len - s.len % REC;
+        self.reload = Some((pool, FileStamp { len: aligned, ..s }));
+        if partial != 0 || s.len % REC != 0 {
+            // A torn record at the end, left by a writer that crashed: not a record,
+            // and in the way of our append.
+            self.events.push(JobEvent::PartialRecordCut {
+                pool: self.pool,
+                bytes: s.len % REC,
+            });
+            self.state = MutateState::CutTail;
+            return Ok(Step::Effect(Effect::SetLen {
+                file: FileId::pool(self.pool),
+                len: aligned,
+            }));
+        }
+        self.plan(current)
+    }
+
+    fn plan(&mut self, current: &Pool) -> Result<Step, IoError> {
+        let pool = self.reload.as_ref().map_or(current, |(p, _)| p);
+        let plan = match &self.op {
+            MutOp::Set(k, v) => pool.plan_set(k, v),
+            MutOp::Delete(k) => pool.plan_delete(k),
+        };
+        Ok(match plan {
+            Plan::Done(o) => {
+                self.state = MutateState::Unlock(MutateResult::Nothing(o));
+                Step::Effect(Effect::Unlock(FileId::pool(self.pool)))
+            }
+            Plan::Write(m) => {
+                let want: Vec<u32> = m.touched_existing_slots().collect();
+                self.pre_images(m, want, BTreeMap::new())
+            }
+        })
+    }
+
+    fn pre_images(&mut self, m: Mutation, want: Vec<u32>, got: BTreeMap<u32, RecordBytes>) -> Step {
+        if let Some(&slot) = want.get(got.len()) {
+            self.state = MutateState::PreImages { m, want, got };
+            return Step::Effect(slot_read(self.pool, slot));
+        }
+        let entry = journal_entry(self.pool, &m, &got);
+        let extend = (m.new_records > m.old_records).then(|| m.new_len());
+        let cut = (m.new_records < m.old_records).then(|| m.new_len());
+        let j = FileId::journal(self.pool);
+        let mut script = VecDeque::from([
+            Effect::Write {
+                file: j,
+                offset: 0,
+                data: entry.encode(),
+            },
+            Effect::Fsync(j),
+        ]);
+        script.extend(apply_script(self.pool, &entry, extend, cut));
+        script.extend(clear_journal_script(self.pool));
+        self.journaled = true;
+        self.run_script(m, script)
+    }
+
+    fn run_script(&mut self, m: Mutation, script: VecDeque<Effect>) -> Step {
+        match script.front().cloned() {
+            Some(e) => {
+                self.state = MutateState::Script { m, script };
+                Step::Effect(e)
+            }
+            None => {
+                self.state = MutateState::StatAfter(m);
+                Step::Effect(Effect::Stat(FileId::pool(self.pool)))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Brings a pool file to a state the journal vouches for, then loads it.
+#[derive(Debug)]
+pub struct Recover {
+    pool: PoolId,
+    state: RecoverState,
+    journal: Vec<u8>,
+    journal_len: u64,
+    entries: Vec<JournalEntry>,
+    /// Where the next journal entry would be appended.
+    journal_end: u64,
+    len: u64,
+    next_entry: usize,
+    pub events: Vec<JobEvent>,
+}
+
+#[derive(Debug)]
+enum RecoverState {
+    Start,
+    Lock,
+    StatJournal,
+    ReadJournal,
+    StatPool,
+    CutTail,
+    EntrySlots {
+        want: Vec<u32>,
+        got: BTreeMap<u32, RecordBytes>,
+    },
+    Script(VecDeque<Effect>, After),
+    FollowUpLoad(Loader, u32),
+    FollowUpPre {
+        m: Mutation,
+        want: Vec<u32>,
+        got: BTreeMap<u32, RecordBytes>,
+    },
+    FinalStat,
+    FinalLoad(Loader, FileStamp),
+    Unlock(Result<(Pool, FileStamp), IoError>),
+}
+
+/// What follows a script in recovery.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    NextEntry,
+    FollowUp(u32),
+    FinalStat,
+}
+
+impl Recover {
+    pub fn new(pool: PoolId) -> Recover {
+        Recover {
+            pool,
+            state: RecoverState::Start,
+            journal: Vec::new(),
+            journal_len: 0,
+            entries: Vec::new(),
+            journal_end: 0,
+            len: 0,
+            next_entry: 0,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn resume(&mut self, r: Option<EffectResult>) -> Step {
+        let locked = !matches!(self.state, RecoverState::Start | RecoverState::Lock);
+        match self.step(r) {
+            Ok(s) => s,
+            Err(e) => {
+                if locked && !matches!(self.state, RecoverState::Unlock(_)) {
+                    self.state = RecoverState::Unlock(Err(e));
+                    Step::Effect(Effect::Unlock(FileId::pool(self.pool)))
+                } else {
+                    let result = match std::mem::replace(&mut self.state, RecoverState::Start) {
+                        RecoverState::Unlock(Ok(x)) => Ok(x),
+                        _ => Err(e),
+                    };
+                    Step::Finished(JobOutcome::Recovered {
+                        pool: self.pool,
+                        result,
+                    })
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, r: Option<EffectResult>) -> Result<Step, IoError> {
+        let f = FileId::pool(self.pool);
+        let j = FileId::journal(self.pool);
+        let state = std::mem::replace(&mut self.state, RecoverState::Start);
+        Ok(match state {
+            RecoverState::Start => {
+                self.state = RecoverState::Lock;
+                Step::Effect(Effect::Lock(f))
+            }
+            RecoverState::Lock => {
+                done(r)?;
+                self.state = RecoverState::StatJournal;
+                Step::Effect(Effect::Stat(j))
+            }
+            RecoverState::StatJournal => {
+                self.state = RecoverState::StatJournal;
+                self.journal_len = stamp(r)?.len;
+                self.read_journal()
+            }
+            RecoverState::ReadJournal => {
+                self.state = RecoverState::ReadJournal;
+                let d = data(r)?;
+                if d.is_empty() {
+                    self.journal_len = self.journal.len() as u64;
+                }
+                self.journal.extend_from_slice(&d);
+                self.read_journal()
+            }
+            RecoverState::StatPool => {
+                self.state = RecoverState::StatPool;
+                let s = stamp(r)?;
+                self.len = s.len - s.len % REC;
+                if s.len % REC != 0 {
+                    self.events.push(JobEvent::PartialRecordCut {
+                        pool: self.pool,
+                        bytes: s.len % REC,
+                    });
+                    self.state = RecoverState::CutTail;
+                    return Ok(Step::Effect(Effect::SetLen {
+                        file: f,
+                        len: self.len,
+                    }));
+                }
+                self.next_entry_step()
+            }
+            RecoverState::CutTail => {
+                self.state = RecoverState::CutTail;
+                done(r)?;
+                self.next_entry_step()
+            }
+            RecoverState::EntrySlots { want, mut got } => {
+                self.state = RecoverState::StatPool;
+                got.insert(want[got.len()], as_record(&data(r)?));
+                self.entry_slots(want, got)
+            }
+            RecoverState::Script(mut script, after) => {
+                self.state = RecoverState::StatPool;
+                done(r)?;
+                script.pop_front();
+                self.script(script, after)
+            }
+            RecoverState::FollowUpLoad(mut loader, slot) => {
+                self.state = RecoverState::StatPool;
+                loader.feed(&data(r)?);
+                self.follow_up_load(loader, slot)
+            }
+            RecoverState::FollowUpPre { m, want, mut got } => {
+                self.state = RecoverState::StatPool;
+                got.insert(want[got.len()], as_record(&data(r)?));
+                self.follow_up_pre(m, want, got)
+            }
+            RecoverState::FinalStat => {
+                self.state = RecoverState::FinalStat;
+                let s = stamp(r)?;
+                self.final_load(Loader::new(f, s.len), s)?
+            }
+            RecoverState::FinalLoad(mut loader, s) => {
+                self.state = RecoverState::FinalStat;
+                loader.feed(&data(r)?);
+                self.final_load(loader, s)?
+            }
+            RecoverState::Unlock(result) => {
+                // An unlock error does not change what we loaded.
+                Step::Finished(JobOutcome::Recovered {
+                    pool: self.pool,
+                    result,
+                })
+            }
+        })
+    }
+
+    fn read_journal(&mut self) -> Step {
+        let want = self.journal_len.min(MAX_JOURNAL_BYTES);
+        let have = self.journal.len() as u64;
+        if have < want {
+            self.state = RecoverState::ReadJournal;
+            return Step::Effect(Effect::Read {
+                file: FileId::journal(self.pool),
+                offset: have,
+                len: (want - have).min(READ_CHUNK as u64) as u32,
+            });
+        }
+        let parsed = parse_journal(&self.journal);
+        if parsed.ignored_bytes > 0 {
+            self.events.push(JobEvent::JournalTornTail {
+                pool: self.pool,
+                bytes: parsed.ignored_bytes,
+            });
+        }
+        self.entries = parsed.entries;
+        self.journal_end = parsed.valid_len;
+        self.journal = Vec::new();
+        self.state = RecoverState::StatPool;
+        Step::Effect(Effect::Stat(FileId::pool(self.pool)))
+    }
+
+    fn next_entry_step(&mut self) -> Step {
+        match self.entries.get(self.next_entry) {
+            Some(e) => {
+                let want = e.slots();
+                self.entry_slots(want, BTreeMap::new())
+            }
+            None => {
+                // Every entry is handled: clear the journal (if there was one), then load.
+                if self.journal_len > 0 {
+                    self.script(clear_journal_script(self.pool), After::FinalStat)
+                } else {
+                    self.state = RecoverState::FinalStat;
+                    Step::Effect(Effect::Stat(FileId::pool(self.pool)))
+                }
+            }
+        }
+    }
+
+    fn entry_slots(&mut self, want: Vec<u32>, got: BTreeMap<u32, RecordBytes>) -> Step {
+        if let Some(&slot) = want.get(got.len()) {
+            self.state = RecoverState::EntrySlots { want, got };
+            return Step::Effect(slot_read(self.pool, slot));
+        }
+        let idx = self.next_entry;
+        self.next_entry += 1;
+        let e = &self.entries[idx];
+        let zero = [0u8; POOL_RECORD_SIZE];
+        let verdict = judge(e, self.len, &|s| got.get(&s).copied().unwrap_or(zero));
+        match verdict {
+            Verdict::Discard(reason) => {
+                self.events.push(JobEvent::JournalDiscarded {
+                    pool: self.pool,
+                    entry: idx,
+                    reason,
+                });
+                self.state = RecoverState::StatPool;
+                // Later entries are judged on their own; the script is empty.
+                self.script(VecDeque::new(), After::NextEntry)
+            }
+            Verdict::Finish {
+                extend_to,
+                truncate_to,
+                remove_slot,
+            } => {
+                self.events.push(JobEvent::JournalFinished {
+                    pool: self.pool,
+                    entry: idx,
+                });
+                let script = apply_script(self.pool, e, extend_to, truncate_to);
+                if let Some(len) = truncate_to.or(extend_to) {
+                    self.len = len;
+                }
+                // A follow-up entry may already be in the journal (a crash during an
+                // earlier recovery); otherwise plan one.
+                let after = match remove_slot {
+                    Some(slot) if self.next_entry >= self.entries.len() => After::FollowUp(slot),
+                    _ => After::NextEntry,
+                };
+                self.script(script, after)
+            }
+        }
+    }
+
+    fn script(&mut self, script: VecDeque<Effect>, after: After) -> Step {
+        if let Some(e) = script.front().cloned() {
+            self.state = RecoverState::Script(script, after);
+            return Step::Effect(e);
+        }
+        match after {
+            After::NextEntry => self.next_entry_step(),
+            After::FollowUp(slot) => {
+                self.events.push(JobEvent::JournalFollowUp {
+                    pool: self.pool,
+                    slot,
+                });
+                self.state = RecoverState::StatPool;
+                // Load the file to plan the removal with first-match semantics.
+                let loader = Loader::new(FileId::pool(self.pool), self.len);
+                self.follow_up_load(loader, slot)
+            }
+            After::FinalStat => {
+                self.state = RecoverState::FinalStat;
+                Step::Effect(Effect::Stat(FileId::pool(self.pool)))
+            }
+        }
+    }
+
+    fn follow_up_load(&mut self, loader: Loader, slot: u32) -> Step {
+        if let Some(e) = loader.next() {
+            self.state = RecoverState::FollowUpLoad(loader, slot);
+            return Step::Effect(e);
+        }
+        let (pool, _) = Pool::from_decoded(loader.finish());
+        if slot as usize >= pool.len() || !pool.complete() {
+            // Nothing sensible to remove (the pool is beyond our limits): leave it.
+            return self.script(VecDeque::new(), After::NextEntry);
+        }
+        let m = pool.plan_remove_slot(slot);
+        let want: Vec<u32> = m.touched_existing_slots().collect();
+        self.follow_up_pre(m, want, BTreeMap::new())
+    }
+
+    fn follow_up_pre(
+        &mut self,
+        m: Mutation,
+        want: Vec<u32>,
+        got: BTreeMap<u32, RecordBytes>,
+    ) -> Step {
+        if let Some(&slot) = want.get(got.len()) {
+            self.state = RecoverState::FollowUpPre { m, want, got };
+            return Step::Effect(slot_read(self.pool, slot));
+        }
+        let entry = journal_entry(self.pool, &m, &got);
+        let j = FileId::journal(self.pool);
+        let write = Effect::Write {
+            file: j,
+            offset: self.journal_end,
+            data: entry.encode(),
+        };
+        self.journal_end += entry.encoded_len() as u64;
+        self.journal_len = self.journal_len.max(self.journal_end);
+        if self.entries.len() < MAX_JOURNAL_ENTRIES {
+            self.entries.push(entry);
+        }
+        // Journal it durably, then judge and finish it like any other entry.
+        self.script(VecDeque::from([write, Effect::Fsync(j)]), After::NextEntry)
+    }
+
+    fn final_load(&mut self, loader: Loader, s: FileStamp) -> Result<Step, IoError> {
+        if let Some(e) = loader.next() {
+            self.state = RecoverState::FinalLoad(loader, s);
+            return Ok(Step::Effect(e));
+        }
+        let pool = load_events(self.pool, loader.finish(), &mut self.events);
+        self.state = RecoverState::Unlock(Ok((pool, s)));
+        Ok(Step::Effect(Effect::Unlock(FileId::pool(self.pool))))
+    }
+}

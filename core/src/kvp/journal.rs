@@ -1,0 +1,363 @@
+//! The redo journal beside each pool file (`.kvp_pool_N.journal`).
+//!
+//! Why a journal and not write-new-then-rename: other programs append to the pool file
+//! under a lock on *that* file, so it must stay the same inode, a bare record array.
+//! Changes are therefore made in place, and a crash mid-way is repaired from the journal.
+//!
+//! An entry names the slots a mutation writes, with each slot's exact bytes before
+//! (`pre`) and after (`post`), the file length before and after, and for a shrinking
+//! mutation the bytes of the slot it cuts off. The pre-images let recovery tell our
+//! half-done work from another program's records written after our crash: a slot is ours
+//! to finish only if every sector of it holds either its pre or its post bytes (a crash
+//! keeps or loses whole sectors). See [`judge`].
+//!
+//! Entries are appended; recovery reads them in order and stops at the first that does
+//! not check out (a torn write of the journal itself: that mutation never touched the
+//! pool, because the journal is made durable first).
+
+use crate::kvp::record::RecordBytes;
+use crate::kvp::wire::PoolId;
+use crate::limits::{MAX_JOURNAL_ENTRIES, POOL_RECORD_SIZE, SECTOR_SIZE};
+
+const MAGIC: &[u8; 8] = b"HVKVPJ1\0";
+/// Slot writes in one entry: a delete writes at most two slots.
+pub const MAX_ENTRY_WRITES: usize = 4;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalWrite {
+    pub slot: u32,
+    pub pre: Box<RecordBytes>,
+    pub post: Box<RecordBytes>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub pool: PoolId,
+    pub old_len: u64,
+    pub new_len: u64,
+    pub writes: Vec<JournalWrite>,
+    /// For a shrinking entry: the slot cut off and its bytes.
+    pub dropped: Option<(u32, Box<RecordBytes>)>,
+}
+
+const HEADER: usize = 8 + 4 + 4 + 8 + 8 + 4;
+const WRITE: usize = 4 + 2 * POOL_RECORD_SIZE;
+
+impl JournalEntry {
+    pub fn encoded_len(&self) -> usize {
+        HEADER
+            + self.writes.len() * WRITE
+            + self.dropped.as_ref().map_or(0, |_| POOL_RECORD_SIZE)
+            + 4
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        assert!(self.writes.len() <= MAX_ENTRY_WRITES);
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.encoded_len() as u32).to_le_bytes());
+        out.extend_from_slice(&[
+            self.pool as u8,
+            self.writes.len() as u8,
+            u8::from(self.dropped.is_some()),
+            0,
+        ]);
+        out.extend_from_slice(&self.old_len.to_le_bytes());
+        out.extend_from_slice(&self.new_len.to_le_bytes());
+        out.extend_from_slice(&self.dropped.as_ref().map_or(0, |d| d.0).to_le_bytes());
+        for w in &self.writes {
+            out.extend_from_slice(&w.slot.to_le_bytes());
+            out.extend_from_slice(&w.pre[..]);
+            out.extend_from_slice(&w.post[..]);
+        }
+        if let Some((_, pre)) = &self.dropped {
+            out.extend_from_slice(&pre[..]);
+        }
+        let crc = crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(out.len(), self.encoded_len());
+        out
+    }
+
+    fn decode(buf: &[u8]) -> Option<(JournalEntry, usize)> {
+        if buf.len() < HEADER + 4 || &buf[..8] != MAGIC {
+            return None;
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+        let len = u32_at(8) as usize;
+        let (pool, nwrites, has_dropped) = (buf[12], usize::from(buf[13]), buf[14]);
+        let expect =
+            HEADER + nwrites * WRITE + usize::from(has_dropped == 1) * POOL_RECORD_SIZE + 4;
+        if len != expect || len > buf.len() || nwrites > MAX_ENTRY_WRITES || has_dropped > 1 {
+            return None;
+        }
+        let crc = u32_at(len - 4);
+        if crc32c(&buf[..len - 4]) != crc {
+            return None;
+        }
+        let pool = PoolId::from_u8(pool)?;
+        let record = |at: usize| -> Box<RecordBytes> {
+            Box::new(buf[at..at + POOL_RECORD_SIZE].try_into().expect("record"))
+        };
+        let mut at = HEADER;
+        let mut writes = Vec::with_capacity(nwrites);
+        for _ in 0..nwrites {
+            writes.push(JournalWrite {
+                slot: u32_at(at),
+                pre: record(at + 4),
+                post: record(at + 4 + POOL_RECORD_SIZE),
+            });
+            at += WRITE;
+        }
+        let dropped = (has_dropped == 1).then(|| (u32_at(32), record(at)));
+        let entry = JournalEntry {
+            pool,
+            old_len: u64_at(16),
+            new_len: u64_at(24),
+            writes,
+            dropped,
+        };
+        Some((entry, len))
+    }
+
+    /// Every slot recovery must read to judge this entry.
+    pub fn slots(&self) -> Vec<u32> {
+        let mut s: Vec<u32> = self.writes.iter().map(|w| w.slot).collect();
+        s.extend(self.dropped.as_ref().map(|d| d.0));
+        s
+    }
+}
+
+/// The journal file, parsed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParsedJournal {
+    pub entries: Vec<JournalEntry>,
+    /// Byte offset just past the last valid entry: where a new one is appended.
+    pub valid_len: u64,
+    /// Bytes after the valid entries (a torn or foreign tail), ignored.
+    pub ignored_bytes: u64,
+}
+
+pub fn parse_journal(buf: &[u8]) -> ParsedJournal {
+    let mut at = 0;
+    let mut entries = Vec::new();
+    while entries.len() < MAX_JOURNAL_ENTRIES {
+        match JournalEntry::decode(&buf[at..]) {
+            Some((e, len)) => {
+                entries.push(e);
+                at += len;
+            }
+            None => break,
+        }
+    }
+    ParsedJournal {
+        entries,
+        valid_len: at as u64,
+        ignored_bytes: (buf.len() - at) as u64,
+    }
+}
+
+/// What recovery does with one journal entry, given the pool file as it is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Finish the mutation: write every post image, make the length right.
+    Finish {
+        /// Extend the file to this length before writing (an append that had not yet).
+        extend_to: Option<u64>,
+        /// Cut the file to this length after writing.
+        truncate_to: Option<u64>,
+        /// Other programs appended after the crash, before the cut slot was removed: it
+        /// must still be removed, keeping their records (a follow-up delete of this slot).
+        remove_slot: Option<u32>,
+    },
+    /// The file moved on without us (someone truncated or rewrote it after the crash);
+    /// finishing would overwrite their data. The mutation was never acknowledged.
+    Discard(&'static str),
+}
+
+fn sectors_match(actual: &RecordBytes, a: &RecordBytes, b: &RecordBytes) -> bool {
+    actual
+        .chunks(SECTOR_SIZE)
+        .zip(a.chunks(SECTOR_SIZE).zip(b.chunks(SECTOR_SIZE)))
+        .all(|(x, (p, q))| x == p || x == q)
+}
+
+/// Judges `entry` against the file: `len` is its length now (whole records: recovery
+/// cuts a partial tail first) and `slot(s)` returns the current bytes of slot `s`,
+/// zeros beyond the end.
+pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) -> Verdict {
+    let rec = POOL_RECORD_SIZE as u64;
+    if len < entry.old_len.min(entry.new_len) {
+        return Verdict::Discard("the file is shorter than before the change");
+    }
+    for w in &entry.writes {
+        if !sectors_match(&slot(w.slot), &w.pre, &w.post) {
+            return Verdict::Discard("a slot holds bytes that are neither ours nor the old ones");
+        }
+    }
+    let extend_to = (entry.new_len > entry.old_len && len < entry.new_len).then_some(entry.new_len);
+    let mut truncate_to = None;
+    let mut remove_slot = None;
+    if let Some((dropped, pre)) = &entry.dropped {
+        let still_there = len >= (u64::from(*dropped) + 1) * rec && slot(*dropped) == **pre;
+        if still_there && len == entry.old_len {
+            truncate_to = Some(entry.new_len);
+        } else if still_there {
+            // Others appended after the crash; cutting would lose their records.
+            remove_slot = Some(*dropped);
+        }
+    }
+    Verdict::Finish {
+        extend_to,
+        truncate_to,
+        remove_slot,
+    }
+}
+
+/// CRC-32C (Castagnoli), bitwise-table form; the journal is small.
+pub fn crc32c(data: &[u8]) -> u32 {
+    const fn table() -> [u32; 256] {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0x82F6_3B78 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    }
+    const TABLE: [u32; 256] = table();
+    let mut crc = !0u32;
+    for &b in data {
+        crc = TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rb(fill: u8) -> Box<RecordBytes> {
+        Box::new([fill; POOL_RECORD_SIZE])
+    }
+
+    fn entry() -> JournalEntry {
+        JournalEntry {
+            pool: PoolId::Guest,
+            old_len: 3 * POOL_RECORD_SIZE as u64,
+            new_len: 2 * POOL_RECORD_SIZE as u64,
+            writes: vec![JournalWrite {
+                slot: 0,
+                pre: rb(1),
+                post: rb(3),
+            }],
+            dropped: Some((2, rb(3))),
+        }
+    }
+
+    #[test]
+    fn crc32c_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn entries_round_trip_and_torn_tail_is_ignored() {
+        let e = entry();
+        let mut buf = e.encode();
+        buf.extend_from_slice(&e.encode()[..100]);
+        let p = parse_journal(&buf);
+        assert_eq!(p.entries, vec![e.clone()]);
+        assert_eq!(p.valid_len, e.encoded_len() as u64);
+        assert_eq!(p.ignored_bytes, 100);
+        let mut flipped = e.encode();
+        flipped[50] ^= 1;
+        assert!(parse_journal(&flipped).entries.is_empty());
+    }
+
+    #[test]
+    fn judge_finishes_half_written_delete() {
+        let e = entry();
+        let rec = POOL_RECORD_SIZE as u64;
+        // Slot 0 torn: first sector new, the rest old. Nothing cut yet.
+        let torn = {
+            let mut b = [1u8; POOL_RECORD_SIZE];
+            b[..SECTOR_SIZE].fill(3);
+            b
+        };
+        let slots = |s: u32| {
+            if s == 0 {
+                torn
+            } else {
+                [3u8; POOL_RECORD_SIZE]
+            }
+        };
+        assert_eq!(
+            judge(&e, 3 * rec, &slots),
+            Verdict::Finish {
+                extend_to: None,
+                truncate_to: Some(2 * rec),
+                remove_slot: None
+            }
+        );
+        // Someone appended after the crash: remove the slot, keep their record.
+        assert_eq!(
+            judge(&e, 4 * rec, &slots),
+            Verdict::Finish {
+                extend_to: None,
+                truncate_to: None,
+                remove_slot: Some(2)
+            }
+        );
+        // Someone else's bytes in slot 0: leave the file alone.
+        assert!(matches!(
+            judge(&e, 3 * rec, &|_| [9u8; POOL_RECORD_SIZE]),
+            Verdict::Discard(_)
+        ));
+        // Truncated by another program.
+        assert!(matches!(judge(&e, rec, &slots), Verdict::Discard(_)));
+    }
+
+    #[test]
+    fn judge_tells_our_append_from_theirs() {
+        let rec = POOL_RECORD_SIZE as u64;
+        let e = JournalEntry {
+            pool: PoolId::Guest,
+            old_len: rec,
+            new_len: 2 * rec,
+            writes: vec![JournalWrite {
+                slot: 1,
+                pre: rb(0),
+                post: rb(7),
+            }],
+            dropped: None,
+        };
+        let ours = |s: u32| {
+            if s == 1 {
+                [0u8; POOL_RECORD_SIZE]
+            } else {
+                [5u8; POOL_RECORD_SIZE]
+            }
+        };
+        assert_eq!(
+            judge(&e, rec, &ours),
+            Verdict::Finish {
+                extend_to: Some(2 * rec),
+                truncate_to: None,
+                remove_slot: None
+            }
+        );
+        let theirs = |_| [8u8; POOL_RECORD_SIZE];
+        assert!(matches!(judge(&e, 2 * rec, &theirs), Verdict::Discard(_)));
+    }
+}

@@ -1,0 +1,630 @@
+//! The KVP daemon as a sans-IO state machine.
+//!
+//! # Contract with the driver
+//!
+//! The driver (the mio loop in `io-freebsd`, or the simulator) owns every resource and
+//! the clock; the machine owns every decision. After constructing it:
+//!
+//! 1. Drain [`KvpMachine::poll_output`] until `None`, and execute each output in order:
+//!    write `DeviceWrite` bytes to the device (the first is the registration), start
+//!    each `Effect`, log each `Event`, exit on `Exit`.
+//! 2. Wait for the device to be readable, an effect to finish, or the instant from
+//!    [`KvpMachine::poll_timeout`], whichever comes first.
+//! 3. Call [`KvpMachine::handle`] once with what happened and the current time, then go
+//!    back to 1. `handle` must not be called with outputs still queued, and time never
+//!    goes backwards (both are asserted).
+//!
+//! Every device read is answered by exactly one `DeviceWrite`, before the kernel's
+//! deadline (with `E_FAIL` if nothing better is possible in time). Every effect is
+//! answered with exactly one `Input::EffectDone` with its id; results for unknown ids
+//! are ignored. At most one effect per [`Lane`] is in flight.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::kvp::auto::{AutoPool, SystemInfo};
+use crate::kvp::effect::{Effect, EffectId, EffectResult, FileStamp, Input, IoError, Lane};
+use crate::kvp::ip::{IpConfig, IpConfigError, Mac};
+use crate::kvp::jobs::{JobEvent, JobOutcome, MutOp, Mutate, MutateResult, Recover, Refresh, Step};
+use crate::kvp::pool::{Outcome, Pool};
+use crate::kvp::wire::{self, DecodeError, Message, Op, PoolId, Reply, Request, Status};
+use crate::limits::{KVP_REPLY_BUDGET, MAX_QUEUED_OUTPUTS, RECOVERY_RETRY};
+use crate::time::Instant;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvpConfig {
+    /// How long after reading a request we answer at the latest.
+    pub reply_budget: Duration,
+    /// How long a failed pool waits before recovery is tried again.
+    pub recovery_retry: Duration,
+}
+
+impl Default for KvpConfig {
+    fn default() -> Self {
+        KvpConfig {
+            reply_budget: KVP_REPLY_BUDGET,
+            recovery_retry: RECOVERY_RETRY,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Exactly these 7430 bytes, in one write.
+    DeviceWrite(Box<Message>),
+    Effect {
+        id: EffectId,
+        effect: Effect,
+    },
+    Event(Event),
+    /// Shutdown finished: close the device and exit 0.
+    Exit,
+}
+
+/// Things worth a log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Job(JobEvent),
+    /// Registration sent: every pool is recovered (or failed and will be retried).
+    Registered,
+    Malformed(DecodeError),
+    IpConfigRefused(IpConfigError),
+    /// The request could not be finished in time; answered with this status.
+    DeadlineReply {
+        op: Op,
+        status: Status,
+    },
+    /// A pool's file could not be brought to a known state; requests on it fail until
+    /// recovery succeeds.
+    PoolFailed {
+        pool: PoolId,
+        error: IoError,
+    },
+    PoolRecovered {
+        pool: PoolId,
+        records: usize,
+    },
+    /// A mutation failed part-way; the pool is being recovered.
+    MutationInDoubt {
+        pool: PoolId,
+        error: IoError,
+    },
+    /// A reply came for an effect we did not start (a driver bug, ignored).
+    UnknownEffect(EffectId),
+}
+
+#[derive(Debug)]
+enum Health {
+    /// Not loaded yet, or being recovered.
+    Unknown,
+    Ready,
+    Failed {
+        retry_at: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct PoolSlot {
+    pool: Pool,
+    stamp: Option<FileStamp>,
+    health: Health,
+}
+
+#[derive(Debug)]
+enum Job {
+    Recover(Recover),
+    Refresh(Refresh),
+    Mutate(Mutate),
+}
+
+#[derive(Debug)]
+struct FileLane {
+    job: Job,
+    in_flight: Option<EffectId>,
+    /// The request this job serves, if that request is still unanswered.
+    serves: Option<u64>,
+}
+
+/// The outstanding host request.
+#[derive(Debug)]
+struct Current {
+    seq: u64,
+    request: Request,
+    deadline: Instant,
+    /// Waiting for the file lane to free up (a mutation behind a stuck job).
+    waiting: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Recovering,
+    Serving,
+    ShuttingDown,
+    Exited,
+}
+
+pub struct KvpMachine {
+    config: KvpConfig,
+    now: Instant,
+    phase: Phase,
+    pools: [PoolSlot; 5],
+    auto: AutoPool,
+    current: Option<Current>,
+    next_seq: u64,
+    file: Option<FileLane>,
+    /// Pools waiting for the file lane to run recovery, in order.
+    recover_queue: VecDeque<PoolId>,
+    /// The in-flight system effect and the request it serves.
+    system: Option<(EffectId, Option<u64>)>,
+    next_effect: u64,
+    outputs: VecDeque<Output>,
+}
+
+impl KvpMachine {
+    /// Starts recovering every file-backed pool; registration follows when done.
+    pub fn new(config: KvpConfig, now: Instant, info: &SystemInfo) -> KvpMachine {
+        let slot = || PoolSlot {
+            pool: Pool::new(),
+            stamp: None,
+            health: Health::Unknown,
+        };
+        let mut m = KvpMachine {
+            config,
+            now,
+            phase: Phase::Recovering,
+            pools: [slot(), slot(), slot(), slot(), slot()],
+            auto: AutoPool::new(info),
+            current: None,
+            next_seq: 0,
+            file: None,
+            recover_queue: PoolId::FILE_BACKED.into_iter().collect(),
+            system: None,
+            next_effect: 0,
+            outputs: VecDeque::new(),
+        };
+        m.pools[PoolId::Auto.index()].health = Health::Ready;
+        m.start_file_work();
+        m
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next instant at which `handle(.., Input::Timer)` has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let deadline = self.current.as_ref().map(|c| c.deadline);
+        let retry = if self.file.is_none() {
+            self.pools
+                .iter()
+                .filter_map(|p| match p.health {
+                    Health::Failed { retry_at } => Some(retry_at),
+                    _ => None,
+                })
+                .min()
+        } else {
+            None
+        };
+        deadline.into_iter().chain(retry).min()
+    }
+
+    /// Whether the machine has nothing in flight (no request, no effect).
+    pub fn is_idle(&self) -> bool {
+        self.current.is_none()
+            && self.file.is_none()
+            && self.system.is_none()
+            && self.recover_queue.is_empty()
+    }
+
+    /// The pool as held in memory (for the simulator's checks and the tool).
+    pub fn pool(&self, id: PoolId) -> &Pool {
+        &self.pools[id.index()].pool
+    }
+
+    /// Whether a pool is loaded and usable.
+    pub fn pool_ready(&self, id: PoolId) -> bool {
+        matches!(self.pools[id.index()].health, Health::Ready)
+    }
+
+    pub fn registered(&self) -> bool {
+        matches!(self.phase, Phase::Serving | Phase::ShuttingDown)
+    }
+
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        assert!(
+            self.outputs.is_empty(),
+            "handle() called with undrained outputs"
+        );
+        assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
+        self.now = now;
+        match input {
+            Input::DeviceRead(bytes) => self.on_device_read(&bytes),
+            Input::EffectDone { id, result } => self.on_effect(id, result),
+            Input::SystemInfo(info) => self.auto = AutoPool::new(&info),
+            Input::Timer => self.on_timer(),
+            Input::Shutdown => {
+                if self.phase != Phase::Exited {
+                    self.phase = Phase::ShuttingDown;
+                }
+            }
+        }
+        if self.phase == Phase::ShuttingDown && self.current.is_none() && self.file.is_none() {
+            self.phase = Phase::Exited;
+            self.outputs.push_back(Output::Exit);
+        }
+        assert!(
+            self.outputs.len() <= MAX_QUEUED_OUTPUTS,
+            "{} outputs queued",
+            self.outputs.len()
+        );
+    }
+
+    fn effect_id(&mut self) -> EffectId {
+        self.next_effect += 1;
+        EffectId(self.next_effect)
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        self.current = None;
+        self.outputs
+            .push_back(Output::DeviceWrite(wire::encode_reply(&reply)));
+    }
+
+    fn on_device_read(&mut self, bytes: &[u8]) {
+        if let Some(c) = self.current.take() {
+            // The driver read again before we answered: the kernel handed us a new
+            // request, so the old one is lost to the host. Answer it so that every read
+            // still gets exactly one write.
+            self.current = Some(c);
+            self.reply(Reply::Status(Status::E_FAIL));
+        }
+        let request = match wire::decode_request(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.outputs.push_back(Output::Event(Event::Malformed(e)));
+                self.outputs
+                    .push_back(Output::DeviceWrite(wire::encode_reply(&Reply::Status(
+                        e.status(),
+                    ))));
+                return;
+            }
+        };
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let deadline = self.now.saturating_add(self.config.reply_budget);
+        self.current = Some(Current {
+            seq,
+            request,
+            deadline,
+            waiting: false,
+        });
+        self.serve();
+    }
+
+    /// Moves the current request forward as far as it can go now.
+    fn serve(&mut self) {
+        let Some(c) = self.current.as_ref() else {
+            return;
+        };
+        let seq = c.seq;
+        let request = c.request.clone();
+        match request {
+            Request::Get {
+                pool: PoolId::Auto,
+                key,
+            } => {
+                let r = match self.auto.get(&key) {
+                    Some(v) => Reply::Value(v.clone()),
+                    None => Reply::Status(Status::S_CONT),
+                };
+                self.reply(r);
+            }
+            Request::Enumerate {
+                pool: PoolId::Auto,
+                index,
+            } => {
+                let r = match self.auto.entry(index) {
+                    Some((k, v)) => Reply::Entry {
+                        key: k.clone(),
+                        value: v.clone(),
+                    },
+                    None => Reply::Status(Status::S_CONT),
+                };
+                self.reply(r);
+            }
+            // The auto pool is generated; the host may not change it (stock behaviour).
+            Request::Set {
+                pool: PoolId::Auto, ..
+            }
+            | Request::Delete {
+                pool: PoolId::Auto, ..
+            } => {
+                self.reply(Reply::Status(Status::S_CONT));
+            }
+            Request::Get { pool, .. } | Request::Enumerate { pool, .. } => {
+                if !matches!(self.pools[pool.index()].health, Health::Ready) {
+                    self.reply(Reply::Status(Status::E_FAIL));
+                } else if self.file.is_some() {
+                    // Never wait behind a file job (a write stuck on a suspended file
+                    // system): memory holds what the disk durably holds.
+                    let _ = self.answer_read();
+                } else {
+                    let known = self.pools[pool.index()].stamp;
+                    self.start_job(Job::Refresh(Refresh::new(pool, known)), Some(seq));
+                }
+            }
+            Request::Set { pool, key, value } => {
+                self.serve_mutation(seq, pool, MutOp::Set(key, value))
+            }
+            Request::Delete { pool, key } => self.serve_mutation(seq, pool, MutOp::Delete(key)),
+            Request::GetIpInfo { adapter_id, .. } => match Mac::parse(&adapter_id) {
+                None => self.reply(Reply::Status(Status::E_FAIL)),
+                Some(mac) => self.start_system(seq, Effect::QueryAdapter(mac)),
+            },
+            Request::SetIpInfo(fields) => match IpConfig::parse(&fields) {
+                Err(e) => {
+                    self.outputs
+                        .push_back(Output::Event(Event::IpConfigRefused(e)));
+                    self.reply(Reply::Status(Status::INVALID_ARG));
+                }
+                Ok(cfg) => self.start_system(seq, Effect::ApplyIpConfig(cfg)),
+            },
+        }
+    }
+
+    fn serve_mutation(&mut self, seq: u64, pool: PoolId, op: MutOp) {
+        if !matches!(self.pools[pool.index()].health, Health::Ready) {
+            self.reply(Reply::Status(Status::E_FAIL));
+        } else if self.file.is_some() {
+            if let Some(c) = self.current.as_mut() {
+                c.waiting = true;
+            }
+        } else {
+            let known = self.pools[pool.index()].stamp;
+            self.start_job(Job::Mutate(Mutate::new(pool, op, known)), Some(seq));
+        }
+    }
+
+    /// Answers the current GET/ENUMERATE from memory.
+    fn answer_read(&mut self) -> Status {
+        let Some(c) = self.current.as_ref() else {
+            return Status::E_FAIL;
+        };
+        let reply = match &c.request {
+            Request::Get { pool, key } => match self.pools[pool.index()].pool.get(key) {
+                Some(v) => Reply::Value(v.clone()),
+                None => Reply::Status(Status::S_CONT),
+            },
+            Request::Enumerate { pool, index } => match self.pools[pool.index()].pool.entry(*index)
+            {
+                Some(r) => Reply::Entry {
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                },
+                None => Reply::Status(Status::S_CONT),
+            },
+            other => unreachable!("answer_read for {:?}", other.op()),
+        };
+        let status = reply.status();
+        self.reply(reply);
+        status
+    }
+
+    fn start_system(&mut self, seq: u64, effect: Effect) {
+        if self.system.is_some() {
+            // The previous query is stuck; do not pile up behind it.
+            self.reply(Reply::Status(Status::E_FAIL));
+            return;
+        }
+        let id = self.effect_id();
+        self.system = Some((id, Some(seq)));
+        self.outputs.push_back(Output::Effect { id, effect });
+    }
+
+    fn start_job(&mut self, job: Job, serves: Option<u64>) {
+        assert!(self.file.is_none(), "one file job at a time");
+        self.file = Some(FileLane {
+            job,
+            in_flight: None,
+            serves,
+        });
+        self.resume_job(None);
+    }
+
+    fn resume_job(&mut self, result: Option<EffectResult>) {
+        let Some(lane) = self.file.as_mut() else {
+            return;
+        };
+        let (step, events) = match &mut lane.job {
+            Job::Recover(j) => (j.resume(result), std::mem::take(&mut j.events)),
+            Job::Refresh(j) => (j.resume(result), std::mem::take(&mut j.events)),
+            Job::Mutate(j) => {
+                let pool = j.pool();
+                let current = &self.pools[pool.index()].pool;
+                (j.resume(result, current), std::mem::take(&mut j.events))
+            }
+        };
+        for e in events {
+            self.outputs.push_back(Output::Event(Event::Job(e)));
+        }
+        match step {
+            Step::Effect(effect) => {
+                debug_assert_eq!(effect.lane(), Lane::File);
+                let id = self.effect_id();
+                if let Some(lane) = self.file.as_mut() {
+                    lane.in_flight = Some(id);
+                }
+                self.outputs.push_back(Output::Effect { id, effect });
+            }
+            Step::Finished(outcome) => {
+                let serves = self.file.take().and_then(|l| l.serves);
+                self.job_finished(outcome, serves);
+                self.start_file_work();
+            }
+        }
+    }
+
+    fn serves_current(&self, serves: Option<u64>) -> bool {
+        serves.is_some() && self.current.as_ref().map(|c| c.seq) == serves
+    }
+
+    fn job_finished(&mut self, outcome: JobOutcome, serves: Option<u64>) {
+        let answer = self.serves_current(serves);
+        match outcome {
+            JobOutcome::Refreshed { pool, reload } => {
+                if let Some((p, s)) = reload {
+                    let slot = &mut self.pools[pool.index()];
+                    slot.pool = p;
+                    slot.stamp = Some(s);
+                }
+                if answer {
+                    let _ = self.answer_read();
+                }
+            }
+            JobOutcome::Mutated {
+                pool,
+                reload,
+                result,
+            } => {
+                let slot = &mut self.pools[pool.index()];
+                if let Some((p, s)) = reload {
+                    slot.pool = p;
+                    slot.stamp = Some(s);
+                }
+                let status = match result {
+                    MutateResult::Applied { mutation, stamp } => {
+                        slot.pool.apply(&mutation);
+                        slot.stamp = Some(stamp);
+                        Status::OK
+                    }
+                    MutateResult::Nothing(Outcome::Ok) => Status::OK,
+                    MutateResult::Nothing(Outcome::NotFound) => Status::S_CONT,
+                    MutateResult::Nothing(Outcome::Full) => Status::E_FAIL,
+                    MutateResult::Failed(_) => Status::E_FAIL,
+                    MutateResult::InDoubt(error) => {
+                        slot.health = Health::Unknown;
+                        self.outputs
+                            .push_back(Output::Event(Event::MutationInDoubt { pool, error }));
+                        self.recover_queue.push_front(pool);
+                        Status::E_FAIL
+                    }
+                };
+                if answer {
+                    self.reply(Reply::Status(status));
+                }
+            }
+            JobOutcome::Recovered { pool, result } => {
+                let slot = &mut self.pools[pool.index()];
+                match result {
+                    Ok((p, s)) => {
+                        let records = p.len();
+                        slot.pool = p;
+                        slot.stamp = Some(s);
+                        slot.health = Health::Ready;
+                        self.outputs
+                            .push_back(Output::Event(Event::PoolRecovered { pool, records }));
+                    }
+                    Err(error) => {
+                        slot.health = Health::Failed {
+                            retry_at: self.now.saturating_add(self.config.recovery_retry),
+                        };
+                        self.outputs
+                            .push_back(Output::Event(Event::PoolFailed { pool, error }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts whatever file work is due: queued recovery first, then a waiting
+    /// mutation; registers once start-up recovery is done.
+    fn start_file_work(&mut self) {
+        if self.file.is_some() {
+            return;
+        }
+        if let Some(pool) = self.recover_queue.pop_front() {
+            self.start_job(Job::Recover(Recover::new(pool)), None);
+            return;
+        }
+        if self.phase == Phase::Recovering {
+            self.phase = Phase::Serving;
+            self.outputs
+                .push_back(Output::DeviceWrite(wire::registration()));
+            self.outputs.push_back(Output::Event(Event::Registered));
+        }
+        if self.current.as_ref().is_some_and(|c| c.waiting) {
+            if let Some(c) = self.current.as_mut() {
+                c.waiting = false;
+            }
+            self.serve();
+        }
+    }
+
+    fn on_effect(&mut self, id: EffectId, result: EffectResult) {
+        if self.file.as_ref().and_then(|l| l.in_flight) == Some(id) {
+            if let Some(l) = self.file.as_mut() {
+                l.in_flight = None;
+            }
+            self.resume_job(Some(result));
+            return;
+        }
+        match self.system {
+            Some((sid, serves)) if sid == id => {
+                self.system = None;
+                if !self.serves_current(serves) {
+                    return;
+                }
+                let Some(Current { request, .. }) = self.current.as_ref() else {
+                    return;
+                };
+                let reply = match (request, result) {
+                    (Request::GetIpInfo { adapter_id, .. }, EffectResult::Adapter(Some(info))) => {
+                        match Mac::parse(adapter_id) {
+                            Some(mac) => Reply::IpInfo(info.to_fields(mac)),
+                            None => Reply::Status(Status::E_FAIL),
+                        }
+                    }
+                    (Request::SetIpInfo(_), EffectResult::Done) => Reply::Status(Status::OK),
+                    _ => Reply::Status(Status::E_FAIL),
+                };
+                self.reply(reply);
+            }
+            _ => self
+                .outputs
+                .push_back(Output::Event(Event::UnknownEffect(id))),
+        }
+    }
+
+    fn on_timer(&mut self) {
+        if let Some(c) = self.current.as_ref() {
+            if self.now >= c.deadline {
+                let op = c.request.op();
+                let reads = matches!(c.request, Request::Get { .. } | Request::Enumerate { .. });
+                if reads {
+                    // The refresh did not finish: answer from what we hold.
+                    let status = self.answer_read();
+                    self.outputs
+                        .push_back(Output::Event(Event::DeadlineReply { op, status }));
+                } else {
+                    // A mutation still running continues; its outcome reaches memory
+                    // when it finishes. One that never started is dropped.
+                    self.reply(Reply::Status(Status::E_FAIL));
+                    self.outputs.push_back(Output::Event(Event::DeadlineReply {
+                        op,
+                        status: Status::E_FAIL,
+                    }));
+                }
+            }
+        }
+        if self.file.is_none() {
+            let due = PoolId::FILE_BACKED.into_iter().find(|p| {
+                matches!(self.pools[p.index()].health, Health::Failed { retry_at } if retry_at <= self.now)
+            });
+            if let Some(pool) = due {
+                self.pools[pool.index()].health = Health::Unknown;
+                self.recover_queue.push_back(pool);
+                self.start_file_work();
+            }
+        }
+    }
+}

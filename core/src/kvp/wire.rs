@@ -1,0 +1,545 @@
+//! The 7430-byte `hv_kvp_msg` on `/dev/hv_kvp_dev` (spec `kvp.md` §1.3, §2.4, §2.5).
+//!
+//! Decoding is total: any byte string decodes to a [`Request`] or to a [`DecodeError`]
+//! that carries the status to answer with. Strings are read up to their NUL and never
+//! past their field; the kernel's `key_size`/`value_size` are not trusted (the kernel
+//! computes them wrongly for non-ASCII text, §2.4). Replies are built from a zeroed
+//! buffer, so everything after each terminator is zero.
+
+use crate::kvp::text::{terminated, Key, Value};
+use crate::limits::{KVP_KEY_FIELD, KVP_MSG_SIZE, KVP_VALUE_FIELD};
+
+/// One device message.
+pub type Message = [u8; KVP_MSG_SIZE];
+
+/// Byte offsets inside a message (from the start of the message).
+pub mod offset {
+    pub const OPERATION: usize = 0;
+    pub const POOL: usize = 1;
+    pub const STATUS: usize = 0;
+    // GET / SET: hv_kvp_exchg_msg_value
+    pub const VALUE_TYPE: usize = 4;
+    pub const KEY_SIZE: usize = 8;
+    pub const VALUE_SIZE: usize = 12;
+    pub const KEY: usize = 16;
+    pub const VALUE: usize = 528;
+    // DELETE
+    pub const DELETE_KEY_SIZE: usize = 4;
+    pub const DELETE_KEY: usize = 8;
+    // ENUMERATE
+    pub const ENUM_INDEX: usize = 4;
+    pub const ENUM_VALUE_TYPE: usize = 8;
+    pub const ENUM_KEY_SIZE: usize = 12;
+    pub const ENUM_VALUE_SIZE: usize = 16;
+    pub const ENUM_KEY: usize = 20;
+    pub const ENUM_VALUE: usize = 532;
+    // GET_IP_INFO / SET_IP_INFO: hv_kvp_ipaddr_value (UTF-8 on the device side)
+    pub const ADAPTER_ID: usize = 4;
+    pub const ADDR_FAMILY: usize = 260;
+    pub const DHCP_ENABLED: usize = 261;
+    pub const IP_ADDR: usize = 262;
+    pub const SUB_NET: usize = 2310;
+    pub const GATE_WAY: usize = 4358;
+    pub const DNS_ADDR: usize = 5382;
+}
+
+/// Sizes of the IP info fields on the device (bytes).
+pub mod ip_field {
+    pub const ADAPTER_ID: usize = 256;
+    pub const IP_ADDR: usize = 2048;
+    pub const SUB_NET: usize = 2048;
+    pub const GATE_WAY: usize = 1024;
+    pub const DNS_ADDR: usize = 2048;
+}
+
+// The layout adds up (spec §1.3): every field ends inside the message.
+const _: () = assert!(offset::VALUE + KVP_VALUE_FIELD == 2576);
+const _: () = assert!(offset::ENUM_VALUE + KVP_VALUE_FIELD == 2580);
+const _: () = assert!(offset::DNS_ADDR + ip_field::DNS_ADDR == KVP_MSG_SIZE);
+const _: () = assert!(offset::DELETE_KEY + KVP_KEY_FIELD <= KVP_MSG_SIZE);
+
+/// `enum hv_kvp_exchg_op`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[repr(u8)]
+pub enum Op {
+    Get = 0,
+    Set = 1,
+    Delete = 2,
+    Enumerate = 3,
+    GetIpInfo = 4,
+    SetIpInfo = 5,
+}
+
+impl Op {
+    pub fn from_u8(b: u8) -> Option<Op> {
+        Some(match b {
+            0 => Op::Get,
+            1 => Op::Set,
+            2 => Op::Delete,
+            3 => Op::Enumerate,
+            4 => Op::GetIpInfo,
+            5 => Op::SetIpInfo,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Get => "GET",
+            Op::Set => "SET",
+            Op::Delete => "DELETE",
+            Op::Enumerate => "ENUMERATE",
+            Op::GetIpInfo => "GET_IP_INFO",
+            Op::SetIpInfo => "SET_IP_INFO",
+        }
+    }
+}
+
+/// `enum hv_kvp_exchg_pool`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[repr(u8)]
+pub enum PoolId {
+    External = 0,
+    Guest = 1,
+    Auto = 2,
+    AutoExternal = 3,
+    AutoInternal = 4,
+}
+
+impl PoolId {
+    pub const ALL: [PoolId; 5] = [
+        PoolId::External,
+        PoolId::Guest,
+        PoolId::Auto,
+        PoolId::AutoExternal,
+        PoolId::AutoInternal,
+    ];
+    /// Pools kept in files; the auto pool is generated from system information.
+    pub const FILE_BACKED: [PoolId; 4] = [
+        PoolId::External,
+        PoolId::Guest,
+        PoolId::AutoExternal,
+        PoolId::AutoInternal,
+    ];
+
+    pub fn from_u8(b: u8) -> Option<PoolId> {
+        PoolId::ALL.get(usize::from(b)).copied()
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolId::External => "external",
+            PoolId::Guest => "guest",
+            PoolId::Auto => "auto",
+            PoolId::AutoExternal => "auto-external",
+            PoolId::AutoInternal => "auto-internal",
+        }
+    }
+
+    /// `.kvp_pool_N`, the stock daemon's file name.
+    pub fn file_name(self) -> String {
+        format!(".kvp_pool_{}", self.index())
+    }
+}
+
+/// An HRESULT written into bytes 0..3 of a reply; the kernel forwards it verbatim.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Status(pub u32);
+
+impl Status {
+    pub const OK: Status = Status(0x0000_0000);
+    pub const E_FAIL: Status = Status(0x8000_4005);
+    /// "No more items": end of enumeration, key not found, operation refused.
+    pub const S_CONT: Status = Status(0x8007_0103);
+    pub const NOT_SUPPORTED: Status = Status(0x8007_0032);
+    pub const INVALID_ARG: Status = Status(0x8007_0057);
+    pub const GUID_NOT_FOUND: Status = Status(0x8004_1002);
+
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Status::OK => "OK",
+            Status::E_FAIL => "E_FAIL",
+            Status::S_CONT => "S_CONT",
+            Status::NOT_SUPPORTED => "NOT_SUPPORTED",
+            Status::INVALID_ARG => "INVALID_ARG",
+            Status::GUID_NOT_FOUND => "GUID_NOT_FOUND",
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Debug for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "{:#010x}", self.0),
+        }
+    }
+}
+
+/// Which string field of a message was malformed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Key,
+    Value,
+    AdapterId,
+    IpAddr,
+    SubNet,
+    GateWay,
+    DnsAddr,
+}
+
+/// Why a device message is not a request we can carry out. Each has the status that
+/// answers it; the message is still answered exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("device message of {0} bytes, expected 7430")]
+    WrongLength(usize),
+    #[error("unknown operation {0}")]
+    UnknownOp(u8),
+    #[error("{op:?} names pool {pool}, pools are 0..=4")]
+    BadPool { op: Op, pool: u8 },
+    #[error("{op:?}: the {field:?} field has no terminator")]
+    Unterminated { op: Op, field: Field },
+}
+
+impl DecodeError {
+    pub fn status(&self) -> Status {
+        match self {
+            DecodeError::UnknownOp(_) => Status::NOT_SUPPORTED,
+            DecodeError::WrongLength(_) | DecodeError::BadPool { .. } => Status::E_FAIL,
+            DecodeError::Unterminated { .. } => Status::INVALID_ARG,
+        }
+    }
+
+    /// The operation, when the message named a known one.
+    pub fn op(&self) -> Option<Op> {
+        match self {
+            DecodeError::BadPool { op, .. } | DecodeError::Unterminated { op, .. } => Some(*op),
+            _ => None,
+        }
+    }
+}
+
+/// The text fields of `hv_kvp_ipaddr_value`, as bytes up to each terminator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct IpFields {
+    pub adapter_id: Vec<u8>,
+    pub addr_family: u8,
+    pub dhcp_enabled: u8,
+    pub ip_addr: Vec<u8>,
+    pub sub_net: Vec<u8>,
+    pub gate_way: Vec<u8>,
+    pub dns_addr: Vec<u8>,
+}
+
+/// A host request as the daemon sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Request {
+    Get {
+        pool: PoolId,
+        key: Key,
+    },
+    Set {
+        pool: PoolId,
+        key: Key,
+        value: Value,
+    },
+    Delete {
+        pool: PoolId,
+        key: Key,
+    },
+    Enumerate {
+        pool: PoolId,
+        index: u32,
+    },
+    GetIpInfo {
+        adapter_id: Vec<u8>,
+        addr_family: u8,
+    },
+    SetIpInfo(IpFields),
+}
+
+impl Request {
+    pub fn op(&self) -> Op {
+        match self {
+            Request::Get { .. } => Op::Get,
+            Request::Set { .. } => Op::Set,
+            Request::Delete { .. } => Op::Delete,
+            Request::Enumerate { .. } => Op::Enumerate,
+            Request::GetIpInfo { .. } => Op::GetIpInfo,
+            Request::SetIpInfo(_) => Op::SetIpInfo,
+        }
+    }
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn put_u32(buf: &mut [u8], at: usize, v: u32) {
+    buf[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn field(buf: &[u8], at: usize, len: usize, op: Op, which: Field) -> Result<&[u8], DecodeError> {
+    terminated(&buf[at..at + len]).ok_or(DecodeError::Unterminated { op, field: which })
+}
+
+fn key_at(buf: &[u8], at: usize, op: Op) -> Result<Key, DecodeError> {
+    let bytes = field(buf, at, KVP_KEY_FIELD, op, Field::Key)?;
+    // A terminated string from a 512-byte field is at most 511 bytes with no NUL.
+    Ok(Key::new(bytes).expect("terminated field fits the key bounds"))
+}
+
+fn value_at(buf: &[u8], at: usize, op: Op) -> Result<Value, DecodeError> {
+    let bytes = field(buf, at, KVP_VALUE_FIELD, op, Field::Value)?;
+    Ok(Value::new(bytes).expect("terminated field fits the value bounds"))
+}
+
+fn ip_fields(buf: &[u8], op: Op) -> Result<IpFields, DecodeError> {
+    use offset as o;
+    Ok(IpFields {
+        adapter_id: field(
+            buf,
+            o::ADAPTER_ID,
+            ip_field::ADAPTER_ID,
+            op,
+            Field::AdapterId,
+        )?
+        .to_vec(),
+        addr_family: buf[o::ADDR_FAMILY],
+        dhcp_enabled: buf[o::DHCP_ENABLED],
+        ip_addr: field(buf, o::IP_ADDR, ip_field::IP_ADDR, op, Field::IpAddr)?.to_vec(),
+        sub_net: field(buf, o::SUB_NET, ip_field::SUB_NET, op, Field::SubNet)?.to_vec(),
+        gate_way: field(buf, o::GATE_WAY, ip_field::GATE_WAY, op, Field::GateWay)?.to_vec(),
+        dns_addr: field(buf, o::DNS_ADDR, ip_field::DNS_ADDR, op, Field::DnsAddr)?.to_vec(),
+    })
+}
+
+/// Decodes one message read from the device. Total: never panics, never reads past a
+/// field, whatever the bytes.
+pub fn decode_request(buf: &[u8]) -> Result<Request, DecodeError> {
+    if buf.len() != KVP_MSG_SIZE {
+        return Err(DecodeError::WrongLength(buf.len()));
+    }
+    let op_byte = buf[offset::OPERATION];
+    let op = Op::from_u8(op_byte).ok_or(DecodeError::UnknownOp(op_byte))?;
+    let pool = || {
+        let p = buf[offset::POOL];
+        PoolId::from_u8(p).ok_or(DecodeError::BadPool { op, pool: p })
+    };
+    Ok(match op {
+        Op::Get => Request::Get {
+            pool: pool()?,
+            key: key_at(buf, offset::KEY, op)?,
+        },
+        Op::Set => Request::Set {
+            pool: pool()?,
+            key: key_at(buf, offset::KEY, op)?,
+            value: value_at(buf, offset::VALUE, op)?,
+        },
+        Op::Delete => Request::Delete {
+            pool: pool()?,
+            key: key_at(buf, offset::DELETE_KEY, op)?,
+        },
+        Op::Enumerate => Request::Enumerate {
+            pool: pool()?,
+            index: u32_at(buf, offset::ENUM_INDEX),
+        },
+        // The pool byte means nothing for the IP operations.
+        Op::GetIpInfo => {
+            let f = ip_fields(buf, op)?;
+            Request::GetIpInfo {
+                adapter_id: f.adapter_id,
+                addr_family: f.addr_family,
+            }
+        }
+        Op::SetIpInfo => Request::SetIpInfo(ip_fields(buf, op)?),
+    })
+}
+
+/// What the daemon writes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Status only: SET, DELETE, SET_IP_INFO and every failure.
+    Status(Status),
+    /// GET found the key: OK and the value at offset 528 (the kernel reads it there).
+    Value(Value),
+    /// ENUMERATE found the index: OK, key at 20 and value at 532.
+    Entry { key: Key, value: Value },
+    /// GET_IP_INFO found the adapter.
+    IpInfo(IpFields),
+}
+
+impl Reply {
+    pub fn status(&self) -> Status {
+        match self {
+            Reply::Status(s) => *s,
+            _ => Status::OK,
+        }
+    }
+}
+
+fn put_text(buf: &mut [u8], at: usize, len: usize, text: &[u8]) {
+    // Cut to leave room for the terminator; the buffer is already zero.
+    let n = text.len().min(len - 1);
+    let n = text[..n].iter().position(|&b| b == 0).unwrap_or(n);
+    buf[at..at + n].copy_from_slice(&text[..n]);
+}
+
+/// The registration message: 7430 bytes, all zero but byte 0 = 4 (spec §1.6).
+pub fn registration() -> Box<Message> {
+    let mut buf = Box::new([0u8; KVP_MSG_SIZE]);
+    buf[offset::OPERATION] = 4;
+    buf
+}
+
+/// Encodes a reply into a fresh zeroed message.
+pub fn encode_reply(reply: &Reply) -> Box<Message> {
+    let mut buf = Box::new([0u8; KVP_MSG_SIZE]);
+    put_u32(&mut buf[..], offset::STATUS, reply.status().0);
+    match reply {
+        Reply::Status(_) => {}
+        Reply::Value(v) => v.write_padded(&mut buf[offset::VALUE..offset::VALUE + KVP_VALUE_FIELD]),
+        Reply::Entry { key, value } => {
+            key.write_padded(&mut buf[offset::ENUM_KEY..offset::ENUM_KEY + KVP_KEY_FIELD]);
+            value.write_padded(&mut buf[offset::ENUM_VALUE..offset::ENUM_VALUE + KVP_VALUE_FIELD]);
+        }
+        Reply::IpInfo(f) => {
+            use offset as o;
+            put_text(
+                &mut buf[..],
+                o::ADAPTER_ID,
+                ip_field::ADAPTER_ID,
+                &f.adapter_id,
+            );
+            buf[o::ADDR_FAMILY] = f.addr_family;
+            buf[o::DHCP_ENABLED] = f.dhcp_enabled;
+            put_text(&mut buf[..], o::IP_ADDR, ip_field::IP_ADDR, &f.ip_addr);
+            put_text(&mut buf[..], o::SUB_NET, ip_field::SUB_NET, &f.sub_net);
+            put_text(&mut buf[..], o::GATE_WAY, ip_field::GATE_WAY, &f.gate_way);
+            put_text(&mut buf[..], o::DNS_ADDR, ip_field::DNS_ADDR, &f.dns_addr);
+        }
+    }
+    buf
+}
+
+/// Reads a reply the way the kernel does for a request of `op` (the reply itself does not
+/// say which op it answers: the status overwrote the header). Used by the simulator and
+/// by trace replay. Unterminated text is cut at its field, as a reader must.
+pub fn decode_reply(op: Op, buf: &[u8]) -> Result<Reply, DecodeError> {
+    if buf.len() != KVP_MSG_SIZE {
+        return Err(DecodeError::WrongLength(buf.len()));
+    }
+    let status = Status(u32_at(buf, offset::STATUS));
+    if status != Status::OK {
+        return Ok(Reply::Status(status));
+    }
+    let text = |at: usize, len: usize| {
+        let f = &buf[at..at + len];
+        terminated(f).unwrap_or(&f[..len - 1]).to_vec()
+    };
+    Ok(match op {
+        Op::Get => Reply::Value(Value::truncated(&text(offset::VALUE, KVP_VALUE_FIELD))),
+        Op::Enumerate => Reply::Entry {
+            key: Key::truncated(&text(offset::ENUM_KEY, KVP_KEY_FIELD)),
+            value: Value::truncated(&text(offset::ENUM_VALUE, KVP_VALUE_FIELD)),
+        },
+        Op::GetIpInfo => {
+            use offset as o;
+            Reply::IpInfo(IpFields {
+                adapter_id: text(o::ADAPTER_ID, ip_field::ADAPTER_ID),
+                addr_family: buf[o::ADDR_FAMILY],
+                dhcp_enabled: buf[o::DHCP_ENABLED],
+                ip_addr: text(o::IP_ADDR, ip_field::IP_ADDR),
+                sub_net: text(o::SUB_NET, ip_field::SUB_NET),
+                gate_way: text(o::GATE_WAY, ip_field::GATE_WAY),
+                dns_addr: text(o::DNS_ADDR, ip_field::DNS_ADDR),
+            })
+        }
+        Op::Set | Op::Delete | Op::SetIpInfo => Reply::Status(status),
+    })
+}
+
+/// The `key_size`/`value_size` the FreeBSD kernel computes for a string the host sent
+/// with its UTF-16 terminator (spec §2.4): exact for ASCII (`strlen + 1`), too small
+/// for anything else. We never trust it; the simulator sends it to keep us honest.
+pub fn kernel_size_field(text: &[u8]) -> u32 {
+    let units = String::from_utf8_lossy(text).encode_utf16().count();
+    u32::try_from((text.len() + units + 2) / 2).unwrap_or(u32::MAX)
+}
+
+/// Encodes a request as the kernel hands it to the daemon (host and simulator side).
+pub fn encode_request(req: &Request) -> Box<Message> {
+    let mut buf = Box::new([0u8; KVP_MSG_SIZE]);
+    buf[offset::OPERATION] = req.op() as u8;
+    match req {
+        Request::Get { pool, key } => {
+            buf[offset::POOL] = *pool as u8;
+            put_u32(
+                &mut buf[..],
+                offset::KEY_SIZE,
+                kernel_size_field(key.as_bytes()),
+            );
+            key.write_padded(&mut buf[offset::KEY..offset::KEY + KVP_KEY_FIELD]);
+        }
+        Request::Set { pool, key, value } => {
+            buf[offset::POOL] = *pool as u8;
+            put_u32(
+                &mut buf[..],
+                offset::KEY_SIZE,
+                kernel_size_field(key.as_bytes()),
+            );
+            put_u32(
+                &mut buf[..],
+                offset::VALUE_SIZE,
+                kernel_size_field(value.as_bytes()),
+            );
+            key.write_padded(&mut buf[offset::KEY..offset::KEY + KVP_KEY_FIELD]);
+            value.write_padded(&mut buf[offset::VALUE..offset::VALUE + KVP_VALUE_FIELD]);
+        }
+        Request::Delete { pool, key } => {
+            buf[offset::POOL] = *pool as u8;
+            put_u32(
+                &mut buf[..],
+                offset::DELETE_KEY_SIZE,
+                kernel_size_field(key.as_bytes()),
+            );
+            key.write_padded(&mut buf[offset::DELETE_KEY..offset::DELETE_KEY + KVP_KEY_FIELD]);
+        }
+        Request::Enumerate { pool, index } => {
+            buf[offset::POOL] = *pool as u8;
+            put_u32(&mut buf[..], offset::ENUM_INDEX, *index);
+        }
+        Request::GetIpInfo {
+            adapter_id,
+            addr_family,
+        } => {
+            put_text(
+                &mut buf[..],
+                offset::ADAPTER_ID,
+                ip_field::ADAPTER_ID,
+                adapter_id,
+            );
+            buf[offset::ADDR_FAMILY] = *addr_family;
+        }
+        Request::SetIpInfo(f) => {
+            let mut reply = *encode_reply(&Reply::IpInfo(f.clone()));
+            reply[offset::OPERATION] = Op::SetIpInfo as u8;
+            reply[1..4].fill(0);
+            *buf = reply;
+        }
+    }
+    buf
+}
