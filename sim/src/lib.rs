@@ -1,1 +1,12 @@
-pub fn x() {}
+//! hvguest-sim: the deterministic simulator and test harness for `hvguest-core`.
+//!
+//! One seed decides everything: the PRNG ([`prng`]) is our own and forked per
+//! component; time is virtual; the file system ([`fs`]) keeps durable and volatile bytes
+//! apart and crashes on command; the daemon ([`daemon`]) is the real core executing its
+//! effects against it.
+
+pub mod daemon;
+pub mod fs;
+pub mod fuzz;
+pub mod harness;
+pub mod prng;

@@ -1,0 +1,336 @@
+//! `SimFs`: files whose bytes are durable or volatile, and a crash that keeps what
+//! `fsync` made durable plus, per the seed, some of what was not, possibly torn at
+//! sector granularity. Also whole-file locks, injected I/O errors, and a frozen flag
+//! (a suspended file system) under which writes cannot complete.
+
+use std::collections::BTreeMap;
+
+use hvguest_core::kvp::effect::{FileStamp, IoError};
+use hvguest_core::limits::SECTOR_SIZE;
+
+use crate::prng::Prng;
+
+/// One change not yet made durable.
+#[derive(Clone, Debug)]
+enum Pending {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Clone, Debug, Default)]
+struct SimFile {
+    durable: Vec<u8>,
+    current: Vec<u8>,
+    pending: Vec<Pending>,
+    /// Bumped on every change: the `change` part of a stamp.
+    version: u64,
+}
+
+/// Who holds a lock: the daemon (by its process generation) or an outside writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Owner {
+    Daemon(u32),
+    Outside(u32),
+}
+
+/// Which call an injected fault hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsCall {
+    Read,
+    Write,
+    SetLen,
+    Fsync,
+    Stat,
+    Lock,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SimFs {
+    files: BTreeMap<String, SimFile>,
+    locks: BTreeMap<String, Owner>,
+    /// Faults to inject: the next call of this kind on this file (or any file) fails.
+    faults: Vec<(FsCall, Option<String>, IoError)>,
+    pub frozen: bool,
+    clock: u64,
+}
+
+/// Why a call could not complete now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsBlock {
+    /// The file system is suspended: retry after thaw.
+    Frozen,
+    /// Someone else holds the lock: retry when it is released.
+    Locked(Owner),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FsError {
+    Io(IoError),
+    Blocked(FsBlock),
+}
+
+impl From<IoError> for FsError {
+    fn from(e: IoError) -> Self {
+        FsError::Io(e)
+    }
+}
+
+fn apply(buf: &mut Vec<u8>, p: &Pending) {
+    match p {
+        Pending::Write { offset, data } => {
+            let off = *offset as usize;
+            if buf.len() < off + data.len() {
+                buf.resize(off + data.len(), 0);
+            }
+            buf[off..off + data.len()].copy_from_slice(data);
+        }
+        Pending::SetLen(len) => buf.resize(*len as usize, 0),
+    }
+}
+
+impl SimFs {
+    pub fn new() -> SimFs {
+        SimFs::default()
+    }
+
+    /// Queues a fault: the next `call` (on `file`, or on any file) fails with `err`.
+    pub fn inject(&mut self, call: FsCall, file: Option<&str>, err: IoError) {
+        self.faults.push((call, file.map(str::to_string), err));
+    }
+
+    fn fault(&mut self, call: FsCall, file: &str) -> Result<(), IoError> {
+        let hit = self
+            .faults
+            .iter()
+            .position(|(c, f, _)| *c == call && f.as_deref().is_none_or(|f| f == file));
+        match hit {
+            Some(i) => Err(self.faults.remove(i).2),
+            None => Ok(()),
+        }
+    }
+
+    fn file(&mut self, name: &str) -> &mut SimFile {
+        self.files.entry(name.to_string()).or_default()
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.files.contains_key(name)
+    }
+
+    /// The bytes a reader sees now.
+    pub fn contents(&self, name: &str) -> &[u8] {
+        self.files.get(name).map_or(&[], |f| &f.current)
+    }
+
+    /// The bytes that would survive a crash that keeps nothing volatile.
+    pub fn durable(&self, name: &str) -> &[u8] {
+        self.files.get(name).map_or(&[], |f| &f.durable)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
+    pub fn stat(&mut self, name: &str) -> Result<FileStamp, FsError> {
+        self.fault(FsCall::Stat, name)?;
+        let f = self.file(name);
+        Ok(FileStamp {
+            len: f.current.len() as u64,
+            change: f.version,
+        })
+    }
+
+    pub fn read(&mut self, name: &str, offset: u64, len: u32) -> Result<Vec<u8>, FsError> {
+        self.fault(FsCall::Read, name)?;
+        let f = self.file(name);
+        let start = (offset as usize).min(f.current.len());
+        let end = (start + len as usize).min(f.current.len());
+        Ok(f.current[start..end].to_vec())
+    }
+
+    fn change(&mut self, name: &str, call: FsCall, p: Pending) -> Result<(), FsError> {
+        if self.frozen {
+            return Err(FsError::Blocked(FsBlock::Frozen));
+        }
+        self.fault(call, name)?;
+        self.clock += 1;
+        let clock = self.clock;
+        let f = self.file(name);
+        apply(&mut f.current, &p);
+        f.pending.push(p);
+        f.version = clock;
+        Ok(())
+    }
+
+    pub fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<(), FsError> {
+        self.change(
+            name,
+            FsCall::Write,
+            Pending::Write {
+                offset,
+                data: data.to_vec(),
+            },
+        )
+    }
+
+    /// An append as another program does it (`O_APPEND`): at the end, whatever it is.
+    pub fn append(&mut self, name: &str, data: &[u8]) -> Result<(), FsError> {
+        let end = self.contents(name).len() as u64;
+        self.write(name, end, data)
+    }
+
+    pub fn set_len(&mut self, name: &str, len: u64) -> Result<(), FsError> {
+        self.change(name, FsCall::SetLen, Pending::SetLen(len))
+    }
+
+    pub fn fsync(&mut self, name: &str) -> Result<(), FsError> {
+        if self.frozen {
+            return Err(FsError::Blocked(FsBlock::Frozen));
+        }
+        self.fault(FsCall::Fsync, name)?;
+        let f = self.file(name);
+        f.durable = f.current.clone();
+        f.pending.clear();
+        Ok(())
+    }
+
+    /// Makes every file durable (a clean shutdown or a scenario's starting state).
+    pub fn sync_all(&mut self) {
+        for f in self.files.values_mut() {
+            f.durable = f.current.clone();
+            f.pending.clear();
+        }
+    }
+
+    pub fn lock(&mut self, name: &str, who: Owner) -> Result<(), FsError> {
+        match self.locks.get(name) {
+            Some(&o) if o != who => return Err(FsError::Blocked(FsBlock::Locked(o))),
+            _ => {}
+        }
+        self.fault(FsCall::Lock, name)?;
+        self.locks.insert(name.to_string(), who);
+        Ok(())
+    }
+
+    pub fn unlock(&mut self, name: &str, who: Owner) {
+        if self.locks.get(name) == Some(&who) {
+            self.locks.remove(name);
+        }
+    }
+
+    pub fn lock_holder(&self, name: &str) -> Option<Owner> {
+        self.locks.get(name).copied()
+    }
+
+    /// A process died: the kernel drops its locks.
+    pub fn release_locks_of(&mut self, who: Owner) {
+        self.locks.retain(|_, o| *o != who);
+    }
+
+    /// Power loss: each file keeps its durable bytes plus a prefix of its pending
+    /// changes; the last change kept may be torn (a random subset of its sectors).
+    /// Returns a line per file that kept anything volatile, for the trace.
+    pub fn crash(&mut self, prng: &mut Prng) -> Vec<String> {
+        let mut notes = Vec::new();
+        self.locks.clear();
+        self.frozen = false;
+        for (name, f) in self.files.iter_mut() {
+            let n = f.pending.len() as u64;
+            let keep = if n == 0 {
+                0
+            } else {
+                prng.below(n + 1) as usize
+            };
+            let mut bytes = f.durable.clone();
+            for p in &f.pending[..keep] {
+                apply(&mut bytes, p);
+            }
+            let mut torn = false;
+            if keep < f.pending.len() && prng.chance(1, 2) {
+                if let Pending::Write { offset, data } = &f.pending[keep] {
+                    // A torn write: some whole sectors of it reached the disk.
+                    let mut partial = bytes.clone();
+                    let off = *offset as usize;
+                    for (i, sector) in data.chunks(SECTOR_SIZE).enumerate() {
+                        if prng.chance(1, 2) {
+                            let at = off + i * SECTOR_SIZE;
+                            if partial.len() < at + sector.len() {
+                                partial.resize(at + sector.len(), 0);
+                            }
+                            partial[at..at + sector.len()].copy_from_slice(sector);
+                            torn = true;
+                        }
+                    }
+                    bytes = partial;
+                }
+            }
+            if keep > 0 || torn {
+                notes.push(format!(
+                    "{name}: kept {keep}/{n} pending changes{}",
+                    if torn { ", next one torn" } else { "" }
+                ));
+            }
+            f.durable = bytes.clone();
+            f.current = bytes;
+            f.pending.clear();
+            f.version += 1;
+        }
+        notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_makes_durable_and_crash_keeps_it() {
+        let mut fs = SimFs::new();
+        fs.write("a", 0, b"hello").unwrap();
+        fs.fsync("a").unwrap();
+        fs.write("a", 5, b" world").unwrap();
+        assert_eq!(fs.contents("a"), b"hello world");
+        assert_eq!(fs.durable("a"), b"hello");
+        let mut seen_lost = false;
+        let mut seen_kept = false;
+        for seed in 0..64 {
+            let mut f2 = fs.clone();
+            f2.crash(&mut Prng::new(seed));
+            let c = f2.contents("a").to_vec();
+            assert!(c.starts_with(b"hello"));
+            seen_lost |= c == b"hello";
+            seen_kept |= c == b"hello world";
+        }
+        assert!(seen_lost && seen_kept);
+    }
+
+    #[test]
+    fn frozen_blocks_writes_not_reads_and_locks_exclude() {
+        let mut fs = SimFs::new();
+        fs.write("a", 0, b"x").unwrap();
+        fs.frozen = true;
+        assert_eq!(
+            fs.write("a", 0, b"y"),
+            Err(FsError::Blocked(FsBlock::Frozen))
+        );
+        assert_eq!(fs.read("a", 0, 1).unwrap(), b"x");
+        fs.frozen = false;
+        fs.lock("a", Owner::Outside(1)).unwrap();
+        assert_eq!(
+            fs.lock("a", Owner::Daemon(0)),
+            Err(FsError::Blocked(FsBlock::Locked(Owner::Outside(1))))
+        );
+        fs.unlock("a", Owner::Outside(1));
+        fs.lock("a", Owner::Daemon(0)).unwrap();
+    }
+
+    #[test]
+    fn injected_fault_hits_once() {
+        let mut fs = SimFs::new();
+        fs.inject(FsCall::Fsync, Some("a"), IoError::EIO);
+        fs.write("a", 0, b"x").unwrap();
+        assert_eq!(fs.fsync("b"), Ok(()));
+        assert_eq!(fs.fsync("a"), Err(FsError::Io(IoError::EIO)));
+        assert_eq!(fs.fsync("a"), Ok(()));
+    }
+}
