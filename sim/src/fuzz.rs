@@ -112,8 +112,11 @@ pub fn kvp_machine(data: &[u8]) {
             }
             Step::Advance(ms) => {
                 let next = now.saturating_add(std::time::Duration::from_millis(u64::from(ms)));
-                // Deliver the timer at its instant, as a driver would.
-                if let Some(t) = m.poll_timeout().filter(|&t| t <= next) {
+                // Deliver every timer due before `next` at its instant, as a driver would.
+                for _ in 0..8 {
+                    let Some(t) = m.poll_timeout().filter(|&t| t <= next) else {
+                        break;
+                    };
                     now = now.max(t);
                     m.handle(now, Input::Timer);
                     drain(&mut m, &mut effects, &mut unanswered, now);

@@ -67,9 +67,10 @@ pub enum JobEvent {
 
 #[derive(Debug)]
 pub enum JobOutcome {
+    /// `Ok(None)`: unchanged. `Err`: the file could not be read; memory may be stale.
     Refreshed {
         pool: PoolId,
-        reload: Option<(Pool, FileStamp)>,
+        result: Result<Option<(Pool, FileStamp)>, IoError>,
     },
     Mutated {
         pool: PoolId,
@@ -246,6 +247,7 @@ pub struct Refresh {
     pool: PoolId,
     known: Option<FileStamp>,
     state: RefreshState,
+    error: Option<IoError>,
     pub events: Vec<JobEvent>,
 }
 
@@ -265,6 +267,7 @@ impl Refresh {
             pool,
             known,
             state: RefreshState::Start,
+            error: None,
             events: Vec::new(),
         }
     }
@@ -273,19 +276,20 @@ impl Refresh {
         let f = FileId::pool(self.pool);
         match self.step(r) {
             Ok(s) => s,
-            Err(_) => {
+            Err(e) => {
                 // A failed refresh leaves memory as it was; unlock if we hold the lock.
                 let locked = !matches!(
                     self.state,
                     RefreshState::Start | RefreshState::Stat | RefreshState::Lock
                 );
                 if locked {
+                    self.error = Some(e);
                     self.state = RefreshState::Unlock(None);
                     Step::Effect(Effect::Unlock(f))
                 } else {
                     Step::Finished(JobOutcome::Refreshed {
                         pool: self.pool,
-                        reload: None,
+                        result: Err(e),
                     })
                 }
             }
@@ -305,7 +309,7 @@ impl Refresh {
                 if Some(s) == self.known {
                     return Ok(Step::Finished(JobOutcome::Refreshed {
                         pool: self.pool,
-                        reload: None,
+                        result: Ok(None),
                     }));
                 }
                 self.state = RefreshState::Lock;
@@ -328,9 +332,13 @@ impl Refresh {
             }
             RefreshState::Unlock(reload) => {
                 // An unlock failure changes nothing we hold.
+                let result = match self.error {
+                    Some(e) => Err(e),
+                    None => Ok(reload),
+                };
                 Step::Finished(JobOutcome::Refreshed {
                     pool: self.pool,
-                    reload,
+                    result,
                 })
             }
         })

@@ -471,16 +471,22 @@ impl KvpMachine {
     fn job_finished(&mut self, outcome: JobOutcome, serves: Option<u64>) {
         let answer = self.serves_current(serves);
         match outcome {
-            JobOutcome::Refreshed { pool, reload } => {
-                if let Some((p, s)) = reload {
-                    let slot = &mut self.pools[pool.index()];
-                    slot.pool = p;
-                    slot.stamp = Some(s);
+            JobOutcome::Refreshed { pool, result } => match result {
+                Ok(reload) => {
+                    if let Some((p, s)) = reload {
+                        let slot = &mut self.pools[pool.index()];
+                        slot.pool = p;
+                        slot.stamp = Some(s);
+                    }
+                    if answer {
+                        let _ = self.answer_read();
+                    }
                 }
-                if answer {
-                    let _ = self.answer_read();
-                }
-            }
+                // The file could not be read: memory may miss what others wrote, so say
+                // so rather than answer from it.
+                Err(_) if answer => self.reply(Reply::Status(Status::E_FAIL)),
+                Err(_) => {}
+            },
             JobOutcome::Mutated {
                 pool,
                 reload,
