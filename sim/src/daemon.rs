@@ -81,6 +81,14 @@ pub struct SimNet {
     pub apply_fails: bool,
 }
 
+/// What a daemon process starts with.
+#[derive(Clone, Debug)]
+pub struct DaemonSetup {
+    pub config: KvpConfig,
+    pub info: SystemInfo,
+    pub latency: Latency,
+}
+
 pub struct SimDaemon {
     pub machine: KvpMachine,
     pub generation: u32,
@@ -99,20 +107,19 @@ pub fn file_name(f: &FileId) -> String {
 }
 
 impl SimDaemon {
+    /// Starts the process: the machine begins recovery at once.
     pub fn start(
         generation: u32,
         now: Instant,
-        config: KvpConfig,
-        info: &SystemInfo,
-        latency: Latency,
+        setup: &DaemonSetup,
         fs: &mut SimFs,
         net: &mut SimNet,
         out: &mut Vec<Observed>,
     ) -> SimDaemon {
         let mut d = SimDaemon {
-            machine: KvpMachine::new(config, now, info),
+            machine: KvpMachine::new(setup.config.clone(), now, &setup.info),
             generation,
-            latency,
+            latency: setup.latency.clone(),
             completions: Vec::new(),
             parked: Vec::new(),
             exited: false,

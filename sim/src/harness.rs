@@ -11,7 +11,7 @@ use hvguest_core::kvp::machine::KvpConfig;
 use hvguest_core::kvp::wire::{self, Message, Reply, Request};
 use hvguest_core::Instant;
 
-use crate::daemon::{Latency, Observed, SimDaemon, SimNet};
+use crate::daemon::{DaemonSetup, Latency, Observed, SimDaemon, SimNet};
 use crate::fs::{Owner, SimFs};
 use crate::prng::Prng;
 
@@ -48,16 +48,12 @@ impl KvpHarness {
         let info = test_info();
         let config = KvpConfig::default();
         let now = Instant::from_millis(1);
-        let daemon = SimDaemon::start(
-            1,
-            now,
-            config.clone(),
-            &info,
+        let setup = DaemonSetup {
+            config: config.clone(),
+            info: info.clone(),
             latency,
-            &mut fs,
-            &mut net,
-            &mut log,
-        );
+        };
+        let daemon = SimDaemon::start(1, now, &setup, &mut fs, &mut net, &mut log);
         let mut h = KvpHarness {
             fs,
             net,
@@ -157,12 +153,15 @@ impl KvpHarness {
         }
         self.generation += 1;
         self.now = self.now.saturating_add(Duration::from_millis(10));
+        let setup = DaemonSetup {
+            config: self.config.clone(),
+            info: self.info.clone(),
+            latency: Latency::default(),
+        };
         self.daemon = SimDaemon::start(
             self.generation,
             self.now,
-            self.config.clone(),
-            &self.info,
-            Latency::default(),
+            &setup,
             &mut self.fs,
             &mut self.net,
             &mut self.log,
