@@ -20,7 +20,10 @@ const BANNED: &[&str] = &[
 ];
 
 fn visit(dir: &Path, found: &mut Vec<String>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -44,7 +47,11 @@ fn core_does_no_io_and_reads_no_clock() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut found = Vec::new();
     visit(&src, &mut found);
-    assert!(found.is_empty(), "banned in core/src:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "banned in core/src:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
@@ -52,7 +59,11 @@ fn the_ban_list_would_catch_a_violation() {
     // The scanner itself works: a line with a banned path is reported.
     let dir = std::env::temp_dir().join(format!("hvguest-tidy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("x.rs"), "use std::fs::File; // fine in a comment: std::net\n").unwrap();
+    std::fs::write(
+        dir.join("x.rs"),
+        "use std::fs::File; // fine in a comment: std::net\n",
+    )
+    .unwrap();
     let mut found = Vec::new();
     visit(&dir, &mut found);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -1091,3 +1091,15 @@ fn reply_decoding_cuts_unterminated_text_at_the_field() {
         })
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The checker itself
+// ---------------------------------------------------------------------------------------
+
+#[test]
+#[should_panic(expected = "first difference at offset 7429")]
+fn checker_sees_a_stray_byte_anywhere() {
+    let mut buf = message(&[(0, &[0x04])]);
+    buf[7429] = 1;
+    assert_message("stray", &buf, &[(0, &[0x04])]);
+}

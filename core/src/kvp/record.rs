@@ -129,7 +129,8 @@ pub struct PoolDecoder {
     total: usize,
 }
 
-/// Issues reported per decode, at most; beyond this only the count grows.
+/// Per-record issues reported per decode, at most (a file of a million flawed records
+/// must not make a million log lines). File-wide issues are always reported.
 const MAX_REPORTED_ISSUES: usize = 32;
 
 impl PoolDecoder {
@@ -185,11 +186,11 @@ impl PoolDecoder {
     pub fn finish(mut self) -> DecodedPool {
         if !self.carry.is_empty() {
             let bytes = self.carry.len();
-            self.report(PoolIssue::PartialRecord { bytes });
+            self.issues.push(PoolIssue::PartialRecord { bytes });
         }
         if self.total > MAX_POOL_RECORDS {
             let total = self.total;
-            self.report(PoolIssue::TooManyRecords { total });
+            self.issues.push(PoolIssue::TooManyRecords { total });
         }
         DecodedPool {
             records: self.records,
