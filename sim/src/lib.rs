@@ -9,4 +9,8 @@ pub mod daemon;
 pub mod fs;
 pub mod fuzz;
 pub mod harness;
+pub mod host;
+pub mod kernel;
 pub mod prng;
+pub mod trace;
+pub mod world;

@@ -1,1 +1,142 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's own tasks, in Rust instead of shell scripts.
+//!
+//! The alias lives in `.cargo/config.toml` (`xtask = "run --quiet --package xtask --"`).
+//! This crate uses std only so that it compiles in seconds; it never links the project's
+//! crates and drives them through `$CARGO` instead.
+//!
+//! Adding a task: add a row to `TASKS`, an arm to the `match` in `main`, and a function
+//! here, or a module (`mod sim;`) once the task grows past a few lines.
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// Every task with a one-line description, in the order `help` prints them.
+const TASKS: &[(&str, &str)] = &[
+    (
+        "test",
+        "run every test of the workspace: doctests, then cargo nextest (or cargo test without it)",
+    ),
+    ("ci", "run the CI script, .ci/run, as CI does"),
+    ("help", "list the tasks"),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        help();
+        return ExitCode::SUCCESS;
+    };
+    let result = match (task.as_str(), rest) {
+        ("help" | "-h" | "--help", _) => {
+            help();
+            Ok(())
+        }
+        ("test", []) => test(),
+        ("ci", []) => ci(),
+        ("test" | "ci", extra) => {
+            eprintln!(
+                "xtask {task}: takes no arguments (got `{}`)",
+                extra.join(" ")
+            );
+            return ExitCode::from(2);
+        }
+        (other, _) => {
+            eprintln!("xtask: unknown task `{other}`; `cargo xtask help` lists the tasks");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask {task}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn help() {
+    println!("usage: cargo xtask <task>\n\ntasks:");
+    for (name, about) in TASKS {
+        println!("  {name:<6} {about}");
+    }
+}
+
+/// `test`: nextest runs the unit and integration tests but skips doctests, so
+/// `cargo test --doc` runs those. Doctests go first so that the run ends with the main
+/// runner's summary, not with the doctests' (often "0 passed"); a doctest failure still
+/// lets the main tests run, and either failure fails the task.
+fn test() -> Result<(), String> {
+    let doc = run(cargo().args(["test", "--workspace", "--doc"]));
+    let main = if has_nextest() {
+        run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))
+    } else {
+        eprintln!("xtask: cargo-nextest not found; using cargo test");
+        run(cargo().args(["test", "--workspace", "--tests", "--no-fail-fast"]))
+    };
+    match (doc, main) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(doc), Err(main)) => Err(format!("{doc}; {main}")),
+    }
+}
+
+/// `ci`: the same script CI runs in a fresh clone.
+fn ci() -> Result<(), String> {
+    let mut cmd = Command::new("bash");
+    cmd.arg(".ci/run").current_dir(project_root());
+    run(&mut cmd)
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn project_root() -> PathBuf {
+    // `cargo run` sets CARGO_MANIFEST_DIR at run time too; the compile-time value is the
+    // fallback for running the built binary directly.
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
+        .parent()
+        .expect("xtask's manifest directory has a parent")
+        .to_path_buf()
+}
+
+/// The cargo that invoked us (`$CARGO`), run from the workspace root.
+fn cargo() -> Command {
+    let program = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut cmd = Command::new(program);
+    cmd.current_dir(project_root());
+    cmd
+}
+
+/// Prints the command, runs it with inherited stdio, and fails unless it exits 0.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    // `$CARGO` is a full path into the toolchain; its file name reads better.
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program());
+    let shown = std::iter::once(program)
+        .chain(cmd.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("$ {shown}");
+    let status = cmd
+        .status()
+        .map_err(|err| format!("could not start `{shown}`: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed ({status})"))
+    }
+}

@@ -1,0 +1,396 @@
+//! `SimHost`: sends requests (from a scenario or a seeded random workload), keeps a
+//! reference model of what it stored, and checks every reply against it.
+//!
+//! The model holds, per (pool, key), the set of values a reply may show: one value when
+//! the outcome is known, several after a request that failed (a failure means "not
+//! known": it may or may not have been applied). A later reply that shows one of them
+//! settles it. `None` stands for "absent".
+
+use std::collections::BTreeMap;
+
+use hvguest_core::kvp::auto::{AutoPool, SystemInfo};
+use hvguest_core::kvp::text::{Key, Value};
+use hvguest_core::kvp::wire::{IpFields, PoolId, Reply, Request, Status};
+
+use crate::prng::Prng;
+
+/// Keys the host owns never start with this; outside writers' keys always do.
+pub const OUTSIDE_PREFIX: &str = "CLOUD_INIT|";
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    cells: BTreeMap<(PoolId, Key), Vec<Option<Value>>>,
+    /// Mutations answered E_FAIL that the daemon may still be carrying out (a write
+    /// stuck on a suspended file system finishes after its failure reply): until the
+    /// daemon is idle, a read may see the state before them and a later read after.
+    in_flight: Vec<(PoolId, Key, Option<Value>)>,
+}
+
+impl Model {
+    pub fn possible(&self, p: PoolId, k: &Key) -> &[Option<Value>] {
+        const ABSENT: &[Option<Value>] = &[None];
+        self.cells
+            .get(&(p, k.clone()))
+            .map_or(ABSENT, |v| v.as_slice())
+    }
+
+    pub fn settle(&mut self, p: PoolId, k: &Key, v: Option<Value>) {
+        self.cells.insert((p, k.clone()), vec![v]);
+    }
+
+    pub fn doubt(&mut self, p: PoolId, k: &Key, v: Option<Value>) {
+        let cell = self
+            .cells
+            .entry((p, k.clone()))
+            .or_insert_with(|| vec![None]);
+        if !cell.contains(&v) {
+            cell.push(v.clone());
+        }
+        self.in_flight.push((p, k.clone(), v));
+    }
+
+    /// A read saw `v`: that is the value now, but a failed mutation still in flight may
+    /// yet land.
+    pub fn observe(&mut self, p: PoolId, k: &Key, v: Option<Value>) {
+        let mut cell = vec![v];
+        for (fp, fk, fv) in &self.in_flight {
+            if *fp == p && fk == k && !cell.contains(fv) {
+                cell.push(fv.clone());
+            }
+        }
+        self.cells.insert((p, k.clone()), cell);
+    }
+
+    /// An acknowledged mutation: it ran after everything before it on the file lane.
+    pub fn acknowledged(&mut self, p: PoolId, k: &Key, v: Option<Value>) {
+        self.in_flight.retain(|(fp, fk, _)| !(*fp == p && fk == k));
+        self.settle(p, k, v);
+    }
+
+    /// The daemon is idle (or gone): nothing is in flight any more.
+    pub fn quiesce(&mut self) {
+        self.in_flight.clear();
+    }
+
+    /// Another program emptied the pool file.
+    pub fn truncated(&mut self, p: PoolId) {
+        for ((pool, _), cell) in self.cells.iter_mut() {
+            if *pool == p {
+                *cell = vec![None];
+            }
+        }
+    }
+
+    pub fn keys(&self, p: PoolId) -> impl Iterator<Item = (&Key, &Vec<Option<Value>>)> {
+        self.cells
+            .iter()
+            .filter(move |((pool, _), _)| *pool == p)
+            .map(|((_, k), v)| (k, v))
+    }
+}
+
+/// A reply that contradicts the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch(pub String);
+
+/// What the host is doing with one request.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub id: u64,
+    /// `None` for raw (malformed) bytes.
+    pub request: Option<Request>,
+}
+
+/// An ENUMERATE walk in progress.
+#[derive(Clone, Debug, Default)]
+pub struct Walk {
+    pub pool: Option<PoolId>,
+    pub next: u32,
+    pub seen: Vec<(Key, Value)>,
+    /// A mutation or failure interleaved: completeness is not checked.
+    pub disturbed: bool,
+}
+
+fn is_host_key(k: &Key) -> bool {
+    !k.as_bytes().starts_with(OUTSIDE_PREFIX.as_bytes())
+}
+
+pub fn model_pools() -> [PoolId; 4] {
+    PoolId::FILE_BACKED
+}
+
+/// Checks one reply and updates the model. `failed_ok`: an E_FAIL on a read is
+/// acceptable (an I/O fault was injected, or the kernel timed the request out).
+pub fn check_reply(
+    model: &mut Model,
+    auto: &AutoPool,
+    req: &Request,
+    reply: &Reply,
+    failed_ok: bool,
+) -> Result<(), Mismatch> {
+    let bad = |what: String| Err(Mismatch(what));
+    let fail = reply.status() == Status::E_FAIL;
+    match (req, reply) {
+        (
+            Request::Set {
+                pool: PoolId::Auto, ..
+            },
+            r,
+        )
+        | (
+            Request::Delete {
+                pool: PoolId::Auto, ..
+            },
+            r,
+        ) => {
+            if r.status() != Status::S_CONT && !fail {
+                return bad(format!("auto pool change answered {r:?}"));
+            }
+        }
+        (
+            Request::Get {
+                pool: PoolId::Auto,
+                key,
+            },
+            r,
+        ) => {
+            let want = auto.get(key).cloned();
+            match r {
+                Reply::Value(v) if Some(v) == want.as_ref() => {}
+                Reply::Status(Status::S_CONT) if want.is_none() => {}
+                _ if fail => {}
+                _ => return bad(format!("auto GET {key:?}: {r:?}, want {want:?}")),
+            }
+        }
+        (
+            Request::Enumerate {
+                pool: PoolId::Auto,
+                index,
+            },
+            r,
+        ) => {
+            let want = auto.entry(*index);
+            match (r, want) {
+                (Reply::Entry { key, value }, Some((k, v))) if key == k && value == v => {}
+                (Reply::Status(Status::S_CONT), None) => {}
+                _ if fail => {}
+                _ => return bad(format!("auto ENUMERATE {index}: {r:?}")),
+            }
+        }
+        (Request::Set { pool, key, value }, r) => match r.status() {
+            Status::OK => model.acknowledged(*pool, key, Some(value.clone())),
+            Status::E_FAIL => model.doubt(*pool, key, Some(value.clone())),
+            s => return bad(format!("SET {pool:?} {key:?}: status {s:?}")),
+        },
+        (Request::Delete { pool, key }, r) => match r.status() {
+            Status::OK => {
+                if !model.possible(*pool, key).iter().any(Option::is_some) {
+                    return bad(format!(
+                        "DELETE {pool:?} {key:?}: OK for a key that was never there"
+                    ));
+                }
+                model.acknowledged(*pool, key, None);
+            }
+            Status::S_CONT => {
+                if !model.possible(*pool, key).contains(&None) {
+                    return bad(format!(
+                        "DELETE {pool:?} {key:?}: not found, want {:?}",
+                        model.possible(*pool, key)
+                    ));
+                }
+                model.acknowledged(*pool, key, None);
+            }
+            Status::E_FAIL => model.doubt(*pool, key, None),
+            s => return bad(format!("DELETE {pool:?} {key:?}: status {s:?}")),
+        },
+        (Request::Get { pool, key }, r) => {
+            if !is_host_key(key) {
+                return Ok(());
+            }
+            let got = match r {
+                Reply::Value(v) => Some(v.clone()),
+                Reply::Status(Status::S_CONT) => None,
+                Reply::Status(Status::E_FAIL) if failed_ok => return Ok(()),
+                other => return bad(format!("GET {pool:?} {key:?}: {other:?}")),
+            };
+            if !model.possible(*pool, key).contains(&got) {
+                return bad(format!(
+                    "GET {pool:?} {key:?}: {got:?}, want one of {:?}",
+                    model.possible(*pool, key)
+                ));
+            }
+            model.observe(*pool, key, got);
+        }
+        (Request::Enumerate { pool, .. }, r) => match r {
+            Reply::Entry { key, value } => {
+                if is_host_key(key) && !model.possible(*pool, key).contains(&Some(value.clone())) {
+                    return bad(format!(
+                        "ENUMERATE {pool:?}: {key:?}={value:?}, want one of {:?}",
+                        model.possible(*pool, key)
+                    ));
+                }
+            }
+            Reply::Status(Status::S_CONT) => {}
+            Reply::Status(Status::E_FAIL) if failed_ok => {}
+            other => return bad(format!("ENUMERATE {pool:?}: {other:?}")),
+        },
+        (Request::GetIpInfo { .. }, _) | (Request::SetIpInfo(_), _) => {}
+    }
+    Ok(())
+}
+
+/// Checks a finished, undisturbed walk: every key known present was seen with its value
+/// and nothing known absent was; settles what it saw.
+pub fn check_walk(model: &mut Model, walk: &Walk) -> Result<(), Mismatch> {
+    let Some(pool) = walk.pool else { return Ok(()) };
+    let mut seen: BTreeMap<&Key, &Value> = BTreeMap::new();
+    for (k, v) in &walk.seen {
+        if is_host_key(k) && seen.insert(k, v).is_some() {
+            return Err(Mismatch(format!("ENUMERATE {pool:?}: {k:?} twice")));
+        }
+    }
+    let mut settle = Vec::new();
+    for (k, cell) in model.keys(pool) {
+        let got = seen.get(k).map(|v| (*v).clone());
+        if !cell.contains(&got) {
+            return Err(Mismatch(format!(
+                "ENUMERATE {pool:?}: {k:?} seen as {got:?}, want one of {cell:?}"
+            )));
+        }
+        settle.push((k.clone(), got));
+    }
+    for (k, got) in settle {
+        model.observe(pool, &k, got);
+    }
+    Ok(())
+}
+
+/// The random workload: biased towards hot keys, long and non-ASCII text, walks that
+/// race mutations, and malformed requests.
+pub struct Workload {
+    prng: Prng,
+}
+
+pub enum Next {
+    Request(Request),
+    Raw(Vec<u8>),
+    /// Start an ENUMERATE walk of this pool.
+    Walk(PoolId),
+}
+
+impl Workload {
+    pub fn new(prng: Prng) -> Workload {
+        Workload { prng }
+    }
+
+    pub fn think_ms(&mut self) -> u64 {
+        if self.prng.chance(1, 10) {
+            self.prng.range(50, 500)
+        } else {
+            self.prng.below(20)
+        }
+    }
+
+    fn pool(&mut self) -> PoolId {
+        *self.prng.choose(&[
+            PoolId::External,
+            PoolId::External,
+            PoolId::Guest,
+            PoolId::Guest,
+            PoolId::AutoExternal,
+            PoolId::AutoInternal,
+            PoolId::Auto,
+        ])
+    }
+
+    pub fn key(&mut self) -> Key {
+        let n = self.prng.below(100);
+        let text = match n {
+            0..=59 => format!("hot{}", self.prng.below(4)),
+            60..=84 => format!("key{}", self.prng.below(40)),
+            85..=89 => format!("{}{}", "L".repeat(508), self.prng.below(10)),
+            90..=94 => format!("ключ{}", self.prng.below(5)),
+            _ => format!("鍵😀{}", self.prng.below(5)),
+        };
+        Key::new(text.as_bytes()).expect("generated keys fit")
+    }
+
+    pub fn value(&mut self) -> Value {
+        let n = self.prng.below(100);
+        let text = match n {
+            0..=69 => format!("v{}", self.prng.next_u64() % 100_000),
+            70..=79 => String::new(),
+            80..=89 => "x".repeat(self.prng.range(1000, 2047) as usize),
+            _ => format!("valeur-é-{}-中文", self.prng.below(1000)),
+        };
+        Value::new(text.as_bytes()).expect("generated values fit")
+    }
+
+    pub fn next_action(&mut self) -> Next {
+        let n = self.prng.below(1000);
+        match n {
+            0..=349 => Next::Request(Request::Set {
+                pool: self.pool(),
+                key: self.key(),
+                value: self.value(),
+            }),
+            350..=599 => Next::Request(Request::Get {
+                pool: self.pool(),
+                key: self.key(),
+            }),
+            600..=769 => Next::Request(Request::Delete {
+                pool: self.pool(),
+                key: self.key(),
+            }),
+            770..=849 => Next::Walk(self.pool()),
+            850..=899 => Next::Request(Request::Enumerate {
+                pool: self.pool(),
+                index: self.prng.below(20) as u32,
+            }),
+            900..=929 => Next::Request(Request::GetIpInfo {
+                adapter_id: (*self.prng.choose(&[
+                    "00:15:5D:01:02:03",
+                    "00:15:5d:aa:bb:cc",
+                    "bogus",
+                ]))
+                .into(),
+                addr_family: 0,
+            }),
+            930..=959 => Next::Request(Request::SetIpInfo(IpFields {
+                adapter_id: b"hn0".to_vec(),
+                ip_addr: (*self.prng.choose(&[
+                    "10.0.0.9",
+                    "10.0.0.9;$(reboot)",
+                    "fe80::1;10.0.0.2",
+                ]))
+                .into(),
+                sub_net: b"255.255.255.0".to_vec(),
+                gate_way: b"10.0.0.1".to_vec(),
+                dns_addr: b"10.0.0.2".to_vec(),
+                ..Default::default()
+            })),
+            _ => Next::Raw(self.malformed()),
+        }
+    }
+
+    fn malformed(&mut self) -> Vec<u8> {
+        let mut m = vec![0u8; 7430];
+        match self.prng.below(4) {
+            0 => m[0] = self.prng.range(6, 255) as u8,
+            1 => {
+                m[1] = self.prng.range(5, 255) as u8;
+            }
+            2 => {
+                m[0] = 1;
+                m[16..16 + 512].fill(b'Z');
+            }
+            _ => m.truncate(self.prng.below(7430) as usize),
+        }
+        m
+    }
+}
+
+/// The auto pool the host expects, from the system information the daemon was given.
+pub fn expected_auto(info: &SystemInfo) -> AutoPool {
+    AutoPool::new(info)
+}

@@ -1,0 +1,196 @@
+//! `SimKernel`: the FreeBSD `hv_kvp` driver's side of `/dev/hv_kvp_dev` (spec `kvp.md`
+//! §1.7, §2.3). Registration first; one request at a time; a request is not forwarded
+//! while the daemon has not answered the previous one; the host gets `E_FAIL` 5 s after
+//! hand-off and a late answer is dropped; after a daemon dies with a request posted, its
+//! successor may read that request once more (a stale semaphore count).
+
+use std::collections::VecDeque;
+
+use hvguest_core::limits::{KVP_KERNEL_DEADLINE, KVP_MSG_SIZE};
+use hvguest_core::Instant;
+
+/// A host request waiting in the ring, or being processed.
+#[derive(Clone, Debug)]
+pub struct HostRequest {
+    pub id: u64,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+struct InProgress {
+    id: u64,
+    deadline: Instant,
+}
+
+/// What the kernel did that the world must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelOut {
+    /// Hand these bytes to the daemon (its device became readable).
+    Deliver {
+        id: Option<u64>,
+        bytes: Vec<u8>,
+    },
+    /// The host's request got this answer (the daemon's bytes, or E_FAIL on timeout).
+    HostReply {
+        id: u64,
+        bytes: Vec<u8>,
+        timed_out: bool,
+    },
+    /// A daemon write arrived after the deadline and was dropped.
+    LateReplyDropped {
+        id: Option<u64>,
+    },
+    /// A request not forwarded because the daemon was still busy.
+    NotForwarded {
+        id: u64,
+    },
+    Registered,
+}
+
+/// A breach of the device contract by the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelViolation {
+    WriteWithoutRequest,
+    WrongWriteSize(usize),
+    BadRegistration,
+}
+
+#[derive(Debug, Default)]
+pub struct SimKernel {
+    registered: bool,
+    ring: VecDeque<HostRequest>,
+    current: Option<InProgress>,
+    /// A request is posted and the daemon has not answered it.
+    daemon_busy: bool,
+    timed_out: bool,
+    /// The request the daemon holds now (the one its write answers), if a host waits.
+    posted: Option<(Option<u64>, Vec<u8>)>,
+    /// Survives a daemon's death: re-delivered once to the next daemon.
+    stale: Option<Vec<u8>>,
+}
+
+impl SimKernel {
+    pub fn new() -> SimKernel {
+        SimKernel::default()
+    }
+
+    pub fn submit(&mut self, req: HostRequest) {
+        self.ring.push_back(req);
+    }
+
+    pub fn registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Requests waiting or in progress.
+    pub fn pending(&self) -> usize {
+        self.ring.len() + usize::from(self.current.is_some())
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.current.as_ref().map(|c| c.deadline)
+    }
+
+    /// Takes the next request from the ring if the kernel is free to.
+    pub fn pump(&mut self, now: Instant, out: &mut Vec<KernelOut>) {
+        if !self.registered || self.current.is_some() {
+            return;
+        }
+        let Some(req) = self.ring.pop_front() else {
+            return;
+        };
+        let deadline = now.saturating_add(KVP_KERNEL_DEADLINE);
+        self.current = Some(InProgress {
+            id: req.id,
+            deadline,
+        });
+        if self.daemon_busy {
+            out.push(KernelOut::NotForwarded { id: req.id });
+        } else {
+            self.daemon_busy = true;
+            self.timed_out = false;
+            self.posted = Some((Some(req.id), req.bytes.clone()));
+            out.push(KernelOut::Deliver {
+                id: Some(req.id),
+                bytes: req.bytes,
+            });
+        }
+    }
+
+    pub fn on_timer(&mut self, now: Instant, out: &mut Vec<KernelOut>) {
+        if let Some(c) = self.current.as_ref().filter(|c| c.deadline <= now) {
+            let id = c.id;
+            self.current = None;
+            self.timed_out = true;
+            let mut fail = vec![0u8; KVP_MSG_SIZE];
+            fail[..4].copy_from_slice(&0x8000_4005u32.to_le_bytes());
+            out.push(KernelOut::HostReply {
+                id,
+                bytes: fail,
+                timed_out: true,
+            });
+            self.pump(now, out);
+        }
+    }
+
+    pub fn on_daemon_write(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        out: &mut Vec<KernelOut>,
+    ) -> Result<(), KernelViolation> {
+        if bytes.len() != KVP_MSG_SIZE {
+            return Err(KernelViolation::WrongWriteSize(bytes.len()));
+        }
+        if !self.registered {
+            if bytes[0] != 4 {
+                return Err(KernelViolation::BadRegistration);
+            }
+            self.registered = true;
+            out.push(KernelOut::Registered);
+            if let Some(stale) = self.stale.take() {
+                self.daemon_busy = true;
+                self.timed_out = true; // no host waits for it
+                self.posted = Some((None, stale.clone()));
+                out.push(KernelOut::Deliver {
+                    id: None,
+                    bytes: stale,
+                });
+            }
+            self.pump(now, out);
+            return Ok(());
+        }
+        if !self.daemon_busy {
+            return Err(KernelViolation::WriteWithoutRequest);
+        }
+        self.daemon_busy = false;
+        let (id, _) = self.posted.take().unwrap_or((None, Vec::new()));
+        match (self.timed_out, self.current.as_ref()) {
+            (false, Some(c)) if Some(c.id) == id => {
+                let id = c.id;
+                self.current = None;
+                out.push(KernelOut::HostReply {
+                    id,
+                    bytes: bytes.to_vec(),
+                    timed_out: false,
+                });
+            }
+            _ => out.push(KernelOut::LateReplyDropped { id }),
+        }
+        self.pump(now, out);
+        Ok(())
+    }
+
+    /// The daemon died (its descriptor closed). With `keep_stale`, a request it had not
+    /// answered is handed to its successor once more.
+    pub fn on_daemon_death(&mut self, keep_stale: bool) {
+        self.registered = false;
+        if let Some((_, bytes)) = self.posted.take() {
+            if keep_stale {
+                self.stale = Some(bytes);
+            }
+        }
+        // The next open clears the busy flag (spec §1.7).
+        self.daemon_busy = false;
+    }
+}

@@ -1,0 +1,996 @@
+//! The simulated world: one seed, a virtual clock, the kernel, the host, the daemon
+//! process, outside writers and faults, with invariants checked after every step.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use hvguest_core::kvp::auto::AutoPool;
+use hvguest_core::kvp::effect::{FileId, Input, IoError};
+use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac};
+use hvguest_core::kvp::machine::{Event, KvpConfig};
+use hvguest_core::kvp::record::{decode_pool, PoolIssue, Record};
+use hvguest_core::kvp::text::{Key, Value};
+use hvguest_core::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
+use hvguest_core::limits::POOL_RECORD_SIZE;
+use hvguest_core::Instant;
+
+use crate::daemon::{DaemonSetup, Latency, Observed, SimDaemon, SimNet};
+use crate::fs::{FsCall, Owner, SimFs};
+use crate::harness::test_info;
+use crate::host::{
+    check_reply, check_walk, model_pools, Mismatch, Model, Next, Walk, Workload, OUTSIDE_PREFIX,
+};
+use crate::kernel::{HostRequest, KernelOut, SimKernel};
+use crate::prng::Prng;
+use crate::trace::{self, Trace};
+
+/// Something a scenario (or the random fault schedule) makes happen.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Host(Request),
+    HostRaw(Vec<u8>),
+    Walk(PoolId),
+    /// Another program appends a record under the lock (cloud-init style).
+    Append {
+        pool: PoolId,
+        key: Key,
+        value: Value,
+    },
+    /// Another program empties a pool file (cloud-init at boot).
+    Truncate(PoolId),
+    /// Power loss, then a restart.
+    Crash,
+    /// `kill -9`, then a restart: volatile bytes stay.
+    Kill,
+    /// Power loss after this many more effects of the daemon, then a restart.
+    CrashAfter(u64),
+    Fault {
+        call: FsCall,
+        file: Option<String>,
+        error: IoError,
+    },
+    Freeze,
+    Thaw,
+    /// The next effect takes this long.
+    Slow(Duration),
+    /// Stop the host; let the daemon finish (SIGTERM).
+    Shutdown,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub seed: u64,
+    /// Host requests to complete (random mode).
+    pub requests: u64,
+    pub faults: bool,
+    pub keep_trace: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub requests: u64,
+    pub replies_ok: u64,
+    pub timeouts: u64,
+    pub crashes: u64,
+    pub faults: u64,
+    pub freezes: u64,
+    pub appends: u64,
+    pub trace_hash: u64,
+    pub trace_lines: u64,
+    pub virtual_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub violation: String,
+    pub at: Instant,
+    pub tail: Vec<String>,
+}
+
+struct Outstanding {
+    id: u64,
+    request: Option<Request>,
+    /// The daemon generation it was handed to; `None` until delivered.
+    delivered_to: Option<u32>,
+    walk_step: bool,
+}
+
+pub struct World {
+    pub now: Instant,
+    opts: SimOptions,
+    fs: SimFs,
+    net: SimNet,
+    kernel: SimKernel,
+    daemon: Option<SimDaemon>,
+    setup: DaemonSetup,
+    generation: u32,
+    restart_at: Option<Instant>,
+    thaw_at: Option<Instant>,
+    crash_pending: bool,
+    model: Model,
+    auto: AutoPool,
+    workload: Workload,
+    faults_prng: Prng,
+    crash_prng: Prng,
+    outstanding: Option<Outstanding>,
+    walk: Option<Walk>,
+    next_host_at: Instant,
+    next_id: u64,
+    /// I/O errors were injected or the file system froze since the last check: reads
+    /// may fail.
+    errors_possible: bool,
+    outside_records: Vec<Record>,
+    outside_seq: u64,
+    /// Pools another program wrote since the daemon last looked.
+    outside_dirty: [bool; 5],
+    checkpoint_due: bool,
+    pub trace: Trace,
+    pub stats: Stats,
+    obs: Vec<Observed>,
+    violation: Option<String>,
+}
+
+fn path(p: PoolId) -> String {
+    FileId::pool(p).file_name()
+}
+
+impl World {
+    pub fn new(opts: SimOptions, fs: SimFs) -> World {
+        let master = Prng::new(opts.seed);
+        let info = test_info();
+        let mut net = SimNet::default();
+        net.adapters.insert(
+            Mac([0, 0x15, 0x5d, 1, 2, 3]),
+            AdapterInfo {
+                addrs: vec![IfAddr {
+                    addr: "10.0.0.4".parse().expect("literal"),
+                    prefix: 24,
+                }],
+                gateways: vec!["10.0.0.1".parse().expect("literal")],
+                dns: vec!["168.63.129.16".parse().expect("literal")],
+                dhcp: true,
+            },
+        );
+        let setup = DaemonSetup {
+            config: KvpConfig::default(),
+            info: info.clone(),
+            latency: Latency::default(),
+        };
+        World {
+            now: Instant::from_millis(0),
+            auto: AutoPool::new(&info),
+            workload: Workload::new(master.fork("host")),
+            faults_prng: master.fork("faults"),
+            crash_prng: master.fork("crash"),
+            trace: Trace::new(opts.keep_trace),
+            opts,
+            fs,
+            net,
+            kernel: SimKernel::new(),
+            daemon: None,
+            setup,
+            generation: 0,
+            restart_at: None,
+            thaw_at: None,
+            crash_pending: false,
+            model: Model::default(),
+            outstanding: None,
+            walk: None,
+            next_host_at: Instant::from_millis(0),
+            next_id: 0,
+            errors_possible: false,
+            outside_records: Vec::new(),
+            outside_seq: 0,
+            outside_dirty: [false; 5],
+            checkpoint_due: false,
+            stats: Stats::default(),
+            obs: Vec::new(),
+            violation: None,
+        }
+    }
+
+    fn log(&mut self, who: &str, text: &str) {
+        self.trace.line(self.now, who, text);
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.violation.is_none() {
+            self.log("VIOLATE", &what);
+            self.violation = Some(what);
+        }
+    }
+
+    /// Seeds the model with what the initial files hold (scenarios start from them).
+    fn adopt_initial_files(&mut self) {
+        for p in model_pools() {
+            let d = decode_pool(self.fs.contents(&path(p)));
+            for r in d.records.iter().rev() {
+                if !r.key.as_bytes().starts_with(OUTSIDE_PREFIX.as_bytes()) {
+                    self.model.settle(p, &r.key, Some(r.value.clone()));
+                }
+            }
+        }
+    }
+
+    fn start_daemon(&mut self) {
+        self.generation += 1;
+        self.log("world", &format!("daemon #{} starts", self.generation));
+        let mut obs = std::mem::take(&mut self.obs);
+        self.daemon = Some(SimDaemon::start(
+            self.generation,
+            self.now,
+            &self.setup,
+            &mut self.fs,
+            &mut self.net,
+            &mut obs,
+        ));
+        self.obs = obs;
+        self.checkpoint_due = true;
+        self.route();
+    }
+
+    /// Moves observations from the daemon to the kernel and back until quiet.
+    fn route(&mut self) {
+        let mut kernel_out = Vec::new();
+        loop {
+            let obs = std::mem::take(&mut self.obs);
+            if obs.is_empty() && kernel_out.is_empty() {
+                break;
+            }
+            for o in obs {
+                self.observe(o, &mut kernel_out);
+            }
+            let outs = std::mem::take(&mut kernel_out);
+            for k in outs {
+                self.kernel_event(k);
+            }
+        }
+    }
+
+    fn observe(&mut self, o: Observed, kernel_out: &mut Vec<KernelOut>) {
+        match o {
+            Observed::DeviceWrite(bytes) => {
+                let op = self
+                    .outstanding
+                    .as_ref()
+                    .and_then(|o| o.request.as_ref().map(Request::op));
+                let text = if bytes[0] == 4
+                    && bytes[1..].iter().all(|&b| b == 0)
+                    && !self.kernel.registered()
+                {
+                    "write registration".to_string()
+                } else {
+                    format!("reply {}", trace::reply(op, &bytes[..]))
+                };
+                self.log("daemon", &text);
+                if let Err(v) = self
+                    .kernel
+                    .on_daemon_write(self.now, &bytes[..], kernel_out)
+                {
+                    self.fail(format!("device contract: {v:?}"));
+                }
+            }
+            Observed::Event(e) => {
+                if let Event::Job(j) = &e {
+                    if matches!(j, hvguest_core::kvp::jobs::JobEvent::Loaded { .. }) {
+                        return; // noisy and implied by the effects
+                    }
+                }
+                self.log("event", &format!("{e:?}"));
+            }
+            Observed::Effect(id, e) => {
+                // The daemon looks at the file (effects execute when issued): from now
+                // on its memory can account for what others wrote.
+                if let hvguest_core::kvp::effect::Effect::Stat(f) = &e {
+                    if f.kind == hvguest_core::kvp::effect::FileKind::Pool {
+                        self.outside_dirty[f.pool.index()] = false;
+                    }
+                }
+                self.log("effect", &format!("#{} {}", id.0, trace::effect(&e)));
+            }
+            Observed::Result(id, r) => {
+                self.log("result", &format!("#{} {}", id.0, trace::result(&r)))
+            }
+            Observed::Parked(id) => {
+                self.log("effect", &format!("#{} blocked", id.0));
+                if self
+                    .daemon
+                    .as_ref()
+                    .is_some_and(|d| d.effect_budget == Some(0))
+                {
+                    self.crash_pending = true;
+                }
+            }
+            Observed::Exit => self.log("daemon", "exit"),
+        }
+    }
+
+    fn kernel_event(&mut self, k: KernelOut) {
+        match k {
+            KernelOut::Registered => self.log("kernel", "registered"),
+            KernelOut::NotForwarded { id } => {
+                self.log("kernel", &format!("#{id} not forwarded: daemon busy"))
+            }
+            KernelOut::LateReplyDropped { id } => {
+                self.log("kernel", &format!("late reply dropped (request {id:?})"));
+                if id.is_some() {
+                    self.fail("a reply came after the kernel's 5 s deadline".into());
+                }
+            }
+            KernelOut::Deliver { id, bytes } => {
+                self.log(
+                    "kernel",
+                    &format!(
+                        "deliver {}",
+                        id.map_or("stale request".into(), |i| format!("#{i}"))
+                    ),
+                );
+                if let Some(o) = self.outstanding.as_mut().filter(|o| Some(o.id) == id) {
+                    o.delivered_to = Some(self.generation);
+                }
+                if let Some(d) = self.daemon.as_mut() {
+                    let mut obs = std::mem::take(&mut self.obs);
+                    d.handle(
+                        self.now,
+                        Input::DeviceRead(bytes),
+                        &mut self.fs,
+                        &mut self.net,
+                        &mut obs,
+                    );
+                    self.obs = obs;
+                }
+            }
+            KernelOut::HostReply {
+                id,
+                bytes,
+                timed_out,
+            } => self.host_reply(id, &bytes, timed_out),
+        }
+    }
+
+    fn host_reply(&mut self, id: u64, bytes: &[u8], timed_out: bool) {
+        let Some(o) = self.outstanding.take().filter(|o| o.id == id) else {
+            self.fail(format!(
+                "reply to request #{id} that the host is not waiting for"
+            ));
+            return;
+        };
+        self.stats.requests += 1;
+        if timed_out {
+            self.stats.timeouts += 1;
+            // Our daemon answers every request it was handed, in time, unless it died.
+            if o.delivered_to
+                .is_some_and(|g| g == self.generation && self.daemon.is_some())
+            {
+                self.fail(format!(
+                    "request #{id} was handed to the daemon and not answered in 5 s"
+                ));
+            }
+        }
+        let Some(req) = o.request else {
+            self.log("host", &format!("#{id} <- {}", trace::reply(None, bytes)));
+            // Malformed: any status but OK; never a crash.
+            if bytes[..4] == [0, 0, 0, 0] {
+                self.fail(format!("malformed request #{id} answered OK"));
+            }
+            return;
+        };
+        let reply = match wire::decode_reply(req.op(), bytes) {
+            Ok(r) => r,
+            Err(e) => return self.fail(format!("undecodable reply: {e}")),
+        };
+        self.log(
+            "host",
+            &format!("#{id} <- {}", trace::reply(Some(req.op()), bytes)),
+        );
+        if reply.status() == Status::OK {
+            self.stats.replies_ok += 1;
+        }
+        let failed_ok = timed_out || self.errors_possible;
+        if let Err(Mismatch(m)) = check_reply(&mut self.model, &self.auto, &req, &reply, failed_ok)
+        {
+            self.fail(m);
+        }
+        if o.walk_step {
+            self.walk_step(&req, &reply);
+        } else if matches!(req, Request::Set { .. } | Request::Delete { .. }) {
+            if let Some(w) = self.walk.as_mut() {
+                w.disturbed = true;
+            }
+        }
+    }
+
+    fn walk_step(&mut self, req: &Request, reply: &Reply) {
+        let Some(mut w) = self.walk.take() else {
+            return;
+        };
+        match reply {
+            Reply::Entry { key, value } => {
+                w.seen.push((key.clone(), value.clone()));
+                w.next += 1;
+                self.walk = Some(w);
+            }
+            Reply::Status(Status::S_CONT) if !w.disturbed && w.pool != Some(PoolId::Auto) => {
+                if let Err(Mismatch(m)) = check_walk(&mut self.model, &w) {
+                    self.fail(m);
+                }
+            }
+            _ => {
+                let _ = req;
+            }
+        }
+    }
+
+    fn submit(&mut self, request: Option<Request>, raw: Option<Vec<u8>>, walk_step: bool) {
+        self.next_id += 1;
+        let id = self.next_id;
+        let bytes = match (&request, raw) {
+            (Some(r), _) => wire::encode_request(r).to_vec(),
+            (None, Some(b)) => b,
+            (None, None) => return,
+        };
+        let text = request.as_ref().map_or_else(
+            || {
+                format!(
+                    "raw {} bytes op={}",
+                    bytes.len(),
+                    bytes.first().copied().unwrap_or(0)
+                )
+            },
+            trace::request,
+        );
+        self.log("host", &format!("#{id} {text}"));
+        if let (Some(r), Some(w)) = (&request, self.walk.as_mut()) {
+            if !walk_step && matches!(r, Request::Set { .. } | Request::Delete { .. }) {
+                w.disturbed = true;
+            }
+        }
+        self.outstanding = Some(Outstanding {
+            id,
+            request,
+            delivered_to: None,
+            walk_step,
+        });
+        self.kernel.submit(HostRequest { id, bytes });
+        let mut out = Vec::new();
+        self.kernel.pump(self.now, &mut out);
+        for k in out {
+            self.kernel_event(k);
+        }
+        self.route();
+    }
+
+    /// Carries out one action now.
+    pub fn act(&mut self, a: Action) {
+        match a {
+            Action::Host(r) => self.submit(Some(r), None, false),
+            Action::HostRaw(b) => self.submit(None, Some(b), false),
+            Action::Walk(p) => {
+                self.walk = Some(Walk {
+                    pool: Some(p),
+                    ..Walk::default()
+                });
+                self.submit(Some(Request::Enumerate { pool: p, index: 0 }), None, true);
+            }
+            Action::Append { pool, key, value } => self.outside_append(pool, key, value),
+            Action::Truncate(p) => {
+                self.log("outside", &format!("truncate {}", path(p)));
+                if self.fs.set_len(&path(p), 0).is_ok() {
+                    while self.fs.fsync(&path(p)).is_err() {}
+                    self.model.truncated(p);
+                    self.outside_records.clear();
+                    self.outside_dirty[p.index()] = true;
+                }
+            }
+            Action::Crash => self.crash(true),
+            Action::Kill => self.crash(false),
+            Action::CrashAfter(n) => {
+                self.log("world", &format!("power loss after {n} more effects"));
+                if let Some(d) = self.daemon.as_mut() {
+                    d.effect_budget = Some(n);
+                }
+                if n == 0 {
+                    self.crash_pending = true;
+                }
+            }
+            Action::Fault { call, file, error } => {
+                self.stats.faults += 1;
+                self.errors_possible = true;
+                self.log(
+                    "world",
+                    &format!(
+                        "next {call:?} on {} fails with {error}",
+                        file.as_deref().unwrap_or("any file")
+                    ),
+                );
+                self.fs.inject(call, file.as_deref(), error);
+            }
+            Action::Freeze => {
+                self.stats.freezes += 1;
+                self.errors_possible = true;
+                self.log("world", "file system suspended");
+                self.fs.frozen = true;
+            }
+            Action::Thaw => {
+                self.log("world", "file system resumed");
+                self.fs.frozen = false;
+                self.thaw_at = None;
+                if let Some(d) = self.daemon.as_mut() {
+                    d.unpark(self.now, &mut self.fs, &mut self.net);
+                }
+            }
+            Action::Slow(d) => {
+                self.log("world", &format!("next effect takes {} ms", d.as_millis()));
+                if let Some(dm) = self.daemon.as_mut() {
+                    dm.latency.scripted.push_back(d);
+                }
+            }
+            Action::Shutdown => {
+                self.log("world", "SIGTERM");
+                if let Some(d) = self.daemon.as_mut() {
+                    let mut obs = std::mem::take(&mut self.obs);
+                    d.handle(
+                        self.now,
+                        Input::Shutdown,
+                        &mut self.fs,
+                        &mut self.net,
+                        &mut obs,
+                    );
+                    self.obs = obs;
+                }
+                self.route();
+            }
+        }
+        self.route();
+    }
+
+    fn outside_append(&mut self, pool: PoolId, key: Key, value: Value) {
+        let name = path(pool);
+        if self.fs.lock_holder(&name).is_some() || self.fs.frozen {
+            self.log(
+                "outside",
+                &format!("append to {name} skipped: locked or frozen"),
+            );
+            return;
+        }
+        let r = Record::new(key, value);
+        let _ = self.fs.lock(&name, Owner::Outside(1));
+        let ok = self.fs.append(&name, &r.encode()).is_ok();
+        if ok {
+            while self.fs.fsync(&name).is_err() {}
+        }
+        self.fs.unlock(&name, Owner::Outside(1));
+        self.log(
+            "outside",
+            &format!(
+                "append {} = {} to {name}{}",
+                trace::text(r.key.as_bytes()),
+                trace::text(r.value.as_bytes()),
+                if ok { "" } else { " failed" }
+            ),
+        );
+        if ok {
+            self.stats.appends += 1;
+            self.outside_dirty[pool.index()] = true;
+            if pool == PoolId::Guest {
+                self.outside_records.push(r);
+            }
+        }
+    }
+
+    fn crash(&mut self, power: bool) {
+        self.crash_pending = false;
+        let Some(d) = self.daemon.take() else { return };
+        self.stats.crashes += 1;
+        let keep_stale = self.crash_prng.chance(1, 2);
+        self.log(
+            "world",
+            &format!(
+                "{} daemon #{}",
+                if power { "power loss:" } else { "kill -9" },
+                d.generation
+            ),
+        );
+        drop(d);
+        self.kernel.on_daemon_death(keep_stale);
+        self.fs.release_locks_of(Owner::Daemon(self.generation));
+        if power {
+            for note in self.fs.crash(&mut self.crash_prng) {
+                self.log("fs", &note);
+            }
+        }
+        self.errors_possible = true;
+        self.restart_at = Some(
+            self.now
+                .saturating_add(Duration::from_millis(100 + self.crash_prng.below(400))),
+        );
+    }
+
+    fn next_event(&self, host_active: bool) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut take = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        let host_can = self.daemon.is_some() && self.kernel.registered();
+        if host_active && host_can && self.outstanding.is_none() {
+            take(Some(self.next_host_at.max(self.now)));
+        }
+        take(self.kernel.next_deadline());
+        take(self.daemon.as_ref().and_then(|d| d.next_wakeup()));
+        take(self.restart_at);
+        take(self.thaw_at);
+        t
+    }
+
+    /// Advances the clock to `t` and delivers everything due.
+    fn advance_to(&mut self, t: Instant) {
+        let t = t.max(self.now);
+        self.now = t;
+        if self.restart_at.is_some_and(|r| r <= t) {
+            self.restart_at = None;
+            self.fs.frozen = false; // a reboot resumes everything
+            self.start_daemon();
+        }
+        if self.thaw_at.is_some_and(|r| r <= t) {
+            self.act(Action::Thaw);
+        }
+        let mut out = Vec::new();
+        self.kernel.on_timer(t, &mut out);
+        for k in out {
+            self.kernel_event(k);
+        }
+        if let Some(d) = self.daemon.as_mut() {
+            let mut obs = std::mem::take(&mut self.obs);
+            d.advance(t, &mut self.fs, &mut self.net, &mut obs);
+            self.obs = obs;
+        }
+        self.route();
+        if self.crash_pending {
+            self.crash(true);
+        }
+    }
+
+    /// Cheap invariants, after every step.
+    fn check_step(&mut self) {
+        for p in model_pools() {
+            let len = self.fs.contents(&path(p)).len();
+            if len % POOL_RECORD_SIZE != 0 {
+                self.fail(format!("{} is {len} bytes: not whole records", path(p)));
+            }
+        }
+        match self.daemon.as_ref() {
+            Some(d) if !d.machine.is_idle() => {}
+            _ => self.model.quiesce(),
+        }
+        let idle = self.daemon.as_ref().is_some_and(|d| {
+            d.machine.registered()
+                && d.machine.is_idle()
+                && model_pools().iter().all(|&p| d.machine.pool_ready(p))
+        }) && self.kernel.pending() == 0
+            && !self.fs.frozen;
+        if self.checkpoint_due && idle {
+            self.checkpoint_due = false;
+            self.checkpoint();
+        }
+    }
+
+    /// Full invariants, when the daemon is idle: files clean, acknowledged changes and
+    /// outside records present, memory equal to disk.
+    pub fn checkpoint(&mut self) {
+        let Some(d) = self.daemon.as_ref() else {
+            return;
+        };
+        let mut problems = Vec::new();
+        for p in model_pools() {
+            let dec = decode_pool(self.fs.contents(&path(p)));
+            if let Some(i) = dec.issues.iter().find(|i| {
+                matches!(
+                    i,
+                    PoolIssue::Flawed { .. } | PoolIssue::PartialRecord { .. }
+                )
+            }) {
+                problems.push(format!("{}: torn or unpadded record: {i:?}", path(p)));
+            }
+            for (k, cell) in self.model.keys(p) {
+                let got = dec
+                    .records
+                    .iter()
+                    .find(|r| r.key == *k)
+                    .map(|r| r.value.clone());
+                if !cell.contains(&got) {
+                    problems.push(format!(
+                        "{} {}: disk has {got:?}, acknowledged {cell:?}",
+                        path(p),
+                        trace::text(k.as_bytes())
+                    ));
+                }
+            }
+            if p == PoolId::Guest {
+                for r in &self.outside_records {
+                    if !dec.records.contains(r) {
+                        problems.push(format!(
+                            "outside record {} lost",
+                            trace::text(r.key.as_bytes())
+                        ));
+                    }
+                }
+            }
+            if d.machine.pool_ready(p)
+                && !self.outside_dirty[p.index()]
+                && d.machine.pool(p).records() != &dec.records[..]
+            {
+                problems.push(format!("{}: memory and disk differ while idle", path(p)));
+            }
+        }
+        if let Some(first) = problems.into_iter().next() {
+            self.fail(first);
+        }
+        self.errors_possible = false;
+    }
+
+    /// Rolls the random fault schedule before a host request.
+    fn random_faults(&mut self) {
+        let f = &mut self.faults_prng;
+        let roll = f.below(10_000);
+        let action = match roll {
+            0..=19 => Some(Action::Crash),
+            20..=34 => Some(Action::Kill),
+            35..=64 => Some(Action::CrashAfter(f.range(0, 14))),
+            65..=114 => {
+                let call = *f.choose(&[
+                    FsCall::Write,
+                    FsCall::Fsync,
+                    FsCall::SetLen,
+                    FsCall::Read,
+                    FsCall::Stat,
+                    FsCall::Lock,
+                ]);
+                let error = if f.chance(1, 3) {
+                    IoError::ENOSPC
+                } else {
+                    IoError::EIO
+                };
+                Some(Action::Fault {
+                    call,
+                    file: None,
+                    error,
+                })
+            }
+            115..=139 => {
+                let ms = f.range(500, 9000);
+                self.thaw_at = Some(self.now.saturating_add(Duration::from_millis(ms)));
+                Some(Action::Freeze)
+            }
+            140..=164 => Some(Action::Slow(Duration::from_millis(f.range(100, 7000)))),
+            165..=464 => {
+                self.outside_seq += 1;
+                let key = Key::new(
+                    format!(
+                        "{OUTSIDE_PREFIX}{}|event|{}",
+                        self.generation, self.outside_seq
+                    )
+                    .as_bytes(),
+                )
+                .expect("short");
+                Some(Action::Append {
+                    pool: PoolId::Guest,
+                    key,
+                    value: Value::new(b"{\"result\":\"success\"}").expect("short"),
+                })
+            }
+            _ => None,
+        };
+        if let Some(a) = action {
+            if self.fs.frozen && matches!(a, Action::Freeze) {
+                return;
+            }
+            self.act(a);
+        }
+    }
+
+    fn host_turn(&mut self) {
+        if self.outstanding.is_some()
+            || self.now < self.next_host_at
+            || self.daemon.is_none()
+            || !self.kernel.registered()
+        {
+            return;
+        }
+        if self.opts.faults {
+            self.random_faults();
+            if self.daemon.is_none() || self.outstanding.is_some() {
+                return;
+            }
+        }
+        if let Some(w) = self.walk.as_ref() {
+            let (pool, index) = (w.pool.unwrap_or(PoolId::Guest), w.next);
+            if index < 200 {
+                self.submit(Some(Request::Enumerate { pool, index }), None, true);
+                return;
+            }
+            self.walk = None;
+        }
+        match self.workload.next_action() {
+            Next::Request(r) => self.act(Action::Host(r)),
+            Next::Raw(b) => self.act(Action::HostRaw(b)),
+            Next::Walk(p) => self.act(Action::Walk(p)),
+        }
+        let think = self.workload.think_ms();
+        self.next_host_at = self.now.saturating_add(Duration::from_millis(think));
+    }
+
+    fn outcome(&mut self) -> Result<Stats, Failure> {
+        self.stats.trace_hash = self.trace.hash();
+        self.stats.trace_lines = self.trace.lines();
+        self.stats.virtual_ms = self.now.as_nanos() / 1_000_000;
+        match self.violation.clone() {
+            None => Ok(self.stats.clone()),
+            Some(violation) => Err(Failure {
+                seed: self.opts.seed,
+                violation,
+                at: self.now,
+                tail: self.trace.tail(),
+            }),
+        }
+    }
+
+    /// Lets everything finish: restarts, thaws, outstanding requests, then the final
+    /// checkpoint.
+    fn drain(&mut self) {
+        for _ in 0..100_000 {
+            if self.violation.is_some() {
+                return;
+            }
+            let busy = self.outstanding.is_some()
+                || self.restart_at.is_some()
+                || self
+                    .daemon
+                    .as_ref()
+                    .is_some_and(|d| !d.machine.is_idle() || !d.machine.registered());
+            if !busy {
+                break;
+            }
+            match self.next_event(false) {
+                Some(t) => self.advance_to(t),
+                None => {
+                    if self.fs.frozen {
+                        self.act(Action::Thaw);
+                        continue;
+                    }
+                    break;
+                }
+            }
+            self.check_step();
+        }
+        if self.fs.frozen {
+            self.act(Action::Thaw);
+        }
+        if self.violation.is_none() {
+            self.checkpoint();
+        }
+    }
+
+    /// A random run, also returning the full trace when it was kept.
+    pub fn run_random_keep(self, keep: bool) -> (Result<Stats, Failure>, Option<Vec<String>>) {
+        let _ = keep;
+        let mut w = self;
+        let r = w.random();
+        (r, w.trace.full().map(<[String]>::to_vec))
+    }
+
+    /// A random run: the seeded workload and fault schedule for `opts.requests` requests.
+    pub fn run_random(mut self) -> Result<Stats, Failure> {
+        self.random()
+    }
+
+    fn random(&mut self) -> Result<Stats, Failure> {
+        self.log(
+            "world",
+            &format!(
+                "seed {} requests {} faults {}",
+                self.opts.seed, self.opts.requests, self.opts.faults
+            ),
+        );
+        self.adopt_initial_files();
+        self.start_daemon();
+        let mut steps = 0u64;
+        while self.stats.requests < self.opts.requests && self.violation.is_none() {
+            self.host_turn();
+            let Some(t) = self.next_event(true) else {
+                if self.fs.frozen {
+                    self.act(Action::Thaw);
+                    continue;
+                }
+                self.fail("nothing can happen: the world is stuck".into());
+                break;
+            };
+            self.advance_to(t);
+            self.check_step();
+            steps += 1;
+            if steps > self.opts.requests * 1000 + 100_000 {
+                self.fail("too many steps: livelock".into());
+            }
+        }
+        self.drain();
+        self.outcome()
+    }
+
+    /// A scenario run: actions at their times, then drain. Returns the full trace too.
+    pub fn run_scenario(
+        mut self,
+        steps: Vec<(Instant, Action)>,
+    ) -> (Result<Stats, Failure>, Vec<String>) {
+        let r = self.scenario(steps);
+        (
+            r,
+            self.trace
+                .full()
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
+        )
+    }
+
+    fn scenario(&mut self, steps: Vec<(Instant, Action)>) -> Result<Stats, Failure> {
+        self.adopt_initial_files();
+        self.start_daemon();
+        let mut steps: VecDeque<_> = steps.into();
+        while let Some((at, _)) = steps.front() {
+            if self.violation.is_some() {
+                break;
+            }
+            let at = *at;
+            // Everything due before the step happens first.
+            while let Some(t) = self.next_event(false).filter(|&t| t <= at) {
+                self.advance_to(t);
+                self.check_step();
+            }
+            if at > self.now {
+                self.advance_to(at);
+            }
+            let (_, action) = steps.pop_front().expect("peeked");
+            if self.outstanding.is_some()
+                && matches!(
+                    action,
+                    Action::Host(_) | Action::HostRaw(_) | Action::Walk(_)
+                )
+            {
+                // One host request at a time: finish the previous one first.
+                while self.outstanding.is_some() && self.violation.is_none() {
+                    let Some(t) = self.next_event(false) else {
+                        break;
+                    };
+                    self.advance_to(t);
+                    self.check_step();
+                }
+            }
+            self.act(action);
+            // Walks run to the end before the next step.
+            while self.walk.is_some() && self.violation.is_none() {
+                while self.outstanding.is_some() && self.violation.is_none() {
+                    let Some(t) = self.next_event(false) else {
+                        break;
+                    };
+                    self.advance_to(t);
+                    self.check_step();
+                }
+                match self.walk.as_ref().map(|w| (w.pool, w.next)) {
+                    Some((Some(pool), index)) if index < 10_000 => {
+                        self.submit(Some(Request::Enumerate { pool, index }), None, true);
+                    }
+                    _ => self.walk = None,
+                }
+            }
+            self.check_step();
+        }
+        self.drain();
+        self.outcome()
+    }
+}
+
+/// Which op a reply answers, for traces of raw requests.
+pub fn op_of(bytes: &[u8]) -> Option<Op> {
+    bytes.first().and_then(|&b| Op::from_u8(b))
+}
