@@ -12,5 +12,6 @@ pub mod harness;
 pub mod host;
 pub mod kernel;
 pub mod prng;
+pub mod scenario;
 pub mod trace;
 pub mod world;

@@ -289,6 +289,8 @@ impl World {
                 }
                 self.log("effect", &format!("#{} {}", id.0, trace::effect(&e)));
             }
+            // `done` is implied by the next line; other results carry information.
+            Observed::Result(_, hvguest_core::kvp::effect::EffectResult::Done) => {}
             Observed::Result(id, r) => {
                 self.log("result", &format!("#{} {}", id.0, trace::result(&r)))
             }
@@ -933,7 +935,64 @@ impl World {
         )
     }
 
+    /// Ends a scenario's trace with what each pool file holds.
+    fn final_summary(&mut self) {
+        for p in model_pools() {
+            let bytes = self.fs.contents(&path(p)).to_vec();
+            if bytes.is_empty() {
+                continue;
+            }
+            let d = decode_pool(&bytes);
+            let shown: Vec<String> = d
+                .records
+                .iter()
+                .take(12)
+                .map(|r| {
+                    format!(
+                        "{}={}",
+                        trace::text(r.key.as_bytes()),
+                        trace::text(r.value.as_bytes())
+                    )
+                })
+                .collect();
+            let more = d.records.len().saturating_sub(shown.len());
+            let more = if more > 0 {
+                format!(" …and {more} more")
+            } else {
+                String::new()
+            };
+            self.log(
+                "final",
+                &format!(
+                    "{}: {} records: {}{more}",
+                    path(p),
+                    d.records.len(),
+                    shown.join(" ")
+                ),
+            );
+        }
+        let journals: Vec<String> = model_pools()
+            .iter()
+            .map(|&p| FileId::journal(p).file_name())
+            .filter(|j| !self.fs.contents(j).is_empty())
+            .collect();
+        if !journals.is_empty() {
+            self.log("final", &format!("journals not empty: {journals:?}"));
+        }
+        let verdict = match &self.violation {
+            None => "all invariants held".to_string(),
+            Some(v) => format!("VIOLATION: {v}"),
+        };
+        self.log("final", &verdict);
+    }
+
     fn scenario(&mut self, steps: Vec<(Instant, Action)>) -> Result<Stats, Failure> {
+        let r = self.scenario_steps(steps);
+        self.final_summary();
+        r
+    }
+
+    fn scenario_steps(&mut self, steps: Vec<(Instant, Action)>) -> Result<Stats, Failure> {
         self.adopt_initial_files();
         self.start_daemon();
         let mut steps: VecDeque<_> = steps.into();

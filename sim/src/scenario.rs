@@ -1,0 +1,407 @@
+//! Scenario files: a readable list of what happens, in time order.
+//!
+//! ```text
+//! # What this scenario shows (comments start with #).
+//! seed 7                          # for the crash model's choices (default 1)
+//! pool guest a=1 "long key"="x y" # initial records of a pool file
+//! fill external 300               # 300 records key0000=value0000 ...
+//! tail guest 100                  # a 100-byte partial record at the end of the file
+//!
+//! at 0ms      set guest k v       # host requests: get, set, delete, enum POOL [INDEX],
+//! at 10ms     get guest k         #   getip MAC, setip ADAPTER IPS MASKS GWS DNS [dhcp]
+//! at 20ms     enum guest          # a whole ENUMERATE walk
+//! at 30ms     raw op=7            # a malformed message: op=, pool=, len=, unterminated
+//! at 40ms     append guest k v    # another program appends under the lock
+//! at 50ms     truncate guest      # another program empties the file (cloud-init at boot)
+//! at 60ms     crash | kill | crash-after N   # power loss, kill -9, power loss after N effects
+//! at 70ms     fail fsync [FILE] | enospc write [FILE]
+//! at 80ms     freeze | thaw | slow 6000ms | shutdown
+//! ```
+//!
+//! Words are separated by spaces; `"..."` quotes (with `\"`, `\\`, `\n`, `\u{e9}`); an
+//! unquoted `x*511` is 511 `x`. Pools: `external guest auto auto-external auto-internal`
+//! or `0`..`4`. The expectation is not in the file: it is the scenario's snapshot.
+
+use std::time::Duration;
+
+use hvguest_core::kvp::effect::{FileId, IoError};
+use hvguest_core::kvp::record::{encode_pool, Record};
+use hvguest_core::kvp::text::{Key, Value};
+use hvguest_core::kvp::wire::{IpFields, PoolId, Request};
+use hvguest_core::limits::KVP_MSG_SIZE;
+use hvguest_core::Instant;
+
+use crate::fs::{FsCall, SimFs};
+use crate::world::Action;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("line {line}: {what}")]
+pub struct ScenarioError {
+    pub line: usize,
+    pub what: String,
+}
+
+/// A parsed scenario: the starting files and the timed actions.
+#[derive(Debug)]
+pub struct Scenario {
+    pub seed: u64,
+    pub fs: SimFs,
+    pub steps: Vec<(Instant, Action)>,
+}
+
+fn words(line: &str) -> Result<Vec<(String, bool)>, String> {
+    // A word runs to the next unquoted space; quoted parts may hold spaces and escapes,
+    // so `"a key"="a value"` is one word.
+    let mut out = Vec::new();
+    let mut chars = line.chars();
+    let mut word: Option<(String, bool)> = None;
+    while let Some(c) = chars.next() {
+        match c {
+            '#' if word.is_none() => break,
+            c if c.is_whitespace() => out.extend(word.take()),
+            '"' => {
+                let w = word.get_or_insert_with(|| (String::new(), false));
+                w.1 = true;
+                loop {
+                    match chars.next() {
+                        None => return Err("unterminated quote".into()),
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some('n') => w.0.push('\n'),
+                            Some('"') => w.0.push('"'),
+                            Some('\\') => w.0.push('\\'),
+                            Some('u') => {
+                                let code: String =
+                                    chars.by_ref().skip(1).take_while(|&c| c != '}').collect();
+                                let ch = u32::from_str_radix(&code, 16)
+                                    .ok()
+                                    .and_then(char::from_u32)
+                                    .ok_or_else(|| format!("bad escape \\u{{{code}}}"))?;
+                                w.0.push(ch);
+                            }
+                            other => return Err(format!("bad escape \\{}", other.unwrap_or(' '))),
+                        },
+                        Some(c) => w.0.push(c),
+                    }
+                }
+            }
+            c => word.get_or_insert_with(|| (String::new(), false)).0.push(c),
+        }
+    }
+    out.extend(word);
+    Ok(out)
+}
+
+/// Expands `x*511` in unquoted words.
+fn expand(w: &(String, bool)) -> String {
+    let (text, quoted) = w;
+    if !quoted {
+        if let Some((body, n)) = text.rsplit_once('*') {
+            if let (false, Ok(n)) = (body.is_empty(), n.parse::<usize>()) {
+                return body.repeat(n);
+            }
+        }
+    }
+    text.clone()
+}
+
+pub fn pool(w: &str) -> Result<PoolId, String> {
+    Ok(match w {
+        "external" | "0" => PoolId::External,
+        "guest" | "1" => PoolId::Guest,
+        "auto" | "2" => PoolId::Auto,
+        "auto-external" | "parameters" | "3" => PoolId::AutoExternal,
+        "auto-internal" | "4" => PoolId::AutoInternal,
+        _ => return Err(format!("unknown pool {w:?}")),
+    })
+}
+
+fn key(s: &str) -> Result<Key, String> {
+    Key::new(s.as_bytes()).map_err(|e| format!("key {s:?}: {e}"))
+}
+
+fn value(s: &str) -> Result<Value, String> {
+    Value::new(s.as_bytes()).map_err(|e| format!("value: {e}"))
+}
+
+fn time(w: &str) -> Result<Instant, String> {
+    let (num, scale) = if let Some(n) = w.strip_suffix("ms") {
+        (n, 1_000_000.0)
+    } else if let Some(n) = w.strip_suffix('s') {
+        (n, 1_000_000_000.0)
+    } else {
+        return Err(format!("time {w:?} needs a unit: ms or s"));
+    };
+    let v: f64 = num.parse().map_err(|_| format!("bad time {w:?}"))?;
+    if !(0.0..1e6).contains(&v) {
+        return Err(format!("time {w:?} out of range"));
+    }
+    Ok(Instant((v * scale) as u64))
+}
+
+fn duration(w: &str) -> Result<Duration, String> {
+    Ok(Duration::from_nanos(time(w)?.as_nanos()))
+}
+
+fn call(w: &str) -> Result<FsCall, String> {
+    Ok(match w {
+        "read" => FsCall::Read,
+        "write" => FsCall::Write,
+        "set-len" | "truncate" => FsCall::SetLen,
+        "fsync" => FsCall::Fsync,
+        "stat" => FsCall::Stat,
+        "lock" => FsCall::Lock,
+        _ => return Err(format!("unknown call {w:?}")),
+    })
+}
+
+fn pair(w: &str) -> Result<Record, String> {
+    let (k, v) = w
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {w:?}"))?;
+    Ok(Record::new(key(k)?, value(v)?))
+}
+
+fn raw(args: &[String]) -> Result<Vec<u8>, String> {
+    let mut m = vec![0u8; KVP_MSG_SIZE];
+    let mut len = KVP_MSG_SIZE;
+    for a in args {
+        let (k, v) = a.split_once('=').unwrap_or((a.as_str(), ""));
+        let num = || {
+            v.parse::<usize>()
+                .map_err(|_| format!("bad number in {a:?}"))
+        };
+        match k {
+            "op" => m[0] = num()? as u8,
+            "pool" => m[1] = num()? as u8,
+            "len" => len = num()?,
+            "unterminated" => m[16..16 + 512].fill(b'Z'),
+            _ => return Err(format!("unknown raw field {a:?}")),
+        }
+    }
+    m.resize(len, 0);
+    Ok(m)
+}
+
+fn action(w: &[String]) -> Result<Action, String> {
+    let arg = |i: usize| {
+        w.get(i)
+            .map(String::as_str)
+            .ok_or_else(|| format!("{}: missing argument {i}", w[0]))
+    };
+    let host = |r: Request| Ok(Action::Host(r));
+    match w[0].as_str() {
+        "get" => host(Request::Get {
+            pool: pool(arg(1)?)?,
+            key: key(arg(2)?)?,
+        }),
+        "set" => host(Request::Set {
+            pool: pool(arg(1)?)?,
+            key: key(arg(2)?)?,
+            value: value(arg(3)?)?,
+        }),
+        "delete" => host(Request::Delete {
+            pool: pool(arg(1)?)?,
+            key: key(arg(2)?)?,
+        }),
+        "enum" => match w.get(2) {
+            None => Ok(Action::Walk(pool(arg(1)?)?)),
+            Some(i) => host(Request::Enumerate {
+                pool: pool(arg(1)?)?,
+                index: i.parse().map_err(|_| format!("bad index {i:?}"))?,
+            }),
+        },
+        "getip" => host(Request::GetIpInfo {
+            adapter_id: arg(1)?.as_bytes().to_vec(),
+            addr_family: 0,
+        }),
+        "setip" => host(Request::SetIpInfo(IpFields {
+            adapter_id: arg(1)?.as_bytes().to_vec(),
+            ip_addr: arg(2)?.as_bytes().to_vec(),
+            sub_net: arg(3)?.as_bytes().to_vec(),
+            gate_way: arg(4)?.as_bytes().to_vec(),
+            dns_addr: arg(5)?.as_bytes().to_vec(),
+            dhcp_enabled: u8::from(w.get(6).is_some_and(|d| d == "dhcp")),
+            addr_family: 0,
+        })),
+        "raw" => Ok(Action::HostRaw(raw(&w[1..])?)),
+        "append" => Ok(Action::Append {
+            pool: pool(arg(1)?)?,
+            key: key(arg(2)?)?,
+            value: value(arg(3)?)?,
+        }),
+        "truncate" => Ok(Action::Truncate(pool(arg(1)?)?)),
+        "crash" => Ok(Action::Crash),
+        "kill" => Ok(Action::Kill),
+        "crash-after" => Ok(Action::CrashAfter(
+            arg(1)?.parse().map_err(|_| "bad count".to_string())?,
+        )),
+        "fail" | "enospc" => {
+            let error = if w[0] == "fail" {
+                IoError::EIO
+            } else {
+                IoError::ENOSPC
+            };
+            let file = match w.get(2) {
+                None => None,
+                Some(p) => Some(match p.strip_suffix(".journal") {
+                    Some(j) => FileId::journal(pool(j)?).file_name(),
+                    None => FileId::pool(pool(p)?).file_name(),
+                }),
+            };
+            Ok(Action::Fault {
+                call: call(arg(1)?)?,
+                file,
+                error,
+            })
+        }
+        "freeze" => Ok(Action::Freeze),
+        "thaw" => Ok(Action::Thaw),
+        "slow" => Ok(Action::Slow(duration(arg(1)?)?)),
+        "shutdown" => Ok(Action::Shutdown),
+        other => Err(format!("unknown step {other:?}")),
+    }
+}
+
+/// Parses a scenario; every error names its line.
+pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+    let mut sc = Scenario {
+        seed: 1,
+        fs: SimFs::new(),
+        steps: Vec::new(),
+    };
+    let mut last = Instant::ZERO;
+    for (n, line) in text.lines().enumerate() {
+        let err = |what: String| ScenarioError { line: n + 1, what };
+        let w: Vec<String> = words(line).map_err(err)?.iter().map(expand).collect();
+        let Some(first) = w.first() else { continue };
+        match first.as_str() {
+            "seed" => {
+                sc.seed = w
+                    .get(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| err("seed needs a number".into()))?
+            }
+            "pool" | "fill" | "tail" => {
+                let p = pool(w.get(1).ok_or_else(|| err("which pool?".into()))?).map_err(err)?;
+                let name = FileId::pool(p).file_name();
+                let mut bytes = sc.fs.contents(&name).to_vec();
+                match first.as_str() {
+                    "pool" => {
+                        let recs: Vec<Record> = w[2..]
+                            .iter()
+                            .map(|x| pair(x))
+                            .collect::<Result<_, _>>()
+                            .map_err(err)?;
+                        bytes.extend(encode_pool(&recs));
+                    }
+                    "fill" => {
+                        let count: usize = w
+                            .get(2)
+                            .and_then(|c| c.parse().ok())
+                            .ok_or_else(|| err("fill needs a count".into()))?;
+                        let recs: Vec<Record> = (0..count)
+                            .map(|i| pair(&format!("key{i:04}=value{i:04}")))
+                            .collect::<Result<_, _>>()
+                            .map_err(err)?;
+                        bytes.extend(encode_pool(&recs));
+                    }
+                    _ => {
+                        let count: usize = w
+                            .get(2)
+                            .and_then(|c| c.parse().ok())
+                            .ok_or_else(|| err("tail needs a size".into()))?;
+                        bytes.extend(std::iter::repeat_n(0xEE, count));
+                    }
+                }
+                sc.fs.set_len(&name, 0).map_err(|e| err(format!("{e:?}")))?;
+                sc.fs
+                    .write(&name, 0, &bytes)
+                    .map_err(|e| err(format!("{e:?}")))?;
+            }
+            "at" => {
+                let t =
+                    time(w.get(1).ok_or_else(|| err("at needs a time".into()))?).map_err(err)?;
+                if t < last {
+                    return Err(err("steps must be in time order".into()));
+                }
+                last = t;
+                if w.len() < 3 {
+                    return Err(err("at TIME needs a step".into()));
+                }
+                sc.steps.push((t, action(&w[2..]).map_err(err)?));
+            }
+            other => return Err(err(format!("unknown line {other:?}"))),
+        }
+    }
+    sc.fs.sync_all();
+    Ok(sc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_of_line() {
+        let sc = parse(
+            "# comment\nseed 3\npool guest a=1 \"k k\"=\"v \\u{e9}\"\nfill external 2\ntail guest 7\n\
+             at 0ms set guest k x*3\nat 1.5s enum guest\nat 2s fail fsync guest.journal\nat 2s raw op=7 len=10\n",
+        )
+        .unwrap();
+        assert_eq!(sc.seed, 3);
+        assert_eq!(sc.fs.contents(".kvp_pool_1").len(), 2 * 2560 + 7);
+        assert_eq!(sc.fs.contents(".kvp_pool_0").len(), 2 * 2560);
+        assert_eq!(
+            sc.steps[0],
+            (
+                Instant::ZERO,
+                Action::Host(Request::Set {
+                    pool: PoolId::Guest,
+                    key: key("k").unwrap(),
+                    value: value("xxx").unwrap()
+                })
+            )
+        );
+        assert_eq!(
+            sc.steps[1],
+            (Instant::from_millis(1500), Action::Walk(PoolId::Guest))
+        );
+        assert!(
+            matches!(&sc.steps[2].1, Action::Fault { file: Some(f), .. } if f == ".kvp_pool_1.journal")
+        );
+        assert!(matches!(&sc.steps[3].1, Action::HostRaw(b) if b.len() == 10 && b[0] == 7));
+    }
+
+    #[test]
+    fn errors_name_their_line() {
+        assert_eq!(parse("seed 1\nat 5 get guest k").unwrap_err().line, 2);
+        assert_eq!(
+            parse("at 5ms get nowhere k").unwrap_err().what,
+            "unknown pool \"nowhere\""
+        );
+        assert!(parse("at 5ms get guest \"open").is_err());
+        assert_eq!(
+            parse("at 5ms set guest k v\nat 1ms get guest k")
+                .unwrap_err()
+                .line,
+            2
+        );
+        assert!(parse(&format!("at 0ms set guest {} v", "k".repeat(512))).is_err());
+    }
+}
+
+/// Runs a scenario and returns whether every invariant held, with its full trace.
+pub fn run(sc: Scenario) -> (Result<crate::world::Stats, crate::world::Failure>, String) {
+    use crate::world::{SimOptions, World};
+    let opts = SimOptions {
+        seed: sc.seed,
+        requests: 0,
+        faults: false,
+        keep_trace: true,
+    };
+    let (result, lines) = World::new(opts, sc.fs).run_scenario(sc.steps);
+    let mut text = lines.join("\n");
+    text.push('\n');
+    (result, text)
+}

@@ -1,0 +1,27 @@
+//! Every scenario in `scenarios/kvp/` runs through the simulated world; its trace is
+//! compared with its snapshot in `snapshots/` (CI runs with INSTA_UPDATE=no, so an
+//! unreviewed change fails), and every invariant must hold.
+
+use hvguest_sim::scenario;
+
+#[test]
+fn kvp_scenarios() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/kvp");
+    let count = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    assert!(count >= 1, "no scenarios in {dir}");
+    insta::glob!("../../scenarios", "kvp/*.scn", |path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        let sc = scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (result, trace) = scenario::run(sc);
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path("../../snapshots");
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.set_snapshot_suffix(format!("kvp__{name}"));
+        settings.bind(|| insta::assert_snapshot!("scenario", trace));
+        if let Err(f) = result {
+            panic!("{}: invariant violated: {}", path.display(), f.violation);
+        }
+    });
+}
