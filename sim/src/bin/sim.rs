@@ -30,7 +30,7 @@ fn usage() -> ! {
 
 fn parse() -> Args {
     let mut a = Args {
-        seeds: 200,
+        seeds: 6000,
         first_seed: 1,
         one_seed: None,
         requests: 1000,
