@@ -131,6 +131,21 @@ impl SimFs {
         self.files.keys().map(String::as_str)
     }
 
+    /// The stamp `stat` would return, without fault injection (for checks).
+    pub fn peek_stamp(&self, name: &str) -> FileStamp {
+        self.files
+            .get(name)
+            .map_or(FileStamp::default(), |f| FileStamp {
+                len: f.current.len() as u64,
+                change: f.version,
+            })
+    }
+
+    /// Faults queued and not yet hit.
+    pub fn pending_faults(&self) -> usize {
+        self.faults.len()
+    }
+
     pub fn stat(&mut self, name: &str) -> Result<FileStamp, FsError> {
         self.fault(FsCall::Stat, name)?;
         let f = self.file(name);

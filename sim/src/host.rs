@@ -24,6 +24,9 @@ pub struct Model {
     /// stuck on a suspended file system finishes after its failure reply): until the
     /// daemon is idle, a read may see the state before them and a later read after.
     in_flight: Vec<(PoolId, Key, Option<Value>)>,
+    /// Later duplicates of a key in a pool file (other programs' doing), in file order:
+    /// a DELETE of the first match reveals the next.
+    dups: BTreeMap<(PoolId, Key), Vec<Value>>,
 }
 
 impl Model {
@@ -61,10 +64,56 @@ impl Model {
         self.cells.insert((p, k.clone()), cell);
     }
 
+    /// Adopts a record found in a file, in file order.
+    pub fn adopt(&mut self, p: PoolId, k: &Key, v: Value) {
+        if self.cells.contains_key(&(p, k.clone())) {
+            self.dups.entry((p, k.clone())).or_default().push(v);
+        } else {
+            self.settle(p, k, Some(v));
+        }
+    }
+
+    /// Later duplicates of a key (shown by enumeration, hidden from GET).
+    pub fn dup_values(&self, p: PoolId, k: &Key) -> &[Value] {
+        self.dups.get(&(p, k.clone())).map_or(&[], Vec::as_slice)
+    }
+
+    /// The value a DELETE of the first match leaves visible.
+    fn after_delete(&mut self, p: PoolId, k: &Key) -> Option<Value> {
+        let next = self
+            .dups
+            .get_mut(&(p, k.clone()))
+            .and_then(|d| (!d.is_empty()).then(|| d.remove(0)));
+        if self.dups.get(&(p, k.clone())).is_some_and(Vec::is_empty) {
+            self.dups.remove(&(p, k.clone()));
+        }
+        next
+    }
+
+    /// An acknowledged DELETE.
+    pub fn deleted(&mut self, p: PoolId, k: &Key) {
+        let next = self.after_delete(p, k);
+        self.acknowledged(p, k, next);
+    }
+
+    /// A DELETE that failed: with duplicates behind it, any of them may now show.
+    pub fn delete_in_doubt(&mut self, p: PoolId, k: &Key) {
+        let later = self.dups.remove(&(p, k.clone())).unwrap_or_default();
+        for v in later {
+            self.doubt(p, k, Some(v));
+        }
+        self.doubt(p, k, None);
+    }
+
     /// An acknowledged mutation: it ran after everything before it on the file lane.
     pub fn acknowledged(&mut self, p: PoolId, k: &Key, v: Option<Value>) {
         self.in_flight.retain(|(fp, fk, _)| !(*fp == p && fk == k));
         self.settle(p, k, v);
+    }
+
+    /// Whether a failed mutation may still land.
+    pub fn has_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
     }
 
     /// The daemon is idle (or gone): nothing is in flight any more.
@@ -189,7 +238,7 @@ pub fn check_reply(
                         "DELETE {pool:?} {key:?}: OK for a key that was never there"
                     ));
                 }
-                model.acknowledged(*pool, key, None);
+                model.deleted(*pool, key);
             }
             Status::S_CONT => {
                 if !model.possible(*pool, key).contains(&None) {
@@ -200,7 +249,7 @@ pub fn check_reply(
                 }
                 model.acknowledged(*pool, key, None);
             }
-            Status::E_FAIL => model.doubt(*pool, key, None),
+            Status::E_FAIL => model.delete_in_doubt(*pool, key),
             s => return bad(format!("DELETE {pool:?} {key:?}: status {s:?}")),
         },
         (Request::Get { pool, key }, r) => {
@@ -223,7 +272,10 @@ pub fn check_reply(
         }
         (Request::Enumerate { pool, .. }, r) => match r {
             Reply::Entry { key, value } => {
-                if is_host_key(key) && !model.possible(*pool, key).contains(&Some(value.clone())) {
+                if is_host_key(key)
+                    && !model.possible(*pool, key).contains(&Some(value.clone()))
+                    && !model.dup_values(*pool, key).contains(value)
+                {
                     return bad(format!(
                         "ENUMERATE {pool:?}: {key:?}={value:?}, want one of {:?}",
                         model.possible(*pool, key)
@@ -245,12 +297,18 @@ pub fn check_walk(model: &mut Model, walk: &Walk) -> Result<(), Mismatch> {
     let Some(pool) = walk.pool else { return Ok(()) };
     let mut seen: BTreeMap<&Key, &Value> = BTreeMap::new();
     for (k, v) in &walk.seen {
-        if is_host_key(k) && seen.insert(k, v).is_some() {
+        if !is_host_key(k) || !model.dup_values(pool, k).is_empty() {
+            continue; // duplicates: enumeration shows them all, in an order DELETE may change
+        }
+        if seen.insert(k, v).is_some() {
             return Err(Mismatch(format!("ENUMERATE {pool:?}: {k:?} twice")));
         }
     }
     let mut settle = Vec::new();
     for (k, cell) in model.keys(pool) {
+        if !model.dup_values(pool, k).is_empty() {
+            continue;
+        }
         let got = seen.get(k).map(|v| (*v).clone());
         if !cell.contains(&got) {
             return Err(Mismatch(format!(

@@ -122,8 +122,6 @@ pub struct World {
     errors_possible: bool,
     outside_records: Vec<Record>,
     outside_seq: u64,
-    /// Pools another program wrote since the daemon last looked.
-    outside_dirty: [bool; 5],
     checkpoint_due: bool,
     pub trace: Trace,
     pub stats: Stats,
@@ -182,7 +180,6 @@ impl World {
             errors_possible: false,
             outside_records: Vec::new(),
             outside_seq: 0,
-            outside_dirty: [false; 5],
             checkpoint_due: false,
             stats: Stats::default(),
             obs: Vec::new(),
@@ -205,9 +202,9 @@ impl World {
     fn adopt_initial_files(&mut self) {
         for p in model_pools() {
             let d = decode_pool(self.fs.contents(&path(p)));
-            for r in d.records.iter().rev() {
+            for r in &d.records {
                 if !r.key.as_bytes().starts_with(OUTSIDE_PREFIX.as_bytes()) {
-                    self.model.settle(p, &r.key, Some(r.value.clone()));
+                    self.model.adopt(p, &r.key, r.value.clone());
                 }
             }
         }
@@ -280,13 +277,6 @@ impl World {
                 self.log("event", &format!("{e:?}"));
             }
             Observed::Effect(id, e) => {
-                // The daemon looks at the file (effects execute when issued): from now
-                // on its memory can account for what others wrote.
-                if let hvguest_core::kvp::effect::Effect::Stat(f) = &e {
-                    if f.kind == hvguest_core::kvp::effect::FileKind::Pool {
-                        self.outside_dirty[f.pool.index()] = false;
-                    }
-                }
                 self.log("effect", &format!("#{} {}", id.0, trace::effect(&e)));
             }
             // `done` is implied by the next line; other results carry information.
@@ -469,8 +459,11 @@ impl World {
             Action::Host(r) => self.submit(Some(r), None, false),
             Action::HostRaw(b) => self.submit(None, Some(b), false),
             Action::Walk(p) => {
+                // A failed mutation still in flight may move records under the walk.
+                let disturbed = self.model.has_in_flight();
                 self.walk = Some(Walk {
                     pool: Some(p),
+                    disturbed,
                     ..Walk::default()
                 });
                 self.submit(Some(Request::Enumerate { pool: p, index: 0 }), None, true);
@@ -482,7 +475,6 @@ impl World {
                     while self.fs.fsync(&path(p)).is_err() {}
                     self.model.truncated(p);
                     self.outside_records.clear();
-                    self.outside_dirty[p.index()] = true;
                 }
             }
             Action::Crash => self.crash(true),
@@ -574,7 +566,6 @@ impl World {
         );
         if ok {
             self.stats.appends += 1;
-            self.outside_dirty[pool.index()] = true;
             if pool == PoolId::Guest {
                 self.outside_records.push(r);
             }
@@ -603,6 +594,10 @@ impl World {
             }
         }
         self.errors_possible = true;
+        // Recovery may finish a journaled change under a walk in progress.
+        if let Some(w) = self.walk.as_mut() {
+            w.disturbed = true;
+        }
         self.restart_at = Some(
             self.now
                 .saturating_add(Duration::from_millis(100 + self.crash_prng.below(400))),
@@ -657,7 +652,10 @@ impl World {
 
     /// Cheap invariants, after every step.
     fn check_step(&mut self) {
-        for p in model_pools() {
+        // Files may start with another writer's torn tail; recovery cuts it before the
+        // daemon registers, and from then on files are whole records.
+        let registered = self.daemon.as_ref().is_some_and(|d| d.machine.registered());
+        for p in model_pools().into_iter().filter(|_| registered) {
             let len = self.fs.contents(&path(p)).len();
             if len % POOL_RECORD_SIZE != 0 {
                 self.fail(format!("{} is {len} bytes: not whole records", path(p)));
@@ -720,8 +718,10 @@ impl World {
                     }
                 }
             }
+            // When the file is as the daemon last saw it, memory must equal it.
+            let unchanged = d.machine.pool_stamp(p) == Some(self.fs.peek_stamp(&path(p)));
             if d.machine.pool_ready(p)
-                && !self.outside_dirty[p.index()]
+                && unchanged
                 && d.machine.pool(p).records() != &dec.records[..]
             {
                 problems.push(format!("{}: memory and disk differ while idle", path(p)));
@@ -730,7 +730,8 @@ impl World {
         if let Some(first) = problems.into_iter().next() {
             self.fail(first);
         }
-        self.errors_possible = false;
+        // Reads may fail again only after a new fault (one still queued counts).
+        self.errors_possible = self.fs.pending_faults() > 0;
     }
 
     /// Rolls the random fault schedule before a host request.

@@ -19,9 +19,15 @@ fn kvp_scenarios() {
         settings.set_prepend_module_to_snapshot(false);
         settings.set_omit_expression(true);
         settings.set_snapshot_suffix(format!("kvp__{name}"));
-        settings.bind(|| insta::assert_snapshot!("scenario", trace));
+        // A broken invariant says more than a changed trace: check it first.
         if let Err(f) = result {
-            panic!("{}: invariant violated: {}", path.display(), f.violation);
+            panic!(
+                "{}: invariant violated: {}\n{}",
+                path.display(),
+                f.violation,
+                f.tail.join("\n")
+            );
         }
+        settings.bind(|| insta::assert_snapshot!("scenario", trace));
     });
 }

@@ -637,6 +637,8 @@ enum RecoverState {
 /// What follows a script in recovery.
 #[derive(Debug, Clone, Copy)]
 enum After {
+    /// Go on to the pool file (after making the journal durable).
+    StatPool,
     NextEntry,
     FollowUp(u32),
     FinalStat,
@@ -790,9 +792,22 @@ impl Recover {
         }
         self.entries = parsed.entries;
         self.journal_end = parsed.valid_len;
-        self.journal = Vec::new();
-        self.state = RecoverState::StatPool;
-        Step::Effect(Effect::Stat(FileId::pool(self.pool)))
+        let valid = std::mem::take(&mut self.journal);
+        if self.entries.is_empty() {
+            self.state = RecoverState::StatPool;
+            return Step::Effect(Effect::Stat(FileId::pool(self.pool)));
+        }
+        // What we read may never have reached the disk (the fsync that failed and sent
+        // us here). Acting on it would make its effects durable before it is: write it
+        // again and fsync before touching the pool (a second fsync alone can report
+        // success for pages a failed one dropped).
+        let j = FileId::journal(self.pool);
+        let rewrite = Effect::Write {
+            file: j,
+            offset: 0,
+            data: valid[..self.journal_end as usize].to_vec(),
+        };
+        self.script(VecDeque::from([rewrite, Effect::Fsync(j)]), After::StatPool)
     }
 
     fn next_entry_step(&mut self) -> Step {
@@ -864,6 +879,10 @@ impl Recover {
             return Step::Effect(e);
         }
         match after {
+            After::StatPool => {
+                self.state = RecoverState::StatPool;
+                Step::Effect(Effect::Stat(FileId::pool(self.pool)))
+            }
             After::NextEntry => self.next_entry_step(),
             After::FollowUp(slot) => {
                 self.events.push(JobEvent::JournalFollowUp {

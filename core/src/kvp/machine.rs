@@ -221,6 +221,12 @@ impl KvpMachine {
         &self.pools[id.index()].pool
     }
 
+    /// The stamp of the pool file as of our last look: when the file still has it, our
+    /// memory must equal the file (the simulator checks exactly that).
+    pub fn pool_stamp(&self, id: PoolId) -> Option<FileStamp> {
+        self.pools[id.index()].stamp
+    }
+
     /// Whether a pool is loaded and usable.
     pub fn pool_ready(&self, id: PoolId) -> bool {
         matches!(self.pools[id.index()].health, Health::Ready)
