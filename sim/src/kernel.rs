@@ -36,9 +36,11 @@ pub enum KernelOut {
         bytes: Vec<u8>,
         timed_out: bool,
     },
-    /// A daemon write arrived after the deadline and was dropped.
+    /// A daemon write arrived after the deadline and was dropped. `stale`: it answered
+    /// a request re-delivered after a restart, whose deadline ran from the first hand-off.
     LateReplyDropped {
         id: Option<u64>,
+        stale: bool,
     },
     /// A request not forwarded because the daemon was still busy.
     NotForwarded {
@@ -65,8 +67,10 @@ pub struct SimKernel {
     timed_out: bool,
     /// The request the daemon holds now (the one its write answers), if a host waits.
     posted: Option<(Option<u64>, Vec<u8>)>,
+    /// Whether `posted` is a re-delivery to a new daemon.
+    posted_stale: bool,
     /// Survives a daemon's death: re-delivered once to the next daemon.
-    stale: Option<Vec<u8>>,
+    stale: Option<(Option<u64>, Vec<u8>)>,
 }
 
 impl SimKernel {
@@ -110,6 +114,7 @@ impl SimKernel {
             self.daemon_busy = true;
             self.timed_out = false;
             self.posted = Some((Some(req.id), req.bytes.clone()));
+            self.posted_stale = false;
             out.push(KernelOut::Deliver {
                 id: Some(req.id),
                 bytes: req.bytes,
@@ -148,14 +153,17 @@ impl SimKernel {
             }
             self.registered = true;
             out.push(KernelOut::Registered);
-            if let Some(stale) = self.stale.take() {
+            if let Some((id, bytes)) = self.stale.take() {
+                // The host still waits if its 5 s have not run out: then the new
+                // daemon's answer reaches it (spec §2.3); otherwise it is dropped.
+                let live =
+                    id.is_some() && self.current.as_ref().map(|c| c.id) == id && !self.timed_out;
                 self.daemon_busy = true;
-                self.timed_out = true; // no host waits for it
-                self.posted = Some((None, stale.clone()));
-                out.push(KernelOut::Deliver {
-                    id: None,
-                    bytes: stale,
-                });
+                self.timed_out = !live;
+                let id = if live { id } else { None };
+                self.posted = Some((id, bytes.clone()));
+                self.posted_stale = true;
+                out.push(KernelOut::Deliver { id, bytes });
             }
             self.pump(now, out);
             return Ok(());
@@ -175,7 +183,10 @@ impl SimKernel {
                     timed_out: false,
                 });
             }
-            _ => out.push(KernelOut::LateReplyDropped { id }),
+            _ => out.push(KernelOut::LateReplyDropped {
+                id,
+                stale: self.posted_stale,
+            }),
         }
         self.pump(now, out);
         Ok(())
@@ -185,9 +196,9 @@ impl SimKernel {
     /// answered is handed to its successor once more.
     pub fn on_daemon_death(&mut self, keep_stale: bool) {
         self.registered = false;
-        if let Some((_, bytes)) = self.posted.take() {
+        if let Some(posted) = self.posted.take() {
             if keep_stale {
-                self.stale = Some(bytes);
+                self.stale = Some(posted);
             }
         }
         // The next open clears the busy flag (spec §1.7).

@@ -12,6 +12,7 @@ pub mod harness;
 pub mod host;
 pub mod kernel;
 pub mod prng;
+pub mod recording;
 pub mod scenario;
 pub mod trace;
 pub mod world;

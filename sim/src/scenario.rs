@@ -338,6 +338,21 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
     Ok(sc)
 }
 
+/// Runs a scenario and returns whether every invariant held, with its full trace.
+pub fn run(sc: Scenario) -> (Result<crate::world::Stats, crate::world::Failure>, String) {
+    use crate::world::{SimOptions, World};
+    let opts = SimOptions {
+        seed: sc.seed,
+        requests: 0,
+        faults: false,
+        keep_trace: true,
+    };
+    let (result, lines) = World::new(opts, sc.fs).run_scenario(sc.steps);
+    let mut text = lines.join("\n");
+    text.push('\n');
+    (result, text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,19 +404,4 @@ mod tests {
         );
         assert!(parse(&format!("at 0ms set guest {} v", "k".repeat(512))).is_err());
     }
-}
-
-/// Runs a scenario and returns whether every invariant held, with its full trace.
-pub fn run(sc: Scenario) -> (Result<crate::world::Stats, crate::world::Failure>, String) {
-    use crate::world::{SimOptions, World};
-    let opts = SimOptions {
-        seed: sc.seed,
-        requests: 0,
-        faults: false,
-        keep_trace: true,
-    };
-    let (result, lines) = World::new(opts, sc.fs).run_scenario(sc.steps);
-    let mut text = lines.join("\n");
-    text.push('\n');
-    (result, text)
 }

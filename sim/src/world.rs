@@ -93,6 +93,8 @@ struct Outstanding {
     request: Option<Request>,
     /// The daemon generation it was handed to; `None` until delivered.
     delivered_to: Option<u32>,
+    /// Handed again to a restarted daemon (a stale request, spec §2.3).
+    redelivered: bool,
     walk_step: bool,
 }
 
@@ -304,9 +306,11 @@ impl World {
             KernelOut::NotForwarded { id } => {
                 self.log("kernel", &format!("#{id} not forwarded: daemon busy"))
             }
-            KernelOut::LateReplyDropped { id } => {
+            KernelOut::LateReplyDropped { id, stale } => {
                 self.log("kernel", &format!("late reply dropped (request {id:?})"));
-                if id.is_some() {
+                // A re-delivered request's deadline ran from its first hand-off, to a
+                // daemon that died; only a live request answered late is our fault.
+                if id.is_some() && !stale {
                     self.fail("a reply came after the kernel's 5 s deadline".into());
                 }
             }
@@ -319,7 +323,10 @@ impl World {
                     ),
                 );
                 if let Some(o) = self.outstanding.as_mut().filter(|o| Some(o.id) == id) {
-                    o.delivered_to = Some(self.generation);
+                    // A re-delivery after a restart keeps its first hand-off: the kernel's 5 s
+                    // run from there, not from the new daemon's read.
+                    o.redelivered |= o.delivered_to.is_some();
+                    o.delivered_to.get_or_insert(self.generation);
                 }
                 if let Some(d) = self.daemon.as_mut() {
                     let mut obs = std::mem::take(&mut self.obs);
@@ -380,8 +387,14 @@ impl World {
             self.stats.replies_ok += 1;
         }
         let failed_ok = timed_out || self.errors_possible;
-        if let Err(Mismatch(m)) = check_reply(&mut self.model, &self.auto, &req, &reply, failed_ok)
-        {
+        if let Err(Mismatch(m)) = check_reply(
+            &mut self.model,
+            &self.auto,
+            &req,
+            &reply,
+            failed_ok,
+            o.redelivered,
+        ) {
             self.fail(m);
         }
         if o.walk_step {
@@ -442,6 +455,7 @@ impl World {
             id,
             request,
             delivered_to: None,
+            redelivered: false,
             walk_step,
         });
         self.kernel.submit(HostRequest { id, bytes });

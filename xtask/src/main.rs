@@ -19,6 +19,16 @@ const TASKS: &[(&str, &str)] = &[
         "run every test of the workspace: doctests, then cargo nextest (or cargo test without it)",
     ),
     ("ci", "run the CI script, .ci/run, as CI does"),
+    (
+        "sim",
+        "run the seeded simulator in release; flags pass through: [--seeds N] [--seed S]\n\
+         \x20        [--requests N] [--check-determinism] [--no-faults] (the binary's defaults otherwise)",
+    ),
+    (
+        "replay",
+        "replay recorded KVP traces through the core in release: replay [-v] FILE...\n\
+         \x20        (exit 0: every reply matched, 1: a reply differed, 2: a file is unreadable)",
+    ),
     ("help", "list the tasks"),
 ];
 
@@ -35,6 +45,13 @@ fn main() -> ExitCode {
         }
         ("test", []) => test(),
         ("ci", []) => ci(),
+        // These two exit with the status of the program they run.
+        ("sim", args) => return sim(args),
+        ("replay", []) => {
+            eprintln!("xtask replay: give at least one trace FILE (e.g. scenarios/recorded/*)");
+            return ExitCode::from(2);
+        }
+        ("replay", args) => return replay(args),
         ("test" | "ci", extra) => {
             eprintln!(
                 "xtask {task}: takes no arguments (got `{}`)",
@@ -57,7 +74,7 @@ fn main() -> ExitCode {
 }
 
 fn help() {
-    println!("usage: cargo xtask <task>\n\ntasks:");
+    println!("usage: cargo xtask <task> [args]\n\ntasks:");
     for (name, about) in TASKS {
         println!("  {name:<6} {about}");
     }
@@ -80,6 +97,47 @@ fn test() -> Result<(), String> {
         (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
         (Err(doc), Err(main)) => Err(format!("{doc}; {main}")),
     }
+}
+
+/// `sim`: the seeded simulator, built in release (it runs thousands of seeds).
+fn sim(args: &[String]) -> ExitCode {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "hvguest-sim",
+        "--bin",
+        "sim",
+        "--",
+    ])
+    .args(args);
+    run_for_status(&mut cmd)
+}
+
+/// `replay`: the trace replayer. Cargo runs it from the workspace root, so file names
+/// are made absolute against the directory `cargo xtask` was run from (our own working
+/// directory: `cargo run` does not change it).
+fn replay(args: &[String]) -> ExitCode {
+    let cwd = env::current_dir().unwrap_or_default();
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "hvguest-sim",
+        "--bin",
+        "replay",
+        "--",
+    ]);
+    for arg in args {
+        if arg.starts_with('-') && arg != "-" {
+            cmd.arg(arg);
+        } else {
+            cmd.arg(cwd.join(arg));
+        }
+    }
+    run_for_status(&mut cmd)
 }
 
 /// `ci`: the same script CI runs in a fresh clone.
@@ -119,17 +177,42 @@ fn cargo() -> Command {
     cmd
 }
 
-/// Prints the command, runs it with inherited stdio, and fails unless it exits 0.
-fn run(cmd: &mut Command) -> Result<(), String> {
+/// The command as a shell line, for the log.
+fn shown(cmd: &Command) -> String {
     // `$CARGO` is a full path into the toolchain; its file name reads better.
     let program = Path::new(cmd.get_program())
         .file_name()
         .unwrap_or(cmd.get_program());
-    let shown = std::iter::once(program)
+    std::iter::once(program)
         .chain(cmd.get_args())
         .map(|part| part.to_string_lossy())
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(" ")
+}
+
+/// Prints the command, runs it with inherited stdio, and exits as it did (1 if it was
+/// killed by a signal, 2 if it could not start).
+fn run_for_status(cmd: &mut Command) -> ExitCode {
+    let shown = shown(cmd);
+    eprintln!("$ {shown}");
+    match cmd.status() {
+        Ok(status) => match status.code() {
+            Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            None => {
+                eprintln!("xtask: `{shown}` ended by a signal ({status})");
+                ExitCode::FAILURE
+            }
+        },
+        Err(err) => {
+            eprintln!("xtask: could not start `{shown}`: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints the command, runs it with inherited stdio, and fails unless it exits 0.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = shown(cmd);
     eprintln!("$ {shown}");
     let status = cmd
         .status()
