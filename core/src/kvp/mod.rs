@@ -7,6 +7,7 @@
 //! IP configuration rules.
 
 pub mod auto;
+pub mod describe;
 pub mod effect;
 pub mod ip;
 pub mod jobs;
@@ -15,6 +16,7 @@ pub mod machine;
 pub mod pool;
 pub mod record;
 pub mod text;
+pub mod trace_file;
 pub mod wire;
 
 pub use auto::SystemInfo;
