@@ -1,6 +1,15 @@
-//! hvguest-io: the production drivers for FreeBSD. They own the devices, files, clock
-//! and signals, feed the core's machines and execute their effects literally; no
-//! protocol decision is made here. The daemons arrive with their issues; so far this
-//! crate holds the clock the drivers hand to the core.
+//! hvguest-io: the production drivers. They own the devices, files, clock, threads and
+//! signals, feed the core's machines and execute their effects literally; no protocol
+//! decision is made here. FreeBSD-only code sits behind `cfg(target_os = "freebsd")`;
+//! everything else also runs on Linux against emulated devices, for tests.
 
 pub mod clock;
+pub mod device;
+pub mod files;
+pub mod kvp_daemon;
+pub mod lanes;
+pub mod logging;
+pub mod process;
+pub mod recorder;
+pub mod signals;
+pub mod sysinfo;

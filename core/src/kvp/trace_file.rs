@@ -1,9 +1,9 @@
-//! Recorded host traffic: the trace file format, its parser and writer, a recorder that
-//! produces traces from the simulated daemon, and [`replay`], which runs a trace through
-//! the real `KvpMachine` and compares every reply with the recorded one.
+//! Recorded host traffic: the trace file format, its parser and its writer.
 //!
 //! The production daemon writes this format with `--record FILE`; `cargo xtask replay`
-//! reads it. Recorded traces live in `scenarios/recorded/` and are regression tests.
+//! reads it (the replay itself lives in `hvguest_sim::recording`, which runs a trace
+//! through the real `KvpMachine` and compares every reply with the recorded one).
+//! Recorded traces live in `scenarios/recorded/` and are regression tests.
 //!
 //! # Format (v1)
 //!

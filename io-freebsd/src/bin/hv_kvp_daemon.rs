@@ -1,0 +1,90 @@
+//! `hv_kvp_daemon`: the Hyper-V Key-Value Pair (Data Exchange) daemon, a drop-in
+//! replacement for FreeBSD's. See hv_kvp_daemon(8).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use hvguest_io::kvp_daemon::{self, DaemonConfig};
+use hvguest_io::logging::Logger;
+use hvguest_io::process::{daemonize, Pidfile};
+
+/// Serves the Hyper-V host's key/value pools and IP requests on /dev/hv_kvp_dev.
+#[derive(Parser, Debug)]
+#[command(name = "hv_kvp_daemon", version, about)]
+struct Cli {
+    /// Stay in the foreground and log to standard error (the stock daemon's -n).
+    #[arg(short = 'n')]
+    foreground: bool,
+    /// Log debug messages too (the stock daemon's -d).
+    #[arg(short = 'd')]
+    debug: bool,
+    /// The KVP device, or a Unix socket emulating it.
+    #[arg(long, value_name = "PATH", default_value = "/dev/hv_kvp_dev")]
+    device: PathBuf,
+    /// Where the pool files live (created with its parents).
+    #[arg(long, value_name = "DIR", default_value = "/var/db/hyperv/pool")]
+    pool_dir: PathBuf,
+    /// Record the session to FILE (replay it with `cargo xtask replay FILE`).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Where the SET_IP_INFO script hv_set_ifconfig lives.
+    #[arg(long, value_name = "DIR", default_value = "/usr/local/libexec/hvguest")]
+    scripts_dir: PathBuf,
+    /// Pidfile (taken when running as a daemon, or when given).
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+}
+
+const DEFAULT_PIDFILE: &str = "/var/run/hv_kvp_daemon.pid";
+
+/// Relative paths are resolved now: a daemon's working directory becomes `/`.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = DaemonConfig {
+        device: absolute(&cli.device),
+        pool_dir: absolute(&cli.pool_dir),
+        scripts_dir: absolute(&cli.scripts_dir),
+        record: cli.record.as_deref().map(absolute),
+    };
+    let pidfile = match (&cli.pidfile, cli.foreground) {
+        (Some(p), _) => Some(absolute(p)),
+        (None, false) => Some(PathBuf::from(DEFAULT_PIDFILE)),
+        (None, true) => None,
+    };
+    // Refuse a second instance before detaching, so the message reaches the terminal.
+    let mut lock = match pidfile.as_deref().map(Pidfile::acquire).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("hv_kvp_daemon: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if !cli.foreground {
+        // The lock does not survive fork (flock is inherited, but the file is removed
+        // by the parent's drop): release it and take it again in the daemon.
+        drop(lock.take());
+        if let Err(e) = daemonize() {
+            eprintln!("hv_kvp_daemon: {e}");
+            return ExitCode::from(1);
+        }
+        lock = match pidfile.as_deref().map(Pidfile::acquire).transpose() {
+            Ok(l) => l,
+            Err(_) => return ExitCode::from(1),
+        };
+    }
+    let log = Logger::new(cli.foreground, cli.debug, c"HV_KVP");
+    let result = kvp_daemon::run(&cfg, &log);
+    drop(lock);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log.error(&e.to_string());
+            ExitCode::from(1)
+        }
+    }
+}

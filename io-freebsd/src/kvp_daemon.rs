@@ -1,0 +1,281 @@
+//! The KVP daemon's event loop: one mio `Poll` over the device, the signal pipe and the
+//! lanes' waker, with the core's next deadline as the timeout.
+//!
+//! The loop makes no protocol decision. Per readiness it reads the device exactly once
+//! and feeds the bytes to the machine; it hands every effect to its lane and every result
+//! back; it writes exactly the bytes the machine emits, once each. On FreeBSD mio is
+//! built with its poll(2) backend (the hv devices do not support kqueue) and the device
+//! is re-registered after every event so that readiness is reported again.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hvguest_core::kvp::auto::SystemInfo;
+use hvguest_core::kvp::describe;
+use hvguest_core::kvp::effect::{FileId, Input};
+use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
+use hvguest_core::kvp::trace_file::describe_request;
+use hvguest_core::kvp::wire::PoolId;
+use hvguest_core::limits::KVP_MSG_SIZE;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::clock;
+use crate::device::{DeviceError, KvpDevice, ReadOutcome};
+use crate::files::PoolFiles;
+use crate::lanes::Lanes;
+use crate::logging::Logger;
+use crate::recorder::Recorder;
+use crate::signals::SignalPipe;
+use crate::sysinfo;
+
+const DEVICE: Token = Token(0);
+const SIGNAL: Token = Token(1);
+const WAKE: Token = Token(2);
+
+/// How often the host name is looked up again (in the background).
+const FQDN_REFRESH: Duration = Duration::from_secs(300);
+/// Deadline of the SET_IP_INFO script: inside the core's reply budget.
+const SCRIPT_DEADLINE: Duration = Duration::from_millis(4000);
+
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub device: PathBuf,
+    pub pool_dir: PathBuf,
+    pub scripts_dir: PathBuf,
+    pub record: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error("pool directory {path}: {source}")]
+    PoolDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("record file {path}: {source}")]
+    Record {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("event loop: {0}")]
+    Poll(std::io::Error),
+    #[error("signals: {0}")]
+    Signals(nix::Error),
+    #[error("device read failed: {0}")]
+    DeviceRead(std::io::Error),
+    #[error("the device was closed by the other side")]
+    DeviceClosed,
+}
+
+/// Keeps the host name fresh off the request path: DNS can take longer than the
+/// kernel's 5 s (problem K2), so the machine always answers from the last lookup.
+fn spawn_fqdn_refresh(waker: Arc<Waker>) -> Receiver<SystemInfo> {
+    let (tx, rx) = channel();
+    let _ = std::thread::Builder::new()
+        .name("kvp-fqdn".into())
+        .spawn(move || loop {
+            let info = sysinfo::system_info(&sysinfo::lookup_fqdn());
+            if tx.send(info).is_err() {
+                return;
+            }
+            let _ = waker.wake();
+            std::thread::sleep(FQDN_REFRESH);
+        });
+    rx
+}
+
+struct Loop<'a> {
+    machine: KvpMachine,
+    device: KvpDevice,
+    lanes: Lanes,
+    log: &'a Logger,
+    recorder: Option<Recorder>,
+    exit: bool,
+}
+
+impl Loop<'_> {
+    /// One input, then every output it causes, executed in order.
+    fn step(&mut self, input: Input) {
+        let now = clock::now();
+        if let (Some(r), Input::DeviceRead(bytes)) = (self.recorder.as_mut(), &input) {
+            if let Err(e) = r.message(now, true, bytes) {
+                self.log.warn(&format!("recording stopped: {e}"));
+                self.recorder = None;
+            }
+        }
+        if self.log.debug_enabled() {
+            if let Input::DeviceRead(bytes) = &input {
+                self.log
+                    .debug(&format!("request: {}", describe_request(bytes).1));
+            }
+        }
+        self.machine.handle(now, input);
+        self.drain();
+    }
+
+    /// Executes every queued output, in order.
+    fn drain(&mut self) {
+        while let Some(out) = self.machine.poll_output() {
+            match out {
+                Output::DeviceWrite(bytes) => {
+                    if let Some(r) = self.recorder.as_mut() {
+                        if let Err(e) = r.message(clock::now(), false, &bytes[..]) {
+                            self.log.warn(&format!("recording stopped: {e}"));
+                            self.recorder = None;
+                        }
+                    }
+                    if let Err(e) = self.device.write(&bytes[..]) {
+                        // Not retried: the kernel already answered the host (K3).
+                        self.log.warn(&format!("device write failed: {e}"));
+                    }
+                }
+                Output::Effect { id, effect } => {
+                    if self.log.debug_enabled() {
+                        self.log
+                            .debug(&format!("effect #{}: {}", id.0, describe::effect(&effect)));
+                    }
+                    self.lanes.submit(id, effect);
+                }
+                Output::Event(e) => self.event(&e),
+                Output::Exit => self.exit = true,
+            }
+        }
+    }
+
+    fn event(&self, e: &Event) {
+        match e {
+            Event::PoolFailed { .. } | Event::MutationInDoubt { .. } | Event::UnknownEffect(_) => {
+                self.log.error(&format!("{e:?}"))
+            }
+            Event::Malformed(_) | Event::IpConfigRefused(_) | Event::DeadlineReply { .. } => {
+                self.log.warn(&format!("{e:?}"))
+            }
+            Event::Registered | Event::PoolRecovered { .. } => self.log.info(&format!("{e:?}")),
+            Event::Job(j) => self.log.debug(&format!("{j:?}")),
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (Ok) or a fatal device error.
+pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
+    let signals = SignalPipe::install().map_err(DaemonError::Signals)?;
+    let pool_err = |source| DaemonError::PoolDir {
+        path: cfg.pool_dir.display().to_string(),
+        source,
+    };
+    let mut files = PoolFiles::new(&cfg.pool_dir).map_err(pool_err)?;
+    files
+        .open_all(PoolId::ALL.into_iter().map(FileId::pool))
+        .map_err(pool_err)?;
+    let device = KvpDevice::open(&cfg.device)?;
+    // No DNS before the first reply: start with the plain host name.
+    let info = sysinfo::system_info(
+        &nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let recorder = match &cfg.record {
+        Some(p) => Some(Recorder::create(p, &info, &cfg.pool_dir).map_err(|source| {
+            DaemonError::Record {
+                path: p.display().to_string(),
+                source,
+            }
+        })?),
+        None => None,
+    };
+    let mut poll = Poll::new().map_err(DaemonError::Poll)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(DaemonError::Poll)?);
+    let lanes = Lanes::start(
+        files,
+        cfg.scripts_dir.clone(),
+        SCRIPT_DEADLINE,
+        waker.clone(),
+    )
+    .map_err(DaemonError::Poll)?;
+    let infos = spawn_fqdn_refresh(waker);
+    let device_fd = device.raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&device_fd), DEVICE, Interest::READABLE)
+        .map_err(DaemonError::Poll)?;
+    poll.registry()
+        .register(&mut SourceFd(&signals.raw_fd()), SIGNAL, Interest::READABLE)
+        .map_err(DaemonError::Poll)?;
+    log.info(&format!("starting; pid is {}", std::process::id()));
+    let mut lp = Loop {
+        machine: KvpMachine::new(KvpConfig::default(), clock::now(), &info),
+        device,
+        lanes,
+        log,
+        recorder,
+        exit: false,
+    };
+    lp.drain(); // the machine starts recovery as it is made
+    let mut events = Events::with_capacity(16);
+    let mut buf = vec![0u8; KVP_MSG_SIZE + 1];
+    let mut result = Ok(());
+    while !lp.exit {
+        let timeout = lp
+            .machine
+            .poll_timeout()
+            .map(|t| t.saturating_since(clock::now()));
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            result = Err(DaemonError::Poll(e));
+            break;
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                DEVICE => {
+                    match lp.device.read(&mut buf) {
+                        Ok(ReadOutcome::Message(n)) => {
+                            lp.step(Input::DeviceRead(buf[..n].to_vec()))
+                        }
+                        Ok(ReadOutcome::NotReady) => {}
+                        Ok(ReadOutcome::Closed) => result = Err(DaemonError::DeviceClosed),
+                        Err(e) => result = Err(DaemonError::DeviceRead(e)),
+                    }
+                    // Re-arm: the poll(2) backend and edge-triggered epoll both report
+                    // a still-readable device again after this.
+                    let _ = poll.registry().reregister(
+                        &mut SourceFd(&device_fd),
+                        DEVICE,
+                        Interest::READABLE,
+                    );
+                }
+                SIGNAL => {
+                    if signals.take() {
+                        log.info("signal: finishing what was started, then exiting");
+                        lp.step(Input::Shutdown);
+                    }
+                }
+                _ => {
+                    while let Ok((id, r)) = lp.lanes.done.try_recv() {
+                        lp.step(Input::EffectDone { id, result: r });
+                    }
+                    while let Ok(info) = infos.try_recv() {
+                        lp.step(Input::SystemInfo(info));
+                    }
+                }
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+        if lp.machine.poll_timeout().is_some_and(|t| t <= clock::now()) {
+            lp.step(Input::Timer);
+        }
+    }
+    let Loop { lanes, .. } = lp;
+    lanes.finish();
+    if result.is_ok() {
+        log.info("exiting");
+    }
+    result
+}

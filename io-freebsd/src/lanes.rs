@@ -1,0 +1,103 @@
+//! The effect lanes as threads: one executes file effects in order, one executes system
+//! effects (interface queries, IP configuration). The event loop hands effects over a
+//! channel and is woken through mio's `Waker` when a result is back, so a write stuck
+//! on a suspended file system never stops the loop from answering GET and ENUMERATE.
+//! (Only the KVP daemon has threads; the VSS freezer must be single-threaded.)
+
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hvguest_core::kvp::effect::{Effect, EffectId, EffectResult, IoError, Lane};
+use mio::Waker;
+
+use crate::files::PoolFiles;
+use crate::sysinfo;
+
+/// A finished effect, on its way back to the loop.
+pub type Completion = (EffectId, EffectResult);
+
+pub struct Lanes {
+    file: Sender<(EffectId, Effect)>,
+    system: Sender<(EffectId, Effect)>,
+    pub done: Receiver<Completion>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn worker(
+    name: &str,
+    rx: Receiver<(EffectId, Effect)>,
+    done: Sender<Completion>,
+    waker: Arc<Waker>,
+    mut run: impl FnMut(&Effect) -> EffectResult + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for (id, effect) in rx {
+                let result = run(&effect);
+                if done.send((id, result)).is_err() {
+                    break; // the loop has gone
+                }
+                // A failed wake means the poll is gone too; nothing to do.
+                let _ = waker.wake();
+            }
+        })
+}
+
+impl Lanes {
+    pub fn start(
+        mut files: PoolFiles,
+        scripts_dir: PathBuf,
+        script_deadline: Duration,
+        waker: Arc<Waker>,
+    ) -> std::io::Result<Lanes> {
+        let (file_tx, file_rx) = channel();
+        let (sys_tx, sys_rx) = channel();
+        let (done_tx, done) = channel();
+        let file_thread = worker(
+            "kvp-files",
+            file_rx,
+            done_tx.clone(),
+            waker.clone(),
+            move |e| files.execute(e),
+        )?;
+        let sys_thread = worker("kvp-system", sys_rx, done_tx, waker, move |e| match e {
+            Effect::QueryAdapter(mac) => EffectResult::Adapter(sysinfo::query_adapter(*mac)),
+            Effect::ApplyIpConfig(cfg) => {
+                match sysinfo::apply_ip_config(cfg, &scripts_dir, script_deadline) {
+                    Ok(()) => EffectResult::Done,
+                    Err(e) => EffectResult::Failed(e),
+                }
+            }
+            _ => EffectResult::Failed(IoError::WRONG_RESULT),
+        })?;
+        Ok(Lanes {
+            file: file_tx,
+            system: sys_tx,
+            done,
+            threads: vec![file_thread, sys_thread],
+        })
+    }
+
+    pub fn submit(&self, id: EffectId, effect: Effect) {
+        let tx = match effect.lane() {
+            Lane::File => &self.file,
+            Lane::System => &self.system,
+        };
+        // The workers live as long as `self`; a send can only fail if one panicked,
+        // and then the effect is lost and the request meets its deadline.
+        let _ = tx.send((id, effect));
+    }
+
+    /// Closes the channels and waits for the workers to finish what they hold.
+    pub fn finish(self) {
+        drop(self.file);
+        drop(self.system);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! `--record FILE`: the session in the trace format `cargo xtask replay` reads
+//! (`hvguest_core::kvp::trace_file`): system information and pool files at start, then
+//! every device message with its monotonic time, flushed as it happens.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use hvguest_core::kvp::auto::SystemInfo;
+use hvguest_core::kvp::effect::FileId;
+use hvguest_core::kvp::trace_file::{encode_bytes, Trace};
+use hvguest_core::kvp::wire::PoolId;
+use hvguest_core::Instant;
+
+pub struct Recorder {
+    out: BufWriter<File>,
+}
+
+impl Recorder {
+    /// Writes the header: `info` and the pool files as they are in `pool_dir` now.
+    pub fn create(path: &Path, info: &SystemInfo, pool_dir: &Path) -> io::Result<Recorder> {
+        let mut header = Trace {
+            info: info.clone(),
+            ..Trace::default()
+        };
+        for p in PoolId::FILE_BACKED {
+            header.pools[p.index()] =
+                std::fs::read(pool_dir.join(FileId::pool(p).file_name())).unwrap_or_default();
+        }
+        let mut out = BufWriter::new(File::create(path)?);
+        out.write_all(header.to_text().as_bytes())?;
+        out.flush()?;
+        Ok(Recorder { out })
+    }
+
+    pub fn message(&mut self, at: Instant, inbound: bool, bytes: &[u8]) -> io::Result<()> {
+        let dir = if inbound { "in" } else { "out" };
+        writeln!(self.out, "{} {dir} {}", at.as_nanos(), encode_bytes(bytes))?;
+        self.out.flush()
+    }
+}

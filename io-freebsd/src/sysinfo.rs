@@ -1,0 +1,1545 @@
+//! System information for the KVP machine: the auto pool's values, the state of one
+//! adapter (GET_IP_INFO) and applying an IP configuration (SET_IP_INFO).
+//!
+//! Nothing here spawns a process except [`apply_ip_config`], which runs the one script
+//! whose job is to change the system. Queries read the kernel directly (`uname`,
+//! `getifaddrs`, the routing table) and a few small files, so they fit the request
+//! deadline (spec §7, K2). The host name lookup ([`lookup_fqdn`]) may wait for DNS; the
+//! daemon calls it in a background thread and hands the result to the core.
+//!
+//! # What each function reads
+//!
+//! * [`system_info`]: `uname(3)` and `getifaddrs(3)`. Loopback, link-local and
+//!   unspecified addresses are left out (the core filters them too).
+//! * [`lookup_fqdn`]: `gethostname(3)`, then `getaddrinfo(3)` with `AI_CANONNAME`.
+//! * [`query_adapter`]: `getifaddrs(3)` (link-layer address, addresses, netmasks);
+//!   the default routes (FreeBSD: the `net.route` sysctl, `NET_RT_DUMP`; Linux:
+//!   `/proc/net/route` and `/proc/net/ipv6_route`); `nameserver` lines of
+//!   `/etc/resolv.conf`; whether DHCP is configured (FreeBSD: `ifconfig_<if>` in
+//!   `/etc/rc.conf` then `/etc/rc.conf.local`; Linux: a DHCP client's lease file).
+//!
+//! # The `hv_set_ifconfig` argument convention
+//!
+//! [`apply_ip_config`] runs `<scripts_dir>/hv_set_ifconfig` directly, without a shell
+//! (the file must be executable), with every value as its own argument, in this order:
+//!
+//! ```text
+//! hv_set_ifconfig --adapter NAME (--dhcp | --static)
+//!                 [--addr ADDRESS/PREFIX]... [--gateway ADDRESS]... [--dns ADDRESS]...
+//! ```
+//!
+//! * `--adapter NAME`: the interface name the kernel substituted for the adapter GUID
+//!   (e.g. `hn0`), or the GUID text when it found no interface. Always first.
+//! * `--dhcp` or `--static`: exactly one, second.
+//! * `--addr ADDRESS/PREFIX`: one per address, in the host's order; IPv4 as
+//!   `10.0.0.4/24`, IPv6 as `2001:db8::4/64`. May also be present with `--dhcp`.
+//! * `--gateway ADDRESS`, `--dns ADDRESS`: one per address, in the host's order.
+//!
+//! Every address was parsed by the core before the script runs, so values are plain
+//! addresses and numbers. The script runs with stdin `/dev/null`, the environment
+//! reduced to `PATH=/sbin:/bin:/usr/sbin:/usr/bin`, working directory `/`, in a process
+//! group of its own; its stdout and stderr are captured (the first 4 KiB of each). At
+//! the deadline the whole process group is killed with `SIGKILL` and the result is
+//! `ETIMEDOUT`. Exit status 0 means applied; any other status is reported to the host
+//! as a failure. An example script is `io-freebsd/scripts/hv_set_ifconfig`.
+
+use std::ffi::{CStr, CString};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hvguest_core::kvp::auto::SystemInfo;
+use hvguest_core::kvp::effect::IoError;
+use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, IpConfig, Mac};
+use hvguest_core::limits::MAX_IP_LIST;
+use nix::ifaddrs::{getifaddrs, InterfaceAddress};
+use nix::libc;
+use nix::net::if_::InterfaceFlags;
+use nix::sys::socket::SockaddrStorage;
+
+// ---------------------------------------------------------------------------------
+// The auto pool
+
+/// Operating system names and every reported address, for the auto pool. `fqdn` is
+/// passed in: it comes from [`lookup_fqdn`], run off the request path.
+pub fn system_info(fqdn: &str) -> SystemInfo {
+    let (os_name, os_release, machine) = match nix::sys::utsname::uname() {
+        Ok(u) => (
+            u.sysname().to_string_lossy().into_owned(),
+            u.release().to_string_lossy().into_owned(),
+            u.machine().to_string_lossy().into_owned(),
+        ),
+        Err(_) => Default::default(),
+    };
+    let mut ipv4 = Vec::new();
+    let mut ipv6 = Vec::new();
+    for ifa in getifaddrs().into_iter().flatten() {
+        if ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK) {
+            continue;
+        }
+        match ifa.address.as_ref().and_then(ip_of) {
+            Some(IpAddr::V4(a)) if reported_v4(&a) && !ipv4.contains(&a) => ipv4.push(a),
+            Some(IpAddr::V6(a)) if reported_v6(&a) && !ipv6.contains(&a) => ipv6.push(a),
+            _ => {}
+        }
+    }
+    SystemInfo {
+        fqdn: fqdn.to_string(),
+        os_name,
+        os_release,
+        machine,
+        ipv4,
+        ipv6,
+    }
+}
+
+fn reported_v4(a: &Ipv4Addr) -> bool {
+    !a.is_loopback() && !a.is_link_local() && !a.is_unspecified()
+}
+
+fn reported_v6(a: &Ipv6Addr) -> bool {
+    !a.is_loopback() && !a.is_unspecified() && !is_link_local_v6(a)
+}
+
+fn is_link_local_v6(a: &Ipv6Addr) -> bool {
+    (a.segments()[0] & 0xffc0) == 0xfe80
+}
+
+/// FreeBSD's kernel (KAME) may hand out link-local addresses with the interface index
+/// embedded in the second 16-bit group (`fe80:2::1`); the real address has zeros there.
+fn without_embedded_scope(a: Ipv6Addr) -> Ipv6Addr {
+    if is_link_local_v6(&a) {
+        let mut s = a.segments();
+        s[1] = 0;
+        Ipv6Addr::from(s)
+    } else {
+        a
+    }
+}
+
+fn ip_of(sa: &SockaddrStorage) -> Option<IpAddr> {
+    if let Some(sin) = sa.as_sockaddr_in() {
+        return Some(IpAddr::V4(sin.ip()));
+    }
+    sa.as_sockaddr_in6()
+        .map(|sin6| IpAddr::V6(without_embedded_scope(sin6.ip())))
+}
+
+/// The canonical name of this host: `gethostname`, then `getaddrinfo` with
+/// `AI_CANONNAME`; the plain host name if the lookup fails, empty if even that fails.
+///
+/// This may wait for DNS for as long as the resolver's timeouts allow (many seconds),
+/// so it must never run on the request path: the daemon calls it in a background
+/// thread and passes the result to [`system_info`].
+pub fn lookup_fqdn() -> String {
+    let host = match nix::unistd::gethostname() {
+        Ok(h) => h.to_string_lossy().into_owned(),
+        Err(_) => return String::new(),
+    };
+    canonical_name(&host).unwrap_or(host)
+}
+
+fn canonical_name(host: &str) -> Option<String> {
+    if host.is_empty() {
+        return None;
+    }
+    let c_host = CString::new(host).ok()?;
+    let hints = libc::addrinfo {
+        ai_flags: libc::AI_CANONNAME,
+        ai_family: libc::AF_UNSPEC,
+        ai_socktype: libc::SOCK_STREAM,
+        ai_protocol: 0,
+        ai_addrlen: 0,
+        ai_canonname: std::ptr::null_mut(),
+        ai_addr: std::ptr::null_mut(),
+        ai_next: std::ptr::null_mut(),
+    };
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: `c_host` is NUL-terminated and outlives the call, `hints` is a valid
+    // addrinfo with null pointers, `res` is a valid out pointer. On success the list
+    // is freed below, exactly once.
+    let rc = unsafe { libc::getaddrinfo(c_host.as_ptr(), std::ptr::null(), &hints, &mut res) };
+    if rc != 0 || res.is_null() {
+        return None;
+    }
+    // SAFETY: `res` is the non-null head of the list getaddrinfo returned and has not
+    // been freed; `ai_canonname`, when not null, is a NUL-terminated string owned by
+    // that list, copied out before `freeaddrinfo`.
+    let name = unsafe {
+        let c = (*res).ai_canonname;
+        let name = (!c.is_null()).then(|| CStr::from_ptr(c).to_string_lossy().into_owned());
+        libc::freeaddrinfo(res);
+        name
+    };
+    name.filter(|n| !n.is_empty())
+}
+
+// ---------------------------------------------------------------------------------
+// GET_IP_INFO
+
+/// The files [`query_adapter_in`] reads; [`Paths::system`] holds the real ones. Each
+/// platform reads only the fields it needs.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// `nameserver` lines (both platforms).
+    pub resolv_conf: PathBuf,
+    /// FreeBSD: rc.conf files in the order rc(8) reads them; a later assignment wins.
+    pub rc_conf: Vec<PathBuf>,
+    /// Linux: IPv4 routes.
+    pub proc_route: PathBuf,
+    /// Linux: IPv6 routes.
+    pub proc_ipv6_route: PathBuf,
+    /// Linux: directories holding dhclient, dhcpcd or NetworkManager lease files.
+    pub lease_dirs: Vec<PathBuf>,
+    /// Linux: systemd-networkd's lease directory (files named by interface index).
+    pub networkd_leases: PathBuf,
+}
+
+impl Paths {
+    pub fn system() -> Paths {
+        Paths {
+            resolv_conf: "/etc/resolv.conf".into(),
+            rc_conf: vec!["/etc/rc.conf".into(), "/etc/rc.conf.local".into()],
+            proc_route: "/proc/net/route".into(),
+            proc_ipv6_route: "/proc/net/ipv6_route".into(),
+            lease_dirs: [
+                "/var/lib/dhcp",
+                "/var/lib/dhclient",
+                "/var/lib/dhcpcd",
+                "/var/lib/NetworkManager",
+                "/run",
+                "/run/dhcpcd",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+            networkd_leases: "/run/systemd/netif/leases".into(),
+        }
+    }
+}
+
+/// Addresses, gateways, DNS servers and DHCP state of the interface whose link-layer
+/// address is `mac`, or `None` if no interface has it. Reads the real system files.
+pub fn query_adapter(mac: Mac) -> Option<AdapterInfo> {
+    query_adapter_in(mac, &Paths::system())
+}
+
+/// [`query_adapter`] reading the files named in `paths`.
+///
+/// Interfaces sharing the MAC (lagg members, an SR-IOV VF beside its `hn`, spec K4):
+/// the first one in `getifaddrs` order that has an IP address wins; if none has one,
+/// the first one. Loopback interfaces never match. Every address of the interface is
+/// reported, link-local included; each list stops at `MAX_IP_LIST` items.
+pub fn query_adapter_in(mac: Mac, paths: &Paths) -> Option<AdapterInfo> {
+    let list: Vec<InterfaceAddress> = getifaddrs().ok()?.collect();
+    let mut candidates: Vec<(&str, usize)> = Vec::new();
+    for ifa in &list {
+        if ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK) {
+            continue;
+        }
+        let Some((found, index)) = ifa.address.as_ref().and_then(link_mac) else {
+            continue;
+        };
+        if found == mac.0 && !candidates.iter().any(|(n, _)| *n == ifa.interface_name) {
+            candidates.push((ifa.interface_name.as_str(), index));
+        }
+    }
+    let with_addrs: Vec<(&str, usize, Vec<IfAddr>)> = candidates
+        .into_iter()
+        .map(|(name, index)| (name, index, addresses_of(&list, name)))
+        .collect();
+    let (name, index, addrs) = match with_addrs.iter().position(|c| !c.2.is_empty()) {
+        Some(i) => with_addrs.into_iter().nth(i)?,
+        None => with_addrs.into_iter().next()?,
+    };
+    let mut gateways = gateways(name, index, paths);
+    gateways.truncate(MAX_IP_LIST);
+    let mut dns = std::fs::read_to_string(&paths.resolv_conf)
+        .map(|t| parse_resolv_conf(&t))
+        .unwrap_or_default();
+    dns.truncate(MAX_IP_LIST);
+    Some(AdapterInfo {
+        addrs,
+        gateways,
+        dns,
+        dhcp: dhcp_enabled(name, index, paths),
+    })
+}
+
+/// The MAC and interface index of a link-layer address of Ethernet length.
+fn link_mac(sa: &SockaddrStorage) -> Option<([u8; 6], usize)> {
+    let link = sa.as_link_addr()?;
+    #[cfg(target_os = "linux")]
+    if link.halen() != 6 {
+        return None;
+    }
+    #[cfg(target_os = "freebsd")]
+    if link.alen() != 6 {
+        return None;
+    }
+    Some((link.addr()?, link.ifindex()))
+}
+
+fn addresses_of(list: &[InterfaceAddress], name: &str) -> Vec<IfAddr> {
+    let mut out: Vec<IfAddr> = Vec::new();
+    for ifa in list.iter().filter(|i| i.interface_name == name) {
+        let Some(addr) = ifa.address.as_ref().and_then(ip_of) else {
+            continue;
+        };
+        if out.len() < MAX_IP_LIST && !out.iter().any(|a| a.addr == addr) {
+            let prefix = prefix_len(addr, ifa.netmask.as_ref());
+            out.push(IfAddr { addr, prefix });
+        }
+    }
+    out
+}
+
+/// The number of one bits in the netmask; a host prefix if there is no usable mask.
+fn prefix_len(addr: IpAddr, netmask: Option<&SockaddrStorage>) -> u8 {
+    match addr {
+        IpAddr::V4(_) => netmask
+            .and_then(|m| m.as_sockaddr_in())
+            .map_or(32, |m| u32::from(m.ip()).count_ones() as u8),
+        IpAddr::V6(_) => netmask
+            .and_then(|m| m.as_sockaddr_in6())
+            .map_or(128, |m| u128::from(m.ip()).count_ones() as u8),
+    }
+}
+
+/// The `nameserver` addresses, in file order. A scope suffix (`fe80::1%hn0`) is
+/// dropped; lines that are not a `nameserver` keyword and an address are skipped.
+fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("nameserver") {
+            continue;
+        }
+        let Some(word) = words.next() else { continue };
+        let addr = word.split('%').next().unwrap_or(word);
+        if let Ok(a) = addr.parse::<IpAddr>() {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(target_os = "freebsd")]
+fn gateways(_name: &str, index: usize, _paths: &Paths) -> Vec<IpAddr> {
+    freebsd::default_gateways(index)
+}
+
+#[cfg(target_os = "linux")]
+fn gateways(name: &str, _index: usize, paths: &Paths) -> Vec<IpAddr> {
+    let mut out = std::fs::read_to_string(&paths.proc_route)
+        .map(|t| parse_proc_route(&t, name))
+        .unwrap_or_default();
+    out.extend(
+        std::fs::read_to_string(&paths.proc_ipv6_route)
+            .map(|t| parse_proc_ipv6_route(&t, name))
+            .unwrap_or_default(),
+    );
+    out
+}
+
+#[cfg(not(any(target_os = "freebsd", target_os = "linux")))]
+fn gateways(_name: &str, _index: usize, _paths: &Paths) -> Vec<IpAddr> {
+    Vec::new()
+}
+
+#[cfg(target_os = "freebsd")]
+fn dhcp_enabled(name: &str, _index: usize, paths: &Paths) -> bool {
+    let texts: Vec<String> = paths
+        .rc_conf
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    rc_conf_dhcp(&texts, name)
+}
+
+#[cfg(target_os = "linux")]
+fn dhcp_enabled(name: &str, index: usize, paths: &Paths) -> bool {
+    lease_file_exists(name, index, paths)
+}
+
+#[cfg(not(any(target_os = "freebsd", target_os = "linux")))]
+fn dhcp_enabled(_name: &str, _index: usize, _paths: &Paths) -> bool {
+    false
+}
+
+// Route flags and message constants shared by the Linux and FreeBSD parsers
+// (`RTF_UP`, `RTF_GATEWAY` have the same values in both kernels' route.h).
+#[cfg(any(target_os = "linux", target_os = "freebsd", test))]
+const RTF_UP: u32 = 0x1;
+#[cfg(any(target_os = "linux", target_os = "freebsd", test))]
+const RTF_GATEWAY: u32 = 0x2;
+
+/// Default IPv4 gateways of interface `name` from `/proc/net/route`: destination and
+/// mask 0, flags `RTF_UP | RTF_GATEWAY`. The kernel prints the gateway as a host-order
+/// `u32` in hex, i.e. the address bytes little-endian on little-endian machines.
+#[cfg(target_os = "linux")]
+fn parse_proc_route(text: &str, name: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 || f[0] != name {
+            continue;
+        }
+        let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+        let (Some(dest), Some(gw), Some(flags), Some(mask)) =
+            (hex(f[1]), hex(f[2]), hex(f[3]), hex(f[7]))
+        else {
+            continue;
+        };
+        if dest == 0 && mask == 0 && flags & (RTF_UP | RTF_GATEWAY) == RTF_UP | RTF_GATEWAY {
+            let a = IpAddr::V4(Ipv4Addr::from(gw.to_ne_bytes()));
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// Default IPv6 gateways of interface `name` from `/proc/net/ipv6_route`: fields are
+/// destination, prefix, source, prefix, next hop (32 hex digits, network order), metric,
+/// refcount, use, flags, device.
+#[cfg(target_os = "linux")]
+fn parse_proc_ipv6_route(text: &str, name: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 || f[9] != name || f[0].len() != 32 || f[4].len() != 32 {
+            continue;
+        }
+        let (Ok(dest), Ok(plen), Ok(hop), Ok(flags)) = (
+            u128::from_str_radix(f[0], 16),
+            u8::from_str_radix(f[1], 16),
+            u128::from_str_radix(f[4], 16),
+            u32::from_str_radix(f[8], 16),
+        ) else {
+            continue;
+        };
+        if dest == 0
+            && plen == 0
+            && hop != 0
+            && flags & (RTF_UP | RTF_GATEWAY) == RTF_UP | RTF_GATEWAY
+        {
+            let a = IpAddr::V6(Ipv6Addr::from(hop));
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a DHCP client keeps a lease for the interface: a file in one of
+/// `paths.lease_dirs` whose name ends in `.lease`, `.leases` or `.lease6` and contains
+/// the interface name delimited by `.`, `-`, `_` or the ends (dhclient
+/// `dhclient.eth0.leases`, dhcpcd `eth0.lease`, NetworkManager
+/// `dhclient-<uuid>-eth0.lease`), or systemd-networkd's `<leases>/<ifindex>`.
+/// A stale lease file left after switching to static reads as DHCP.
+#[cfg(target_os = "linux")]
+fn lease_file_exists(name: &str, index: usize, paths: &Paths) -> bool {
+    if paths.networkd_leases.join(index.to_string()).is_file() {
+        return true;
+    }
+    paths.lease_dirs.iter().any(|dir| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|f| lease_name_matches(f, name))
+            })
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn lease_name_matches(file: &str, ifname: &str) -> bool {
+    if ifname.is_empty()
+        || ![".lease", ".leases", ".lease6"]
+            .iter()
+            .any(|s| file.ends_with(s))
+    {
+        return false;
+    }
+    let delimiter = |c: Option<char>| c.is_none_or(|c| matches!(c, '.' | '-' | '_'));
+    file.match_indices(ifname).any(|(i, _)| {
+        delimiter(file[..i].chars().next_back())
+            && delimiter(file[i + ifname.len()..].chars().next())
+    })
+}
+
+/// Whether rc.conf configures DHCP for `ifname`, the way `dhcpif` in
+/// `/etc/network.subr` decides: the value of `ifconfig_<name>` (the name with every
+/// character other than letters, digits and `_` turned into `_`), or of
+/// `ifconfig_DEFAULT` when that is unset, contains the word `DHCP`, `SYNCDHCP` or
+/// `NOSYNCDHCP` (any case). `texts` are the files in the order rc(8) reads them; the
+/// last assignment wins. Only plain `name=value` lines are understood (optionally
+/// quoted with `"` or `'`); anything else is skipped.
+#[cfg(any(target_os = "freebsd", test))]
+fn rc_conf_dhcp(texts: &[String], ifname: &str) -> bool {
+    let rc_name: String = ifname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let key = format!("ifconfig_{rc_name}");
+    let mut value: Option<String> = None;
+    let mut default: Option<String> = None;
+    for line in texts.iter().flat_map(|t| t.lines()) {
+        let Some((k, v)) = rc_assignment(line) else {
+            continue;
+        };
+        if k == key {
+            value = Some(v);
+        } else if k == "ifconfig_DEFAULT" {
+            default = Some(v);
+        }
+    }
+    value.or(default).is_some_and(|v| {
+        v.split_whitespace().any(|w| {
+            ["DHCP", "SYNCDHCP", "NOSYNCDHCP"]
+                .iter()
+                .any(|k| w.eq_ignore_ascii_case(k))
+        })
+    })
+}
+
+/// `name=value`, `name="value"` or `name='value'`, with an optional comment after it.
+#[cfg(any(target_os = "freebsd", test))]
+fn rc_assignment(line: &str) -> Option<(&str, String)> {
+    let line = line.trim_start();
+    let (name, rest) = line.split_once('=')?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    let value = match rest.chars().next() {
+        Some(q @ ('"' | '\'')) => {
+            let body = &rest[1..];
+            body[..body.find(q)?].to_string()
+        }
+        _ => rest
+            .split(|c: char| c.is_whitespace() || c == '#')
+            .next()
+            .unwrap_or("")
+            .to_string(),
+    };
+    Some((name, value))
+}
+
+/// FreeBSD `<sys/socket.h>` family numbers, spelled out so the route-dump parser can be
+/// tested on any host (Linux's `AF_INET6` is 10).
+#[cfg(any(target_os = "freebsd", test))]
+const BSD_AF_INET: u8 = 2;
+#[cfg(any(target_os = "freebsd", test))]
+const BSD_AF_INET6: u8 = 28;
+/// `RTM_VERSION` and `RTM_GET` from FreeBSD's `<net/route.h>`.
+#[cfg(any(target_os = "freebsd", test))]
+const RTM_VERSION: u8 = 5;
+#[cfg(any(target_os = "freebsd", test))]
+const RTM_GET: u8 = 4;
+
+/// Default gateways on interface `ifindex` in a FreeBSD `NET_RT_DUMP` buffer: a
+/// sequence of `rt_msghdr` records (`rtm_msglen` u16 at 0, `rtm_version` u8 at 2,
+/// `rtm_type` u8 at 3, `rtm_index` u16 at 4, `rtm_flags` i32 at 8, `rtm_addrs` i32 at
+/// 12, native byte order), each followed, from `hdr_len`, by one sockaddr per bit set
+/// in `rtm_addrs` (RTA_DST, RTA_GATEWAY, RTA_NETMASK, ...), each padded as `SA_SIZE`
+/// does to a multiple of `long_size`. A default route has an all-zero destination and
+/// an absent or all-zero netmask, `RTF_UP | RTF_GATEWAY`, and an IPv4 or IPv6 gateway.
+#[cfg(any(target_os = "freebsd", test))]
+fn parse_route_dump(buf: &[u8], hdr_len: usize, long_size: usize, ifindex: usize) -> Vec<IpAddr> {
+    let u16_at = |b: &[u8], o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+    let u32_at = |b: &[u8], o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 2 <= buf.len() {
+        let len = usize::from(u16_at(buf, off));
+        if len < 2 || off + len > buf.len() {
+            break;
+        }
+        let rec = &buf[off..off + len];
+        off += len;
+        if rec.len() < hdr_len.max(16) || rec[2] != RTM_VERSION || rec[3] != RTM_GET {
+            continue;
+        }
+        let flags = u32_at(rec, 8);
+        if usize::from(u16_at(rec, 4)) != ifindex
+            || flags & (RTF_UP | RTF_GATEWAY) != RTF_UP | RTF_GATEWAY
+        {
+            continue;
+        }
+        let present = u32_at(rec, 12);
+        let mut sockaddrs: [Option<&[u8]>; 3] = [None; 3];
+        let mut p = hdr_len;
+        for (bit, slot) in sockaddrs.iter_mut().enumerate() {
+            if present & (1 << bit) == 0 {
+                continue;
+            }
+            if p >= rec.len() {
+                break;
+            }
+            let sa_len = usize::from(rec[p]);
+            *slot = Some(&rec[p..(p + sa_len).min(rec.len())]);
+            p += if sa_len == 0 {
+                long_size
+            } else {
+                1 + ((sa_len - 1) | (long_size - 1))
+            };
+        }
+        let [Some(dst), Some(gw), mask] = sockaddrs else {
+            continue;
+        };
+        let family = dst.get(1).copied();
+        let zero = |sa: &[u8], from: usize, to: usize| {
+            (from..to).all(|i| sa.get(i).copied().unwrap_or(0) == 0)
+        };
+        let (from, to) = match family {
+            Some(BSD_AF_INET) => (4, 8),
+            Some(BSD_AF_INET6) => (8, 24),
+            _ => continue,
+        };
+        if !zero(dst, from, to) || !mask.is_none_or(|m| zero(m, from, to)) {
+            continue;
+        }
+        let gateway = match gw.get(1).copied() {
+            Some(BSD_AF_INET) if gw.len() >= 8 => {
+                IpAddr::V4(Ipv4Addr::new(gw[4], gw[5], gw[6], gw[7]))
+            }
+            Some(BSD_AF_INET6) if gw.len() >= 24 => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&gw[8..24]);
+                IpAddr::V6(without_embedded_scope(Ipv6Addr::from(b)))
+            }
+            // An interface (AF_LINK) gateway is not a router.
+            _ => continue,
+        };
+        if !out.contains(&gateway) {
+            out.push(gateway);
+        }
+    }
+    out
+}
+
+/// The FreeBSD routing table, read through the `net.route` sysctl.
+#[cfg(target_os = "freebsd")]
+mod freebsd {
+    use std::net::IpAddr;
+
+    use nix::libc::{self, c_int, c_uchar, c_uint, c_ulong, c_ushort, pid_t};
+
+    /// `struct rt_metrics` from FreeBSD's `<net/route.h>` (libc does not define it).
+    #[repr(C)]
+    #[allow(dead_code)] // only the size of `RtMsghdr` is used
+    struct RtMetrics {
+        rmx_locks: c_ulong,
+        rmx_mtu: c_ulong,
+        rmx_hopcount: c_ulong,
+        rmx_expire: c_ulong,
+        rmx_recvpipe: c_ulong,
+        rmx_sendpipe: c_ulong,
+        rmx_ssthresh: c_ulong,
+        rmx_rtt: c_ulong,
+        rmx_rttvar: c_ulong,
+        rmx_pksent: c_ulong,
+        rmx_weight: c_ulong,
+        rmx_nhidx: c_ulong,
+        rmx_filler: [c_ulong; 2],
+    }
+
+    /// `struct rt_msghdr` from FreeBSD's `<net/route.h>` (libc does not define it). Its
+    /// size is where a record's sockaddrs start; the fields are read by offset in
+    /// `parse_route_dump`.
+    #[repr(C)]
+    #[allow(dead_code)] // only its size is used
+    struct RtMsghdr {
+        rtm_msglen: c_ushort,
+        rtm_version: c_uchar,
+        rtm_type: c_uchar,
+        rtm_index: c_ushort,
+        _rtm_spare1: c_ushort,
+        rtm_flags: c_int,
+        rtm_addrs: c_int,
+        rtm_pid: pid_t,
+        rtm_seq: c_int,
+        rtm_errno: c_int,
+        rtm_fmask: c_int,
+        rtm_inits: c_ulong,
+        rtm_rmx: RtMetrics,
+    }
+
+    // 32 bytes of fixed fields, then `rtm_inits` and the 14 metrics.
+    const _: () =
+        assert!(std::mem::size_of::<RtMsghdr>() == 32 + 15 * std::mem::size_of::<c_ulong>());
+
+    pub(super) fn default_gateways(ifindex: usize) -> Vec<IpAddr> {
+        match route_dump() {
+            Some(buf) => super::parse_route_dump(
+                &buf,
+                std::mem::size_of::<RtMsghdr>(),
+                std::mem::size_of::<libc::c_long>(),
+                ifindex,
+            ),
+            None => Vec::new(),
+        }
+    }
+
+    /// `sysctl net.route.0.0.dump.0`: the routing table of this process's FIB, all
+    /// families. Retried when the table grew between sizing and reading.
+    fn route_dump() -> Option<Vec<u8>> {
+        let mib: [c_int; 6] = [libc::CTL_NET, libc::PF_ROUTE, 0, 0, libc::NET_RT_DUMP, 0];
+        for _ in 0..4 {
+            let mut needed: libc::size_t = 0;
+            // SAFETY: `mib` holds 6 valid ints; a null old pointer asks for the size,
+            // written to `needed`; no new value.
+            let rc = unsafe {
+                libc::sysctl(
+                    mib.as_ptr(),
+                    mib.len() as c_uint,
+                    std::ptr::null_mut(),
+                    &mut needed,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if rc != 0 {
+                return None;
+            }
+            let mut buf = vec![0u8; needed + needed / 4 + 4096];
+            let mut len: libc::size_t = buf.len();
+            // SAFETY: `buf` is writable for `len` bytes; the kernel writes at most
+            // `len` bytes and stores the count it wrote in `len`.
+            let rc = unsafe {
+                libc::sysctl(
+                    mib.as_ptr(),
+                    mib.len() as c_uint,
+                    buf.as_mut_ptr().cast(),
+                    &mut len,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            if rc == 0 {
+                buf.truncate(len.min(buf.len()));
+                return Some(buf);
+            }
+            if nix::errno::Errno::last() != nix::errno::Errno::ENOMEM {
+                return None;
+            }
+        }
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// SET_IP_INFO
+
+/// The script's file name in the scripts directory.
+pub const SET_IFCONFIG_SCRIPT: &str = "hv_set_ifconfig";
+/// The only environment the script gets.
+const SCRIPT_PATH_ENV: &str = "/sbin:/bin:/usr/sbin:/usr/bin";
+/// How much of each of stdout and stderr is kept.
+pub const OUTPUT_LIMIT: usize = 4096;
+/// How often the child is polled while it runs.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How long to wait for the output pipes to close once the script is gone (a process it
+/// left in the background may hold them open).
+const OUTPUT_GRACE: Duration = Duration::from_millis(100);
+const ENOENT: i32 = 2;
+const EINVAL: i32 = 22;
+
+/// What a script run produced: its result and the start of its output, for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptRun {
+    pub result: Result<(), IoError>,
+    /// The first [`OUTPUT_LIMIT`] bytes of stdout.
+    pub stdout: Vec<u8>,
+    /// The first [`OUTPUT_LIMIT`] bytes of stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// The script's arguments for `cfg` (see the module documentation).
+pub fn set_ifconfig_args(cfg: &IpConfig) -> Vec<String> {
+    let mut args = vec![
+        "--adapter".to_string(),
+        cfg.adapter.clone(),
+        if cfg.dhcp { "--dhcp" } else { "--static" }.to_string(),
+    ];
+    for a in &cfg.addrs {
+        args.push("--addr".into());
+        args.push(format!("{}/{}", a.addr, a.prefix));
+    }
+    for g in &cfg.gateways {
+        args.push("--gateway".into());
+        args.push(g.to_string());
+    }
+    for d in &cfg.dns {
+        args.push("--dns".into());
+        args.push(d.to_string());
+    }
+    args
+}
+
+/// Runs `<scripts_dir>/hv_set_ifconfig` with `cfg` as arguments and waits at most
+/// `deadline`. `Err(ETIMEDOUT)` if it was killed at the deadline, `Err(IoError(status))`
+/// for a non-zero exit (1 if killed by a signal), `Err(IoError(ENOENT))` if the script
+/// does not exist, another errno if it could not be started (e.g. not executable).
+pub fn apply_ip_config(
+    cfg: &IpConfig,
+    scripts_dir: &Path,
+    deadline: Duration,
+) -> Result<(), IoError> {
+    run_set_ifconfig(cfg, scripts_dir, deadline).result
+}
+
+/// [`apply_ip_config`], also returning what the script printed.
+pub fn run_set_ifconfig(cfg: &IpConfig, scripts_dir: &Path, deadline: Duration) -> ScriptRun {
+    run_script(
+        &scripts_dir.join(SET_IFCONFIG_SCRIPT),
+        &set_ifconfig_args(cfg),
+        deadline,
+    )
+}
+
+fn run_script(path: &Path, args: &[String], deadline: Duration) -> ScriptRun {
+    let start = Instant::now();
+    // The child starts in `/`: a relative path must be made absolute first.
+    let absolute;
+    let path = if path.is_relative() {
+        absolute = std::env::current_dir().map(|d| d.join(path));
+        absolute.as_deref().unwrap_or(path)
+    } else {
+        path
+    };
+    let spawned = Command::new(path)
+        .args(args)
+        .env_clear()
+        .env("PATH", SCRIPT_PATH_ENV)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let errno = match e.kind() {
+                std::io::ErrorKind::NotFound => ENOENT,
+                _ => e.raw_os_error().unwrap_or(EINVAL),
+            };
+            return ScriptRun {
+                result: Err(IoError(errno)),
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            };
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    let mut readers = 0;
+    if let Some(out) = child.stdout.take() {
+        readers += usize::from(spawn_reader(out, true, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers += usize::from(spawn_reader(err, false, tx.clone()));
+    }
+    drop(tx);
+
+    let result = match wait_until(&mut child, start + deadline) {
+        Ok(Some(status)) => exit_result(status),
+        Ok(None) => Err(IoError::ETIMEDOUT),
+        Err(e) => Err(e),
+    };
+
+    let mut run = ScriptRun {
+        result,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let grace_end = Instant::now() + OUTPUT_GRACE;
+    for _ in 0..readers {
+        let left = grace_end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((true, bytes)) => run.stdout = bytes,
+            Ok((false, bytes)) => run.stderr = bytes,
+            // A reader still blocked (a background process holds the pipe) finishes on
+            // its own when the pipe closes; its output is dropped.
+            Err(_) => break,
+        }
+    }
+    run
+}
+
+/// Waits for the child until `end`; at `end` kills its process group, reaps it and
+/// returns `Ok(None)`.
+fn wait_until(child: &mut Child, end: Instant) -> Result<Option<ExitStatus>, IoError> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(Some(status)),
+            Ok(None) => {}
+            Err(e) => {
+                kill_group(child);
+                let _ = child.wait();
+                return Err(IoError(e.raw_os_error().unwrap_or(IoError::EIO.0)));
+            }
+        }
+        let now = Instant::now();
+        if now >= end {
+            kill_group(child);
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(POLL_INTERVAL.min(end - now));
+    }
+}
+
+/// `SIGKILL` to the child's process group (it leads its own group, and is not reaped
+/// yet, so the group id cannot have been reused); the child alone if that fails.
+fn kill_group(child: &mut Child) {
+    let killed = i32::try_from(child.id()).is_ok_and(|pid| {
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .is_ok()
+    });
+    if !killed {
+        let _ = child.kill();
+    }
+}
+
+fn exit_result(status: ExitStatus) -> Result<(), IoError> {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(IoError(status.code().filter(|c| *c != 0).unwrap_or(1)))
+    }
+}
+
+/// Reads `pipe` to its end in a thread, keeping the first [`OUTPUT_LIMIT`] bytes (and
+/// draining the rest so the script never blocks on a full pipe), then sends them.
+/// False if the thread could not be started (the pipe is then closed).
+fn spawn_reader(
+    mut pipe: impl Read + Send + 'static,
+    is_stdout: bool,
+    tx: mpsc::Sender<(bool, Vec<u8>)>,
+) -> bool {
+    std::thread::Builder::new()
+        .name("hv_set_ifconfig output".into())
+        .spawn(move || {
+            let mut kept = Vec::new();
+            let mut chunk = [0u8; 1024];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let room = OUTPUT_LIMIT - kept.len();
+                        kept.extend_from_slice(&chunk[..n.min(room)]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send((is_stdout, kept));
+        })
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    // ------------------------------------------------------------------ helpers
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("hvguest-sysinfo-{}-{n}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Scripts are written and run under this lock: a file open for writing while
+    /// another thread forks can make the exec fail with ETXTBSY.
+    static SCRIPTS: Mutex<()> = Mutex::new(());
+
+    fn write_script(dir: &Path, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(SET_IFCONFIG_SCRIPT);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn config(adapter: &str) -> IpConfig {
+        IpConfig {
+            adapter: adapter.to_string(),
+            dhcp: false,
+            addrs: vec![
+                IfAddr {
+                    addr: "10.0.0.4".parse().unwrap(),
+                    prefix: 24,
+                },
+                IfAddr {
+                    addr: "2001:db8::4".parse().unwrap(),
+                    prefix: 64,
+                },
+            ],
+            gateways: vec!["10.0.0.1".parse().unwrap(), "fe80::1".parse().unwrap()],
+            dns: vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()],
+        }
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    // ------------------------------------------------------------------ parsers
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let text = "\
+# generated
+search example.net
+nameserver 10.0.0.2
+nameserver\t2001:db8::53
+  nameserver   fe80::1%hn0   # link-local
+#nameserver 1.1.1.1
+; nameserver 9.9.9.9
+nameserver
+nameserver not-an-address
+nameservers 8.8.8.8
+nameserver 10.0.0.2
+options edns0
+\u{0}\u{ff}garbage
+";
+        assert_eq!(
+            parse_resolv_conf(text),
+            ips(&["10.0.0.2", "2001:db8::53", "fe80::1"])
+        );
+        assert!(parse_resolv_conf("").is_empty());
+    }
+
+    #[test]
+    fn rc_conf_dhcp_detection() {
+        let rc = |s: &str| vec![s.to_string()];
+        assert!(rc_conf_dhcp(&rc("ifconfig_hn0=\"DHCP\"\n"), "hn0"));
+        assert!(rc_conf_dhcp(&rc("ifconfig_hn0=\"SYNCDHCP\""), "hn0"));
+        assert!(rc_conf_dhcp(
+            &rc("ifconfig_hn0='up syncdhcp mtu 1400'"),
+            "hn0"
+        ));
+        assert!(rc_conf_dhcp(&rc("  ifconfig_hn0=DHCP # comment"), "hn0"));
+        assert!(!rc_conf_dhcp(
+            &rc("ifconfig_hn0=\"inet 10.0.0.4/24\""),
+            "hn0"
+        ));
+        assert!(!rc_conf_dhcp(&rc("#ifconfig_hn0=\"DHCP\""), "hn0"));
+        // Only the interface's own variable, not _ipv6/_alias or a longer name.
+        assert!(!rc_conf_dhcp(&rc("ifconfig_hn0_ipv6=\"DHCP\""), "hn0"));
+        assert!(!rc_conf_dhcp(&rc("ifconfig_hn10=\"DHCP\""), "hn1"));
+        assert!(!rc_conf_dhcp(&rc("ifconfig_hn1=\"DHCP\""), "hn10"));
+        // A word, not a substring.
+        assert!(!rc_conf_dhcp(
+            &rc("ifconfig_hn0=\"description DHCPish\""),
+            "hn0"
+        ));
+        // The last assignment wins, rc.conf.local after rc.conf.
+        let texts = vec![
+            "ifconfig_hn0=\"DHCP\"\n".to_string(),
+            "ifconfig_hn0=\"inet 10.0.0.4/24\"\n".to_string(),
+        ];
+        assert!(!rc_conf_dhcp(&texts, "hn0"));
+        let texts = vec![
+            "ifconfig_hn0=\"inet 10.0.0.4/24\"\nifconfig_hn0=\"SYNCDHCP\"\n".to_string(),
+            String::new(),
+        ];
+        assert!(rc_conf_dhcp(&texts, "hn0"));
+        // ifconfig_DEFAULT applies when the interface has no line of its own.
+        let d = rc("ifconfig_DEFAULT=\"SYNCDHCP\"\nifconfig_hn1=\"inet 10.1.0.4/24\"");
+        assert!(rc_conf_dhcp(&d, "hn0"));
+        assert!(!rc_conf_dhcp(&d, "hn1"));
+        // rc.conf spells other characters as `_`.
+        assert!(rc_conf_dhcp(&rc("ifconfig_vlan0_100=DHCP"), "vlan0.100"));
+        // Garbage around it is skipped.
+        let g = rc(
+            "\u{0}\u{1}\n=DHCP\nifconfig hn0=DHCP\nifconfig_hn0=\"DHCP\nx\ny=\"z\"\n\
+                    ifconfig_hn0 = DHCP\n\u{fffd}ifconfig_hn0=DHCP",
+        );
+        assert!(!rc_conf_dhcp(&g, "hn0"));
+        assert!(!rc_conf_dhcp(&[], "hn0"));
+    }
+
+    /// One FreeBSD `NET_RT_DUMP` record for 64-bit (header 152 bytes, long 8).
+    fn route_record(version: u8, index: u16, flags: u32, sockaddrs: &[Vec<u8>]) -> Vec<u8> {
+        let mut addrs = 0u32;
+        let mut body = Vec::new();
+        for (bit, sa) in sockaddrs.iter().enumerate() {
+            if sa.is_empty() {
+                continue;
+            }
+            addrs |= 1 << bit;
+            body.extend_from_slice(sa);
+            while body.len() % 8 != 0 {
+                body.push(0);
+            }
+        }
+        let mut rec = vec![0u8; 152];
+        let len = (152 + body.len()) as u16;
+        rec[0..2].copy_from_slice(&len.to_ne_bytes());
+        rec[2] = version;
+        rec[3] = RTM_GET;
+        rec[4..6].copy_from_slice(&index.to_ne_bytes());
+        rec[8..12].copy_from_slice(&flags.to_ne_bytes());
+        rec[12..16].copy_from_slice(&addrs.to_ne_bytes());
+        rec.extend_from_slice(&body);
+        rec
+    }
+
+    fn sin(a: [u8; 4]) -> Vec<u8> {
+        let mut s = vec![16, BSD_AF_INET, 0, 0];
+        s.extend_from_slice(&a);
+        s.resize(16, 0);
+        s
+    }
+
+    fn sin6(a: &str) -> Vec<u8> {
+        let mut s = vec![28, BSD_AF_INET6, 0, 0, 0, 0, 0, 0];
+        s.extend_from_slice(&a.parse::<Ipv6Addr>().unwrap().octets());
+        s.resize(28, 0);
+        s
+    }
+
+    #[test]
+    fn freebsd_route_dump_parsing() {
+        let ug = RTF_UP | RTF_GATEWAY;
+        let link_gw = vec![11, 18, 2, 0, 6, 3, 0, 0, b'h', b'n', b'0'];
+        let mut buf = Vec::new();
+        // Default via 10.0.0.1 on index 2; the netmask's sockaddr shortened to 0 bytes.
+        buf.extend(route_record(
+            5,
+            2,
+            ug | 0x800,
+            &[sin([0; 4]), sin([10, 0, 0, 1]), vec![0]],
+        ));
+        // Same gateway again (another FIB entry): reported once.
+        buf.extend(route_record(5, 2, ug, &[sin([0; 4]), sin([10, 0, 0, 1])]));
+        // Default on another interface.
+        buf.extend(route_record(
+            5,
+            3,
+            ug,
+            &[sin([0; 4]), sin([10, 9, 0, 1]), sin([0; 4])],
+        ));
+        // Not a default route: 10.1.0.0/16 via 10.0.0.9.
+        buf.extend(route_record(
+            5,
+            2,
+            ug,
+            &[
+                sin([10, 1, 0, 0]),
+                sin([10, 0, 0, 9]),
+                sin([255, 255, 0, 0]),
+            ],
+        ));
+        // Default without RTF_GATEWAY, and one with an interface gateway.
+        buf.extend(route_record(
+            5,
+            2,
+            RTF_UP,
+            &[sin([0; 4]), sin([10, 0, 0, 7])],
+        ));
+        buf.extend(route_record(5, 2, ug, &[sin([0; 4]), link_gw]));
+        // Another message version is skipped.
+        buf.extend(route_record(4, 2, ug, &[sin([0; 4]), sin([10, 0, 0, 8])]));
+        // IPv6 default via a link-local router with KAME's embedded scope.
+        buf.extend(route_record(
+            5,
+            2,
+            ug,
+            &[sin6("::"), sin6("fe80:2::1"), sin6("::")],
+        ));
+        // A truncated last record ends the walk.
+        let mut tail = route_record(5, 2, ug, &[sin([0; 4]), sin([10, 0, 0, 6])]);
+        tail.truncate(100);
+        buf.extend(tail);
+        assert_eq!(
+            parse_route_dump(&buf, 152, 8, 2),
+            ips(&["10.0.0.1", "fe80::1"])
+        );
+        assert_eq!(parse_route_dump(&buf, 152, 8, 3), ips(&["10.9.0.1"]));
+        assert!(parse_route_dump(&buf, 152, 8, 4).is_empty());
+        assert!(parse_route_dump(&[], 152, 8, 2).is_empty());
+        assert!(parse_route_dump(&[0xff; 7], 152, 8, 2).is_empty());
+        assert!(parse_route_dump(&[1, 0, 5, 4], 152, 8, 2).is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn linux_proc_route_parsing() {
+        let text = "\
+Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+eth1\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+eth0\t00000000\t0202A8C0\t0001\t0\t0\t100\t00000000\t0\t0\t0
+eth0\t00000000\tZZZZZZZZ\t0003\t0\t0\t100\t00000000\t0\t0\t0
+eth0\tgarbage
+eth00\t00000000\t090200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+";
+        let got = parse_proc_route(text, "eth0");
+        if cfg!(target_endian = "little") {
+            assert_eq!(got, ips(&["192.0.2.1"]));
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(parse_proc_route(text, "eth1").len(), 1);
+        assert!(parse_proc_route(text, "eth2").is_empty());
+        assert!(parse_proc_route("", "eth0").is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn linux_proc_ipv6_route_parsing() {
+        let text = "\
+fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000002 00000000 00000003     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000002 00000000 00000001     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000009 00000400 00000002 00000000 00000003     eth1
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo
+0000 00 short
+garbage line
+";
+        assert_eq!(parse_proc_ipv6_route(text, "eth0"), ips(&["fe80::1"]));
+        assert_eq!(parse_proc_ipv6_route(text, "eth1"), ips(&["fe80::9"]));
+        assert!(parse_proc_ipv6_route(text, "lo").is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn linux_lease_names() {
+        assert!(lease_name_matches("dhclient.eth0.leases", "eth0"));
+        assert!(lease_name_matches("eth0.lease", "eth0"));
+        assert!(lease_name_matches("eth0.lease6", "eth0"));
+        assert!(lease_name_matches("dhclient-4a1b-eth0.lease", "eth0"));
+        assert!(lease_name_matches("internal-4a1b_eth0.lease", "eth0"));
+        assert!(!lease_name_matches("dhclient.eth00.leases", "eth0"));
+        assert!(!lease_name_matches("dhclient.veth0.leases", "eth0"));
+        assert!(!lease_name_matches("dhclient.eth0.conf", "eth0"));
+        assert!(!lease_name_matches("dhclient.leases", "eth0"));
+        assert!(!lease_name_matches("x.lease", ""));
+    }
+
+    // ------------------------------------------------------------------ the system
+
+    #[test]
+    fn system_info_has_uname_and_no_loopback() {
+        let info = system_info("vm1.example.net");
+        assert_eq!(info.fqdn, "vm1.example.net");
+        assert!(!info.os_name.is_empty());
+        assert!(!info.os_release.is_empty());
+        assert!(!info.machine.is_empty());
+        assert!(info.ipv4.iter().all(reported_v4));
+        assert!(info.ipv6.iter().all(reported_v6));
+    }
+
+    #[test]
+    fn lookup_fqdn_returns_a_name() {
+        // Whatever DNS says here, a host name comes back.
+        let host = nix::unistd::gethostname().unwrap();
+        if !host.is_empty() {
+            assert!(!lookup_fqdn().is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_mac_is_none() {
+        assert_eq!(
+            query_adapter(Mac([0xfe, 0xed, 0xfa, 0xce, 0xbe, 0xef])),
+            None
+        );
+    }
+
+    /// An interface with a MAC and at least one address, with those addresses.
+    fn some_real_interface() -> Option<(String, usize, Mac, Vec<IpAddr>)> {
+        let list: Vec<InterfaceAddress> = getifaddrs().ok()?.collect();
+        for ifa in &list {
+            if ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK) {
+                continue;
+            }
+            let Some((mac, index)) = ifa.address.as_ref().and_then(link_mac) else {
+                continue;
+            };
+            if mac == [0; 6] {
+                continue;
+            }
+            // Skip MACs shared by several interfaces: which one wins is tested elsewhere.
+            let sharing = list
+                .iter()
+                .filter(|o| o.address.as_ref().and_then(link_mac).map(|m| m.0) == Some(mac))
+                .count();
+            let mut addrs: Vec<IpAddr> = Vec::new();
+            for o in list
+                .iter()
+                .filter(|o| o.interface_name == ifa.interface_name)
+            {
+                match o.address.as_ref().and_then(ip_of) {
+                    Some(a) if !addrs.contains(&a) => addrs.push(a),
+                    _ => {}
+                }
+            }
+            if sharing == 1 && !addrs.is_empty() {
+                return Some((ifa.interface_name.clone(), index, Mac(mac), addrs));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn real_interface_reports_its_addresses() {
+        let Some((name, _, mac, addrs)) = some_real_interface() else {
+            eprintln!("no non-loopback interface with a MAC and an address; skipped");
+            return;
+        };
+        let info = query_adapter(mac).expect("the interface exists");
+        let got: Vec<IpAddr> = info.addrs.iter().map(|a| a.addr).collect();
+        assert_eq!(got, addrs, "addresses of {name}");
+        for a in &info.addrs {
+            let max = if a.addr.is_ipv4() { 32 } else { 128 };
+            assert!(a.prefix <= max && a.prefix > 0, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn real_interface_with_test_files() {
+        let Some((name, _index, mac, _)) = some_real_interface() else {
+            eprintln!("no non-loopback interface with a MAC and an address; skipped");
+            return;
+        };
+        let dir = TempDir::new("paths");
+        let d = dir.path();
+        std::fs::write(
+            d.join("resolv.conf"),
+            "nameserver 10.9.9.9\nnameserver ::9\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("rc.conf"), format!("ifconfig_{name}=\"SYNCDHCP\"\n")).unwrap();
+        std::fs::write(d.join("route"), "Iface\tDestination\n").unwrap();
+        std::fs::write(d.join("ipv6_route"), "").unwrap();
+        let mut paths = Paths {
+            resolv_conf: d.join("resolv.conf"),
+            rc_conf: vec![d.join("rc.conf"), d.join("missing.local")],
+            proc_route: d.join("route"),
+            proc_ipv6_route: d.join("ipv6_route"),
+            lease_dirs: vec![d.join("leases"), d.join("missing")],
+            networkd_leases: d.join("networkd"),
+        };
+        let info = query_adapter_in(mac, &paths).unwrap();
+        assert_eq!(info.dns, ips(&["10.9.9.9", "::9"]));
+        #[cfg(target_os = "linux")]
+        {
+            assert!(info.gateways.is_empty());
+            assert!(!info.dhcp);
+            std::fs::create_dir_all(d.join("leases")).unwrap();
+            std::fs::write(d.join("leases").join(format!("dhclient.{name}.leases")), "").unwrap();
+            let route = format!(
+                "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                 {name}\t00000000\t{:08X}\t0003\t0\t0\t0\t00000000\n",
+                u32::from_ne_bytes([10, 0, 0, 1])
+            );
+            std::fs::write(d.join("route"), route).unwrap();
+            let info = query_adapter_in(mac, &paths).unwrap();
+            assert!(info.dhcp);
+            assert_eq!(info.gateways, ips(&["10.0.0.1"]));
+        }
+        #[cfg(target_os = "freebsd")]
+        assert!(info.dhcp);
+        paths.resolv_conf = d.join("no-such-file");
+        assert!(query_adapter_in(mac, &paths).unwrap().dns.is_empty());
+    }
+
+    // ------------------------------------------------------------------ the script
+
+    #[test]
+    fn argument_convention() {
+        let mut c = config("hn0");
+        assert_eq!(
+            set_ifconfig_args(&c),
+            [
+                "--adapter",
+                "hn0",
+                "--static",
+                "--addr",
+                "10.0.0.4/24",
+                "--addr",
+                "2001:db8::4/64",
+                "--gateway",
+                "10.0.0.1",
+                "--gateway",
+                "fe80::1",
+                "--dns",
+                "10.0.0.2",
+                "--dns",
+                "10.0.0.3"
+            ]
+        );
+        c.dhcp = true;
+        c.addrs.clear();
+        c.gateways.clear();
+        c.dns.clear();
+        assert_eq!(set_ifconfig_args(&c), ["--adapter", "hn0", "--dhcp"]);
+    }
+
+    #[test]
+    fn script_gets_exact_argv_without_a_shell() {
+        let _lock = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = TempDir::new("argv");
+        let out = dir.path().join("args");
+        let marker = dir.path().join("pwned");
+        write_script(
+            dir.path(),
+            &format!(
+                "printf '%s\\n' \"$@\" > '{}'\necho \"PATH=$PATH HOME=${{HOME-unset}}\"\n\
+                 echo to-stderr >&2\nexit 0",
+                out.display()
+            ),
+        );
+        // Shell metacharacters arrive verbatim: no shell ever sees them.
+        let adapter = format!("hn0; touch {} $(id) `id` '\"* | &", marker.display());
+        let cfg = config(&adapter);
+        let run = run_set_ifconfig(&cfg, dir.path(), Duration::from_secs(5));
+        assert_eq!(run.result, Ok(()), "{run:?}");
+        let got = std::fs::read_to_string(&out).unwrap();
+        let got: Vec<&str> = got.lines().collect();
+        assert_eq!(got, set_ifconfig_args(&cfg));
+        assert_eq!(got[1], adapter);
+        assert!(!marker.exists());
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            format!("PATH={SCRIPT_PATH_ENV} HOME=unset\n")
+        );
+        assert_eq!(run.stderr, b"to-stderr\n");
+    }
+
+    #[test]
+    fn script_output_is_bounded_and_drained() {
+        let _lock = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = TempDir::new("output");
+        write_script(
+            dir.path(),
+            "dd if=/dev/zero bs=1024 count=256 2>/dev/null\n\
+             dd if=/dev/zero bs=1024 count=256 >&2 2>/dev/null\nexit 0",
+        );
+        let run = run_set_ifconfig(&config("hn0"), dir.path(), Duration::from_secs(5));
+        assert_eq!(run.result, Ok(()));
+        assert_eq!(run.stdout.len(), OUTPUT_LIMIT);
+        assert_eq!(run.stderr.len(), OUTPUT_LIMIT);
+    }
+
+    #[test]
+    fn script_failure_status() {
+        let _lock = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = TempDir::new("fail");
+        write_script(dir.path(), "echo no such interface >&2\nexit 3");
+        let run = run_set_ifconfig(&config("hn0"), dir.path(), Duration::from_secs(5));
+        assert_eq!(run.result, Err(IoError(3)));
+        assert_eq!(run.stderr, b"no such interface\n");
+        write_script(dir.path(), "kill -9 $$");
+        let r = apply_ip_config(&config("hn0"), dir.path(), Duration::from_secs(5));
+        assert_eq!(r, Err(IoError(1)));
+    }
+
+    #[cfg(target_os = "linux")]
+    fn alive(pid: i32) -> bool {
+        // Gone, or a zombie waiting for its (new) parent to reap it, counts as dead.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn script_killed_at_deadline() {
+        let _lock = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = TempDir::new("slow");
+        let pids = dir.path().join("pids");
+        write_script(
+            dir.path(),
+            &format!(
+                "sleep 30 &\necho \"$$ $!\" > '{}'\nwait\necho finished",
+                pids.display()
+            ),
+        );
+        let start = Instant::now();
+        let run = run_set_ifconfig(&config("hn0"), dir.path(), Duration::from_millis(200));
+        let took = start.elapsed();
+        assert_eq!(run.result, Err(IoError::ETIMEDOUT));
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert!(run.stdout.is_empty());
+        #[cfg(target_os = "linux")]
+        {
+            // The script and the sleep it started (same process group) are both gone.
+            let text = std::fs::read_to_string(&pids).unwrap();
+            let both: Vec<i32> = text
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .collect();
+            assert_eq!(both.len(), 2);
+            let until = Instant::now() + Duration::from_secs(1);
+            while both.iter().any(|p| alive(*p)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(!both.iter().any(|p| alive(*p)), "{both:?} still running");
+        }
+    }
+
+    #[test]
+    fn missing_or_unexecutable_script() {
+        let _lock = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = TempDir::new("missing");
+        let r = apply_ip_config(&config("hn0"), dir.path(), Duration::from_secs(1));
+        assert_eq!(r, Err(IoError(2)));
+        let r = apply_ip_config(
+            &config("hn0"),
+            &dir.path().join("nodir"),
+            Duration::from_secs(1),
+        );
+        assert_eq!(r, Err(IoError(2)));
+        std::fs::write(dir.path().join(SET_IFCONFIG_SCRIPT), "#!/bin/sh\nexit 0\n").unwrap();
+        let r = apply_ip_config(&config("hn0"), dir.path(), Duration::from_secs(1));
+        assert!(matches!(r, Err(IoError(e)) if e != 0), "{r:?}");
+    }
+}
