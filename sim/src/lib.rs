@@ -6,6 +6,7 @@
 //! effects against it.
 
 pub mod daemon;
+pub mod emulator;
 pub mod fs;
 pub mod fuzz;
 pub mod harness;
