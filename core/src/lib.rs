@@ -11,3 +11,4 @@ pub mod limits;
 pub mod time;
 
 pub use time::Instant;
+pub mod vss;

@@ -1,0 +1,361 @@
+//! The application side of VSS: `/dev/hv_appvss_dev` (spec `vss.md` §3.8).
+//!
+//! The kernel gives the application CHECK and FREEZE before the file-system daemon and
+//! THAW after it; it never tells the application that the daemon's FREEZE failed or that
+//! the chain timed out, and a failed daemon THAW never reaches it. So this machine thaws
+//! by itself `auto_thaw` after its FREEZE if no THAW came. The work is a hook directory
+//! (freeze in name order, thaw in reverse) or one command run with `freeze`/`thaw`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::kvp::effect::EffectId;
+use crate::time::Instant;
+use crate::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
+use crate::vss::hooks;
+use crate::vss::machine::{Budget, VssEvent, VssOutput};
+use crate::vss::wire::{decode_read, OptMsg, VssOp, VssRead};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppWork {
+    /// Executables in this directory (same rules as the daemon's hooks).
+    HookDir(String),
+    /// This command, with `freeze`, `thaw` (or `check`) appended.
+    Command(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppConfig {
+    pub work: AppWork,
+    pub budget: Budget,
+    /// Thaw by ourselves this long after a FREEZE with no THAW.
+    pub auto_thaw: Duration,
+}
+
+impl Default for AppConfig {
+    fn default() -> AppConfig {
+        AppConfig {
+            work: AppWork::Command(Vec::new()),
+            budget: Budget::default(),
+            auto_thaw: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Req {
+    op: VssOp,
+    msg: OptMsg,
+    reply_by: Instant,
+}
+
+#[derive(Debug)]
+struct Job {
+    /// Answered at the end (`None`: an auto-thaw or shutdown).
+    req: Option<Req>,
+    arg: &'static str,
+    /// Programs still to run, each an argv without the argument.
+    todo: VecDeque<Vec<String>>,
+    /// Waiting for the hook list first.
+    listing: bool,
+    failed: bool,
+}
+
+pub struct AppMachine {
+    cfg: AppConfig,
+    now: Instant,
+    job: Option<Job>,
+    in_flight: Option<(EffectId, Instant)>,
+    /// Programs whose `freeze` was started: each gets `thaw`, in reverse.
+    started: Vec<Vec<String>>,
+    auto_thaw_at: Option<Instant>,
+    shutting_down: bool,
+    exited: bool,
+    outputs: VecDeque<VssOutput>,
+    next_effect: u64,
+}
+
+impl AppMachine {
+    pub fn new(cfg: AppConfig, now: Instant) -> AppMachine {
+        AppMachine {
+            cfg,
+            now,
+            job: None,
+            in_flight: None,
+            started: Vec::new(),
+            auto_thaw_at: None,
+            shutting_down: false,
+            exited: false,
+            outputs: VecDeque::new(),
+            next_effect: 0,
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<VssOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.in_flight, self.job.is_none()) {
+            (Some((_, t)), _) => Some(t),
+            (None, true) => self.auto_thaw_at,
+            (None, false) => None,
+        }
+    }
+
+    /// Whether the application is frozen (its FREEZE succeeded, no thaw yet).
+    pub fn frozen(&self) -> bool {
+        self.auto_thaw_at.is_some()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.job.is_none()
+    }
+
+    pub fn handle(&mut self, now: Instant, input: VssInput) {
+        assert!(
+            self.outputs.is_empty(),
+            "handle() called with undrained outputs"
+        );
+        assert!(now >= self.now, "time went backwards");
+        self.now = now;
+        if self.exited {
+            return;
+        }
+        match input {
+            VssInput::DeviceRead { bytes, realtime_ns } => self.on_read(&bytes, realtime_ns),
+            VssInput::EffectDone { id, result } if self.in_flight.map(|f| f.0) == Some(id) => {
+                self.in_flight = None;
+                self.advance(Some(result));
+            }
+            VssInput::EffectDone { .. } | VssInput::FreezerExited => {}
+            VssInput::Timer => {
+                if self.in_flight.is_some_and(|f| now >= f.1) {
+                    self.in_flight = None;
+                    self.advance(None);
+                }
+                if self.job.is_none() && self.auto_thaw_at.is_some_and(|t| now >= t) {
+                    self.outputs
+                        .push_back(VssOutput::Event(VssEvent::WatchdogThaw {
+                            frozen_for: self.cfg.auto_thaw,
+                        }));
+                    self.start_thaw(None);
+                }
+            }
+            VssInput::Shutdown => self.shutting_down = true,
+        }
+        if self.job.is_none() && self.shutting_down {
+            if !self.started.is_empty() {
+                self.start_thaw(None);
+            } else {
+                self.exited = true;
+                self.outputs.push_back(VssOutput::Exit);
+            }
+        }
+    }
+
+    fn answer(&mut self, req: Req, ok: bool) {
+        self.outputs
+            .push_back(VssOutput::DeviceWrite(req.msg.reply(ok).encode()));
+        self.outputs.push_back(VssOutput::Event(VssEvent::Answered {
+            op: req.op,
+            msgid: req.msg.msgid,
+            ok,
+        }));
+    }
+
+    fn on_read(&mut self, bytes: &[u8], realtime_ns: u64) {
+        let (op, msg) = match decode_read(bytes) {
+            VssRead::Nothing => return,
+            VssRead::Invalid(m) => {
+                self.outputs
+                    .push_back(VssOutput::DeviceWrite(m.reply(false).encode()));
+                self.outputs
+                    .push_back(VssOutput::Event(VssEvent::Invalid(m)));
+                return;
+            }
+            VssRead::Request { op, msgid } => (
+                op,
+                OptMsg {
+                    opt: op as u32,
+                    status: 0,
+                    msgid,
+                },
+            ),
+        };
+        let b = &self.cfg.budget;
+        let used = Duration::from_nanos(realtime_ns.saturating_sub(msg.msgid)).min(b.kernel);
+        let req = Req {
+            op,
+            msg,
+            reply_by: self
+                .now
+                .saturating_add(b.kernel.saturating_sub(used).saturating_sub(b.margin)),
+        };
+        self.outputs.push_back(VssOutput::Event(VssEvent::Request {
+            op,
+            msgid: msg.msgid,
+        }));
+        if self.job.is_some() {
+            // Only possible while an auto-thaw runs: the kernel holds one request.
+            self.answer(req, false);
+            return;
+        }
+        match op {
+            VssOp::Check => self.answer(req, true),
+            VssOp::Freeze if self.frozen() => {
+                self.auto_thaw_at = Some(self.now.saturating_add(self.cfg.auto_thaw));
+                self.answer(req, true);
+            }
+            VssOp::Freeze => {
+                let (todo, listing) = match &self.cfg.work {
+                    AppWork::Command(c) if c.is_empty() => (VecDeque::new(), false),
+                    AppWork::Command(c) => (VecDeque::from([c.clone()]), false),
+                    AppWork::HookDir(_) => (VecDeque::new(), true),
+                };
+                self.job = Some(Job {
+                    req: Some(req),
+                    arg: "freeze",
+                    todo,
+                    listing,
+                    failed: false,
+                });
+                self.next();
+            }
+            VssOp::Thaw => self.start_thaw(Some(req)),
+        }
+    }
+
+    fn start_thaw(&mut self, req: Option<Req>) {
+        self.auto_thaw_at = None;
+        let todo: VecDeque<Vec<String>> = std::mem::take(&mut self.started)
+            .into_iter()
+            .rev()
+            .collect();
+        self.job = Some(Job {
+            req,
+            arg: "thaw",
+            todo,
+            listing: false,
+            failed: false,
+        });
+        self.next();
+    }
+
+    fn next(&mut self) {
+        let Some(job) = self.job.as_mut() else { return };
+        let b = &self.cfg.budget;
+        if job.listing {
+            self.next_effect += 1;
+            self.in_flight = Some((
+                EffectId(self.next_effect),
+                self.now.saturating_add(Duration::from_secs(1)),
+            ));
+            self.outputs.push_back(VssOutput::Effect {
+                id: EffectId(self.next_effect),
+                effect: VssEffect::ListHooks,
+            });
+            return;
+        }
+        let left = job
+            .req
+            .map_or(b.thaw_hook, |r| r.reply_by.saturating_since(self.now));
+        if job.failed || (job.arg == "freeze" && left < Duration::from_millis(50)) {
+            // Failed, or out of time: thaw what was started, answer failure.
+            let req = job.req.take();
+            self.job = None;
+            if let Some(r) = req {
+                self.answer(r, false);
+            }
+            self.start_thaw(None);
+            return;
+        }
+        match job.todo.pop_front() {
+            Some(argv) => {
+                if job.arg == "freeze" {
+                    self.started.push(argv.clone());
+                }
+                let d = if job.arg == "freeze" {
+                    b.hook.min(left)
+                } else {
+                    b.thaw_hook
+                };
+                let mut full = argv;
+                full.push(job.arg.to_string());
+                self.next_effect += 1;
+                let id = EffectId(self.next_effect);
+                self.in_flight = Some((id, self.now.saturating_add(d).saturating_add(b.grace)));
+                self.outputs.push_back(VssOutput::Effect {
+                    id,
+                    effect: VssEffect::Run {
+                        argv: full,
+                        deadline: d,
+                    },
+                });
+            }
+            None => {
+                let job = self.job.take().expect("checked above");
+                if job.arg == "freeze" {
+                    self.auto_thaw_at = Some(self.now.saturating_add(self.cfg.auto_thaw));
+                }
+                if let Some(r) = job.req {
+                    self.answer(r, true);
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, result: Option<VssResult>) {
+        let dir = match &self.cfg.work {
+            AppWork::HookDir(d) => d.trim_end_matches('/').to_string(),
+            AppWork::Command(_) => String::new(),
+        };
+        let Some(job) = self.job.as_mut() else { return };
+        if job.listing {
+            job.listing = false;
+            match result {
+                Some(VssResult::Hooks(entries)) => {
+                    let (run, skipped) = hooks::select(&entries);
+                    job.todo = run
+                        .into_iter()
+                        .map(|n| vec![format!("{dir}/{n}")])
+                        .collect();
+                    for (name, why) in skipped {
+                        self.outputs
+                            .push_back(VssOutput::Event(VssEvent::HookSkipped { name, why }));
+                    }
+                }
+                other => {
+                    job.failed = true;
+                    self.outputs
+                        .push_back(VssOutput::Event(VssEvent::StepFailed {
+                            step: "list hooks",
+                            detail: format!("{other:?}"),
+                        }));
+                }
+            }
+            self.next();
+            return;
+        }
+        let status = match result {
+            Some(VssResult::Exit(s)) => s,
+            Some(VssResult::Failed(e)) => ExitStatus::NotStarted(e),
+            _ => ExitStatus::TimedOut,
+        };
+        if !status.success() {
+            let name = self
+                .started
+                .last()
+                .and_then(|a| a.first())
+                .cloned()
+                .unwrap_or_default();
+            let arg = job.arg;
+            if arg == "freeze" {
+                job.failed = true;
+            }
+            self.outputs
+                .push_back(VssOutput::Event(VssEvent::HookFailed { name, arg, status }));
+        }
+        self.next();
+    }
+}

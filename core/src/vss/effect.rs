@@ -1,0 +1,90 @@
+//! What the VSS machines ask their drivers to do, and what comes back.
+
+use std::time::Duration;
+
+use crate::kvp::effect::{EffectId, IoError};
+use crate::vss::hooks::HookEntry;
+use crate::vss::policy::Mount;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VssEffect {
+    /// `getmntinfo`: answered with `Mounts`.
+    ListMounts,
+    /// The hook directory's entries with owner and mode: answered with `Hooks`.
+    ListHooks,
+    /// Run a program (hook or configured command): stdin/stdout/stderr redirected, its
+    /// own process group, killed at `deadline`. Answered with `Exit`.
+    Run {
+        argv: Vec<String>,
+        deadline: Duration,
+    },
+    /// `zpool sync POOL...`, killed at `deadline`. Answered with `Exit`.
+    ZpoolSync {
+        pools: Vec<String>,
+        deadline: Duration,
+    },
+    /// `zfs snapshot -r SNAPSHOT` (`pool@name`), killed at `deadline`. Answered with `Exit`.
+    ZfsSnapshot {
+        snapshot: String,
+        deadline: Duration,
+    },
+    /// To the freezer: open `/dev/ufssuspend` for this mount and UFSSUSPEND it. The
+    /// freezer resumes everything by itself after `auto_thaw_after`, even if we hang.
+    Suspend {
+        mount: String,
+        auto_thaw_after: Duration,
+    },
+    /// To the freezer: close every suspend descriptor (the kernel resumes each).
+    ResumeAll,
+    /// The freezer does not answer: kill it (its exit resumes everything) and report
+    /// `FreezerExited`.
+    KillFreezer,
+}
+
+/// How a program ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+    /// Killed at its deadline.
+    TimedOut,
+    /// It could not be started.
+    NotStarted(IoError),
+}
+
+impl ExitStatus {
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Code(0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum VssResult {
+    Mounts(Vec<Mount>),
+    Hooks(Vec<HookEntry>),
+    Exit(ExitStatus),
+    Done,
+    Failed(IoError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VssInput {
+    /// One READ of the device: its 64 bytes, and the real-time clock (ns since the
+    /// epoch) when it was read, to tell how much of the kernel's 15 s is left (the
+    /// kernel's msgid is the real-time clock when the host's message arrived).
+    DeviceRead {
+        bytes: Vec<u8>,
+        realtime_ns: u64,
+    },
+    EffectDone {
+        id: EffectId,
+        result: VssResult,
+    },
+    Timer,
+    /// The freezer process ended: the kernel resumed everything it held.
+    FreezerExited,
+    /// SIGTERM: thaw if frozen, then exit.
+    Shutdown,
+}

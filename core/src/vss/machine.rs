@@ -1,0 +1,911 @@
+//! The VSS file-system daemon as a sans-IO state machine (spec `vss.md` §2–3, §7).
+//!
+//! Same contract as the KVP machine: `handle(now, input)`, drain `poll_output()`, wake at
+//! `poll_timeout()`. The machine runs one chain of effects at a time, one effect in
+//! flight:
+//!
+//! * CHECK: list mounts, apply the policy, answer.
+//! * FREEZE: list mounts and hooks, run the freeze hooks in name order, `zpool sync` the
+//!   pools, snapshot if asked, suspend the UFS file systems (`/` last), answer OK.
+//!   Each step gets a deadline that leaves time to roll back before the kernel's 15 s
+//!   (counted from the host message's arrival, which the kernel stamps into msgid). Any
+//!   failure or overrun rolls back: resume what was suspended, answer failure, then run
+//!   the thaw hooks of every hook that was started.
+//! * THAW (and the watchdog, and shutdown): resume everything, run the thaw hooks in
+//!   reverse order, answer OK unless resuming failed.
+//!
+//! The suspend descriptors live in a separate single-threaded freezer process (UFSSUSPEND
+//! refuses a multi-threaded caller). Its exit resumes everything; the machine is told
+//! with `FreezerExited` and treats it so. Log events are held while anything is
+//! suspended (a log write to a suspended file system would block) and released after.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::kvp::effect::{EffectId, IoError};
+use crate::time::Instant;
+use crate::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
+use crate::vss::hooks::{self, Skip};
+use crate::vss::policy::{FreezePlan, Policy, PolicyError};
+use crate::vss::wire::{decode_read, OptMsg, VssOp, VssRead, VSS_MSG_SIZE};
+
+/// How the kernel's 15 s are spent (the defaults add up to 13 s for the daemon's
+/// FREEZE, leaving the application helper, which runs first, about 2 s).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// The kernel fails a request this long after the host's message arrived.
+    pub kernel: Duration,
+    /// Answer this long before the kernel's deadline.
+    pub margin: Duration,
+    /// Longest single freeze hook.
+    pub hook: Duration,
+    /// All freeze hooks together.
+    pub hooks_total: Duration,
+    pub sync: Duration,
+    pub snapshot: Duration,
+    /// All UFSSUSPENDs together.
+    pub suspend: Duration,
+    /// Kept free for the rollback's resume before the answer is due.
+    pub rollback: Duration,
+    /// Longest thaw hook (thaw hooks run after the answer to a failed FREEZE).
+    pub thaw_hook: Duration,
+    /// How long past its deadline an effect may be late before it is given up.
+    pub grace: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget {
+            kernel: Duration::from_secs(15),
+            margin: Duration::from_millis(1000),
+            hook: Duration::from_secs(4),
+            hooks_total: Duration::from_secs(5),
+            sync: Duration::from_secs(3),
+            snapshot: Duration::from_secs(2),
+            suspend: Duration::from_millis(1000),
+            rollback: Duration::from_millis(1000),
+            thaw_hook: Duration::from_secs(4),
+            grace: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VssConfig {
+    pub policy: Policy,
+    /// The hook directory; `None` runs no hooks.
+    pub hook_dir: Option<String>,
+    pub budget: Budget,
+    /// Thaw by ourselves this long after a successful FREEZE with no THAW. Always more
+    /// than the kernel's 15 s: a THAW can come no earlier.
+    pub watchdog: Duration,
+    /// Snapshot names: `POOL@<prefix><msgid>`.
+    pub snapshot_prefix: String,
+}
+
+impl Default for VssConfig {
+    fn default() -> VssConfig {
+        VssConfig {
+            policy: Policy::default(),
+            hook_dir: None,
+            budget: Budget::default(),
+            watchdog: Duration::from_secs(30),
+            snapshot_prefix: "hvguest-".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VssEvent {
+    Request {
+        op: VssOp,
+        msgid: u64,
+    },
+    Answered {
+        op: VssOp,
+        msgid: u64,
+        ok: bool,
+    },
+    /// A READ we cannot carry out, answered with failure.
+    Invalid(OptMsg),
+    Vetoed(PolicyError),
+    HookSkipped {
+        name: String,
+        why: Skip,
+    },
+    HookFailed {
+        name: String,
+        arg: &'static str,
+        status: ExitStatus,
+    },
+    StepFailed {
+        step: &'static str,
+        detail: String,
+    },
+    /// An effect overran its deadline and was given up.
+    Abandoned {
+        step: &'static str,
+    },
+    Suspended {
+        mount: String,
+    },
+    Resumed {
+        mounts: Vec<String>,
+    },
+    ResumeFailed(IoError),
+    SnapshotTaken {
+        snapshot: String,
+    },
+    WatchdogThaw {
+        frozen_for: Duration,
+    },
+    FreezerExited {
+        held: Vec<String>,
+    },
+    /// Answered without suspending again: already frozen.
+    AlreadyFrozen,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VssOutput {
+    DeviceWrite([u8; VSS_MSG_SIZE]),
+    Effect { id: EffectId, effect: VssEffect },
+    Event(VssEvent),
+    Exit,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Req {
+    op: VssOp,
+    msg: OptMsg,
+    reply_by: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FreezeStage {
+    Mounts,
+    Hooks,
+    FreezeHook,
+    Sync,
+    Snapshot,
+    Suspend,
+}
+
+#[derive(Debug)]
+struct Freeze {
+    req: Req,
+    stage: FreezeStage,
+    plan: FreezePlan,
+    hooks: Vec<String>,
+    next: usize,
+    hooks_left: Duration,
+    suspend_until: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ThawWhy {
+    Requested,
+    Watchdog,
+    FreezeFailed,
+    FreezerExited,
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ThawStage {
+    Resume,
+    KillFreezer,
+    Hooks,
+}
+
+#[derive(Debug)]
+struct Thaw {
+    why: ThawWhy,
+    /// Answered after the hooks (THAW), or right after resuming (a failed FREEZE).
+    req: Option<Req>,
+    stage: ThawStage,
+    hooks: Vec<String>,
+    next: usize,
+    resume_failed: bool,
+}
+
+#[derive(Debug)]
+enum Chain {
+    Check(Req),
+    Freeze(Freeze),
+    Thaw(Thaw),
+}
+
+pub struct VssMachine {
+    cfg: VssConfig,
+    now: Instant,
+    chain: Option<Chain>,
+    /// The effect in flight and when we stop waiting for it.
+    in_flight: Option<(EffectId, Instant, &'static str)>,
+    /// A request that came while a chain was still finishing.
+    queued: Option<Req>,
+    /// Mounts suspended right now (as far as we know), in suspension order.
+    suspended: Vec<String>,
+    /// Freeze hooks started since the last thaw: each gets its `thaw`.
+    hooks_started: Vec<String>,
+    frozen_since: Option<Instant>,
+    watchdog_at: Option<Instant>,
+    shutting_down: bool,
+    exited: bool,
+    held: Vec<VssEvent>,
+    outputs: VecDeque<VssOutput>,
+    next_effect: u64,
+}
+
+fn step_name(s: FreezeStage) -> &'static str {
+    match s {
+        FreezeStage::Mounts => "list mounts",
+        FreezeStage::Hooks => "list hooks",
+        FreezeStage::FreezeHook => "freeze hook",
+        FreezeStage::Sync => "zpool sync",
+        FreezeStage::Snapshot => "zfs snapshot",
+        FreezeStage::Suspend => "suspend",
+    }
+}
+
+impl VssMachine {
+    pub fn new(cfg: VssConfig, now: Instant) -> VssMachine {
+        assert!(
+            cfg.watchdog > cfg.budget.kernel,
+            "the watchdog must outlast the kernel's deadline"
+        );
+        VssMachine {
+            cfg,
+            now,
+            chain: None,
+            in_flight: None,
+            queued: None,
+            suspended: Vec::new(),
+            hooks_started: Vec::new(),
+            frozen_since: None,
+            watchdog_at: None,
+            shutting_down: false,
+            exited: false,
+            held: Vec::new(),
+            outputs: VecDeque::new(),
+            next_effect: 0,
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<VssOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// Mounts we believe suspended now.
+    pub fn suspended(&self) -> &[String] {
+        &self.suspended
+    }
+
+    /// Whether a FREEZE holds (answered OK, not yet thawed).
+    pub fn frozen(&self) -> bool {
+        self.frozen_since.is_some()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.chain.is_none() && self.queued.is_none()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Vec<Instant> = Vec::new();
+        t.extend(self.in_flight.map(|f| f.1));
+        t.extend(self.queued.map(|q| q.reply_by));
+        if self.chain.is_none() {
+            t.extend(self.watchdog_at);
+        }
+        t.into_iter().min()
+    }
+
+    fn event(&mut self, e: VssEvent) {
+        if self.suspended.is_empty() {
+            self.outputs.push_back(VssOutput::Event(e));
+        } else {
+            self.held.push(e);
+        }
+    }
+
+    fn release_held(&mut self) {
+        if self.suspended.is_empty() {
+            for e in std::mem::take(&mut self.held) {
+                self.outputs.push_back(VssOutput::Event(e));
+            }
+        }
+    }
+
+    fn answer(&mut self, req: Req, ok: bool) {
+        self.outputs
+            .push_back(VssOutput::DeviceWrite(req.msg.reply(ok).encode()));
+        self.event(VssEvent::Answered {
+            op: req.op,
+            msgid: req.msg.msgid,
+            ok,
+        });
+    }
+
+    fn effect(&mut self, effect: VssEffect, give_up_at: Instant, step: &'static str) {
+        self.next_effect += 1;
+        let id = EffectId(self.next_effect);
+        debug_assert!(self.in_flight.is_none(), "one VSS effect at a time");
+        self.in_flight = Some((id, give_up_at, step));
+        self.outputs.push_back(VssOutput::Effect { id, effect });
+    }
+
+    pub fn handle(&mut self, now: Instant, input: VssInput) {
+        assert!(
+            self.outputs.is_empty(),
+            "handle() called with undrained outputs"
+        );
+        assert!(now >= self.now, "time went backwards");
+        self.now = now;
+        if self.exited {
+            return;
+        }
+        match input {
+            VssInput::DeviceRead { bytes, realtime_ns } => self.on_read(&bytes, realtime_ns),
+            VssInput::EffectDone { id, result } => {
+                if self.in_flight.map(|f| f.0) == Some(id) {
+                    self.in_flight = None;
+                    self.advance(Some(result));
+                }
+                // A late result of an effect we gave up on: ignored.
+            }
+            VssInput::Timer => self.on_timer(),
+            VssInput::FreezerExited => self.on_freezer_exit(),
+            VssInput::Shutdown => self.shutting_down = true,
+        }
+        self.settle();
+    }
+
+    /// Starts queued work once the current chain is done.
+    fn settle(&mut self) {
+        if self.chain.is_some() {
+            return;
+        }
+        if let Some(q) = self.queued.take() {
+            self.start(q);
+            return;
+        }
+        if self.shutting_down {
+            if !self.suspended.is_empty()
+                || !self.hooks_started.is_empty()
+                || self.frozen_since.is_some()
+            {
+                self.begin_thaw(ThawWhy::Shutdown, None);
+                return;
+            }
+            self.release_held();
+            self.exited = true;
+            self.outputs.push_back(VssOutput::Exit);
+        }
+    }
+
+    fn on_read(&mut self, bytes: &[u8], realtime_ns: u64) {
+        let (op, msg) = match decode_read(bytes) {
+            VssRead::Nothing => return,
+            VssRead::Invalid(m) => {
+                self.outputs
+                    .push_back(VssOutput::DeviceWrite(m.reply(false).encode()));
+                self.event(VssEvent::Invalid(m));
+                return;
+            }
+            VssRead::Request { op, msgid } => (
+                op,
+                OptMsg {
+                    opt: op as u32,
+                    status: 0,
+                    msgid,
+                },
+            ),
+        };
+        // msgid is the kernel's real-time clock when the host message arrived: what is
+        // left of its 15 s. A clock that went backwards counts as no time used.
+        let b = &self.cfg.budget;
+        let used = Duration::from_nanos(realtime_ns.saturating_sub(msg.msgid)).min(b.kernel);
+        let left = b.kernel.saturating_sub(used).saturating_sub(b.margin);
+        let req = Req {
+            op,
+            msg,
+            reply_by: self.now.saturating_add(left),
+        };
+        self.event(VssEvent::Request {
+            op,
+            msgid: msg.msgid,
+        });
+        if self.chain.is_some() {
+            // The kernel sends one at a time; this can only follow our answer while we
+            // still run thaw hooks. It waits for them, up to its deadline.
+            if let Some(old) = self.queued.replace(req) {
+                self.answer(old, false);
+            }
+            return;
+        }
+        self.start(req);
+    }
+
+    fn start(&mut self, req: Req) {
+        match req.op {
+            VssOp::Check => {
+                self.chain = Some(Chain::Check(req));
+                self.effect(VssEffect::ListMounts, req.reply_by, "list mounts");
+            }
+            VssOp::Freeze if self.frozen_since.is_some() => {
+                // Already frozen: nothing to suspend twice. The watchdog starts again.
+                self.event(VssEvent::AlreadyFrozen);
+                self.watchdog_at = Some(self.now.saturating_add(self.cfg.watchdog));
+                self.answer(req, true);
+            }
+            VssOp::Freeze => {
+                self.chain = Some(Chain::Freeze(Freeze {
+                    req,
+                    stage: FreezeStage::Mounts,
+                    plan: FreezePlan::default(),
+                    hooks: Vec::new(),
+                    next: 0,
+                    hooks_left: self.cfg.budget.hooks_total,
+                    suspend_until: None,
+                }));
+                self.freeze_effect(VssEffect::ListMounts, Duration::from_secs(1));
+            }
+            VssOp::Thaw => self.begin_thaw(ThawWhy::Requested, Some(req)),
+        }
+    }
+
+    /// Deadline for a freeze step of at most `want`, leaving time to roll back.
+    fn step_deadline(&self, reply_by: Instant, want: Duration) -> Duration {
+        let until_rollback = reply_by
+            .saturating_since(self.now)
+            .saturating_sub(self.cfg.budget.rollback);
+        want.min(until_rollback)
+    }
+
+    fn freeze_effect(&mut self, effect: VssEffect, want: Duration) {
+        let Some(Chain::Freeze(f)) = &self.chain else {
+            return;
+        };
+        let (reply_by, stage) = (f.req.reply_by, f.stage);
+        let d = self.step_deadline(reply_by, want);
+        if d < Duration::from_millis(50) {
+            // No time left to do this step and still roll back in time.
+            self.event(VssEvent::Abandoned {
+                step: step_name(stage),
+            });
+            self.fail_freeze();
+            return;
+        }
+        let effect = match effect {
+            VssEffect::Run { argv, .. } => VssEffect::Run { argv, deadline: d },
+            VssEffect::ZpoolSync { pools, .. } => VssEffect::ZpoolSync { pools, deadline: d },
+            VssEffect::ZfsSnapshot { snapshot, .. } => VssEffect::ZfsSnapshot {
+                snapshot,
+                deadline: d,
+            },
+            other => other,
+        };
+        self.effect(
+            effect,
+            self.now
+                .saturating_add(d)
+                .saturating_add(self.cfg.budget.grace),
+            step_name(stage),
+        );
+    }
+
+    fn hook_argv(&self, name: &str, arg: &str) -> Vec<String> {
+        let dir = self.cfg.hook_dir.as_deref().unwrap_or("");
+        vec![
+            format!("{}/{name}", dir.trim_end_matches('/')),
+            arg.to_string(),
+        ]
+    }
+
+    /// Moves the running chain on with the result of its effect (`None`: given up).
+    fn advance(&mut self, result: Option<VssResult>) {
+        match self.chain.take() {
+            None => {}
+            Some(Chain::Check(req)) => {
+                let ok = match result {
+                    Some(VssResult::Mounts(m)) => match self.cfg.policy.plan(&m) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            self.event(VssEvent::Vetoed(e));
+                            false
+                        }
+                    },
+                    other => {
+                        self.event(VssEvent::StepFailed {
+                            step: "list mounts",
+                            detail: format!("{other:?}"),
+                        });
+                        false
+                    }
+                };
+                self.answer(req, ok);
+            }
+            Some(Chain::Freeze(f)) => {
+                self.chain = Some(Chain::Freeze(f));
+                self.advance_freeze(result);
+            }
+            Some(Chain::Thaw(t)) => {
+                self.chain = Some(Chain::Thaw(t));
+                self.advance_thaw(result);
+            }
+        }
+    }
+
+    fn advance_freeze(&mut self, result: Option<VssResult>) {
+        let Some(Chain::Freeze(f)) = self.chain.as_mut() else {
+            return;
+        };
+        let stage = f.stage;
+        let step = step_name(stage);
+        match (stage, result) {
+            (FreezeStage::Mounts, Some(VssResult::Mounts(m))) => match self.cfg.policy.plan(&m) {
+                Ok(plan) => {
+                    f.plan = plan;
+                    if self.cfg.hook_dir.is_some() {
+                        f.stage = FreezeStage::Hooks;
+                        self.freeze_effect(VssEffect::ListHooks, Duration::from_secs(1));
+                    } else {
+                        self.next_freeze_step();
+                    }
+                }
+                Err(e) => {
+                    self.event(VssEvent::Vetoed(e));
+                    self.fail_freeze();
+                }
+            },
+            (FreezeStage::Hooks, Some(VssResult::Hooks(entries))) => {
+                let (run, skipped) = hooks::select(&entries);
+                f.hooks = run;
+                f.next = 0;
+                f.stage = FreezeStage::FreezeHook;
+                for (name, why) in skipped {
+                    self.event(VssEvent::HookSkipped { name, why });
+                }
+                self.next_freeze_step();
+            }
+            (FreezeStage::FreezeHook, Some(VssResult::Exit(status))) if status.success() => {
+                self.next_freeze_step();
+            }
+            (FreezeStage::FreezeHook, Some(VssResult::Exit(status))) => {
+                let name = f.hooks[f.next - 1].clone();
+                self.event(VssEvent::HookFailed {
+                    name,
+                    arg: "freeze",
+                    status,
+                });
+                self.fail_freeze();
+            }
+            (FreezeStage::Sync | FreezeStage::Snapshot, Some(VssResult::Exit(status)))
+                if status.success() =>
+            {
+                if stage == FreezeStage::Snapshot {
+                    let snapshot = format!(
+                        "{}@{}{}",
+                        f.plan.snapshot_pools[f.next - 1],
+                        self.cfg.snapshot_prefix,
+                        f.req.msg.msgid
+                    );
+                    self.event(VssEvent::SnapshotTaken { snapshot });
+                }
+                self.next_freeze_step();
+            }
+            (FreezeStage::Suspend, Some(VssResult::Done)) => {
+                let mount = f.plan.suspend[f.next - 1].clone();
+                self.suspended.push(mount.clone());
+                self.event(VssEvent::Suspended { mount });
+                self.next_freeze_step();
+            }
+            (_, None) => {
+                self.event(VssEvent::Abandoned { step });
+                if stage == FreezeStage::Suspend {
+                    // The freezer is stuck in UFSSUSPEND: only its death resumes it.
+                    let Some(Chain::Freeze(f)) = self.chain.take() else {
+                        return;
+                    };
+                    self.thaw_chain(ThawWhy::FreezeFailed, Some(f.req), ThawStage::KillFreezer);
+                    self.effect(
+                        VssEffect::KillFreezer,
+                        self.now.saturating_add(self.cfg.budget.rollback),
+                        "kill freezer",
+                    );
+                    return;
+                }
+                self.fail_freeze();
+            }
+            (_, Some(other)) => {
+                self.event(VssEvent::StepFailed {
+                    step,
+                    detail: format!("{other:?}"),
+                });
+                self.fail_freeze();
+            }
+        }
+    }
+
+    /// Issues the next effect of the FREEZE, or answers OK when all are done.
+    fn next_freeze_step(&mut self) {
+        let Some(Chain::Freeze(f)) = self.chain.as_mut() else {
+            return;
+        };
+        let b = self.cfg.budget.clone();
+        loop {
+            match f.stage {
+                FreezeStage::Mounts | FreezeStage::Hooks => {
+                    f.stage = FreezeStage::FreezeHook;
+                    f.next = 0;
+                }
+                FreezeStage::FreezeHook => {
+                    if let Some(name) = f.hooks.get(f.next).cloned() {
+                        f.next += 1;
+                        let want = b.hook.min(f.hooks_left);
+                        f.hooks_left = f.hooks_left.saturating_sub(want);
+                        self.hooks_started.push(name.clone());
+                        let argv = self.hook_argv(&name, "freeze");
+                        self.freeze_effect(
+                            VssEffect::Run {
+                                argv,
+                                deadline: want,
+                            },
+                            want,
+                        );
+                        return;
+                    }
+                    f.stage = FreezeStage::Sync;
+                    f.next = 0;
+                    if !f.plan.sync_pools.is_empty() {
+                        let pools = f.plan.sync_pools.clone();
+                        self.freeze_effect(
+                            VssEffect::ZpoolSync {
+                                pools,
+                                deadline: b.sync,
+                            },
+                            b.sync,
+                        );
+                        return;
+                    }
+                }
+                FreezeStage::Sync => {
+                    f.stage = FreezeStage::Snapshot;
+                    f.next = 0;
+                }
+                FreezeStage::Snapshot => {
+                    if let Some(pool) = f.plan.snapshot_pools.get(f.next).cloned() {
+                        f.next += 1;
+                        let snapshot =
+                            format!("{pool}@{}{}", self.cfg.snapshot_prefix, f.req.msg.msgid);
+                        self.freeze_effect(
+                            VssEffect::ZfsSnapshot {
+                                snapshot,
+                                deadline: b.snapshot,
+                            },
+                            b.snapshot,
+                        );
+                        return;
+                    }
+                    f.stage = FreezeStage::Suspend;
+                    f.next = 0;
+                    f.suspend_until = Some(self.now.saturating_add(b.suspend));
+                }
+                FreezeStage::Suspend => {
+                    if let Some(mount) = f.plan.suspend.get(f.next).cloned() {
+                        f.next += 1;
+                        let left = f
+                            .suspend_until
+                            .map_or(b.suspend, |u| u.saturating_since(self.now));
+                        // The freezer thaws by itself at the watchdog even if we hang.
+                        let effect = VssEffect::Suspend {
+                            mount,
+                            auto_thaw_after: self.cfg.watchdog,
+                        };
+                        self.freeze_effect(effect, left);
+                        return;
+                    }
+                    // Everything the policy wants suspended is suspended: answer.
+                    let req = f.req;
+                    self.chain = None;
+                    self.frozen_since = Some(self.now);
+                    self.watchdog_at = Some(self.now.saturating_add(self.cfg.watchdog));
+                    self.answer(req, true);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Rolls a failed FREEZE back: resume, answer failure, thaw hooks.
+    fn fail_freeze(&mut self) {
+        let Some(Chain::Freeze(f)) = self.chain.take() else {
+            return;
+        };
+        self.begin_thaw(ThawWhy::FreezeFailed, Some(f.req));
+    }
+
+    /// Makes the running chain a thaw: every started freeze hook will get its `thaw`.
+    fn thaw_chain(&mut self, why: ThawWhy, req: Option<Req>, stage: ThawStage) {
+        let mut hooks = std::mem::take(&mut self.hooks_started);
+        hooks.reverse();
+        self.frozen_since = None;
+        self.watchdog_at = None;
+        self.chain = Some(Chain::Thaw(Thaw {
+            why,
+            req,
+            stage,
+            hooks,
+            next: 0,
+            resume_failed: false,
+        }));
+    }
+
+    fn begin_thaw(&mut self, why: ThawWhy, req: Option<Req>) {
+        self.thaw_chain(why, req, ThawStage::Resume);
+        if self.suspended.is_empty() {
+            self.after_resume();
+        } else {
+            let give_up = self.now.saturating_add(self.cfg.budget.rollback);
+            self.effect(VssEffect::ResumeAll, give_up, "resume");
+        }
+    }
+
+    /// Everything is resumed (or the attempt failed): answer a failed FREEZE now, then
+    /// the thaw hooks.
+    fn after_resume(&mut self) {
+        self.release_held();
+        let Some(Chain::Thaw(t)) = self.chain.as_mut() else {
+            return;
+        };
+        t.stage = ThawStage::Hooks;
+        if t.why == ThawWhy::FreezeFailed {
+            if let Some(req) = t.req.take() {
+                self.answer(req, false);
+            }
+        }
+        self.next_thaw_hook();
+    }
+
+    fn next_thaw_hook(&mut self) {
+        let Some(Chain::Thaw(t)) = self.chain.as_mut() else {
+            return;
+        };
+        if let Some(name) = t.hooks.get(t.next).cloned() {
+            t.next += 1;
+            let d = self.cfg.budget.thaw_hook;
+            let argv = self.hook_argv(&name, "thaw");
+            self.effect(
+                VssEffect::Run { argv, deadline: d },
+                self.now
+                    .saturating_add(d)
+                    .saturating_add(self.cfg.budget.grace),
+                "thaw hook",
+            );
+            return;
+        }
+        let Some(Chain::Thaw(t)) = self.chain.take() else {
+            return;
+        };
+        if let Some(req) = t.req {
+            self.answer(req, !t.resume_failed);
+        }
+    }
+
+    fn advance_thaw(&mut self, result: Option<VssResult>) {
+        let Some(Chain::Thaw(t)) = self.chain.as_mut() else {
+            return;
+        };
+        match (t.stage, result) {
+            (ThawStage::Resume, Some(VssResult::Done)) => {
+                let mounts = std::mem::take(&mut self.suspended);
+                self.release_held();
+                self.event(VssEvent::Resumed { mounts });
+                self.after_resume();
+            }
+            (ThawStage::Resume, other) => {
+                // The freezer could not close a descriptor, or does not answer: kill it;
+                // its exit resumes everything.
+                if let Some(VssResult::Failed(e)) = other {
+                    self.held.push(VssEvent::ResumeFailed(e));
+                }
+                t.stage = ThawStage::KillFreezer;
+                self.effect(
+                    VssEffect::KillFreezer,
+                    self.now.saturating_add(self.cfg.budget.rollback),
+                    "kill freezer",
+                );
+            }
+            (ThawStage::KillFreezer, _) => {
+                // Whatever it says, the freezer is going; `FreezerExited` confirms. Until
+                // then we cannot claim the file systems are resumed.
+                t.resume_failed = true;
+                self.on_freezer_gone();
+            }
+            (ThawStage::Hooks, Some(VssResult::Exit(status))) => {
+                if !status.success() {
+                    let name = t.hooks[t.next - 1].clone();
+                    self.event(VssEvent::HookFailed {
+                        name,
+                        arg: "thaw",
+                        status,
+                    });
+                }
+                self.next_thaw_hook();
+            }
+            (ThawStage::Hooks, other) => {
+                let name = t.hooks[t.next - 1].clone();
+                let status = match other {
+                    Some(VssResult::Failed(e)) => ExitStatus::NotStarted(e),
+                    _ => ExitStatus::TimedOut,
+                };
+                self.event(VssEvent::HookFailed {
+                    name,
+                    arg: "thaw",
+                    status,
+                });
+                self.next_thaw_hook();
+            }
+        }
+    }
+
+    /// The freezer is dead: the kernel resumed what it held.
+    fn on_freezer_gone(&mut self) {
+        let held = std::mem::take(&mut self.suspended);
+        self.release_held();
+        if !held.is_empty() {
+            self.event(VssEvent::FreezerExited { held });
+        }
+        if let Some(Chain::Thaw(t)) = self.chain.as_mut() {
+            if matches!(t.stage, ThawStage::Resume | ThawStage::KillFreezer) {
+                self.in_flight = None;
+                self.after_resume();
+            }
+        }
+    }
+
+    fn on_freezer_exit(&mut self) {
+        let had = !self.suspended.is_empty();
+        match self.chain.as_ref() {
+            Some(Chain::Thaw(_)) => self.on_freezer_gone(),
+            Some(Chain::Freeze(_)) => {
+                // Mid-FREEZE: whatever it suspended is resumed; the FREEZE fails.
+                self.on_freezer_gone();
+                self.in_flight = None;
+                self.fail_freeze();
+            }
+            _ => {
+                self.on_freezer_gone();
+                if had || self.frozen_since.is_some() {
+                    // Frozen, and the freezer died: the freeze is over; thaw hooks run.
+                    self.begin_thaw(ThawWhy::FreezerExited, None);
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        if let Some((_, give_up, _)) = self.in_flight {
+            if self.now >= give_up {
+                self.in_flight = None;
+                self.advance(None);
+            }
+        }
+        if let Some(q) = self.queued {
+            if self.now >= q.reply_by {
+                self.queued = None;
+                self.answer(q, false);
+            }
+        }
+        if self.chain.is_none() {
+            if let (Some(at), Some(since)) = (self.watchdog_at, self.frozen_since) {
+                if self.now >= at {
+                    self.event(VssEvent::WatchdogThaw {
+                        frozen_for: self.now.saturating_since(since),
+                    });
+                    self.begin_thaw(ThawWhy::Watchdog, None);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! What to do with each mounted file system on CHECK and FREEZE.
+//!
+//! The stock daemon vetoes any writable non-UFS mount (so every ZFS guest) and cannot
+//! freeze two UFS file systems (spec `vss.md` §3.3, §3.4, §6). Here the action is per
+//! file-system type and configurable; the defaults let a ZFS-root guest and a guest with
+//! several UFS file systems be backed up.
+
+use std::collections::BTreeMap;
+
+/// What FREEZE does with a mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FsAction {
+    /// `UFSSUSPEND` through its own `/dev/ufssuspend` descriptor.
+    Suspend,
+    /// `zpool sync` of the pool behind it.
+    Sync,
+    /// `zpool sync`, then `zfs snapshot -r POOL@hvguest-<msgid>`.
+    Snapshot,
+    /// Nothing: not on a virtual disk, or cannot change.
+    Ignore,
+    /// CHECK fails: the backup would not be consistent.
+    Veto,
+}
+
+impl FsAction {
+    pub fn parse(s: &str) -> Option<FsAction> {
+        Some(match s {
+            "suspend" => FsAction::Suspend,
+            "sync" => FsAction::Sync,
+            "snapshot" => FsAction::Snapshot,
+            "ignore" => FsAction::Ignore,
+            "veto" => FsAction::Veto,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            FsAction::Suspend => "suspend",
+            FsAction::Sync => "sync",
+            FsAction::Snapshot => "snapshot",
+            FsAction::Ignore => "ignore",
+            FsAction::Veto => "veto",
+        }
+    }
+}
+
+/// One entry of the mount table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Mount {
+    pub fstype: String,
+    pub path: String,
+    pub read_only: bool,
+    /// `f_mntfromname`: the device, dataset (`zroot/ROOT/default`) or nullfs source.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub by_type: BTreeMap<String, FsAction>,
+    /// For types not in the table.
+    pub default: FsAction,
+}
+
+/// Types ignored by default: in memory or synthetic, nothing of theirs is on a disk the
+/// host snapshots.
+pub const PSEUDO_TYPES: [&str; 9] = [
+    "devfs",
+    "fdescfs",
+    "procfs",
+    "linprocfs",
+    "linsysfs",
+    "tmpfs",
+    "mqueuefs",
+    "autofs",
+    "nullfs",
+];
+
+impl Default for Policy {
+    fn default() -> Policy {
+        let mut by_type = BTreeMap::new();
+        by_type.insert("ufs".to_string(), FsAction::Suspend);
+        by_type.insert("zfs".to_string(), FsAction::Sync);
+        for t in PSEUDO_TYPES {
+            by_type.insert(t.to_string(), FsAction::Ignore);
+        }
+        Policy {
+            by_type,
+            default: FsAction::Veto,
+        }
+    }
+}
+
+/// Why CHECK or FREEZE refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{fstype} file system at {path} is writable and its policy is veto")]
+    Veto { fstype: String, path: String },
+    #[error("the mount table is empty")]
+    NoMounts,
+}
+
+/// What FREEZE will do, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FreezePlan {
+    /// ZFS pools to `zpool sync`, sorted.
+    pub sync_pools: Vec<String>,
+    /// Pools to snapshot after the sync, sorted.
+    pub snapshot_pools: Vec<String>,
+    /// Mount points to suspend, `/` last (deeper mounts first).
+    pub suspend: Vec<String>,
+}
+
+impl FreezePlan {
+    pub fn is_empty(&self) -> bool {
+        self.sync_pools.is_empty() && self.snapshot_pools.is_empty() && self.suspend.is_empty()
+    }
+}
+
+fn zfs_pool(source: &str) -> String {
+    source.split('/').next().unwrap_or(source).to_string()
+}
+
+/// The mount holding `path` (longest mount-point prefix).
+fn mount_of<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
+    mounts
+        .iter()
+        .filter(|m| {
+            path == m.path
+                || m.path == "/"
+                || path.starts_with(&format!("{}/", m.path.trim_end_matches('/')))
+        })
+        .max_by_key(|m| m.path.len())
+}
+
+impl Policy {
+    pub fn action(&self, fstype: &str) -> FsAction {
+        self.by_type.get(fstype).copied().unwrap_or(self.default)
+    }
+
+    /// The action for one mount: read-only mounts cannot change; a nullfs mount is as
+    /// good as the file system its source lives on.
+    pub fn action_for(&self, m: &Mount, all: &[Mount]) -> FsAction {
+        if m.read_only {
+            return FsAction::Ignore;
+        }
+        let a = self.action(&m.fstype);
+        if m.fstype == "nullfs" && a == FsAction::Ignore {
+            return match mount_of(all, &m.source)
+                .filter(|s| s.path != m.path && s.fstype != "nullfs")
+            {
+                Some(src) if self.action_for(src, all) == FsAction::Veto => FsAction::Veto,
+                _ => FsAction::Ignore,
+            };
+        }
+        a
+    }
+
+    /// CHECK and FREEZE both start here: a veto, or what to do.
+    pub fn plan(&self, mounts: &[Mount]) -> Result<FreezePlan, PolicyError> {
+        if mounts.is_empty() {
+            return Err(PolicyError::NoMounts);
+        }
+        let mut plan = FreezePlan::default();
+        for m in mounts {
+            match self.action_for(m, mounts) {
+                FsAction::Veto => {
+                    return Err(PolicyError::Veto {
+                        fstype: m.fstype.clone(),
+                        path: m.path.clone(),
+                    })
+                }
+                FsAction::Suspend => plan.suspend.push(m.path.clone()),
+                FsAction::Sync => plan.sync_pools.push(zfs_pool(&m.source)),
+                FsAction::Snapshot => {
+                    plan.sync_pools.push(zfs_pool(&m.source));
+                    plan.snapshot_pools.push(zfs_pool(&m.source));
+                }
+                FsAction::Ignore => {}
+            }
+        }
+        for v in [
+            &mut plan.sync_pools,
+            &mut plan.snapshot_pools,
+            &mut plan.suspend,
+        ] {
+            v.sort();
+            v.dedup();
+        }
+        // Deeper mounts first, `/` last: suspending `/` first could block the lookups
+        // the later suspensions need.
+        plan.suspend.sort_by(|a, b| {
+            (a == "/")
+                .cmp(&(b == "/"))
+                .then(b.len().cmp(&a.len()))
+                .then(a.cmp(b))
+        });
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(fstype: &str, path: &str, ro: bool, source: &str) -> Mount {
+        Mount {
+            fstype: fstype.into(),
+            path: path.into(),
+            read_only: ro,
+            source: source.into(),
+        }
+    }
+
+    #[test]
+    fn zfs_root_guest_passes_and_syncs_its_pool() {
+        let mounts = [
+            m("zfs", "/", false, "zroot/ROOT/default"),
+            m("devfs", "/dev", false, "devfs"),
+            m("zfs", "/home", false, "zroot/home"),
+            m("zfs", "/var/log", false, "zroot/var/log"),
+            m("tmpfs", "/tmp", false, "tmpfs"),
+        ];
+        let p = Policy::default().plan(&mounts).unwrap();
+        assert_eq!(p.sync_pools, vec!["zroot"]);
+        assert!(p.suspend.is_empty());
+    }
+
+    #[test]
+    fn several_ufs_are_suspended_root_last() {
+        let mounts = [
+            m("ufs", "/", false, "/dev/da0p2"),
+            m("ufs", "/var", false, "/dev/da0p3"),
+            m("ufs", "/var/db", false, "/dev/da1p1"),
+            m("ufs", "/usr", true, "/dev/da0p4"),
+            m("devfs", "/dev", false, "devfs"),
+        ];
+        let p = Policy::default().plan(&mounts).unwrap();
+        assert_eq!(p.suspend, vec!["/var/db", "/var", "/"]);
+    }
+
+    #[test]
+    fn writable_nfs_vetoes_and_nullfs_follows_its_source() {
+        let nfs = [
+            m("ufs", "/", false, "/dev/da0p2"),
+            m("nfs", "/mnt", false, "srv:/x"),
+        ];
+        assert!(matches!(
+            Policy::default().plan(&nfs),
+            Err(PolicyError::Veto { .. })
+        ));
+        let ro_nfs = [
+            m("ufs", "/", false, "/dev/da0p2"),
+            m("nfs", "/mnt", true, "srv:/x"),
+        ];
+        assert!(Policy::default().plan(&ro_nfs).is_ok());
+        let jail = [
+            m("ufs", "/", false, "d"),
+            m("nullfs", "/jail/usr", false, "/usr"),
+        ];
+        assert!(Policy::default().plan(&jail).is_ok());
+        let bad = [
+            m("ufs", "/", false, "d"),
+            m("nfs", "/mnt", false, "s:/"),
+            m("nullfs", "/j", false, "/mnt/x"),
+        ];
+        assert!(
+            matches!(Policy::default().plan(&bad), Err(PolicyError::Veto { fstype, .. }) if fstype == "nfs")
+        );
+        assert_eq!(Policy::default().plan(&[]), Err(PolicyError::NoMounts));
+    }
+}
