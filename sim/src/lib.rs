@@ -16,4 +16,5 @@ pub mod prng;
 pub mod recording;
 pub mod scenario;
 pub mod trace;
+pub mod vss;
 pub mod world;

@@ -18,6 +18,24 @@
 //! at 80ms     freeze | thaw | slow 6000ms | shutdown
 //! ```
 //!
+//! VSS (the world gains the VSS devices, daemon, freezer and hooks when any of these
+//! setup lines appears):
+//!
+//! ```text
+//! mount ufs / /dev/da0p2          # TYPE PATH [SOURCE] [ro]
+//! mount zfs /home zroot/home
+//! hook 10-db exit=0 thaw-exit=0 takes=200ms uid=0 mode=755
+//! app exit=0 takes=100ms          # an application helper running one command
+//! suspend-fails /var              # UFSSUSPEND of this mount fails
+//! sync-takes 5s                   # zpool sync takes this long
+//! watchdog 40s                    # the daemon's auto-thaw
+//! policy zfs snapshot             # per-type action: suspend sync snapshot ignore veto
+//!
+//! at 1s  vss check | vss freeze | vss thaw   # after the previous VSS answer
+//! at 1s  vss-now freeze           # at once, even while one is pending (the kernel drops it)
+//! at 2s  vss-crash | freezer-crash | freezer-hang
+//! ```
+//!
 //! Words are separated by spaces; `"..."` quotes (with `\"`, `\\`, `\n`, `\u{e9}`); an
 //! unquoted `x*511` is 511 `x`. Pools: `external guest auto auto-external auto-internal`
 //! or `0`..`4`. The expectation is not in the file: it is the scenario's snapshot.
@@ -32,7 +50,11 @@ use hvguest_core::limits::KVP_MSG_SIZE;
 use hvguest_core::Instant;
 
 use crate::fs::{FsCall, SimFs};
+use crate::vss::{mount as mk_mount, SimProgram, VssSetup};
 use crate::world::Action;
+use hvguest_core::vss::hooks::HookEntry;
+use hvguest_core::vss::policy::FsAction;
+use hvguest_core::vss::wire::VssOp;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("line {line}: {what}")]
@@ -47,6 +69,8 @@ pub struct Scenario {
     pub seed: u64,
     pub fs: SimFs,
     pub steps: Vec<(Instant, Action)>,
+    /// The VSS side, when any VSS setup line appears.
+    pub vss: Option<VssSetup>,
 }
 
 fn words(line: &str) -> Result<Vec<(String, bool)>, String> {
@@ -259,8 +283,98 @@ fn action(w: &[String]) -> Result<Action, String> {
         "thaw" => Ok(Action::Thaw),
         "slow" => Ok(Action::Slow(duration(arg(1)?)?)),
         "shutdown" => Ok(Action::Shutdown),
+        "vss" | "vss-now" => {
+            let op = match arg(1)? {
+                "check" => VssOp::Check,
+                "freeze" => VssOp::Freeze,
+                "thaw" => VssOp::Thaw,
+                other => return Err(format!("vss {other:?}: check, freeze or thaw")),
+            };
+            Ok(if w[0] == "vss" {
+                Action::Vss(op)
+            } else {
+                Action::VssNow(op)
+            })
+        }
+        "vss-crash" => Ok(Action::VssCrash),
+        "freezer-crash" => Ok(Action::FreezerCrash),
+        "freezer-hang" => Ok(Action::FreezerHang),
         other => Err(format!("unknown step {other:?}")),
     }
+}
+
+/// `key=value` options of a setup line.
+fn options(words: &[String]) -> Result<Vec<(String, String)>, String> {
+    words
+        .iter()
+        .map(|w| {
+            w.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("expected key=value, got {w:?}"))
+        })
+        .collect()
+}
+
+fn vss_setup(v: &mut VssSetup, w: &[String]) -> Result<(), String> {
+    let arg = |i: usize| {
+        w.get(i)
+            .cloned()
+            .ok_or_else(|| format!("{}: missing argument", w[0]))
+    };
+    match w[0].as_str() {
+        "mount" => {
+            let ro = w.iter().skip(3).any(|x| x == "ro");
+            let source = w
+                .get(3)
+                .filter(|x| *x != "ro")
+                .cloned()
+                .unwrap_or_else(|| arg(1).unwrap_or_default());
+            v.mounts.push(mk_mount(&arg(1)?, &arg(2)?, &source, ro));
+        }
+        "hook" | "app" => {
+            let mut prog = SimProgram::default();
+            let mut entry = HookEntry {
+                name: String::new(),
+                regular_file: true,
+                uid: 0,
+                mode: 0o755,
+            };
+            let rest = if w[0] == "hook" {
+                w.get(2..).unwrap_or(&[])
+            } else {
+                &w[1..]
+            };
+            for (k, val) in options(rest)? {
+                let num = |x: &str| x.parse::<i64>().map_err(|_| format!("bad number {x:?}"));
+                match k.as_str() {
+                    "exit" => prog.exit_freeze = num(&val)? as i32,
+                    "thaw-exit" => prog.exit_thaw = num(&val)? as i32,
+                    "takes" => prog.takes = duration(&val)?,
+                    "uid" => entry.uid = num(&val)? as u32,
+                    "mode" => {
+                        entry.mode =
+                            u32::from_str_radix(&val, 8).map_err(|_| format!("bad mode {val:?}"))?
+                    }
+                    _ => return Err(format!("unknown option {k:?}")),
+                }
+            }
+            if w[0] == "hook" {
+                entry.name = arg(1)?;
+                v.hooks.push((entry, prog));
+            } else {
+                v.app = Some(prog);
+            }
+        }
+        "suspend-fails" => v.suspend_fails = Some(arg(1)?),
+        "sync-takes" => v.sync_takes = duration(&arg(1)?)?,
+        "watchdog" => v.config.watchdog = duration(&arg(1)?)?,
+        _ => {
+            let action =
+                FsAction::parse(&arg(2)?).ok_or("policy TYPE suspend|sync|snapshot|ignore|veto")?;
+            v.config.policy.by_type.insert(arg(1)?, action);
+        }
+    }
+    Ok(())
 }
 
 /// Parses a scenario; every error names its line.
@@ -269,6 +383,7 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         seed: 1,
         fs: SimFs::new(),
         steps: Vec::new(),
+        vss: None,
     };
     let mut last = Instant::ZERO;
     for (n, line) in text.lines().enumerate() {
@@ -319,6 +434,10 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
                     .write(&name, 0, &bytes)
                     .map_err(|e| err(format!("{e:?}")))?;
             }
+            "mount" | "hook" | "app" | "suspend-fails" | "sync-takes" | "watchdog" | "policy" => {
+                let v = sc.vss.get_or_insert_with(VssSetup::default);
+                vss_setup(v, &w).map_err(err)?;
+            }
             "at" => {
                 let t =
                     time(w.get(1).ok_or_else(|| err("at needs a time".into()))?).map_err(err)?;
@@ -347,7 +466,11 @@ pub fn run(sc: Scenario) -> (Result<crate::world::Stats, crate::world::Failure>,
         faults: false,
         keep_trace: true,
     };
-    let (result, lines) = World::new(opts, sc.fs).run_scenario(sc.steps);
+    let mut world = World::new(opts, sc.fs);
+    if let Some(v) = sc.vss {
+        world = world.with_vss(v);
+    }
+    let (result, lines) = world.run_scenario(sc.steps);
     let mut text = lines.join("\n");
     text.push('\n');
     (result, text)

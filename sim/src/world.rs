@@ -23,6 +23,11 @@ use crate::host::{
 use crate::kernel::{HostRequest, KernelOut, SimKernel};
 use crate::prng::Prng;
 use crate::trace::{self, Trace};
+use crate::vss::VssSetup;
+use hvguest_core::vss::wire::VssOp;
+
+mod vss_side;
+pub use vss_side::VssPart;
 
 /// Something a scenario (or the random fault schedule) makes happen.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +60,16 @@ pub enum Action {
     Slow(Duration),
     /// Stop the host; let the daemon finish (SIGTERM).
     Shutdown,
+    /// The host sends a VSS request once the previous one is answered.
+    Vss(VssOp),
+    /// The host sends a VSS request now, even while one is pending.
+    VssNow(VssOp),
+    /// The VSS daemon is killed (and restarted).
+    VssCrash,
+    /// The freezer process crashes.
+    FreezerCrash,
+    /// The freezer's next UFSSUSPEND never returns.
+    FreezerHang,
 }
 
 #[derive(Clone, Debug)]
@@ -125,6 +140,8 @@ pub struct World {
     outside_records: Vec<Record>,
     outside_seq: u64,
     checkpoint_due: bool,
+    /// The VSS side, when the world has one.
+    vss: Option<VssPart>,
     pub trace: Trace,
     pub stats: Stats,
     obs: Vec<Observed>,
@@ -183,6 +200,7 @@ impl World {
             outside_records: Vec::new(),
             outside_seq: 0,
             checkpoint_due: false,
+            vss: None,
             stats: Stats::default(),
             obs: Vec::new(),
             violation: None,
@@ -210,6 +228,13 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Gives the world a VSS side: the kernel's VSS devices, the VSS daemon, the
+    /// application helper if the setup has one, the freezer and the hooks.
+    pub fn with_vss(mut self, setup: VssSetup) -> World {
+        self.vss = Some(VssPart::new(setup));
+        self
     }
 
     fn start_daemon(&mut self) {
@@ -534,6 +559,15 @@ impl World {
                     dm.latency.scripted.push_back(d);
                 }
             }
+            Action::Vss(op) | Action::VssNow(op) => self.vss_host(op),
+            Action::VssCrash => self.vss_crash(),
+            Action::FreezerCrash => self.vss_freezer_crash(),
+            Action::FreezerHang => {
+                self.log("world", "the freezer's next suspend never returns");
+                if let Some(v) = self.vss.as_mut() {
+                    v.freezer.hang_next = true;
+                }
+            }
             Action::Shutdown => {
                 self.log("world", "SIGTERM");
                 if let Some(d) = self.daemon.as_mut() {
@@ -603,6 +637,8 @@ impl World {
         self.kernel.on_daemon_death(keep_stale);
         self.fs.release_locks_of(Owner::Daemon(self.generation));
         if power {
+            // Power loss takes the VSS daemon and its freezer down too.
+            self.vss_crash();
             for note in self.fs.crash(&mut self.crash_prng) {
                 self.log("fs", &note);
             }
@@ -633,6 +669,12 @@ impl World {
         take(self.daemon.as_ref().and_then(|d| d.next_wakeup()));
         take(self.restart_at);
         take(self.thaw_at);
+        if let Some(v) = self.vss.as_ref() {
+            take(v.next_wakeup());
+            if host_active && v.outstanding.is_none() && !v.plan.is_empty() {
+                take(Some(v.next_at.max(self.now)));
+            }
+        }
         t
     }
 
@@ -659,6 +701,7 @@ impl World {
             self.obs = obs;
         }
         self.route();
+        self.vss_advance();
         if self.crash_pending {
             self.crash(true);
         }
@@ -666,6 +709,7 @@ impl World {
 
     /// Cheap invariants, after every step.
     fn check_step(&mut self) {
+        self.vss_check();
         // Files may start with another writer's torn tail; recovery cuts it before the
         // daemon registers, and from then on files are whole records.
         let registered = self.daemon.as_ref().is_some_and(|d| d.machine.registered());
@@ -861,7 +905,18 @@ impl World {
             if self.violation.is_some() {
                 return;
             }
-            let busy = self.outstanding.is_some()
+            let vss_busy = self.vss.as_ref().is_some_and(|v| {
+                !v.quiet()
+                    || !v.freezer.held.is_empty()
+                    || v.daemon.as_ref().is_some_and(
+                        |d| matches!(&d.machine, crate::vss::Machine::Daemon(m) if m.frozen()),
+                    )
+                    || v.app.as_ref().is_some_and(
+                        |a| matches!(&a.machine, crate::vss::Machine::App(m) if m.frozen()),
+                    )
+            });
+            let busy = vss_busy
+                || self.outstanding.is_some()
                 || self.restart_at.is_some()
                 || self
                     .daemon
@@ -873,7 +928,7 @@ impl World {
             match self.next_event(false) {
                 Some(t) => self.advance_to(t),
                 None => {
-                    if self.fs.frozen {
+                    if self.fs.frozen && self.vss.is_none() {
                         self.act(Action::Thaw);
                         continue;
                     }
@@ -882,7 +937,7 @@ impl World {
             }
             self.check_step();
         }
-        if self.fs.frozen {
+        if self.fs.frozen && self.vss.is_none() {
             self.act(Action::Thaw);
         }
         if self.violation.is_none() {
@@ -913,6 +968,9 @@ impl World {
         );
         self.adopt_initial_files();
         self.start_daemon();
+        if self.vss.is_some() {
+            self.vss_start();
+        }
         let mut steps = 0u64;
         while self.stats.requests < self.opts.requests && self.violation.is_none() {
             self.host_turn();
@@ -1010,6 +1068,9 @@ impl World {
     fn scenario_steps(&mut self, steps: Vec<(Instant, Action)>) -> Result<Stats, Failure> {
         self.adopt_initial_files();
         self.start_daemon();
+        if self.vss.is_some() {
+            self.vss_start();
+        }
         let mut steps: VecDeque<_> = steps.into();
         while let Some((at, _)) = steps.front() {
             if self.violation.is_some() {
@@ -1025,6 +1086,18 @@ impl World {
                 self.advance_to(at);
             }
             let (_, action) = steps.pop_front().expect("peeked");
+            if matches!(action, Action::Vss(_)) {
+                // One VSS request at a time: wait for the previous answer.
+                while self.vss.as_ref().is_some_and(|v| v.outstanding.is_some())
+                    && self.violation.is_none()
+                {
+                    let Some(t) = self.next_event(false) else {
+                        break;
+                    };
+                    self.advance_to(t);
+                    self.check_step();
+                }
+            }
             if self.outstanding.is_some()
                 && matches!(
                     action,

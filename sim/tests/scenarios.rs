@@ -4,12 +4,11 @@
 
 use hvguest_sim::scenario;
 
-#[test]
-fn kvp_scenarios() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/kvp");
-    let count = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-    assert!(count >= 1, "no scenarios in {dir}");
-    insta::glob!("../../scenarios", "kvp/*.scn", |path| {
+fn run_dir(dir: &str) {
+    let full = format!("{}/../scenarios/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let count = std::fs::read_dir(&full).map(|d| d.count()).unwrap_or(0);
+    assert!(count >= 1, "no scenarios in {full}");
+    insta::glob!("../../scenarios", &format!("{dir}/*.scn"), |path| {
         let text = std::fs::read_to_string(path).unwrap();
         let sc = scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (result, trace) = scenario::run(sc);
@@ -18,7 +17,7 @@ fn kvp_scenarios() {
         settings.set_snapshot_path("../../snapshots");
         settings.set_prepend_module_to_snapshot(false);
         settings.set_omit_expression(true);
-        settings.set_snapshot_suffix(format!("kvp__{name}"));
+        settings.set_snapshot_suffix(format!("{dir}__{name}"));
         // A broken invariant says more than a changed trace: check it first.
         if let Err(f) = result {
             panic!(
@@ -30,4 +29,14 @@ fn kvp_scenarios() {
         }
         settings.bind(|| insta::assert_snapshot!("scenario", trace));
     });
+}
+
+#[test]
+fn kvp_scenarios() {
+    run_dir("kvp");
+}
+
+#[test]
+fn vss_scenarios() {
+    run_dir("vss");
 }

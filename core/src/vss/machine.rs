@@ -184,6 +184,8 @@ struct Freeze {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ThawWhy {
+    /// A predecessor may have died with applications frozen: thaw every hook.
+    Startup,
     Requested,
     Watchdog,
     FreezeFailed,
@@ -193,6 +195,8 @@ enum ThawWhy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ThawStage {
+    /// Listing the hook directory (start-up: every hook gets `thaw`).
+    ListHooks,
     Resume,
     KillFreezer,
     Hooks,
@@ -249,11 +253,28 @@ fn step_name(s: FreezeStage) -> &'static str {
 }
 
 impl VssMachine {
+    /// Starts the machine. With a hook directory, it first runs every hook with `thaw`:
+    /// a predecessor that died while frozen cannot tell us which applications it froze
+    /// (its file systems were resumed by the kernel when its freezer died), and thaw
+    /// hooks are idempotent by convention.
     pub fn new(cfg: VssConfig, now: Instant) -> VssMachine {
         assert!(
             cfg.watchdog > cfg.budget.kernel,
             "the watchdog must outlast the kernel's deadline"
         );
+        let mut m = VssMachine::bare(cfg, now);
+        if m.cfg.hook_dir.is_some() {
+            m.thaw_chain(ThawWhy::Startup, None, ThawStage::ListHooks);
+            m.effect(
+                VssEffect::ListHooks,
+                now.saturating_add(Duration::from_secs(1)),
+                "list hooks",
+            );
+        }
+        m
+    }
+
+    fn bare(cfg: VssConfig, now: Instant) -> VssMachine {
         VssMachine {
             cfg,
             now,
@@ -797,6 +818,15 @@ impl VssMachine {
             return;
         };
         match (t.stage, result) {
+            (ThawStage::ListHooks, result) => {
+                if let Some(VssResult::Hooks(entries)) = result {
+                    let (mut run, _) = hooks::select(&entries);
+                    run.reverse();
+                    t.hooks = run;
+                }
+                t.stage = ThawStage::Hooks;
+                self.next_thaw_hook();
+            }
             (ThawStage::Resume, Some(VssResult::Done)) => {
                 let mounts = std::mem::take(&mut self.suspended);
                 self.release_held();

@@ -1,0 +1,508 @@
+//! The VSS half of the simulated world: the kernel's VSS devices, the file-system daemon
+//! and the application helper, the freezer, hooks; and the VSS invariants.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use hvguest_core::kvp::effect::{EffectId, IoError};
+use hvguest_core::vss::effect::{VssEffect, VssInput, VssResult};
+use hvguest_core::vss::machine::VssOutput;
+use hvguest_core::vss::wire::VssOp;
+use hvguest_core::Instant;
+
+use super::World;
+use crate::vss::{
+    mount_of, program_result, simple_result, KOut, Machine, Pending, SimFreezer, SimVssKernel,
+    SimVssProc, VssSetup, KVP_POOL_DIR,
+};
+
+/// The VSS state of the world.
+pub struct VssPart {
+    pub setup: VssSetup,
+    pub kernel: SimVssKernel,
+    pub daemon: Option<SimVssProc>,
+    pub app: Option<SimVssProc>,
+    pub freezer: SimFreezer,
+    /// Per hook (and the app command): the argument of its last run.
+    pub last_run: BTreeMap<String, String>,
+    /// The host's request waiting for an answer.
+    pub outstanding: Option<(u64, VssOp)>,
+    next_host_id: u64,
+    pub restart_at: Option<Instant>,
+    /// FreezerExited to deliver to the daemon at this time.
+    freezer_notice_at: Option<Instant>,
+    /// Something made exact CHECK answers unpredictable (a crash).
+    pub disturbed: bool,
+    /// The host's plan of VSS requests still to send, with the delay before each.
+    pub plan: VecDeque<(Duration, VssOp)>,
+    pub next_at: Instant,
+    pub stats_ops: u64,
+}
+
+impl VssPart {
+    pub fn new(setup: VssSetup) -> VssPart {
+        VssPart {
+            setup,
+            kernel: SimVssKernel::default(),
+            daemon: None,
+            app: None,
+            freezer: SimFreezer::default(),
+            last_run: BTreeMap::new(),
+            outstanding: None,
+            next_host_id: 0,
+            restart_at: None,
+            freezer_notice_at: None,
+            disturbed: false,
+            plan: VecDeque::new(),
+            next_at: Instant::ZERO,
+            stats_ops: 0,
+        }
+    }
+
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let mut t: Vec<Instant> = Vec::new();
+        t.extend(self.daemon.as_ref().and_then(SimVssProc::next_wakeup));
+        t.extend(self.app.as_ref().and_then(SimVssProc::next_wakeup));
+        t.extend(self.kernel.next_deadline());
+        t.extend(self.restart_at);
+        t.extend(self.freezer_notice_at);
+        t.extend(
+            self.freezer
+                .auto_thaw_at
+                .filter(|_| !self.freezer.held.is_empty()),
+        );
+        t.into_iter().min()
+    }
+
+    /// Idle: nothing in flight anywhere on the VSS side.
+    pub fn quiet(&self) -> bool {
+        self.outstanding.is_none()
+            && !self.kernel.pending()
+            && self.restart_at.is_none()
+            && self
+                .daemon
+                .as_ref()
+                .is_some_and(|d| d.machine.is_idle() && d.pending.is_empty())
+            && self
+                .app
+                .as_ref()
+                .is_none_or(|a| a.machine.is_idle() && a.pending.is_empty())
+    }
+}
+
+impl World {
+    pub(super) fn vss_log(&mut self, text: String) {
+        self.log("vss", &text);
+    }
+
+    /// Starts (or restarts) the VSS daemon and, at first start, the application helper.
+    pub(super) fn vss_start(&mut self) {
+        let Some(v) = self.vss.as_mut() else { return };
+        v.restart_at = None;
+        v.daemon = Some(SimVssProc::daemon(&v.setup, self.now));
+        v.kernel.open_daemon();
+        if v.app.is_none() && v.setup.app.is_some() {
+            v.app = Some(SimVssProc::app(&v.setup, self.now));
+            v.kernel.app_registered = true;
+        }
+        self.vss_log("hv_vss_daemon starts".into());
+        self.vss_drain(false);
+        self.vss_drain(true);
+    }
+
+    /// Runs one process's outputs.
+    fn vss_drain(&mut self, app: bool) {
+        let mut kout = Vec::new();
+        loop {
+            let Some(v) = self.vss.as_mut() else { return };
+            let proc = if app {
+                v.app.as_mut()
+            } else {
+                v.daemon.as_mut()
+            };
+            let Some(p) = proc else { return };
+            let Some(out) = p.machine.poll_output() else {
+                break;
+            };
+            match out {
+                VssOutput::DeviceWrite(bytes) => {
+                    let who = if app { "app" } else { "daemon" };
+                    let ok = crate::vss::status_ok(&bytes);
+                    self.vss_log(format!(
+                        "{who} writes {}",
+                        if ok { "success" } else { "failure" }
+                    ));
+                    let v = self.vss.as_mut().expect("checked");
+                    if app {
+                        v.kernel.app_write(&bytes, &mut kout);
+                    } else {
+                        v.kernel.daemon_write(&bytes, &mut kout);
+                    }
+                }
+                VssOutput::Effect { id, effect } => self.vss_execute(app, id, effect),
+                VssOutput::Event(e) => {
+                    let who = if app { "app" } else { "daemon" };
+                    self.vss_log(format!("{who} event {e:?}"));
+                }
+                VssOutput::Exit => self.vss_log("exit".into()),
+            }
+        }
+        for k in kout {
+            self.vss_kernel_out(k);
+        }
+    }
+
+    fn vss_execute(&mut self, app: bool, id: EffectId, effect: VssEffect) {
+        let now = self.now;
+        let Some(v) = self.vss.as_mut() else { return };
+        let mut line = format!(
+            "{} effect #{} {}",
+            if app { "app" } else { "daemon" },
+            id.0,
+            describe(&effect)
+        );
+        let done = |after: Duration, result: VssResult| {
+            Some(Pending {
+                at: now.saturating_add(after),
+                id,
+                result,
+            })
+        };
+        let pending = match &effect {
+            VssEffect::Run { argv, deadline } => {
+                let (took, status, name, arg) = program_result(&v.setup, argv, *deadline);
+                v.last_run.insert(name, arg);
+                done(took, VssResult::Exit(status))
+            }
+            VssEffect::Suspend {
+                mount,
+                auto_thaw_after,
+            } => {
+                if v.freezer.hang_next {
+                    v.freezer.hang_next = false;
+                    v.freezer.hung = true;
+                    line.push_str(": freezer hangs");
+                    None
+                } else if v.setup.suspend_fails.as_deref() == Some(mount) {
+                    done(Duration::from_millis(1), VssResult::Failed(IoError::EIO))
+                } else {
+                    v.freezer.held.insert(mount.clone(), now);
+                    v.freezer.auto_thaw_at = Some(now.saturating_add(*auto_thaw_after));
+                    done(Duration::from_millis(1), VssResult::Done)
+                }
+            }
+            VssEffect::ResumeAll => {
+                if v.freezer.hung {
+                    line.push_str(": freezer hangs");
+                    None
+                } else {
+                    v.freezer.held.clear();
+                    v.freezer.auto_thaw_at = None;
+                    done(Duration::from_millis(1), VssResult::Done)
+                }
+            }
+            VssEffect::KillFreezer => {
+                v.freezer.held.clear();
+                v.freezer.hung = false;
+                v.freezer.auto_thaw_at = None;
+                v.freezer_notice_at = Some(now.saturating_add(Duration::from_millis(2)));
+                done(Duration::from_millis(1), VssResult::Done)
+            }
+            other => simple_result(&v.setup, other).and_then(|(d, r)| done(d, r)),
+        };
+        let proc = if app {
+            v.app.as_mut()
+        } else {
+            v.daemon.as_mut()
+        };
+        if let (Some(p), Some(pd)) = (proc, pending) {
+            p.pending.push(pd);
+        }
+        self.vss_log(line);
+        self.vss_update_fs();
+    }
+
+    /// The KVP pool files block while the file system holding them is suspended.
+    pub(super) fn vss_update_fs(&mut self) {
+        let Some(v) = self.vss.as_ref() else { return };
+        let holding = mount_of(&v.setup.mounts, KVP_POOL_DIR).map(|m| m.path.clone());
+        let frozen = holding.is_some_and(|m| v.freezer.held.contains_key(&m));
+        if frozen != self.fs.frozen {
+            self.fs.frozen = frozen;
+            self.log(
+                "fs",
+                if frozen {
+                    "pool file system suspended"
+                } else {
+                    "pool file system resumed"
+                },
+            );
+            if !frozen {
+                if let Some(d) = self.daemon.as_mut() {
+                    d.unpark(self.now, &mut self.fs, &mut self.net);
+                }
+            }
+        }
+    }
+
+    fn vss_kernel_out(&mut self, k: KOut) {
+        let now = self.now;
+        match k {
+            KOut::ToDaemon(bytes) | KOut::ToApp(bytes) => {
+                let app = matches!(k, KOut::ToApp(_));
+                self.vss_log(format!(
+                    "kernel hands {} the request",
+                    if app { "app" } else { "daemon" }
+                ));
+                let Some(v) = self.vss.as_mut() else { return };
+                let proc = if app {
+                    v.app.as_mut()
+                } else {
+                    v.daemon.as_mut()
+                };
+                if let Some(p) = proc {
+                    p.machine.handle(
+                        now,
+                        VssInput::DeviceRead {
+                            bytes: bytes.to_vec(),
+                            realtime_ns: now.as_nanos(),
+                        },
+                    );
+                }
+                self.vss_drain(app);
+            }
+            KOut::Dropped { host_id } => {
+                self.vss_log(format!("kernel drops host request v{host_id}"))
+            }
+            KOut::Ignored { from_app } => self.vss_log(format!(
+                "kernel ignores a late write from the {}",
+                if from_app { "app" } else { "daemon" }
+            )),
+            KOut::HostReply {
+                host_id,
+                op,
+                ok,
+                timed_out,
+            } => self.vss_host_reply(host_id, op, ok, timed_out),
+        }
+    }
+
+    fn vss_host_reply(&mut self, host_id: u64, op: VssOp, ok: bool, timed_out: bool) {
+        self.vss_log(format!(
+            "host v{host_id} {} <- {}{}",
+            op.name(),
+            if ok { "S_OK" } else { "E_FAIL" },
+            if timed_out { " (kernel timeout)" } else { "" }
+        ));
+        let Some(v) = self.vss.as_mut() else { return };
+        if v.outstanding.map(|o| o.0) == Some(host_id) {
+            v.outstanding = None;
+        }
+        let plan = v.setup.config.policy.plan(&v.setup.mounts);
+        let disturbed = v.disturbed;
+        let held: Vec<String> = v.freezer.held.keys().cloned().collect();
+        match op {
+            VssOp::Freeze if ok => {
+                let want = plan.as_ref().map(|p| p.suspend.clone()).unwrap_or_default();
+                if plan.is_err() {
+                    self.fail("FREEZE answered OK although the policy vetoes".into());
+                } else if let Some(m) = want.iter().find(|m| !held.contains(m)) {
+                    self.fail(format!("FREEZE answered OK but {m} is not suspended"));
+                }
+            }
+            VssOp::Check if !timed_out && !disturbed && ok != plan.is_ok() => {
+                self.fail(format!(
+                    "CHECK answered {ok} but the policy says {:?}",
+                    plan.err()
+                ));
+            }
+            VssOp::Thaw if ok && !held.is_empty() => {
+                self.fail(format!("THAW answered OK with {held:?} still suspended"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends a VSS request from the host.
+    pub(super) fn vss_host(&mut self, op: VssOp) {
+        let now = self.now;
+        let Some(v) = self.vss.as_mut() else { return };
+        v.next_host_id += 1;
+        v.stats_ops += 1;
+        let id = v.next_host_id;
+        if v.outstanding.is_none() {
+            v.outstanding = Some((id, op));
+        }
+        let mut out = Vec::new();
+        v.kernel.host(now, id, op, &mut out);
+        self.vss_log(format!("host v{id} {}", op.name()));
+        for k in out {
+            self.vss_kernel_out(k);
+        }
+    }
+
+    /// The VSS daemon dies (its freezer, seeing the pipe close, exits: resumed).
+    pub(super) fn vss_crash(&mut self) {
+        let now = self.now;
+        let Some(v) = self.vss.as_mut() else { return };
+        if v.daemon.take().is_none() {
+            return;
+        }
+        v.kernel.close_daemon();
+        v.freezer.held.clear();
+        v.freezer.hung = false;
+        v.freezer.auto_thaw_at = None;
+        v.freezer_notice_at = None;
+        v.disturbed = true;
+        v.restart_at = Some(now.saturating_add(Duration::from_millis(200)));
+        self.vss_log("hv_vss_daemon killed; its freezer exits".into());
+        self.vss_update_fs();
+    }
+
+    /// The freezer dies on its own (a crash): the kernel resumes what it held.
+    pub(super) fn vss_freezer_crash(&mut self) {
+        let now = self.now;
+        let Some(v) = self.vss.as_mut() else { return };
+        v.freezer.held.clear();
+        v.freezer.hung = false;
+        v.freezer.auto_thaw_at = None;
+        v.freezer_notice_at = Some(now.saturating_add(Duration::from_millis(1)));
+        self.vss_log("freezer crashes".into());
+        self.vss_update_fs();
+    }
+
+    /// Delivers everything due on the VSS side.
+    pub(super) fn vss_advance(&mut self) {
+        let now = self.now;
+        if self
+            .vss
+            .as_ref()
+            .and_then(|v| v.restart_at)
+            .is_some_and(|t| t <= now)
+        {
+            self.vss_start();
+        }
+        // The freezer's own watchdog: it exits, resuming everything.
+        let auto = self.vss.as_ref().is_some_and(|v| {
+            !v.freezer.held.is_empty() && v.freezer.auto_thaw_at.is_some_and(|t| t <= now)
+        });
+        if auto {
+            self.vss_log("freezer's own watchdog fires: it exits".into());
+            self.vss_freezer_crash();
+        }
+        if let Some(v) = self.vss.as_mut() {
+            if v.freezer_notice_at.is_some_and(|t| t <= now) {
+                v.freezer_notice_at = None;
+                if let Some(d) = v.daemon.as_mut() {
+                    d.machine.handle(now, VssInput::FreezerExited);
+                }
+                self.vss_drain(false);
+            }
+        }
+        for app in [false, true] {
+            loop {
+                let Some(v) = self.vss.as_mut() else { return };
+                let Some(p) = (if app {
+                    v.app.as_mut()
+                } else {
+                    v.daemon.as_mut()
+                }) else {
+                    break;
+                };
+                let due = p
+                    .pending
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| x.at <= now)
+                    .min_by_key(|(_, x)| (x.at, x.id))
+                    .map(|(i, _)| i);
+                match due {
+                    Some(i) => {
+                        let pd = p.pending.remove(i);
+                        p.machine.handle(
+                            now,
+                            VssInput::EffectDone {
+                                id: pd.id,
+                                result: pd.result,
+                            },
+                        );
+                        self.vss_drain(app);
+                    }
+                    None => {
+                        if p.machine.poll_timeout().is_some_and(|t| t <= now) {
+                            p.machine.handle(now, VssInput::Timer);
+                            self.vss_drain(app);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(v) = self.vss.as_mut() {
+            v.kernel.on_timer(now, &mut out);
+        }
+        for k in out {
+            self.vss_kernel_out(k);
+        }
+        self.vss_update_fs();
+    }
+
+    /// VSS invariants after every step.
+    pub(super) fn vss_check(&mut self) {
+        let now = self.now;
+        let Some(v) = self.vss.as_ref() else { return };
+        let limit = v
+            .setup
+            .config
+            .watchdog
+            .saturating_add(Duration::from_secs(2));
+        if let Some((m, since)) = v
+            .freezer
+            .held
+            .iter()
+            .find(|(_, s)| now.saturating_since(**s) > limit)
+        {
+            let msg = format!(
+                "{m} suspended for {:?}, beyond the watchdog",
+                now.saturating_since(*since)
+            );
+            self.fail(msg);
+            return;
+        }
+        let daemon_thawed = v.daemon.as_ref().is_some_and(
+            |d| matches!(&d.machine, Machine::Daemon(m) if !m.frozen() && m.is_idle()),
+        );
+        let app_thawed = v
+            .app
+            .as_ref()
+            .is_none_or(|a| matches!(&a.machine, Machine::App(m) if !m.frozen() && m.is_idle()));
+        if v.quiet() && daemon_thawed && app_thawed {
+            if let Some((name, _)) = v.last_run.iter().find(|(_, arg)| *arg == "freeze") {
+                let msg = format!("hook {name} ran with freeze and never with thaw");
+                self.fail(msg);
+            }
+        }
+    }
+}
+
+fn describe(e: &VssEffect) -> String {
+    match e {
+        VssEffect::ListMounts => "list mounts".into(),
+        VssEffect::ListHooks => "list hooks".into(),
+        VssEffect::Run { argv, deadline } => format!(
+            "run {} (deadline {} ms)",
+            argv.join(" "),
+            deadline.as_millis()
+        ),
+        VssEffect::ZpoolSync { pools, deadline } => format!(
+            "zpool sync {} (deadline {} ms)",
+            pools.join(" "),
+            deadline.as_millis()
+        ),
+        VssEffect::ZfsSnapshot { snapshot, .. } => format!("zfs snapshot -r {snapshot}"),
+        VssEffect::Suspend { mount, .. } => format!("suspend {mount}"),
+        VssEffect::ResumeAll => "resume all".into(),
+        VssEffect::KillFreezer => "kill freezer".into(),
+    }
+}
