@@ -292,6 +292,8 @@ pub struct SimFreezer {
     /// Mount → when it was suspended.
     pub held: BTreeMap<String, Instant>,
     pub auto_thaw_at: Option<Instant>,
+    /// The freezer process exists (spawned by the first Suspend, gone when it exits).
+    pub alive: bool,
     /// The next Suspend never answers (the freezer is stuck).
     pub hang_next: bool,
     pub hung: bool,
@@ -442,4 +444,129 @@ pub fn simple_result(setup: &VssSetup, effect: &VssEffect) -> Option<(Duration, 
         ),
         _ => return None,
     })
+}
+
+/// A seeded VSS setup: one of the mount layouts that matter, some hooks (now and then
+/// failing or slow), sometimes an application helper, sometimes a failing suspend.
+pub fn random_setup(prng: &mut crate::prng::Prng) -> VssSetup {
+    let layouts: [&[(&str, &str, &str, bool)]; 6] = [
+        &[
+            ("ufs", "/", "/dev/da0p2", false),
+            ("devfs", "/dev", "devfs", false),
+        ],
+        &[
+            ("ufs", "/", "/dev/da0p2", false),
+            ("ufs", "/var", "/dev/da0p3", false),
+            ("ufs", "/home", "/dev/da1p1", false),
+            ("devfs", "/dev", "devfs", false),
+        ],
+        &[
+            ("zfs", "/", "zroot/ROOT/default", false),
+            ("zfs", "/var", "zroot/var", false),
+            ("devfs", "/dev", "devfs", false),
+            ("tmpfs", "/tmp", "tmpfs", false),
+        ],
+        &[
+            ("ufs", "/", "/dev/da0p2", false),
+            ("zfs", "/data", "tank/data", false),
+            ("nullfs", "/jail/data", "/data", false),
+            ("devfs", "/dev", "devfs", false),
+        ],
+        &[
+            ("ufs", "/", "/dev/da0p2", false),
+            ("nfs", "/mnt", "srv:/export", false),
+        ],
+        &[
+            ("zfs", "/", "zroot/ROOT/default", false),
+            ("ufs", "/var/db", "/dev/da1p1", false),
+            ("nfs", "/backup", "srv:/b", true),
+        ],
+    ];
+    let layout = *prng.choose(&layouts);
+    let mut s = VssSetup {
+        mounts: layout
+            .iter()
+            .map(|&(t, p, src, ro)| mount(t, p, src, ro))
+            .collect(),
+        ..VssSetup::default()
+    };
+    for i in 0..prng.below(4) {
+        let p = SimProgram {
+            exit_freeze: if prng.chance(1, 12) { 1 } else { 0 },
+            exit_thaw: if prng.chance(1, 12) { 1 } else { 0 },
+            takes: Duration::from_millis(if prng.chance(1, 10) {
+                prng.range(3000, 8000)
+            } else {
+                prng.range(5, 300)
+            }),
+        };
+        let entry = HookEntry {
+            name: format!("{}0-hook", i + 1),
+            regular_file: true,
+            uid: 0,
+            mode: 0o755,
+        };
+        s.hooks.push((entry, p));
+    }
+    if prng.chance(1, 3) {
+        s.app = Some(SimProgram {
+            exit_freeze: if prng.chance(1, 10) { 1 } else { 0 },
+            exit_thaw: 0,
+            takes: Duration::from_millis(if prng.chance(1, 8) {
+                prng.range(2000, 16000)
+            } else {
+                prng.range(5, 500)
+            }),
+        });
+    }
+    if prng.chance(1, 12) {
+        let ufs: Vec<String> = s
+            .mounts
+            .iter()
+            .filter(|m| m.fstype == "ufs")
+            .map(|m| m.path.clone())
+            .collect();
+        if !ufs.is_empty() {
+            s.suspend_fails = Some(prng.choose(&ufs).clone());
+        }
+    }
+    s.sync_takes = Duration::from_millis(if prng.chance(1, 10) {
+        prng.range(2000, 9000)
+    } else {
+        prng.range(10, 400)
+    });
+    if prng.chance(1, 4) {
+        s.config
+            .policy
+            .by_type
+            .insert("zfs".into(), crate::vss::policy_snapshot());
+    }
+    s
+}
+
+pub fn policy_snapshot() -> hvguest_core::vss::policy::FsAction {
+    hvguest_core::vss::policy::FsAction::Snapshot
+}
+
+/// The host's next backup, as a list of (delay, request): usually CHECK, FREEZE, THAW a
+/// moment later; sometimes a THAW that never comes, a double FREEZE, a lone THAW.
+pub fn random_backup(prng: &mut crate::prng::Prng) -> Vec<(Duration, VssOp)> {
+    let ms = |a: u64, b: u64, p: &mut crate::prng::Prng| Duration::from_millis(p.range(a, b));
+    match prng.below(10) {
+        0 => vec![(Duration::ZERO, VssOp::Thaw)],
+        1 => vec![
+            (Duration::ZERO, VssOp::Check),
+            (ms(0, 50, prng), VssOp::Freeze),
+        ],
+        2 => vec![
+            (Duration::ZERO, VssOp::Freeze),
+            (ms(0, 500, prng), VssOp::Freeze),
+            (ms(100, 2000, prng), VssOp::Thaw),
+        ],
+        _ => vec![
+            (Duration::ZERO, VssOp::Check),
+            (ms(0, 50, prng), VssOp::Freeze),
+            (ms(200, 4000, prng), VssOp::Thaw),
+        ],
+    }
 }

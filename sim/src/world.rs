@@ -142,6 +142,8 @@ pub struct World {
     checkpoint_due: bool,
     /// The VSS side, when the world has one.
     vss: Option<VssPart>,
+    /// Chooses the host's backups and the VSS faults in random runs.
+    vss_prng: Option<Prng>,
     pub trace: Trace,
     pub stats: Stats,
     obs: Vec<Observed>,
@@ -201,6 +203,7 @@ impl World {
             outside_seq: 0,
             checkpoint_due: false,
             vss: None,
+            vss_prng: None,
             stats: Stats::default(),
             obs: Vec::new(),
             violation: None,
@@ -671,7 +674,7 @@ impl World {
         take(self.thaw_at);
         if let Some(v) = self.vss.as_ref() {
             take(v.next_wakeup());
-            if host_active && v.outstanding.is_none() && !v.plan.is_empty() {
+            if host_active && v.outstanding.is_none() && !v.plan.is_empty() && v.daemon.is_some() {
                 take(Some(v.next_at.max(self.now)));
             }
         }
@@ -820,6 +823,7 @@ impl World {
                     error,
                 })
             }
+            115..=139 if self.vss.is_some() => None,
             115..=139 => {
                 let ms = f.range(500, 9000);
                 self.thaw_at = Some(self.now.saturating_add(Duration::from_millis(ms)));
@@ -852,7 +856,45 @@ impl World {
         }
     }
 
+    /// The host's VSS side in random runs: sends the next planned request when due, and
+    /// now and then plans a new backup or a VSS fault.
+    fn vss_host_turn(&mut self) {
+        let now = self.now;
+        let (Some(v), Some(p)) = (self.vss.as_mut(), self.vss_prng.as_mut()) else {
+            return;
+        };
+        if v.outstanding.is_some() || v.daemon.is_none() {
+            return;
+        }
+        if v.plan.is_empty() {
+            if p.chance(1, 40) {
+                v.plan.extend(crate::vss::random_backup(p));
+                v.next_at = now.saturating_add(v.plan.front().map_or(Duration::ZERO, |x| x.0));
+            }
+            return;
+        }
+        if now < v.next_at {
+            return;
+        }
+        let (_, op) = v.plan.pop_front().expect("not empty");
+        if let Some(next) = v.plan.front() {
+            v.next_at = now.saturating_add(next.0);
+        }
+        // Now and then a VSS fault right before the request.
+        let fault = match p.below(60) {
+            0 => Some(Action::VssCrash),
+            1 => Some(Action::FreezerCrash),
+            2 => Some(Action::FreezerHang),
+            _ => None,
+        };
+        if let Some(f) = fault {
+            self.act(f);
+        }
+        self.act(Action::Vss(op));
+    }
+
     fn host_turn(&mut self) {
+        self.vss_host_turn();
         if self.outstanding.is_some()
             || self.now < self.next_host_at
             || self.daemon.is_none()
@@ -959,6 +1001,26 @@ impl World {
     }
 
     fn random(&mut self) -> Result<Stats, Failure> {
+        // Two seeds in three also have the VSS side, with its own stream.
+        let mut vss_prng = Prng::new(self.opts.seed).fork("vss");
+        if self.opts.faults && vss_prng.chance(2, 3) {
+            let setup = crate::vss::random_setup(&mut vss_prng);
+            self.log(
+                "world",
+                &format!(
+                    "vss: mounts {:?}, {} hooks, app {}",
+                    setup
+                        .mounts
+                        .iter()
+                        .map(|m| format!("{}:{}", m.fstype, m.path))
+                        .collect::<Vec<_>>(),
+                    setup.hooks.len(),
+                    setup.app.is_some()
+                ),
+            );
+            self.vss = Some(VssPart::new(setup));
+            self.vss_prng = Some(vss_prng);
+        }
         self.log(
             "world",
             &format!(

@@ -69,6 +69,9 @@ pub struct AppMachine {
     /// Programs whose `freeze` was started: each gets `thaw`, in reverse.
     started: Vec<Vec<String>>,
     auto_thaw_at: Option<Instant>,
+    /// A FREEZE or THAW that came while a job (an auto-thaw, or the thaw after a failed
+    /// FREEZE) was still running: it starts when the job ends, or fails at its deadline.
+    queued: Option<Req>,
     shutting_down: bool,
     exited: bool,
     outputs: VecDeque<VssOutput>,
@@ -84,6 +87,7 @@ impl AppMachine {
             in_flight: None,
             started: Vec::new(),
             auto_thaw_at: None,
+            queued: None,
             shutting_down: false,
             exited: false,
             outputs: VecDeque::new(),
@@ -96,11 +100,14 @@ impl AppMachine {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.in_flight, self.job.is_none()) {
+        let work = match (self.in_flight, self.job.is_none()) {
             (Some((_, t)), _) => Some(t),
             (None, true) => self.auto_thaw_at,
             (None, false) => None,
-        }
+        };
+        work.into_iter()
+            .chain(self.queued.map(|q| q.reply_by))
+            .min()
     }
 
     /// Whether the application is frozen (its FREEZE succeeded, no thaw yet).
@@ -109,7 +116,7 @@ impl AppMachine {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.job.is_none()
+        self.job.is_none() && self.queued.is_none()
     }
 
     pub fn handle(&mut self, now: Instant, input: VssInput) {
@@ -134,6 +141,10 @@ impl AppMachine {
                     self.in_flight = None;
                     self.advance(None);
                 }
+                if let Some(q) = self.queued.filter(|q| now >= q.reply_by) {
+                    self.queued = None;
+                    self.answer(q, false);
+                }
                 if self.job.is_none() && self.auto_thaw_at.is_some_and(|t| now >= t) {
                     self.outputs
                         .push_back(VssOutput::Event(VssEvent::WatchdogThaw {
@@ -144,6 +155,7 @@ impl AppMachine {
             }
             VssInput::Shutdown => self.shutting_down = true,
         }
+        self.start_queued();
         if self.job.is_none() && self.shutting_down {
             if !self.started.is_empty() {
                 self.start_thaw(None);
@@ -196,12 +208,22 @@ impl AppMachine {
             op,
             msgid: msg.msgid,
         }));
-        if self.job.is_some() {
-            // Only possible while an auto-thaw runs: the kernel holds one request.
-            self.answer(req, false);
+        if op == VssOp::Check {
+            // Nothing to do for CHECK: the application is ready whenever we run.
+            self.answer(req, true);
             return;
         }
-        match op {
+        if self.job.is_some() {
+            if let Some(old) = self.queued.replace(req) {
+                self.answer(old, false);
+            }
+            return;
+        }
+        self.start(req);
+    }
+
+    fn start(&mut self, req: Req) {
+        match req.op {
             VssOp::Check => self.answer(req, true),
             VssOp::Freeze if self.frozen() => {
                 self.auto_thaw_at = Some(self.now.saturating_add(self.cfg.auto_thaw));
@@ -223,6 +245,15 @@ impl AppMachine {
                 self.next();
             }
             VssOp::Thaw => self.start_thaw(Some(req)),
+        }
+    }
+
+    /// Runs a request that waited for the previous job.
+    fn start_queued(&mut self) {
+        if self.job.is_none() {
+            if let Some(q) = self.queued.take() {
+                self.start(q);
+            }
         }
     }
 

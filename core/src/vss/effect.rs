@@ -39,6 +39,9 @@ pub enum VssEffect {
     /// The freezer does not answer: kill it (its exit resumes everything) and report
     /// `FreezerExited`.
     KillFreezer,
+    /// To the freezer: are you there? `Done` if it still holds its suspensions, `Failed`
+    /// if it has gone (the pipe to it is closed).
+    PingFreezer,
 }
 
 /// How a program ended.

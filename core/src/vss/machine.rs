@@ -216,6 +216,8 @@ struct Thaw {
 #[derive(Debug)]
 enum Chain {
     Check(Req),
+    /// FREEZE while frozen: confirm the freezer still holds everything.
+    Refreeze(Req),
     Freeze(Freeze),
     Thaw(Thaw),
 }
@@ -454,10 +456,14 @@ impl VssMachine {
                 self.effect(VssEffect::ListMounts, req.reply_by, "list mounts");
             }
             VssOp::Freeze if self.frozen_since.is_some() => {
-                // Already frozen: nothing to suspend twice. The watchdog starts again.
-                self.event(VssEvent::AlreadyFrozen);
-                self.watchdog_at = Some(self.now.saturating_add(self.cfg.watchdog));
-                self.answer(req, true);
+                // Already frozen: nothing to suspend twice, but the freezer may have died
+                // a moment ago without us knowing yet. A round trip to it tells.
+                self.chain = Some(Chain::Refreeze(req));
+                self.effect(
+                    VssEffect::PingFreezer,
+                    self.now.saturating_add(self.cfg.budget.rollback),
+                    "ping freezer",
+                );
             }
             VssOp::Freeze => {
                 self.chain = Some(Chain::Freeze(Freeze {
@@ -545,6 +551,27 @@ impl VssMachine {
                     }
                 };
                 self.answer(req, ok);
+            }
+            Some(Chain::Refreeze(req)) if result.is_none() => {
+                // No answer: the freezer is stuck. Only its death resumes for certain.
+                self.thaw_chain(ThawWhy::FreezeFailed, Some(req), ThawStage::KillFreezer);
+                self.effect(
+                    VssEffect::KillFreezer,
+                    self.now.saturating_add(self.cfg.budget.rollback),
+                    "kill freezer",
+                );
+            }
+            Some(Chain::Refreeze(req)) => {
+                if result == Some(VssResult::Done) || self.suspended.is_empty() {
+                    self.event(VssEvent::AlreadyFrozen);
+                    self.watchdog_at = Some(self.now.saturating_add(self.cfg.watchdog));
+                    self.answer(req, true);
+                } else {
+                    // The freezer is gone: what it held is resumed. Fail this FREEZE
+                    // (the host may try again) and thaw the hooks.
+                    self.on_freezer_gone();
+                    self.begin_thaw(ThawWhy::FreezeFailed, Some(req));
+                }
             }
             Some(Chain::Freeze(f)) => {
                 self.chain = Some(Chain::Freeze(f));
@@ -903,6 +930,14 @@ impl VssMachine {
                 self.on_freezer_gone();
                 self.in_flight = None;
                 self.fail_freeze();
+            }
+            Some(Chain::Refreeze(_)) => {
+                let Some(Chain::Refreeze(req)) = self.chain.take() else {
+                    return;
+                };
+                self.on_freezer_gone();
+                self.in_flight = None;
+                self.begin_thaw(ThawWhy::FreezeFailed, Some(req));
             }
             _ => {
                 self.on_freezer_gone();

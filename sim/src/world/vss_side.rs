@@ -186,6 +186,7 @@ impl World {
                 } else if v.setup.suspend_fails.as_deref() == Some(mount) {
                     done(Duration::from_millis(1), VssResult::Failed(IoError::EIO))
                 } else {
+                    v.freezer.alive = true;
                     v.freezer.held.insert(mount.clone(), now);
                     v.freezer.auto_thaw_at = Some(now.saturating_add(*auto_thaw_after));
                     done(Duration::from_millis(1), VssResult::Done)
@@ -201,7 +202,18 @@ impl World {
                     done(Duration::from_millis(1), VssResult::Done)
                 }
             }
+            VssEffect::PingFreezer => {
+                if v.freezer.hung {
+                    line.push_str(": freezer hangs");
+                    None
+                } else if v.freezer.alive {
+                    done(Duration::from_millis(1), VssResult::Done)
+                } else {
+                    done(Duration::from_millis(1), VssResult::Failed(IoError(32)))
+                }
+            }
             VssEffect::KillFreezer => {
+                v.freezer.alive = false;
                 v.freezer.held.clear();
                 v.freezer.hung = false;
                 v.freezer.auto_thaw_at = None;
@@ -349,6 +361,7 @@ impl World {
             return;
         }
         v.kernel.close_daemon();
+        v.freezer.alive = false;
         v.freezer.held.clear();
         v.freezer.hung = false;
         v.freezer.auto_thaw_at = None;
@@ -363,6 +376,7 @@ impl World {
     pub(super) fn vss_freezer_crash(&mut self) {
         let now = self.now;
         let Some(v) = self.vss.as_mut() else { return };
+        v.freezer.alive = false;
         v.freezer.held.clear();
         v.freezer.hung = false;
         v.freezer.auto_thaw_at = None;
@@ -504,5 +518,6 @@ fn describe(e: &VssEffect) -> String {
         VssEffect::Suspend { mount, .. } => format!("suspend {mount}"),
         VssEffect::ResumeAll => "resume all".into(),
         VssEffect::KillFreezer => "kill freezer".into(),
+        VssEffect::PingFreezer => "ping freezer".into(),
     }
 }
