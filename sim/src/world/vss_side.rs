@@ -178,7 +178,13 @@ impl World {
                 mount,
                 auto_thaw_after,
             } => {
-                if v.freezer.hang_next {
+                // Once / is suspended, suspending another file system can need a write
+                // to the root's metadata and blocks in "suspfs": that is why / goes last.
+                if v.freezer.held.contains_key("/") {
+                    v.freezer.hung = true;
+                    line.push_str(": blocks behind the suspended /");
+                    None
+                } else if v.freezer.hang_next {
                     v.freezer.hang_next = false;
                     v.freezer.hung = true;
                     line.push_str(": freezer hangs");
@@ -487,6 +493,15 @@ impl World {
         let daemon_thawed = v.daemon.as_ref().is_some_and(
             |d| matches!(&d.machine, Machine::Daemon(m) if !m.frozen() && m.is_idle()),
         );
+        let settled = v.daemon.as_ref().is_some_and(|d| d.pending.is_empty())
+            && v.freezer_notice_at.is_none();
+        if daemon_thawed && settled {
+            if let Some(m) = v.freezer.held.keys().next() {
+                let msg = format!("{m} is suspended while no FREEZE holds");
+                self.fail(msg);
+                return;
+            }
+        }
         let app_thawed = v
             .app
             .as_ref()
