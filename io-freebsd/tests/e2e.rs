@@ -1,0 +1,840 @@
+//! End-to-end tests: the real `hv_kvp_daemon` binary against the emulated device
+//! (`hvguest_sim::emulator`), in a temporary pool directory per test.
+//!
+//! Each test binds an `EmulatedDevice` on a Unix socket in its own directory, starts the
+//! daemon with `-n --device SOCKET --pool-dir DIR --pidfile DIR/pid`, and plays the
+//! host. A guard kills the daemon if the test panics (printing its log) and the
+//! directory is removed at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hvguest_core::kvp::describe;
+use hvguest_core::kvp::effect::FileId;
+use hvguest_core::kvp::record::{encode_pool, Record};
+use hvguest_core::kvp::text::{Key, Value};
+use hvguest_core::kvp::trace_file::Trace;
+use hvguest_core::kvp::wire::{decode_reply, encode_request, PoolId, Reply, Request, Status};
+use hvguest_core::limits::{KVP_MSG_SIZE, POOL_RECORD_SIZE};
+use hvguest_sim::emulator::{Answer, DaemonLink, EmulatedDevice};
+use hvguest_sim::recording::replay;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How long a daemon may take to connect and register (a loaded 2-core machine).
+const ACCEPT: Duration = Duration::from_secs(10);
+const KEY_FIELD: usize = 512;
+
+// ---------------------------------------------------------------------------------------
+// Scaffolding: a directory, a daemon process, and the host's requests.
+
+/// A fresh directory for one test, removed when dropped.
+struct TestDir {
+    path: PathBuf,
+}
+
+impl TestDir {
+    fn new(name: &str) -> TestDir {
+        let path = std::env::temp_dir().join(format!("hvguest-e2e-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TestDir { path }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.path.join("kvp.sock")
+    }
+
+    /// Nested, and missing until the daemon creates it (with its parents).
+    fn pool_dir(&self) -> PathBuf {
+        self.path.join("var/db/hyperv/pool")
+    }
+
+    fn pool_file(&self, pool: PoolId) -> PathBuf {
+        self.pool_dir().join(FileId::pool(pool).file_name())
+    }
+
+    fn journal(&self, pool: PoolId) -> PathBuf {
+        self.pool_dir().join(FileId::journal(pool).file_name())
+    }
+
+    fn pidfile(&self) -> PathBuf {
+        self.path.join("pid")
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A running daemon; killed (and its log printed) if the test panics.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+static STARTS: AtomicUsize = AtomicUsize::new(0);
+
+impl Daemon {
+    /// Starts the real binary with the test's socket, pool directory and pidfile.
+    fn spawn(dir: &TestDir, extra: &[&str]) -> Daemon {
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let log = dir.path.join(format!("daemon-{n}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"))
+            .arg("-n")
+            .arg("--device")
+            .arg(dir.socket())
+            .arg("--pool-dir")
+            .arg(dir.pool_dir())
+            .arg("--pidfile")
+            .arg(dir.pidfile())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("start hv_kvp_daemon");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Starts a daemon and waits for it to connect and register.
+    fn start(dir: &TestDir, dev: &EmulatedDevice, extra: &[&str]) -> (Daemon, DaemonLink) {
+        let d = Daemon::spawn(dir, extra);
+        match dev.accept(ACCEPT) {
+            Ok(link) => (d, link),
+            Err(e) => panic!("daemon did not register: {e}\n{}", d.log_text()),
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).unwrap();
+    }
+
+    /// Waits for the process to end, at most `limit`.
+    fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(st);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- daemon log {} ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+fn key(s: &str) -> Key {
+    Key::new(s.as_bytes()).unwrap()
+}
+
+fn value(s: &str) -> Value {
+    Value::new(s.as_bytes()).unwrap()
+}
+
+fn status_of(reply: &[u8]) -> Status {
+    assert_eq!(reply.len(), KVP_MSG_SIZE, "a reply is one whole message");
+    Status(u32::from_le_bytes(reply[..4].try_into().unwrap()))
+}
+
+/// Sends raw bytes; the daemon must answer in time.
+fn raw(link: &mut DaemonLink, bytes: &[u8]) -> Vec<u8> {
+    match link.request(bytes).expect("device") {
+        Answer::Reply { bytes, .. } => bytes,
+        other => panic!("no reply to a {}-byte message: {other:?}", bytes.len()),
+    }
+}
+
+/// One request, answered in time, decoded as the kernel reads it.
+fn call(link: &mut DaemonLink, req: &Request) -> Reply {
+    let reply = match link.request(&encode_request(req)[..]).expect("device") {
+        Answer::Reply { bytes, .. } => bytes,
+        other => panic!("{}: {other:?}", describe::request(req)),
+    };
+    assert_eq!(reply.len(), KVP_MSG_SIZE);
+    decode_reply(req.op(), &reply).unwrap()
+}
+
+fn set(link: &mut DaemonLink, pool: PoolId, k: &str, v: &str) -> Status {
+    call(
+        link,
+        &Request::Set {
+            pool,
+            key: key(k),
+            value: value(v),
+        },
+    )
+    .status()
+}
+
+fn get(link: &mut DaemonLink, pool: PoolId, k: &str) -> Result<String, Status> {
+    match call(link, &Request::Get { pool, key: key(k) }) {
+        Reply::Value(v) => Ok(String::from_utf8(v.as_bytes().to_vec()).unwrap()),
+        Reply::Status(s) => Err(s),
+        other => panic!("GET answered {other:?}"),
+    }
+}
+
+fn delete(link: &mut DaemonLink, pool: PoolId, k: &str) -> Status {
+    call(link, &Request::Delete { pool, key: key(k) }).status()
+}
+
+/// A whole ENUMERATE walk: the entries up to the first reply that is not OK, and that
+/// reply's status.
+fn walk(link: &mut DaemonLink, pool: PoolId) -> (Vec<(String, String)>, Status) {
+    let mut out = Vec::new();
+    for index in 0..100_000 {
+        match call(link, &Request::Enumerate { pool, index }) {
+            Reply::Entry { key, value } => out.push((
+                String::from_utf8(key.as_bytes().to_vec()).unwrap(),
+                String::from_utf8(value.as_bytes().to_vec()).unwrap(),
+            )),
+            Reply::Status(s) => return (out, s),
+            other => panic!("ENUMERATE answered {other:?}"),
+        }
+    }
+    panic!("ENUMERATE of {pool:?} never ended");
+}
+
+/// Reads a pool file the strict way (azure-init's): whole 2560-byte records, each field a
+/// non-empty-key string, its terminator, then zeros only. Panics otherwise.
+fn strict_records(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        bytes.len() % POOL_RECORD_SIZE,
+        0,
+        "{}: {} bytes is not whole records",
+        path.display(),
+        bytes.len()
+    );
+    let field = |f: &[u8], what: &str, i: usize| -> Vec<u8> {
+        let end = f
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or_else(|| panic!("{}: record {i}: {what} unterminated", path.display()));
+        assert!(
+            f[end..].iter().all(|&b| b == 0),
+            "{}: record {i}: {what} not zero-padded",
+            path.display()
+        );
+        f[..end].to_vec()
+    };
+    bytes
+        .chunks_exact(POOL_RECORD_SIZE)
+        .enumerate()
+        .map(|(i, r)| {
+            let k = field(&r[..KEY_FIELD], "key", i);
+            assert!(!k.is_empty(), "{}: record {i}: empty key", path.display());
+            (k, field(&r[KEY_FIELD..], "value", i))
+        })
+        .collect()
+}
+
+fn assert_mode_0600(path: &Path) {
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}: mode {mode:o}", path.display());
+}
+
+fn as_strings(recs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(String, String)> {
+    recs.iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8(k.clone()).unwrap(),
+                String::from_utf8(v.clone()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// a. Every op on every pool.
+
+#[test]
+fn every_op_on_every_pool() {
+    let dir = TestDir::new("every-op");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    let long_key = "K".repeat(511);
+    let long_value = "V".repeat(2047);
+    for pool in PoolId::FILE_BACKED {
+        let p = pool.name();
+        let (entries, end) = walk(&mut link, pool);
+        assert_eq!(
+            (entries.len(), end),
+            (0, Status::S_CONT),
+            "{p} starts empty"
+        );
+        assert_eq!(get(&mut link, pool, "a"), Err(Status::S_CONT), "{p}");
+        assert_eq!(delete(&mut link, pool, "a"), Status::S_CONT, "{p}");
+        for k in ["a", "b", "c"] {
+            assert_eq!(set(&mut link, pool, k, &format!("{k}-{p}")), Status::OK);
+        }
+        assert_eq!(get(&mut link, pool, "b"), Ok(format!("b-{p}")));
+        // Update in place, and the longest key and value a field holds.
+        assert_eq!(set(&mut link, pool, "b", "updated"), Status::OK);
+        assert_eq!(get(&mut link, pool, "b"), Ok("updated".to_string()));
+        assert_eq!(set(&mut link, pool, &long_key, &long_value), Status::OK);
+        assert_eq!(get(&mut link, pool, &long_key), Ok(long_value.clone()));
+        // An empty value is a value.
+        assert_eq!(set(&mut link, pool, "empty", ""), Status::OK);
+        assert_eq!(get(&mut link, pool, "empty"), Ok(String::new()));
+        assert_eq!(delete(&mut link, pool, "a"), Status::OK);
+        assert_eq!(get(&mut link, pool, "a"), Err(Status::S_CONT));
+        assert_eq!(delete(&mut link, pool, "a"), Status::S_CONT);
+    }
+    // Each pool holds its own records, and its file holds exactly what it enumerates.
+    for pool in PoolId::FILE_BACKED {
+        let p = pool.name();
+        let (entries, end) = walk(&mut link, pool);
+        assert_eq!(end, Status::S_CONT);
+        let got: BTreeMap<String, String> = entries.iter().cloned().collect();
+        assert_eq!(got.len(), entries.len(), "{p}: no duplicates");
+        let want: BTreeMap<String, String> = [
+            ("b".to_string(), "updated".to_string()),
+            ("c".to_string(), format!("c-{p}")),
+            (long_key.clone(), long_value.clone()),
+            ("empty".to_string(), String::new()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want, "{p}");
+        let path = dir.pool_file(pool);
+        let on_disk = as_strings(&strict_records(&path));
+        assert_eq!(on_disk, entries, "{p}: file = enumeration, in order");
+        assert_mode_0600(&path);
+        // Every change finished: its journal is empty again.
+        let journal = dir.journal(pool);
+        assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0, "{p} journal");
+        assert_mode_0600(&journal);
+    }
+    // The auto pool: ten generated values, then "no more items"; read-only.
+    let (auto, end) = walk(&mut link, PoolId::Auto);
+    assert_eq!(auto.len(), 10, "{auto:?}");
+    assert_eq!(end, Status::S_CONT);
+    let names: BTreeSet<&str> = auto.iter().map(|(k, _)| k.as_str()).collect();
+    for k in [
+        "FullyQualifiedDomainName",
+        "IntegrationServicesVersion",
+        "NetworkAddressIPv4",
+        "NetworkAddressIPv6",
+        "OSBuildNumber",
+        "OSName",
+        "OSMajorVersion",
+        "OSMinorVersion",
+        "OSVersion",
+        "ProcessorArchitecture",
+    ] {
+        assert!(names.contains(k), "auto pool lacks {k}: {auto:?}");
+    }
+    let (os_name, _) = auto.iter().find(|(k, _)| k == "OSName").unwrap().clone();
+    assert_eq!(
+        get(&mut link, PoolId::Auto, &os_name).map(|v| !v.is_empty()),
+        Ok(true)
+    );
+    assert_eq!(set(&mut link, PoolId::Auto, "OSName", "x"), Status::S_CONT);
+    assert_eq!(delete(&mut link, PoolId::Auto, "OSName"), Status::S_CONT);
+    assert_eq!(walk(&mut link, PoolId::Auto).0, auto, "unchanged");
+    // The auto pool's file (kept for compatibility) is never written.
+    let auto_file = dir.pool_file(PoolId::Auto);
+    if auto_file.exists() {
+        assert!(strict_records(&auto_file).is_empty());
+        assert_mode_0600(&auto_file);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// b. Another program appends under flock while the host enumerates.
+//
+// On FreeBSD the writer's flock and the daemon's fcntl lock exclude each other; on Linux
+// they are independent, so here the daemon's reloads also race the appends themselves
+// (a reload may see a record half-written): harder for the reader, and still no SET or
+// DELETE runs meanwhile, which would need the two locks to meet.
+
+#[test]
+fn outside_appends_under_flock_while_enumerating() {
+    const N: usize = 200;
+    let dir = TestDir::new("outside-appends");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    for i in 0..5 {
+        assert_eq!(
+            set(&mut link, PoolId::Guest, &format!("ours{i}"), "x"),
+            Status::OK
+        );
+    }
+    let path = dir.pool_file(PoolId::Guest);
+    let done = Arc::new(AtomicBool::new(false));
+    let walks = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let done = done.clone();
+        let walks = walks.clone();
+        let path = path.clone();
+        thread::spawn(move || {
+            // cloud-init: open for append, flock(LOCK_EX), one record, unlock.
+            let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+            for i in 0..N {
+                let rec = Record::new(
+                    key(&format!("CLOUD_INIT|{i:04}")),
+                    value(&format!("event {i} {}", "e".repeat(i % 300))),
+                );
+                let mut locked = Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| e)
+                    .unwrap();
+                locked.write_all(&encode_pool(&[rec])).unwrap();
+                file = locked.unlock().map_err(|(_, e)| e).unwrap();
+                thread::sleep(Duration::from_micros(200 + (i as u64 % 7) * 100));
+                // Every ten records, let the host finish a walk (however loaded the
+                // machine), so walks and appends overlap all along.
+                if i % 10 == 9 {
+                    let seen = walks.load(Ordering::Acquire);
+                    let start = Instant::now();
+                    while walks.load(Ordering::Acquire) == seen
+                        && start.elapsed() < Duration::from_secs(5)
+                    {
+                        thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            }
+            done.store(true, Ordering::Release);
+        })
+    };
+    let mut sizes = BTreeSet::new();
+    loop {
+        let finished = done.load(Ordering::Acquire);
+        let (entries, end) = walk(&mut link, PoolId::Guest);
+        assert_eq!(end, Status::S_CONT);
+        let n = walks.fetch_add(1, Ordering::AcqRel) + 1;
+        // Mid-append walks may shift, but never show anything that was not written.
+        for (k, v) in &entries {
+            let ours = k.starts_with("ours") && v == "x";
+            let theirs = k
+                .strip_prefix("CLOUD_INIT|")
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|i| *v == format!("event {i} {}", "e".repeat(i % 300)));
+            assert!(ours || theirs, "walk {n}: unexpected entry {k:?} = {v:?}");
+        }
+        sizes.insert(entries.len());
+        if finished {
+            break;
+        }
+    }
+    let walks = walks.load(Ordering::Acquire);
+    writer.join().unwrap();
+    // One more full walk after both finished: every record exactly once.
+    let (entries, end) = walk(&mut link, PoolId::Guest);
+    assert_eq!(end, Status::S_CONT);
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for (k, _) in &entries {
+        *count.entry(k.as_str()).or_default() += 1;
+    }
+    for i in 0..N {
+        let k = format!("CLOUD_INIT|{i:04}");
+        assert_eq!(count.get(k.as_str()), Some(&1), "{k} seen once");
+    }
+    for i in 0..5 {
+        assert_eq!(count.get(format!("ours{i}").as_str()), Some(&1));
+    }
+    assert_eq!(entries.len(), N + 5);
+    assert_eq!(strict_records(&path).len(), N + 5);
+    assert!(
+        sizes.len() >= 3,
+        "the host walked while the writer appended: {walks} walks, sizes {sizes:?}"
+    );
+    eprintln!(
+        "{walks} walks during the appends, {} distinct sizes",
+        sizes.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// c. kill -9 in the middle of a SET storm, then a restart.
+
+/// Sends SETs of distinct keys over the four file pools until the daemon dies; a
+/// thread kills it once `kill_after` have been acknowledged, `delay` later.
+fn set_storm(
+    daemon: &Daemon,
+    link: &mut DaemonLink,
+    round: usize,
+    kill_after: usize,
+    delay: Duration,
+    acked: &mut Vec<(PoolId, String, String)>,
+) {
+    let acks = Arc::new(AtomicUsize::new(0));
+    let pid = daemon.pid();
+    let killer = {
+        let acks = acks.clone();
+        thread::spawn(move || {
+            let start = Instant::now();
+            while acks.load(Ordering::Acquire) < kill_after {
+                assert!(start.elapsed() < Duration::from_secs(20), "storm too slow");
+                thread::sleep(Duration::from_micros(100));
+            }
+            thread::sleep(delay);
+            kill(pid, Signal::SIGKILL).unwrap();
+        })
+    };
+    let mut sent = 0;
+    let mut refused = 0;
+    for i in 0..100_000 {
+        let pool = PoolId::FILE_BACKED[i % 4];
+        let k = format!("storm{round}-{i:05}");
+        let v = format!("value {round}/{i} {}", "v".repeat(i % 700));
+        let req = Request::Set {
+            pool,
+            key: key(&k),
+            value: value(&v),
+        };
+        sent += 1;
+        // A daemon killed with our request unread resets the connection: gone too.
+        let answer = match link.request(&encode_request(&req)[..]) {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Answer::Gone,
+            Err(e) => panic!("SET {i}: {e}"),
+        };
+        match answer {
+            Answer::Reply { bytes, .. } => {
+                if status_of(&bytes) == Status::OK {
+                    acked.push((pool, k, v));
+                    acks.fetch_add(1, Ordering::Release);
+                } else {
+                    refused += 1;
+                }
+            }
+            Answer::Gone => break,
+            Answer::TimedOut { forwarded } => {
+                panic!("SET {i} timed out (forwarded: {forwarded}) before the kill")
+            }
+        }
+    }
+    killer.join().unwrap();
+    eprintln!(
+        "round {round}: killed after {} acks (+{delay:?}), {sent} sent, {refused} refused",
+        acks.load(Ordering::Acquire)
+    );
+}
+
+fn assert_all_acked_readable(link: &mut DaemonLink, acked: &[(PoolId, String, String)]) {
+    for (pool, k, v) in acked {
+        assert_eq!(
+            get(link, *pool, k).as_ref(),
+            Ok(v),
+            "acknowledged {k} in {pool:?}"
+        );
+    }
+}
+
+#[test]
+fn kill_9_mid_set_storm_loses_no_acknowledged_change() {
+    let dir = TestDir::new("kill-9");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let mut acked = Vec::new();
+    // Three kill points: right after an ack, and a little later, into the next SET's
+    // persistence (journal, pool writes, fsyncs) at different depths.
+    for (round, (kill_after, delay_us)) in
+        [(100, 0), (81, 700), (122, 2500)].into_iter().enumerate()
+    {
+        let (mut daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+        assert_all_acked_readable(&mut link, &acked);
+        set_storm(
+            &daemon,
+            &mut link,
+            round,
+            kill_after,
+            Duration::from_micros(delay_us),
+            &mut acked,
+        );
+        let st = daemon
+            .wait(Duration::from_secs(10))
+            .expect("killed daemon ends");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(9),
+            "{st:?}"
+        );
+        let pending: Vec<u64> = PoolId::FILE_BACKED
+            .iter()
+            .map(|p| std::fs::metadata(dir.journal(*p)).map_or(0, |m| m.len()))
+            .collect();
+        eprintln!("round {round}: journal bytes left by the kill: {pending:?}");
+        for pool in PoolId::FILE_BACKED {
+            // Whole records even before recovery: growth is made durable before writes.
+            let len = std::fs::metadata(dir.pool_file(pool)).unwrap().len();
+            assert_eq!(
+                len % POOL_RECORD_SIZE as u64,
+                0,
+                "{pool:?} after kill: {len}"
+            );
+        }
+        // The pidfile of a killed daemon is stale; the next one must still start.
+    }
+    let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    assert_all_acked_readable(&mut link, &acked);
+    for pool in PoolId::FILE_BACKED {
+        // Recovery finished or discarded every interrupted change before registering.
+        let journal = std::fs::metadata(dir.journal(pool)).unwrap().len();
+        assert_eq!(journal, 0, "{pool:?} journal after recovery");
+        let recs = strict_records(&dir.pool_file(pool));
+        let keys: BTreeSet<&Vec<u8>> = recs.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys.len(), recs.len(), "{pool:?}: no duplicate keys");
+        for (p, k, _) in &acked {
+            if *p == pool {
+                assert!(keys.contains(&k.as_bytes().to_vec()), "{k} on disk");
+            }
+        }
+    }
+    assert!(acked.len() >= 300, "{} acks", acked.len());
+}
+
+// ---------------------------------------------------------------------------------------
+// d. Malformed requests are answered with a failure and the daemon keeps serving.
+
+#[test]
+fn malformed_requests_get_a_failure_status_and_the_daemon_keeps_serving() {
+    let dir = TestDir::new("malformed");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    let good = |link: &mut DaemonLink, n: usize| {
+        let k = format!("after{n}");
+        assert_eq!(set(link, PoolId::Guest, &k, "fine"), Status::OK);
+        assert_eq!(get(link, PoolId::Guest, &k), Ok("fine".to_string()));
+    };
+    let mut unknown_op = vec![0u8; KVP_MSG_SIZE];
+    unknown_op[0] = 7;
+    let mut bad_pool = encode_request(&Request::Get {
+        pool: PoolId::Guest,
+        key: key("k"),
+    })
+    .to_vec();
+    bad_pool[1] = 9;
+    let short = {
+        let mut m = encode_request(&Request::Get {
+            pool: PoolId::Guest,
+            key: key("k"),
+        })
+        .to_vec();
+        m.truncate(10);
+        m
+    };
+    let mut unterminated = encode_request(&Request::Set {
+        pool: PoolId::Guest,
+        key: key("k"),
+        value: value("v"),
+    })
+    .to_vec();
+    unterminated[16..16 + KEY_FIELD].fill(b'Z');
+    let cases: [(&str, Vec<u8>, u32); 4] = [
+        ("unknown op 7", unknown_op, 0x8007_0032),
+        ("pool 9", bad_pool, 0x8000_4005),
+        ("10-byte message", short, 0x8000_4005),
+        ("unterminated key", unterminated, 0x8007_0057),
+    ];
+    for (n, (what, bytes, want)) in cases.iter().enumerate() {
+        let reply = raw(&mut link, bytes);
+        assert_eq!(status_of(&reply), Status(*want), "{what}");
+        assert!(
+            reply[4..].iter().all(|&b| b == 0),
+            "{what}: status-only reply"
+        );
+        good(&mut link, n);
+    }
+    // Nothing malformed reached the pool.
+    let (entries, _) = walk(&mut link, PoolId::Guest);
+    let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["after0", "after1", "after2", "after3"]);
+    assert_eq!(strict_records(&dir.pool_file(PoolId::Guest)).len(), 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// e. SIGTERM and the pidfile.
+
+#[test]
+fn sigterm_exits_0_and_a_second_instance_is_refused() {
+    let dir = TestDir::new("sigterm");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (mut first, mut link) = Daemon::start(&dir, &dev, &[]);
+    assert_eq!(set(&mut link, PoolId::Guest, "k", "v"), Status::OK);
+    let pid = first.pid().as_raw().to_string();
+    let in_file = std::fs::read_to_string(dir.pidfile()).unwrap();
+    assert_eq!(in_file.trim(), pid, "the pidfile holds the daemon's pid");
+
+    let mut second = Daemon::spawn(&dir, &[]);
+    let st = second
+        .wait(Duration::from_secs(10))
+        .expect("the second instance exits by itself");
+    assert!(!st.success(), "second instance: {st:?}");
+    let msg = second.log_text();
+    assert!(msg.contains(&pid), "the refusal names pid {pid}: {msg:?}");
+    assert!(
+        dir.pidfile().exists(),
+        "the refused instance left the pidfile alone"
+    );
+    assert_eq!(get(&mut link, PoolId::Guest, "k"), Ok("v".to_string()));
+
+    let start = Instant::now();
+    first.signal(Signal::SIGTERM);
+    let st = first
+        .wait(Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("no exit within 2 s of SIGTERM\n{}", first.log_text()));
+    assert_eq!(st.code(), Some(0), "{st:?}\n{}", first.log_text());
+    eprintln!("SIGTERM to exit: {:?}", start.elapsed());
+    assert!(!dir.pidfile().exists(), "pidfile removed");
+    assert_eq!(strict_records(&dir.pool_file(PoolId::Guest)).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// f. A recorded session replays through the core with no difference.
+
+#[test]
+fn a_recorded_session_replays_with_no_difference() {
+    let dir = TestDir::new("record");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    // A pool file from before, so the recording's initial pools matter.
+    std::fs::create_dir_all(dir.pool_dir()).unwrap();
+    let before = encode_pool(&[
+        Record::new(key("from"), value("before")),
+        Record::new(key("dup"), value("first")),
+        Record::new(key("dup"), value("second")),
+    ]);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.pool_file(PoolId::External))
+        .unwrap();
+    f.write_all(&before).unwrap();
+    drop(f);
+    let record = dir.path.join("session.kvptrace");
+    let record_arg = record.to_str().unwrap().to_string();
+    let (mut daemon, mut link) = Daemon::start(&dir, &dev, &["--record", &record_arg]);
+    for pool in [PoolId::Guest, PoolId::External] {
+        assert_eq!(set(&mut link, pool, "color", "blue"), Status::OK);
+        assert_eq!(set(&mut link, pool, "size", "10"), Status::OK);
+        assert_eq!(get(&mut link, pool, "color"), Ok("blue".to_string()));
+        assert_eq!(set(&mut link, pool, "color", "green"), Status::OK);
+        walk(&mut link, pool);
+        assert_eq!(delete(&mut link, pool, "size"), Status::OK);
+        assert_eq!(get(&mut link, pool, "size"), Err(Status::S_CONT));
+    }
+    assert_eq!(
+        get(&mut link, PoolId::External, "dup"),
+        Ok("first".to_string())
+    );
+    assert_eq!(walk(&mut link, PoolId::Auto).0.len(), 10);
+    assert_eq!(set(&mut link, PoolId::Auto, "x", "y"), Status::S_CONT);
+    let mut bad = vec![0u8; KVP_MSG_SIZE];
+    bad[0] = 7;
+    assert_eq!(status_of(&raw(&mut link, &bad)), Status::NOT_SUPPORTED);
+    assert_eq!(status_of(&raw(&mut link, &bad[..10])), Status::E_FAIL);
+    walk(&mut link, PoolId::Guest);
+    daemon.signal(Signal::SIGTERM);
+    let st = daemon
+        .wait(Duration::from_secs(5))
+        .expect("exit after SIGTERM");
+    assert_eq!(st.code(), Some(0));
+
+    let text = std::fs::read_to_string(&record).unwrap();
+    let trace = Trace::parse(&text)
+        .unwrap_or_else(|e| panic!("{}:{}: {}", record.display(), e.line, e.kind));
+    assert_eq!(trace.pools[PoolId::External.index()], before);
+    let ins = trace
+        .messages
+        .iter()
+        .filter(|m| m.dir == hvguest_core::kvp::trace_file::Direction::In)
+        .count();
+    let outs = trace.messages.len() - ins;
+    assert_eq!(
+        outs,
+        ins + 1,
+        "one reply per request, plus the registration"
+    );
+    let report = replay(&trace);
+    assert!(report.is_clean(), "{report:#}");
+    assert!(report.registration_matched);
+    assert_eq!(report.matched_requests(), ins);
+}
+
+// ---------------------------------------------------------------------------------------
+// g. A torn trailing record from a previous run is cut at start.
+
+#[test]
+fn a_torn_trailing_record_is_repaired_at_start() {
+    let dir = TestDir::new("torn-tail");
+    std::fs::create_dir_all(dir.pool_dir()).unwrap();
+    let records: Vec<Record> = (0..3)
+        .map(|i| Record::new(key(&format!("k{i}")), value(&format!("v{i}"))))
+        .collect();
+    let whole = encode_pool(&records);
+    for pool in [PoolId::Guest, PoolId::AutoInternal] {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.pool_file(pool))
+            .unwrap();
+        f.write_all(&whole).unwrap();
+        // Half of a fourth record: a writer that died mid-append.
+        let torn = Record::new(key("torn"), value("half")).encode();
+        f.write_all(&torn[..100]).unwrap();
+    }
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    for pool in [PoolId::Guest, PoolId::AutoInternal] {
+        // Repaired before the registration, without waiting for a request.
+        let bytes = std::fs::read(dir.pool_file(pool)).unwrap();
+        assert_eq!(
+            bytes, whole,
+            "{pool:?}: the three records, intact, and no more"
+        );
+        let (entries, _) = walk(&mut link, pool);
+        assert_eq!(
+            entries,
+            [("k0", "v0"), ("k1", "v1"), ("k2", "v2")].map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(set(&mut link, pool, "k3", "v3"), Status::OK);
+        assert_eq!(strict_records(&dir.pool_file(pool)).len(), 4);
+        assert_eq!(get(&mut link, pool, "k1"), Ok("v1".to_string()));
+    }
+}
