@@ -127,6 +127,27 @@ impl PoolFiles {
 
     fn lock(&mut self, id: FileId, kind: i16, wait: bool) -> io::Result<()> {
         let fd = self.file(id)?.as_raw_fd();
+        // On Linux, fcntl and flock locks ignore each other and cloud-init/azure-init
+        // take flock: hold both there. On FreeBSD they are one lock (spec §3.3): fcntl
+        // alone excludes everyone, and taking both would conflict with ourselves.
+        #[cfg(target_os = "linux")]
+        {
+            let op = match (kind == nix::libc::F_UNLCK as i16, wait) {
+                (true, _) => nix::libc::LOCK_UN,
+                (false, true) => nix::libc::LOCK_EX,
+                (false, false) => nix::libc::LOCK_EX | nix::libc::LOCK_NB,
+            };
+            loop {
+                // SAFETY: flock on a descriptor owned by self.open.
+                if unsafe { nix::libc::flock(fd, op) } == 0 {
+                    break;
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
         let l = whole_file_lock(kind);
         loop {
             let arg = if wait {

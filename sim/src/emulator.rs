@@ -158,12 +158,12 @@ impl DaemonLink {
 
     /// Hands one request to the daemon and waits for its reply, as the kernel does.
     pub fn request(&mut self, bytes: &[u8]) -> io::Result<Answer> {
-        let gone = |e: io::Error| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                Ok(Answer::Gone)
-            } else {
-                Err(e)
-            }
+        // A closed, reset or broken connection all mean the daemon went away.
+        let gone = |e: io::Error| match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe => Ok(Answer::Gone),
+            _ => Err(e),
         };
         if let Err(e) = self.collect_late() {
             return gone(e);

@@ -66,7 +66,7 @@ impl Default for VssSetup {
                 hook_dir: Some(HOOK_DIR.into()),
                 ..VssConfig::default()
             },
-            app_auto_thaw: Duration::from_secs(30),
+            app_auto_thaw: Duration::from_secs(45),
         }
     }
 }
@@ -360,6 +360,7 @@ impl SimVssProc {
             work: hvguest_core::vss::app::AppWork::Command(vec![APP_COMMAND.into()]),
             budget: setup.config.budget.clone(),
             auto_thaw: setup.app_auto_thaw,
+            ..AppConfig::default()
         };
         SimVssProc {
             machine: Machine::App(Box::new(AppMachine::new(cfg, now))),

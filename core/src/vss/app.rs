@@ -28,8 +28,15 @@ pub enum AppWork {
 pub struct AppConfig {
     pub work: AppWork,
     pub budget: Budget,
-    /// Thaw by ourselves this long after a FREEZE with no THAW.
+    /// Thaw by ourselves this long after a FREEZE with no THAW: later than the daemon's
+    /// watchdog (30 s) and its freezer's backstop, so the file systems are resumed
+    /// before the application, as the kernel orders a THAW.
     pub auto_thaw: Duration,
+    /// All of the application's freeze work together.
+    pub freeze_budget: Duration,
+    /// Left to the file-system daemon, which gets the FREEZE after us within the same
+    /// 15 s: our freeze work stops this long before the answer is due.
+    pub daemon_reserve: Duration,
 }
 
 impl Default for AppConfig {
@@ -37,7 +44,9 @@ impl Default for AppConfig {
         AppConfig {
             work: AppWork::Command(Vec::new()),
             budget: Budget::default(),
-            auto_thaw: Duration::from_secs(30),
+            auto_thaw: Duration::from_secs(45),
+            freeze_budget: Duration::from_secs(10),
+            daemon_reserve: Duration::from_secs(3),
         }
     }
 }
@@ -59,6 +68,10 @@ struct Job {
     /// Waiting for the hook list first.
     listing: bool,
     failed: bool,
+    /// The freeze work must end by then.
+    until: Option<Instant>,
+    /// The program running now (for its failure event).
+    running: String,
 }
 
 pub struct AppMachine {
@@ -241,6 +254,8 @@ impl AppMachine {
                     todo,
                     listing,
                     failed: false,
+                    until: None,
+                    running: String::new(),
                 });
                 self.next();
             }
@@ -269,6 +284,8 @@ impl AppMachine {
             todo,
             listing: false,
             failed: false,
+            until: None,
+            running: String::new(),
         });
         self.next();
     }
@@ -288,9 +305,20 @@ impl AppMachine {
             });
             return;
         }
+        if job.arg == "freeze" && job.until.is_none() {
+            let by_budget = self.now.saturating_add(self.cfg.freeze_budget);
+            let by_reply = job.req.map_or(by_budget, |r| {
+                Instant(
+                    r.reply_by
+                        .as_nanos()
+                        .saturating_sub(self.cfg.daemon_reserve.as_nanos() as u64),
+                )
+            });
+            job.until = Some(by_budget.min(by_reply));
+        }
         let left = job
-            .req
-            .map_or(b.thaw_hook, |r| r.reply_by.saturating_since(self.now));
+            .until
+            .map_or(b.thaw_hook, |u| u.saturating_since(self.now));
         if job.failed || (job.arg == "freeze" && left < Duration::from_millis(50)) {
             // Failed, or out of time: thaw what was started, answer failure.
             let req = job.req.take();
@@ -307,10 +335,11 @@ impl AppMachine {
                     self.started.push(argv.clone());
                 }
                 let d = if job.arg == "freeze" {
-                    b.hook.min(left)
+                    left
                 } else {
                     b.thaw_hook
                 };
+                job.running = argv.first().cloned().unwrap_or_default();
                 let mut full = argv;
                 full.push(job.arg.to_string());
                 self.next_effect += 1;
@@ -374,12 +403,7 @@ impl AppMachine {
             _ => ExitStatus::TimedOut,
         };
         if !status.success() {
-            let name = self
-                .started
-                .last()
-                .and_then(|a| a.first())
-                .cloned()
-                .unwrap_or_default();
+            let name = job.running.clone();
             let arg = job.arg;
             if arg == "freeze" {
                 job.failed = true;

@@ -178,7 +178,8 @@ struct Freeze {
     plan: FreezePlan,
     hooks: Vec<String>,
     next: usize,
-    hooks_left: Duration,
+    /// When the freeze hooks' whole budget runs out (set as the first hook starts).
+    hooks_until: Option<Instant>,
     suspend_until: Option<Instant>,
 }
 
@@ -472,7 +473,7 @@ impl VssMachine {
                     plan: FreezePlan::default(),
                     hooks: Vec::new(),
                     next: 0,
-                    hooks_left: self.cfg.budget.hooks_total,
+                    hooks_until: None,
                     suspend_until: None,
                 }));
                 self.freeze_effect(VssEffect::ListMounts, Duration::from_secs(1));
@@ -489,9 +490,11 @@ impl VssMachine {
         want.min(until_rollback)
     }
 
-    fn freeze_effect(&mut self, effect: VssEffect, want: Duration) {
+    /// Issues a FREEZE step with a deadline of at most `want`; false (and the FREEZE
+    /// rolled back) if there is no time left for it.
+    fn freeze_effect(&mut self, effect: VssEffect, want: Duration) -> bool {
         let Some(Chain::Freeze(f)) = &self.chain else {
-            return;
+            return false;
         };
         let (reply_by, stage) = (f.req.reply_by, f.stage);
         let d = self.step_deadline(reply_by, want);
@@ -501,7 +504,7 @@ impl VssMachine {
                 step: step_name(stage),
             });
             self.fail_freeze();
-            return;
+            return false;
         }
         let effect = match effect {
             VssEffect::Run { argv, .. } => VssEffect::Run { argv, deadline: d },
@@ -519,6 +522,7 @@ impl VssMachine {
                 .saturating_add(self.cfg.budget.grace),
             step_name(stage),
         );
+        true
     }
 
     fn hook_argv(&self, name: &str, arg: &str) -> Vec<String> {
@@ -690,17 +694,22 @@ impl VssMachine {
                 FreezeStage::FreezeHook => {
                     if let Some(name) = f.hooks.get(f.next).cloned() {
                         f.next += 1;
-                        let want = b.hook.min(f.hooks_left);
-                        f.hooks_left = f.hooks_left.saturating_sub(want);
-                        self.hooks_started.push(name.clone());
+                        // The hooks share one budget, charged by the time they take.
+                        let until = *f
+                            .hooks_until
+                            .get_or_insert(self.now.saturating_add(b.hooks_total));
+                        let want = b.hook.min(until.saturating_since(self.now));
                         let argv = self.hook_argv(&name, "freeze");
-                        self.freeze_effect(
+                        if self.freeze_effect(
                             VssEffect::Run {
                                 argv,
                                 deadline: want,
                             },
                             want,
-                        );
+                        ) {
+                            // Only a hook that started gets its thaw.
+                            self.hooks_started.push(name);
+                        }
                         return;
                     }
                     f.stage = FreezeStage::Sync;
@@ -748,7 +757,12 @@ impl VssMachine {
                         // The freezer thaws by itself at the watchdog even if we hang.
                         let effect = VssEffect::Suspend {
                             mount,
-                            auto_thaw_after: self.cfg.watchdog,
+                            // A backstop just after our own watchdog, which
+                            // normally thaws first (and says why).
+                            auto_thaw_after: self
+                                .cfg
+                                .watchdog
+                                .saturating_add(Duration::from_secs(1)),
                         };
                         self.freeze_effect(effect, left);
                         return;
