@@ -102,11 +102,14 @@ impl Loop<'_> {
     /// One input, then every output it causes, executed in order.
     fn step(&mut self, input: Input) {
         let now = clock::now();
-        if let (Some(r), Input::DeviceRead(bytes)) = (self.recorder.as_mut(), &input) {
-            if let Err(e) = r.message(now, true, bytes) {
-                self.log.warn(&format!("recording stopped: {e}"));
-                self.recorder = None;
-            }
+        let recorded = match (self.recorder.as_mut(), &input) {
+            (Some(r), Input::DeviceRead(bytes)) => r.message(now, true, bytes),
+            (Some(r), Input::SystemInfo(info)) => r.info(now, info),
+            _ => Ok(()),
+        };
+        if let Err(e) = recorded {
+            self.log.warn(&format!("recording stopped: {e}"));
+            self.recorder = None;
         }
         if self.log.debug_enabled() {
             if let Input::DeviceRead(bytes) = &input {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::effect::FileId;
-use hvguest_core::kvp::trace_file::{encode_bytes, Trace};
+use hvguest_core::kvp::trace_file::{encode_bytes, sysinfo_line, Trace};
 use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::Instant;
 
@@ -31,6 +31,12 @@ impl Recorder {
         out.write_all(header.to_text().as_bytes())?;
         out.flush()?;
         Ok(Recorder { out })
+    }
+
+    /// New system information handed to the machine (replay hands it in at `at` too).
+    pub fn info(&mut self, at: Instant, info: &SystemInfo) -> io::Result<()> {
+        writeln!(self.out, "{} {}", at.as_nanos(), sysinfo_line(info))?;
+        self.out.flush()
     }
 
     pub fn message(&mut self, at: Instant, inbound: bool, bytes: &[u8]) -> io::Result<()> {

@@ -122,6 +122,20 @@ impl Driver {
         self.now = self.now.max(until);
     }
 
+    /// System information changed at `at`.
+    fn info(&mut self, at: Instant, info: &hvguest_core::kvp::auto::SystemInfo) {
+        self.run_until(at);
+        let mut log = Vec::new();
+        self.daemon.handle(
+            self.now,
+            Input::SystemInfo(info.clone()),
+            &mut self.fs,
+            &mut self.net,
+            &mut log,
+        );
+        self.collect(log);
+    }
+
     /// One device read at `at` (or now, if the daemon is already past it).
     fn read(&mut self, at: Instant, bytes: &[u8]) {
         self.await_write();
@@ -340,7 +354,11 @@ fn slots(messages: &[DeviceMessage]) -> Vec<Vec<&DeviceMessage>> {
 pub fn replay(trace: &Trace) -> ReplayReport {
     let start = trace.messages.first().map_or(Instant::ZERO, |m| m.at);
     let mut d = Driver::start(trace, start, Latency::zero());
+    let mut changes = trace.info_changes.iter().peekable();
     for m in trace.messages.iter().filter(|m| m.dir == Direction::In) {
+        while let Some((at, info)) = changes.next_if(|c| c.0 <= m.at) {
+            d.info(*at, info);
+        }
         d.read(m.at, &m.bytes);
     }
     let replayed = d.finish();

@@ -690,6 +690,7 @@ fn trace() -> impl Strategy<Value = Trace> {
                 adapters: adapters.into_values().collect(),
                 pools: pools.try_into().unwrap(),
                 messages,
+                info_changes: Vec::new(),
             }
         })
 }
@@ -817,4 +818,66 @@ fn the_binary_exits_by_outcome() {
     assert_eq!(code, 2);
     assert!(stderr.contains("absent.kvptrace"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A host-name refresh recorded mid-session is applied at its time on replay: the auto
+/// pool's first entry changes with it.
+#[test]
+fn a_recorded_sysinfo_change_is_replayed_at_its_time() {
+    use hvguest_core::kvp::auto::{AutoPool, SystemInfo};
+    use hvguest_core::kvp::trace_file::{DeviceMessage, Direction, Trace};
+    use hvguest_core::kvp::wire::{
+        encode_reply, encode_request, registration, PoolId, Reply, Request,
+    };
+    use hvguest_core::Instant;
+
+    let before = SystemInfo {
+        fqdn: "vm".into(),
+        os_name: "FreeBSD".into(),
+        ..SystemInfo::default()
+    };
+    let after = SystemInfo {
+        fqdn: "vm.example.net".into(),
+        ..before.clone()
+    };
+    let fqdn_reply = |info: &SystemInfo| {
+        let auto = AutoPool::new(info);
+        let (k, v) = auto.entry(0).unwrap();
+        encode_reply(&Reply::Entry {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .to_vec()
+    };
+    let enum0 = encode_request(&Request::Enumerate {
+        pool: PoolId::Auto,
+        index: 0,
+    })
+    .to_vec();
+    let msg = |ms: u64, dir: Direction, bytes: Vec<u8>| DeviceMessage {
+        at: Instant::from_millis(ms),
+        dir,
+        bytes,
+    };
+    let mut trace = Trace {
+        info: before.clone(),
+        ..Trace::default()
+    };
+    trace.messages = vec![
+        msg(0, Direction::Out, registration().to_vec()),
+        msg(1000, Direction::In, enum0.clone()),
+        msg(1000, Direction::Out, fqdn_reply(&before)),
+        msg(3000, Direction::In, enum0),
+        msg(3000, Direction::Out, fqdn_reply(&after)),
+    ];
+    trace.info_changes = vec![(Instant::from_millis(2000), after)];
+    // Through the file format and back, then replayed: no difference.
+    let parsed = Trace::parse(&trace.to_text()).unwrap();
+    assert_eq!(parsed.info_changes, trace.info_changes);
+    let report = hvguest_sim::recording::replay(&parsed);
+    assert!(report.is_clean(), "{report}");
+    // Without the change, the second answer differs.
+    let mut without = parsed;
+    without.info_changes.clear();
+    assert!(!hvguest_sim::recording::replay(&without).is_clean());
 }

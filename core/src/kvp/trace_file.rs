@@ -36,6 +36,8 @@
 //!   lines for the same pool are concatenated in order (the writer puts one 2560-byte
 //!   record per line); a pool with no line started empty (or absent, which is the same
 //!   to the daemon: it creates the file on first use).
+//! * `<t_ns> sysinfo ...`: the system information changed at that time (the daemon looks
+//!   the host name up again in the background); same fields as the `sysinfo` line.
 //! * `<t_ns> in <bytes>`: one device read, the request exactly as the kernel delivered
 //!   it. `<t_ns> out <bytes>`: one device write, the registration or a reply. `<t_ns>` is
 //!   the daemon's monotonic clock in nanoseconds (decimal); times never decrease. The
@@ -119,6 +121,9 @@ pub struct Trace {
     /// Initial bytes of `.kvp_pool_N`, indexed by pool number.
     pub pools: [Vec<u8>; 5],
     pub messages: Vec<DeviceMessage>,
+    /// System information handed to the daemon while it ran (the host name is looked
+    /// up again in the background), with the time it arrived.
+    pub info_changes: Vec<(Instant, SystemInfo)>,
 }
 
 /// What is wrong with a line of a trace file.
@@ -493,6 +498,12 @@ impl Trace {
                         return Err(at_line(ParseErrorKind::TimeWentBack { previous, now: ns }));
                     }
                     last_time = Some(ns);
+                    let mut tokens = tokens.peekable();
+                    if tokens.next_if_eq(&"sysinfo").is_some() {
+                        let info = sysinfo(tokens).map_err(at_line)?;
+                        trace.info_changes.push((Instant(ns), info));
+                        continue;
+                    }
                     let dir = match tokens.next().unwrap_or("") {
                         "in" => Direction::In,
                         "out" => Direction::Out,
@@ -527,18 +538,8 @@ impl Trace {
         let mut s = String::new();
         s.push_str(HEADER);
         s.push('\n');
-        let i = &self.info;
         let join = |items: Vec<String>| items.join(",");
-        let _ = writeln!(
-            s,
-            "sysinfo fqdn={} os_name={} os_release={} machine={} ipv4={} ipv6={}",
-            percent_encode(&i.fqdn),
-            percent_encode(&i.os_name),
-            percent_encode(&i.os_release),
-            percent_encode(&i.machine),
-            join(i.ipv4.iter().map(ToString::to_string).collect()),
-            join(i.ipv6.iter().map(ToString::to_string).collect()),
-        );
+        let _ = writeln!(s, "{}", sysinfo_line(&self.info));
         for (mac, a) in &self.adapters {
             let _ = writeln!(
                 s,
@@ -564,7 +565,11 @@ impl Trace {
         }
         let mut op: Option<Op> = None;
         let mut requests = 0usize;
+        let mut changes = self.info_changes.iter().peekable();
         for m in &self.messages {
+            while let Some((at, info)) = changes.next_if(|c| c.0 <= m.at) {
+                let _ = writeln!(s, "{} {}", at.as_nanos(), sysinfo_line(info));
+            }
             if annotate {
                 match m.dir {
                     Direction::In => {
@@ -585,8 +590,25 @@ impl Trace {
             }
             s.push('\n');
         }
+        for (at, info) in changes {
+            let _ = writeln!(s, "{} {}", at.as_nanos(), sysinfo_line(info));
+        }
         s
     }
+}
+
+/// The `sysinfo ...` line (without a time) for `i`.
+pub fn sysinfo_line(i: &SystemInfo) -> String {
+    let join = |items: Vec<String>| items.join(",");
+    format!(
+        "sysinfo fqdn={} os_name={} os_release={} machine={} ipv4={} ipv6={}",
+        percent_encode(&i.fqdn),
+        percent_encode(&i.os_name),
+        percent_encode(&i.os_release),
+        percent_encode(&i.machine),
+        join(i.ipv4.iter().map(ToString::to_string).collect()),
+        join(i.ipv6.iter().map(ToString::to_string).collect()),
+    )
 }
 
 impl fmt::Display for Trace {
