@@ -40,8 +40,9 @@ pub enum VssEffect {
     /// `FreezerExited`.
     KillFreezer,
     /// To the freezer: are you there? `Done` if it still holds its suspensions, `Failed`
-    /// if it has gone (the pipe to it is closed).
-    PingFreezer,
+    /// if it has gone (the pipe to it is closed). It also moves its own auto-thaw to
+    /// `auto_thaw_after` from now (a FREEZE while frozen starts the watchdog again).
+    PingFreezer { auto_thaw_after: Duration },
 }
 
 /// How a program ended.

@@ -238,6 +238,9 @@ pub struct VssMachine {
     frozen_since: Option<Instant>,
     watchdog_at: Option<Instant>,
     shutting_down: bool,
+    /// The freezer died while a chain that cannot absorb it (a CHECK) was running: the
+    /// thaw that follows its death waits for that chain.
+    thaw_after_chain: bool,
     exited: bool,
     held: Vec<VssEvent>,
     outputs: VecDeque<VssOutput>,
@@ -289,6 +292,7 @@ impl VssMachine {
             frozen_since: None,
             watchdog_at: None,
             shutting_down: false,
+            thaw_after_chain: false,
             exited: false,
             held: Vec::new(),
             outputs: VecDeque::new(),
@@ -317,6 +321,9 @@ impl VssMachine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t: Vec<Instant> = Vec::new();
         t.extend(self.in_flight.map(|f| f.1));
+        if let Some(Chain::Thaw(th)) = &self.chain {
+            t.extend(th.req.map(|r| r.reply_by));
+        }
         t.extend(self.queued.map(|q| q.reply_by));
         if self.chain.is_none() {
             t.extend(self.watchdog_at);
@@ -379,7 +386,15 @@ impl VssMachine {
             }
             VssInput::Timer => self.on_timer(),
             VssInput::FreezerExited => self.on_freezer_exit(),
-            VssInput::Shutdown => self.shutting_down = true,
+            VssInput::Shutdown => {
+                self.shutting_down = true;
+                if matches!(self.chain, Some(Chain::Freeze(_))) {
+                    // Never answer OK to a FREEZE we are about to undo: roll it back now
+                    // (the effect in flight is abandoned; its result will be ignored).
+                    self.in_flight = None;
+                    self.fail_freeze();
+                }
+            }
         }
         self.settle();
     }
@@ -389,9 +404,18 @@ impl VssMachine {
         if self.chain.is_some() {
             return;
         }
-        if let Some(q) = self.queued.take() {
-            self.start(q);
+        if std::mem::take(&mut self.thaw_after_chain) {
+            self.begin_thaw(ThawWhy::FreezerExited, None);
             return;
+        }
+        if let Some(q) = self.queued.take() {
+            if self.shutting_down && q.op == VssOp::Freeze {
+                // Going away: no new freeze.
+                self.answer(q, false);
+            } else {
+                self.start(q);
+                return;
+            }
         }
         if self.shutting_down {
             if !self.suspended.is_empty()
@@ -461,7 +485,9 @@ impl VssMachine {
                 // a moment ago without us knowing yet. A round trip to it tells.
                 self.chain = Some(Chain::Refreeze(req));
                 self.effect(
-                    VssEffect::PingFreezer,
+                    VssEffect::PingFreezer {
+                        auto_thaw_after: self.cfg.watchdog.saturating_add(Duration::from_secs(1)),
+                    },
                     self.now.saturating_add(self.cfg.budget.rollback),
                     "ping freezer",
                 );
@@ -953,7 +979,12 @@ impl VssMachine {
                 self.in_flight = None;
                 self.begin_thaw(ThawWhy::FreezeFailed, Some(req));
             }
-            _ => {
+            Some(Chain::Check(_)) => {
+                // A CHECK is running: let it finish, then thaw.
+                self.on_freezer_gone();
+                self.thaw_after_chain = had || self.frozen_since.is_some();
+            }
+            None => {
                 self.on_freezer_gone();
                 if had || self.frozen_since.is_some() {
                     // Frozen, and the freezer died: the freeze is over; thaw hooks run.
@@ -964,6 +995,19 @@ impl VssMachine {
     }
 
     fn on_timer(&mut self) {
+        // A THAW whose thaw hooks run long is answered by its deadline; the hooks go on.
+        let now = self.now;
+        if let Some(Chain::Thaw(th)) = self.chain.as_mut() {
+            if th.stage == ThawStage::Hooks
+                && th.why == ThawWhy::Requested
+                && th.req.is_some_and(|r| now >= r.reply_by)
+            {
+                let ok = !th.resume_failed;
+                if let Some(req) = th.req.take() {
+                    self.answer(req, ok);
+                }
+            }
+        }
         if let Some((_, give_up, _)) = self.in_flight {
             if self.now >= give_up {
                 self.in_flight = None;

@@ -35,6 +35,8 @@ pub struct VssPart {
     pub disturbed: bool,
     /// The host's plan of VSS requests still to send, with the delay before each.
     pub plan: VecDeque<(Duration, VssOp)>,
+    /// When a FREEZE was last answered OK: the watchdog counts from there.
+    pub last_freeze_ok: Option<Instant>,
     pub next_at: Instant,
     pub stats_ops: u64,
 }
@@ -54,6 +56,7 @@ impl VssPart {
             freezer_notice_at: None,
             disturbed: false,
             plan: VecDeque::new(),
+            last_freeze_ok: None,
             next_at: Instant::ZERO,
             stats_ops: 0,
         }
@@ -208,11 +211,14 @@ impl World {
                     done(Duration::from_millis(1), VssResult::Done)
                 }
             }
-            VssEffect::PingFreezer => {
+            VssEffect::PingFreezer { auto_thaw_after } => {
                 if v.freezer.hung {
                     line.push_str(": freezer hangs");
                     None
                 } else if v.freezer.alive {
+                    if !v.freezer.held.is_empty() {
+                        v.freezer.auto_thaw_at = Some(now.saturating_add(*auto_thaw_after));
+                    }
                     done(Duration::from_millis(1), VssResult::Done)
                 } else {
                     done(Duration::from_millis(1), VssResult::Failed(IoError(32)))
@@ -321,6 +327,7 @@ impl World {
         let held: Vec<String> = v.freezer.held.keys().cloned().collect();
         match op {
             VssOp::Freeze if ok => {
+                v.last_freeze_ok = Some(self.now);
                 let want = plan.as_ref().map(|p| p.suspend.clone()).unwrap_or_default();
                 if plan.is_err() {
                     self.fail("FREEZE answered OK although the policy vetoes".into());
@@ -481,7 +488,10 @@ impl World {
             .freezer
             .held
             .iter()
-            .find(|(_, s)| now.saturating_since(**s) > limit)
+            // A FREEZE answered OK later (while frozen) starts the watchdog again.
+            .find(|(_, s)| {
+                now.saturating_since((**s).max(v.last_freeze_ok.unwrap_or(Instant::ZERO))) > limit
+            })
         {
             let msg = format!(
                 "{m} suspended for {:?}, beyond the watchdog",
@@ -533,6 +543,6 @@ fn describe(e: &VssEffect) -> String {
         VssEffect::Suspend { mount, .. } => format!("suspend {mount}"),
         VssEffect::ResumeAll => "resume all".into(),
         VssEffect::KillFreezer => "kill freezer".into(),
-        VssEffect::PingFreezer => "ping freezer".into(),
+        VssEffect::PingFreezer { .. } => "ping freezer".into(),
     }
 }
