@@ -3,13 +3,20 @@
 //! decision is made here. FreeBSD-only code sits behind `cfg(target_os = "freebsd")`;
 //! everything else also runs on Linux against emulated devices, for tests.
 
+pub mod actions;
 pub mod clock;
 pub mod device;
 pub mod files;
+pub mod freezer;
 pub mod kvp_daemon;
 pub mod lanes;
 pub mod logging;
+pub mod mounts;
 pub mod process;
+pub mod programs;
 pub mod recorder;
 pub mod signals;
 pub mod sysinfo;
+pub mod vss_config;
+pub mod vss_daemon;
+pub mod vss_device;

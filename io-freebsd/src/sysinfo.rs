@@ -44,22 +44,21 @@
 //! as a failure. An example script is `io-freebsd/scripts/hv_set_ifconfig`.
 
 use std::ffi::{CStr, CString};
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::effect::IoError;
 use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, IpConfig, Mac};
 use hvguest_core::limits::MAX_IP_LIST;
+use hvguest_core::vss::effect::ExitStatus;
 use nix::ifaddrs::{getifaddrs, InterfaceAddress};
 use nix::libc;
 use nix::net::if_::InterfaceFlags;
 use nix::sys::socket::SockaddrStorage;
+
+use crate::programs;
 
 // ---------------------------------------------------------------------------------
 // The auto pool
@@ -754,13 +753,7 @@ pub const SET_IFCONFIG_SCRIPT: &str = "hv_set_ifconfig";
 /// The only environment the script gets.
 const SCRIPT_PATH_ENV: &str = "/sbin:/bin:/usr/sbin:/usr/bin";
 /// How much of each of stdout and stderr is kept.
-pub const OUTPUT_LIMIT: usize = 4096;
-/// How often the child is polled while it runs.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// How long to wait for the output pipes to close once the script is gone (a process it
-/// left in the background may hold them open).
-const OUTPUT_GRACE: Duration = Duration::from_millis(100);
-const ENOENT: i32 = 2;
+pub const OUTPUT_LIMIT: usize = programs::OUTPUT_LIMIT;
 const EINVAL: i32 = 22;
 
 /// What a script run produced: its result and the start of its output, for the log.
@@ -816,155 +809,49 @@ pub fn run_set_ifconfig(cfg: &IpConfig, scripts_dir: &Path, deadline: Duration) 
     )
 }
 
+/// Runs the script through [`programs::run_split`] (stdin `/dev/null`, only `PATH` in
+/// the environment, working directory `/`, its own process group killed at the
+/// deadline).
 fn run_script(path: &Path, args: &[String], deadline: Duration) -> ScriptRun {
-    let start = Instant::now();
-    // The child starts in `/`: a relative path must be made absolute first.
-    let absolute;
+    // A relative path stays a path (not a name looked up in PATH).
     let path = if path.is_relative() {
-        absolute = std::env::current_dir().map(|d| d.join(path));
-        absolute.as_deref().unwrap_or(path)
+        Path::new(".").join(path)
     } else {
-        path
+        path.to_path_buf()
     };
-    let spawned = Command::new(path)
-        .args(args)
-        .env_clear()
-        .env("PATH", SCRIPT_PATH_ENV)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            let errno = match e.kind() {
-                std::io::ErrorKind::NotFound => ENOENT,
-                _ => e.raw_os_error().unwrap_or(EINVAL),
-            };
-            return ScriptRun {
-                result: Err(IoError(errno)),
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-            };
-        }
+    let Some(program) = path.to_str() else {
+        return ScriptRun {
+            result: Err(IoError(EINVAL)),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
     };
-    let (tx, rx) = mpsc::channel();
-    let mut readers = 0;
-    if let Some(out) = child.stdout.take() {
-        readers += usize::from(spawn_reader(out, true, tx.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers += usize::from(spawn_reader(err, false, tx.clone()));
-    }
-    drop(tx);
-
-    let result = match wait_until(&mut child, start + deadline) {
-        Ok(Some(status)) => exit_result(status),
-        Ok(None) => Err(IoError::ETIMEDOUT),
-        Err(e) => Err(e),
-    };
-
-    let mut run = ScriptRun {
-        result,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-    };
-    let grace_end = Instant::now() + OUTPUT_GRACE;
-    for _ in 0..readers {
-        let left = grace_end.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok((true, bytes)) => run.stdout = bytes,
-            Ok((false, bytes)) => run.stderr = bytes,
-            // A reader still blocked (a background process holds the pipe) finishes on
-            // its own when the pipe closes; its output is dropped.
-            Err(_) => break,
-        }
-    }
-    run
-}
-
-/// Waits for the child until `end`; at `end` kills its process group, reaps it and
-/// returns `Ok(None)`.
-fn wait_until(child: &mut Child, end: Instant) -> Result<Option<ExitStatus>, IoError> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(Some(status)),
-            Ok(None) => {}
-            Err(e) => {
-                kill_group(child);
-                let _ = child.wait();
-                return Err(IoError(e.raw_os_error().unwrap_or(IoError::EIO.0)));
-            }
-        }
-        let now = Instant::now();
-        if now >= end {
-            kill_group(child);
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(POLL_INTERVAL.min(end - now));
-    }
-}
-
-/// `SIGKILL` to the child's process group (it leads its own group, and is not reaped
-/// yet, so the group id cannot have been reused); the child alone if that fails.
-fn kill_group(child: &mut Child) {
-    let killed = i32::try_from(child.id()).is_ok_and(|pid| {
-        nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .is_ok()
-    });
-    if !killed {
-        let _ = child.kill();
+    let mut argv = Vec::with_capacity(args.len() + 1);
+    argv.push(program.to_string());
+    argv.extend_from_slice(args);
+    let ran = programs::run_split(&argv, deadline, SCRIPT_PATH_ENV);
+    ScriptRun {
+        result: exit_result(ran.status),
+        stdout: ran.stdout,
+        stderr: ran.stderr,
     }
 }
 
 fn exit_result(status: ExitStatus) -> Result<(), IoError> {
-    if status.success() {
-        Ok(())
-    } else {
-        Err(IoError(status.code().filter(|c| *c != 0).unwrap_or(1)))
+    match status {
+        ExitStatus::Code(0) => Ok(()),
+        ExitStatus::Code(code) => Err(IoError(code)),
+        ExitStatus::Signal(_) => Err(IoError(1)),
+        ExitStatus::TimedOut => Err(IoError::ETIMEDOUT),
+        ExitStatus::NotStarted(e) => Err(e),
     }
-}
-
-/// Reads `pipe` to its end in a thread, keeping the first [`OUTPUT_LIMIT`] bytes (and
-/// draining the rest so the script never blocks on a full pipe), then sends them.
-/// False if the thread could not be started (the pipe is then closed).
-fn spawn_reader(
-    mut pipe: impl Read + Send + 'static,
-    is_stdout: bool,
-    tx: mpsc::Sender<(bool, Vec<u8>)>,
-) -> bool {
-    std::thread::Builder::new()
-        .name("hv_set_ifconfig output".into())
-        .spawn(move || {
-            let mut kept = Vec::new();
-            let mut chunk = [0u8; 1024];
-            loop {
-                match pipe.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let room = OUTPUT_LIMIT - kept.len();
-                        kept.extend_from_slice(&chunk[..n.min(room)]);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = tx.send((is_stdout, kept));
-        })
-        .is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Mutex;
+    use std::time::Instant;
 
     // ------------------------------------------------------------------ helpers
 
@@ -991,9 +878,10 @@ mod tests {
         }
     }
 
-    /// Scripts are written and run under this lock: a file open for writing while
-    /// another thread forks can make the exec fail with ETXTBSY.
-    static SCRIPTS: Mutex<()> = Mutex::new(());
+    /// Scripts are written and run under this lock (shared with every test in the crate
+    /// that writes an executable): a file open for writing while another thread forks
+    /// can make the exec fail with ETXTBSY.
+    use crate::programs::tests::SPAWN_LOCK as SCRIPTS;
 
     fn write_script(dir: &Path, body: &str) {
         use std::os::unix::fs::PermissionsExt;

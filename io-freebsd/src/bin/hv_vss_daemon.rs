@@ -1,0 +1,110 @@
+//! `hv_vss_daemon`: the Hyper-V Volume Shadow Copy (backup) daemon, a drop-in
+//! replacement for FreeBSD's. See hv_vss_daemon(8) and vss.conf(5).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use hvguest_core::vss::machine::VssMachine;
+use hvguest_io::freezer::{freezer_main, Mode};
+use hvguest_io::logging::Logger;
+use hvguest_io::process::{daemonize, Pidfile};
+use hvguest_io::vss_config::{self, DEFAULT_CONFIG};
+use hvguest_io::vss_daemon::{self, VssPaths};
+
+/// Freezes file systems for the Hyper-V host's backups, on /dev/hv_fsvss_dev.
+#[derive(Parser, Debug)]
+#[command(name = "hv_vss_daemon", version, about)]
+struct Cli {
+    /// Stay in the foreground and log to standard error (the stock daemon's -n).
+    #[arg(short = 'n')]
+    foreground: bool,
+    /// Log debug messages too (the stock daemon's -d).
+    #[arg(short = 'd')]
+    debug: bool,
+    /// The VSS device, or a Unix socket emulating it.
+    #[arg(long, value_name = "PATH", default_value = "/dev/hv_fsvss_dev")]
+    device: PathBuf,
+    /// The configuration file (a missing one means the documented defaults).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Emulation: take the mount table from FILE (`<fstype> <mountpoint> <rw|ro> [<source>]`).
+    #[arg(long, value_name = "FILE")]
+    emulate_mounts: Option<PathBuf>,
+    /// Emulation: write every action to FILE instead of doing it.
+    #[arg(long, value_name = "FILE")]
+    emulate_actions: Option<PathBuf>,
+    /// Pidfile (taken when running as a daemon, or when given).
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// Internal: run as the freezer child.
+    #[arg(long, hide = true)]
+    freezer: bool,
+}
+
+const DEFAULT_PIDFILE: &str = "/var/run/hv_vss_daemon.pid";
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.freezer {
+        let mode = match &cli.emulate_actions {
+            Some(a) => Mode::Emulated { actions: a.clone() },
+            None => Mode::Real,
+        };
+        return ExitCode::from(u8::try_from(freezer_main(mode)).unwrap_or(1));
+    }
+    let config = match vss_config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hv_vss_daemon: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let paths = VssPaths {
+        device: absolute(&cli.device),
+        hook_dir: config.vss.hook_dir.as_deref().map(PathBuf::from),
+        zpool: config.zpool.clone(),
+        zfs: config.zfs.clone(),
+        path: config.path.clone(),
+        emulate_mounts: cli.emulate_mounts.as_deref().map(absolute),
+        emulate_actions: cli.emulate_actions.as_deref().map(absolute),
+    };
+    let pidfile = match (&cli.pidfile, cli.foreground) {
+        (Some(p), _) => Some(absolute(p)),
+        (None, false) => Some(PathBuf::from(DEFAULT_PIDFILE)),
+        (None, true) => None,
+    };
+    let mut lock = match pidfile.as_deref().map(Pidfile::acquire).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("hv_vss_daemon: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if !cli.foreground {
+        drop(lock.take());
+        if let Err(e) = daemonize() {
+            eprintln!("hv_vss_daemon: {e}");
+            return ExitCode::from(1);
+        }
+        lock = match pidfile.as_deref().map(Pidfile::acquire).transpose() {
+            Ok(l) => l,
+            Err(_) => return ExitCode::from(1),
+        };
+    }
+    let log = Logger::new(cli.foreground, cli.debug, c"HV_VSS");
+    let machine = VssMachine::new(config.vss, hvguest_io::clock::now());
+    let result = vss_daemon::run(machine, &paths, &log);
+    drop(lock);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log.error(&e.to_string());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,916 @@
+//! The configuration file of `hv_vss_daemon` and `hv_vss_app`, by default
+//! [`DEFAULT_CONFIG`] (`/usr/local/etc/hvguest/vss.conf`).
+//!
+//! A missing file means the defaults below ([`defaults`]); [`SAMPLE`], installed as
+//! `vss.conf.sample`, spells every one of them out. A file that cannot be read, or any
+//! line that is not understood, is an error naming the file and the line: the daemons
+//! refuse to start rather than guess.
+//!
+//! # Format
+//!
+//! * One setting per line: `key = value`. Spaces around the key and the value are
+//!   ignored; the value is the rest of the line and may contain spaces.
+//! * Blank lines, and lines whose first non-blank character is `#`, are ignored.
+//!   Comments go on lines of their own: a value containing `#` (or a control
+//!   character) is an error, so `watchdog = 30s # half a minute` is refused rather than
+//!   misread.
+//! * Keys are case-sensitive. An unknown key is an error (a typo must not pass
+//!   silently), and so is a key set twice.
+//! * Durations are a whole number followed by `ms`, `s` or `m`: `500ms`, `4s`, `2m`.
+//!   Zero is refused.
+//!
+//! # Keys
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `hook_dir` | `/usr/local/etc/hvguest/hooks.d` | absolute path of the hook directory, or `none` for no hooks |
+//! | `path` | `/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin` | `PATH` of hooks and commands (their only environment variable); absolute directories separated by `:` |
+//! | `policy.<fstype>` | see below | what FREEZE does with writable mounts of that type: `suspend` (`ufs` only), `sync` or `snapshot` (`zfs` only), `ignore`, `veto` |
+//! | `policy.default` | `veto` | for types not listed: `veto` or `ignore` |
+//! | `snapshot_prefix` | `hvguest-` | snapshots are named `POOL@<prefix><msgid>`; letters, digits, `.`, `_`, `-`, at most 64 |
+//! | `zpool` | `/sbin/zpool` | absolute path of the `zpool` command |
+//! | `zfs` | `/sbin/zfs` | absolute path of the `zfs` command |
+//! | `watchdog` | `30s` | thaw by ourselves this long after a FREEZE with no THAW; more than 15 s (a THAW can come no earlier) |
+//! | `hook_timeout` | `4s` | longest single freeze hook |
+//! | `hooks_total` | `5s` | all freeze hooks together |
+//! | `zpool_sync_timeout` | `3s` | `zpool sync` |
+//! | `zfs_snapshot_timeout` | `2s` | `zfs snapshot` |
+//! | `suspend_timeout` | `1s` | all UFS suspensions together |
+//! | `thaw_hook_timeout` | `4s` | longest single thaw hook |
+//! | `app_auto_thaw` | `45s` | `hv_vss_app` thaws the application by itself this long after its FREEZE; more than `watchdog` + 1 s, so the file systems are resumed first |
+//! | `app_freeze_budget` | `10s` | all of `hv_vss_app`'s freeze work; under 15 s |
+//!
+//! The built-in policy table: `ufs` suspend; `zfs` sync; `devfs`, `fdescfs`, `procfs`,
+//! `linprocfs`, `linsysfs`, `tmpfs`, `mqueuefs`, `autofs`, `nullfs` ignore. A
+//! `policy.<fstype>` line overrides one entry or adds a type. Read-only mounts are always
+//! ignored; a `nullfs` mount whose policy is `ignore` is vetoed if its source lies on a
+//! vetoed file system.
+//!
+//! The kernel fails a FREEZE 15 s after the host asked. So `hooks_total +
+//! zpool_sync_timeout + zfs_snapshot_timeout + suspend_timeout`, plus the fixed 1 s kept
+//! to answer before the kernel's deadline and 1 s kept for the rollback, must stay under
+//! 15 s; the defaults add up to 13 s, leaving the application helper (which gets the
+//! FREEZE first) about 2 s.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hvguest_core::vss::app::AppConfig;
+use hvguest_core::vss::machine::{Budget, VssConfig};
+use hvguest_core::vss::policy::FsAction;
+
+/// Where the daemons look when not told otherwise.
+pub const DEFAULT_CONFIG: &str = "/usr/local/etc/hvguest/vss.conf";
+pub const DEFAULT_HOOK_DIR: &str = "/usr/local/etc/hvguest/hooks.d";
+pub const DEFAULT_ZPOOL: &str = "/sbin/zpool";
+pub const DEFAULT_ZFS: &str = "/sbin/zfs";
+pub const DEFAULT_ENV_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
+/// The longest `snapshot_prefix` (ZFS names are limited to 255 bytes in all).
+pub const MAX_SNAPSHOT_PREFIX: usize = 64;
+
+/// A complete configuration equal to the defaults, with comments: installed as
+/// `vss.conf.sample`.
+pub const SAMPLE: &str = "\
+# vss.conf: configuration of hv_vss_daemon and hv_vss_app.
+#
+# Every setting below is the default; a missing file means the same.
+# One `key = value` per line. Lines starting with # are comments; a value
+# cannot contain #. Durations are whole numbers with ms, s or m (500ms, 4s, 2m).
+# Unknown keys and keys set twice are errors.
+
+# The hook directory: its executables run with `freeze` (in name order) before
+# the file systems are frozen and with `thaw` (in reverse order) after. A hook
+# must be a regular file owned by root and not writable by group or others.
+# `none` runs no hooks.
+hook_dir = /usr/local/etc/hvguest/hooks.d
+
+# PATH of hooks and commands: the only variable in their environment.
+path = /sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin
+
+# What FREEZE does with the writable file systems of each type:
+#   suspend   UFSSUSPEND until THAW (ufs only)
+#   sync      `zpool sync` of its pool (zfs only)
+#   snapshot  `zpool sync`, then `zfs snapshot -r POOL@<snapshot_prefix><msgid>`
+#             (zfs only)
+#   ignore    nothing: in memory, or nothing the backup needs
+#   veto      CHECK fails: the backup would not be consistent
+# Read-only mounts are always ignored. A nullfs mount set to ignore is vetoed
+# when its source lies on a vetoed file system.
+policy.ufs = suspend
+policy.zfs = sync
+policy.devfs = ignore
+policy.fdescfs = ignore
+policy.procfs = ignore
+policy.linprocfs = ignore
+policy.linsysfs = ignore
+policy.tmpfs = ignore
+policy.mqueuefs = ignore
+policy.autofs = ignore
+policy.nullfs = ignore
+# Every type not listed (nfs, msdosfs, fusefs...): veto or ignore.
+policy.default = veto
+
+# Snapshot names: letters, digits, `.`, `_`, `-`.
+snapshot_prefix = hvguest-
+zpool = /sbin/zpool
+zfs = /sbin/zfs
+
+# Thaw by ourselves if no THAW came this long after a FREEZE (more than 15s).
+watchdog = 30s
+
+# The kernel fails a FREEZE 15s after the host asked. hooks_total +
+# zpool_sync_timeout + zfs_snapshot_timeout + suspend_timeout, plus 2s kept to
+# roll back and to answer in time, must stay under 15s.
+hook_timeout = 4s
+hooks_total = 5s
+zpool_sync_timeout = 3s
+zfs_snapshot_timeout = 2s
+suspend_timeout = 1s
+# Each thaw hook (thaw hooks run after the answer).
+thaw_hook_timeout = 4s
+
+# hv_vss_app: thaw the application by itself this long after its FREEZE if no
+# THAW came (more than watchdog + 1s, so file systems are resumed first), and
+# the time all its freeze work may take (under 15s).
+app_auto_thaw = 45s
+app_freeze_budget = 10s
+";
+
+/// Everything both daemons read from the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedConfig {
+    pub vss: VssConfig,
+    /// `work` is always the default here: `hv_vss_app` takes it from its command line.
+    pub app: AppConfig,
+    pub zpool: PathBuf,
+    pub zfs: PathBuf,
+    /// `PATH` for hooks and commands.
+    pub path: String,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {problem}", path.display())]
+    Bad {
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        problem: Problem,
+    },
+}
+
+/// A bad line, as [`parse`] reports it (without the file's name).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {problem}")]
+pub struct BadLine {
+    /// 1-based.
+    pub line: usize,
+    pub problem: Problem,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("expected `key = value`")]
+    NotKeyValue,
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    #[error("unknown key `{0}`")]
+    UnknownKey(String),
+    #[error("`{key}` is set twice (first on line {first})")]
+    Duplicate { key: String, first: usize },
+    #[error("`{0}` has no value")]
+    Empty(String),
+    #[error("the value of `{0}` contains `#` or a control character (comments go on lines of their own)")]
+    BadCharacter(String),
+    #[error("`{key} = {value}`: {why}")]
+    BadValue {
+        key: String,
+        value: String,
+        why: String,
+    },
+    #[error(
+        "hooks_total + zpool_sync_timeout + zfs_snapshot_timeout + suspend_timeout \
+         + {} (answer margin and rollback) = {}, must be under {} (the kernel's deadline)",
+        show(*.fixed), show(*.sum), show(*.limit)
+    )]
+    BudgetTooLong {
+        sum: Duration,
+        fixed: Duration,
+        limit: Duration,
+    },
+    #[error(
+        "app_auto_thaw ({}) must be more than watchdog + 1s ({}), so that the file \
+         systems are thawed before the application",
+        show(*.auto_thaw), show(*.backstop)
+    )]
+    AutoThawTooEarly {
+        auto_thaw: Duration,
+        backstop: Duration,
+    },
+}
+
+/// `4s`, `500ms`, `1500ms`.
+fn show(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The configuration a missing file means.
+pub fn defaults() -> LoadedConfig {
+    LoadedConfig {
+        vss: VssConfig {
+            hook_dir: Some(DEFAULT_HOOK_DIR.to_string()),
+            ..VssConfig::default()
+        },
+        app: AppConfig {
+            budget: Budget::default(),
+            ..AppConfig::default()
+        },
+        zpool: PathBuf::from(DEFAULT_ZPOOL),
+        zfs: PathBuf::from(DEFAULT_ZFS),
+        path: DEFAULT_ENV_PATH.to_string(),
+    }
+}
+
+/// Reads `path`: the defaults if it does not exist, else [`parse`] of its contents.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse(&bytes).map_err(|b| ConfigError::Bad {
+            path: path.to_path_buf(),
+            line: b.line,
+            problem: b.problem,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(defaults()),
+        Err(source) => Err(ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+const BUDGET_SUM_KEYS: [&str; 4] = [
+    "hooks_total",
+    "zpool_sync_timeout",
+    "zfs_snapshot_timeout",
+    "suspend_timeout",
+];
+
+/// The contents of a configuration file, over [`defaults`].
+pub fn parse(text: &[u8]) -> Result<LoadedConfig, BadLine> {
+    let mut cfg = defaults();
+    // Every key set, with its line.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, raw) in text.split(|b| *b == b'\n').enumerate() {
+        let line = i + 1;
+        let bad = |problem| BadLine { line, problem };
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let s = std::str::from_utf8(raw).map_err(|_| bad(Problem::NotUtf8))?;
+        let s = s.trim();
+        if s.is_empty() || s.starts_with('#') {
+            continue;
+        }
+        let (key, value) = s.split_once('=').ok_or(bad(Problem::NotKeyValue))?;
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() {
+            return Err(bad(Problem::NotKeyValue));
+        }
+        if !is_known(key) {
+            return Err(bad(Problem::UnknownKey(key.to_string())));
+        }
+        if let Some(&first) = seen.get(key) {
+            return Err(bad(Problem::Duplicate {
+                key: key.to_string(),
+                first,
+            }));
+        }
+        if value.is_empty() {
+            return Err(bad(Problem::Empty(key.to_string())));
+        }
+        if value.contains('#') || value.chars().any(char::is_control) {
+            return Err(bad(Problem::BadCharacter(key.to_string())));
+        }
+        set(&mut cfg, key, value).map_err(|why| {
+            bad(Problem::BadValue {
+                key: key.to_string(),
+                value: value.to_string(),
+                why,
+            })
+        })?;
+        seen.insert(key.to_string(), line);
+    }
+    check_whole(&cfg, &seen)?;
+    Ok(cfg)
+}
+
+fn is_known(key: &str) -> bool {
+    matches!(
+        key,
+        "hook_dir"
+            | "path"
+            | "snapshot_prefix"
+            | "zpool"
+            | "zfs"
+            | "watchdog"
+            | "hook_timeout"
+            | "hooks_total"
+            | "zpool_sync_timeout"
+            | "zfs_snapshot_timeout"
+            | "suspend_timeout"
+            | "thaw_hook_timeout"
+            | "app_auto_thaw"
+            | "app_freeze_budget"
+    ) || key.strip_prefix("policy.").is_some_and(is_fstype)
+}
+
+/// A file-system type name as `statfs` reports it (`ufs`, `zfs`, `fusefs.sshfs`).
+fn is_fstype(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Applies one setting whose key is known and value non-empty; the error says why the
+/// value is refused.
+fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
+    let kernel = cfg.vss.budget.kernel;
+    let budget = &mut cfg.vss.budget;
+    match key {
+        "hook_dir" => {
+            cfg.vss.hook_dir = if value == "none" {
+                None
+            } else {
+                Some(absolute_path(value)?.to_string())
+            }
+        }
+        "path" => {
+            if let Some(dir) = value.split(':').find(|d| !d.starts_with('/')) {
+                return Err(format!(
+                    "every directory must be an absolute path, `{dir}` is not"
+                ));
+            }
+            cfg.path = value.to_string();
+        }
+        "snapshot_prefix" => {
+            if !value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            {
+                return Err("only letters, digits, `.`, `_` and `-` are allowed".into());
+            }
+            if value.len() > MAX_SNAPSHOT_PREFIX {
+                return Err(format!("longer than {MAX_SNAPSHOT_PREFIX} characters"));
+            }
+            cfg.vss.snapshot_prefix = value.to_string();
+        }
+        "zpool" => cfg.zpool = PathBuf::from(absolute_path(value)?),
+        "zfs" => cfg.zfs = PathBuf::from(absolute_path(value)?),
+        "watchdog" => {
+            let d = duration(value)?;
+            if d <= kernel {
+                return Err(format!(
+                    "must be more than {} (a THAW can come no earlier than the kernel's deadline)",
+                    show(kernel)
+                ));
+            }
+            cfg.vss.watchdog = d;
+        }
+        "hook_timeout" => budget.hook = duration(value)?,
+        "hooks_total" => budget.hooks_total = duration(value)?,
+        "zpool_sync_timeout" => budget.sync = duration(value)?,
+        "zfs_snapshot_timeout" => budget.snapshot = duration(value)?,
+        "suspend_timeout" => budget.suspend = duration(value)?,
+        "thaw_hook_timeout" => budget.thaw_hook = duration(value)?,
+        "app_auto_thaw" => cfg.app.auto_thaw = duration(value)?,
+        "app_freeze_budget" => {
+            let d = duration(value)?;
+            if d >= kernel {
+                return Err(format!(
+                    "must be under {} (the kernel's deadline)",
+                    show(kernel)
+                ));
+            }
+            cfg.app.freeze_budget = d;
+        }
+        "policy.default" => {
+            cfg.vss.policy.default = match FsAction::parse(value) {
+                Some(a @ (FsAction::Veto | FsAction::Ignore)) => a,
+                _ => return Err("must be `veto` or `ignore`".into()),
+            }
+        }
+        _ => {
+            let fstype = key
+                .strip_prefix("policy.")
+                .expect("is_known admits only policy.* besides the keys above");
+            let action = FsAction::parse(value).ok_or_else(|| {
+                "must be one of `suspend`, `sync`, `snapshot`, `ignore`, `veto`".to_string()
+            })?;
+            match (action, fstype) {
+                (FsAction::Suspend, t) if t != "ufs" => {
+                    return Err("`suspend` works on `ufs` only".into())
+                }
+                (FsAction::Sync | FsAction::Snapshot, t) if t != "zfs" => {
+                    return Err(format!("`{}` works on `zfs` only", action.name()))
+                }
+                _ => {}
+            }
+            cfg.vss.policy.by_type.insert(fstype.to_string(), action);
+        }
+    }
+    // Both daemons plan with the same budget.
+    cfg.app.budget = cfg.vss.budget.clone();
+    Ok(())
+}
+
+fn absolute_path(value: &str) -> Result<&str, String> {
+    if value.starts_with('/') {
+        Ok(value)
+    } else {
+        Err("must be an absolute path".into())
+    }
+}
+
+/// `500ms`, `4s`, `2m`: a whole number and a unit, more than zero.
+fn duration(value: &str) -> Result<Duration, String> {
+    let bad = || {
+        "not a duration: use a whole number with `ms`, `s` or `m`, like `500ms` or `4s`".to_string()
+    };
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = value.split_at(digits);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// The checks that involve several keys; reported on the line of the last key
+/// involved that the file sets.
+fn check_whole(cfg: &LoadedConfig, seen: &BTreeMap<String, usize>) -> Result<(), BadLine> {
+    let line_of = |keys: &[&str]| {
+        keys.iter()
+            .filter_map(|k| seen.get(*k).copied())
+            .max()
+            .unwrap_or(0)
+    };
+    let b = &cfg.vss.budget;
+    let fixed = b.margin + b.rollback;
+    let sum = b.hooks_total + b.sync + b.snapshot + b.suspend + fixed;
+    if sum >= b.kernel {
+        return Err(BadLine {
+            line: line_of(&BUDGET_SUM_KEYS),
+            problem: Problem::BudgetTooLong {
+                sum,
+                fixed,
+                limit: b.kernel,
+            },
+        });
+    }
+    let backstop = cfg.vss.watchdog + Duration::from_secs(1);
+    if cfg.app.auto_thaw <= backstop {
+        return Err(BadLine {
+            line: line_of(&["watchdog", "app_auto_thaw"]),
+            problem: Problem::AutoThawTooEarly {
+                auto_thaw: cfg.app.auto_thaw,
+                backstop,
+            },
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hvguest_core::vss::policy::PSEUDO_TYPES;
+
+    fn ok(text: &str) -> LoadedConfig {
+        match parse(text.as_bytes()) {
+            Ok(c) => c,
+            Err(e) => panic!("{text:?}: {e}"),
+        }
+    }
+
+    fn err(text: &str) -> BadLine {
+        match parse(text.as_bytes()) {
+            Ok(c) => panic!("{text:?} was accepted: {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// The reason a one-line file is refused, as text.
+    fn why(text: &str) -> String {
+        let e = err(text);
+        assert_eq!(e.line, 1, "{e}");
+        e.problem.to_string()
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let d = defaults();
+        assert_eq!(
+            d.vss.hook_dir.as_deref(),
+            Some("/usr/local/etc/hvguest/hooks.d")
+        );
+        assert_eq!(d.vss.policy, hvguest_core::vss::policy::Policy::default());
+        assert_eq!(d.vss.budget, Budget::default());
+        assert_eq!(d.vss.watchdog, secs(30));
+        assert_eq!(d.vss.snapshot_prefix, "hvguest-");
+        assert_eq!(d.app.budget, Budget::default());
+        assert_eq!(d.app.auto_thaw, secs(45));
+        assert_eq!(d.app.freeze_budget, secs(10));
+        assert_eq!(d.app.work, AppConfig::default().work);
+        assert_eq!(d.zpool, Path::new("/sbin/zpool"));
+        assert_eq!(d.zfs, Path::new("/sbin/zfs"));
+        assert_eq!(
+            d.path,
+            "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
+        );
+        assert_eq!(ok(""), d);
+        assert_eq!(ok("\n# only a comment\n   \n\t# indented comment\n"), d);
+    }
+
+    #[test]
+    fn sample_is_complete_and_equals_the_defaults() {
+        assert_eq!(ok(SAMPLE), defaults());
+        // Every key appears in the sample, set (not only mentioned in a comment).
+        let set: Vec<&str> = SAMPLE
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .collect();
+        for key in [
+            "hook_dir",
+            "path",
+            "snapshot_prefix",
+            "zpool",
+            "zfs",
+            "watchdog",
+            "hook_timeout",
+            "hooks_total",
+            "zpool_sync_timeout",
+            "zfs_snapshot_timeout",
+            "suspend_timeout",
+            "thaw_hook_timeout",
+            "app_auto_thaw",
+            "app_freeze_budget",
+            "policy.default",
+        ] {
+            assert!(set.contains(&key), "{key} missing from SAMPLE");
+        }
+        for t in defaults().vss.policy.by_type.keys() {
+            assert!(
+                set.contains(&format!("policy.{t}").as_str()),
+                "policy.{t} missing from SAMPLE"
+            );
+        }
+        assert_eq!(
+            set.len(),
+            15 + defaults().vss.policy.by_type.len(),
+            "{set:?}"
+        );
+    }
+
+    #[test]
+    fn missing_file_means_defaults_and_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("hvguest-vss-config-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(load(&dir.join("missing.conf")).unwrap(), defaults());
+        let file = dir.join("vss.conf");
+        std::fs::write(&file, "watchdog = 40s\napp_auto_thaw = 50s\n").unwrap();
+        let c = load(&file).unwrap();
+        assert_eq!(c.vss.watchdog, secs(40));
+        assert_eq!(c.app.auto_thaw, secs(50));
+        std::fs::write(&file, "# fine\n\nwatchdog = 40s\nwatchdgo = 40s\n").unwrap();
+        let e = load(&file).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Bad { path, line: 4, problem: Problem::UnknownKey(k) }
+                if path == &file && k == "watchdgo"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("{}:4: unknown key `watchdgo`", file.display())
+        );
+        // A directory cannot be read as a file.
+        let e = load(&dir).unwrap_err();
+        assert!(matches!(&e, ConfigError::Unreadable { path, .. } if path == &dir));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}: cannot read", dir.display())));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hook_dir() {
+        assert_eq!(
+            ok("hook_dir = /etc/vss hooks").vss.hook_dir.as_deref(),
+            Some("/etc/vss hooks")
+        );
+        assert_eq!(ok("hook_dir = none").vss.hook_dir, None);
+        assert!(why("hook_dir = hooks.d").contains("absolute path"));
+    }
+
+    #[test]
+    fn path_key() {
+        assert_eq!(ok("path=/bin:/usr/bin").path, "/bin:/usr/bin");
+        assert!(why("path = /bin:bin").contains("`bin` is not"));
+        assert!(why("path = /bin::/usr/bin").contains("absolute"));
+    }
+
+    #[test]
+    fn policy_keys() {
+        let c = ok(
+            "policy.nfs = ignore\npolicy.zfs = snapshot\npolicy.tmpfs = veto\n\
+                    policy.fusefs.sshfs = ignore\npolicy.ufs = ignore\npolicy.default = ignore",
+        );
+        let p = &c.vss.policy;
+        assert_eq!(p.action("nfs"), FsAction::Ignore);
+        assert_eq!(p.action("zfs"), FsAction::Snapshot);
+        assert_eq!(p.action("tmpfs"), FsAction::Veto);
+        assert_eq!(p.action("fusefs.sshfs"), FsAction::Ignore);
+        assert_eq!(p.action("ufs"), FsAction::Ignore);
+        assert_eq!(p.action("msdosfs"), FsAction::Ignore);
+        assert_eq!(p.default, FsAction::Ignore);
+        // The rest of the built-in table stays.
+        for t in PSEUDO_TYPES.iter().filter(|t| **t != "tmpfs") {
+            assert_eq!(p.action(t), FsAction::Ignore, "{t}");
+        }
+        assert_eq!(
+            ok("policy.default = veto").vss.policy.default,
+            FsAction::Veto
+        );
+        assert_eq!(
+            ok("policy.ufs = veto").vss.policy.action("ufs"),
+            FsAction::Veto
+        );
+        assert_eq!(
+            ok("policy.zfs = sync").vss.policy.action("zfs"),
+            FsAction::Sync
+        );
+
+        assert!(why("policy.nfs = freeze").contains("must be one of"));
+        assert!(why("policy.nfs = suspend").contains("`ufs` only"));
+        assert!(why("policy.ufs = sync").contains("`sync` works on `zfs` only"));
+        assert!(why("policy.ufs = snapshot").contains("`snapshot` works on `zfs` only"));
+        assert!(why("policy.default = suspend").contains("`veto` or `ignore`"));
+        assert!(why("policy.default = sync").contains("`veto` or `ignore`"));
+        assert_eq!(
+            err("policy. = ignore").problem,
+            Problem::UnknownKey("policy.".into())
+        );
+        assert_eq!(
+            err("policy.n/fs = ignore").problem,
+            Problem::UnknownKey("policy.n/fs".into())
+        );
+        assert_eq!(
+            err("policy = ignore").problem,
+            Problem::UnknownKey("policy".into())
+        );
+    }
+
+    #[test]
+    fn snapshot_prefix_zpool_zfs() {
+        assert_eq!(
+            ok("snapshot_prefix = backup.v1_").vss.snapshot_prefix,
+            "backup.v1_"
+        );
+        assert!(why("snapshot_prefix = a@b").contains("only letters"));
+        assert!(why("snapshot_prefix = a b").contains("only letters"));
+        assert!(why("snapshot_prefix = a/b").contains("only letters"));
+        let long = "x".repeat(MAX_SNAPSHOT_PREFIX + 1);
+        assert!(why(&format!("snapshot_prefix = {long}")).contains("longer than 64"));
+        let c = ok("zpool = /usr/local/sbin/zpool\nzfs = /usr/local/sbin/zfs");
+        assert_eq!(c.zpool, Path::new("/usr/local/sbin/zpool"));
+        assert_eq!(c.zfs, Path::new("/usr/local/sbin/zfs"));
+        assert!(why("zpool = zpool").contains("absolute path"));
+        assert!(why("zfs = sbin/zfs").contains("absolute path"));
+    }
+
+    #[test]
+    fn watchdog() {
+        assert_eq!(ok("watchdog = 16s").vss.watchdog, secs(16));
+        assert_eq!(
+            ok("watchdog = 15001ms").vss.watchdog,
+            Duration::from_millis(15001)
+        );
+        let w = why("watchdog = 15s");
+        assert!(w.contains("must be more than 15s"), "{w}");
+        assert!(why("watchdog = 10s").contains("more than 15s"));
+        // Longer than app_auto_thaw's default allows: that needs app_auto_thaw too.
+        assert_eq!(
+            ok("watchdog = 2m\napp_auto_thaw = 3m").vss.watchdog,
+            secs(120)
+        );
+    }
+
+    #[test]
+    fn budgets() {
+        let c = ok(
+            "hook_timeout = 2s\nhooks_total = 3s\nzpool_sync_timeout = 4s\n\
+                    zfs_snapshot_timeout = 2500ms\nsuspend_timeout = 500ms\n\
+                    thaw_hook_timeout = 10s",
+        );
+        let want = Budget {
+            hook: secs(2),
+            hooks_total: secs(3),
+            sync: secs(4),
+            snapshot: Duration::from_millis(2500),
+            suspend: Duration::from_millis(500),
+            thaw_hook: secs(10),
+            ..Budget::default()
+        };
+        assert_eq!(c.vss.budget, want);
+        assert_eq!(c.app.budget, want);
+    }
+
+    #[test]
+    fn app_keys() {
+        let c = ok("app_auto_thaw = 1m\napp_freeze_budget = 8s");
+        assert_eq!(c.app.auto_thaw, secs(60));
+        assert_eq!(c.app.freeze_budget, secs(8));
+        assert!(why("app_freeze_budget = 15s").contains("under 15s"));
+        // Before the freezer's backstop (watchdog + 1s): refused on the later line.
+        let e = err("watchdog = 30s\napp_auto_thaw = 31s");
+        assert_eq!(e.line, 2);
+        assert_eq!(
+            e.problem,
+            Problem::AutoThawTooEarly {
+                auto_thaw: secs(31),
+                backstop: secs(31)
+            }
+        );
+        assert!(e.problem.to_string().contains("watchdog + 1s (31s)"));
+        let e = err("app_auto_thaw = 40s\n\nwatchdog = 40s");
+        assert_eq!(e.line, 3);
+        assert_eq!(
+            ok("app_auto_thaw = 31001ms").app.auto_thaw,
+            Duration::from_millis(31001)
+        );
+    }
+
+    #[test]
+    fn durations() {
+        for (text, want) in [
+            ("1ms", Duration::from_millis(1)),
+            ("500ms", Duration::from_millis(500)),
+            ("4s", secs(4)),
+            ("2m", secs(120)),
+            ("0004s", secs(4)),
+        ] {
+            assert_eq!(duration(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "4",
+            "s",
+            "4 s",
+            "4S",
+            "1.5s",
+            "-1s",
+            "4sec",
+            "4h",
+            "ms4",
+            "+4s",
+            "4s4",
+            "99999999999999999999s",
+            "999999999999999999m",
+        ] {
+            assert!(
+                why(&format!("hook_timeout = {bad}")).contains("not a duration"),
+                "{bad}"
+            );
+        }
+        assert!(why("thaw_hook_timeout = 0s").contains("more than zero"));
+        assert!(why("suspend_timeout = 0ms").contains("more than zero"));
+    }
+
+    #[test]
+    fn budget_sum_must_stay_under_the_kernel_deadline() {
+        // 5 + 3 + 2 + 1 + 2 = 13 by default; 14.999 passes, 15 does not.
+        assert_eq!(
+            ok("hooks_total = 6999ms").vss.budget.hooks_total,
+            Duration::from_millis(6999)
+        );
+        let e = err("# more hooks\nhooks_total = 6s\nzpool_sync_timeout = 5s\n");
+        assert_eq!(e.line, 3);
+        assert_eq!(
+            e.problem,
+            Problem::BudgetTooLong {
+                sum: secs(16),
+                fixed: secs(2),
+                limit: secs(15)
+            }
+        );
+        let text = e.problem.to_string();
+        assert!(text.contains("= 16s, must be under 15s"), "{text}");
+        assert!(text.contains("+ 2s (answer margin and rollback)"), "{text}");
+        let e = err("zfs_snapshot_timeout = 4s\nsuspend_timeout = 1s");
+        assert_eq!(e.line, 2);
+        assert!(matches!(e.problem, Problem::BudgetTooLong { sum, .. } if sum == secs(15)));
+        let e = err("suspend_timeout = 3500ms\nhook_timeout = 1s\nhooks_total = 6s");
+        assert_eq!(e.line, 3);
+        assert!(
+            matches!(e.problem, Problem::BudgetTooLong { sum, .. } if sum == Duration::from_millis(16500)),
+            "{e}"
+        );
+        assert!(e.problem.to_string().contains("= 16500ms"));
+        // hook_timeout and thaw_hook_timeout are not part of the sum.
+        ok("hook_timeout = 1m\nthaw_hook_timeout = 1m");
+    }
+
+    #[test]
+    fn syntax_errors_and_line_numbers() {
+        assert_eq!(err("# ok\nwatchdog 30s").problem, Problem::NotKeyValue);
+        assert_eq!(err("# ok\nwatchdog 30s").line, 2);
+        assert_eq!(err("= 30s").problem, Problem::NotKeyValue);
+        assert_eq!(
+            err("\n\n\nwatchdog =").problem,
+            Problem::Empty("watchdog".into())
+        );
+        assert_eq!(err("\n\n\nwatchdog =").line, 4);
+        assert_eq!(
+            err("watchdog = 30s # thirty").problem,
+            Problem::BadCharacter("watchdog".into())
+        );
+        assert_eq!(
+            err("hook_dir = /a\u{7}b").problem,
+            Problem::BadCharacter("hook_dir".into())
+        );
+        assert_eq!(
+            err("Watchdog = 30s").problem,
+            Problem::UnknownKey("Watchdog".into())
+        );
+        let e = parse(b"hook_dir = none\npath = /bin\xff\n").unwrap_err();
+        assert_eq!(
+            e,
+            BadLine {
+                line: 2,
+                problem: Problem::NotUtf8
+            }
+        );
+        // CRLF line ends, tabs and missing spaces are fine.
+        let c = ok("watchdog=40s\r\n\tapp_auto_thaw\t=\t50s\t\r\n");
+        assert_eq!((c.vss.watchdog, c.app.auto_thaw), (secs(40), secs(50)));
+        // A key set twice, even to the same value.
+        let e = err("watchdog = 30s\n# again\nwatchdog = 30s");
+        assert_eq!(
+            e,
+            BadLine {
+                line: 3,
+                problem: Problem::Duplicate {
+                    key: "watchdog".into(),
+                    first: 1
+                }
+            }
+        );
+        assert_eq!(
+            e.problem.to_string(),
+            "`watchdog` is set twice (first on line 1)"
+        );
+        assert_eq!(
+            err("policy.nfs = ignore\npolicy.nfs = veto").problem,
+            Problem::Duplicate {
+                key: "policy.nfs".into(),
+                first: 1
+            }
+        );
+        // The first bad line is the one reported.
+        assert_eq!(err("hook_dir = none\nbogus = 1\nwatchdog = 1s").line, 2);
+        let e = err("watchdog = 3s");
+        assert_eq!(
+            e.problem.to_string(),
+            "`watchdog = 3s`: must be more than 15s (a THAW can come no earlier than the \
+             kernel's deadline)"
+        );
+    }
+
+    #[test]
+    fn loaded_config_starts_the_machines() {
+        // Whatever passes here must not trip the machines' own assertions.
+        let c = ok("watchdog = 16s\napp_auto_thaw = 18s");
+        let now = hvguest_core::time::Instant(0);
+        let _ = hvguest_core::vss::machine::VssMachine::new(c.vss.clone(), now);
+        let _ = hvguest_core::vss::app::AppMachine::new(c.app.clone(), now);
+    }
+}

@@ -1,0 +1,456 @@
+//! The VSS daemons' event loop: `hv_vss_daemon` (file systems) and `hv_vss_app`
+//! (applications) share it. One mio `Poll` over the device, the signal pipe, the waker
+//! of the program thread and, for the daemon, the freezer's replies; the machine's next
+//! deadline is the timeout. The loop decides nothing: it executes effects literally.
+//!
+//! Programs (hooks, `zpool`, `zfs`) and directory listings run on one worker thread, one
+//! at a time; the daemon process may have threads. The suspensions themselves live in
+//! the freezer child ([`crate::freezer`]), which must be single-threaded.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hvguest_core::kvp::effect::{EffectId, IoError};
+use hvguest_core::vss::app::AppMachine;
+use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
+use hvguest_core::vss::machine::{VssMachine, VssOutput};
+use hvguest_core::Instant;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+
+use crate::actions::ActionLog;
+use crate::clock;
+use crate::device::DeviceError;
+use crate::freezer::FreezerHandle;
+use crate::logging::Logger;
+use crate::mounts;
+use crate::programs;
+use crate::signals::SignalPipe;
+use crate::vss_device::{VssDevice, VssRead};
+
+const DEVICE: Token = Token(0);
+const SIGNAL: Token = Token(1);
+const WAKE: Token = Token(2);
+const FREEZER: Token = Token(3);
+
+/// Where things are, and whether we emulate.
+#[derive(Clone, Debug)]
+pub struct VssPaths {
+    pub device: PathBuf,
+    pub hook_dir: Option<PathBuf>,
+    pub zpool: PathBuf,
+    pub zfs: PathBuf,
+    /// PATH for programs we run.
+    pub path: String,
+    /// Emulation: the mount table comes from this file...
+    pub emulate_mounts: Option<PathBuf>,
+    /// ...and actions are written here instead of done.
+    pub emulate_actions: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VssDaemonError {
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error("event loop: {0}")]
+    Poll(std::io::Error),
+    #[error("signals: {0}")]
+    Signals(nix::Error),
+    #[error("device read failed: {0}")]
+    DeviceRead(std::io::Error),
+    #[error("the device was closed by the other side")]
+    DeviceClosed,
+    #[error("action log {path}: {source}")]
+    Actions {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The two machines behind one face.
+pub trait VssLike {
+    fn handle(&mut self, now: Instant, input: VssInput);
+    fn poll_output(&mut self) -> Option<VssOutput>;
+    fn poll_timeout(&self) -> Option<Instant>;
+}
+
+impl VssLike for VssMachine {
+    fn handle(&mut self, now: Instant, input: VssInput) {
+        VssMachine::handle(self, now, input)
+    }
+    fn poll_output(&mut self) -> Option<VssOutput> {
+        VssMachine::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        VssMachine::poll_timeout(self)
+    }
+}
+
+impl VssLike for AppMachine {
+    fn handle(&mut self, now: Instant, input: VssInput) {
+        AppMachine::handle(self, now, input)
+    }
+    fn poll_output(&mut self) -> Option<VssOutput> {
+        AppMachine::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        AppMachine::poll_timeout(self)
+    }
+}
+
+/// The real-time clock, for the kernel's msgid arithmetic.
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// An effect for the program thread, and its result.
+type Job = (EffectId, VssEffect);
+type Completion = (EffectId, VssResult);
+
+/// Runs the effects that are programs or listings, in order, on one thread.
+fn spawn_worker(
+    paths: VssPaths,
+    waker: Arc<Waker>,
+) -> std::io::Result<(Sender<Job>, Receiver<Completion>)> {
+    let (tx, rx) = channel::<(EffectId, VssEffect)>();
+    let (done_tx, done_rx) = channel();
+    std::thread::Builder::new()
+        .name("vss-programs".into())
+        .spawn(move || {
+            let mut actions = paths
+                .emulate_actions
+                .as_deref()
+                .and_then(|p| ActionLog::open(p).ok());
+            let mut record = |action: &str, target: &str, result: &str| {
+                if let Some(a) = actions.as_mut() {
+                    let _ = a.record(action, target, result);
+                }
+            };
+            let emulating = paths.emulate_mounts.is_some();
+            for (id, effect) in rx {
+                let result = match &effect {
+                    VssEffect::ListMounts => match &paths.emulate_mounts {
+                        Some(f) => mounts::emulated(f),
+                        None => mounts::system(),
+                    }
+                    .map(VssResult::Mounts)
+                    .unwrap_or(VssResult::Failed(IoError::EIO)),
+                    VssEffect::ListHooks => match &paths.hook_dir {
+                        Some(d) => programs::list_dir_entries(d)
+                            .map(VssResult::Hooks)
+                            .unwrap_or(VssResult::Failed(IoError::EIO)),
+                        None => VssResult::Hooks(Vec::new()),
+                    },
+                    VssEffect::Run { argv, deadline } => {
+                        let ran = programs::run(argv, *deadline, &paths.path);
+                        let target = argv.first().cloned().unwrap_or_default();
+                        let arg = argv.last().cloned().unwrap_or_default();
+                        record("hook", &target, &arg);
+                        VssResult::Exit(ran.status)
+                    }
+                    VssEffect::ZpoolSync { pools, deadline } => {
+                        if emulating {
+                            for p in pools {
+                                record("zpool-sync", p, "ok");
+                            }
+                            VssResult::Exit(ExitStatus::Code(0))
+                        } else {
+                            let mut argv = vec![paths.zpool.display().to_string(), "sync".into()];
+                            argv.extend(pools.iter().cloned());
+                            VssResult::Exit(programs::run(&argv, *deadline, &paths.path).status)
+                        }
+                    }
+                    VssEffect::ZfsSnapshot { snapshot, deadline } => {
+                        if emulating {
+                            record("snapshot", snapshot, "ok");
+                            VssResult::Exit(ExitStatus::Code(0))
+                        } else {
+                            let argv = vec![
+                                paths.zfs.display().to_string(),
+                                "snapshot".into(),
+                                "-r".into(),
+                                snapshot.clone(),
+                            ];
+                            VssResult::Exit(programs::run(&argv, *deadline, &paths.path).status)
+                        }
+                    }
+                    _ => VssResult::Failed(IoError::WRONG_RESULT),
+                };
+                if done_tx.send((id, result)).is_err() {
+                    return;
+                }
+                let _ = waker.wake();
+            }
+        })?;
+    Ok((tx, done_rx))
+}
+
+/// The freezer as seen from the loop: the child and the freezer effect awaiting a reply.
+struct Freezer {
+    handle: Option<FreezerHandle>,
+    waiting: Option<EffectId>,
+    exe: PathBuf,
+    actions: Option<PathBuf>,
+}
+
+struct Loop<'a, M: VssLike> {
+    machine: M,
+    device: VssDevice,
+    log: &'a Logger,
+    worker: Sender<Job>,
+    freezer: Freezer,
+    registry: Registry,
+    exit: bool,
+    /// Inputs produced while executing outputs (the freezer died on a send, a kill).
+    later: Vec<VssInput>,
+}
+
+impl<M: VssLike> Loop<'_, M> {
+    fn step(&mut self, input: VssInput) {
+        self.machine.handle(clock::now(), input);
+        self.drain();
+        while !self.later.is_empty() {
+            let inputs = std::mem::take(&mut self.later);
+            for i in inputs {
+                self.machine.handle(clock::now(), i);
+                self.drain();
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.machine.poll_output() {
+            match out {
+                VssOutput::DeviceWrite(m) => {
+                    if let Err(e) = self.device.write(&m) {
+                        self.log.warn(&format!("device write failed: {e}"));
+                    }
+                }
+                VssOutput::Event(e) => self.log.info(&format!("{e:?}")),
+                VssOutput::Exit => self.exit = true,
+                VssOutput::Effect { id, effect } => self.effect(id, effect),
+            }
+        }
+    }
+
+    fn effect(&mut self, id: EffectId, effect: VssEffect) {
+        let line = match &effect {
+            VssEffect::Suspend {
+                mount,
+                auto_thaw_after,
+            } => Some(format!("suspend {mount} {}", auto_thaw_after.as_millis())),
+            VssEffect::ResumeAll => Some("resume".to_string()),
+            VssEffect::PingFreezer { .. } => Some("ping".to_string()),
+            VssEffect::KillFreezer => {
+                if let Some(h) = self.freezer.handle.take() {
+                    let pid = h.pid();
+                    let _ = self.registry.deregister(&mut SourceFd(&h.stdout_fd()));
+                    h.kill();
+                    if let Some(a) = &self.freezer.actions {
+                        if let Ok(mut log) = ActionLog::open(a) {
+                            let _ = log.record("freezer-exit", &pid.to_string(), "killed");
+                        }
+                    }
+                }
+                self.freezer.waiting = None;
+                self.later.push(VssInput::EffectDone {
+                    id,
+                    result: VssResult::Done,
+                });
+                self.later.push(VssInput::FreezerExited);
+                return;
+            }
+            _ => None,
+        };
+        let Some(mut line) = line else {
+            let _ = self.worker.send((id, effect));
+            return;
+        };
+        if let VssEffect::PingFreezer { auto_thaw_after } = &effect {
+            line = format!("ping {}", auto_thaw_after.as_millis());
+        }
+        let spawn_ok = matches!(effect, VssEffect::Suspend { .. });
+        if self.freezer.handle.is_none() && spawn_ok {
+            match FreezerHandle::spawn(&self.freezer.exe, self.freezer.actions.as_deref()) {
+                Ok(h) => {
+                    let _ = self.registry.register(
+                        &mut SourceFd(&h.stdout_fd()),
+                        FREEZER,
+                        Interest::READABLE,
+                    );
+                    self.freezer.handle = Some(h);
+                }
+                Err(e) => {
+                    self.later.push(VssInput::EffectDone {
+                        id,
+                        result: VssResult::Failed(IoError(e.raw_os_error().unwrap_or(5))),
+                    });
+                    return;
+                }
+            }
+        }
+        let sent = match self.freezer.handle.as_mut() {
+            Some(h) => h.send(&line),
+            None => Err(std::io::Error::from_raw_os_error(nix::libc::EPIPE)),
+        };
+        match sent {
+            Ok(()) => self.freezer.waiting = Some(id),
+            Err(e) => self.later.push(VssInput::EffectDone {
+                id,
+                result: VssResult::Failed(IoError(e.raw_os_error().unwrap_or(32))),
+            }),
+        }
+    }
+
+    fn freezer_readable(&mut self) {
+        let Some(h) = self.freezer.handle.as_mut() else {
+            return;
+        };
+        match h.replies() {
+            Ok(lines) => {
+                for l in lines {
+                    let Some(id) = self.freezer.waiting.take() else {
+                        continue;
+                    };
+                    let result = if l == "ok" {
+                        VssResult::Done
+                    } else {
+                        let errno = l
+                            .split_whitespace()
+                            .nth(1)
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(5);
+                        VssResult::Failed(IoError(errno))
+                    };
+                    self.step(VssInput::EffectDone { id, result });
+                }
+            }
+            Err(_) => {
+                // EOF: the freezer is gone; whatever it held is resumed.
+                if let Some(h) = self.freezer.handle.take() {
+                    let _ = self.registry.deregister(&mut SourceFd(&h.stdout_fd()));
+                    h.close();
+                }
+                if let Some(id) = self.freezer.waiting.take() {
+                    self.step(VssInput::EffectDone {
+                        id,
+                        result: VssResult::Failed(IoError(32)),
+                    });
+                }
+                self.step(VssInput::FreezerExited);
+            }
+        }
+    }
+}
+
+/// Runs a VSS machine until SIGTERM (Ok) or a fatal device error.
+pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(), VssDaemonError> {
+    let signals = SignalPipe::install().map_err(VssDaemonError::Signals)?;
+    if let Some(a) = &paths.emulate_actions {
+        ActionLog::open(a).map_err(|source| VssDaemonError::Actions {
+            path: a.display().to_string(),
+            source,
+        })?;
+    }
+    let device = VssDevice::open(&paths.device)?;
+    let mut poll = Poll::new().map_err(VssDaemonError::Poll)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(VssDaemonError::Poll)?);
+    let (worker, done) = spawn_worker(paths.clone(), waker).map_err(VssDaemonError::Poll)?;
+    let device_fd = device.raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&device_fd), DEVICE, Interest::READABLE)
+        .map_err(VssDaemonError::Poll)?;
+    poll.registry()
+        .register(&mut SourceFd(&signals.raw_fd()), SIGNAL, Interest::READABLE)
+        .map_err(VssDaemonError::Poll)?;
+    let exe =
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/sbin/hv_vss_daemon"));
+    log.info(&format!("starting; pid is {}", std::process::id()));
+    let mut lp = Loop {
+        machine,
+        device,
+        log,
+        worker,
+        freezer: Freezer {
+            handle: None,
+            waiting: None,
+            exe,
+            actions: paths.emulate_actions.clone(),
+        },
+        registry: poll.registry().try_clone().map_err(VssDaemonError::Poll)?,
+        exit: false,
+        later: Vec::new(),
+    };
+    lp.drain(); // the machine may start with work (start-up thaw hooks)
+    let mut events = Events::with_capacity(16);
+    let mut result = Ok(());
+    while !lp.exit {
+        let timeout = lp
+            .machine
+            .poll_timeout()
+            .map(|t| t.saturating_since(clock::now()));
+        // Drain the worker before sleeping: a result may have arrived meanwhile.
+        while let Ok((id, r)) = done.try_recv() {
+            lp.step(VssInput::EffectDone { id, result: r });
+        }
+        if lp.exit {
+            break;
+        }
+        if let Err(e) = poll.poll(&mut events, timeout.map(|t| t.min(Duration::from_secs(60)))) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            result = Err(VssDaemonError::Poll(e));
+            break;
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                DEVICE => {
+                    match lp.device.read() {
+                        Ok(VssRead::Message(m)) => lp.step(VssInput::DeviceRead {
+                            bytes: m.to_vec(),
+                            realtime_ns: realtime_ns(),
+                        }),
+                        Ok(VssRead::NotReady) => {}
+                        Ok(VssRead::Closed) => result = Err(VssDaemonError::DeviceClosed),
+                        Err(e) => result = Err(VssDaemonError::DeviceRead(e)),
+                    }
+                    let _ = poll.registry().reregister(
+                        &mut SourceFd(&device_fd),
+                        DEVICE,
+                        Interest::READABLE,
+                    );
+                }
+                SIGNAL => {
+                    if signals.take() {
+                        log.info("signal: thawing if frozen, then exiting");
+                        lp.step(VssInput::Shutdown);
+                    }
+                }
+                FREEZER => lp.freezer_readable(),
+                _ => {
+                    while let Ok((id, r)) = done.try_recv() {
+                        lp.step(VssInput::EffectDone { id, result: r });
+                    }
+                }
+            }
+        }
+        if result.is_err() {
+            // Going down: thaw first (the freezer would anyway when we exit).
+            lp.step(VssInput::Shutdown);
+            break;
+        }
+        if lp.machine.poll_timeout().is_some_and(|t| t <= clock::now()) {
+            lp.step(VssInput::Timer);
+        }
+    }
+    if let Some(h) = lp.freezer.handle.take() {
+        h.close();
+    }
+    result
+}
