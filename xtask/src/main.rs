@@ -12,6 +12,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
+mod bench;
+mod freebsd;
+
 /// Every task with a one-line description, in the order `help` prints them.
 const TASKS: &[(&str, &str)] = &[
     (
@@ -29,6 +32,15 @@ const TASKS: &[(&str, &str)] = &[
         "replay recorded KVP traces through the core in release: replay [-v] FILE...\n\
          \x20        (exit 0: every reply matched, 1: a reply differed, 2: a file is unreadable)",
     ),
+    (
+        "check-freebsd",
+        "type-check for x86_64-unknown-freebsd with Debian's rustc-web (first run ~1-2 min)",
+    ),
+    (
+        "bench",
+        "build the release daemon and run kvp-bench against the emulated device (a few minutes);\n\
+         \x20        flags pass through: [--sizes 10,1000,10000] [--seed S] [--idle-secs S] [--no-pin]",
+    ),
     ("help", "list the tasks"),
 ];
 
@@ -45,6 +57,7 @@ fn main() -> ExitCode {
         }
         ("test", []) => test(),
         ("ci", []) => ci(),
+        ("check-freebsd", []) => freebsd::check(),
         // These two exit with the status of the program they run.
         ("sim", args) => return sim(args),
         ("replay", []) => {
@@ -52,7 +65,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         ("replay", args) => return replay(args),
-        ("test" | "ci", extra) => {
+        ("bench", args) => return bench::bench(args),
+        ("test" | "ci" | "check-freebsd", extra) => {
             eprintln!(
                 "xtask {task}: takes no arguments (got `{}`)",
                 extra.join(" ")

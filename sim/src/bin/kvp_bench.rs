@@ -4,6 +4,13 @@
 //! pool, random GETs, durable SETs then DELETEs, each as ops/s, p50 and p99; the daemon's
 //! peak RSS; its CPU time while idle. Then it evaluates the issue's targets.
 //!
+//! One daemon per pool size, each in its own temporary pool directory on its own emulated
+//! device, all started before the first measurement. Every phase then runs interleaved:
+//! rounds of `ROUND` requests to each daemon in turn. The targets compare pool sizes with
+//! each other, and on a shared machine the price of an fsync can change tenfold within
+//! seconds; measured one size after the other, that change would be read as an effect of
+//! the pool size. Interleaved, it falls on every size alike.
+//!
 //! Every reply is checked (status, and the value or entry where there is one), so a
 //! failing daemon aborts the run instead of being measured. Exit status: 0 when the run
 //! completed (whether or not the targets were met: this is a measurement), 1 on an error,
@@ -22,15 +29,15 @@ use hvguest_core::limits::{KVP_MSG_SIZE, POOL_RECORD_SIZE};
 use hvguest_sim::emulator::{Answer, DaemonLink, EmulatedDevice};
 use hvguest_sim::prng::Prng;
 
-const USAGE: &str =
-    "usage: kvp-bench --daemon PATH [--sizes N,N,...] [--seed S] [--idle-secs S] [--no-pin]\n\
-\n\
-  --daemon PATH    the hv_kvp_daemon binary to measure (build it with --release)\n\
-  --sizes LIST     guest pool sizes in records (default 10,1000,10000)\n\
-  --seed S         seed of the GET key order and the values (default 1)\n\
-  --idle-secs S    how long the idle CPU time is watched (default 5)\n\
-  --no-pin         do not pin the bench and the daemon to one CPU\n\
-  --tmp DIR        where the pool directories are made (default: the system temp dir;\n\
+const USAGE: &str = "usage: kvp-bench --daemon PATH [--sizes N,N,...] [--seed S] [--idle-secs S]
+                 [--no-pin] [--tmp DIR]
+
+  --daemon PATH    the hv_kvp_daemon binary to measure (build it with --release)
+  --sizes LIST     guest pool sizes in records (default 10,1000,10000)
+  --seed S         seed of the GET key order and the values (default 1)
+  --idle-secs S    how long the idle CPU time is watched (default 5)
+  --no-pin         do not pin the bench and the daemons to one CPU
+  --tmp DIR        where the pool directories are made (default: the system temp dir;
                    a tmpfs such as /dev/shm takes the disk out of SET and DELETE)";
 
 /// Round trips of each no-op request.
@@ -39,12 +46,16 @@ const FLOOR_OPS: usize = 2000;
 const OPS: usize = 1000;
 /// ENUMERATE passes are repeated until at least this many steps were timed.
 const MIN_ENUM_STEPS: usize = 1000;
-/// `pwrite` + `fsync` rounds of the disk probe before the SETs.
+/// Requests to one daemon before the next daemon's turn.
+const ROUND: usize = 25;
+/// `pwrite` + `fsync` rounds of the disk probe before the SETs and after the DELETEs.
 const FSYNC_PROBES: usize = 200;
 /// Untimed requests before the floor, so that first-touch costs are not measured.
 const WARMUP: usize = 200;
 /// The operation byte no daemon knows: answered NOT_SUPPORTED with no file effect.
 const UNKNOWN_OP: u8 = 7;
+/// How long a daemon may take to connect and register (it recovers its pools first).
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The CPU both sides are pinned to (the first allowed one if this is not allowed).
 const PIN_CPU: usize = 0;
 
@@ -85,13 +96,16 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--daemon" => daemon = Some(PathBuf::from(value("--daemon")?)),
             "--sizes" => {
-                sizes = value("--sizes")?
+                let mut list = value("--sizes")?
                     .split(',')
                     .map(|s| match s.trim().parse::<usize>() {
                         Ok(n) if (1..=20_000).contains(&n) => Ok(n),
                         _ => Err(format!("--sizes: `{s}` is not a size in 1..=20000")),
                     })
-                    .collect::<Result<_, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()?;
+                list.sort_unstable();
+                list.dedup();
+                sizes = list;
             }
             "--seed" => {
                 seed = value("--seed")?
@@ -427,7 +441,7 @@ fn pin_daemon(pid: u32, cpu: usize) -> Result<String, String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Requests
+// Requests and the replies they must get
 
 fn key(prefix: &str, i: usize) -> Key {
     Key::new(format!("{prefix}{i:06}").as_bytes()).expect("a short ASCII key")
@@ -439,115 +453,151 @@ fn value(prng: &mut Prng, i: usize) -> Value {
     Value::new(format!("value-{i:06}-{noise:07x}").as_bytes()).expect("a short ASCII value")
 }
 
+fn text(bytes: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(bytes))
+}
+
 fn describe(r: &Reply) -> String {
     match r {
         Reply::Status(s) => format!("status {s:?}"),
-        Reply::Value(v) => format!("OK, value {:?}", String::from_utf8_lossy(v.as_bytes())),
+        Reply::Value(v) => format!("OK, value {}", text(v.as_bytes())),
         Reply::Entry { key, value } => format!(
-            "OK, entry {:?} = {:?}",
-            String::from_utf8_lossy(key.as_bytes()),
-            String::from_utf8_lossy(value.as_bytes())
+            "OK, entry {} = {}",
+            text(key.as_bytes()),
+            text(value.as_bytes())
         ),
         Reply::IpInfo(_) => "OK, IP info".into(),
     }
 }
 
-/// Sends one request, checks the reply with `check`, and adds its latency to `series`.
-fn ask(
-    link: &mut DaemonLink,
+/// What a reply must be.
+enum Expect {
+    Status(Status),
+    /// Some entry (the auto pool's first value depends on this machine).
+    AnyEntry,
+    Entry(Record),
+    Value(Value),
+}
+
+impl Expect {
+    fn matches(&self, reply: &Reply) -> bool {
+        match (self, reply) {
+            (Expect::Status(want), Reply::Status(got)) => got == want,
+            (Expect::AnyEntry, Reply::Entry { .. }) => true,
+            (Expect::Entry(r), Reply::Entry { key, value }) => *key == r.key && *value == r.value,
+            (Expect::Value(want), Reply::Value(got)) => got == want,
+            _ => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Expect::Status(s) => format!("status {s:?}"),
+            Expect::AnyEntry => "OK and an entry".into(),
+            Expect::Entry(r) => format!(
+                "OK, entry {} = {}",
+                text(r.key.as_bytes()),
+                text(r.value.as_bytes())
+            ),
+            Expect::Value(v) => format!("OK, value {}", text(v.as_bytes())),
+        }
+    }
+}
+
+/// One request, the reply it must get, and its name for an error message.
+struct Planned {
+    /// How the reply is read (the reply does not say which op it answers).
     op: Op,
-    bytes: &[u8],
-    series: Option<&mut Series>,
-    what: impl Fn() -> String,
-    check: impl Fn(&Reply) -> bool,
-    wanted: impl Fn() -> String,
-) -> Result<(), String> {
-    let answer = link
-        .request(bytes)
-        .map_err(|e| format!("{}: device error: {e}", what()))?;
-    let (reply, took) = match answer {
-        Answer::Reply { bytes, took } => {
-            let reply = decode_reply(op, &bytes)
-                .map_err(|e| format!("{}: undecodable reply: {e}", what()))?;
-            (reply, took)
-        }
-        Answer::TimedOut { forwarded } => {
-            return Err(format!(
-                "{}: no reply within the kernel's 5 s deadline (forwarded: {forwarded})",
-                what()
-            ))
-        }
-        Answer::Gone => return Err(format!("{}: the daemon closed the device", what())),
-    };
-    if !check(&reply) {
-        return Err(format!(
-            "{}: expected {}, got {}",
-            what(),
-            wanted(),
-            describe(&reply)
-        ));
-    }
-    if let Some(s) = series {
-        s.samples.push(took);
-    }
-    Ok(())
+    bytes: Box<[u8]>,
+    expect: Expect,
+    label: String,
 }
 
-fn status_is(want: Status) -> impl Fn(&Reply) -> bool {
-    move |r| r.status() == want
+fn plan(req: &Request, expect: Expect, label: String) -> Planned {
+    Planned {
+        op: req.op(),
+        bytes: encode_request(req),
+        expect,
+        label,
+    }
 }
 
-fn unknown_op_request() -> Vec<u8> {
-    let mut bytes = vec![0u8; KVP_MSG_SIZE];
+fn unknown_op() -> Planned {
+    let mut bytes = vec![0u8; KVP_MSG_SIZE].into_boxed_slice();
     bytes[0] = UNKNOWN_OP;
     bytes[1] = PoolId::Guest as u8;
-    bytes
+    Planned {
+        // No op to read it as: a status-only reply reads the same for every op.
+        op: Op::Get,
+        bytes,
+        expect: Expect::Status(Status::NOT_SUPPORTED),
+        label: format!("unknown op {UNKNOWN_OP}"),
+    }
+}
+
+fn auto_first() -> Planned {
+    let req = Request::Enumerate {
+        pool: PoolId::Auto,
+        index: 0,
+    };
+    plan(&req, Expect::AnyEntry, "ENUMERATE auto[0]".into())
+}
+
+/// Sends one request as the kernel would and checks its reply; the latency, hand-off to
+/// reply, as the emulated kernel saw it.
+fn ask(link: &mut DaemonLink, size: usize, p: &Planned) -> Result<Duration, String> {
+    let fail = |what: String| format!("[{size} records] {}: {what}", p.label);
+    let answer = link
+        .request(&p.bytes)
+        .map_err(|e| fail(format!("device error: {e}")))?;
+    match answer {
+        Answer::Reply { bytes, took } => {
+            let reply =
+                decode_reply(p.op, &bytes).map_err(|e| fail(format!("undecodable reply: {e}")))?;
+            if p.expect.matches(&reply) {
+                Ok(took)
+            } else {
+                Err(fail(format!(
+                    "expected {}, got {}",
+                    p.expect.describe(),
+                    describe(&reply)
+                )))
+            }
+        }
+        Answer::TimedOut { forwarded } => Err(fail(format!(
+            "no reply within the kernel's 5 s deadline (forwarded: {forwarded})"
+        ))),
+        Answer::Gone => Err(fail("the daemon closed the device".into())),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
-// One pool size
+// The daemons
 
-struct SizeResult {
+/// One pool size: its daemon, its device and what its guest pool holds.
+struct Daemon {
     size: usize,
+    records: Vec<Record>,
+    /// Keys the SETs add and the DELETEs remove.
+    added: Vec<Record>,
+    /// Which record each GET asks for.
+    picks: Vec<usize>,
+    pool_file: PathBuf,
     startup: Duration,
     pinned: Result<String, String>,
-    floor_unknown: Stats,
-    floor_auto: Stats,
-    enumerate: Stats,
-    get: Stats,
-    set: Stats,
-    delete: Stats,
-    /// Our own `pwrite` + `fsync` of one record, just before the SETs: the disk's price.
-    disk: Stats,
-    load_before: String,
-    load_after: String,
-    rss_kb: u64,
-    idle_before: CpuSample,
-    idle_after: CpuSample,
-    idle: Duration,
-    stop_note: Option<String>,
+    // Dropped in this order: the device link, the process, the socket, the directory.
+    link: DaemonLink,
+    process: DaemonProc,
+    _device: EmulatedDevice,
+    dir: TempDir,
 }
 
-impl SizeResult {
-    /// The cheaper no-op (by p50) and its name.
-    fn floor(&self) -> (Stats, &'static str) {
-        if self.floor_auto.p50 <= self.floor_unknown.p50 {
-            (self.floor_auto, "ENUMERATE auto[0]")
-        } else {
-            (self.floor_unknown, "unknown op 7")
-        }
-    }
-
-    fn idle_ticks(&self) -> u64 {
-        self.idle_after.ticks.saturating_sub(self.idle_before.ticks)
-    }
+fn progress(msg: &str) {
+    eprintln!("kvp-bench: {msg}");
 }
 
-fn progress(size: usize, msg: &str) {
-    eprintln!("kvp-bench: [{size} records] {msg}");
-}
-
-fn run_size(cfg: &Config, n: usize, cpu: Option<usize>) -> Result<SizeResult, String> {
+/// Makes the pool directory, starts the daemon on its own device, pins it, warms it up.
+fn start(cfg: &Config, n: usize, cpu: Option<usize>) -> Result<Daemon, String> {
     let mut prng = Prng::new(cfg.seed).fork(&format!("pool-{n}"));
     let dir = TempDir(
         cfg.tmp
@@ -558,6 +608,12 @@ fn run_size(cfg: &Config, n: usize, cpu: Option<usize>) -> Result<SizeResult, St
     std::fs::create_dir_all(&pool_dir).map_err(|e| format!("{}: {e}", pool_dir.display()))?;
     let records: Vec<Record> = (0..n)
         .map(|i| Record::new(key("key", i), value(&mut prng, i)))
+        .collect();
+    let added: Vec<Record> = (0..OPS)
+        .map(|i| Record::new(key("new", i), value(&mut prng, i)))
+        .collect();
+    let picks: Vec<usize> = (0..OPS)
+        .map(|_| usize::try_from(prng.below(n as u64)).expect("below n"))
         .collect();
     let pool_file = pool_dir.join(PoolId::Guest.file_name());
     // Made durable now, so that the daemon's first fsync does not pay for our write-back.
@@ -570,7 +626,7 @@ fn run_size(cfg: &Config, n: usize, cpu: Option<usize>) -> Result<SizeResult, St
     let device = EmulatedDevice::bind(&dir.0.join("kvp.sock"))
         .map_err(|e| format!("cannot listen on the emulated device: {e}"))?;
 
-    progress(n, "starting the daemon");
+    progress(&format!("[{n} records] starting the daemon"));
     let started = Instant::now();
     let child = Command::new(&cfg.daemon)
         .arg("-n")
@@ -583,290 +639,179 @@ fn run_size(cfg: &Config, n: usize, cpu: Option<usize>) -> Result<SizeResult, St
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", cfg.daemon.display()))?;
-    let mut daemon = DaemonProc { child: Some(child) };
-    let pid = daemon.pid();
-    let mut link = match device.accept(Duration::from_secs(60)) {
+    let mut process = DaemonProc { child: Some(child) };
+    // Accept on a helper thread, so that a daemon that dies at start-up is reported at
+    // once rather than after the accept timeout.
+    let accepting = std::thread::spawn(move || {
+        let accepted = device.accept(ACCEPT_TIMEOUT);
+        (device, accepted)
+    });
+    while !accepting.is_finished() {
+        if let Some(status) = process.exited() {
+            return Err(format!(
+                "[{n} records] the daemon exited before registering: {status}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (device, accepted) = accepting
+        .join()
+        .map_err(|_| "the thread accepting the daemon panicked".to_string())?;
+    let mut link = match accepted {
         Ok(link) => link,
         Err(e) => {
-            let how = match daemon.exited() {
+            let how = match process.exited() {
                 Some(status) => format!(" (the daemon exited: {status})"),
                 None => String::new(),
             };
-            return Err(format!("the daemon did not register: {e}{how}"));
+            return Err(format!(
+                "[{n} records] the daemon did not register: {e}{how}"
+            ));
         }
     };
     let startup = started.elapsed();
     let pinned = match cpu {
-        Some(cpu) => pin_daemon(pid, cpu),
+        Some(cpu) => pin_daemon(process.pid(), cpu),
         None => Err("not requested (--no-pin)".into()),
     };
-
-    let unknown = unknown_op_request();
-    let auto0 = encode_request(&Request::Enumerate {
-        pool: PoolId::Auto,
-        index: 0,
-    });
-    let is_entry = |r: &Reply| matches!(r, Reply::Entry { .. });
-    let get_of = |i: usize| {
-        encode_request(&Request::Get {
-            pool: PoolId::Guest,
-            key: records[i].key.clone(),
-        })
-    };
-    let value_is = |i: usize| {
-        let want = records[i].value.clone();
-        move |r: &Reply| matches!(r, Reply::Value(v) if *v == want)
-    };
-
-    progress(n, "warming up");
+    let auto = auto_first();
     for i in 0..WARMUP {
-        ask(
-            &mut link,
-            Op::Enumerate,
-            &auto0[..],
-            None,
-            || "warm-up ENUMERATE auto[0]".into(),
-            is_entry,
-            || "an entry".into(),
-        )?;
-        let k = i % n;
-        ask(
-            &mut link,
-            Op::Get,
-            &get_of(k)[..],
-            None,
-            || format!("warm-up GET key{k:06}"),
-            value_is(k),
-            || "OK and the stored value".into(),
-        )?;
-    }
-
-    progress(n, "no-op floor");
-    let mut s = Series::new();
-    let t = Instant::now();
-    for _ in 0..FLOOR_OPS {
-        ask(
-            &mut link,
-            Op::Get,
-            &unknown,
-            Some(&mut s),
-            || format!("unknown op {UNKNOWN_OP}"),
-            status_is(Status::NOT_SUPPORTED),
-            || "NOT_SUPPORTED".into(),
-        )?;
-    }
-    s.wall = t.elapsed();
-    let floor_unknown = s.stats();
-    let mut s = Series::new();
-    let t = Instant::now();
-    for _ in 0..FLOOR_OPS {
-        ask(
-            &mut link,
-            Op::Enumerate,
-            &auto0[..],
-            Some(&mut s),
-            || "ENUMERATE auto[0]".into(),
-            is_entry,
-            || "OK and an entry".into(),
-        )?;
-    }
-    s.wall = t.elapsed();
-    let floor_auto = s.stats();
-
-    progress(n, "ENUMERATE");
-    let mut s = Series::new();
-    let passes = MIN_ENUM_STEPS.div_ceil(n + 1);
-    let requests: Vec<_> = (0..=n)
-        .map(|i| {
-            encode_request(&Request::Enumerate {
-                pool: PoolId::Guest,
-                index: u32::try_from(i).expect("pool sizes fit u32"),
-            })
-        })
-        .collect();
-    let t = Instant::now();
-    for _ in 0..passes {
-        for (i, req) in requests.iter().enumerate() {
-            if i < n {
-                let r = &records[i];
-                ask(
-                    &mut link,
-                    Op::Enumerate,
-                    &req[..],
-                    Some(&mut s),
-                    || format!("ENUMERATE guest[{i}]"),
-                    |reply| matches!(reply, Reply::Entry { key, value } if *key == r.key && *value == r.value),
-                    || {
-                        let want = Reply::Entry {
-                            key: r.key.clone(),
-                            value: r.value.clone(),
-                        };
-                        describe(&want)
-                    },
-                )?;
-            } else {
-                ask(
-                    &mut link,
-                    Op::Enumerate,
-                    &req[..],
-                    Some(&mut s),
-                    || format!("ENUMERATE guest[{i}] (one past the end)"),
-                    status_is(Status::S_CONT),
-                    || "S_CONT (end of the pool)".into(),
-                )?;
-            }
-        }
-    }
-    s.wall = t.elapsed();
-    let enumerate = s.stats();
-
-    progress(n, "GET");
-    let picks: Vec<usize> = (0..OPS)
-        .map(|_| usize::try_from(prng.below(n as u64)).expect("below n"))
-        .collect();
-    let requests: Vec<_> = picks.iter().map(|&i| get_of(i)).collect();
-    let mut s = Series::new();
-    let t = Instant::now();
-    for (&i, req) in picks.iter().zip(&requests) {
-        ask(
-            &mut link,
-            Op::Get,
-            &req[..],
-            Some(&mut s),
-            || format!("GET key{i:06}"),
-            value_is(i),
-            || "OK and the stored value".into(),
-        )?;
-    }
-    s.wall = t.elapsed();
-    let get = s.stats();
-
-    let disk = fsync_probe(&dir.0)?;
-    let load_before = load();
-    progress(n, "SET (durable)");
-    let new_records: Vec<Record> = (0..OPS)
-        .map(|i| Record::new(key("new", i), value(&mut prng, i)))
-        .collect();
-    let requests: Vec<_> = new_records
-        .iter()
-        .map(|r| {
-            encode_request(&Request::Set {
-                pool: PoolId::Guest,
-                key: r.key.clone(),
-                value: r.value.clone(),
-            })
-        })
-        .collect();
-    let mut s = Series::new();
-    let t = Instant::now();
-    for (i, req) in requests.iter().enumerate() {
-        ask(
-            &mut link,
-            Op::Set,
-            &req[..],
-            Some(&mut s),
-            || format!("SET new{i:06}"),
-            status_is(Status::OK),
-            || "OK".into(),
-        )?;
-    }
-    s.wall = t.elapsed();
-    let set = s.stats();
-    let grown = file_len(&pool_file)?;
-    let want = ((n + OPS) * POOL_RECORD_SIZE) as u64;
-    if grown != want {
-        return Err(format!(
-            "after {OPS} SETs the pool file is {grown} bytes, expected {want}"
-        ));
-    }
-
-    progress(n, "DELETE (durable)");
-    let requests: Vec<_> = new_records
-        .iter()
-        .map(|r| {
-            encode_request(&Request::Delete {
-                pool: PoolId::Guest,
-                key: r.key.clone(),
-            })
-        })
-        .collect();
-    let mut s = Series::new();
-    let t = Instant::now();
-    for (i, req) in requests.iter().enumerate() {
-        ask(
-            &mut link,
-            Op::Delete,
-            &req[..],
-            Some(&mut s),
-            || format!("DELETE new{i:06}"),
-            status_is(Status::OK),
-            || "OK".into(),
-        )?;
-    }
-    s.wall = t.elapsed();
-    let delete = s.stats();
-    let shrunk = file_len(&pool_file)?;
-    let want = (n * POOL_RECORD_SIZE) as u64;
-    if shrunk != want {
-        return Err(format!(
-            "after {OPS} DELETEs the pool file is {shrunk} bytes, expected {want}"
-        ));
-    }
-    ask(
-        &mut link,
-        Op::Get,
-        &encode_request(&Request::Get {
+        ask(&mut link, n, &auto)?;
+        let r = &records[i % n];
+        let get = Request::Get {
             pool: PoolId::Guest,
-            key: new_records[0].key.clone(),
-        })[..],
-        None,
-        || "GET new000000 after its DELETE".into(),
-        status_is(Status::S_CONT),
-        || "S_CONT (not found)".into(),
-    )?;
-
-    let load_after = load();
-    let rss_kb = peak_rss_kb(pid)?;
-    progress(
-        n,
-        &format!("watching the idle daemon for {} s", cfg.idle.as_secs()),
-    );
-    let idle_before = cpu_sample(pid)?;
-    let t = Instant::now();
-    std::thread::sleep(cfg.idle);
-    let idle_after = cpu_sample(pid)?;
-    let idle = t.elapsed();
-    if let Some(status) = daemon.exited() {
-        return Err(format!("the daemon exited while idle: {status}"));
+            key: r.key.clone(),
+        };
+        let label = format!("warm-up GET {}", text(r.key.as_bytes()));
+        ask(
+            &mut link,
+            n,
+            &plan(&get, Expect::Value(r.value.clone()), label),
+        )?;
     }
-    // SIGTERM with the device still open: closing it first would be a fatal device
-    // error for the daemon, not the clean shutdown this checks.
-    let stop_note = daemon.stop();
-    drop(link);
-    drop(device);
-    Ok(SizeResult {
+    Ok(Daemon {
         size: n,
+        records,
+        added,
+        picks,
+        pool_file,
         startup,
         pinned,
-        floor_unknown,
-        floor_auto,
-        enumerate,
-        get,
-        set,
-        delete,
-        disk,
-        load_before,
-        load_after,
-        rss_kb,
-        idle_before,
-        idle_after,
-        idle,
-        stop_note,
+        link,
+        process,
+        _device: device,
+        dir,
     })
 }
 
-/// Rounds of `pwrite` of one record and `fsync` on a scratch file beside the pool: what
-/// the disk charges for each of the daemon's durable steps, measured in the same minute.
+impl Daemon {
+    fn enum_steps(&self) -> usize {
+        MIN_ENUM_STEPS.div_ceil(self.size + 1) * (self.size + 1)
+    }
+
+    /// Step `k` of the ENUMERATE passes: indexes 0..=N, the last one past the end.
+    fn enumerate(&self, k: usize) -> Planned {
+        let i = k % (self.size + 1);
+        let req = Request::Enumerate {
+            pool: PoolId::Guest,
+            index: u32::try_from(i).expect("pool sizes fit u32"),
+        };
+        let label = format!("ENUMERATE guest[{i}]");
+        match self.records.get(i) {
+            Some(r) => plan(&req, Expect::Entry(r.clone()), label),
+            None => plan(
+                &req,
+                Expect::Status(Status::S_CONT),
+                label + " (one past the end)",
+            ),
+        }
+    }
+
+    fn get(&self, k: usize) -> Planned {
+        let r = &self.records[self.picks[k]];
+        let req = Request::Get {
+            pool: PoolId::Guest,
+            key: r.key.clone(),
+        };
+        let label = format!("GET {}", text(r.key.as_bytes()));
+        plan(&req, Expect::Value(r.value.clone()), label)
+    }
+
+    fn set(&self, k: usize) -> Planned {
+        let r = &self.added[k];
+        let req = Request::Set {
+            pool: PoolId::Guest,
+            key: r.key.clone(),
+            value: r.value.clone(),
+        };
+        let label = format!("SET {}", text(r.key.as_bytes()));
+        plan(&req, Expect::Status(Status::OK), label)
+    }
+
+    fn delete(&self, k: usize) -> Planned {
+        let r = &self.added[k];
+        let req = Request::Delete {
+            pool: PoolId::Guest,
+            key: r.key.clone(),
+        };
+        let label = format!("DELETE {}", text(r.key.as_bytes()));
+        plan(&req, Expect::Status(Status::OK), label)
+    }
+
+    /// The pool file must hold exactly `records` whole records.
+    fn check_len(&self, records: usize, after: &str) -> Result<(), String> {
+        let len = std::fs::metadata(&self.pool_file)
+            .map(|m| m.len())
+            .map_err(|e| format!("{}: {e}", self.pool_file.display()))?;
+        let want = (records * POOL_RECORD_SIZE) as u64;
+        if len == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "[{} records] after {after} the pool file is {len} bytes, expected {want}",
+                self.size
+            ))
+        }
+    }
+}
+
+/// Runs one phase on every daemon, interleaved in rounds of `ROUND` requests: `count`
+/// requests each, the k-th made by `make`. Each daemon's wall time is the sum of its turns.
+fn phase(
+    daemons: &mut [Daemon],
+    name: &str,
+    count: impl Fn(&Daemon) -> usize,
+    make: impl Fn(&Daemon, usize) -> Planned,
+) -> Result<Vec<Stats>, String> {
+    progress(name);
+    let mut series: Vec<Series> = daemons.iter().map(|_| Series::new()).collect();
+    let mut done = vec![0usize; daemons.len()];
+    loop {
+        let mut any = false;
+        for (i, d) in daemons.iter_mut().enumerate() {
+            let end = (done[i] + ROUND).min(count(d));
+            if done[i] == end {
+                continue;
+            }
+            any = true;
+            let turn = Instant::now();
+            for k in done[i]..end {
+                let p = make(d, k);
+                let took = ask(&mut d.link, d.size, &p)?;
+                series[i].samples.push(took);
+            }
+            series[i].wall += turn.elapsed();
+            done[i] = end;
+        }
+        if !any {
+            break;
+        }
+    }
+    Ok(series.into_iter().map(Series::stats).collect())
+}
+
+/// Rounds of `pwrite` of one record and `fsync` on a scratch file beside the pools: what
+/// the disk charges for each of the daemon's durable steps at about that time.
 fn fsync_probe(dir: &Path) -> Result<Stats, String> {
     use std::os::unix::fs::FileExt;
     let path = dir.join("fsync-probe");
@@ -886,7 +831,7 @@ fn fsync_probe(dir: &Path) -> Result<Stats, String> {
     Ok(s.stats())
 }
 
-/// The load average and the I/O pressure, to show what else the machine was doing.
+/// The load average and the I/O pressure: what else the machine was doing.
 fn load() -> String {
     let avg = std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -899,19 +844,54 @@ fn load() -> String {
                 .find_map(|l| l.strip_prefix("some "))
                 .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         })
-        .map(|some| format!(", I/O pressure {some}"))
+        .map(|some| format!(", I/O pressure (some) {some}"))
         .unwrap_or_default();
-    format!("load {avg}{io}")
-}
-
-fn file_len(path: &Path) -> Result<u64, String> {
-    std::fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    format!("load average {avg}{io}")
 }
 
 // ---------------------------------------------------------------------------------------
-// The run and its report
+// The run
+
+struct SizeResult {
+    size: usize,
+    startup: Duration,
+    pinned: Result<String, String>,
+    floor_unknown: Stats,
+    floor_auto: Stats,
+    enumerate: Stats,
+    get: Stats,
+    set: Stats,
+    delete: Stats,
+    rss_kb: u64,
+    idle_before: CpuSample,
+    idle_after: CpuSample,
+    stop_note: Option<String>,
+}
+
+impl SizeResult {
+    /// The cheaper no-op (by p50) and its name.
+    fn floor(&self) -> (Stats, &'static str) {
+        if self.floor_auto.p50 <= self.floor_unknown.p50 {
+            (self.floor_auto, "ENUMERATE auto[0]")
+        } else {
+            (self.floor_unknown, "unknown op 7")
+        }
+    }
+
+    fn idle_ticks(&self) -> u64 {
+        self.idle_after.ticks.saturating_sub(self.idle_before.ticks)
+    }
+}
+
+/// What the whole run saw besides the per-size figures.
+struct RunInfo {
+    cpu: Option<usize>,
+    idle: Duration,
+    disk_before: Stats,
+    disk_after: Stats,
+    load_before: String,
+    load_after: String,
+}
 
 fn run(cfg: &Config) -> Result<(), String> {
     if !cfg.daemon.is_file() {
@@ -931,26 +911,126 @@ fn run(cfg: &Config) -> Result<(), String> {
     } else {
         None
     };
-    let mut results = Vec::new();
+    let mut daemons = Vec::new();
     for &n in &cfg.sizes {
-        results.push(run_size(cfg, n, cpu)?);
+        daemons.push(start(cfg, n, cpu)?);
     }
-    print!("{}", report(cfg, cpu, &results));
+    let ds = &mut daemons[..];
+    let floor_unknown = phase(
+        ds,
+        "no-op floor: unknown op 7",
+        |_| FLOOR_OPS,
+        |_, _| unknown_op(),
+    )?;
+    let floor_auto = phase(
+        ds,
+        "no-op floor: ENUMERATE auto[0]",
+        |_| FLOOR_OPS,
+        |_, _| auto_first(),
+    )?;
+    let enumerate = phase(ds, "ENUMERATE", Daemon::enum_steps, Daemon::enumerate)?;
+    let get = phase(ds, "GET", |_| OPS, Daemon::get)?;
+    let disk_dir = ds[0].dir.0.clone();
+    progress("disk probe (pwrite+fsync)");
+    let disk_before = fsync_probe(&disk_dir)?;
+    let load_before = load();
+    let set = phase(ds, "SET (durable)", |_| OPS, Daemon::set)?;
+    for d in ds.iter() {
+        d.check_len(d.size + OPS, &format!("{OPS} SETs"))?;
+    }
+    let delete = phase(ds, "DELETE (durable)", |_| OPS, Daemon::delete)?;
+    let load_after = load();
+    for d in ds.iter_mut() {
+        d.check_len(d.size, &format!("{OPS} DELETEs"))?;
+        let gone = &d.added[0];
+        let req = Request::Get {
+            pool: PoolId::Guest,
+            key: gone.key.clone(),
+        };
+        let label = format!("GET {} after its DELETE", text(gone.key.as_bytes()));
+        ask(
+            &mut d.link,
+            d.size,
+            &plan(&req, Expect::Status(Status::S_CONT), label),
+        )?;
+    }
+    progress("disk probe (pwrite+fsync)");
+    let disk_after = fsync_probe(&disk_dir)?;
+    let mut rss = Vec::new();
+    for d in ds.iter() {
+        rss.push(peak_rss_kb(d.process.pid())?);
+    }
+    progress(&format!(
+        "watching the idle daemons for {} s",
+        cfg.idle.as_secs()
+    ));
+    let before = ds
+        .iter()
+        .map(|d| cpu_sample(d.process.pid()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let t = Instant::now();
+    std::thread::sleep(cfg.idle);
+    let after = ds
+        .iter()
+        .map(|d| cpu_sample(d.process.pid()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let idle = t.elapsed();
+    let mut results = Vec::new();
+    for (i, mut d) in daemons.into_iter().enumerate() {
+        if let Some(status) = d.process.exited() {
+            return Err(format!(
+                "[{} records] the daemon exited while idle: {status}",
+                d.size
+            ));
+        }
+        // SIGTERM with the device still open: closing it first would be a fatal device
+        // error for the daemon, not the clean shutdown this checks.
+        let stop_note = d.process.stop();
+        results.push(SizeResult {
+            size: d.size,
+            startup: d.startup,
+            pinned: d.pinned,
+            floor_unknown: floor_unknown[i],
+            floor_auto: floor_auto[i],
+            enumerate: enumerate[i],
+            get: get[i],
+            set: set[i],
+            delete: delete[i],
+            rss_kb: rss[i],
+            idle_before: before[i],
+            idle_after: after[i],
+            stop_note,
+        });
+    }
+    let info = RunInfo {
+        cpu,
+        idle,
+        disk_before,
+        disk_after,
+        load_before,
+        load_after,
+    };
+    print!("{}", report(cfg, &info, &results));
     Ok(())
 }
 
-fn report(cfg: &Config, cpu: Option<usize>, results: &[SizeResult]) -> String {
+fn report(cfg: &Config, info: &RunInfo, results: &[SizeResult]) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     let _ = writeln!(o, "\nhv_kvp_daemon benchmark ({})", cfg.daemon.display());
     let _ = writeln!(
         o,
-        "emulated device: Unix SOCK_SEQPACKET, 7430-byte messages; seed {}",
-        cfg.seed
+        "emulated device: Unix SOCK_SEQPACKET, 7430-byte messages; seed {}; pools in {}",
+        cfg.seed,
+        cfg.tmp.display()
     );
-    match cpu {
+    let _ = writeln!(
+        o,
+        "one daemon per size, every phase interleaved across them in rounds of {ROUND} requests"
+    );
+    match info.cpu {
         Some(cpu) => {
-            let _ = writeln!(o, "pinning: bench on CPU {cpu}; daemon:");
+            let _ = writeln!(o, "pinning: bench on CPU {cpu}; daemons:");
             for r in results {
                 let _ = match &r.pinned {
                     Ok(s) => writeln!(o, "  {:>6} records: {s}", r.size),
@@ -971,7 +1051,7 @@ fn report(cfg: &Config, cpu: Option<usize>, results: &[SizeResult]) -> String {
     }
     let _ = writeln!(
         o,
-        "latencies: from hand-off of the request to receipt of the reply (the emulated kernel's view)\n"
+        "latency: hand-off of the request to receipt of the reply (the emulated kernel's view)\n"
     );
     let _ = writeln!(
         o,
@@ -1021,27 +1101,32 @@ fn report(cfg: &Config, cpu: Option<usize>, results: &[SizeResult]) -> String {
         );
         let _ = writeln!(
             o,
-            "                  idle {:.1} s: CPU {} ticks = {} ms (utime+stime), {} µs on CPU \
+            "                  idle {:.1} s: CPU {} ticks = {} ms (utime+stime), {} µs on a CPU \
              (schedstat), {} context switches",
-            r.idle.as_secs_f64(),
+            info.idle.as_secs_f64(),
             ticks,
             ticks * 1000 / ticks_per_sec,
             r.idle_after.run_ns.saturating_sub(r.idle_before.run_ns) / 1000,
             r.idle_after.switches.saturating_sub(r.idle_before.switches),
         );
-        let _ = writeln!(
-            o,
-            "                  disk: pwrite+fsync of one record p50 {:.1} µs, p99 {:.1} µs (just \
-             before the SETs); during SET/DELETE: {} -> {}",
-            us(r.disk.p50),
-            us(r.disk.p99),
-            r.load_before,
-            r.load_after,
-        );
         if let Some(note) = &r.stop_note {
             let _ = writeln!(o, "                  WARNING: at shutdown: {note}");
         }
     }
+    let _ = writeln!(
+        o,
+        "disk, our own pwrite+fsync of one record: p50 {:.1} µs, p99 {:.1} µs before the SETs; \
+         p50 {:.1} µs, p99 {:.1} µs after the DELETEs",
+        us(info.disk_before.p50),
+        us(info.disk_before.p99),
+        us(info.disk_after.p50),
+        us(info.disk_after.p99),
+    );
+    let _ = writeln!(
+        o,
+        "machine: {} before the SETs, {} after the DELETEs",
+        info.load_before, info.load_after
+    );
     let _ = writeln!(o, "\ntargets (issue 4):");
     for line in evaluate(results) {
         let _ = writeln!(o, "  {line}");
