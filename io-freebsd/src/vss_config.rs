@@ -913,4 +913,11 @@ mod tests {
         let _ = hvguest_core::vss::machine::VssMachine::new(c.vss.clone(), now);
         let _ = hvguest_core::vss::app::AppMachine::new(c.app.clone(), now);
     }
+
+    #[test]
+    fn the_packaged_sample_is_the_sample() {
+        // packaging/vss.conf.sample is what the port installs; it must not drift.
+        let packaged = include_str!("../../packaging/vss.conf.sample");
+        assert_eq!(packaged, SAMPLE);
+    }
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 mod bench;
+mod dist;
 mod freebsd;
 
 /// Every task with a one-line description, in the order `help` prints them.
@@ -41,6 +42,11 @@ const TASKS: &[(&str, &str)] = &[
         "build the release daemon and run kvp-bench against the emulated device (a few minutes);\n\
          \x20        flags pass through: [--sizes 10,1000,10000] [--seed S] [--idle-secs S] [--no-pin]",
     ),
+    (
+        "dist",
+        "build the release programs, stage the FreeBSD port's tree in target/dist/stage/usr/local\n\
+         \x20        and check it against packaging/freebsd/pkg-plist",
+    ),
     ("help", "list the tasks"),
 ];
 
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
         ("test", []) => test(),
         ("ci", []) => ci(),
         ("check-freebsd", []) => freebsd::check(),
+        ("dist", []) => dist::dist(),
         // These two exit with the status of the program they run.
         ("sim", args) => return sim(args),
         ("replay", []) => {
@@ -66,7 +73,7 @@ fn main() -> ExitCode {
         }
         ("replay", args) => return replay(args),
         ("bench", args) => return bench::bench(args),
-        ("test" | "ci" | "check-freebsd", extra) => {
+        ("test" | "ci" | "check-freebsd" | "dist", extra) => {
             eprintln!(
                 "xtask {task}: takes no arguments (got `{}`)",
                 extra.join(" ")
