@@ -17,4 +17,5 @@ pub mod recording;
 pub mod scenario;
 pub mod trace;
 pub mod vss;
+pub mod vss_emulator;
 pub mod world;

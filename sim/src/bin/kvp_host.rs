@@ -1,8 +1,10 @@
 //! `kvp-host`: the Hyper-V host's side of KVP for a real `hv_kvp_daemon`, over the
-//! emulated device (`hvguest_sim::emulator`).
+//! emulated device (`hvguest_sim::emulator`), and of VSS for a real `hv_vss_daemon`
+//! (and `hv_vss_app`), over the emulated VSS devices (`hvguest_sim::vss_emulator`).
 //!
 //! ```text
-//! kvp-host --socket PATH [--scenario FILE] [--pool-dir DIR] [--timeout-secs N]
+//! kvp-host [--socket PATH] [--vss-socket PATH [--app-socket PATH]]
+//!          [--scenario FILE] [--pool-dir DIR] [--timeout-secs N]
 //! ```
 //!
 //! Listens on PATH, waits (up to N seconds, default 300) for a daemon started with
@@ -10,7 +12,20 @@
 //! (`scenarios/kvp/*.scn`) at their `at` times, counted from the registration, printing
 //! one line per request and one per reply. Without `--scenario` it reads steps from
 //! standard input, one per line, written as in a scenario without `at TIME`
-//! (`set guest k v`, `enum guest`, `raw op=7`, ...), and runs each as it comes.
+//! (`set guest k v`, `enum guest`, `raw op=7`, `vss freeze`, ...), and runs each as it
+//! comes.
+//!
+//! `--vss-socket PATH` stands in for `/dev/hv_fsvss_dev` (start `hv_vss_daemon --device
+//! PATH`) and `--app-socket PATH` for `/dev/hv_appvss_dev` (`hv_vss_app --device PATH`).
+//! `--socket` and `--vss-socket` may both be given: the two daemons are separate
+//! processes on separate sockets, and `kvp-host` waits for both. The steps
+//! `vss check|freeze|thaw` (and `vss-now ...`, the same here: requests go one at a time)
+//! go to the VSS side through the kernel's rules (application helper first for CHECK and
+//! FREEZE, daemon first for THAW, one 15 s timer) and print `vss FREEZE <- S_OK (12.3 ms)`.
+//! The helper may open its device at any time, or never; a VSS daemon that died and was
+//! started again is taken at the next request. The scenario's VSS setup lines (`mount`,
+//! `hook`, ...) describe the simulated guest and do not apply: give the daemon
+//! `--emulate-mounts`, `--emulate-actions` and a `vss.conf` with a hook directory.
 //!
 //! `append` and `truncate` play another program writing the pool file (under
 //! `flock(LOCK_EX)`, as cloud-init does: on FreeBSD that excludes the daemon's `fcntl`
@@ -21,8 +36,9 @@
 //! shutdown) do not apply to a real daemon and are printed as skipped.
 //!
 //! Exit status: 0 when every step ran; 1 if the daemon did not connect, went away, or
-//! let a request time out (the kernel's 5 s); 2 on bad usage, an unreadable scenario or
-//! an outside write that failed.
+//! let a request time out (the kernel's 5 s; a VSS request that timed out or found no
+//! daemon does not stop the run, but the status is 1 at the end); 2 on bad usage, an
+//! unreadable scenario or an outside write that failed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Seek, SeekFrom, Write};
@@ -37,20 +53,24 @@ use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::trace_file::{describe_request, summarize};
 use hvguest_core::kvp::wire::{encode_request, PoolId, Request, Status};
 use hvguest_core::limits::KVP_MSG_SIZE;
+use hvguest_core::vss::wire::VssOp;
 use hvguest_sim::emulator::{Answer, DaemonLink, EmulatedDevice};
 use hvguest_sim::scenario;
+use hvguest_sim::vss_emulator::{EmulatedVss, Party, VssAnswer, VSS_KERNEL_TIMEOUT};
 use hvguest_sim::world::Action;
 use nix::fcntl::{Flock, FlockArg};
 
-const USAGE: &str =
-    "usage: kvp-host --socket PATH [--scenario FILE] [--pool-dir DIR] [--timeout-secs N]";
+const USAGE: &str = "usage: kvp-host [--socket PATH] [--vss-socket PATH [--app-socket PATH]] \
+                     [--scenario FILE] [--pool-dir DIR] [--timeout-secs N]";
 
 /// Enumeration indexes tried in one walk before giving up on a daemon that never says
 /// "no more items".
 const WALK_LIMIT: u32 = 1 << 20;
 
 struct Args {
-    socket: PathBuf,
+    socket: Option<PathBuf>,
+    vss_socket: Option<PathBuf>,
+    app_socket: Option<PathBuf>,
     scenario: Option<PathBuf>,
     pool_dir: Option<PathBuf>,
     timeout: Duration,
@@ -58,6 +78,8 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut socket = None;
+    let mut vss_socket = None;
+    let mut app_socket = None;
     let mut scenario = None;
     let mut pool_dir = None;
     let mut timeout = Duration::from_secs(300);
@@ -82,6 +104,8 @@ fn parse_args() -> Result<Args, String> {
         };
         match name.as_str() {
             "--socket" => socket = Some(PathBuf::from(value()?)),
+            "--vss-socket" => vss_socket = Some(PathBuf::from(value()?)),
+            "--app-socket" => app_socket = Some(PathBuf::from(value()?)),
             "--scenario" => scenario = Some(PathBuf::from(value()?)),
             "--pool-dir" => pool_dir = Some(PathBuf::from(value()?)),
             "--timeout-secs" => {
@@ -94,8 +118,16 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if socket.is_none() && vss_socket.is_none() {
+        return Err("--socket PATH or --vss-socket PATH is required".into());
+    }
+    if app_socket.is_some() && vss_socket.is_none() {
+        return Err("--app-socket needs --vss-socket".into());
+    }
     Ok(Args {
-        socket: socket.ok_or("--socket PATH is required")?,
+        socket,
+        vss_socket,
+        app_socket,
         scenario,
         pool_dir,
         timeout,
@@ -113,7 +145,12 @@ enum Stop {
 }
 
 struct Host {
-    link: DaemonLink,
+    /// The KVP daemon, with `--socket`.
+    link: Option<DaemonLink>,
+    /// The VSS devices, with `--vss-socket`.
+    vss: Option<EmulatedVss>,
+    /// A VSS request timed out or found no daemon (the exit status becomes 1).
+    vss_trouble: bool,
     start: WallClock,
     pool_dir: Option<PathBuf>,
 }
@@ -136,7 +173,11 @@ impl Host {
     fn exchange(&mut self, bytes: &[u8]) -> Result<Vec<u8>, Stop> {
         let (op, text) = describe_request(bytes);
         self.say(&format!("→ {text}"));
-        match self.link.request(bytes) {
+        let Some(link) = self.link.as_mut() else {
+            return Err(Stop::Gone);
+        };
+        let deadline = link.deadline;
+        match link.request(bytes) {
             Ok(Answer::Reply { bytes: reply, took }) => {
                 self.say(&format!(
                     "← {} ({:.2}ms)",
@@ -148,7 +189,7 @@ impl Host {
             Ok(Answer::TimedOut { forwarded }) => {
                 self.say(&format!(
                     "← E_FAIL: no reply within {:?} ({})",
-                    self.link.deadline,
+                    deadline,
                     if forwarded {
                         "the daemon did not answer"
                     } else {
@@ -233,8 +274,74 @@ impl Host {
         })
     }
 
+    /// One VSS request through the emulated kernel. A failure is the host's answer, not
+    /// a reason to stop; a timeout or a missing daemon marks the run as failed.
+    fn vss_request(&mut self, op: VssOp) {
+        let name = op.name();
+        let Some(vss) = self.vss.as_mut() else {
+            self.say(&format!(
+                "vss {name}: skipped (no VSS device: give --vss-socket)"
+            ));
+            return;
+        };
+        let answer = vss.request(op);
+        let line = match answer {
+            Ok(VssAnswer::Reply {
+                ok,
+                took,
+                decided_by,
+            }) => format!(
+                "vss {name} <- {} ({:.1} ms{})",
+                if ok { "S_OK" } else { "E_FAIL" },
+                millis(took),
+                match decided_by {
+                    Party::App => ", answered by the application helper",
+                    Party::Daemon => "",
+                }
+            ),
+            Ok(VssAnswer::TimedOut { waiting_for }) => {
+                self.vss_trouble = true;
+                format!(
+                    "vss {name} <- E_FAIL ({:.1} ms: the kernel's timer; {})",
+                    millis(VSS_KERNEL_TIMEOUT),
+                    match waiting_for {
+                        Some(p) => format!("{} did not answer", p.name()),
+                        None => "the daemon was gone when the helper answered".to_string(),
+                    }
+                )
+            }
+            Ok(VssAnswer::NoDaemon { killed: true }) => {
+                self.vss_trouble = true;
+                format!("vss {name} <- E_FAIL (at once: the daemon closed the device)")
+            }
+            Ok(VssAnswer::NoDaemon { killed: false }) => {
+                self.vss_trouble = true;
+                format!("vss {name}: no daemon has opened the device (the kernel would not answer)")
+            }
+            Err(e) => {
+                self.vss_trouble = true;
+                format!("vss {name}: device error: {e}")
+            }
+        };
+        self.say(&line);
+    }
+
     fn step(&mut self, action: Action) -> Result<(), Stop> {
+        let kvp_step = match &action {
+            Action::Host(req) => Some(hvguest_core::kvp::describe::request(req)),
+            Action::HostRaw(bytes) => Some(describe_request(bytes).1),
+            Action::Walk(pool) => Some(format!("enum {}", pool.name())),
+            _ => None,
+        };
+        if let (Some(what), None) = (kvp_step, &self.link) {
+            self.say(&format!("{what}: skipped (no KVP daemon: give --socket)"));
+            return Ok(());
+        }
         match action {
+            Action::Vss(op) | Action::VssNow(op) => {
+                self.vss_request(op);
+                Ok(())
+            }
             Action::Host(req) => self.exchange(&encode_request(&req)[..]).map(drop),
             Action::HostRaw(bytes) => self.exchange(&bytes).map(drop),
             Action::Walk(pool) => self.walk(pool),
@@ -382,37 +489,94 @@ fn main() -> ExitCode {
             None => {}
         }
     }
-    let device = match EmulatedDevice::bind(&args.socket) {
+    if sc.as_ref().is_some_and(|sc| sc.vss.is_some()) {
+        println!(
+            "the scenario's VSS setup (mounts, hooks, app...) is not applied: give \
+             hv_vss_daemon --emulate-mounts and a vss.conf with a hook directory"
+        );
+    }
+    let device = match args.socket.as_deref().map(EmulatedDevice::bind).transpose() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("kvp-host: cannot listen on {}: {e}", args.socket.display());
+            let path = args.socket.as_deref().unwrap_or(Path::new("")).display();
+            eprintln!("kvp-host: cannot listen on {path}: {e}");
             return ExitCode::from(2);
         }
     };
+    let vss = match args.vss_socket.as_deref() {
+        None => None,
+        Some(fs) => match EmulatedVss::bind(fs, args.app_socket.as_deref()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!(
+                    "kvp-host: cannot listen on {} or {}: {e}",
+                    fs.display(),
+                    args.app_socket
+                        .as_deref()
+                        .unwrap_or(Path::new("-"))
+                        .display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut waiting_for = Vec::new();
+    if let Some(s) = &args.socket {
+        waiting_for.push(format!("hv_kvp_daemon --device {}", s.display()));
+    }
+    if let Some(s) = &args.vss_socket {
+        waiting_for.push(format!("hv_vss_daemon --device {}", s.display()));
+    }
     println!(
-        "listening on {}; waiting up to {}s for hv_kvp_daemon --device {}",
-        args.socket.display(),
+        "listening; waiting up to {}s for {}",
         args.timeout.as_secs(),
-        args.socket.display()
+        waiting_for.join(" and ")
     );
-    let link = match device.accept(args.timeout) {
+    if let Some(a) = &args.app_socket {
+        println!(
+            "the application helper may open {} at any time (hv_vss_app --device {} -- COMMAND)",
+            a.display(),
+            a.display()
+        );
+    }
+    let until = WallClock::now() + args.timeout;
+    let link = match device.as_ref().map(|d| d.accept(args.timeout)).transpose() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("kvp-host: {e}");
+            eprintln!("kvp-host: hv_kvp_daemon: {e}");
             return ExitCode::from(1);
         }
     };
+    let mut vss = vss;
+    if let Some(vss) = vss.as_mut() {
+        let left = until.saturating_duration_since(WallClock::now());
+        if let Err(e) = vss.accept_daemon(left) {
+            eprintln!("kvp-host: hv_vss_daemon: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let mut host = Host {
         link,
+        vss,
+        vss_trouble: false,
         start: WallClock::now(),
         pool_dir: args.pool_dir,
     };
-    host.say("daemon registered");
+    if host.link.is_some() {
+        host.say("daemon registered");
+    }
+    if host.vss.is_some() {
+        host.say("VSS daemon opened the device");
+    }
     let result = match sc {
         Some(sc) => run_scenario(&mut host, sc.steps).map(|()| true),
         None => run_stdin(&mut host),
     };
     match result {
+        Ok(true) if host.vss_trouble => {
+            host.say("done (a VSS request timed out or found no daemon)");
+            ExitCode::from(1)
+        }
         Ok(true) => {
             host.say("done");
             ExitCode::SUCCESS

@@ -1,0 +1,822 @@
+//! End-to-end tests: the real `hv_vss_daemon` and `hv_vss_app` binaries against the
+//! emulated VSS devices (`hvguest_sim::vss_emulator`, the kernel's ordering and 15 s
+//! timer in real time), in emulation: the mount table comes from a file and every
+//! action (suspend, resume, zpool-sync, snapshot, hook, freezer-exit) is a line in an
+//! actions file instead of touching the machine.
+//!
+//! Each test has its own directory holding the two device sockets, `vss.conf` (with
+//! `hook_dir` pointing at its own `hooks/`), the hook scripts it writes, the mounts file
+//! and the actions file. A guard kills every process it started when the test ends or
+//! panics (printing their logs on a panic). Hooks must be owned by root, so the tests
+//! that need hooks are skipped, with a message, when not run as root.
+//!
+//! `watchdog_thaws_when_the_host_never_does_takes_16s` waits out a 16 s watchdog.
+//! `mixed_ufs_zfs_freeze_timing` prints the FREEZE request-to-reply time and the action
+//! log (`cargo test -p hvguest-io --test vss_e2e -- --nocapture`).
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hvguest_core::vss::wire::VssOp;
+use hvguest_sim::vss_emulator::{EmulatedVss, Party, VssAnswer};
+
+/// How long a process may take to open its device (a loaded 2-core machine).
+const ACCEPT: Duration = Duration::from_secs(10);
+/// How long an action that follows a reply (thaw hooks, the freezer's exit) may take.
+const SOON: Duration = Duration::from_secs(10);
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Hooks run only if owned by root: without root, a test needing them says so and
+/// passes.
+fn skip_without_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("{test}: skipped: hooks must be owned by root and these tests are not run as root");
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// Scaffolding.
+
+/// A process we started; killed when dropped, its log printed if the test panicked.
+struct Proc {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`, and waits for it.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+        if thread::panicking() {
+            eprintln!(
+                "--- {} log {} ---\n{}",
+                self.name,
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// One line of the actions file: `<monotonic ms> <action> <target> <result>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Act {
+    ms: u64,
+    action: String,
+    target: String,
+    result: String,
+}
+
+impl Act {
+    fn is(&self, action: &str, target: &str) -> bool {
+        self.action == action && self.target == target
+    }
+
+    fn show(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.ms, self.action, self.target, self.result
+        )
+    }
+}
+
+static STARTS: AtomicUsize = AtomicUsize::new(0);
+
+/// One test's world: its directory, the emulated kernel, and the files.
+struct Vss {
+    name: String,
+    dir: PathBuf,
+    kernel: EmulatedVss,
+    began: Instant,
+}
+
+impl Vss {
+    /// A fresh directory with `vss.conf` (`hook_dir` = its `hooks/`, then `config`), the
+    /// mounts file, and both devices listening.
+    fn new(name: &str, mounts: &str, config: &str) -> Vss {
+        let dir = std::env::temp_dir().join(format!("hvguest-vss-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("hooks")).unwrap();
+        std::fs::set_permissions(dir.join("hooks"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let conf = format!("hook_dir = {}\n{config}", dir.join("hooks").display());
+        std::fs::write(dir.join("vss.conf"), conf).unwrap();
+        std::fs::write(dir.join("mounts"), mounts).unwrap();
+        let kernel = EmulatedVss::bind(&dir.join("fs.sock"), Some(&dir.join("app.sock"))).unwrap();
+        Vss {
+            name: name.to_string(),
+            dir,
+            kernel,
+            began: Instant::now(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// An executable script (mode 0755); `body` follows `#!/bin/sh`.
+    fn script(&self, path: &Path, body: &str) {
+        std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// A hook in the hook directory; returns its path as the actions file names it.
+    fn hook(&self, name: &str, body: &str) -> String {
+        let path = self.path("hooks").join(name);
+        self.script(&path, body);
+        path.display().to_string()
+    }
+
+    fn hooks(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path("hooks"))
+            .unwrap()
+            .map(|e| e.unwrap().path().display().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn spawn(&self, what: &str, exe: &str, args: &[&Path]) -> Proc {
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let log = self.path(&format!("{what}-{n}.log"));
+        let child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {exe}: {e}"));
+        Proc {
+            name: what.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Starts `hv_vss_daemon -n` in emulation, waits for it to open the device and for
+    /// its start-up `thaw` of every hook.
+    fn daemon(&mut self) -> Proc {
+        let mark = self.actions().len();
+        let (dev, conf, mounts, actions) = (
+            self.path("fs.sock"),
+            self.path("vss.conf"),
+            self.path("mounts"),
+            self.path("actions"),
+        );
+        let p = self.spawn(
+            "hv_vss_daemon",
+            env!("CARGO_BIN_EXE_hv_vss_daemon"),
+            &[
+                Path::new("-n"),
+                Path::new("--device"),
+                &dev,
+                Path::new("--config"),
+                &conf,
+                Path::new("--emulate-mounts"),
+                &mounts,
+                Path::new("--emulate-actions"),
+                &actions,
+            ],
+        );
+        if let Err(e) = self.kernel.accept_daemon(ACCEPT) {
+            panic!(
+                "hv_vss_daemon did not open the device: {e}\n{}",
+                p.log_text()
+            );
+        }
+        let hooks = self.hooks();
+        self.wait_for("the start-up thaw of every hook", SOON, |acts| {
+            hooks.iter().all(|h| {
+                acts[mark.min(acts.len())..]
+                    .iter()
+                    .any(|a| a.is("hook", h) && a.result == "thaw")
+            })
+        });
+        p
+    }
+
+    /// Starts `hv_vss_app -- COMMAND` on the application device and waits for it to open
+    /// it.
+    fn app(&mut self, command: &Path) -> Proc {
+        let (dev, conf) = (self.path("app.sock"), self.path("vss.conf"));
+        let p = self.spawn(
+            "hv_vss_app",
+            env!("CARGO_BIN_EXE_hv_vss_app"),
+            &[
+                Path::new("--device"),
+                &dev,
+                Path::new("--config"),
+                &conf,
+                Path::new("--"),
+                command,
+            ],
+        );
+        if let Err(e) = self.kernel.accept_app(ACCEPT) {
+            panic!("hv_vss_app did not open the device: {e}\n{}", p.log_text());
+        }
+        p
+    }
+
+    /// Every line of the actions file so far (none before the daemon creates it).
+    fn actions(&self) -> Vec<Act> {
+        let text = std::fs::read_to_string(self.path("actions")).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let w: Vec<&str> = l.splitn(4, ' ').collect();
+                assert_eq!(w.len(), 4, "action line {l:?}");
+                Act {
+                    ms: w[0].parse().unwrap_or_else(|_| panic!("action line {l:?}")),
+                    action: w[1].to_string(),
+                    target: w[2].to_string(),
+                    result: w[3].to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// The lines after the first `mark`.
+    fn since(&self, mark: usize) -> Vec<Act> {
+        self.actions().into_iter().skip(mark).collect()
+    }
+
+    /// Waits (at most `limit`) until `done` holds for the whole actions file.
+    fn wait_for(&self, what: &str, limit: Duration, done: impl Fn(&[Act]) -> bool) -> Vec<Act> {
+        let start = Instant::now();
+        loop {
+            let acts = self.actions();
+            if done(&acts) {
+                return acts;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "{}: no {what} within {limit:?}; actions:\n{}",
+                    self.name,
+                    show(&acts)
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// One host request through the emulated kernel.
+    fn ask(&mut self, op: VssOp) -> VssAnswer {
+        let a = self.kernel.request(op).expect("the emulated devices");
+        eprintln!(
+            "[{} +{:.1}s] {} -> {a:?}",
+            self.name,
+            self.began.elapsed().as_secs_f64(),
+            op.name()
+        );
+        a
+    }
+
+    /// A request the host must see succeed; how long it took.
+    fn ok(&mut self, op: VssOp) -> Duration {
+        match self.ask(op) {
+            VssAnswer::Reply { ok: true, took, .. } => took,
+            other => panic!("{} {}: {other:?}\n{}", self.name, op.name(), self.all()),
+        }
+    }
+
+    /// A request the host must see fail with an answer (not the timer): who answered,
+    /// and how long it took.
+    fn fails(&mut self, op: VssOp) -> (Party, Duration) {
+        match self.ask(op) {
+            VssAnswer::Reply {
+                ok: false,
+                took,
+                decided_by,
+            } => (decided_by, took),
+            other => panic!("{} {}: {other:?}\n{}", self.name, op.name(), self.all()),
+        }
+    }
+
+    fn all(&self) -> String {
+        format!("actions:\n{}", show(&self.actions()))
+    }
+}
+
+impl Drop for Vss {
+    fn drop(&mut self) {
+        eprintln!(
+            "[{}] took {:.1}s",
+            self.name,
+            self.began.elapsed().as_secs_f64()
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn show(acts: &[Act]) -> String {
+    acts.iter().map(|a| a.show() + "\n").collect()
+}
+
+/// The targets of one kind of action, in order.
+fn targets(acts: &[Act], action: &str) -> Vec<String> {
+    acts.iter()
+        .filter(|a| a.action == action)
+        .map(|a| a.target.clone())
+        .collect()
+}
+
+/// The hook lines, as `(hook file name, argument)`.
+fn hook_runs(acts: &[Act]) -> Vec<(String, String)> {
+    acts.iter()
+        .filter(|a| a.action == "hook")
+        .map(|a| {
+            let name = a.target.rsplit('/').next().unwrap_or_default().to_string();
+            (name, a.result.clone())
+        })
+        .collect()
+}
+
+/// Lines that change the machine's state (what a CHECK must never do).
+fn effects(acts: &[Act]) -> Vec<Act> {
+    acts.iter()
+        .filter(|a| a.action != "freezer-exit")
+        .cloned()
+        .collect()
+}
+
+const UFS_ONLY: &str = "\
+ufs / rw /dev/ada0p2
+devfs /dev rw devfs
+ufs /usr ro /dev/ada0p3
+tmpfs /tmp rw tmpfs
+";
+
+// ---------------------------------------------------------------------------------------
+// Mount tables.
+
+#[test]
+fn ufs_only_check_freeze_thaw() {
+    let mut vss = Vss::new("ufs", UFS_ONLY, "");
+    let _daemon = vss.daemon();
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Check);
+    assert_eq!(effects(&vss.since(mark)), [], "a CHECK does nothing");
+    vss.ok(VssOp::Freeze);
+    // Written before the reply: already there.
+    let frozen = vss.since(mark);
+    assert_eq!(targets(&frozen, "suspend"), ["/"], "{}", show(&frozen));
+    assert_eq!(effects(&frozen).len(), 1, "{}", show(&frozen));
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Thaw);
+    let thawed = vss.since(mark);
+    assert_eq!(targets(&thawed, "resume"), ["/"], "{}", show(&thawed));
+    assert_eq!(effects(&thawed).len(), 1, "{}", show(&thawed));
+}
+
+#[test]
+fn several_ufs_are_suspended_deepest_first_root_last_and_resumed() {
+    let mounts = "\
+ufs / rw /dev/ada0p2
+ufs /var rw /dev/ada0p3
+ufs /var/db rw /dev/ada1p1
+ufs /home rw /dev/ada2p1
+ufs /usr ro /dev/ada0p4
+devfs /dev rw
+";
+    let mut vss = Vss::new("several-ufs", mounts, "");
+    let _daemon = vss.daemon();
+    vss.ok(VssOp::Check);
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Freeze);
+    let suspended = targets(&vss.since(mark), "suspend");
+    let mut set = suspended.clone();
+    set.sort();
+    assert_eq!(
+        set,
+        ["/", "/home", "/var", "/var/db"],
+        "read-only /usr left"
+    );
+    assert_eq!(suspended.last().map(String::as_str), Some("/"), "/ last");
+    let at = |m: &str| suspended.iter().position(|s| s == m).unwrap();
+    assert!(at("/var/db") < at("/var"), "deeper first: {suspended:?}");
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Thaw);
+    let mut resumed = targets(&vss.since(mark), "resume");
+    resumed.reverse();
+    assert_eq!(resumed, suspended, "resumed in the reverse order");
+}
+
+#[test]
+fn zfs_root_is_synced_not_suspended() {
+    let mounts = "\
+zfs / rw zroot/ROOT/default
+zfs /var rw zroot/var
+zfs /usr/home rw zroot/usr/home
+zfs /data rw tank/data
+devfs /dev rw
+tmpfs /tmp rw
+";
+    let mut vss = Vss::new("zfs", mounts, "");
+    let _daemon = vss.daemon();
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Check);
+    vss.ok(VssOp::Freeze);
+    let frozen = vss.since(mark);
+    let mut pools = targets(&frozen, "zpool-sync");
+    pools.sort();
+    assert_eq!(
+        pools,
+        ["tank", "zroot"],
+        "each pool once: {}",
+        show(&frozen)
+    );
+    assert_eq!(targets(&frozen, "suspend"), Vec::<String>::new());
+    assert_eq!(targets(&frozen, "snapshot"), Vec::<String>::new());
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Thaw);
+    assert_eq!(effects(&vss.since(mark)), [], "nothing to resume");
+}
+
+#[test]
+fn writable_nfs_vetoes_check_and_freeze() {
+    let mounts = "\
+ufs / rw /dev/ada0p2
+nfs /mnt/backup rw srv:/export
+devfs /dev rw
+";
+    let mut vss = Vss::new("nfs", mounts, "");
+    let _daemon = vss.daemon();
+    let mark = vss.actions().len();
+    assert_eq!(vss.fails(VssOp::Check).0, Party::Daemon);
+    assert_eq!(vss.fails(VssOp::Freeze).0, Party::Daemon);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(vss.since(mark), [], "a veto touches nothing");
+    // The mount table is read for every request: read-only, the NFS mount is ignored.
+    std::fs::write(
+        vss.path("mounts"),
+        mounts.replace("/mnt/backup rw", "/mnt/backup ro"),
+    )
+    .unwrap();
+    vss.ok(VssOp::Check);
+    vss.ok(VssOp::Freeze);
+    assert_eq!(targets(&vss.since(mark), "suspend"), ["/"]);
+    vss.ok(VssOp::Thaw);
+}
+
+// ---------------------------------------------------------------------------------------
+// Hooks.
+
+#[test]
+fn a_hook_veto_fails_the_freeze_and_thaws_the_hooks_that_started() {
+    if skip_without_root("hook veto") {
+        return;
+    }
+    let mut vss = Vss::new("hook-veto", UFS_ONLY, "");
+    vss.hook("10-first", "exit 0");
+    vss.hook("20-veto", "[ \"$1\" = freeze ] && exit 1\nexit 0");
+    vss.hook("30-never", "exit 0");
+    let _daemon = vss.daemon();
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Check);
+    assert_eq!(vss.fails(VssOp::Freeze).0, Party::Daemon);
+    // The answer comes first, then the thaw hooks of the hooks that started.
+    let acts = vss.wait_for("thaw of 10-first", SOON, |acts| {
+        hook_runs(&acts[mark.min(acts.len())..]).contains(&("10-first".into(), "thaw".into()))
+    });
+    let after = &acts[mark..];
+    let runs = hook_runs(after);
+    let run = |n: &str, a: &str| (n.to_string(), a.to_string());
+    assert_eq!(
+        runs,
+        [
+            run("10-first", "freeze"),
+            run("20-veto", "freeze"),
+            run("20-veto", "thaw"),
+            run("10-first", "thaw"),
+        ],
+        "{}",
+        show(after)
+    );
+    assert_eq!(targets(after, "suspend"), Vec::<String>::new());
+}
+
+#[test]
+fn a_hook_past_its_timeout_fails_the_freeze_in_time() {
+    if skip_without_root("hook timeout") {
+        return;
+    }
+    let mut vss = Vss::new("hook-timeout", UFS_ONLY, "");
+    let slow = vss.hook("10-slow", "[ \"$1\" = freeze ] && sleep 10\nexit 0");
+    let _daemon = vss.daemon();
+    let mark = vss.actions().len();
+    let (who, took) = vss.fails(VssOp::Freeze);
+    assert_eq!(who, Party::Daemon);
+    // hook_timeout is 4 s by default: killed then, answered well within the 15 s.
+    assert!(
+        took >= Duration::from_millis(3900) && took < Duration::from_secs(14),
+        "answered after {took:?}"
+    );
+    let acts = vss.wait_for("thaw of 10-slow", SOON, |acts| {
+        acts[mark.min(acts.len())..]
+            .iter()
+            .any(|a| a.is("hook", &slow) && a.result == "thaw")
+    });
+    assert_eq!(targets(&acts[mark..], "suspend"), Vec::<String>::new());
+    // The daemon serves again.
+    vss.ok(VssOp::Check);
+}
+
+// ---------------------------------------------------------------------------------------
+// Death and silence.
+
+#[test]
+fn kill_9_while_frozen_resumes_everything_and_a_restarted_daemon_serves() {
+    let mounts = "\
+ufs / rw /dev/ada0p2
+ufs /var rw /dev/ada0p3
+zfs /data rw tank/data
+devfs /dev rw
+";
+    let mut vss = Vss::new("kill9", mounts, "");
+    let hooked = is_root();
+    if hooked {
+        vss.hook("10-app", "exit 0");
+    } else {
+        eprintln!("kill9: not root: no hook (the restarted daemon's thaw of it is not checked)");
+    }
+    let mut daemon = vss.daemon();
+    vss.ok(VssOp::Freeze);
+    let mark = vss.actions().len();
+    daemon.kill9();
+    // The freezer sees its stdin close: it resumes everything and exits.
+    let acts = vss.wait_for("freezer-exit", SOON, |acts| {
+        acts[mark.min(acts.len())..]
+            .iter()
+            .any(|a| a.action == "freezer-exit")
+    });
+    let after = &acts[mark..];
+    let mut resumed = targets(after, "resume");
+    resumed.sort();
+    assert_eq!(resumed, ["/", "/var"], "{}", show(after));
+    assert_eq!(
+        after.last().unwrap().action,
+        "freezer-exit",
+        "{}",
+        show(after)
+    );
+    // The kernel's KILLED state: E_FAIL at once.
+    let start = Instant::now();
+    assert_eq!(vss.ask(VssOp::Check), VssAnswer::NoDaemon { killed: true });
+    assert!(start.elapsed() < Duration::from_millis(500));
+    // A new daemon opens the device: it thaws every hook (its predecessor may have left
+    // applications frozen), then serves.
+    let mark = vss.actions().len();
+    let _daemon = vss.daemon();
+    if hooked {
+        assert_eq!(
+            hook_runs(&vss.since(mark)),
+            [("10-app".to_string(), "thaw".to_string())]
+        );
+    }
+    vss.ok(VssOp::Check);
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Freeze);
+    assert_eq!(targets(&vss.since(mark), "suspend"), ["/var", "/"]);
+    vss.ok(VssOp::Thaw);
+    let mut resumed = targets(&vss.since(mark), "resume");
+    resumed.sort();
+    assert_eq!(resumed, ["/", "/var"]);
+}
+
+/// Slow: takes about 16 s, waiting out a 16 s watchdog (the shortest `vss.conf`
+/// accepts is just over the kernel's 15 s).
+#[test]
+fn watchdog_thaws_when_the_host_never_does_takes_16s() {
+    let mut vss = Vss::new("watchdog", UFS_ONLY, "watchdog = 16s\n");
+    let hook = is_root().then(|| vss.hook("10-app", "exit 0"));
+    if hook.is_none() {
+        eprintln!("watchdog: not root: no hook (its thaw is not checked)");
+    }
+    let daemon = vss.daemon();
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Freeze);
+    let frozen_at = Instant::now();
+    let acts = vss.wait_for(
+        "resume of / by the watchdog",
+        Duration::from_secs(25),
+        |acts| {
+            acts[mark.min(acts.len())..]
+                .iter()
+                .any(|a| a.is("resume", "/"))
+        },
+    );
+    let waited = frozen_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(15_500) && waited < Duration::from_secs(20),
+        "resumed after {waited:?}"
+    );
+    assert_eq!(targets(&acts[mark..], "suspend"), ["/"]);
+    if let Some(hook) = &hook {
+        vss.wait_for("thaw hook after the watchdog", SOON, |acts| {
+            acts[mark.min(acts.len())..]
+                .iter()
+                .any(|a| a.is("hook", hook) && a.result == "thaw")
+        });
+    }
+    // The daemon's own watchdog, not the freezer's backstop a second later.
+    vss.wait_for("the daemon's log", SOON, |_| {
+        daemon.log_text().contains("WatchdogThaw")
+    });
+    // A THAW that finally comes finds nothing to do.
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Thaw);
+    assert_eq!(targets(&vss.since(mark), "resume"), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------
+// The application helper.
+
+/// An application command that logs its argument, with how many suspend and resume
+/// lines the actions file held at that moment, and fails `freeze` while `fail` exists.
+fn app_script(vss: &Vss) -> PathBuf {
+    let (actions, log, fail) = (vss.path("actions"), vss.path("app.log"), vss.path("fail"));
+    let path = vss.path("app.sh");
+    vss.script(
+        &path,
+        &format!(
+            "s=$(grep -c ' suspend ' {a})\nr=$(grep -c ' resume ' {a})\n\
+             echo \"$1 suspends=$s resumes=$r\" >> {l}\n\
+             [ \"$1\" = freeze ] && [ -e {f} ] && exit 1\nexit 0",
+            a = actions.display(),
+            l = log.display(),
+            f = fail.display()
+        ),
+    );
+    path
+}
+
+/// The application's freeze and thaw runs, in order.
+fn app_runs(vss: &Vss) -> Vec<String> {
+    std::fs::read_to_string(vss.path("app.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("freeze") || l.starts_with("thaw"))
+        .map(str::to_string)
+        .collect()
+}
+
+const UFS_TWO: &str = "\
+ufs / rw /dev/ada0p2
+ufs /var rw /dev/ada0p3
+zfs /data rw tank/data
+devfs /dev rw
+";
+
+#[test]
+fn the_app_helper_freezes_before_the_daemon_and_thaws_after_it() {
+    let mut vss = Vss::new("app", UFS_TWO, "");
+    let script = app_script(&vss);
+    let _daemon = vss.daemon();
+    let _app = vss.app(&script);
+    vss.ok(VssOp::Check);
+    let mark = vss.actions().len();
+    match vss.ask(VssOp::Freeze) {
+        VssAnswer::Reply {
+            ok: true,
+            decided_by: Party::Daemon,
+            ..
+        } => {}
+        other => panic!("FREEZE: {other:?}"),
+    }
+    assert_eq!(targets(&vss.since(mark), "suspend"), ["/var", "/"]);
+    // The application froze before any file system was suspended.
+    assert_eq!(app_runs(&vss), ["freeze suspends=0 resumes=0"]);
+    match vss.ask(VssOp::Thaw) {
+        VssAnswer::Reply {
+            ok: true,
+            decided_by: Party::App,
+            ..
+        } => {}
+        other => panic!("THAW: {other:?}"),
+    }
+    // ...and thawed after they were all resumed.
+    assert_eq!(
+        app_runs(&vss),
+        ["freeze suspends=0 resumes=0", "thaw suspends=2 resumes=2"]
+    );
+}
+
+#[test]
+fn a_failing_app_helper_fails_the_freeze_and_the_daemon_never_sees_it() {
+    let mut vss = Vss::new("app-fails", UFS_TWO, "");
+    let script = app_script(&vss);
+    std::fs::write(vss.path("fail"), "").unwrap();
+    let hook = is_root().then(|| vss.hook("10-app", "exit 0"));
+    let _daemon = vss.daemon();
+    let _app = vss.app(&script);
+    let mark = vss.actions().len();
+    assert_eq!(vss.fails(VssOp::Freeze).0, Party::App);
+    thread::sleep(Duration::from_millis(300));
+    // No hook, no sync, no suspend: the daemon was never asked.
+    assert_eq!(effects(&vss.since(mark)), [], "{}", vss.all());
+    assert_eq!(
+        app_runs(&vss).first().map(String::as_str),
+        Some("freeze suspends=0 resumes=0")
+    );
+    // Once the application agrees, the whole chain runs.
+    std::fs::remove_file(vss.path("fail")).unwrap();
+    vss.ok(VssOp::Freeze);
+    let frozen = vss.since(mark);
+    assert_eq!(targets(&frozen, "suspend"), ["/var", "/"]);
+    assert_eq!(targets(&frozen, "zpool-sync"), ["tank"]);
+    if let Some(hook) = hook {
+        assert!(frozen
+            .iter()
+            .any(|a| a.is("hook", &hook) && a.result == "freeze"));
+    }
+    vss.ok(VssOp::Thaw);
+}
+
+// ---------------------------------------------------------------------------------------
+// Timing.
+
+/// FREEZE on a mixed UFS + ZFS table, measured from the host's request to its reply,
+/// over a few CHECK/FREEZE/THAW rounds without hooks, then (as root) with one hook;
+/// prints the times and the first round's actions of each.
+#[test]
+fn mixed_ufs_zfs_freeze_timing() {
+    let mounts = "\
+ufs / rw /dev/ada0p2
+ufs /var rw /dev/ada0p3
+zfs /usr/home rw zroot/usr/home
+zfs /data rw tank/data
+devfs /dev rw
+tmpfs /tmp rw
+";
+    let mut vss = Vss::new("mixed", mounts, "");
+    let _daemon = vss.daemon();
+    let mut runs = vec![("no hooks", 0)];
+    if is_root() {
+        runs.push(("one hook", 1));
+    } else {
+        eprintln!("mixed: not root: measured without hooks only");
+    }
+    for (what, hooks) in runs {
+        if hooks == 1 {
+            // The daemon lists the hook directory at every FREEZE.
+            vss.hook("10-db", "exit 0");
+        }
+        let mut times = Vec::new();
+        let mut first_round = Vec::new();
+        for round in 0..5 {
+            let mark = vss.actions().len();
+            vss.ok(VssOp::Check);
+            times.push(vss.ok(VssOp::Freeze));
+            let frozen = vss.since(mark);
+            assert_eq!(targets(&frozen, "suspend"), ["/var", "/"]);
+            let mut pools = targets(&frozen, "zpool-sync");
+            pools.sort();
+            assert_eq!(pools, ["tank", "zroot"]);
+            assert_eq!(hook_runs(&frozen).len(), hooks);
+            vss.ok(VssOp::Thaw);
+            if round == 0 {
+                first_round = vss.since(mark);
+            }
+        }
+        let ms: Vec<String> = times
+            .iter()
+            .map(|t| format!("{:.1}", t.as_secs_f64() * 1000.0))
+            .collect();
+        let mut sorted = times.clone();
+        sorted.sort();
+        eprintln!(
+            "FREEZE request to reply, mixed UFS+ZFS, {what}, in emulation: {} ms (median {:.1} ms)",
+            ms.join(", "),
+            sorted[sorted.len() / 2].as_secs_f64() * 1000.0
+        );
+        let t0 = first_round.first().map_or(0, |a| a.ms);
+        eprintln!("action log of the first CHECK/FREEZE/THAW, {what} (ms from its first line):");
+        for a in &first_round {
+            eprintln!("  +{:<4} {} {} {}", a.ms - t0, a.action, a.target, a.result);
+        }
+    }
+}
