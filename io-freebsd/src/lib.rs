@@ -12,6 +12,7 @@ pub mod kvp_daemon;
 pub mod lanes;
 pub mod logging;
 pub mod mounts;
+pub mod pool_access;
 pub mod process;
 pub mod programs;
 pub mod recorder;

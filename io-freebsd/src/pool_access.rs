@@ -1,0 +1,587 @@
+//! Pool files for tools (`hvkvp`): the daemon's persistence protocol, run synchronously.
+//!
+//! Nothing here decides how a pool file changes. Each operation runs one of the core's
+//! jobs ([`Recover`], [`Refresh`], [`Mutate`]) to completion, executing every effect
+//! with [`PoolFiles::execute`], the daemon's own file executor (whole-file `fcntl` locks,
+//! plus `flock` on Linux, one descriptor per file, files created with mode 0600). So a
+//! tool, `hv_kvp_daemon` and outside appenders such as cloud-init exclude each other
+//! exactly as the daemon and those appenders do, and a change made here is journaled and
+//! crash-safe in the same way.
+//!
+//! * [`PoolAccess::load`] runs `Recover`: it takes the lock, finishes or discards any
+//!   change a crashed writer left in the journal, cuts a torn trailing record, and loads.
+//! * [`PoolAccess::refresh`] runs `Refresh`: a `Stat`, and a reload under the lock only
+//!   when the file's stamp changed (for polling).
+//! * [`PoolAccess::set`] and [`PoolAccess::delete`] run `Recover` (so a change left by a
+//!   crashed writer is settled before ours is journaled), then `Mutate`, which reloads
+//!   the file under its own lock before planning: the file's stamp is not trusted to
+//!   reveal a change made by someone else in the same clock tick. A change that fails
+//!   after it was journaled (in doubt) is settled at once by another `Recover`, as the
+//!   daemon does, and reported as written, not applied, or still in doubt.
+//!
+//! A pool file that does not exist (and has no journal) reads as empty and is not
+//! created by reading or by a DELETE; the pool directory itself is never created here.
+//!
+//! Known gap: `Recover` and `Mutate` each take and release the lock, so there is one
+//! lock hand-over between them. Were another writer's change to fail after journaling
+//! in exactly that instant (an I/O error, its journal left for its own recovery), our
+//! `Mutate` would overwrite that journal entry. Closing it needs a core job that checks
+//! the journal under `Mutate`'s own lock.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use hvguest_core::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError};
+use hvguest_core::kvp::jobs::{
+    JobEvent, JobOutcome, MutOp, Mutate, MutateResult, Recover, Refresh, Step,
+};
+use hvguest_core::kvp::pool::{Outcome, Pool};
+use hvguest_core::kvp::text::{Key, Value};
+use hvguest_core::kvp::wire::PoolId;
+use hvguest_core::limits::MAX_POOL_RECORDS;
+
+use crate::files::PoolFiles;
+
+/// What a SET or DELETE did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Written and durable (journal, pool file and their fsyncs, journal cleared).
+    Written,
+    /// Nothing to write: the key already had that value.
+    Unchanged,
+    /// DELETE of a key the pool does not hold.
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("{}: no such directory (hv_kvp_daemon creates the pool directory when it starts)", .0.display())]
+    NoDirectory(PathBuf),
+    #[error(
+        "the auto pool (2) has no file: hv_kvp_daemon generates its values when the host asks"
+    )]
+    AutoPool,
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{}: the pool holds {MAX_POOL_RECORDS} records or more, the most hvguest changes; nothing was written",
+        path.display()
+    )]
+    Full { path: PathBuf },
+    /// The change was journaled, then an I/O error stopped it and recovery could not
+    /// settle it either: the next recovery (ours or the daemon's) finishes or discards it.
+    #[error("{source}; the change was journaled, and whether it takes effect is decided by the next recovery of the pool (the next hvkvp command or hv_kvp_daemon)")]
+    InDoubt {
+        #[source]
+        source: Box<AccessError>,
+    },
+    /// The change was journaled, then failed; recovery found it had not taken effect.
+    #[error("{source}; recovery found the change had not taken effect: nothing was changed")]
+    NotApplied {
+        #[source]
+        source: Box<AccessError>,
+    },
+}
+
+/// A job the driver can run: each is resumed with its last effect's result.
+trait Job {
+    fn resume_with(&mut self, result: Option<EffectResult>, current: &Pool) -> Step;
+    fn take_events(&mut self) -> Vec<JobEvent>;
+}
+
+impl Job for Recover {
+    fn resume_with(&mut self, result: Option<EffectResult>, _: &Pool) -> Step {
+        self.resume(result)
+    }
+    fn take_events(&mut self) -> Vec<JobEvent> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+impl Job for Refresh {
+    fn resume_with(&mut self, result: Option<EffectResult>, _: &Pool) -> Step {
+        self.resume(result)
+    }
+    fn take_events(&mut self) -> Vec<JobEvent> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+impl Job for Mutate {
+    fn resume_with(&mut self, result: Option<EffectResult>, current: &Pool) -> Step {
+        self.resume(result, current)
+    }
+    fn take_events(&mut self) -> Vec<JobEvent> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+/// The first effect that failed in a job, kept to name the file and the operation.
+struct Failure {
+    effect: Effect,
+    error: IoError,
+}
+
+fn file_of(effect: &Effect) -> Option<FileId> {
+    match effect {
+        Effect::Lock(f) | Effect::Unlock(f) | Effect::Stat(f) | Effect::Fsync(f) => Some(*f),
+        Effect::Read { file, .. } | Effect::Write { file, .. } | Effect::SetLen { file, .. } => {
+            Some(*file)
+        }
+        Effect::QueryAdapter(_) | Effect::ApplyIpConfig(_) => None,
+    }
+}
+
+fn action_of(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::Lock(_) => "locking",
+        Effect::Unlock(_) => "unlocking",
+        Effect::Stat(_) => "examining",
+        Effect::Read { .. } => "reading",
+        Effect::Write { .. } => "writing",
+        Effect::SetLen { .. } => "resizing",
+        Effect::Fsync(_) => "syncing",
+        Effect::QueryAdapter(_) | Effect::ApplyIpConfig(_) => "using",
+    }
+}
+
+fn os_error(e: IoError) -> io::Error {
+    if e.0 > 0 {
+        io::Error::from_raw_os_error(e.0)
+    } else {
+        io::Error::other(format!("the file executor failed: {e}"))
+    }
+}
+
+/// Whether the pool shows `op` done, compared with the pool before it.
+fn shows(op: &MutOp, before: &Pool, after: &Pool) -> bool {
+    match op {
+        MutOp::Set(k, v) => after.get(k) == Some(v),
+        MutOp::Delete(k) => {
+            let count = |p: &Pool| p.records().iter().filter(|r| r.key == *k).count();
+            count(after) < count(before)
+        }
+    }
+}
+
+/// Executes file effects. [`PoolFiles`], the daemon's executor, is the one tools use;
+/// tests wrap it to put faults in between.
+pub trait Executor {
+    fn execute(&mut self, effect: &Effect) -> EffectResult;
+    /// Where a file lives.
+    fn path(&self, id: FileId) -> PathBuf;
+}
+
+impl Executor for PoolFiles {
+    fn execute(&mut self, effect: &Effect) -> EffectResult {
+        PoolFiles::execute(self, effect)
+    }
+    fn path(&self, id: FileId) -> PathBuf {
+        PoolFiles::path(self, id)
+    }
+}
+
+/// One pool directory, its files opened on first use and kept open.
+pub struct PoolAccess<E = PoolFiles> {
+    files: E,
+    events: Vec<JobEvent>,
+}
+
+impl PoolAccess<PoolFiles> {
+    /// The directory must exist: a mistyped path is an error, not a new pool directory.
+    pub fn open(dir: &Path) -> Result<PoolAccess, AccessError> {
+        if !dir.is_dir() {
+            return Err(AccessError::NoDirectory(dir.to_path_buf()));
+        }
+        let files = PoolFiles::new(dir).map_err(|source| AccessError::Io {
+            action: "opening",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(PoolAccess::with_executor(files))
+    }
+}
+
+impl<E: Executor> PoolAccess<E> {
+    /// Access through another executor (tests: `PoolFiles` with faults).
+    pub fn with_executor(files: E) -> PoolAccess<E> {
+        PoolAccess {
+            files,
+            events: Vec::new(),
+        }
+    }
+
+    /// The pool file's path.
+    pub fn path(&self, pool: PoolId) -> PathBuf {
+        self.files.path(FileId::pool(pool))
+    }
+
+    /// Repairs and loads noted by the jobs run so far (journal entries finished or
+    /// discarded, torn records cut, records loaded), oldest first.
+    pub fn take_events(&mut self) -> Vec<JobEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Loads a pool after recovering it. `None` stamp: there is no file (nothing created).
+    pub fn load(&mut self, pool: PoolId) -> Result<(Pool, Option<FileStamp>), AccessError> {
+        file_backed(pool)?;
+        if !self.exists(FileId::pool(pool)) && !self.exists(FileId::journal(pool)) {
+            return Ok((Pool::new(), None));
+        }
+        let (p, s) = self.recover(pool)?;
+        Ok((p, Some(s)))
+    }
+
+    /// Reloads a pool if its file changed since `known` (as `load` or a previous
+    /// `refresh` returned it): `None` when unchanged. A file that disappeared reads as
+    /// empty. Does not recover a journal: a crashed writer's change shows as the file
+    /// holds it until the next `load`, `set` or `delete` (or the daemon) recovers it.
+    pub fn refresh(
+        &mut self,
+        pool: PoolId,
+        known: Option<FileStamp>,
+    ) -> Result<Option<(Pool, Option<FileStamp>)>, AccessError> {
+        file_backed(pool)?;
+        if !self.exists(FileId::pool(pool)) {
+            return Ok(known.map(|_| (Pool::new(), None)));
+        }
+        let mut job = Refresh::new(pool, known);
+        let (outcome, failure) = self.run(&mut job, &Pool::new());
+        let JobOutcome::Refreshed { result, .. } = outcome else {
+            unreachable!("a Refresh job finishes with Refreshed")
+        };
+        match result {
+            Ok(reload) => Ok(reload.map(|(p, s)| (p, Some(s)))),
+            Err(e) => Err(self.io_error(failure, e, pool)),
+        }
+    }
+
+    /// SET: updates the key's first record in place, or appends one.
+    pub fn set(&mut self, pool: PoolId, key: &Key, value: &Value) -> Result<Change, AccessError> {
+        self.mutate(pool, MutOp::Set(key.clone(), value.clone()))
+    }
+
+    /// DELETE: removes the key's first record (a later duplicate, if any, then shows).
+    pub fn delete(&mut self, pool: PoolId, key: &Key) -> Result<Change, AccessError> {
+        self.mutate(pool, MutOp::Delete(key.clone()))
+    }
+
+    fn mutate(&mut self, pool: PoolId, op: MutOp) -> Result<Change, AccessError> {
+        file_backed(pool)?;
+        let nothing_there = !self.exists(FileId::pool(pool)) && !self.exists(FileId::journal(pool));
+        if nothing_there && matches!(op, MutOp::Delete(_)) {
+            // Nothing to delete, and no reason to create the files.
+            return Ok(Change::NotFound);
+        }
+        let (before, _) = self.recover(pool)?;
+        // No known stamp: the job reloads under its lock whatever the stamp says.
+        let mut job = Mutate::new(pool, op.clone(), None);
+        let (outcome, failure) = self.run(&mut job, &before);
+        let JobOutcome::Mutated { result, .. } = outcome else {
+            unreachable!("a Mutate job finishes with Mutated")
+        };
+        match result {
+            MutateResult::Applied { .. } => Ok(Change::Written),
+            MutateResult::Nothing(Outcome::Ok) => Ok(Change::Unchanged),
+            MutateResult::Nothing(Outcome::NotFound) => Ok(Change::NotFound),
+            MutateResult::Nothing(Outcome::Full) => Err(AccessError::Full {
+                path: self.path(pool),
+            }),
+            MutateResult::Failed(e) => Err(self.io_error(failure, e, pool)),
+            MutateResult::InDoubt(e) => {
+                let source = Box::new(self.io_error(failure, e, pool));
+                // Settle it now, as the daemon does after a change in doubt.
+                match self.recover(pool) {
+                    Ok((after, _)) if shows(&op, &before, &after) => Ok(Change::Written),
+                    Ok(_) => Err(AccessError::NotApplied { source }),
+                    Err(_) => Err(AccessError::InDoubt { source }),
+                }
+            }
+        }
+    }
+
+    fn recover(&mut self, pool: PoolId) -> Result<(Pool, FileStamp), AccessError> {
+        let mut job = Recover::new(pool);
+        let (outcome, failure) = self.run(&mut job, &Pool::new());
+        let JobOutcome::Recovered { result, .. } = outcome else {
+            unreachable!("a Recover job finishes with Recovered")
+        };
+        result.map_err(|e| self.io_error(failure, e, pool))
+    }
+
+    /// Runs a job to its outcome, one effect at a time, in order.
+    fn run(&mut self, job: &mut impl Job, current: &Pool) -> (JobOutcome, Option<Failure>) {
+        let mut result = None;
+        let mut failure: Option<Failure> = None;
+        loop {
+            let step = job.resume_with(result.take(), current);
+            self.events.extend(job.take_events());
+            match step {
+                Step::Finished(outcome) => return (outcome, failure),
+                Step::Effect(effect) => {
+                    let r = self.files.execute(&effect);
+                    if let EffectResult::Failed(error) = &r {
+                        if failure.is_none() {
+                            failure = Some(Failure {
+                                error: *error,
+                                effect,
+                            });
+                        }
+                    }
+                    result = Some(r);
+                }
+            }
+        }
+    }
+
+    fn io_error(&self, failure: Option<Failure>, error: IoError, pool: PoolId) -> AccessError {
+        // The job reports the error of the effect that stopped it: the first failure.
+        match failure {
+            Some(f) => AccessError::Io {
+                action: action_of(&f.effect),
+                path: file_of(&f.effect).map_or_else(|| self.path(pool), |id| self.files.path(id)),
+                source: os_error(f.error),
+            },
+            None => AccessError::Io {
+                action: "using",
+                path: self.path(pool),
+                source: os_error(error),
+            },
+        }
+    }
+
+    fn exists(&self, id: FileId) -> bool {
+        // If we cannot tell, say yes: opening it will report why.
+        self.files.path(id).try_exists().unwrap_or(true)
+    }
+}
+
+fn file_backed(pool: PoolId) -> Result<(), AccessError> {
+    match pool {
+        PoolId::Auto => Err(AccessError::AutoPool),
+        _ => Ok(()),
+    }
+}
+
+/// Loads a pool (recovering it first, as the daemon does at start).
+pub fn load(dir: &Path, pool: PoolId) -> Result<Pool, AccessError> {
+    PoolAccess::open(dir)?.load(pool).map(|(p, _)| p)
+}
+
+/// SET a key in a pool file, durably.
+pub fn set(dir: &Path, pool: PoolId, key: &Key, value: &Value) -> Result<Change, AccessError> {
+    PoolAccess::open(dir)?.set(pool, key, value)
+}
+
+/// DELETE a key's first record from a pool file, durably.
+pub fn delete(dir: &Path, pool: PoolId, key: &Key) -> Result<Change, AccessError> {
+    PoolAccess::open(dir)?.delete(pool, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hvguest_core::kvp::effect::FileKind;
+    use hvguest_core::kvp::record::{decode_pool, encode_pool, Record};
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hvguest-access-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn k(s: &str) -> Key {
+        Key::new(s.as_bytes()).unwrap()
+    }
+
+    fn v(s: &str) -> Value {
+        Value::new(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn set_get_delete_through_the_jobs() {
+        let dir = tmp("roundtrip");
+        assert!(matches!(
+            load(&dir, PoolId::Guest),
+            Err(AccessError::NoDirectory(_))
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut a = PoolAccess::open(&dir).unwrap();
+        let (p, s) = a.load(PoolId::Guest).unwrap();
+        assert!(p.is_empty() && s.is_none(), "a missing file reads as empty");
+        assert!(
+            !a.path(PoolId::Guest).exists(),
+            "and is not created by reading"
+        );
+        assert_eq!(
+            a.set(PoolId::Guest, &k("a"), &v("1")).unwrap(),
+            Change::Written
+        );
+        assert_eq!(
+            a.set(PoolId::Guest, &k("a"), &v("1")).unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(
+            a.set(PoolId::Guest, &k("b"), &v("2")).unwrap(),
+            Change::Written
+        );
+        assert_eq!(a.delete(PoolId::Guest, &k("a")).unwrap(), Change::Written);
+        assert_eq!(a.delete(PoolId::Guest, &k("a")).unwrap(), Change::NotFound);
+        let bytes = std::fs::read(a.path(PoolId::Guest)).unwrap();
+        assert_eq!(bytes, encode_pool(&[Record::new(k("b"), v("2"))]));
+        let (p, s) = a.load(PoolId::Guest).unwrap();
+        assert_eq!(p.get(&k("b")), Some(&v("2")));
+        assert!(a.refresh(PoolId::Guest, s).unwrap().is_none(), "unchanged");
+        assert_eq!(
+            set(&dir, PoolId::Guest, &k("c"), &v("3")).unwrap(),
+            Change::Written
+        );
+        let (p, _) = a.refresh(PoolId::Guest, s).unwrap().expect("changed");
+        assert_eq!(
+            decode_pool(&std::fs::read(a.path(PoolId::Guest)).unwrap()).records,
+            p.records()
+        );
+        assert!(matches!(a.load(PoolId::Auto), Err(AccessError::AutoPool)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// `PoolFiles` with a fault: `fail` sees every effect and says which to fail (EIO)
+    /// instead of executing it.
+    struct Faulty {
+        inner: PoolFiles,
+        fail: Box<dyn FnMut(&Effect) -> bool>,
+    }
+
+    impl Executor for Faulty {
+        fn execute(&mut self, effect: &Effect) -> EffectResult {
+            if (self.fail)(effect) {
+                EffectResult::Failed(IoError::EIO)
+            } else {
+                self.inner.execute(effect)
+            }
+        }
+        fn path(&self, id: FileId) -> PathBuf {
+            self.inner.path(id)
+        }
+    }
+
+    /// A guest pool holding `a=1`, and access to it through a fault.
+    fn faulty(
+        name: &str,
+        fail: impl FnMut(&Effect) -> bool + 'static,
+    ) -> (PathBuf, PoolAccess<Faulty>) {
+        let dir = tmp(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        set(&dir, PoolId::Guest, &k("a"), &v("1")).unwrap();
+        let inner = PoolFiles::new(&dir).unwrap();
+        let access = PoolAccess::with_executor(Faulty {
+            inner,
+            fail: Box::new(fail),
+        });
+        (dir, access)
+    }
+
+    /// Fails the `n`th effect (from 1) that `pick` selects, once.
+    fn nth(n: usize, pick: impl Fn(&Effect) -> bool + 'static) -> impl FnMut(&Effect) -> bool {
+        let mut seen = 0;
+        move |e| {
+            if pick(e) {
+                seen += 1;
+                seen == n
+            } else {
+                false
+            }
+        }
+    }
+
+    fn pool_file(e: &Effect) -> bool {
+        matches!(file_of(e), Some(f) if f.kind == FileKind::Pool)
+    }
+
+    fn journal_file(e: &Effect) -> bool {
+        matches!(file_of(e), Some(f) if f.kind == FileKind::Journal)
+    }
+
+    fn on_disk(dir: &Path) -> Vec<Record> {
+        let bytes = std::fs::read(dir.join(FileId::pool(PoolId::Guest).file_name())).unwrap();
+        decode_pool(&bytes).records
+    }
+
+    #[test]
+    fn a_failure_before_the_journal_changes_nothing_and_names_the_step() {
+        // The second lock is the Mutate's (the first is its Recover's).
+        let (dir, mut a) = faulty("before-journal", nth(2, |e| matches!(e, Effect::Lock(_))));
+        let e = a.set(PoolId::Guest, &k("b"), &v("2")).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(
+                e,
+                AccessError::Io {
+                    action: "locking",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(msg.contains(".kvp_pool_1: Input/output error"), "{msg}");
+        assert_eq!(on_disk(&dir), vec![Record::new(k("a"), v("1"))]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_change_in_doubt_that_reached_the_journal_is_finished_at_once() {
+        // The slot is written, then its fsync fails: the journal holds the change.
+        let (dir, mut a) = faulty(
+            "in-doubt-finished",
+            nth(2, |e| matches!(e, Effect::Fsync(_)) && pool_file(e)),
+        );
+        assert_eq!(
+            a.set(PoolId::Guest, &k("b"), &v("2")).unwrap(),
+            Change::Written
+        );
+        assert!(a
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, JobEvent::JournalFinished { .. })));
+        let want = vec![Record::new(k("a"), v("1")), Record::new(k("b"), v("2"))];
+        assert_eq!(on_disk(&dir), want);
+        let journal = dir.join(FileId::journal(PoolId::Guest).file_name());
+        assert_eq!(std::fs::metadata(journal).unwrap().len(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_change_in_doubt_that_never_reached_the_journal_is_not_applied() {
+        let (dir, mut a) = faulty(
+            "in-doubt-absent",
+            nth(1, |e| matches!(e, Effect::Write { .. }) && journal_file(e)),
+        );
+        let e = a.delete(PoolId::Guest, &k("a")).unwrap_err();
+        assert!(matches!(e, AccessError::NotApplied { .. }), "{e:?}");
+        assert!(e.to_string().contains("nothing was changed"), "{e}");
+        assert_eq!(on_disk(&dir), vec![Record::new(k("a"), v("1"))]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_change_in_doubt_that_recovery_cannot_settle_is_reported_so() {
+        // The journal write fails, and so does every lock after it.
+        let mut failed = false;
+        let (dir, mut a) = faulty("in-doubt-stuck", move |e| {
+            if matches!(e, Effect::Write { .. }) && journal_file(e) {
+                failed = true;
+                return true;
+            }
+            failed && matches!(e, Effect::Lock(_))
+        });
+        let e = a.set(PoolId::Guest, &k("b"), &v("2")).unwrap_err();
+        assert!(matches!(e, AccessError::InDoubt { .. }), "{e:?}");
+        assert!(e.to_string().contains("next recovery"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
