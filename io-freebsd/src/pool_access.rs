@@ -53,6 +53,9 @@ pub enum Change {
     NotFound,
 }
 
+/// Recover-then-change rounds before giving up on a journal others keep filling.
+const MUTATE_ATTEMPTS: usize = 3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
     #[error("{}: no such directory (hv_kvp_daemon creates the pool directory when it starts)", .0.display())]
@@ -73,6 +76,9 @@ pub enum AccessError {
         path.display()
     )]
     Full { path: PathBuf },
+    /// Another writer keeps leaving journal entries between our recovery and our change.
+    #[error("{}: another writer keeps leaving journal entries; try again", .path.display())]
+    JournalBusy { path: PathBuf },
     /// The change was journaled, then an I/O error stopped it and recovery could not
     /// settle it either: the next recovery (ours or the daemon's) finishes or discards it.
     #[error("{source}; the change was journaled, and whether it takes effect is decided by the next recovery of the pool (the next hvkvp command or hv_kvp_daemon)")]
@@ -278,31 +284,40 @@ impl<E: Executor> PoolAccess<E> {
             // Nothing to delete, and no reason to create the files.
             return Ok(Change::NotFound);
         }
-        let (before, _) = self.recover(pool)?;
-        // No known stamp: the job reloads under its lock whatever the stamp says.
-        let mut job = Mutate::new(pool, op.clone(), None);
-        let (outcome, failure) = self.run(&mut job, &before);
-        let JobOutcome::Mutated { result, .. } = outcome else {
-            unreachable!("a Mutate job finishes with Mutated")
-        };
-        match result {
-            MutateResult::Applied { .. } => Ok(Change::Written),
-            MutateResult::Nothing(Outcome::Ok) => Ok(Change::Unchanged),
-            MutateResult::Nothing(Outcome::NotFound) => Ok(Change::NotFound),
-            MutateResult::Nothing(Outcome::Full) => Err(AccessError::Full {
-                path: self.path(pool),
-            }),
-            MutateResult::Failed(e) => Err(self.io_error(failure, e, pool)),
-            MutateResult::InDoubt(e) => {
-                let source = Box::new(self.io_error(failure, e, pool));
-                // Settle it now, as the daemon does after a change in doubt.
-                match self.recover(pool) {
-                    Ok((after, _)) if shows(&op, &before, &after) => Ok(Change::Written),
-                    Ok(_) => Err(AccessError::NotApplied { source }),
-                    Err(_) => Err(AccessError::InDoubt { source }),
+        // Recover, then change. If, between the two lock holds, another writer left a
+        // journal entry (its change failed after journaling), the job refuses to write
+        // over it: recover again and retry, a bounded number of times.
+        for _ in 0..MUTATE_ATTEMPTS {
+            let (before, _) = self.recover(pool)?;
+            // No known stamp: the job reloads under its lock whatever the stamp says.
+            let mut job = Mutate::new(pool, op.clone(), None);
+            let (outcome, failure) = self.run(&mut job, &before);
+            let JobOutcome::Mutated { result, .. } = outcome else {
+                unreachable!("a Mutate job finishes with Mutated")
+            };
+            return match result {
+                MutateResult::JournalPending => continue,
+                MutateResult::Applied { .. } => Ok(Change::Written),
+                MutateResult::Nothing(Outcome::Ok) => Ok(Change::Unchanged),
+                MutateResult::Nothing(Outcome::NotFound) => Ok(Change::NotFound),
+                MutateResult::Nothing(Outcome::Full) => Err(AccessError::Full {
+                    path: self.path(pool),
+                }),
+                MutateResult::Failed(e) => Err(self.io_error(failure, e, pool)),
+                MutateResult::InDoubt(e) => {
+                    let source = Box::new(self.io_error(failure, e, pool));
+                    // Settle it now, as the daemon does after a change in doubt.
+                    match self.recover(pool) {
+                        Ok((after, _)) if shows(&op, &before, &after) => Ok(Change::Written),
+                        Ok(_) => Err(AccessError::NotApplied { source }),
+                        Err(_) => Err(AccessError::InDoubt { source }),
+                    }
                 }
-            }
+            };
         }
+        Err(AccessError::JournalBusy {
+            path: self.path(pool),
+        })
     }
 
     fn recover(&mut self, pool: PoolId) -> Result<(Pool, FileStamp), AccessError> {

@@ -501,3 +501,46 @@ fn a_stale_journal_entry_from_a_failed_write_is_judged_not_blindly_replayed() {
         ))
     )));
 }
+
+#[test]
+fn a_journal_entry_left_by_another_writer_is_recovered_not_overwritten() {
+    use hvguest_core::kvp::jobs::journal_entry;
+    use hvguest_core::kvp::pool::{Plan, Pool};
+    use std::collections::BTreeMap;
+    let mut h = KvpHarness::new(fs_with(PoolId::Guest, &start_pool()));
+    // Another writer (hvkvp) journaled an append of "x" and died before applying it.
+    let theirs = Pool::from_records(start_pool());
+    let Plan::Write(m) = theirs.plan_set(&k("x"), &v("theirs")) else {
+        panic!("a write")
+    };
+    let entry = journal_entry(PoolId::Guest, &m, &BTreeMap::new());
+    h.fs.write(
+        &FileId::journal(PoolId::Guest).file_name(),
+        0,
+        &entry.encode(),
+    )
+    .unwrap();
+    h.fs.sync_all();
+    // Our SET finds the entry under the lock: it must not write its own over it.
+    assert_eq!(
+        h.request(&set(PoolId::Guest, "k", "ours")),
+        status(Status::E_FAIL)
+    );
+    h.settle();
+    let after_recovery = file_records(&h.fs, PoolId::Guest);
+    assert!(
+        after_recovery.contains(&rec("x", "theirs")),
+        "{after_recovery:?}"
+    );
+    assert!(h
+        .fs
+        .contents(&FileId::journal(PoolId::Guest).file_name())
+        .is_empty());
+    // And the host's retry goes through.
+    assert_eq!(h.request(&set(PoolId::Guest, "k", "ours")), ok());
+    let got = file_records(&h.fs, PoolId::Guest);
+    assert!(
+        got.contains(&rec("x", "theirs")) && got.contains(&rec("k", "ours")),
+        "{got:?}"
+    );
+}

@@ -15,9 +15,7 @@
 //! | `etc/hvguest/hooks.d/` (empty, `@dir`) | |
 //! | `libexec/hvguest/hv_set_ifconfig` | `io-freebsd/scripts/hv_set_ifconfig` |
 //!
-//! A program of [`OPTIONAL_PROGRAMS`] that the workspace does not have yet is skipped with
-//! a warning, and so is its `pkg-plist` entry; any other missing program is an error.
-//! Every file in `packaging/man/` and `packaging/rc.d/` must be staged, so a new page or
+//! A missing program is an error. Every file in `packaging/man/` and `packaging/rc.d/` must be staged, so a new page or
 //! script cannot be forgotten by the port.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,8 +39,6 @@ const PROGRAMS: [(&str, &str); 4] = [
     ("hv_vss_app", "sbin"),
     ("hvkvp", "bin"),
 ];
-/// Programs still being written: missing ones are skipped with a warning.
-const OPTIONAL_PROGRAMS: [&str; 1] = ["hvkvp"];
 /// Manual pages in `packaging/man/`; the section is the file name's last extension.
 const MAN_PAGES: [&str; 5] = [
     "hvkvp.1",
@@ -83,16 +79,9 @@ pub fn dist() -> Result<(), String> {
     // Which programs exist, then build them.
     let have = workspace_bins(PACKAGE)?;
     let mut programs = Vec::new();
-    let mut skipped = Vec::new();
     for (name, dir) in PROGRAMS {
         if have.contains(name) {
             programs.push((name, dir));
-        } else if OPTIONAL_PROGRAMS.contains(&name) {
-            eprintln!(
-                "xtask dist: warning: package {PACKAGE} has no program `{name}` yet: \
-                 not staged, and its pkg-plist entry is not checked"
-            );
-            skipped.push(format!("{PREFIX}/{dir}/{name}"));
         } else {
             return Err(format!("package {PACKAGE} has no program `{name}`"));
         }
@@ -187,7 +176,6 @@ pub fn dist() -> Result<(), String> {
             Some(Entry::Dir) => problems.push(format!(
                 "listed as a file but staged as a directory: {file}"
             )),
-            None if skipped.contains(file) => {}
             None => problems.push(format!("listed but not staged: {file}")),
         }
     }
@@ -212,13 +200,8 @@ pub fn dist() -> Result<(), String> {
         ));
     }
     println!(
-        "xtask dist: the staged tree matches {PORT_DIR}/pkg-plist ({} files{})",
-        expected_files.len() - skipped.len(),
-        if skipped.is_empty() {
-            String::new()
-        } else {
-            format!("; not built yet: {}", skipped.join(", "))
-        }
+        "xtask dist: the staged tree matches {PORT_DIR}/pkg-plist ({} files)",
+        expected_files.len()
     );
     Ok(())
 }

@@ -94,6 +94,9 @@ pub enum MutateResult {
     Failed(IoError),
     /// The journal write began: what the disk holds is for recovery to find out.
     InDoubt(IoError),
+    /// Under our lock the journal held another writer's entry (one that failed or died
+    /// after journaling): nothing was written; the pool needs recovery first.
+    JournalPending,
 }
 
 fn done(r: Option<EffectResult>) -> Result<(), IoError> {
@@ -380,6 +383,8 @@ pub struct Mutate {
 enum MutateState {
     Start,
     Lock,
+    /// Checking, under the lock, that no other writer left a journal entry.
+    Journal,
     Stat,
     Read(Loader, FileStamp),
     CutTail,
@@ -463,6 +468,16 @@ impl Mutate {
             }
             MutateState::Lock => {
                 done(r)?;
+                self.state = MutateState::Journal;
+                Step::Effect(Effect::Stat(FileId::journal(self.pool)))
+            }
+            MutateState::Journal => {
+                self.state = MutateState::Journal;
+                if stamp(r)?.len > 0 {
+                    // Writing our entry over it would lose what it says: recovery first.
+                    self.state = MutateState::Unlock(MutateResult::JournalPending);
+                    return Ok(Step::Effect(Effect::Unlock(f)));
+                }
                 self.state = MutateState::Stat;
                 Step::Effect(Effect::Stat(f))
             }

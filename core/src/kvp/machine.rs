@@ -513,6 +513,13 @@ impl KvpMachine {
                     MutateResult::Nothing(Outcome::NotFound) => Status::S_CONT,
                     MutateResult::Nothing(Outcome::Full) => Status::E_FAIL,
                     MutateResult::Failed(_) => Status::E_FAIL,
+                    MutateResult::JournalPending => {
+                        // Another writer's entry waits in the journal: recover, and let
+                        // the host try again.
+                        slot.health = Health::Unknown;
+                        self.recover_queue.push_front(pool);
+                        Status::E_FAIL
+                    }
                     MutateResult::InDoubt(error) => {
                         slot.health = Health::Unknown;
                         self.outputs
