@@ -15,6 +15,7 @@ use std::process::{Command, ExitCode, Stdio};
 mod bench;
 mod dist;
 mod freebsd;
+mod interop;
 
 /// Every task with a one-line description, in the order `help` prints them.
 const TASKS: &[(&str, &str)] = &[
@@ -47,6 +48,11 @@ const TASKS: &[(&str, &str)] = &[
         "build the release programs, stage the FreeBSD port's tree in target/dist/stage/usr/local\n\
          \x20        and check it against packaging/freebsd/pkg-plist",
     ),
+    (
+        "interop",
+        "install Debian's cloud-init (skipped if it cannot be) and run its Hyper-V reporting handler\n\
+         \x20        against hv_kvp_daemon and hvkvp (io-freebsd/tests/cloud_init_interop.rs)",
+    ),
     ("help", "list the tasks"),
 ];
 
@@ -73,6 +79,16 @@ fn main() -> ExitCode {
         }
         ("replay", args) => return replay(args),
         ("bench", args) => return bench::bench(args),
+        ("interop", extra) => match extra {
+            [] => interop::interop(),
+            _ => {
+                eprintln!(
+                    "xtask interop: takes no arguments (got `{}`)",
+                    extra.join(" ")
+                );
+                return ExitCode::from(2);
+            }
+        },
         ("test" | "ci" | "check-freebsd" | "dist", extra) => {
             eprintln!(
                 "xtask {task}: takes no arguments (got `{}`)",
