@@ -12,11 +12,11 @@
 //! | `etc/rc.d/<name>` for each name in the Makefile's `USE_RC_SUBR` | `packaging/rc.d/<name>`, `%%PREFIX%%` replaced as the framework does (these entries are implied, not listed in `pkg-plist`) |
 //! | `etc/devd/hvguest.conf` | `packaging/devd/hvguest.conf` |
 //! | `etc/hvguest/vss.conf.sample` | `packaging/vss.conf.sample` (a copy of `vss_config::SAMPLE`) |
-//! | `etc/hvguest/hooks.d/` (empty, `@dir`) | |
+//! | `etc/hvguest/hooks.d/`, `etc/hvguest/app.d/` (empty, `@dir`) | |
 //! | `libexec/hvguest/hv_set_ifconfig` | `io-freebsd/scripts/hv_set_ifconfig` |
 //!
-//! A missing program is an error. Every file in `packaging/man/` and `packaging/rc.d/` must be staged, so a new page or
-//! script cannot be forgotten by the port.
+//! A missing program is an error. Every file in `packaging/man/` and `packaging/rc.d/`
+//! must be staged, so a new page or script cannot be forgotten by the port.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::env;
@@ -66,7 +66,7 @@ const FILES: [(&str, &str, u32); 3] = [
     ),
 ];
 /// Empty directories the port creates (`@dir` in `pkg-plist`).
-const DIRS: [&str; 1] = ["etc/hvguest/hooks.d"];
+const DIRS: [&str; 2] = ["etc/hvguest/app.d", "etc/hvguest/hooks.d"];
 
 const PORT_DIR: &str = "packaging/freebsd";
 const MAN_DIR: &str = "packaging/man";

@@ -472,7 +472,6 @@ impl Mutate {
                 Step::Effect(Effect::Stat(FileId::journal(self.pool)))
             }
             MutateState::Journal => {
-                self.state = MutateState::Journal;
                 if stamp(r)?.len > 0 {
                     // Writing our entry over it would lose what it says: recovery first.
                     self.state = MutateState::Unlock(MutateResult::JournalPending);

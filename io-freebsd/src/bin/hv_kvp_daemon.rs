@@ -11,7 +11,11 @@ use hvguest_io::process::{daemonize, Pidfile};
 
 /// Serves the Hyper-V host's key/value pools and IP requests on /dev/hv_kvp_dev.
 #[derive(Parser, Debug)]
-#[command(name = "hv_kvp_daemon", version, about)]
+#[command(
+    name = "hv_kvp_daemon",
+    version,
+    about = "Hyper-V Data Exchange (KVP) daemon: answers the host's key/value requests from the pool files in the pool directory"
+)]
 struct Cli {
     /// Stay in the foreground and log to standard error (the stock daemon's -n).
     #[arg(short = 'n')]

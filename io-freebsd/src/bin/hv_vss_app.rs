@@ -13,7 +13,11 @@ use hvguest_io::vss_daemon::{self, VssPaths};
 
 /// Quiesces applications for the Hyper-V host's backups.
 #[derive(Parser, Debug)]
-#[command(name = "hv_vss_app", version, about)]
+#[command(
+    name = "hv_vss_app",
+    version,
+    about = "Hyper-V application backup helper: runs application freeze and thaw hooks when the host takes a backup"
+)]
 struct Cli {
     /// Log debug messages too.
     #[arg(short = 'd')]

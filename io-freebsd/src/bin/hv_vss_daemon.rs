@@ -14,7 +14,11 @@ use hvguest_io::vss_daemon::{self, VssPaths};
 
 /// Freezes file systems for the Hyper-V host's backups, on /dev/hv_fsvss_dev.
 #[derive(Parser, Debug)]
-#[command(name = "hv_vss_daemon", version, about)]
+#[command(
+    name = "hv_vss_daemon",
+    version,
+    about = "Hyper-V backup (VSS) daemon: freezes and thaws the file systems, with hooks, when the host takes a backup"
+)]
 struct Cli {
     /// Stay in the foreground and log to standard error (the stock daemon's -n).
     #[arg(short = 'n')]
