@@ -1,9 +1,11 @@
 //! `interop`: cloud-init's real Hyper-V reporting handler against our daemon and `hvkvp`.
 //!
 //! 1. Makes sure Debian's `cloud-init` package is installed (`apt-get install`, with one
-//!    `apt-get update` if the first attempt fails). When it cannot be (not Debian, not
-//!    root, no network, apt refusing), the task prints `interop skipped: <why>` and
-//!    succeeds: CI runs it only where its dependencies install.
+//!    `apt-get update` if the first attempt fails), then creates
+//!    `/etc/cloud/cloud-init.disabled` so the package does not act at the next boot. When
+//!    it cannot be installed (not Debian, not root, no network, apt refusing), the task
+//!    prints `interop skipped: <why>` and succeeds: CI runs it only where its
+//!    dependencies install.
 //! 2. Finds a Python that imports `cloudinit.reporting.handlers`: Debian's
 //!    `/usr/bin/python3`, since the `python3` first on `PATH` may be another one (pyenv)
 //!    that does not see Debian's packages. `HVGUEST_CLOUDINIT_PYTHON`, if set, is tried
@@ -13,6 +15,7 @@
 
 use std::env;
 use std::ffi::OsString;
+use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -21,6 +24,9 @@ use super::{cargo, run};
 
 const PACKAGE: &str = "cloud-init";
 const PYTHON_VAR: &str = "HVGUEST_CLOUDINIT_PYTHON";
+const CLOUD_DIR: &str = "/etc/cloud";
+/// cloud-init's documented switch: while this file exists it does nothing at boot.
+const DISABLED_MARK: &str = "/etc/cloud/cloud-init.disabled";
 /// Prints cloud-init's version if this Python can load the Hyper-V reporting handler.
 const PROBE: &str = "import cloudinit.reporting.handlers as h, cloudinit.version as v; \
 h.HyperVKvpReportingHandler; print(v.version_string())";
@@ -82,7 +88,8 @@ fn ensure_installed() -> Result<String, String> {
         say(&format!(
             "{first}; updating the package lists and trying again"
         ));
-        if let Err(e) = run(apt("apt-get").args(["update", "-q"])) {
+        if let Err(e) = run(apt("apt-get").args(["update", "-q", "-o", "DPkg::Lock::Timeout=120"]))
+        {
             return Err(format!("{e} (no network?)"));
         }
         apt_install().map_err(|e| format!("{e}, even after apt-get update"))?;
@@ -94,6 +101,15 @@ fn ensure_installed() -> Result<String, String> {
         "installed {PACKAGE} {version} in {:.1} s",
         started.elapsed().as_secs_f64()
     ));
+    // We want its Python library, not its boot-time services: on a machine that boots
+    // with systemd, an enabled cloud-init would treat the next boot as a new instance
+    // and rewrite the host name, SSH host keys and network settings.
+    match fs::create_dir_all(CLOUD_DIR).and_then(|()| fs::write(DISABLED_MARK, b"")) {
+        Ok(()) => say(&format!(
+            "created {DISABLED_MARK}: cloud-init will not run at boot"
+        )),
+        Err(e) => say(&format!("warning: could not create {DISABLED_MARK}: {e}")),
+    }
     Ok(version)
 }
 
