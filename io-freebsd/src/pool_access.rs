@@ -245,8 +245,8 @@ impl<E: Executor> PoolAccess<E> {
 
     /// Reloads a pool if its file changed since `known` (as `load` or a previous
     /// `refresh` returned it): `None` when unchanged. A file that disappeared reads as
-    /// empty. Does not recover a journal: a crashed writer's change shows as the file
-    /// holds it until the next `load`, `set` or `delete` (or the daemon) recovers it.
+    /// empty. If a crashed writer left a journal entry, recovers the pool first (as the
+    /// daemon does) rather than show a half-made change.
     pub fn refresh(
         &mut self,
         pool: PoolId,
@@ -258,9 +258,18 @@ impl<E: Executor> PoolAccess<E> {
         }
         let mut job = Refresh::new(pool, known);
         let (outcome, failure) = self.run(&mut job, &Pool::new());
-        let JobOutcome::Refreshed { result, .. } = outcome else {
+        let JobOutcome::Refreshed {
+            result,
+            journal_pending,
+            ..
+        } = outcome
+        else {
             unreachable!("a Refresh job finishes with Refreshed")
         };
+        if journal_pending {
+            let (p, s) = self.recover(pool)?;
+            return Ok(Some((p, Some(s))));
+        }
         match result {
             Ok(reload) => Ok(reload.map(|(p, s)| (p, Some(s)))),
             Err(e) => Err(self.io_error(failure, e, pool)),

@@ -544,3 +544,40 @@ fn a_journal_entry_left_by_another_writer_is_recovered_not_overwritten() {
         "{got:?}"
     );
 }
+
+/// A writer died half-way through applying its journaled change: the pool file holds a
+/// record nobody wrote (new first sector, old rest). A GET must not answer from it.
+#[test]
+fn a_read_never_answers_from_a_change_another_writer_left_half_made() {
+    use hvguest_core::kvp::jobs::journal_entry;
+    use hvguest_core::kvp::pool::{Plan, Pool};
+    use std::collections::BTreeMap;
+    let mut h = KvpHarness::new(fs_with(PoolId::Guest, &start_pool()));
+    assert_eq!(
+        h.request(&get(PoolId::Guest, "a")),
+        Some(Reply::Value(v("1")))
+    );
+    let long = "y".repeat(1500);
+    let theirs = Pool::from_records(start_pool());
+    let Plan::Write(m) = theirs.plan_set(&k("a"), &v(&long)) else {
+        panic!("a write")
+    };
+    let entry = journal_entry(PoolId::Guest, &m, &BTreeMap::new());
+    let journal = FileId::journal(PoolId::Guest).file_name();
+    h.fs.write(&journal, 0, &entry.encode()).unwrap();
+    // "a" is record 0: its value starts at byte 512. Only that first value sector landed.
+    let post = rec("a", &long).encode();
+    h.fs.write(&path(PoolId::Guest), 512, &post[512..1024])
+        .unwrap();
+    h.fs.sync_all();
+    // The file changed, so the GET reloads it; the journal says it may be half made.
+    assert_eq!(h.request(&get(PoolId::Guest, "a")), status(Status::E_FAIL));
+    h.settle();
+    assert!(h.fs.contents(&journal).is_empty());
+    // Recovery finished the change: the whole value, never the 512-byte piece.
+    assert_eq!(
+        h.request(&get(PoolId::Guest, "a")),
+        Some(Reply::Value(v(&long)))
+    );
+    assert_eq!(file_records(&h.fs, PoolId::Guest)[0], rec("a", &long));
+}

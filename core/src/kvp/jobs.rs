@@ -68,9 +68,13 @@ pub enum JobEvent {
 #[derive(Debug)]
 pub enum JobOutcome {
     /// `Ok(None)`: unchanged. `Err`: the file could not be read; memory may be stale.
+    /// `journal_pending`: under the lock the journal held another writer's entry, so
+    /// the file may hold a half-made change: nothing was read (`Ok(None)`) and the
+    /// pool needs recovery before anyone answers from it.
     Refreshed {
         pool: PoolId,
         result: Result<Option<(Pool, FileStamp)>, IoError>,
+        journal_pending: bool,
     },
     Mutated {
         pool: PoolId,
@@ -251,6 +255,7 @@ pub struct Refresh {
     known: Option<FileStamp>,
     state: RefreshState,
     error: Option<IoError>,
+    journal_pending: bool,
     pub events: Vec<JobEvent>,
 }
 
@@ -259,6 +264,8 @@ enum RefreshState {
     Start,
     Stat,
     Lock,
+    /// Checking, under the lock, that no other writer left a journal entry.
+    Journal,
     StatLocked,
     Read(Loader, FileStamp),
     Unlock(Option<(Pool, FileStamp)>),
@@ -271,6 +278,7 @@ impl Refresh {
             known,
             state: RefreshState::Start,
             error: None,
+            journal_pending: false,
             events: Vec::new(),
         }
     }
@@ -293,6 +301,7 @@ impl Refresh {
                     Step::Finished(JobOutcome::Refreshed {
                         pool: self.pool,
                         result: Err(e),
+                        journal_pending: false,
                     })
                 }
             }
@@ -313,6 +322,7 @@ impl Refresh {
                     return Ok(Step::Finished(JobOutcome::Refreshed {
                         pool: self.pool,
                         result: Ok(None),
+                        journal_pending: false,
                     }));
                 }
                 self.state = RefreshState::Lock;
@@ -320,6 +330,18 @@ impl Refresh {
             }
             RefreshState::Lock => {
                 done(r)?;
+                self.state = RefreshState::Journal;
+                Step::Effect(Effect::Stat(FileId::journal(self.pool)))
+            }
+            RefreshState::Journal => {
+                // Set first: an error below must still unlock.
+                self.state = RefreshState::Journal;
+                if stamp(r)?.len > 0 {
+                    // Reading now could show a half-made change: recovery first.
+                    self.journal_pending = true;
+                    self.state = RefreshState::Unlock(None);
+                    return Ok(Step::Effect(Effect::Unlock(f)));
+                }
                 self.state = RefreshState::StatLocked;
                 Step::Effect(Effect::Stat(f))
             }
@@ -342,6 +364,7 @@ impl Refresh {
                 Step::Finished(JobOutcome::Refreshed {
                     pool: self.pool,
                     result,
+                    journal_pending: self.journal_pending,
                 })
             }
         })

@@ -477,7 +477,20 @@ impl KvpMachine {
     fn job_finished(&mut self, outcome: JobOutcome, serves: Option<u64>) {
         let answer = self.serves_current(serves);
         match outcome {
-            JobOutcome::Refreshed { pool, result } => match result {
+            JobOutcome::Refreshed {
+                pool,
+                journal_pending: true,
+                ..
+            } => {
+                // Another writer's entry waits in the journal: recover before answering
+                // from this pool, and let the host ask again.
+                self.pools[pool.index()].health = Health::Unknown;
+                self.recover_queue.push_front(pool);
+                if answer {
+                    self.reply(Reply::Status(Status::E_FAIL));
+                }
+            }
+            JobOutcome::Refreshed { pool, result, .. } => match result {
                 Ok(reload) => {
                     if let Some((p, s)) = reload {
                         let slot = &mut self.pools[pool.index()];
