@@ -35,31 +35,35 @@ pub enum ReadOutcome {
     Closed,
 }
 
+/// When `path` is a Unix socket (an emulated device, as the simulator's host programs
+/// serve), a non-blocking, close-on-exec `SOCK_SEQPACKET` connection to it: one message
+/// per datagram, like the real devices. `None` when `path` is not a socket.
+pub(crate) fn connect_emulated(path: &Path) -> Result<Option<OwnedFd>, DeviceError> {
+    let is_socket = std::fs::metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false);
+    if !is_socket {
+        return Ok(None);
+    }
+    let failed = |source| DeviceError::Connect {
+        path: path.display().to_string(),
+        source,
+    };
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(failed)?;
+    let addr = UnixAddr::new(path).map_err(failed)?;
+    socket::connect(fd.as_raw_fd(), &addr).map_err(failed)?;
+    Ok(Some(fd))
+}
+
 impl KvpDevice {
     pub fn open(path: &Path) -> Result<KvpDevice, DeviceError> {
-        let shown = path.display().to_string();
-        let is_socket = std::fs::metadata(path)
-            .map(|m| m.file_type().is_socket())
-            .unwrap_or(false);
-        if is_socket {
-            let fd = socket::socket(
-                AddressFamily::Unix,
-                SockType::SeqPacket,
-                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-                None,
-            )
-            .map_err(|source| DeviceError::Connect {
-                path: shown.clone(),
-                source,
-            })?;
-            let addr = UnixAddr::new(path).map_err(|source| DeviceError::Connect {
-                path: shown.clone(),
-                source,
-            })?;
-            socket::connect(fd.as_raw_fd(), &addr).map_err(|source| DeviceError::Connect {
-                path: shown,
-                source,
-            })?;
+        if let Some(fd) = connect_emulated(path)? {
             return Ok(KvpDevice::Socket(fd));
         }
         // std opens with O_CLOEXEC; the device is opened read-write, never O_NONBLOCK
@@ -71,7 +75,7 @@ impl KvpDevice {
             .open(path)
             .map(KvpDevice::Char)
             .map_err(|source| DeviceError::Open {
-                path: shown,
+                path: path.display().to_string(),
                 source,
             })
     }

@@ -70,6 +70,28 @@ impl Drop for Pidfile {
     }
 }
 
+/// Relative paths are resolved at start-up: a daemon's working directory becomes `/`.
+pub fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// A daemon's start: takes `pidfile` (if any) while still on the terminal, so a second
+/// instance is refused where the administrator sees why; then, unless `foreground`,
+/// detaches and takes it again (the parent's copy is released, since dropping it in
+/// the exiting parent would remove the file). Call before any thread is started.
+pub fn start_daemon(
+    pidfile: Option<&Path>,
+    foreground: bool,
+) -> Result<Option<Pidfile>, ProcessError> {
+    let lock = pidfile.map(Pidfile::acquire).transpose()?;
+    if foreground {
+        return Ok(lock);
+    }
+    drop(lock);
+    daemonize()?;
+    pidfile.map(Pidfile::acquire).transpose()
+}
+
 /// Detaches from the terminal: fork, new session, fork again, `/` as working
 /// directory, standard streams on /dev/null. Call before any thread is started.
 pub fn daemonize() -> Result<(), ProcessError> {

@@ -352,19 +352,22 @@ pub(crate) mod tests {
 
     const PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin";
 
-    struct TempDir(PathBuf);
+    /// A fresh directory for one test, removed when dropped (shared with the crate's
+    /// other unit tests).
+    pub(crate) struct TempDir(PathBuf);
 
     impl TempDir {
-        fn new(tag: &str) -> TempDir {
+        pub(crate) fn new(tag: &str) -> TempDir {
             static NEXT: AtomicU32 = AtomicU32::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("hvguest-programs-{}-{n}-{tag}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("hvguest-unit-{}-{n}-{tag}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
+            // A test that cannot make its directory cannot run at all.
             std::fs::create_dir_all(&dir).unwrap();
             TempDir(dir)
         }
-        fn path(&self) -> &Path {
+        pub(crate) fn path(&self) -> &Path {
             &self.0
         }
     }

@@ -5,13 +5,12 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use hvguest_core::vss::wire::VSS_MSG_SIZE;
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{self, MsgFlags};
 
-use crate::device::DeviceError;
+use crate::device::{connect_emulated, DeviceError};
 
 pub enum VssDevice {
     /// The character device (only on FreeBSD).
@@ -34,29 +33,7 @@ mod ioctls {
 
 impl VssDevice {
     pub fn open(path: &Path) -> Result<VssDevice, DeviceError> {
-        let shown = path.display().to_string();
-        let is_socket = std::fs::metadata(path)
-            .map(|m| m.file_type().is_socket())
-            .unwrap_or(false);
-        if is_socket {
-            let fd = socket::socket(
-                AddressFamily::Unix,
-                SockType::SeqPacket,
-                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-                None,
-            )
-            .map_err(|source| DeviceError::Connect {
-                path: shown.clone(),
-                source,
-            })?;
-            let addr = UnixAddr::new(path).map_err(|source| DeviceError::Connect {
-                path: shown.clone(),
-                source,
-            })?;
-            socket::connect(fd.as_raw_fd(), &addr).map_err(|source| DeviceError::Connect {
-                path: shown,
-                source,
-            })?;
+        if let Some(fd) = connect_emulated(path)? {
             return Ok(VssDevice::Socket(fd));
         }
         // O_CLOEXEC (std's default): hooks must not keep the device registered.
@@ -66,7 +43,7 @@ impl VssDevice {
             .open(path)
             .map(VssDevice::Char)
             .map_err(|source| DeviceError::Open {
-                path: shown,
+                path: path.display().to_string(),
                 source,
             })
     }

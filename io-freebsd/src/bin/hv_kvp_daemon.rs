@@ -1,13 +1,13 @@
 //! `hv_kvp_daemon`: the Hyper-V Key-Value Pair (Data Exchange) daemon, a drop-in
 //! replacement for FreeBSD's. See hv_kvp_daemon(8).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use hvguest_io::kvp_daemon::{self, DaemonConfig};
 use hvguest_io::logging::Logger;
-use hvguest_io::process::{daemonize, Pidfile};
+use hvguest_io::process::{absolute, start_daemon};
 
 /// Serves the Hyper-V host's key/value pools and IP requests on /dev/hv_kvp_dev.
 #[derive(Parser, Debug)]
@@ -42,11 +42,6 @@ struct Cli {
 
 const DEFAULT_PIDFILE: &str = "/var/run/hv_kvp_daemon.pid";
 
-/// Relative paths are resolved now: a daemon's working directory becomes `/`.
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = DaemonConfig {
@@ -60,27 +55,14 @@ fn main() -> ExitCode {
         (None, false) => Some(PathBuf::from(DEFAULT_PIDFILE)),
         (None, true) => None,
     };
-    // Refuse a second instance before detaching, so the message reaches the terminal.
-    let mut lock = match pidfile.as_deref().map(Pidfile::acquire).transpose() {
+    let lock = match start_daemon(pidfile.as_deref(), cli.foreground) {
         Ok(l) => l,
         Err(e) => {
+            // Once detached, standard error is /dev/null: only the status tells.
             eprintln!("hv_kvp_daemon: {e}");
             return ExitCode::from(1);
         }
     };
-    if !cli.foreground {
-        // The lock does not survive fork (flock is inherited, but the file is removed
-        // by the parent's drop): release it and take it again in the daemon.
-        drop(lock.take());
-        if let Err(e) = daemonize() {
-            eprintln!("hv_kvp_daemon: {e}");
-            return ExitCode::from(1);
-        }
-        lock = match pidfile.as_deref().map(Pidfile::acquire).transpose() {
-            Ok(l) => l,
-            Err(_) => return ExitCode::from(1),
-        };
-    }
     let log = Logger::new(cli.foreground, cli.debug, c"HV_KVP");
     let result = kvp_daemon::run(&cfg, &log);
     drop(lock);

@@ -2,12 +2,13 @@
 //! runs a hook directory or one command with `freeze` before the file systems are
 //! frozen and `thaw` after, and thaws by itself if no THAW comes. See hv_vss_app(8).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use hvguest_core::vss::app::{AppMachine, AppWork};
 use hvguest_io::logging::Logger;
+use hvguest_io::process::absolute;
 use hvguest_io::vss_config::{self, DEFAULT_CONFIG};
 use hvguest_io::vss_daemon::{self, VssPaths};
 
@@ -37,10 +38,6 @@ struct Cli {
     /// Run COMMAND with `freeze` or `thaw` appended.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn main() -> ExitCode {

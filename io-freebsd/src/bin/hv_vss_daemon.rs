@@ -1,14 +1,14 @@
 //! `hv_vss_daemon`: the Hyper-V Volume Shadow Copy (backup) daemon, a drop-in
 //! replacement for FreeBSD's. See hv_vss_daemon(8) and vss.conf(5).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use hvguest_core::vss::machine::VssMachine;
 use hvguest_io::freezer::{freezer_main, Mode};
 use hvguest_io::logging::Logger;
-use hvguest_io::process::{daemonize, Pidfile};
+use hvguest_io::process::{absolute, start_daemon};
 use hvguest_io::vss_config::{self, DEFAULT_CONFIG};
 use hvguest_io::vss_daemon::{self, VssPaths};
 
@@ -48,10 +48,6 @@ struct Cli {
 
 const DEFAULT_PIDFILE: &str = "/var/run/hv_vss_daemon.pid";
 
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.freezer {
@@ -82,24 +78,14 @@ fn main() -> ExitCode {
         (None, false) => Some(PathBuf::from(DEFAULT_PIDFILE)),
         (None, true) => None,
     };
-    let mut lock = match pidfile.as_deref().map(Pidfile::acquire).transpose() {
+    let lock = match start_daemon(pidfile.as_deref(), cli.foreground) {
         Ok(l) => l,
         Err(e) => {
+            // Once detached, standard error is /dev/null: only the status tells.
             eprintln!("hv_vss_daemon: {e}");
             return ExitCode::from(1);
         }
     };
-    if !cli.foreground {
-        drop(lock.take());
-        if let Err(e) = daemonize() {
-            eprintln!("hv_vss_daemon: {e}");
-            return ExitCode::from(1);
-        }
-        lock = match pidfile.as_deref().map(Pidfile::acquire).transpose() {
-            Ok(l) => l,
-            Err(_) => return ExitCode::from(1),
-        };
-    }
     let log = Logger::new(cli.foreground, cli.debug, c"HV_VSS");
     let machine = VssMachine::new(config.vss, hvguest_io::clock::now());
     let result = vss_daemon::run(machine, &paths, &log);
