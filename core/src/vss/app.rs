@@ -199,17 +199,10 @@ impl AppMachine {
                     .push_back(VssOutput::Event(VssEvent::Invalid(m)));
                 return;
             }
-            VssRead::Request { op, msgid } => (
-                op,
-                OptMsg {
-                    opt: op as u32,
-                    status: 0,
-                    msgid,
-                },
-            ),
+            VssRead::Request { op, msgid } => (op, OptMsg::request(op, msgid)),
         };
         let b = &self.cfg.budget;
-        let used = Duration::from_nanos(realtime_ns.saturating_sub(msg.msgid)).min(b.kernel);
+        let used = b.used(msg.msgid, realtime_ns);
         let req = Req {
             op,
             msg,

@@ -53,6 +53,15 @@ pub struct Budget {
     pub grace: Duration,
 }
 
+impl Budget {
+    /// How much of the kernel's time had passed when a request was read: its msgid is
+    /// the kernel's real-time clock when the host message arrived. A clock that went
+    /// backwards counts as no time used; never more than the whole.
+    pub fn used(&self, msgid: u64, realtime_ns: u64) -> Duration {
+        Duration::from_nanos(realtime_ns.saturating_sub(msgid)).min(self.kernel)
+    }
+}
+
 impl Default for Budget {
     fn default() -> Budget {
         Budget {
@@ -440,19 +449,10 @@ impl VssMachine {
                 self.event(VssEvent::Invalid(m));
                 return;
             }
-            VssRead::Request { op, msgid } => (
-                op,
-                OptMsg {
-                    opt: op as u32,
-                    status: 0,
-                    msgid,
-                },
-            ),
+            VssRead::Request { op, msgid } => (op, OptMsg::request(op, msgid)),
         };
-        // msgid is the kernel's real-time clock when the host message arrived: what is
-        // left of its 15 s. A clock that went backwards counts as no time used.
         let b = &self.cfg.budget;
-        let used = Duration::from_nanos(realtime_ns.saturating_sub(msg.msgid)).min(b.kernel);
+        let used = b.used(msg.msgid, realtime_ns);
         let left = b.kernel.saturating_sub(used).saturating_sub(b.margin);
         let req = Req {
             op,

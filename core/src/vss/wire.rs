@@ -90,6 +90,15 @@ impl OptMsg {
         b
     }
 
+    /// A request of `op` as it was read (what its reply echoes).
+    pub fn request(op: VssOp, msgid: u64) -> OptMsg {
+        OptMsg {
+            opt: op as u32,
+            status: 0,
+            msgid,
+        }
+    }
+
     /// The answer to this request: `opt` and `msgid` echoed exactly.
     pub fn reply(&self, ok: bool) -> OptMsg {
         OptMsg {
