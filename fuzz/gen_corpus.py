@@ -3,7 +3,7 @@
 
 Run once from anywhere (`python3 fuzz/gen_corpus.py`); it overwrites the files it
 names and leaves any others alone. Output is deterministic. Byte layouts follow
-shared/spec/kvp.md: section 1.3 (the 7430-byte device message), 3.2 (pool records of
+docs/protocol/kvp.md: section 1.3 (the 7430-byte device message), 3.2 (pool records of
 512 + 2048 bytes) and 8 (test vectors). Integers are little-endian.
 """
 

@@ -1,12 +1,12 @@
 //! Every bound the core enforces, in one place.
 //!
-//! Protocol sizes come from `spec/kvp.md` §1.2–1.3; the rest are our own limits, chosen
+//! Protocol sizes come from docs/protocol/kvp.md §1.2–1.3; the rest are our own limits, chosen
 //! so that memory, work per event and on-disk growth stay bounded whatever the host or
 //! another program does.
 
 use std::time::Duration;
 
-/// One `hv_kvp_msg` on `/dev/hv_kvp_dev` (spec §1.3).
+/// One `hv_kvp_msg` on `/dev/hv_kvp_dev` (docs/protocol/kvp.md §1.3).
 pub const KVP_MSG_SIZE: usize = 7430;
 /// Key array in a message and in a pool record; a key holds at most 511 bytes plus NUL.
 pub const KVP_KEY_FIELD: usize = 512;
@@ -35,9 +35,9 @@ pub const MAX_JOURNAL_SLOTS: usize = MAX_POOL_RECORDS;
 /// A failed pool is retried after this long.
 pub const RECOVERY_RETRY: Duration = Duration::from_secs(1);
 
-/// Keys the host can read back whole: 254 UTF-16 units (spec §2.4).
+/// Keys the host can read back whole: 254 UTF-16 units (docs/protocol/kvp.md §2.4).
 pub const HOST_SAFE_KEY_UNITS: usize = 254;
-/// Values the host can read back whole: 1022 UTF-16 units (spec §2.4).
+/// Values the host can read back whole: 1022 UTF-16 units (docs/protocol/kvp.md §2.4).
 pub const HOST_SAFE_VALUE_UNITS: usize = 1022;
 
 /// Longest list (addresses, gateways, DNS servers) accepted in SET_IP_INFO.

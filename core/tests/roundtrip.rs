@@ -3,7 +3,7 @@
 //! * Every request survives `encode_request` → `decode_request`, every reply survives
 //!   `encode_reply` → `decode_reply` for the op it answers.
 //! * `decode_request` and `decode_reply` are total: any bytes, any length, no panic, and
-//!   the answer agrees with a small reference decoder written here from spec §1.3.
+//!   the answer agrees with a small reference decoder written here from docs/protocol/kvp.md §1.3.
 //! * Pool files: records survive `encode_pool` → `decode_pool`; any byte string decodes
 //!   to `len / 2560` records and a `len % 2560` tail; feeding the decoder in arbitrary
 //!   chunks gives the same result as decoding the whole file.
@@ -216,7 +216,7 @@ fn records(max: usize) -> impl Strategy<Value = Vec<Record>> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Reference decoders (spec §1.3, §3.2), written independently of the crate
+// Reference decoders (docs/protocol/kvp.md §1.3, §3.2), written independently of the crate
 // ---------------------------------------------------------------------------------------
 
 /// Bytes of a fixed field up to its first NUL; `None` when it has none.
@@ -224,7 +224,7 @@ fn upto_nul(field: &[u8]) -> Option<&[u8]> {
     field.iter().position(|&b| b == 0).map(|n| &field[..n])
 }
 
-/// What a request message means. On failure, every error that applies (the spec does
+/// What a request message means. On failure, every error that applies (docs/protocol/kvp.md does
 /// not say which of several problems to report first).
 fn reference_request(buf: &[u8]) -> Result<Request, Vec<DecodeError>> {
     if buf.len() != KVP_MSG_SIZE {

@@ -13,7 +13,7 @@
 //! Tests marked `#[ignore = "core bug: ..."]` show behaviour of `core/src/vss` that is
 //! wrong today; they pass once it is fixed.
 //!
-//! Spec `vss.md` §1.2 (the 64-byte message), §2 (the kernel's 15 s), §3.7 (what the
+//! docs/protocol/vss.md §1.2 (the 64-byte message), §2 (the kernel's 15 s), §3.7 (what the
 //! rewrite must do), §5.3 (hooks), §7 (ZFS), §8 (test vectors).
 
 use std::collections::BTreeMap;
@@ -36,7 +36,7 @@ use proptest::prelude::*;
 // The world
 // ---------------------------------------------------------------------------------------
 
-/// The spec §8.2 msgid: the host's FREEZE arrived at 1700000000.123456789 s.
+/// The docs/protocol/vss.md §8.2 msgid: the host's FREEZE arrived at 1700000000.123456789 s.
 const MSGID: u64 = 1_700_000_000_123_456_789;
 const HOOK_DIR: &str = "/usr/local/etc/hvguest/vss.d";
 const APP_CMD: &str = "/usr/local/bin/db-quiesce";
@@ -606,7 +606,7 @@ fn msg_bytes(opt: u32, status: u32, msgid: u64) -> [u8; VSS_MSG_SIZE] {
 // 1. Wire
 // ---------------------------------------------------------------------------------------
 
-/// The spec §8.2 FREEZE READ, byte by byte.
+/// The docs/protocol/vss.md §8.2 FREEZE READ, byte by byte.
 fn spec_freeze_read() -> [u8; VSS_MSG_SIZE] {
     let mut b = [0u8; VSS_MSG_SIZE];
     b[0..4].copy_from_slice(&[0x02, 0x00, 0x00, 0x00]);
@@ -790,7 +790,7 @@ fn wire_read_with_nonzero_status_or_bad_length_produces_nothing() {
             realtime_ns: MSGID,
         });
     }
-    // The spec's "nothing queued" READ.
+    // The "nothing queued" READ of docs/protocol/vss.md §8.2.
     d.input(VssInput::DeviceRead {
         bytes: msg_bytes(0, 1, 0).to_vec(),
         realtime_ns: MSGID,

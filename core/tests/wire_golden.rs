@@ -1,6 +1,6 @@
-//! Golden bytes for the device messages of spec `kvp.md` §8 (test vectors 1–12).
+//! Golden bytes for the device messages of docs/protocol/kvp.md §8 (test vectors 1–12).
 //!
-//! Requests are assembled here byte by byte from the spec's offsets (never through
+//! Requests are assembled here byte by byte from docs/protocol/kvp.md §1.3 (never through
 //! `encode_request`), so a layout mistake shared by the encoder and the decoder cannot
 //! hide. Replies come from `encode_reply` and are compared against the whole 7430-byte
 //! message: the listed bytes at their offsets, and zero everywhere else.
@@ -80,7 +80,7 @@ fn rec(k: &str, v: &str) -> Record {
 }
 
 /// `key_size`/`value_size` the kernel reports to the host for text we send back
-/// (spec §2.4: `2 * (units + 1)`).
+/// (docs/protocol/kvp.md §2.4: `2 * (units + 1)`).
 fn host_size(units: usize) -> usize {
     2 * (units + 1)
 }

@@ -2,7 +2,7 @@
 //!
 //! The real device is read with `pread(7430 @ 0)` only after poll(2) said readable (its
 //! read blocks even with O_NONBLOCK, and devfs would advance a plain read's offset), and
-//! written with one `pwrite(7430 @ 0)` per reply (spec `kvp.md` §1.7). The emulation
+//! written with one `pwrite(7430 @ 0)` per reply (docs/protocol/kvp.md §1.7). The emulation
 //! carries the same bytes: one datagram received is one device read, one datagram sent
 //! is one device write. Which one is used follows from the path: a socket is emulation.
 

@@ -3,7 +3,7 @@
 //! Each pool file and journal is opened once (created with mode 0600, O_CLOEXEC) and
 //! every operation, the whole-file `fcntl` lock included, goes through that one
 //! descriptor: POSIX locks belong to the process and file, and closing any other
-//! descriptor of the same file would drop them (spec `kvp.md` §3.3).
+//! descriptor of the same file would drop them (docs/protocol/kvp.md §3.3).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -128,8 +128,9 @@ impl PoolFiles {
     fn lock(&mut self, id: FileId, kind: i16, wait: bool) -> io::Result<()> {
         let fd = self.file(id)?.as_raw_fd();
         // On Linux, fcntl and flock locks ignore each other and cloud-init/azure-init
-        // take flock: hold both there. On FreeBSD they are one lock (spec §3.3): fcntl
-        // alone excludes everyone, and taking both would conflict with ourselves.
+        // take flock: hold both there. On FreeBSD they are one lock
+        // (docs/protocol/kvp.md §3.3): fcntl alone excludes everyone, and taking both
+        // would conflict with ourselves.
         #[cfg(target_os = "linux")]
         {
             let op = match (kind == nix::libc::F_UNLCK as i16, wait) {

@@ -1,7 +1,7 @@
 //! The freezer: the process that suspends UFS file systems.
 //!
 //! UFSSUSPEND fails with EDEADLK if the caller has more than one thread or holds a file
-//! open for writing on the target (spec `vss.md` §1.3), and a suspension lasts as long as
+//! open for writing on the target (docs/protocol/vss.md §1.3), and a suspension lasts as long as
 //! its `/dev/ufssuspend` descriptor. So the daemon re-executes its own binary with
 //! `--freezer`: a fresh single-threaded process, working directory `/`, core dumps off,
 //! one descriptor per file system (O_CLOEXEC). It talks over its stdin/stdout, one line
@@ -55,7 +55,7 @@ fn suspend_real(mount: &str) -> io::Result<OwnedFd> {
     if unsafe { nix::libc::statfs(path.as_ptr(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    // One open file per suspension: an open file carries only one (spec §1.3).
+    // One open file per suspension: an open file carries only one (docs/protocol/vss.md §1.3).
     let dev = c"/dev/ufssuspend";
     // SAFETY: open(2) on a constant path; the result is checked.
     let raw = unsafe { nix::libc::open(dev.as_ptr(), nix::libc::O_RDWR | nix::libc::O_CLOEXEC) };

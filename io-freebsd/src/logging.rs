@@ -1,5 +1,5 @@
 //! Log lines: to stderr in the foreground (`-n`), to syslog otherwise, with the stock
-//! daemon's ident and facility (`openlog("HV_KVP", 0, LOG_USER)`, spec `kvp.md` §4.5).
+//! daemon's ident and facility (`openlog("HV_KVP", 0, LOG_USER)`, docs/protocol/kvp.md §4.5).
 //! Debug lines only with `-d`.
 
 use std::ffi::CString;

@@ -4,8 +4,9 @@
 //! Nothing here spawns a process except [`apply_ip_config`], which runs the one script
 //! whose job is to change the system. Queries read the kernel directly (`uname`,
 //! `getifaddrs`, the routing table) and a few small files, so they fit the request
-//! deadline (spec §7, K2). The host name lookup ([`lookup_fqdn`]) may wait for DNS; the
-//! daemon calls it in a background thread and hands the result to the core.
+//! deadline (docs/protocol/kvp.md §7, K2). The host name lookup ([`lookup_fqdn`]) may
+//! wait for DNS; the daemon calls it in a background thread and hands the result to
+//! the core.
 //!
 //! # What each function reads
 //!
@@ -229,7 +230,8 @@ pub fn query_adapter(mac: Mac) -> Option<AdapterInfo> {
 
 /// [`query_adapter`] reading the files named in `paths`.
 ///
-/// Interfaces sharing the MAC (lagg members, an SR-IOV VF beside its `hn`, spec K4):
+/// Interfaces sharing the MAC (lagg members, an SR-IOV VF beside its `hn`;
+/// docs/protocol/kvp.md §7, K4):
 /// the first one in `getifaddrs` order that has an IP address wins; if none has one,
 /// the first one. Loopback interfaces never match. Every address of the interface is
 /// reported, link-local included; each list stops at `MAX_IP_LIST` items.

@@ -1,5 +1,5 @@
 //! The VSS devices: `/dev/hv_fsvss_dev` and `/dev/hv_appvss_dev` (ioctl READ/WRITE of a
-//! 64-byte message, spec `vss.md` §1.2), or a Unix `SOCK_SEQPACKET` socket emulating
+//! 64-byte message, docs/protocol/vss.md §1.2), or a Unix `SOCK_SEQPACKET` socket emulating
 //! one: a datagram received is what READ returns, a datagram sent is what WRITE passes.
 
 use std::fs::{File, OpenOptions};

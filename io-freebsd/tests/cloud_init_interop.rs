@@ -835,7 +835,7 @@ fn cloud_init_hvkvp_and_the_host_share_the_guest_pool() {
         Some(len) => eprintln!(
             "note: the edge event's value is {len} characters, and {over_safe} cloud-init \
              value(s) exceed the {HOST_SAFE_VALUE_UNITS} UTF-16 units the FreeBSD kernel hands \
-             the host whole (spec §2.4): the host would see them cut"
+             the host whole (docs/protocol/kvp.md §2.4): the host would see them cut"
         ),
         None => eprintln!("note: no edge event (this cloud-init has no _encode_event)"),
     }

@@ -1,6 +1,6 @@
 //! The emulated `/dev/hv_kvp_dev`, host side: a Unix `SOCK_SEQPACKET` socket on which a
 //! real `hv_kvp_daemon --device SOCKET` registers and answers requests, with the FreeBSD
-//! kernel's rules played in real time (spec `kvp.md` §2.3): registration first; one
+//! kernel's rules played in real time (docs/protocol/kvp.md §2.3): registration first; one
 //! request at a time; `E_FAIL` to the host 5 s after hand-off; a late answer is dropped;
 //! while the daemon has not answered, a new request is not forwarded at all.
 //!

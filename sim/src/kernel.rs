@@ -1,4 +1,4 @@
-//! `SimKernel`: the FreeBSD `hv_kvp` driver's side of `/dev/hv_kvp_dev` (spec `kvp.md`
+//! `SimKernel`: the FreeBSD `hv_kvp` driver's side of `/dev/hv_kvp_dev` (docs/protocol/kvp.md
 //! §1.7, §2.3). Registration first; one request at a time; a request is not forwarded
 //! while the daemon has not answered the previous one; the host gets `E_FAIL` 5 s after
 //! hand-off and a late answer is dropped; after a daemon dies with a request posted, its
@@ -155,7 +155,7 @@ impl SimKernel {
             out.push(KernelOut::Registered);
             if let Some((id, bytes)) = self.stale.take() {
                 // The host still waits if its 5 s have not run out: then the new
-                // daemon's answer reaches it (spec §2.3); otherwise it is dropped.
+                // daemon's answer reaches it (docs/protocol/kvp.md §2.3); otherwise it is dropped.
                 let live =
                     id.is_some() && self.current.as_ref().map(|c| c.id) == id && !self.timed_out;
                 self.daemon_busy = true;
@@ -201,7 +201,7 @@ impl SimKernel {
                 self.stale = Some(posted);
             }
         }
-        // The next open clears the busy flag (spec §1.7).
+        // The next open clears the busy flag (docs/protocol/kvp.md §1.7).
         self.daemon_busy = false;
     }
 }

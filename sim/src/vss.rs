@@ -1,5 +1,5 @@
 //! The VSS side of the simulated world: the kernel's two devices with their ordering and
-//! 15 s timer (spec `vss.md` §2), the freezer process holding suspensions, hooks and ZFS
+//! 15 s timer (docs/protocol/vss.md §2), the freezer process holding suspensions, hooks and ZFS
 //! commands as programs that take time, and the two real machines (`VssMachine` for
 //! `/dev/hv_fsvss_dev`, `AppMachine` for `/dev/hv_appvss_dev`) executing against them.
 
@@ -244,7 +244,7 @@ impl SimVssKernel {
         let Some(m) = OptMsg::decode(bytes) else {
             return;
         };
-        // The app device compares the status as a u8 (spec §1.2).
+        // The app device compares the status as a u8 (docs/protocol/vss.md §1.2).
         let ok = (m.status & 0xff) as u8 == VSS_SUCCESS as u8;
         match self.current {
             Some(c) if c.at == At::App && c.msgid == m.msgid => {

@@ -1,7 +1,7 @@
 //! The emulated VSS devices, host side: two Unix `SOCK_SEQPACKET` sockets standing for
 //! `/dev/hv_fsvss_dev` (a real `hv_vss_daemon --device SOCKET` connects) and, if asked,
 //! `/dev/hv_appvss_dev` (`hv_vss_app --device SOCKET`), with the FreeBSD kernel's rules
-//! played in real time (spec `vss.md` §2, the same rules as [`crate::vss::SimVssKernel`]):
+//! played in real time (docs/protocol/vss.md §2, the same rules as [`crate::vss::SimVssKernel`]):
 //!
 //! * Opening a device registers; there is no registration message. A device is
 //!   exclusive: a second connection while one is open is closed at once (EBUSY).
@@ -35,7 +35,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{self, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr};
 
 /// The kernel's timer for one request, from the host's message to its reply
-/// (`TIMEOUT_LIMIT`, spec `vss.md` §2.2).
+/// (`TIMEOUT_LIMIT`, docs/protocol/vss.md §2.2).
 pub const VSS_KERNEL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The timer this module plays. Its own unit tests run it short; everyone else gets the

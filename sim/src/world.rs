@@ -108,7 +108,7 @@ struct Outstanding {
     request: Option<Request>,
     /// The daemon generation it was handed to; `None` until delivered.
     delivered_to: Option<u32>,
-    /// Handed again to a restarted daemon (a stale request, spec §2.3).
+    /// Handed again to a restarted daemon (a stale request, docs/protocol/kvp.md §2.3).
     redelivered: bool,
     walk_step: bool,
 }

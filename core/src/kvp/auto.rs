@@ -1,4 +1,4 @@
-//! The auto pool (pool 2): ten keys generated from system information (spec §4.1).
+//! The auto pool (pool 2): ten keys generated from system information (docs/protocol/kvp.md §4.1).
 //!
 //! Differences from the stock FreeBSD daemon, on purpose: loopback and link-local
 //! addresses are left out and lists have no trailing `;` (as the Linux daemon); the host

@@ -1,4 +1,4 @@
-//! Key-Value Pair exchange (Hyper-V Data Exchange), spec `kvp.md`.
+//! Key-Value Pair exchange (Hyper-V Data Exchange), docs/protocol/kvp.md.
 //!
 //! Layers, bottom up: [`text`] (bounded keys and values) → [`wire`] (device messages)
 //! and [`record`] (pool files) → [`pool`] (one pool in memory, planning of changes) →

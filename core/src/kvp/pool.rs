@@ -1,7 +1,7 @@
 //! One pool in memory: records in file order, a first-match index, and the planning of
 //! SET and DELETE as slot writes.
 //!
-//! Semantics kept from the stock daemon (spec `kvp.md` §3.5): the first exact,
+//! Semantics kept from the stock daemon (docs/protocol/kvp.md §3.5): the first exact,
 //! case-sensitive match wins; SET updates in place, else appends; DELETE removes the
 //! first match; ENUMERATE walks file order. One deliberate change: DELETE fills the hole
 //! by moving a later record into it instead of shifting the whole tail, so that its cost

@@ -1,4 +1,4 @@
-//! The pool file: a bare array of 2560-byte records (spec `kvp.md` §3.2).
+//! The pool file: a bare array of 2560-byte records (docs/protocol/kvp.md §3.2).
 //!
 //! Other programs (cloud-init, azure-init, `hv_kvp_cmd`, scripts) read and append to the
 //! same files, so the format is exactly the stock one: no header, no checksum. Decoding

@@ -1,10 +1,10 @@
-//! The 7430-byte `hv_kvp_msg` on `/dev/hv_kvp_dev` (spec `kvp.md` §1.3, §2.4, §2.5).
+//! The 7430-byte `hv_kvp_msg` on `/dev/hv_kvp_dev` (docs/protocol/kvp.md §1.3, §2.4, §2.5).
 //!
 //! Decoding is total: any byte string decodes to a [`Request`] or to a [`DecodeError`]
 //! that carries the status to answer with. Strings are read up to their NUL and never
 //! past their field; the kernel's `key_size`/`value_size` are not trusted (the kernel
-//! computes them wrongly for non-ASCII text, §2.4). Replies are built from a zeroed
-//! buffer, so everything after each terminator is zero.
+//! computes them wrongly for non-ASCII text, docs/protocol/kvp.md §2.4). Replies are
+//! built from a zeroed buffer, so everything after each terminator is zero.
 
 use crate::kvp::text::{terminated, Key, Value};
 use crate::limits::{KVP_KEY_FIELD, KVP_MSG_SIZE, KVP_VALUE_FIELD};
@@ -52,7 +52,7 @@ pub mod ip_field {
     pub const DNS_ADDR: usize = 2048;
 }
 
-// The layout adds up (spec §1.3): every field ends inside the message.
+// The layout adds up (docs/protocol/kvp.md §1.3): every field ends inside the message.
 const _: () = assert!(offset::VALUE + KVP_VALUE_FIELD == 2576);
 const _: () = assert!(offset::ENUM_VALUE + KVP_VALUE_FIELD == 2580);
 const _: () = assert!(offset::DNS_ADDR + ip_field::DNS_ADDR == KVP_MSG_SIZE);
@@ -398,7 +398,7 @@ fn put_text(buf: &mut [u8], at: usize, len: usize, text: &[u8]) {
     buf[at..at + n].copy_from_slice(&text[..n]);
 }
 
-/// The registration message: 7430 bytes, all zero but byte 0 = 4 (spec §1.6).
+/// The registration message: 7430 bytes, all zero but byte 0 = 4 (docs/protocol/kvp.md §1.6).
 pub fn registration() -> Box<Message> {
     let mut buf = Box::new([0u8; KVP_MSG_SIZE]);
     buf[offset::OPERATION] = 4;
@@ -473,8 +473,9 @@ pub fn decode_reply(op: Op, buf: &[u8]) -> Result<Reply, DecodeError> {
 }
 
 /// The `key_size`/`value_size` the FreeBSD kernel computes for a string the host sent
-/// with its UTF-16 terminator (spec §2.4): exact for ASCII (`strlen + 1`), too small
-/// for anything else. We never trust it; the simulator sends it to keep us honest.
+/// with its UTF-16 terminator (docs/protocol/kvp.md §2.4): exact for ASCII
+/// (`strlen + 1`), too small for anything else. We never trust it; the simulator sends
+/// it to keep us honest.
 pub fn kernel_size_field(text: &[u8]) -> u32 {
     let units = String::from_utf8_lossy(text).encode_utf16().count();
     u32::try_from((text.len() + units + 2) / 2).unwrap_or(u32::MAX)

@@ -1,4 +1,4 @@
-//! The application side of VSS: `/dev/hv_appvss_dev` (spec `vss.md` §3.8).
+//! The application side of VSS: `/dev/hv_appvss_dev` (docs/protocol/vss.md §3.8).
 //!
 //! The kernel gives the application CHECK and FREEZE before the file-system daemon and
 //! THAW after it; it never tells the application that the daemon's FREEZE failed or that

@@ -1,4 +1,4 @@
-//! Which files in a hook directory run, and in what order (spec `vss.md` §5).
+//! Which files in a hook directory run, and in what order (docs/protocol/vss.md §5).
 //!
 //! Executables in name order, argument `freeze` before the file systems are frozen and
 //! `thaw` (reverse order) after they are resumed, as qemu-guest-agent's fsfreeze hooks.

@@ -1,4 +1,4 @@
-//! The VSS file-system daemon as a sans-IO state machine (spec `vss.md` §2–3, §7).
+//! The VSS file-system daemon as a sans-IO state machine (docs/protocol/vss.md §2–3, §7).
 //!
 //! Same contract as the KVP machine: `handle(now, input)`, drain `poll_output()`, wake at
 //! `poll_timeout()`. The machine runs one chain of effects at a time, one effect in

@@ -1,4 +1,4 @@
-//! Volume Shadow Copy (Hyper-V Backup), spec `vss.md`.
+//! Volume Shadow Copy (Hyper-V Backup), docs/protocol/vss.md.
 //!
 //! [`wire`] (the 64-byte message and ioctl codes) → [`policy`] (what each file-system
 //! type gets) and [`hooks`] (which hook files run) → [`machine`] (the file-system daemon)

@@ -1,7 +1,7 @@
 //! What to do with each mounted file system on CHECK and FREEZE.
 //!
 //! The stock daemon vetoes any writable non-UFS mount (so every ZFS guest) and cannot
-//! freeze two UFS file systems (spec `vss.md` §3.3, §3.4, §6). Here the action is per
+//! freeze two UFS file systems (docs/protocol/vss.md §3.3, §3.4, §6). Here the action is per
 //! file-system type and configurable; the defaults let a ZFS-root guest and a guest with
 //! several UFS file systems be backed up.
 

@@ -1,5 +1,5 @@
 //! The 64-byte `hv_vss_opt_msg` exchanged by ioctl on `/dev/hv_fsvss_dev` and
-//! `/dev/hv_appvss_dev`, and the ioctl request codes (spec `vss.md` §1.2, §1.3, §8).
+//! `/dev/hv_appvss_dev`, and the ioctl request codes (docs/protocol/vss.md §1.2, §1.3, §8).
 
 /// `struct hv_vss_opt_msg`: opt u32, status u32, msgid u64, reserved [u8; 48].
 pub const VSS_MSG_SIZE: usize = 64;
@@ -21,7 +21,7 @@ pub const UFSSUSPEND: u32 = ioc(IOC_IN, b'U', 1, 8);
 /// `_IO('U', 2)`: resume it.
 pub const UFSRESUME: u32 = ioc(IOC_VOID, b'U', 2, 0);
 
-// The values FreeBSD's headers produce (spec §8.1).
+// The values FreeBSD's headers produce (docs/protocol/vss.md §8.1).
 const _: () = assert!(IOCHVVSSREAD == 0x4040_7602);
 const _: () = assert!(IOCHVVSSWRITE == 0x8040_7603);
 const _: () = assert!(UFSSUSPEND == 0x8008_5501);
