@@ -176,7 +176,7 @@ impl Host {
         let Some(link) = self.link.as_mut() else {
             return Err(Stop::Gone);
         };
-        let deadline = link.deadline;
+        let deadline = link.deadline();
         match link.request(bytes) {
             Ok(Answer::Reply { bytes: reply, took }) => {
                 self.say(&format!(
