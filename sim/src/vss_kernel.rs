@@ -348,3 +348,114 @@ impl SimVssKernel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(out: &[KOut]) -> OptMsg {
+        match out.last() {
+            Some(KOut::ToApp(b) | KOut::ToDaemon(b)) => OptMsg::decode(b).expect("64 bytes"),
+            other => panic!("no request handed over: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_device_opens_once_and_msgid_is_the_callers_stamp() {
+        let mut k = SimVssKernel::default();
+        let mut out = Vec::new();
+        assert!(k.open(Party::Daemon, &mut out));
+        assert!(!k.open(Party::Daemon, &mut out), "exclusive: EBUSY");
+        k.host_stamped(Instant::ZERO, 1234, 1, VssOp::Check, &mut out);
+        assert_eq!(msg(&out).msgid, 1234);
+        assert_eq!(k.holder(), Some(Party::Daemon));
+        assert_eq!(
+            k.next_deadline(),
+            Some(Instant::ZERO.saturating_add(VSS_KERNEL_TIMEOUT))
+        );
+        // A stamp of 0 is no request: the kernel never sends one.
+        let mut k = SimVssKernel::default();
+        k.open_daemon();
+        out.clear();
+        k.host_stamped(Instant::ZERO, 0, 1, VssOp::Check, &mut out);
+        assert_eq!(msg(&out).msgid, 1);
+    }
+
+    #[test]
+    fn an_unread_request_goes_to_the_next_opener_a_read_one_only_times_out() {
+        let mut k = SimVssKernel::with_timeout(Duration::from_secs(1));
+        let mut out = Vec::new();
+        k.open(Party::Daemon, &mut out);
+        k.host(Instant::ZERO, 1, VssOp::Freeze, &mut out);
+        k.undelivered(Party::Daemon);
+        assert!(!k.is_open(Party::Daemon));
+        out.clear();
+        assert!(k.open(Party::Daemon, &mut out));
+        let m = msg(&out);
+        out.clear();
+        k.daemon_write(&m.reply(true).encode(), &mut out);
+        assert!(matches!(
+            out[..],
+            [KOut::HostReply {
+                ok: true,
+                timed_out: false,
+                ..
+            }]
+        ));
+        // Read, then the daemon dies: a new daemon gets nothing; the timer ends it.
+        out.clear();
+        k.host(Instant::ZERO, 2, VssOp::Freeze, &mut out);
+        k.close(Party::Daemon);
+        out.clear();
+        assert!(k.open(Party::Daemon, &mut out));
+        assert!(out.is_empty());
+        k.on_timer(Instant::from_millis(1000), &mut out);
+        assert!(matches!(
+            out[..],
+            [KOut::HostReply {
+                host_id: 2,
+                timed_out: true,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn the_app_saying_ok_with_no_daemon_leaves_nobody_holding_it() {
+        let mut k = SimVssKernel::default();
+        let mut out = Vec::new();
+        k.open(Party::Daemon, &mut out);
+        k.open(Party::App, &mut out);
+        k.host(Instant::ZERO, 1, VssOp::Freeze, &mut out);
+        assert_eq!(k.holder(), Some(Party::App));
+        let m = msg(&out);
+        k.close(Party::Daemon);
+        out.clear();
+        k.app_write(&m.reply(true).encode(), &mut out);
+        assert!(out.is_empty());
+        assert!(k.pending());
+        assert_eq!(k.holder(), None);
+        // A daemon opening now is not handed it.
+        assert!(k.open(Party::Daemon, &mut out));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_write_that_is_not_a_message_is_ignored() {
+        let mut k = SimVssKernel::default();
+        let mut out = Vec::new();
+        k.open(Party::Daemon, &mut out);
+        k.host(Instant::ZERO, 1, VssOp::Check, &mut out);
+        out.clear();
+        k.daemon_write(&[0u8; 10], &mut out);
+        k.app_write(&[0u8; 65], &mut out);
+        assert_eq!(
+            out,
+            [
+                KOut::Ignored { from_app: false },
+                KOut::Ignored { from_app: true }
+            ]
+        );
+        assert!(k.pending());
+    }
+}
