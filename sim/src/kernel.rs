@@ -3,6 +3,9 @@
 //! while the daemon has not answered the previous one; the host gets `E_FAIL` 5 s after
 //! hand-off and a late answer is dropped; after a daemon dies with a request posted, its
 //! successor may read that request once more (a stale semaphore count).
+//!
+//! The one model of those rules: the simulator's world drives it in virtual time,
+//! [`crate::emulator`] in real time over a socket.
 
 use std::collections::VecDeque;
 use std::time::Duration;

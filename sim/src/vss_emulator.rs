@@ -156,6 +156,11 @@ impl EmulatedVss {
         self.app_listener.as_ref().map(|l| l.path.as_path())
     }
 
+    /// The kernel's timer for one request (15 s).
+    pub fn timeout(&self) -> Duration {
+        self.kernel.timeout()
+    }
+
     fn slot(&mut self, party: Party) -> &mut Option<OwnedFd> {
         match party {
             Party::App => &mut self.app,
