@@ -23,6 +23,11 @@ pub const KVP_KERNEL_DEADLINE: Duration = Duration::from_secs(5);
 /// the write itself.
 pub const KVP_REPLY_BUDGET: Duration = Duration::from_millis(4500);
 
+/// The VSS kernel's timer for one host request (`TIMEOUT_LIMIT`, docs/protocol/vss.md §2.2):
+/// 15 s from the host's message to its reply, for the whole chain (application helper
+/// and daemon); when it fires the host gets `E_FAIL`.
+pub const VSS_KERNEL_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Largest number of records the daemon holds for one pool (80 MiB of file). A file
 /// larger than this is served up to the limit and never grown by us; nothing is cut.
 pub const MAX_POOL_RECORDS: usize = 32 * 1024;

@@ -1,24 +1,30 @@
 //! The emulated `/dev/hv_kvp_dev`, host side: a Unix `SOCK_SEQPACKET` socket on which a
-//! real `hv_kvp_daemon --device SOCKET` registers and answers requests, with the FreeBSD
-//! kernel's rules played in real time (docs/protocol/kvp.md §2.3): registration first; one
-//! request at a time; `E_FAIL` to the host 5 s after hand-off; a late answer is dropped;
-//! while the daemon has not answered, a new request is not forwarded at all.
+//! real `hv_kvp_daemon --device SOCKET` registers and answers requests. The kernel's rules
+//! (registration first, one request at a time, not forwarded while the daemon is busy,
+//! `E_FAIL` 5 s after hand-off, late answers dropped) are [`SimKernel`]'s, the model the
+//! simulator uses, driven here in real time: this module only moves datagrams between
+//! the socket and the model, with the model's next deadline as the poll timeout.
+//!
+//! Each connection gets its own model: a daemon that goes away ends the link
+//! ([`Answer::Gone`]) and the caller abandons the request it was asking, where the kernel
+//! would keep the host waiting for its 5 s.
 //!
 //! Used by the end-to-end tests, `kvp-host` and the benchmark.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
 
-use hvguest_core::limits::{KVP_KERNEL_DEADLINE, KVP_MSG_SIZE};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{self, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr};
+use hvguest_core::limits::KVP_MSG_SIZE;
+use nix::sys::socket::{self, MsgFlags};
+
+use crate::kernel::{HostRequest, KernelOut, KernelViolation, SimKernel};
+use crate::realtime::{to_io, wait_readable, Clock, Listener};
 
 /// The listening side: the "device" daemons connect to.
 pub struct EmulatedDevice {
-    fd: OwnedFd,
-    path: PathBuf,
+    listener: Listener,
 }
 
 /// What became of one request.
@@ -33,101 +39,88 @@ pub enum Answer {
     Gone,
 }
 
-/// One connected daemon.
+/// One connected daemon, and the kernel model serving it.
 pub struct DaemonLink {
     fd: OwnedFd,
-    /// A request timed out and its (late) reply has not come yet.
-    busy: bool,
-    pub deadline: Duration,
+    kernel: SimKernel,
+    clock: Clock,
+    next_id: u64,
     /// Late replies seen and dropped.
     pub dropped_late: u64,
 }
 
-fn to_io(e: nix::Error) -> io::Error {
-    io::Error::from(e)
-}
-
-/// Waits until `fd` is readable, or `timeout` passes (false then).
-fn wait_readable(fd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms =
-            u16::try_from(left.as_millis().min(u128::from(u16::MAX - 1))).unwrap_or(u16::MAX - 1);
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) if left.is_zero() => return Ok(false),
-            Ok(0) => continue,
-            Ok(_) => return Ok(true),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(to_io(e)),
-        }
-    }
+fn violation(v: KernelViolation) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the daemon broke the device contract: {v:?}"),
+    )
 }
 
 impl EmulatedDevice {
     /// Listens on `path` (a stale socket file there is replaced).
     pub fn bind(path: &Path) -> io::Result<EmulatedDevice> {
-        let _ = std::fs::remove_file(path);
-        let fd = socket::socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(to_io)?;
-        let addr = UnixAddr::new(path).map_err(to_io)?;
-        socket::bind(fd.as_raw_fd(), &addr).map_err(to_io)?;
-        socket::listen(&fd, Backlog::new(4).map_err(to_io)?).map_err(to_io)?;
         Ok(EmulatedDevice {
-            fd,
-            path: path.to_path_buf(),
+            listener: Listener::bind(path)?,
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.listener.path
     }
 
     /// Waits for a daemon to open the device, then for its registration (byte 0 = 4).
     pub fn accept(&self, timeout: Duration) -> io::Result<DaemonLink> {
-        if !wait_readable(&self.fd, timeout)? {
+        if !self.listener.wait(timeout)? {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "no daemon connected",
             ));
         }
-        let raw = socket::accept(self.fd.as_raw_fd()).map_err(to_io)?;
-        // SAFETY: accept returned a new descriptor that we now own.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        let Some(fd) = self.listener.take()? else {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection went away before it was accepted",
+            ));
+        };
         let mut link = DaemonLink {
             fd,
-            busy: false,
-            deadline: KVP_KERNEL_DEADLINE,
+            kernel: SimKernel::new(),
+            clock: Clock::new(),
+            next_id: 0,
             dropped_late: 0,
         };
-        match link.recv(timeout)? {
-            Some(reg) if reg.len() == KVP_MSG_SIZE && reg[0] == 4 => Ok(link),
-            Some(other) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "bad registration: {} bytes, op {}",
-                    other.len(),
-                    other.first().copied().unwrap_or(0)
-                ),
-            )),
-            None => Err(io::Error::new(io::ErrorKind::TimedOut, "no registration")),
-        }
-    }
-}
-
-impl Drop for EmulatedDevice {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let Some(reg) = link.recv(timeout)? else {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no registration"));
+        };
+        let mut out = Vec::new();
+        link.kernel
+            .on_daemon_write(link.clock.now(), &reg, &mut out)
+            .map_err(|v| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "bad registration ({v:?}): {} bytes, op {}",
+                        reg.len(),
+                        reg.first().copied().unwrap_or(0)
+                    ),
+                )
+            })?;
+        debug_assert!(link.kernel.registered());
+        Ok(link)
     }
 }
 
 impl DaemonLink {
+    /// How long after hand-off the host gets E_FAIL: the kernel's 5 s.
+    pub fn deadline(&self) -> Duration {
+        self.kernel.deadline()
+    }
+
+    /// Plays a shorter kernel deadline for the requests handed off from now on.
+    pub fn set_deadline(&mut self, deadline: Duration) {
+        self.kernel.set_deadline(deadline);
+    }
+
     /// One datagram within `timeout`; `Ok(None)` on timeout; an error when gone.
     fn recv(&mut self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
         if !wait_readable(&self.fd, timeout)? {
@@ -145,59 +138,87 @@ impl DaemonLink {
         Ok(Some(buf))
     }
 
-    /// Drops a late reply that has arrived by now.
-    fn collect_late(&mut self) -> io::Result<()> {
-        if self.busy {
-            if let Some(_late) = self.recv(Duration::ZERO)? {
-                self.busy = false;
-                self.dropped_late += 1;
-            }
+    /// Hands one request to the kernel model and plays it until the host's answer.
+    pub fn request(&mut self, bytes: &[u8]) -> io::Result<Answer> {
+        match self.play(bytes) {
+            Ok(answer) => Ok(answer),
+            // A closed, reset or broken connection all mean the daemon went away.
+            Err(e) => match e.kind() {
+                io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe => {
+                    self.kernel.on_daemon_death(false);
+                    Ok(Answer::Gone)
+                }
+                _ => Err(e),
+            },
         }
-        Ok(())
     }
 
-    /// Hands one request to the daemon and waits for its reply, as the kernel does.
-    pub fn request(&mut self, bytes: &[u8]) -> io::Result<Answer> {
-        // A closed, reset or broken connection all mean the daemon went away.
-        let gone = |e: io::Error| match e.kind() {
-            io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe => Ok(Answer::Gone),
-            _ => Err(e),
-        };
-        if let Err(e) = self.collect_late() {
-            return gone(e);
+    fn play(&mut self, bytes: &[u8]) -> io::Result<Answer> {
+        let mut out = Vec::new();
+        // Whatever the daemon wrote since the last request (a late reply) goes first.
+        while let Some(late) = self.recv(Duration::ZERO)? {
+            self.kernel
+                .on_daemon_write(self.clock.now(), &late, &mut out)
+                .map_err(violation)?;
         }
-        if self.busy {
-            // Not forwarded: the host waits out the deadline, meanwhile a late reply
-            // may come and free the daemon for the next request.
-            let start = Instant::now();
-            while start.elapsed() < self.deadline {
-                match self.recv(self.deadline.saturating_sub(start.elapsed())) {
-                    Ok(Some(_)) => {
-                        self.busy = false;
-                        self.dropped_late += 1;
+        self.next_id += 1;
+        let id = self.next_id;
+        self.kernel.submit(HostRequest {
+            id,
+            bytes: bytes.to_vec(),
+        });
+        self.kernel.pump(self.clock.now(), &mut out);
+        // Hand-off and receipt of the last datagram, on the wall clock, for `took`.
+        let mut handed_off = None;
+        let mut received = std::time::Instant::now();
+        loop {
+            for k in out.drain(..) {
+                match k {
+                    KernelOut::Deliver { bytes, .. } => {
+                        handed_off = Some(std::time::Instant::now());
+                        socket::send(self.fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL).map_err(
+                            |e| io::Error::new(io::ErrorKind::UnexpectedEof, e.to_string()),
+                        )?;
                     }
-                    Ok(None) => {}
-                    Err(e) => return gone(e),
+                    KernelOut::HostReply {
+                        id: answered,
+                        bytes,
+                        timed_out,
+                    } if answered == id => {
+                        return Ok(match (timed_out, handed_off) {
+                            (false, Some(at)) => Answer::Reply {
+                                bytes,
+                                took: received.saturating_duration_since(at),
+                            },
+                            _ => Answer::TimedOut {
+                                forwarded: handed_off.is_some(),
+                            },
+                        });
+                    }
+                    KernelOut::HostReply { id: other, .. } => {
+                        return Err(io::Error::other(format!(
+                            "the kernel model answered request {other} while {id} was asked"
+                        )));
+                    }
+                    KernelOut::LateReplyDropped { .. } => self.dropped_late += 1,
+                    KernelOut::NotForwarded { .. } | KernelOut::Registered => {}
                 }
             }
-            return Ok(Answer::TimedOut { forwarded: false });
-        }
-        let start = Instant::now();
-        if let Err(e) = socket::send(self.fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
-            return gone(io::Error::new(io::ErrorKind::UnexpectedEof, e.to_string()));
-        }
-        match self.recv(self.deadline) {
-            Ok(Some(reply)) => Ok(Answer::Reply {
-                bytes: reply,
-                took: start.elapsed(),
-            }),
-            Ok(None) => {
-                self.busy = true;
-                Ok(Answer::TimedOut { forwarded: true })
+            let Some(deadline) = self.kernel.next_deadline() else {
+                return Err(io::Error::other("the kernel model holds no request"));
+            };
+            let left = deadline.saturating_since(self.clock.now());
+            match self.recv(left)? {
+                Some(reply) => {
+                    received = std::time::Instant::now();
+                    self.kernel
+                        .on_daemon_write(self.clock.now(), &reply, &mut out)
+                        .map_err(violation)?;
+                }
+                None => self.kernel.on_timer(self.clock.now(), &mut out),
             }
-            Err(e) => gone(e),
         }
     }
 }
@@ -205,6 +226,7 @@ impl DaemonLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr};
 
     #[test]
     fn a_fake_daemon_registers_answers_and_a_late_reply_is_dropped() {
@@ -233,7 +255,7 @@ mod tests {
             }
         });
         let mut link = dev.accept(Duration::from_secs(5)).unwrap();
-        link.deadline = Duration::from_millis(100);
+        link.set_deadline(Duration::from_millis(100));
         let req = vec![0u8; KVP_MSG_SIZE];
         assert!(matches!(link.request(&req).unwrap(), Answer::Reply { .. }));
         assert_eq!(

@@ -3,8 +3,12 @@
 //! while the daemon has not answered the previous one; the host gets `E_FAIL` 5 s after
 //! hand-off and a late answer is dropped; after a daemon dies with a request posted, its
 //! successor may read that request once more (a stale semaphore count).
+//!
+//! The one model of those rules: the simulator's world drives it in virtual time,
+//! [`crate::emulator`] in real time over a socket.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use hvguest_core::limits::{KVP_KERNEL_DEADLINE, KVP_MSG_SIZE};
 use hvguest_core::Instant;
@@ -57,8 +61,11 @@ pub enum KernelViolation {
     BadRegistration,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SimKernel {
+    /// From hand-off to the host's `E_FAIL`: `KVP_KERNEL_DEADLINE`, shorter only in
+    /// unit tests.
+    deadline: Duration,
     registered: bool,
     ring: VecDeque<HostRequest>,
     current: Option<InProgress>,
@@ -73,9 +80,39 @@ pub struct SimKernel {
     stale: Option<(Option<u64>, Vec<u8>)>,
 }
 
+impl Default for SimKernel {
+    fn default() -> Self {
+        SimKernel::with_deadline(KVP_KERNEL_DEADLINE)
+    }
+}
+
 impl SimKernel {
     pub fn new() -> SimKernel {
         SimKernel::default()
+    }
+
+    /// A kernel that fails a request `deadline` after hand-off instead of the kernel's 5 s.
+    pub fn with_deadline(deadline: Duration) -> SimKernel {
+        SimKernel {
+            deadline,
+            registered: false,
+            ring: VecDeque::new(),
+            current: None,
+            daemon_busy: false,
+            timed_out: false,
+            posted: None,
+            posted_stale: false,
+            stale: None,
+        }
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// The deadline for requests handed off from now on.
+    pub fn set_deadline(&mut self, deadline: Duration) {
+        self.deadline = deadline;
     }
 
     pub fn submit(&mut self, req: HostRequest) {
@@ -103,7 +140,7 @@ impl SimKernel {
         let Some(req) = self.ring.pop_front() else {
             return;
         };
-        let deadline = now.saturating_add(KVP_KERNEL_DEADLINE);
+        let deadline = now.saturating_add(self.deadline);
         self.current = Some(InProgress {
             id: req.id,
             deadline,

@@ -1,22 +1,12 @@
 //! The emulated VSS devices, host side: two Unix `SOCK_SEQPACKET` sockets standing for
 //! `/dev/hv_fsvss_dev` (a real `hv_vss_daemon --device SOCKET` connects) and, if asked,
-//! `/dev/hv_appvss_dev` (`hv_vss_app --device SOCKET`), with the FreeBSD kernel's rules
-//! played in real time (docs/protocol/vss.md §2, the same rules as [`crate::vss::SimVssKernel`]):
-//!
-//! * Opening a device registers; there is no registration message. A device is
-//!   exclusive: a second connection while one is open is closed at once (EBUSY).
-//! * Each request is one 64-byte `hv_vss_opt_msg` whose msgid is the real-time clock in
-//!   nanoseconds when the host asked; the daemon counts its own budget from it.
-//! * CHECK and FREEZE go to the application helper first, if one is registered, and to
-//!   the daemon only if the helper said OK (its status compared as a `u8`, as the app
-//!   device does). THAW goes to the daemon first, then to the helper if the daemon said
-//!   OK; the host gets the helper's answer.
-//! * One 15 s timer for the whole chain; when it fires the host gets `E_FAIL`. A write
-//!   that matches nothing (wrong msgid, or after the timer) is read and dropped.
-//! * A daemon that opened the device and closed it (died) leaves the KILLED state: every
-//!   request fails at once until a daemon opens the device again. A request a party
-//!   had already read when it closed can only time out; one it had not read yet goes to
-//!   the next process that opens the device in time.
+//! `/dev/hv_appvss_dev` (`hv_vss_app --device SOCKET`). The kernel's rules (docs/protocol/vss.md
+//! §2: opening registers and is exclusive, the KILLED state, app before daemon for CHECK
+//! and FREEZE and daemon before app for THAW, one 15 s timer for the chain, writes that
+//! match nothing dropped, an unread request left for the next opener) are
+//! [`SimVssKernel`]'s, the model the simulator uses, driven here in real time: this module
+//! only moves 64-byte datagrams and connections between the sockets and the model, stamps
+//! msgid with the real-time clock, and polls until the model's next deadline.
 //!
 //! Requests are synchronous: one at a time, so the kernel's "dropped while another is
 //! pending" never arises here. Connections that arrive between requests are taken at
@@ -25,18 +15,18 @@
 //! Used by the end-to-end tests and `kvp-host`.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hvguest_core::vss::wire::{OptMsg, VssOp, VSS_MSG_SIZE, VSS_SUCCESS};
+use hvguest_core::vss::wire::{OptMsg, VssOp, VSS_MSG_SIZE};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{self, AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{self, MsgFlags};
 
-/// The kernel's timer for one request, from the host's message to its reply
-/// (`TIMEOUT_LIMIT`, docs/protocol/vss.md §2.2).
-pub const VSS_KERNEL_TIMEOUT: Duration = Duration::from_secs(15);
+use crate::realtime::{to_io, wait_any, Clock, Listener};
+pub use crate::vss_kernel::Party;
+use crate::vss_kernel::{KOut, SimVssKernel};
+pub use hvguest_core::limits::VSS_KERNEL_TIMEOUT;
 
 /// The timer this module plays. Its own unit tests run it short; everyone else gets the
 /// kernel's 15 s.
@@ -44,24 +34,6 @@ pub const VSS_KERNEL_TIMEOUT: Duration = Duration::from_secs(15);
 const TIMER: Duration = VSS_KERNEL_TIMEOUT;
 #[cfg(test)]
 const TIMER: Duration = Duration::from_millis(600);
-
-/// The two processes the kernel talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Party {
-    /// The application helper, on `/dev/hv_appvss_dev`.
-    App,
-    /// The file-system daemon, on `/dev/hv_fsvss_dev`.
-    Daemon,
-}
-
-impl Party {
-    pub fn name(self) -> &'static str {
-        match self {
-            Party::App => "the application helper",
-            Party::Daemon => "the daemon",
-        }
-    }
-}
 
 /// What became of one host request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,10 +64,6 @@ impl VssAnswer {
     }
 }
 
-fn to_io(e: nix::Error) -> io::Error {
-    io::Error::from(e)
-}
-
 /// Nanoseconds since the epoch: what the kernel stamps into msgid.
 fn realtime_ns() -> u64 {
     SystemTime::now()
@@ -104,91 +72,22 @@ fn realtime_ns() -> u64 {
         .unwrap_or(1)
 }
 
-/// `poll`'s timeout, rounded up to whole milliseconds and capped to what it can express.
-fn poll_timeout(d: Duration) -> PollTimeout {
-    let ms = d
-        .as_nanos()
-        .div_ceil(1_000_000)
-        .min(u128::from(u16::MAX - 1));
-    PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX - 1))
-}
-
-/// A listening socket; its file goes when it is dropped.
-struct Listener {
-    fd: OwnedFd,
-    path: PathBuf,
-}
-
-impl Listener {
-    fn bind(path: &Path) -> io::Result<Listener> {
-        let _ = std::fs::remove_file(path);
-        let fd = socket::socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(to_io)?;
-        let addr = UnixAddr::new(path).map_err(to_io)?;
-        socket::bind(fd.as_raw_fd(), &addr).map_err(to_io)?;
-        socket::listen(&fd, Backlog::new(4).map_err(to_io)?).map_err(to_io)?;
-        Ok(Listener {
-            fd,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Waits up to `timeout` for a connection to be pending.
-    fn wait(&self, timeout: Duration) -> io::Result<bool> {
-        let until = Instant::now() + timeout;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, poll_timeout(left)) {
-                Ok(0) if left.is_zero() => return Ok(false),
-                Ok(0) => continue,
-                Ok(_) => return Ok(true),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(to_io(e)),
-            }
-        }
-    }
-
-    /// A pending connection, if any, without waiting.
-    fn take(&self) -> io::Result<Option<OwnedFd>> {
-        if !self.wait(Duration::ZERO)? {
-            return Ok(None);
-        }
-        match socket::accept4(self.fd.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-            // SAFETY: accept4 returned a new descriptor that we now own.
-            Ok(raw) => Ok(Some(unsafe { OwnedFd::from_raw_fd(raw) })),
-            Err(Errno::EAGAIN | Errno::ECONNABORTED | Errno::EINTR) => Ok(None),
-            Err(e) => Err(to_io(e)),
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 /// What one non-blocking read of a connection gave.
 enum Recv {
     Nothing,
-    /// A 64-byte message, or `None` for a datagram of another size.
-    Message(Option<OptMsg>),
+    /// One datagram (64 bytes from a well-behaved party; anything else is the model's
+    /// to judge).
+    Message(Vec<u8>),
     /// The other side closed the device (or died).
     Closed,
 }
 
-fn recv_now(fd: &OwnedFd) -> io::Result<Recv> {
+fn recv_now(fd: &OwnedFd, flags: MsgFlags) -> io::Result<Recv> {
     let mut buf = [0u8; VSS_MSG_SIZE + 1];
     loop {
-        return match socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+        return match socket::recv(fd.as_raw_fd(), &mut buf, flags | MsgFlags::MSG_DONTWAIT) {
             Ok(0) => Ok(Recv::Closed),
-            Ok(n) => Ok(Recv::Message(OptMsg::decode(&buf[..n]))),
+            Ok(n) => Ok(Recv::Message(buf[..n].to_vec())),
             Err(Errno::EAGAIN) => Ok(Recv::Nothing),
             Err(Errno::EINTR) => continue,
             Err(Errno::ECONNRESET | Errno::ENOTCONN | Errno::EPIPE) => Ok(Recv::Closed),
@@ -197,22 +96,31 @@ fn recv_now(fd: &OwnedFd) -> io::Result<Recv> {
     }
 }
 
-/// Where the current request is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    /// Queued for `party`; `delivered` once it has read it (been sent it).
-    With { party: Party, delivered: bool },
-    /// The helper said OK and no daemon was there: only the timer ends it.
-    Orphaned,
+/// What made the kernel model speak, which says what its host reply means here.
+#[derive(Clone, Copy, Debug)]
+enum Cause {
+    /// The host's request itself: a reply at once is the KILLED state's.
+    Host,
+    /// A write by this party.
+    Write(Party),
+    /// The timer, with who held the request when it fired.
+    Timer(Option<Party>),
+    /// A device opened.
+    Open,
 }
 
 /// Both devices, as the kernel sees them.
 pub struct EmulatedVss {
     fs: Listener,
     app_listener: Option<Listener>,
+    /// The connections the model counts as open devices.
     daemon: Option<OwnedFd>,
-    daemon_ever: bool,
     app: Option<OwnedFd>,
+    kernel: SimVssKernel,
+    clock: Clock,
+    next_host_id: u64,
+    /// When the current request's host message came, on the wall clock, for `took`.
+    asked: std::time::Instant,
     /// Writes read and dropped: a wrong msgid, after the timer, or not 64 bytes.
     pub dropped: u64,
     /// Connections closed at once because the device was already open (EBUSY).
@@ -229,8 +137,11 @@ impl EmulatedVss {
             fs: Listener::bind(fs_socket)?,
             app_listener: app_socket.map(Listener::bind).transpose()?,
             daemon: None,
-            daemon_ever: false,
             app: None,
+            kernel: SimVssKernel::with_timeout(TIMER),
+            clock: Clock::new(),
+            next_host_id: 0,
+            asked: std::time::Instant::now(),
             dropped: 0,
             refused: 0,
             last_msgid: 0,
@@ -243,6 +154,11 @@ impl EmulatedVss {
 
     pub fn app_path(&self) -> Option<&Path> {
         self.app_listener.as_ref().map(|l| l.path.as_path())
+    }
+
+    /// The kernel's timer for one request (15 s).
+    pub fn timeout(&self) -> Duration {
+        self.kernel.timeout()
     }
 
     fn slot(&mut self, party: Party) -> &mut Option<OwnedFd> {
@@ -259,37 +175,105 @@ impl EmulatedVss {
         }
     }
 
-    /// Reads whatever `party` has written; each write goes to `on_write` (which says
-    /// whether it was the awaited answer). Notices a closed device.
-    fn read_all(
-        &mut self,
-        party: Party,
-        mut on_write: impl FnMut(Option<OptMsg>) -> bool,
-    ) -> io::Result<Vec<OptMsg>> {
-        let mut wanted = Vec::new();
+    /// `party`'s connection is gone: the model hears that its device closed.
+    fn closed(&mut self, party: Party) {
+        *self.slot(party) = None;
+        self.kernel.close(party);
+    }
+
+    /// Carries out what the model said; a host reply among it is returned.
+    fn settle(&mut self, out: Vec<KOut>, cause: Cause) -> io::Result<Option<VssAnswer>> {
+        let mut answer = None;
+        for k in out {
+            match k {
+                KOut::ToDaemon(bytes) => self.hand(Party::Daemon, &bytes)?,
+                KOut::ToApp(bytes) => self.hand(Party::App, &bytes)?,
+                KOut::Ignored { .. } => self.dropped += 1,
+                KOut::Dropped { .. } => answer = Some(VssAnswer::NoDaemon { killed: false }),
+                KOut::HostReply { ok, timed_out, .. } => {
+                    answer = Some(match (cause, timed_out) {
+                        (Cause::Timer(waiting_for), true) => VssAnswer::TimedOut { waiting_for },
+                        (Cause::Host, false) => VssAnswer::NoDaemon { killed: true },
+                        (Cause::Write(decided_by), false) => VssAnswer::Reply {
+                            ok,
+                            took: self.asked.elapsed(),
+                            decided_by,
+                        },
+                        (cause, timed_out) => {
+                            return Err(io::Error::other(format!(
+                                "the kernel model answered the host on {cause:?} \
+                                 (timed out: {timed_out})"
+                            )))
+                        }
+                    });
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Hands a request to `party`: one datagram. If its connection is gone, the model
+    /// keeps the request for whoever opens the device next.
+    fn hand(&mut self, party: Party, bytes: &[u8; VSS_MSG_SIZE]) -> io::Result<()> {
+        if let Some(m) = OptMsg::decode(bytes) {
+            self.last_msgid = m.msgid;
+        }
+        let sent = self
+            .slot(party)
+            .as_ref()
+            .map(|fd| socket::send(fd.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL));
+        match sent {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)) | None => {
+                *self.slot(party) = None;
+                self.kernel.undelivered(party);
+                Ok(())
+            }
+            Some(Err(e)) => Err(to_io(e)),
+        }
+    }
+
+    /// Notices whether `party` closed its device, without taking any of its writes.
+    fn notice_close(&mut self, party: Party) -> io::Result<()> {
+        if let Some(fd) = self.slot(party).as_ref() {
+            if let Recv::Closed = recv_now(fd, MsgFlags::MSG_PEEK)? {
+                self.closed(party);
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds everything `party` has written to the model, one write at a time, until it
+    /// has nothing more or the host got its answer. Notices a closed device.
+    fn read(&mut self, party: Party) -> io::Result<Option<VssAnswer>> {
         while let Some(fd) = self.slot(party).as_ref() {
-            match recv_now(fd)? {
+            match recv_now(fd, MsgFlags::empty())? {
                 Recv::Nothing => break,
-                Recv::Closed => *self.slot(party) = None,
-                Recv::Message(m) => {
-                    if on_write(m) {
-                        wanted.extend(m);
-                    } else {
-                        self.dropped += 1;
+                Recv::Closed => self.closed(party),
+                Recv::Message(bytes) => {
+                    // The other device's state as of now (the kernel knows at once when
+                    // a device closes; we learn it by reading).
+                    let other = match party {
+                        Party::App => Party::Daemon,
+                        Party::Daemon => Party::App,
+                    };
+                    self.notice_close(other)?;
+                    let mut out = Vec::new();
+                    match party {
+                        Party::App => self.kernel.app_write(&bytes, &mut out),
+                        Party::Daemon => self.kernel.daemon_write(&bytes, &mut out),
+                    }
+                    if let Some(answer) = self.settle(out, Cause::Write(party))? {
+                        return Ok(Some(answer));
                     }
                 }
             }
         }
-        Ok(wanted)
+        Ok(None)
     }
 
-    /// Drops late writes of `party` and notices whether it closed the device.
-    fn refresh(&mut self, party: Party) -> io::Result<()> {
-        self.read_all(party, |_| false).map(drop)
-    }
-
-    /// Takes a pending connection for `party`: registers it if the device is free,
-    /// refuses it (EBUSY) if not. Returns whether one was registered.
+    /// Takes a pending connection for `party`: the model registers it if the device is
+    /// free, else it is refused (EBUSY). Returns whether one was registered.
     fn take_pending(&mut self, party: Party) -> io::Result<bool> {
         let Some(new) = self
             .listener(party)
@@ -299,15 +283,20 @@ impl EmulatedVss {
         else {
             return Ok(false);
         };
-        self.refresh(party)?;
-        if self.slot(party).is_some() {
+        self.notice_close(party)?;
+        let mut out = Vec::new();
+        if !self.kernel.open(party, &mut out) {
             self.refused += 1;
             drop(new);
             return Ok(false);
         }
         *self.slot(party) = Some(new);
-        if party == Party::Daemon {
-            self.daemon_ever = true;
+        // Opening hands over nothing outside a request; inside one the caller's loop
+        // settles it (an unread request going to the newcomer).
+        if self.settle(out, Cause::Open)?.is_some() {
+            return Err(io::Error::other(
+                "the kernel model answered the host on open",
+            ));
         }
         Ok(true)
     }
@@ -345,164 +334,79 @@ impl EmulatedVss {
         self.accept(Party::App, timeout)
     }
 
-    /// Takes pending connections and notices closed ones.
-    fn poll_devices(&mut self) -> io::Result<()> {
+    /// Feeds writes, notices closed devices and takes pending connections. Returns the
+    /// host's answer if one came.
+    fn poll_devices(&mut self) -> io::Result<Option<VssAnswer>> {
         for party in [Party::Daemon, Party::App] {
-            self.refresh(party)?;
+            if let Some(answer) = self.read(party)? {
+                return Ok(Some(answer));
+            }
             self.take_pending(party)?;
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Between requests: whatever comes is late, and no answer can.
+    fn poll_idle(&mut self) -> io::Result<()> {
+        match self.poll_devices()? {
+            None => Ok(()),
+            Some(a) => Err(io::Error::other(format!(
+                "the kernel model answered a host that asked nothing: {a:?}"
+            ))),
+        }
     }
 
     /// Whether a daemon has the device open now.
     pub fn daemon_connected(&mut self) -> io::Result<bool> {
-        self.poll_devices()?;
-        Ok(self.daemon.is_some())
+        self.poll_idle()?;
+        Ok(self.kernel.is_open(Party::Daemon))
     }
 
     /// Whether the application helper has its device open now.
     pub fn app_connected(&mut self) -> io::Result<bool> {
-        self.poll_devices()?;
-        Ok(self.app.is_some())
+        self.poll_idle()?;
+        Ok(self.kernel.is_open(Party::App))
     }
 
-    /// Sleeps until a connection or a listener is readable, at most `timeout`.
-    fn wait_any(&self, timeout: Duration) -> io::Result<()> {
-        let mut fds: Vec<PollFd> = [
-            self.daemon.as_ref(),
-            self.app.as_ref(),
-            Some(&self.fs.fd),
-            self.app_listener.as_ref().map(|l| &l.fd),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
-        .collect();
-        match poll(&mut fds, poll_timeout(timeout)) {
-            Ok(_) | Err(Errno::EINTR) => Ok(()),
-            Err(e) => Err(to_io(e)),
-        }
-    }
-
-    /// One host request, played through as the kernel does, until the host's reply.
+    /// One host request, played through the kernel model until the host's reply.
     pub fn request(&mut self, op: VssOp) -> io::Result<VssAnswer> {
-        self.poll_devices()?;
-        if self.daemon.is_none() {
-            return Ok(VssAnswer::NoDaemon {
-                killed: self.daemon_ever,
-            });
+        self.poll_idle()?;
+        self.next_host_id += 1;
+        self.asked = std::time::Instant::now();
+        let mut out = Vec::new();
+        self.kernel.host_stamped(
+            self.clock.now(),
+            realtime_ns(),
+            self.next_host_id,
+            op,
+            &mut out,
+        );
+        if let Some(answer) = self.settle(out, Cause::Host)? {
+            return Ok(answer);
         }
-        let start = Instant::now();
-        let deadline = start + TIMER;
-        let msgid = realtime_ns().max(1);
-        self.last_msgid = msgid;
-        let msg = OptMsg {
-            opt: op as u32,
-            status: 0,
-            msgid,
-        }
-        .encode();
-        let first = if self.app.is_some() && op != VssOp::Thaw {
-            Party::App
-        } else {
-            Party::Daemon
-        };
-        let mut stage = Stage::With {
-            party: first,
-            delivered: false,
-        };
-        // A THAW the daemon has carried out: the helper's answer goes to the host.
-        let mut after_daemon = false;
         loop {
-            if let Stage::With {
-                party,
-                delivered: false,
-            } = stage
-            {
-                if let Some(fd) = self.slot(party).as_ref() {
-                    match socket::send(fd.as_raw_fd(), &msg, MsgFlags::MSG_NOSIGNAL) {
-                        Ok(_) => {
-                            stage = Stage::With {
-                                party,
-                                delivered: true,
-                            }
-                        }
-                        // Gone: the request stays queued for whoever opens the device next.
-                        Err(_) => *self.slot(party) = None,
-                    }
-                }
+            let now = self.clock.now();
+            let holder = self.kernel.holder();
+            let mut out = Vec::new();
+            self.kernel.on_timer(now, &mut out);
+            if let Some(answer) = self.settle(out, Cause::Timer(holder))? {
+                return Ok(answer);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(VssAnswer::TimedOut {
-                    waiting_for: match stage {
-                        Stage::With { party, .. } => Some(party),
-                        Stage::Orphaned => None,
-                    },
-                });
-            }
-            self.wait_any(deadline - now)?;
-            for party in [Party::Daemon, Party::App] {
-                let ours = |m: Option<OptMsg>| {
-                    stage
-                        == Stage::With {
-                            party,
-                            delivered: true,
-                        }
-                        && m.is_some_and(|m| m.msgid == msgid)
-                };
-                let answers = self.read_all(party, ours)?;
-                let Some(&m) = answers.first() else {
-                    continue;
-                };
-                // Only the first answer finds the request; the kernel drops the others.
-                self.dropped += answers.len() as u64 - 1;
-                let took = start.elapsed();
-                match party {
-                    Party::App => {
-                        // The app device keeps only the low byte of the status.
-                        let ok = (m.status & 0xff) as u8 == VSS_SUCCESS as u8;
-                        if after_daemon || !ok {
-                            return Ok(VssAnswer::Reply {
-                                ok,
-                                took,
-                                decided_by: Party::App,
-                            });
-                        }
-                        self.refresh(Party::Daemon)?;
-                        stage = if self.daemon.is_some() {
-                            Stage::With {
-                                party: Party::Daemon,
-                                delivered: false,
-                            }
-                        } else {
-                            Stage::Orphaned
-                        };
-                    }
-                    Party::Daemon => {
-                        let ok = m.status == VSS_SUCCESS;
-                        if op == VssOp::Thaw && ok {
-                            self.refresh(Party::App)?;
-                            if self.app.is_some() {
-                                after_daemon = true;
-                                stage = Stage::With {
-                                    party: Party::App,
-                                    delivered: false,
-                                };
-                                continue;
-                            }
-                        }
-                        return Ok(VssAnswer::Reply {
-                            ok,
-                            took,
-                            decided_by: Party::Daemon,
-                        });
-                    }
-                }
-            }
-            // A process that opened a device meanwhile may take a request it holds.
-            for party in [Party::Daemon, Party::App] {
-                self.take_pending(party)?;
+            let Some(deadline) = self.kernel.next_deadline() else {
+                return Err(io::Error::other("the kernel model holds no request"));
+            };
+            let fds: Vec<&OwnedFd> = [
+                self.daemon.as_ref(),
+                self.app.as_ref(),
+                Some(&self.fs.fd),
+                self.app_listener.as_ref().map(|l| &l.fd),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            wait_any(&fds, deadline.saturating_since(now))?;
+            if let Some(answer) = self.poll_devices()? {
+                return Ok(answer);
             }
         }
     }
@@ -511,7 +415,11 @@ impl EmulatedVss {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hvguest_core::vss::wire::VSS_SUCCESS;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::path::PathBuf;
     use std::sync::mpsc::{channel, Sender};
+    use std::time::Instant;
 
     /// A fake daemon or helper: a connection to the emulated device.
     struct Fake {
@@ -781,6 +689,7 @@ mod tests {
         t.join().unwrap();
         // One connecting between requests is taken by the next request.
         drop(k.daemon.take());
+        k.kernel.close(Party::Daemon);
         let later = Fake::connect(&fs);
         let (tx, _rx) = channel();
         let t = serve("daemon", later, 1, |_| Duration::ZERO, |_| 0, tx);

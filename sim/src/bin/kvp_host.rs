@@ -56,7 +56,7 @@ use hvguest_core::limits::KVP_MSG_SIZE;
 use hvguest_core::vss::wire::VssOp;
 use hvguest_sim::emulator::{Answer, DaemonLink, EmulatedDevice};
 use hvguest_sim::scenario;
-use hvguest_sim::vss_emulator::{EmulatedVss, Party, VssAnswer, VSS_KERNEL_TIMEOUT};
+use hvguest_sim::vss_emulator::{EmulatedVss, Party, VssAnswer};
 use hvguest_sim::world::Action;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -176,7 +176,7 @@ impl Host {
         let Some(link) = self.link.as_mut() else {
             return Err(Stop::Gone);
         };
-        let deadline = link.deadline;
+        let deadline = link.deadline();
         match link.request(bytes) {
             Ok(Answer::Reply { bytes: reply, took }) => {
                 self.say(&format!(
@@ -284,6 +284,7 @@ impl Host {
             ));
             return;
         };
+        let timer = vss.timeout();
         let answer = vss.request(op);
         let line = match answer {
             Ok(VssAnswer::Reply {
@@ -303,7 +304,7 @@ impl Host {
                 self.vss_trouble = true;
                 format!(
                     "vss {name} <- E_FAIL ({:.1} ms: the kernel's timer; {})",
-                    millis(VSS_KERNEL_TIMEOUT),
+                    millis(timer),
                     match waiting_for {
                         Some(p) => format!("{} did not answer", p.name()),
                         None => "the daemon was gone when the helper answered".to_string(),
