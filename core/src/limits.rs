@@ -44,3 +44,81 @@ pub const HOST_SAFE_VALUE_UNITS: usize = 1022;
 pub const MAX_IP_LIST: usize = 64;
 /// Outputs that may queue between two drains; `handle` never produces more.
 pub const MAX_QUEUED_OUTPUTS: usize = 16;
+
+// ---- KVP timing rules ----------------------------------------------------------------
+
+/// Longest the SET_IP_INFO script may run; the machine shortens it further to what is
+/// left of the request's reply budget less [`KVP_EFFECT_MARGIN`].
+pub const KVP_SET_IP_SCRIPT: Duration = Duration::from_millis(4000);
+/// Left between a system effect's deadline and the request's reply deadline, to kill
+/// the script, collect it and still answer in time.
+pub const KVP_EFFECT_MARGIN: Duration = Duration::from_millis(500);
+
+const _: () = assert!(KVP_REPLY_BUDGET.as_nanos() < KVP_KERNEL_DEADLINE.as_nanos());
+const _: () = assert!(
+    KVP_SET_IP_SCRIPT.as_nanos() + KVP_EFFECT_MARGIN.as_nanos() <= KVP_REPLY_BUDGET.as_nanos()
+);
+
+// ---- VSS timing rules (spec `vss.md` §2) ----------------------------------------------
+
+/// The kernel fails a VSS request this long after the host's message arrived.
+pub const VSS_KERNEL_DEADLINE: Duration = Duration::from_secs(15);
+/// We answer this long before the kernel's deadline.
+pub const VSS_ANSWER_MARGIN: Duration = Duration::from_millis(1000);
+/// Kept free for a rolled-back FREEZE's resume before the answer is due; also the
+/// deadline of a freezer round trip (resume, ping, kill).
+pub const VSS_ROLLBACK: Duration = Duration::from_millis(1000);
+/// Default: longest single freeze hook.
+pub const VSS_HOOK: Duration = Duration::from_secs(4);
+/// Default: all freeze hooks together.
+pub const VSS_HOOKS_TOTAL: Duration = Duration::from_secs(5);
+/// Default: `zpool sync`.
+pub const VSS_SYNC: Duration = Duration::from_secs(3);
+/// Default: each `zfs snapshot`.
+pub const VSS_SNAPSHOT: Duration = Duration::from_secs(2);
+/// Default: all UFSSUSPENDs together.
+pub const VSS_SUSPEND: Duration = Duration::from_millis(1000);
+/// Default: longest thaw hook.
+pub const VSS_THAW_HOOK: Duration = Duration::from_secs(4);
+/// How long past its deadline an effect may be late before it is given up.
+pub const VSS_GRACE: Duration = Duration::from_millis(500);
+/// Listing the mounts or the hook directory.
+pub const VSS_LISTING: Duration = Duration::from_secs(1);
+/// A FREEZE step with less time than this left (before the rollback reserve) is not
+/// started: the FREEZE is rolled back instead.
+pub const VSS_MIN_STEP: Duration = Duration::from_millis(50);
+/// Default: thaw by ourselves this long after a FREEZE with no THAW.
+pub const VSS_WATCHDOG: Duration = Duration::from_secs(30);
+/// The freezer's own auto-thaw comes this long after the daemon's watchdog, which
+/// normally thaws first and says why.
+pub const VSS_FREEZER_BACKSTOP: Duration = Duration::from_secs(1);
+/// Default: `hv_vss_app` thaws the application by itself this long after its FREEZE.
+pub const VSS_APP_AUTO_THAW: Duration = Duration::from_secs(45);
+/// Default: all of `hv_vss_app`'s freeze work.
+pub const VSS_APP_FREEZE_BUDGET: Duration = Duration::from_secs(10);
+/// Default: what `hv_vss_app` leaves of the 15 s to the file-system daemon.
+pub const VSS_APP_DAEMON_RESERVE: Duration = Duration::from_secs(3);
+/// Longest line between the daemon and its freezer (a mount point is at most 1024).
+pub const FREEZER_MAX_LINE: usize = 2048;
+
+const fn ns(d: Duration) -> u128 {
+    d.as_nanos()
+}
+
+// The defaults keep the rules `vss::rules::check` enforces on any configuration.
+const _: () = assert!(
+    ns(VSS_HOOKS_TOTAL)
+        + ns(VSS_SYNC)
+        + ns(VSS_SNAPSHOT)
+        + ns(VSS_SUSPEND)
+        + ns(VSS_ANSWER_MARGIN)
+        + ns(VSS_ROLLBACK)
+        < ns(VSS_KERNEL_DEADLINE)
+);
+const _: () = assert!(ns(VSS_HOOK) <= ns(VSS_HOOKS_TOTAL));
+const _: () = assert!(ns(VSS_WATCHDOG) > ns(VSS_KERNEL_DEADLINE));
+const _: () = assert!(ns(VSS_APP_AUTO_THAW) > ns(VSS_WATCHDOG) + ns(VSS_FREEZER_BACKSTOP));
+const _: () = assert!(ns(VSS_APP_FREEZE_BUDGET) < ns(VSS_KERNEL_DEADLINE));
+const _: () = assert!(ns(VSS_APP_DAEMON_RESERVE) < ns(VSS_KERNEL_DEADLINE));
+const _: () = assert!(ns(VSS_MIN_STEP) < ns(VSS_SUSPEND));
+const _: () = assert!(ns(VSS_LISTING) + ns(VSS_ROLLBACK) + ns(VSS_ANSWER_MARGIN) < ns(VSS_KERNEL_DEADLINE));

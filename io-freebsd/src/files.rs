@@ -190,7 +190,7 @@ impl PoolFiles {
                 .file(*f)
                 .and_then(|f| f.sync_all())
                 .map(|_| EffectResult::Done),
-            Effect::QueryAdapter(_) | Effect::ApplyIpConfig(_) => {
+            Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => {
                 Err(io::Error::other("system effect sent to the file lane"))
             }
         };

@@ -37,8 +37,6 @@ const WAKE: Token = Token(2);
 
 /// How often the host name is looked up again (in the background).
 const FQDN_REFRESH: Duration = Duration::from_secs(300);
-/// Deadline of the SET_IP_INFO script: inside the core's reply budget.
-const SCRIPT_DEADLINE: Duration = Duration::from_millis(4000);
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -196,7 +194,6 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     let lanes = Lanes::start(
         files,
         cfg.scripts_dir.clone(),
-        SCRIPT_DEADLINE,
         waker.clone(),
     )
     .map_err(DaemonError::Poll)?;

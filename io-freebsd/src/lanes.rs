@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use hvguest_core::kvp::effect::{Effect, EffectId, EffectResult, IoError, Lane};
 use mio::Waker;
@@ -51,7 +50,6 @@ impl Lanes {
     pub fn start(
         mut files: PoolFiles,
         scripts_dir: PathBuf,
-        script_deadline: Duration,
         waker: Arc<Waker>,
     ) -> std::io::Result<Lanes> {
         let (file_tx, file_rx) = channel();
@@ -66,8 +64,8 @@ impl Lanes {
         )?;
         let sys_thread = worker("kvp-system", sys_rx, done_tx, waker, move |e| match e {
             Effect::QueryAdapter(mac) => EffectResult::Adapter(sysinfo::query_adapter(*mac)),
-            Effect::ApplyIpConfig(cfg) => {
-                match sysinfo::apply_ip_config(cfg, &scripts_dir, script_deadline) {
+            Effect::ApplyIpConfig { config, deadline } => {
+                match sysinfo::apply_ip_config(config, &scripts_dir, *deadline) {
                     Ok(()) => EffectResult::Done,
                     Err(e) => EffectResult::Failed(e),
                 }

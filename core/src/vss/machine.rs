@@ -23,10 +23,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::kvp::effect::{EffectId, IoError};
+use crate::limits::{
+    VSS_ANSWER_MARGIN, VSS_GRACE, VSS_HOOK, VSS_HOOKS_TOTAL, VSS_KERNEL_DEADLINE, VSS_LISTING,
+    VSS_MIN_STEP, VSS_ROLLBACK, VSS_SNAPSHOT, VSS_SUSPEND, VSS_SYNC, VSS_THAW_HOOK, VSS_WATCHDOG,
+};
 use crate::time::Instant;
 use crate::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use crate::vss::hooks::{self, Skip};
 use crate::vss::policy::{FreezePlan, Policy, PolicyError};
+use crate::vss::rules;
 use crate::vss::wire::{decode_read, OptMsg, VssOp, VssRead, VSS_MSG_SIZE};
 
 /// How the kernel's 15 s are spent (the defaults add up to 13 s for the daemon's
@@ -65,16 +70,16 @@ impl Budget {
 impl Default for Budget {
     fn default() -> Budget {
         Budget {
-            kernel: Duration::from_secs(15),
-            margin: Duration::from_millis(1000),
-            hook: Duration::from_secs(4),
-            hooks_total: Duration::from_secs(5),
-            sync: Duration::from_secs(3),
-            snapshot: Duration::from_secs(2),
-            suspend: Duration::from_millis(1000),
-            rollback: Duration::from_millis(1000),
-            thaw_hook: Duration::from_secs(4),
-            grace: Duration::from_millis(500),
+            kernel: VSS_KERNEL_DEADLINE,
+            margin: VSS_ANSWER_MARGIN,
+            hook: VSS_HOOK,
+            hooks_total: VSS_HOOKS_TOTAL,
+            sync: VSS_SYNC,
+            snapshot: VSS_SNAPSHOT,
+            suspend: VSS_SUSPEND,
+            rollback: VSS_ROLLBACK,
+            thaw_hook: VSS_THAW_HOOK,
+            grace: VSS_GRACE,
         }
     }
 }
@@ -98,7 +103,7 @@ impl Default for VssConfig {
             policy: Policy::default(),
             hook_dir: None,
             budget: Budget::default(),
-            watchdog: Duration::from_secs(30),
+            watchdog: VSS_WATCHDOG,
             snapshot_prefix: "hvguest-".into(),
         }
     }
@@ -273,16 +278,15 @@ impl VssMachine {
     /// (its file systems were resumed by the kernel when its freezer died), and thaw
     /// hooks are idempotent by convention.
     pub fn new(cfg: VssConfig, now: Instant) -> VssMachine {
-        assert!(
-            cfg.watchdog > cfg.budget.kernel,
-            "the watchdog must outlast the kernel's deadline"
-        );
+        if let Err(e) = rules::check_daemon(&cfg) {
+            panic!("VssMachine configuration breaks a rule: {e}");
+        }
         let mut m = VssMachine::bare(cfg, now);
         if m.cfg.hook_dir.is_some() {
             m.thaw_chain(ThawWhy::Startup, None, ThawStage::ListHooks);
             m.effect(
                 VssEffect::ListHooks,
-                now.saturating_add(Duration::from_secs(1)),
+                now.saturating_add(VSS_LISTING),
                 "list hooks",
             );
         }
@@ -486,7 +490,7 @@ impl VssMachine {
                 self.chain = Some(Chain::Refreeze(req));
                 self.effect(
                     VssEffect::PingFreezer {
-                        auto_thaw_after: self.cfg.watchdog.saturating_add(Duration::from_secs(1)),
+                        auto_thaw_after: rules::freezer_backstop(self.cfg.watchdog),
                     },
                     self.now.saturating_add(self.cfg.budget.rollback),
                     "ping freezer",
@@ -502,7 +506,7 @@ impl VssMachine {
                     hooks_until: None,
                     suspend_until: None,
                 }));
-                self.freeze_effect(VssEffect::ListMounts, Duration::from_secs(1));
+                self.freeze_effect(VssEffect::ListMounts, VSS_LISTING);
             }
             VssOp::Thaw => self.begin_thaw(ThawWhy::Requested, Some(req)),
         }
@@ -524,7 +528,7 @@ impl VssMachine {
         };
         let (reply_by, stage) = (f.req.reply_by, f.stage);
         let d = self.step_deadline(reply_by, want);
-        if d < Duration::from_millis(50) {
+        if d < VSS_MIN_STEP {
             // No time left to do this step and still roll back in time.
             self.event(VssEvent::Abandoned {
                 step: step_name(stage),
@@ -626,7 +630,7 @@ impl VssMachine {
                     f.plan = plan;
                     if self.cfg.hook_dir.is_some() {
                         f.stage = FreezeStage::Hooks;
-                        self.freeze_effect(VssEffect::ListHooks, Duration::from_secs(1));
+                        self.freeze_effect(VssEffect::ListHooks, VSS_LISTING);
                     } else {
                         self.next_freeze_step();
                     }
@@ -785,10 +789,7 @@ impl VssMachine {
                             mount,
                             // A backstop just after our own watchdog, which
                             // normally thaws first (and says why).
-                            auto_thaw_after: self
-                                .cfg
-                                .watchdog
-                                .saturating_add(Duration::from_secs(1)),
+                            auto_thaw_after: rules::freezer_backstop(self.cfg.watchdog),
                         };
                         self.freeze_effect(effect, left);
                         return;
