@@ -121,4 +121,5 @@ const _: () = assert!(ns(VSS_APP_AUTO_THAW) > ns(VSS_WATCHDOG) + ns(VSS_FREEZER_
 const _: () = assert!(ns(VSS_APP_FREEZE_BUDGET) < ns(VSS_KERNEL_DEADLINE));
 const _: () = assert!(ns(VSS_APP_DAEMON_RESERVE) < ns(VSS_KERNEL_DEADLINE));
 const _: () = assert!(ns(VSS_MIN_STEP) < ns(VSS_SUSPEND));
-const _: () = assert!(ns(VSS_LISTING) + ns(VSS_ROLLBACK) + ns(VSS_ANSWER_MARGIN) < ns(VSS_KERNEL_DEADLINE));
+const _: () =
+    assert!(ns(VSS_LISTING) + ns(VSS_ROLLBACK) + ns(VSS_ANSWER_MARGIN) < ns(VSS_KERNEL_DEADLINE));

@@ -191,12 +191,8 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     };
     let mut poll = Poll::new().map_err(DaemonError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(DaemonError::Poll)?);
-    let lanes = Lanes::start(
-        files,
-        cfg.scripts_dir.clone(),
-        waker.clone(),
-    )
-    .map_err(DaemonError::Poll)?;
+    let lanes =
+        Lanes::start(files, cfg.scripts_dir.clone(), waker.clone()).map_err(DaemonError::Poll)?;
     let infos = spawn_fqdn_refresh(waker);
     let device_fd = device.raw_fd();
     poll.registry()

@@ -431,8 +431,7 @@ impl KvpMachine {
                 .saturating_sub(KVP_EFFECT_MARGIN),
         );
         assert!(
-            self.now.saturating_add(d).saturating_add(KVP_EFFECT_MARGIN) <= reply_by
-                || d.is_zero(),
+            self.now.saturating_add(d).saturating_add(KVP_EFFECT_MARGIN) <= reply_by || d.is_zero(),
             "a system effect must end before its request's reply is due"
         );
         d

@@ -174,6 +174,21 @@ impl AppMachine {
                 }
             }
             VssInput::Shutdown => self.shutting_down = true,
+            VssInput::DeviceFailed(e) => {
+                self.outputs
+                    .push_back(VssOutput::Event(VssEvent::DeviceFailed(e)));
+                self.shutting_down = true;
+            }
+            VssInput::AnswerLost { bytes, error } => {
+                let msgid = OptMsg::decode(&bytes).map_or(0, |m| m.msgid);
+                self.outputs
+                    .push_back(VssOutput::Event(VssEvent::AnswerLost { msgid, error }));
+                // Our OK to FREEZE never reached the kernel, which will never send the
+                // THAW for it: thaw now rather than at the auto-thaw.
+                if VssInput::is_freeze_ok(&bytes) && self.frozen() && self.job.is_none() {
+                    self.start_thaw(None);
+                }
+            }
         }
         self.start_queued();
         if self.job.is_none() && self.shutting_down {

@@ -617,7 +617,10 @@ mod tests {
         f.handle(at(3), line("suspend 1000 /\n"));
         drain(&mut f);
         f.handle(at(4), FreezerInput::Suspended(Err(IoError(16))));
-        assert_eq!(drain(&mut f), vec![reply("err 16 suspending /: errno 16\n")]);
+        assert_eq!(
+            drain(&mut f),
+            vec![reply("err 16 suspending /: errno 16\n")]
+        );
         // A failed suspension leaves the auto-thaw where it was.
         assert_eq!(f.poll_timeout(), Some(at(1002)));
         f.handle(at(5), line("suspend 1000 /var\n"));
@@ -629,9 +632,14 @@ mod tests {
         );
         assert_eq!(f.poll_timeout(), None);
         f.handle(at(7), line("bogus\n"));
-        assert_eq!(drain(&mut f), vec![reply("err 22 unknown word \"bogus\"\n")]);
+        assert_eq!(
+            drain(&mut f),
+            vec![reply("err 22 unknown word \"bogus\"\n")]
+        );
         f.handle(at(8), FreezerInput::Line(Err(LineError::TooLong)));
-        assert!(matches!(&drain(&mut f)[..], [FreezerOutput::Reply(r)] if r.starts_with("err 22 ")));
+        assert!(
+            matches!(&drain(&mut f)[..], [FreezerOutput::Reply(r)] if r.starts_with("err 22 "))
+        );
     }
 
     #[test]

@@ -158,6 +158,13 @@ pub enum VssEvent {
     },
     /// Answered without suspending again: already frozen.
     AlreadyFrozen,
+    /// The device failed: thawing if frozen, then exiting.
+    DeviceFailed(IoError),
+    /// An answer could not be written.
+    AnswerLost {
+        msgid: u64,
+        error: IoError,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,6 +213,8 @@ enum ThawWhy {
     FreezeFailed,
     FreezerExited,
     Shutdown,
+    /// Our OK to FREEZE never reached the kernel.
+    AnswerLost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,7 +408,11 @@ impl VssMachine {
             }
             VssInput::Timer => self.on_timer(),
             VssInput::FreezerExited => self.on_freezer_exit(),
-            VssInput::Shutdown => {
+            VssInput::AnswerLost { bytes, error } => self.on_answer_lost(&bytes, error),
+            VssInput::Shutdown | VssInput::DeviceFailed(_) => {
+                if let VssInput::DeviceFailed(e) = input {
+                    self.event(VssEvent::DeviceFailed(e));
+                }
                 self.shutting_down = true;
                 if matches!(self.chain, Some(Chain::Freeze(_))) {
                     // Never answer OK to a FREEZE we are about to undo: roll it back now
@@ -959,6 +972,20 @@ impl VssMachine {
                 self.in_flight = None;
                 self.after_resume();
             }
+        }
+    }
+
+    fn on_answer_lost(&mut self, bytes: &[u8], error: IoError) {
+        let msgid = OptMsg::decode(bytes).map_or(0, |m| m.msgid);
+        self.event(VssEvent::AnswerLost { msgid, error });
+        if !VssInput::is_freeze_ok(bytes) || self.frozen_since.is_none() {
+            return;
+        }
+        if self.chain.is_none() {
+            self.begin_thaw(ThawWhy::AnswerLost, None);
+        } else {
+            // Thaw as soon as the running chain ends.
+            self.watchdog_at = Some(self.now);
         }
     }
 

@@ -64,7 +64,10 @@ pub enum RuleError {
         "must be more than {} (a THAW can come no earlier than the kernel's deadline)",
         show(*.kernel)
     )]
-    WatchdogTooShort { watchdog: Duration, kernel: Duration },
+    WatchdogTooShort {
+        watchdog: Duration,
+        kernel: Duration,
+    },
     #[error(
         "hooks_total + zpool_sync_timeout + zfs_snapshot_timeout + suspend_timeout \
          + {} (answer margin and rollback) = {}, must be under {} (the kernel's deadline)",
