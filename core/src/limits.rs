@@ -54,7 +54,16 @@ pub const KVP_SET_IP_SCRIPT: Duration = Duration::from_millis(4000);
 /// the script, collect it and still answer in time.
 pub const KVP_EFFECT_MARGIN: Duration = Duration::from_millis(500);
 
+/// How often the driver looks the host name up again (in the background; no request
+/// waits for DNS).
+pub const HOSTNAME_REFRESH: Duration = Duration::from_secs(300);
+/// After a program (hook, script, `zpool`) exits or is killed at its deadline, the driver
+/// waits at most this long for its output pipes to close. It must fit in the slack the
+/// machines leave past a program's deadline.
+pub const PROGRAM_OUTPUT_GRACE: Duration = Duration::from_millis(100);
+
 const _: () = assert!(KVP_REPLY_BUDGET.as_nanos() < KVP_KERNEL_DEADLINE.as_nanos());
+const _: () = assert!(PROGRAM_OUTPUT_GRACE.as_nanos() < KVP_EFFECT_MARGIN.as_nanos());
 const _: () = assert!(
     KVP_SET_IP_SCRIPT.as_nanos() + KVP_EFFECT_MARGIN.as_nanos() <= KVP_REPLY_BUDGET.as_nanos()
 );
@@ -121,5 +130,6 @@ const _: () = assert!(ns(VSS_APP_AUTO_THAW) > ns(VSS_WATCHDOG) + ns(VSS_FREEZER_
 const _: () = assert!(ns(VSS_APP_FREEZE_BUDGET) < ns(VSS_KERNEL_DEADLINE));
 const _: () = assert!(ns(VSS_APP_DAEMON_RESERVE) < ns(VSS_KERNEL_DEADLINE));
 const _: () = assert!(ns(VSS_MIN_STEP) < ns(VSS_SUSPEND));
+const _: () = assert!(ns(PROGRAM_OUTPUT_GRACE) < ns(VSS_GRACE));
 const _: () =
     assert!(ns(VSS_LISTING) + ns(VSS_ROLLBACK) + ns(VSS_ANSWER_MARGIN) < ns(VSS_KERNEL_DEADLINE));

@@ -10,7 +10,6 @@
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::describe;
@@ -18,6 +17,7 @@ use hvguest_core::kvp::effect::{FileId, Input};
 use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
 use hvguest_core::kvp::trace_file::describe_request;
 use hvguest_core::kvp::wire::PoolId;
+use hvguest_core::limits::HOSTNAME_REFRESH;
 use hvguest_core::limits::KVP_MSG_SIZE;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -34,9 +34,6 @@ use crate::sysinfo;
 const DEVICE: Token = Token(0);
 const SIGNAL: Token = Token(1);
 const WAKE: Token = Token(2);
-
-/// How often the host name is looked up again (in the background).
-const FQDN_REFRESH: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -82,7 +79,7 @@ fn spawn_fqdn_refresh(waker: Arc<Waker>) -> Receiver<SystemInfo> {
                 return;
             }
             let _ = waker.wake();
-            std::thread::sleep(FQDN_REFRESH);
+            std::thread::sleep(HOSTNAME_REFRESH);
         });
     rx
 }

@@ -50,8 +50,9 @@ use nix::fcntl::OFlag;
 /// How much output is kept: of stdout and stderr together for [`run`], of each for
 /// [`run_split`].
 pub const OUTPUT_LIMIT: usize = 4096;
-/// How long to wait for the output pipes to close once the program has exited.
-pub const OUTPUT_GRACE: Duration = Duration::from_millis(100);
+/// How long to wait for the output pipes to close once the program has exited: inside
+/// the slack the core leaves past a program's deadline.
+pub use hvguest_core::limits::PROGRAM_OUTPUT_GRACE as OUTPUT_GRACE;
 /// How often the child is polled while it runs.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const ENOENT: i32 = 2;

@@ -196,8 +196,10 @@ mod tests {
             Err(RuleError::WatchdogTooShort { .. })
         ));
         assert_eq!(check_daemon(&w(Duration::from_millis(15_001))), Ok(()));
-        let mut b = Budget::default();
-        b.hooks_total = Duration::from_millis(6999);
+        let mut b = Budget {
+            hooks_total: Duration::from_millis(6999),
+            ..Budget::default()
+        };
         assert_eq!(check_budget(&b), Ok(()));
         b.hooks_total = secs(7);
         let e = check_budget(&b).unwrap_err();
@@ -236,8 +238,10 @@ mod tests {
 
     #[test]
     fn huge_values_do_not_overflow() {
-        let mut b = Budget::default();
-        b.hooks_total = Duration::MAX;
+        let b = Budget {
+            hooks_total: Duration::MAX,
+            ..Budget::default()
+        };
         assert!(matches!(
             check_budget(&b),
             Err(RuleError::BudgetTooLong { .. })
