@@ -480,6 +480,27 @@ fn ip_info_is_answered_from_the_driver_and_bad_config_never_reaches_it() {
     assert_eq!(h.net.applied.len(), 1);
     h.net.apply_fails = true;
     assert_eq!(h.request(&cfg("10.0.0.10")), status(Status::E_FAIL));
+    // The machine, not the driver, gives the script its deadline: inside the reply
+    // budget, with the margin to kill it and still answer.
+    let deadlines: Vec<Duration> = h
+        .log
+        .iter()
+        .filter_map(|o| match o {
+            Observed::Effect(
+                _,
+                hvguest_core::kvp::effect::Effect::ApplyIpConfig { deadline, .. },
+            ) => Some(*deadline),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deadlines.len(), 2);
+    for d in deadlines {
+        assert_eq!(d, hvguest_core::limits::KVP_SET_IP_SCRIPT);
+        assert!(
+            d + hvguest_core::limits::KVP_EFFECT_MARGIN <= h.config.reply_budget,
+            "{d:?}"
+        );
+    }
 }
 
 #[test]
