@@ -206,6 +206,7 @@ mod tests {
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("hvguest-files-{name}-{}", std::process::id()));
+        // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&d);
         d
     }

@@ -80,14 +80,15 @@ impl Lanes {
         })
     }
 
-    pub fn submit(&self, id: EffectId, effect: Effect) {
-        let tx = match effect.lane() {
-            Lane::File => &self.file,
-            Lane::System => &self.system,
+    /// Hands the effect to its lane's thread; an error if that thread is gone (it
+    /// panicked), and then no result will come for it.
+    pub fn submit(&self, id: EffectId, effect: Effect) -> std::io::Result<()> {
+        let (tx, lane) = match effect.lane() {
+            Lane::File => (&self.file, "file"),
+            Lane::System => (&self.system, "system"),
         };
-        // The workers live as long as `self`; a send can only fail if one panicked,
-        // and then the effect is lost and the request meets its deadline.
-        let _ = tx.send((id, effect));
+        tx.send((id, effect))
+            .map_err(|_| std::io::Error::other(format!("the {lane} lane's thread has gone")))
     }
 
     /// Closes the channels and waits for the workers to finish what they hold.
@@ -95,6 +96,8 @@ impl Lanes {
         drop(self.file);
         drop(self.system);
         for t in self.threads {
+            // Err only if the thread panicked; its panic was already printed, and we
+            // are exiting either way.
             let _ = t.join();
         }
     }

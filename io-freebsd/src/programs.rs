@@ -219,6 +219,8 @@ fn wait_until(child: &mut Child, end: Instant) -> ExitStatus {
         let now = Instant::now();
         if now >= end {
             kill_group(child);
+            // Reaping after SIGKILL: it can fail only if already reaped, and the answer
+            // is TimedOut either way.
             let _ = child.wait();
             return ExitStatus::TimedOut;
         }
@@ -246,6 +248,7 @@ fn kill_group(child: &mut Child) {
         .is_ok()
     });
     if !killed {
+        // Fails only if the child has already exited, which is what we want.
         let _ = child.kill();
     }
 }
@@ -274,6 +277,7 @@ fn spawn_reader(
                     Err(_) => break,
                 }
             }
+            // The receiver gives up after its grace; output that comes later is dropped.
             let _ = tx.send((which, kept));
         })
         .is_ok()
@@ -363,6 +367,7 @@ pub(crate) mod tests {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let dir =
                 std::env::temp_dir().join(format!("hvguest-unit-{}-{n}-{tag}", std::process::id()));
+            // Test scratch space: it may not exist, and a leftover is harmless.
             let _ = std::fs::remove_dir_all(&dir);
             // A test that cannot make its directory cannot run at all.
             std::fs::create_dir_all(&dir).unwrap();
@@ -375,6 +380,7 @@ pub(crate) mod tests {
 
     impl Drop for TempDir {
         fn drop(&mut self) {
+            // Test scratch space: it may not exist, and a leftover is harmless.
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }

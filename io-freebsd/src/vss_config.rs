@@ -539,6 +539,7 @@ mod tests {
     #[test]
     fn missing_file_means_defaults_and_errors_name_the_file() {
         let dir = std::env::temp_dir().join(format!("hvguest-vss-config-{}", std::process::id()));
+        // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(load(&dir.join("missing.conf")).unwrap(), defaults());
@@ -564,6 +565,7 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with(&format!("{}: cannot read", dir.display())));
+        // Cleaning up test scratch space; a leftover is harmless.
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -857,6 +859,7 @@ mod tests {
         // Whatever passes here must not trip the machines' own assertions.
         let c = ok("watchdog = 16s\napp_auto_thaw = 18s");
         let now = hvguest_core::time::Instant(0);
+        // Constructing them is the test: they assert the rules.
         let _ = hvguest_core::vss::machine::VssMachine::new(c.vss.clone(), now);
         let _ = hvguest_core::vss::app::AppMachine::new(c.app.clone(), now);
     }
