@@ -583,7 +583,14 @@ fn a_read_never_answers_from_a_change_another_writer_left_half_made() {
     let Plan::Write(m) = theirs.plan_set(&k("a"), &v(&long)) else {
         panic!("a write")
     };
-    let entry = journal_entry(PoolId::Guest, &m, &BTreeMap::new());
+    // A correct writer journals the exact current bytes of the slot it rewrites.
+    let mut pre = BTreeMap::new();
+    use hvguest_core::limits::POOL_RECORD_SIZE;
+    let slot0: [u8; POOL_RECORD_SIZE] = h.fs.contents(&path(PoolId::Guest))[..POOL_RECORD_SIZE]
+        .try_into()
+        .expect("a whole record");
+    pre.insert(0, slot0);
+    let entry = journal_entry(PoolId::Guest, &m, &pre);
     let journal = FileId::journal(PoolId::Guest).file_name();
     h.fs.write(&journal, 0, &entry.encode()).unwrap();
     // "a" is record 0: its value starts at byte 512. Only that first value sector landed.

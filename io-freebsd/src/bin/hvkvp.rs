@@ -283,6 +283,16 @@ fn report_repairs(access: &mut PoolAccess) {
                 "note: ignored a torn entry ({bytes} bytes) at the end of the journal of {}",
                 pool_label(pool)
             ),
+            JobEvent::JournalTooLong { pool, bytes } => format!(
+                "note: the journal of {} is {bytes} bytes, longer than any writer makes; \
+                 only its start was used",
+                pool_label(pool)
+            ),
+            JobEvent::FollowUpSkipped { pool, slot, reason } => format!(
+                "note: left record {slot} of {} in place after an interrupted delete \
+                 ({reason}); it may duplicate another record",
+                pool_label(pool)
+            ),
             JobEvent::Loaded { .. } => continue,
         };
         warn(&note);
