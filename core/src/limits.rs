@@ -110,26 +110,26 @@ pub const VSS_APP_DAEMON_RESERVE: Duration = Duration::from_secs(3);
 /// Longest line between the daemon and its freezer (a mount point is at most 1024).
 pub const FREEZER_MAX_LINE: usize = 2048;
 
-const fn ns(d: Duration) -> u128 {
-    d.as_nanos()
-}
-
 // The defaults keep the rules `vss::rules::check` enforces on any configuration.
 const _: () = assert!(
-    ns(VSS_HOOKS_TOTAL)
-        + ns(VSS_SYNC)
-        + ns(VSS_SNAPSHOT)
-        + ns(VSS_SUSPEND)
-        + ns(VSS_ANSWER_MARGIN)
-        + ns(VSS_ROLLBACK)
-        < ns(VSS_KERNEL_DEADLINE)
+    VSS_HOOKS_TOTAL.as_nanos()
+        + VSS_SYNC.as_nanos()
+        + VSS_SNAPSHOT.as_nanos()
+        + VSS_SUSPEND.as_nanos()
+        + VSS_ANSWER_MARGIN.as_nanos()
+        + VSS_ROLLBACK.as_nanos()
+        < VSS_KERNEL_DEADLINE.as_nanos()
 );
-const _: () = assert!(ns(VSS_HOOK) <= ns(VSS_HOOKS_TOTAL));
-const _: () = assert!(ns(VSS_WATCHDOG) > ns(VSS_KERNEL_DEADLINE));
-const _: () = assert!(ns(VSS_APP_AUTO_THAW) > ns(VSS_WATCHDOG) + ns(VSS_FREEZER_BACKSTOP));
-const _: () = assert!(ns(VSS_APP_FREEZE_BUDGET) < ns(VSS_KERNEL_DEADLINE));
-const _: () = assert!(ns(VSS_APP_DAEMON_RESERVE) < ns(VSS_KERNEL_DEADLINE));
-const _: () = assert!(ns(VSS_MIN_STEP) < ns(VSS_SUSPEND));
-const _: () = assert!(ns(PROGRAM_OUTPUT_GRACE) < ns(VSS_GRACE));
-const _: () =
-    assert!(ns(VSS_LISTING) + ns(VSS_ROLLBACK) + ns(VSS_ANSWER_MARGIN) < ns(VSS_KERNEL_DEADLINE));
+const _: () = assert!(VSS_HOOK.as_nanos() <= VSS_HOOKS_TOTAL.as_nanos());
+const _: () = assert!(VSS_WATCHDOG.as_nanos() > VSS_KERNEL_DEADLINE.as_nanos());
+const _: () = assert!(
+    VSS_APP_AUTO_THAW.as_nanos() > VSS_WATCHDOG.as_nanos() + VSS_FREEZER_BACKSTOP.as_nanos()
+);
+const _: () = assert!(VSS_APP_FREEZE_BUDGET.as_nanos() < VSS_KERNEL_DEADLINE.as_nanos());
+const _: () = assert!(VSS_APP_DAEMON_RESERVE.as_nanos() < VSS_KERNEL_DEADLINE.as_nanos());
+const _: () = assert!(VSS_MIN_STEP.as_nanos() < VSS_SUSPEND.as_nanos());
+const _: () = assert!(PROGRAM_OUTPUT_GRACE.as_nanos() < VSS_GRACE.as_nanos());
+const _: () = assert!(
+    VSS_LISTING.as_nanos() + VSS_ROLLBACK.as_nanos() + VSS_ANSWER_MARGIN.as_nanos()
+        < VSS_KERNEL_DEADLINE.as_nanos()
+);
