@@ -1094,3 +1094,124 @@ impl Recover {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kvp::record::Record;
+
+    fn key(s: &str) -> Key {
+        Key::new(s.as_bytes()).expect("a valid key")
+    }
+
+    fn value(s: &str) -> Value {
+        Value::new(s.as_bytes()).expect("a valid value")
+    }
+
+    fn stamp_of(len: u64) -> Option<EffectResult> {
+        Some(EffectResult::Stamp(FileStamp { len, change: 1 }))
+    }
+
+    fn effect(s: Step) -> Effect {
+        match s {
+            Step::Effect(e) => e,
+            Step::Finished(o) => panic!("finished early: {o:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_lock_is_never_unlocked() {
+        let mut m = Mutate::new(PoolId::Guest, MutOp::Delete(key("a")), None);
+        let pool = Pool::new();
+        assert!(matches!(effect(m.resume(None, &pool)), Effect::Lock(_)));
+        match m.resume(Some(EffectResult::Failed(IoError::EIO)), &pool) {
+            Step::Finished(JobOutcome::Mutated {
+                result: MutateResult::Failed(IoError::EIO),
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(!m.locked);
+    }
+
+    #[test]
+    fn a_failure_under_the_lock_unlocks_once() {
+        let mut m = Mutate::new(PoolId::Guest, MutOp::Set(key("a"), value("1")), None);
+        let pool = Pool::new();
+        effect(m.resume(None, &pool));
+        assert!(matches!(
+            effect(m.resume(Some(EffectResult::Done), &pool)),
+            Effect::Stat(_)
+        ));
+        assert!(m.locked);
+        assert!(matches!(
+            effect(m.resume(Some(EffectResult::Failed(IoError::EIO)), &pool)),
+            Effect::Unlock(_)
+        ));
+        assert!(!m.locked);
+        match m.resume(Some(EffectResult::Done), &pool) {
+            Step::Finished(JobOutcome::Mutated {
+                result: MutateResult::Failed(IoError::EIO),
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refresh_stats_without_the_lock_and_unlocks_after_a_failed_read() {
+        let mut r = Refresh::new(PoolId::Guest, None);
+        assert!(matches!(effect(r.resume(None)), Effect::Stat(_)));
+        assert!(!r.locked);
+        assert!(matches!(effect(r.resume(stamp_of(REC))), Effect::Lock(_)));
+        effect(r.resume(Some(EffectResult::Done)));
+        assert!(r.locked);
+        // Journal empty, pool stat, then the read fails: unlock, then report.
+        effect(r.resume(stamp_of(0)));
+        assert!(matches!(
+            effect(r.resume(stamp_of(REC))),
+            Effect::Read { .. }
+        ));
+        assert!(matches!(
+            effect(r.resume(Some(EffectResult::Failed(IoError::EIO)))),
+            Effect::Unlock(_)
+        ));
+        match r.resume(Some(EffectResult::Done)) {
+            Step::Finished(JobOutcome::Refreshed { result: Err(_), .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_journal_longer_than_any_we_write_is_reported() {
+        let mut r = Recover::new(PoolId::Guest);
+        effect(r.resume(None));
+        effect(r.resume(Some(EffectResult::Done)));
+        let read = effect(r.resume(stamp_of(MAX_JOURNAL_BYTES + 1)));
+        assert!(matches!(read, Effect::Read { offset: 0, .. }));
+        assert_eq!(
+            r.events,
+            vec![JobEvent::JournalTooLong {
+                pool: PoolId::Guest,
+                bytes: MAX_JOURNAL_BYTES + 1
+            }]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "are not the touched slots")]
+    fn a_journal_entry_needs_every_pre_image() {
+        let pool = Pool::from_records(vec![Record::new(key("a"), value("1"))]);
+        let Plan::Write(m) = pool.plan_set(&key("a"), &value("2")) else {
+            panic!("a write")
+        };
+        journal_entry(PoolId::Guest, &m, &BTreeMap::new());
+    }
+
+    #[test]
+    #[should_panic(expected = "without the pool lock")]
+    fn writing_without_the_lock_is_refused() {
+        let mut held = false;
+        issue(&mut held, Effect::Fsync(FileId::pool(PoolId::Guest)));
+    }
+}
