@@ -116,13 +116,14 @@ pub fn freezer_main(mode: Mode) -> i32 {
                             Mode::Emulated { .. } => Ok(None),
                         };
                         let result = match result {
-                            Ok(fd) => {
+                            // Logged before it counts: a suspension the emulation cannot
+                            // record is undone (its descriptor closed) and reported failed.
+                            Ok(fd) => record(&mut log, "suspend", &mount, "ok").map(|()| {
                                 held.push(Held {
                                     mount: mount.clone(),
                                     _fd: fd,
-                                });
-                                record(&mut log, "suspend", &mount, "ok")
-                            }
+                                })
+                            }),
                             Err(e) => Err(e),
                         };
                         inputs.push_front(FreezerInput::Suspended(
