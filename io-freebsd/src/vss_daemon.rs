@@ -15,6 +15,7 @@ use std::time::Duration;
 use hvguest_core::kvp::effect::{EffectId, IoError};
 use hvguest_core::vss::app::AppMachine;
 use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
+use hvguest_core::vss::freezer::Command;
 use hvguest_core::vss::machine::{VssMachine, VssOutput};
 use hvguest_core::Instant;
 use mio::unix::SourceFd;
@@ -29,7 +30,6 @@ use crate::mounts;
 use crate::programs;
 use crate::signals::SignalPipe;
 use crate::vss_device::{VssDevice, VssRead};
-use hvguest_core::vss::freezer::Command;
 
 const DEVICE: Token = Token(0);
 const SIGNAL: Token = Token(1);
@@ -255,9 +255,9 @@ impl<M: VssLike> Loop<'_, M> {
         if let Err(e) = reaped {
             self.log.warn(&format!("freezer {pid}: wait: {e}"));
         }
-        if let Some(a) = self.actions.as_mut() {
-            let how = if killed { "killed" } else { "ok" };
-            if let Err(e) = a.record("freezer-exit", &pid.to_string(), how) {
+        // A freezer that exits writes its own line; one we killed cannot.
+        if let (true, Some(a)) = (killed, self.actions.as_mut()) {
+            if let Err(e) = a.record("freezer-exit", &pid.to_string(), "killed") {
                 self.log.warn(&format!("action log: {e}"));
             }
         }
