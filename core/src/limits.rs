@@ -32,6 +32,10 @@ pub const READ_CHUNK: usize = 64 * POOL_RECORD_SIZE;
 pub const MAX_JOURNAL_ENTRIES: usize = 8;
 /// Slots one journal entry may touch: enough for an order-preserving delete in a full pool.
 pub const MAX_JOURNAL_SLOTS: usize = MAX_POOL_RECORDS;
+/// Per-record pool issues (flawed records, duplicate keys) listed per load, at most: a
+/// file of a million flawed records must not make a million log lines. The rest are
+/// counted in one `PoolIssue::NotReported`.
+pub const MAX_REPORTED_POOL_ISSUES: usize = 32;
 /// A failed pool is retried after this long.
 pub const RECOVERY_RETRY: Duration = Duration::from_secs(1);
 
