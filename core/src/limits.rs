@@ -23,11 +23,6 @@ pub const KVP_KERNEL_DEADLINE: Duration = Duration::from_secs(5);
 /// the write itself.
 pub const KVP_REPLY_BUDGET: Duration = Duration::from_millis(4500);
 
-/// The VSS kernel's timer for one host request (`TIMEOUT_LIMIT`, docs/protocol/vss.md §2.2):
-/// 15 s from the host's message to its reply, for the whole chain (application helper
-/// and daemon); when it fires the host gets `E_FAIL`.
-pub const VSS_KERNEL_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// Largest number of records the daemon holds for one pool (80 MiB of file). A file
 /// larger than this is served up to the limit and never grown by us; nothing is cut.
 pub const MAX_POOL_RECORDS: usize = 32 * 1024;
@@ -37,6 +32,10 @@ pub const READ_CHUNK: usize = 64 * POOL_RECORD_SIZE;
 pub const MAX_JOURNAL_ENTRIES: usize = 8;
 /// Slots one journal entry may touch: enough for an order-preserving delete in a full pool.
 pub const MAX_JOURNAL_SLOTS: usize = MAX_POOL_RECORDS;
+/// Per-record pool issues (flawed records, duplicate keys) listed per load, at most: a
+/// file of a million flawed records must not make a million log lines. The rest are
+/// counted in one `PoolIssue::NotReported`.
+pub const MAX_REPORTED_POOL_ISSUES: usize = 32;
 /// A failed pool is retried after this long.
 pub const RECOVERY_RETRY: Duration = Duration::from_secs(1);
 
@@ -49,3 +48,94 @@ pub const HOST_SAFE_VALUE_UNITS: usize = 1022;
 pub const MAX_IP_LIST: usize = 64;
 /// Outputs that may queue between two drains; `handle` never produces more.
 pub const MAX_QUEUED_OUTPUTS: usize = 16;
+
+// ---- KVP timing rules ----------------------------------------------------------------
+
+/// Longest the SET_IP_INFO script may run; the machine shortens it further to what is
+/// left of the request's reply budget less [`KVP_EFFECT_MARGIN`].
+pub const KVP_SET_IP_SCRIPT: Duration = Duration::from_millis(4000);
+/// Left between a system effect's deadline and the request's reply deadline, to kill
+/// the script, collect it and still answer in time.
+pub const KVP_EFFECT_MARGIN: Duration = Duration::from_millis(500);
+
+/// How often the driver looks the host name up again (in the background; no request
+/// waits for DNS).
+pub const HOSTNAME_REFRESH: Duration = Duration::from_secs(300);
+/// After a program (hook, script, `zpool`) exits or is killed at its deadline, the driver
+/// waits at most this long for its output pipes to close. It must fit in the slack the
+/// machines leave past a program's deadline.
+pub const PROGRAM_OUTPUT_GRACE: Duration = Duration::from_millis(100);
+
+const _: () = assert!(KVP_REPLY_BUDGET.as_nanos() < KVP_KERNEL_DEADLINE.as_nanos());
+const _: () = assert!(PROGRAM_OUTPUT_GRACE.as_nanos() < KVP_EFFECT_MARGIN.as_nanos());
+const _: () = assert!(
+    KVP_SET_IP_SCRIPT.as_nanos() + KVP_EFFECT_MARGIN.as_nanos() <= KVP_REPLY_BUDGET.as_nanos()
+);
+
+// ---- VSS timing rules (docs/protocol/vss.md §2) ----------------------------------------------
+
+/// The VSS kernel's timer for one host request (`TIMEOUT_LIMIT`, docs/protocol/vss.md §2.2):
+/// 15 s from the host's message to its reply, for the whole chain (application helper
+/// and daemon); when it fires the host gets `E_FAIL`.
+pub const VSS_KERNEL_DEADLINE: Duration = Duration::from_secs(15);
+/// We answer this long before the kernel's deadline.
+pub const VSS_ANSWER_MARGIN: Duration = Duration::from_millis(1000);
+/// Kept free for a rolled-back FREEZE's resume before the answer is due; also the
+/// deadline of a freezer round trip (resume, ping, kill).
+pub const VSS_ROLLBACK: Duration = Duration::from_millis(1000);
+/// Default: longest single freeze hook.
+pub const VSS_HOOK: Duration = Duration::from_secs(4);
+/// Default: all freeze hooks together.
+pub const VSS_HOOKS_TOTAL: Duration = Duration::from_secs(5);
+/// Default: `zpool sync`.
+pub const VSS_SYNC: Duration = Duration::from_secs(3);
+/// Default: each `zfs snapshot`.
+pub const VSS_SNAPSHOT: Duration = Duration::from_secs(2);
+/// Default: all UFSSUSPENDs together.
+pub const VSS_SUSPEND: Duration = Duration::from_millis(1000);
+/// Default: longest thaw hook.
+pub const VSS_THAW_HOOK: Duration = Duration::from_secs(4);
+/// How long past its deadline an effect may be late before it is given up.
+pub const VSS_GRACE: Duration = Duration::from_millis(500);
+/// Listing the mounts or the hook directory.
+pub const VSS_LISTING: Duration = Duration::from_secs(1);
+/// A FREEZE step with less time than this left (before the rollback reserve) is not
+/// started: the FREEZE is rolled back instead.
+pub const VSS_MIN_STEP: Duration = Duration::from_millis(50);
+/// Default: thaw by ourselves this long after a FREEZE with no THAW.
+pub const VSS_WATCHDOG: Duration = Duration::from_secs(30);
+/// The freezer's own auto-thaw comes this long after the daemon's watchdog, which
+/// normally thaws first and says why.
+pub const VSS_FREEZER_BACKSTOP: Duration = Duration::from_secs(1);
+/// Default: `hv_vss_app` thaws the application by itself this long after its FREEZE.
+pub const VSS_APP_AUTO_THAW: Duration = Duration::from_secs(45);
+/// Default: all of `hv_vss_app`'s freeze work.
+pub const VSS_APP_FREEZE_BUDGET: Duration = Duration::from_secs(10);
+/// Default: what `hv_vss_app` leaves of the 15 s to the file-system daemon.
+pub const VSS_APP_DAEMON_RESERVE: Duration = Duration::from_secs(3);
+/// Longest line between the daemon and its freezer (a mount point is at most 1024).
+pub const FREEZER_MAX_LINE: usize = 2048;
+
+// The defaults keep the rules `vss::rules::check` enforces on any configuration.
+const _: () = assert!(
+    VSS_HOOKS_TOTAL.as_nanos()
+        + VSS_SYNC.as_nanos()
+        + VSS_SNAPSHOT.as_nanos()
+        + VSS_SUSPEND.as_nanos()
+        + VSS_ANSWER_MARGIN.as_nanos()
+        + VSS_ROLLBACK.as_nanos()
+        < VSS_KERNEL_DEADLINE.as_nanos()
+);
+const _: () = assert!(VSS_HOOK.as_nanos() <= VSS_HOOKS_TOTAL.as_nanos());
+const _: () = assert!(VSS_WATCHDOG.as_nanos() > VSS_KERNEL_DEADLINE.as_nanos());
+const _: () = assert!(
+    VSS_APP_AUTO_THAW.as_nanos() > VSS_WATCHDOG.as_nanos() + VSS_FREEZER_BACKSTOP.as_nanos()
+);
+const _: () = assert!(VSS_APP_FREEZE_BUDGET.as_nanos() < VSS_KERNEL_DEADLINE.as_nanos());
+const _: () = assert!(VSS_APP_DAEMON_RESERVE.as_nanos() < VSS_KERNEL_DEADLINE.as_nanos());
+const _: () = assert!(VSS_MIN_STEP.as_nanos() < VSS_SUSPEND.as_nanos());
+const _: () = assert!(PROGRAM_OUTPUT_GRACE.as_nanos() < VSS_GRACE.as_nanos());
+const _: () = assert!(
+    VSS_LISTING.as_nanos() + VSS_ROLLBACK.as_nanos() + VSS_ANSWER_MARGIN.as_nanos()
+        < VSS_KERNEL_DEADLINE.as_nanos()
+);

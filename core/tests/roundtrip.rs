@@ -690,3 +690,98 @@ fn file_issues_survive_many_flawed_records() {
         .issues
         .contains(&PoolIssue::TooManyRecords { total }));
 }
+
+// ---------------------------------------------------------------------------------------
+// The freezer's line protocol (core::vss::freezer)
+// ---------------------------------------------------------------------------------------
+
+mod freezer_lines {
+    use std::time::Duration;
+
+    use hvguest_core::time::Instant;
+    use hvguest_core::vss::effect::VssResult;
+    use hvguest_core::vss::freezer::{
+        Command, FreezerCore, FreezerInput, FreezerOutput, LineBuffer, Reply,
+    };
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            (any::<String>(), any::<u32>()).prop_filter_map("a mount", |(m, ms)| {
+                (!m.is_empty()).then(|| Command::Suspend {
+                    mount: m,
+                    auto_thaw_after: Duration::from_millis(u64::from(ms)),
+                })
+            }),
+            Just(Command::Resume),
+            proptest::option::of(any::<u32>()).prop_map(|ms| Command::Ping {
+                auto_thaw_after: ms.map(|m| Duration::from_millis(u64::from(m))),
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Every command survives encode → decode (mount points with spaces, newlines and
+        /// backslashes included), as one line.
+        #[test]
+        fn commands_round_trip(c in command()) {
+            let line = c.encode();
+            prop_assert_eq!(line.matches('\n').count(), 1);
+            if line.len() <= hvguest_core::limits::FREEZER_MAX_LINE {
+                prop_assert_eq!(Command::decode(line.as_bytes()), Ok(c));
+            }
+        }
+
+        /// Any bytes: a value or an error, never a panic; a reply line always means
+        /// something to the machine.
+        #[test]
+        fn decoding_is_total(bytes in vec(any::<u8>(), 0..64)) {
+            // Only that they return: every outcome is a value.
+            let _ = Command::decode(&bytes);
+            let _ = Reply::decode(&bytes);
+            let r = Reply::result_of(&bytes);
+            prop_assert!(matches!(r, VssResult::Done | VssResult::Failed(_)));
+        }
+
+        /// Whatever arrives on its stdin, in whatever pieces, the freezer answers each
+        /// line once and never panics; UFSSUSPENDs it asks for all succeed here.
+        #[test]
+        fn the_freezer_answers_every_line(chunks in vec(vec(any::<u8>(), 0..40), 0..20)) {
+            let mut f = FreezerCore::new(Instant(0));
+            let mut lines = LineBuffer::default();
+            let (mut fed, mut replies) = (0usize, 0usize);
+            for (i, chunk) in chunks.iter().enumerate() {
+                for line in lines.push(chunk) {
+                    fed += 1;
+                    let mut input = Some(FreezerInput::Line(line));
+                    while let Some(inp) = input.take() {
+                        f.handle(Instant(i as u64), inp);
+                        while let Some(o) = f.poll_output() {
+                            match o {
+                                FreezerOutput::Suspend(_) => {
+                                    input = Some(FreezerInput::Suspended(Ok(())));
+                                }
+                                FreezerOutput::Reply(r) => {
+                                    prop_assert!(r.ends_with('\n'));
+                                    prop_assert_eq!(r.matches('\n').count(), 1);
+                                    replies += 1;
+                                }
+                                FreezerOutput::Resume(_) => {}
+                                FreezerOutput::Exit(_) => prop_assert!(false, "exit on a line"),
+                            }
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(fed, replies);
+            f.handle(Instant(1_000), FreezerInput::InputClosed);
+            let mut out = Vec::new();
+            while let Some(o) = f.poll_output() {
+                out.push(o);
+            }
+            prop_assert_eq!(out.last(), Some(&FreezerOutput::Exit(0)));
+            prop_assert!(!f.is_holding());
+        }
+    }
+}

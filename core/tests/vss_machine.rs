@@ -2284,3 +2284,233 @@ proptest! {
         fuzz_run(&acts, false);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Driver failures handed to the machine: the device fails, an answer is lost
+// ---------------------------------------------------------------------------------------
+
+/// The first run of `hook 10-a freeze` has started: the FREEZE is half way.
+fn half_way_through_freeze(d: &mut Driver<VssMachine>) {
+    d.program(
+        &format!("{} freeze", hook_path("20-b")),
+        Prog::Exit(ExitStatus::Code(0), ms(500)),
+    );
+    d.send_late(VssOp::Freeze as u32, Duration::ZERO);
+    // List mounts, list hooks, 10-a (50 ms): 20-b is running now.
+    d.advance_to(d.now.saturating_add(ms(200)));
+    assert!(
+        d.trace().contains(&run_line("20-b", "freeze")),
+        "{:?}",
+        d.trace()
+    );
+}
+
+#[test]
+fn device_failure_during_freeze_rolls_back_runs_thaw_hooks_and_exits() {
+    let mut d = mixed_daemon();
+    half_way_through_freeze(&mut d);
+    let mark = d.mark();
+    d.input(VssInput::DeviceFailed(IoError::EIO));
+    d.settle();
+    assert_eq!(
+        d.trace_since(mark),
+        vec![
+            "Write FREEZE FAIL".to_string(),
+            run_line("20-b", "thaw"),
+            run_line("10-a", "thaw"),
+            "Exit".into()
+        ]
+    );
+    assert!(d.events().contains(&VssEvent::DeviceFailed(IoError::EIO)));
+    assert!(d.fs.is_empty());
+    assert!(!d.trace().contains(&"Write FREEZE ok".to_string()));
+}
+
+#[test]
+fn device_failure_while_frozen_thaws_then_exits() {
+    let mut d = mixed_daemon();
+    d.request(VssOp::Freeze);
+    assert!(d.m.frozen());
+    let mark = d.mark();
+    d.input(VssInput::DeviceFailed(IoError(6)));
+    d.settle();
+    assert_eq!(
+        d.trace_since(mark),
+        vec![
+            "ResumeAll".to_string(),
+            run_line("20-b", "thaw"),
+            run_line("10-a", "thaw"),
+            "Exit".into()
+        ]
+    );
+    assert!(d.fs.is_empty());
+    assert!(!d.m.frozen());
+    // Gone: nothing more is read or done.
+    let mark = d.mark();
+    d.send_late(VssOp::Freeze as u32, Duration::ZERO);
+    assert!(d.trace_since(mark).is_empty());
+}
+
+#[test]
+fn device_failure_while_idle_exits_at_once() {
+    let mut d = mixed_daemon();
+    d.input(VssInput::DeviceFailed(IoError::EIO));
+    assert_eq!(d.trace(), s(&["Exit"]));
+}
+
+#[test]
+fn a_lost_ok_to_freeze_thaws_at_once() {
+    let mut d = mixed_daemon();
+    let msgid = d.request(VssOp::Freeze);
+    let (_, ok) = d.writes_since(0)[0];
+    assert_eq!(ok, msg_bytes(VssOp::Freeze as u32, VSS_SUCCESS, msgid));
+    let mark = d.mark();
+    d.input(VssInput::AnswerLost {
+        bytes: ok.to_vec(),
+        error: IoError::EIO,
+    });
+    d.settle();
+    assert_eq!(
+        d.trace_since(mark),
+        vec![
+            "ResumeAll".to_string(),
+            run_line("20-b", "thaw"),
+            run_line("10-a", "thaw"),
+        ]
+    );
+    assert!(d.events_since(mark).contains(&VssEvent::AnswerLost {
+        msgid,
+        error: IoError::EIO
+    }));
+    assert!(!d.m.frozen());
+    assert!(d.fs.is_empty());
+    assert_eq!(d.m.poll_timeout(), None, "no watchdog left");
+    // The host's THAW, when it comes, finds nothing frozen.
+    let mark = d.mark();
+    d.request(VssOp::Thaw);
+    assert_eq!(d.trace_since(mark), s(&["Write THAW ok"]));
+}
+
+#[test]
+fn other_lost_answers_change_nothing() {
+    let mut d = mixed_daemon();
+    let check = d.request(VssOp::Check);
+    let mark = d.mark();
+    d.input(VssInput::AnswerLost {
+        bytes: msg_bytes(VssOp::Check as u32, VSS_SUCCESS, check).to_vec(),
+        error: IoError::EIO,
+    });
+    // A failed FREEZE answer, and garbage, while frozen: the freeze stands.
+    d.request(VssOp::Freeze);
+    let mark2 = d.mark();
+    for bytes in [
+        msg_bytes(VssOp::Freeze as u32, VSS_FAIL, 1).to_vec(),
+        vec![1, 2, 3],
+    ] {
+        d.input(VssInput::AnswerLost {
+            bytes,
+            error: IoError::EIO,
+        });
+    }
+    d.settle();
+    assert!(
+        d.trace_since(mark2).is_empty(),
+        "{:?}",
+        d.trace_since(mark2)
+    );
+    assert!(d.m.frozen());
+    assert!(d
+        .trace_since(mark)
+        .ends_with(&["Write FREEZE ok".to_string()]));
+}
+
+#[test]
+fn app_device_failure_while_frozen_thaws_then_exits() {
+    let mut a = app_cmd();
+    a.request(VssOp::Freeze);
+    assert!(a.m.frozen());
+    let mark = a.mark();
+    a.input(VssInput::DeviceFailed(IoError::EIO));
+    a.settle();
+    assert_eq!(
+        a.trace_since(mark),
+        vec![format!("Run {APP_CMD} thaw"), "Exit".to_string()]
+    );
+    assert!(!a.m.frozen());
+}
+
+#[test]
+fn app_lost_ok_to_freeze_thaws_at_once() {
+    let mut a = app_cmd();
+    let msgid = a.request(VssOp::Freeze);
+    let mark = a.mark();
+    a.input(VssInput::AnswerLost {
+        bytes: msg_bytes(VssOp::Freeze as u32, VSS_SUCCESS, msgid).to_vec(),
+        error: IoError::EIO,
+    });
+    a.settle();
+    assert_eq!(a.trace_since(mark), vec![format!("Run {APP_CMD} thaw")]);
+    assert!(!a.m.frozen());
+    assert_eq!(a.m.poll_timeout(), None, "no auto-thaw left");
+}
+
+// ---------------------------------------------------------------------------------------
+// The configuration rules are asserted by the constructors
+// ---------------------------------------------------------------------------------------
+
+#[test]
+#[should_panic(expected = "breaks a rule")]
+fn daemon_refuses_a_budget_over_the_kernel_deadline() {
+    let cfg = VssConfig {
+        budget: Budget {
+            hooks_total: secs(12),
+            ..Budget::default()
+        },
+        ..VssConfig::default()
+    };
+    VssMachine::new(cfg, START);
+}
+
+#[test]
+#[should_panic(expected = "breaks a rule")]
+fn daemon_refuses_a_watchdog_before_the_kernel_deadline() {
+    let cfg = VssConfig {
+        watchdog: secs(15),
+        ..VssConfig::default()
+    };
+    VssMachine::new(cfg, START);
+}
+
+#[test]
+#[should_panic(expected = "breaks a rule")]
+fn app_refuses_a_freeze_budget_over_the_kernel_deadline() {
+    let cfg = AppConfig {
+        freeze_budget: secs(15),
+        ..AppConfig::default()
+    };
+    AppMachine::new(cfg, START);
+}
+
+#[test]
+fn the_freezer_backstop_follows_the_watchdog() {
+    let mut d = mixed_daemon();
+    let mark = d.mark();
+    d.request(VssOp::Freeze);
+    let backstops: Vec<Duration> = d.log[mark..]
+        .iter()
+        .filter_map(|r| match &r.out {
+            VssOutput::Effect {
+                effect:
+                    VssEffect::Suspend {
+                        auto_thaw_after, ..
+                    },
+                ..
+            } => Some(*auto_thaw_after),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(backstops.len(), 2);
+    let want = hvguest_core::vss::rules::freezer_backstop(VssConfig::default().watchdog);
+    assert!(backstops.iter().all(|b| *b == want), "{backstops:?}");
+    assert!(want > VssConfig::default().watchdog);
+}

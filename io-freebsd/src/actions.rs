@@ -19,6 +19,13 @@ impl ActionLog {
         Ok(ActionLog { file })
     }
 
+    /// A second appender on the same file (for another thread).
+    pub fn try_clone(&self) -> io::Result<ActionLog> {
+        Ok(ActionLog {
+            file: self.file.try_clone()?,
+        })
+    }
+
     pub fn record(&mut self, action: &str, target: &str, result: &str) -> io::Result<()> {
         let ms = clock::now().as_nanos() / 1_000_000;
         let line = format!("{ms} {action} {target} {result}\n");

@@ -191,7 +191,7 @@ impl PoolFiles {
                 .file(*f)
                 .and_then(|f| f.sync_all())
                 .map(|_| EffectResult::Done),
-            Effect::QueryAdapter(_) | Effect::ApplyIpConfig(_) => {
+            Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => {
                 Err(io::Error::other("system effect sent to the file lane"))
             }
         };
@@ -207,6 +207,7 @@ mod tests {
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("hvguest-files-{name}-{}", std::process::id()));
+        // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&d);
         d
     }

@@ -5,27 +5,25 @@
 //! its `/dev/ufssuspend` descriptor. So the daemon re-executes its own binary with
 //! `--freezer`: a fresh single-threaded process, working directory `/`, core dumps off,
 //! one descriptor per file system (O_CLOEXEC). It talks over its stdin/stdout, one line
-//! each way:
-//!
-//! ```text
-//! suspend <mountpoint> <auto-thaw ms>   ->  ok | err <errno> <text>
-//! resume                                ->  ok        (closes every descriptor)
-//! ping [<auto-thaw ms>]                ->  ok        (and moves the auto-thaw)
-//! ```
-//!
-//! It resumes everything and exits when its stdin closes (the daemon died or is done)
-//! and when its own auto-thaw deadline passes, so not even a hung daemon can leave a
-//! file system suspended. In emulation it suspends nothing and writes action lines.
+//! each way; the lines, what to answer, when to resume everything (stdin closed, stdout
+//! gone, its own auto-thaw) are `hvguest_core::vss::freezer`. This file only opens and
+//! closes descriptors and moves bytes. In emulation it suspends nothing and writes
+//! action lines.
 
+use hvguest_core::kvp::effect::IoError;
+use hvguest_core::vss::effect::VssResult;
+use hvguest_core::vss::freezer::{
+    Command, FreezerCore, FreezerInput, FreezerOutput, LineBuffer, Reply,
+};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::process::{Child, ChildStdin, ChildStdout, Command as Process, Stdio};
 
 use crate::actions::ActionLog;
+use crate::clock;
 
 /// How the freezer suspends: for real, or by writing action lines.
 pub enum Mode {
@@ -77,105 +75,127 @@ fn suspend_real(_mount: &str) -> io::Result<OwnedFd> {
     ))
 }
 
-/// The freezer process's whole life. Returns the exit code.
+/// The freezer process's whole life: bytes from stdin to [`FreezerCore`], its outputs
+/// carried out literally. Returns the exit code.
 pub fn freezer_main(mode: Mode) -> i32 {
     // Nothing of ours on a file system we may suspend, and no core file to write there.
-    let _ = std::env::set_current_dir("/");
-    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    // Both are precautions: a freezer still works from another directory or with core
+    // dumps on, so a failure is reported on stderr and we go on.
+    if let Err(e) = std::env::set_current_dir("/") {
+        eprintln!("freezer: chdir /: {e}");
+    }
+    if let Err(e) = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0) {
+        eprintln!("freezer: RLIMIT_CORE: {e}");
+    }
     let mut log = match &mode {
-        Mode::Emulated { actions } => ActionLog::open(actions).ok(),
+        Mode::Emulated { actions } => match ActionLog::open(actions) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                // Emulation without its log would act unseen: refuse to start. The daemon
+                // sees the pipe close and fails the FREEZE.
+                eprintln!("freezer: action log {}: {e}", actions.display());
+                return 1;
+            }
+        },
         Mode::Real => None,
     };
+    let mut core = FreezerCore::new(clock::now());
+    let mut lines = LineBuffer::default();
     let mut held: Vec<Held> = Vec::new();
-    let mut auto_thaw: Option<Instant> = None;
-    let mut input = Vec::new();
     let stdin = io::stdin();
     let mut out = io::stdout();
-    let resume_all = |held: &mut Vec<Held>, log: &mut Option<ActionLog>| {
-        // Later suspensions first: the reverse of how they were taken.
-        while let Some(h) = held.pop() {
-            drop(h._fd);
-            if let Some(l) = log.as_mut() {
-                let _ = l.record("resume", &h.mount, "ok");
+    let mut inputs: VecDeque<FreezerInput> = VecDeque::new();
+    loop {
+        while let Some(input) = inputs.pop_front() {
+            core.handle(clock::now(), input);
+            while let Some(o) = core.poll_output() {
+                match o {
+                    FreezerOutput::Suspend(mount) => {
+                        let result = match &mode {
+                            Mode::Real => suspend_real(&mount).map(Some),
+                            Mode::Emulated { .. } => Ok(None),
+                        };
+                        let result = match result {
+                            // Logged before it counts: a suspension the emulation cannot
+                            // record is undone (its descriptor closed) and reported failed.
+                            Ok(fd) => record(&mut log, "suspend", &mount, "ok").map(|()| {
+                                held.push(Held {
+                                    mount: mount.clone(),
+                                    _fd: fd,
+                                })
+                            }),
+                            Err(e) => Err(e),
+                        };
+                        inputs.push_front(FreezerInput::Suspended(
+                            result.map_err(|e| IoError(e.raw_os_error().unwrap_or(IoError::EIO.0))),
+                        ));
+                    }
+                    FreezerOutput::Resume(mount) => {
+                        if let Some(i) = held.iter().rposition(|h| h.mount == mount) {
+                            drop(held.remove(i));
+                        }
+                        // The descriptor is closed, so the file system is resumed, whatever
+                        // the log says; a resume cannot be undone for a failed log line.
+                        let _ = record(&mut log, "resume", &mount, "ok");
+                    }
+                    FreezerOutput::Reply(line) => {
+                        if out
+                            .write_all(line.as_bytes())
+                            .and_then(|_| out.flush())
+                            .is_err()
+                        {
+                            inputs.push_back(FreezerInput::OutputFailed);
+                        }
+                    }
+                    FreezerOutput::Exit(code) => {
+                        debug_assert!(held.is_empty(), "the core resumes before it exits");
+                        drop(std::mem::take(&mut held));
+                        // Exiting either way; the line only tells the emulation's reader.
+                        let _ = record(
+                            &mut log,
+                            "freezer-exit",
+                            &std::process::id().to_string(),
+                            "ok",
+                        );
+                        return code;
+                    }
+                }
             }
         }
-    };
-    loop {
-        let timeout = auto_thaw.map(|t| t.saturating_duration_since(Instant::now()));
+        let timeout = core
+            .poll_timeout()
+            .map(|t| t.saturating_since(clock::now()));
         let ms = timeout.map_or(PollTimeout::NONE, |d| {
             PollTimeout::from(u16::try_from(d.as_millis().min(60_000)).unwrap_or(60_000))
         });
         let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, ms) {
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
-            Ok(0) => {
-                if auto_thaw.is_some_and(|t| Instant::now() >= t) {
-                    break; // our own watchdog: thaw and go
-                }
-                continue;
-            }
-            Ok(_) => {}
-        }
-        let mut buf = [0u8; 512];
-        let n = match stdin.lock().read(&mut buf) {
-            Ok(0) | Err(_) => break, // the daemon is gone or done with us
-            Ok(n) => n,
-        };
-        input.extend_from_slice(&buf[..n]);
-        while let Some(end) = input.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = input.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line).trim().to_string();
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let reply = match words.as_slice() {
-                ["suspend", mount, ms] => {
-                    let result = match &mode {
-                        Mode::Real => suspend_real(mount).map(Some),
-                        Mode::Emulated { .. } => Ok(None),
-                    };
-                    match result {
-                        Ok(fd) => {
-                            held.push(Held {
-                                mount: mount.to_string(),
-                                _fd: fd,
-                            });
-                            let after = ms.parse::<u64>().unwrap_or(0);
-                            auto_thaw = Some(Instant::now() + Duration::from_millis(after));
-                            if let Some(l) = log.as_mut() {
-                                let _ = l.record("suspend", mount, "ok");
-                            }
-                            "ok".to_string()
-                        }
-                        Err(e) => format!("err {} {e}", e.raw_os_error().unwrap_or(5)),
+            // poll(2) on one valid descriptor cannot fail otherwise; if it does, we cannot
+            // hear the daemon any more: treat it as the daemon gone.
+            Err(_) => inputs.push_back(FreezerInput::InputClosed),
+            Ok(0) => inputs.push_back(FreezerInput::Timer),
+            Ok(_) => {
+                let mut buf = [0u8; 512];
+                match stdin.lock().read(&mut buf) {
+                    Ok(0) => inputs.push_back(FreezerInput::InputClosed),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => inputs.push_back(FreezerInput::InputClosed),
+                    Ok(n) => {
+                        inputs.extend(lines.push(&buf[..n]).into_iter().map(FreezerInput::Line))
                     }
                 }
-                ["resume"] => {
-                    resume_all(&mut held, &mut log);
-                    auto_thaw = None;
-                    "ok".to_string()
-                }
-                ["ping"] => "ok".to_string(),
-                ["ping", ms] => {
-                    // A FREEZE while frozen: our own auto-thaw starts again.
-                    if !held.is_empty() {
-                        let after = ms.parse::<u64>().unwrap_or(0);
-                        auto_thaw = Some(Instant::now() + Duration::from_millis(after));
-                    }
-                    "ok".to_string()
-                }
-                _ => format!("err 22 unknown command {line:?}"),
-            };
-            if writeln!(out, "{reply}").and_then(|_| out.flush()).is_err() {
-                resume_all(&mut held, &mut log);
-                return 1;
             }
         }
     }
-    resume_all(&mut held, &mut log);
-    if let Some(l) = log.as_mut() {
-        let _ = l.record("freezer-exit", &std::process::id().to_string(), "ok");
+}
+
+/// One action line, in emulation.
+fn record(log: &mut Option<ActionLog>, action: &str, target: &str, result: &str) -> io::Result<()> {
+    match log.as_mut() {
+        Some(l) => l.record(action, target, result),
+        None => Ok(()),
     }
-    0
 }
 
 /// The daemon's side: the running freezer and its pipes.
@@ -183,13 +203,13 @@ pub struct FreezerHandle {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
-    partial: Vec<u8>,
+    lines: LineBuffer,
 }
 
 impl FreezerHandle {
     /// Starts `exe --freezer [--emulate-actions FILE]`.
     pub fn spawn(exe: &Path, actions: Option<&Path>) -> io::Result<FreezerHandle> {
-        let mut cmd = Command::new(exe);
+        let mut cmd = Process::new(exe);
         cmd.arg("--freezer");
         if let Some(a) = actions {
             cmd.arg("--emulate-actions").arg(a);
@@ -213,7 +233,7 @@ impl FreezerHandle {
             child,
             stdin,
             stdout,
-            partial: Vec::new(),
+            lines: LineBuffer::default(),
         })
     }
 
@@ -225,44 +245,46 @@ impl FreezerHandle {
         self.stdout.as_raw_fd()
     }
 
-    pub fn send(&mut self, line: &str) -> io::Result<()> {
+    pub fn send(&mut self, command: &Command) -> io::Result<()> {
         let w = self
             .stdin
             .as_mut()
             .ok_or_else(|| io::Error::from_raw_os_error(nix::libc::EPIPE))?;
-        w.write_all(format!("{line}\n").as_bytes())?;
+        w.write_all(command.encode().as_bytes())?;
         w.flush()
     }
 
-    /// Complete reply lines available now; `Err` when the freezer has gone (EOF).
-    pub fn replies(&mut self) -> io::Result<Vec<String>> {
+    /// What the reply lines available now mean; `Err` when the freezer has gone (EOF).
+    pub fn replies(&mut self) -> io::Result<Vec<VssResult>> {
         let mut buf = [0u8; 512];
+        let mut results = Vec::new();
         loop {
             match self.stdout.read(&mut buf) {
                 Ok(0) => return Err(io::Error::from_raw_os_error(nix::libc::EPIPE)),
-                Ok(n) => self.partial.extend_from_slice(&buf[..n]),
+                Ok(n) => results.extend(self.lines.push(&buf[..n]).into_iter().map(|l| match l {
+                    Ok(line) => Reply::result_of(&line),
+                    // An overlong line is no reply we know.
+                    Err(_) => VssResult::Failed(IoError::EIO),
+                })),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        let mut lines = Vec::new();
-        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            lines.push(String::from_utf8_lossy(&line).trim().to_string());
-        }
-        Ok(lines)
+        Ok(results)
     }
 
     /// Closes its stdin: it resumes everything and exits. Waits for it.
-    pub fn close(mut self) {
+    pub fn close(mut self) -> io::Result<()> {
         drop(self.stdin.take());
-        let _ = self.child.wait();
+        self.child.wait().map(drop)
     }
 
-    /// SIGKILL: the kernel closes its descriptors, resuming everything.
-    pub fn kill(mut self) {
+    /// SIGKILL: the kernel closes its descriptors, resuming everything. Waits for it.
+    pub fn kill(mut self) -> io::Result<()> {
+        // kill(2) fails only if the child has already exited (been waited for it cannot
+        // be: we own it), which is what we want; wait reaps it either way.
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.wait().map(drop)
     }
 }

@@ -10,15 +10,14 @@
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::describe;
-use hvguest_core::kvp::effect::{FileId, Input};
+use hvguest_core::kvp::effect::{EffectResult, FileId, Input, IoError};
 use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
 use hvguest_core::kvp::trace_file::describe_request;
 use hvguest_core::kvp::wire::PoolId;
-use hvguest_core::limits::KVP_MSG_SIZE;
+use hvguest_core::limits::{HOSTNAME_REFRESH, KVP_MSG_SIZE};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -34,11 +33,6 @@ use crate::sysinfo;
 const DEVICE: Token = Token(0);
 const SIGNAL: Token = Token(1);
 const WAKE: Token = Token(2);
-
-/// How often the host name is looked up again (in the background).
-const FQDN_REFRESH: Duration = Duration::from_secs(300);
-/// Deadline of the SET_IP_INFO script: inside the core's reply budget.
-const SCRIPT_DEADLINE: Duration = Duration::from_millis(4000);
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -74,19 +68,20 @@ pub enum DaemonError {
 
 /// Keeps the host name fresh off the request path: DNS can take longer than the
 /// kernel's 5 s (problem K2), so the machine always answers from the last lookup.
-fn spawn_fqdn_refresh(waker: Arc<Waker>) -> Receiver<SystemInfo> {
+fn spawn_fqdn_refresh(waker: Arc<Waker>) -> std::io::Result<Receiver<SystemInfo>> {
     let (tx, rx) = channel();
-    let _ = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("kvp-fqdn".into())
         .spawn(move || loop {
             let info = sysinfo::system_info(&sysinfo::lookup_fqdn());
             if tx.send(info).is_err() {
                 return;
             }
+            // A failed wake means the poll is gone, and the loop with it.
             let _ = waker.wake();
-            std::thread::sleep(FQDN_REFRESH);
-        });
-    rx
+            std::thread::sleep(HOSTNAME_REFRESH);
+        })?;
+    Ok(rx)
 }
 
 struct Loop<'a> {
@@ -96,6 +91,8 @@ struct Loop<'a> {
     log: &'a Logger,
     recorder: Option<Recorder>,
     exit: bool,
+    /// Inputs produced while executing outputs (an effect no lane could take).
+    later: Vec<Input>,
 }
 
 impl Loop<'_> {
@@ -119,6 +116,12 @@ impl Loop<'_> {
         }
         self.machine.handle(now, input);
         self.drain();
+        while !self.later.is_empty() {
+            for input in std::mem::take(&mut self.later) {
+                self.machine.handle(clock::now(), input);
+                self.drain();
+            }
+        }
     }
 
     /// Executes every queued output, in order.
@@ -142,7 +145,15 @@ impl Loop<'_> {
                         self.log
                             .debug(&format!("effect #{}: {}", id.0, describe::effect(&effect)));
                     }
-                    self.lanes.submit(id, effect);
+                    if let Err(e) = self.lanes.submit(id, effect) {
+                        // The lane's thread is gone: the effect fails, and the machine
+                        // decides (a failed pool is recovered and retried).
+                        self.log.error(&format!("effect #{}: {e}", id.0));
+                        self.later.push(Input::EffectDone {
+                            id,
+                            result: EffectResult::Failed(IoError::EIO),
+                        });
+                    }
                 }
                 Output::Event(e) => self.event(&e),
                 Output::Exit => self.exit = true,
@@ -193,14 +204,13 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     };
     let mut poll = Poll::new().map_err(DaemonError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(DaemonError::Poll)?);
-    let lanes = Lanes::start(
-        files,
-        cfg.scripts_dir.clone(),
-        SCRIPT_DEADLINE,
-        waker.clone(),
-    )
-    .map_err(DaemonError::Poll)?;
-    let infos = spawn_fqdn_refresh(waker);
+    let lanes =
+        Lanes::start(files, cfg.scripts_dir.clone(), waker.clone()).map_err(DaemonError::Poll)?;
+    let infos = spawn_fqdn_refresh(waker).unwrap_or_else(|e| {
+        // No fresh host name: the machine keeps the plain one it started with.
+        log.warn(&format!("host name refresh not started: {e}"));
+        channel().1
+    });
     let device_fd = device.raw_fd();
     poll.registry()
         .register(&mut SourceFd(&device_fd), DEVICE, Interest::READABLE)
@@ -216,11 +226,13 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
         log,
         recorder,
         exit: false,
+        later: Vec::new(),
     };
     lp.drain(); // the machine starts recovery as it is made
     let mut events = Events::with_capacity(16);
     let mut buf = vec![0u8; KVP_MSG_SIZE + 1];
     let mut result = Ok(());
+    let mut device_live = true;
     while !lp.exit {
         let timeout = lp
             .machine
@@ -235,23 +247,39 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
         }
         for ev in events.iter() {
             match ev.token() {
-                DEVICE => {
-                    match lp.device.read(&mut buf) {
+                DEVICE if device_live => {
+                    let failed = match lp.device.read(&mut buf) {
                         Ok(ReadOutcome::Message(n)) => {
-                            lp.step(Input::DeviceRead(buf[..n].to_vec()))
+                            lp.step(Input::DeviceRead(buf[..n].to_vec()));
+                            None
                         }
-                        Ok(ReadOutcome::NotReady) => {}
-                        Ok(ReadOutcome::Closed) => result = Err(DaemonError::DeviceClosed),
-                        Err(e) => result = Err(DaemonError::DeviceRead(e)),
-                    }
+                        Ok(ReadOutcome::NotReady) => None,
+                        Ok(ReadOutcome::Closed) => Some(DaemonError::DeviceClosed),
+                        Err(e) => Some(DaemonError::DeviceRead(e)),
+                    };
                     // Re-arm: the poll(2) backend and edge-triggered epoll both report
                     // a still-readable device again after this.
-                    let _ = poll.registry().reregister(
-                        &mut SourceFd(&device_fd),
-                        DEVICE,
-                        Interest::READABLE,
-                    );
+                    let failed = failed.or_else(|| {
+                        poll.registry()
+                            .reregister(&mut SourceFd(&device_fd), DEVICE, Interest::READABLE)
+                            .err()
+                            .map(DaemonError::Poll)
+                    });
+                    if let Some(e) = failed {
+                        // No request can come any more: the machine finishes what it
+                        // started (a mutation reaches the disk whole) and exits; the
+                        // error is returned then.
+                        log.warn(&format!("device: {e}; finishing, then exiting"));
+                        device_live = false;
+                        if let Err(d) = poll.registry().deregister(&mut SourceFd(&device_fd)) {
+                            // Its events are ignored from now on anyway.
+                            log.warn(&format!("device: deregister: {d}"));
+                        }
+                        result = Err(e);
+                        lp.step(Input::Shutdown);
+                    }
                 }
+                DEVICE => {}
                 SIGNAL => {
                     if signals.take() {
                         log.info("signal: finishing what was started, then exiting");
@@ -267,9 +295,6 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                     }
                 }
             }
-        }
-        if result.is_err() {
-            break;
         }
         if lp.machine.poll_timeout().is_some_and(|t| t <= clock::now()) {
             lp.step(Input::Timer);

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use hvguest_core::kvp::effect::{Effect, EffectId, EffectResult, IoError, Lane};
 use mio::Waker;
@@ -51,7 +50,6 @@ impl Lanes {
     pub fn start(
         mut files: PoolFiles,
         scripts_dir: PathBuf,
-        script_deadline: Duration,
         waker: Arc<Waker>,
     ) -> std::io::Result<Lanes> {
         let (file_tx, file_rx) = channel();
@@ -66,8 +64,8 @@ impl Lanes {
         )?;
         let sys_thread = worker("kvp-system", sys_rx, done_tx, waker, move |e| match e {
             Effect::QueryAdapter(mac) => EffectResult::Adapter(sysinfo::query_adapter(*mac)),
-            Effect::ApplyIpConfig(cfg) => {
-                match sysinfo::apply_ip_config(cfg, &scripts_dir, script_deadline) {
+            Effect::ApplyIpConfig { config, deadline } => {
+                match sysinfo::apply_ip_config(config, &scripts_dir, *deadline) {
                     Ok(()) => EffectResult::Done,
                     Err(e) => EffectResult::Failed(e),
                 }
@@ -82,14 +80,15 @@ impl Lanes {
         })
     }
 
-    pub fn submit(&self, id: EffectId, effect: Effect) {
-        let tx = match effect.lane() {
-            Lane::File => &self.file,
-            Lane::System => &self.system,
+    /// Hands the effect to its lane's thread; an error if that thread is gone (it
+    /// panicked), and then no result will come for it.
+    pub fn submit(&self, id: EffectId, effect: Effect) -> std::io::Result<()> {
+        let (tx, lane) = match effect.lane() {
+            Lane::File => (&self.file, "file"),
+            Lane::System => (&self.system, "system"),
         };
-        // The workers live as long as `self`; a send can only fail if one panicked,
-        // and then the effect is lost and the request meets its deadline.
-        let _ = tx.send((id, effect));
+        tx.send((id, effect))
+            .map_err(|_| std::io::Error::other(format!("the {lane} lane's thread has gone")))
     }
 
     /// Closes the channels and waits for the workers to finish what they hold.
@@ -97,6 +96,8 @@ impl Lanes {
         drop(self.file);
         drop(self.system);
         for t in self.threads {
+            // Err only if the thread panicked; its panic was already printed, and we
+            // are exiting either way.
             let _ = t.join();
         }
     }

@@ -139,7 +139,7 @@ fn file_of(effect: &Effect) -> Option<FileId> {
         Effect::Read { file, .. } | Effect::Write { file, .. } | Effect::SetLen { file, .. } => {
             Some(*file)
         }
-        Effect::QueryAdapter(_) | Effect::ApplyIpConfig(_) => None,
+        Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => None,
     }
 }
 
@@ -152,7 +152,7 @@ fn action_of(effect: &Effect) -> &'static str {
         Effect::Write { .. } => "writing",
         Effect::SetLen { .. } => "resizing",
         Effect::Fsync(_) => "syncing",
-        Effect::QueryAdapter(_) | Effect::ApplyIpConfig(_) => "using",
+        Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => "using",
     }
 }
 
@@ -415,6 +415,7 @@ mod tests {
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("hvguest-access-{name}-{}", std::process::id()));
+        // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&d);
         d
     }

@@ -46,6 +46,7 @@ impl Pidfile {
             Ok(l) => l,
             Err((mut f, _)) => {
                 let mut pid = String::new();
+                // Only for the message: an unreadable pidfile still means "running".
                 let _ = f.read_to_string(&mut pid);
                 return Err(ProcessError::AlreadyRunning {
                     pid: pid.trim().to_string(),
@@ -66,6 +67,7 @@ impl Pidfile {
 
 impl Drop for Pidfile {
     fn drop(&mut self) {
+        // Exiting: a pidfile left behind is harmless (the next start locks it anew).
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -147,6 +149,7 @@ mod tests {
         }
         drop(first);
         assert!(!path.exists());
+        // Cleaning up test scratch space; a leftover is harmless.
         let _ = std::fs::remove_dir(path.parent().unwrap());
     }
 }

@@ -50,8 +50,9 @@ use nix::fcntl::OFlag;
 /// How much output is kept: of stdout and stderr together for [`run`], of each for
 /// [`run_split`].
 pub const OUTPUT_LIMIT: usize = 4096;
-/// How long to wait for the output pipes to close once the program has exited.
-pub const OUTPUT_GRACE: Duration = Duration::from_millis(100);
+/// How long to wait for the output pipes to close once the program has exited: inside
+/// the slack the core leaves past a program's deadline.
+pub use hvguest_core::limits::PROGRAM_OUTPUT_GRACE as OUTPUT_GRACE;
 /// How often the child is polled while it runs.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const ENOENT: i32 = 2;
@@ -218,6 +219,8 @@ fn wait_until(child: &mut Child, end: Instant) -> ExitStatus {
         let now = Instant::now();
         if now >= end {
             kill_group(child);
+            // Reaping after SIGKILL: it can fail only if already reaped, and the answer
+            // is TimedOut either way.
             let _ = child.wait();
             return ExitStatus::TimedOut;
         }
@@ -245,6 +248,7 @@ fn kill_group(child: &mut Child) {
         .is_ok()
     });
     if !killed {
+        // Fails only if the child has already exited, which is what we want.
         let _ = child.kill();
     }
 }
@@ -273,6 +277,7 @@ fn spawn_reader(
                     Err(_) => break,
                 }
             }
+            // The receiver gives up after its grace; output that comes later is dropped.
             let _ = tx.send((which, kept));
         })
         .is_ok()
@@ -362,6 +367,7 @@ pub(crate) mod tests {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let dir =
                 std::env::temp_dir().join(format!("hvguest-unit-{}-{n}-{tag}", std::process::id()));
+            // Test scratch space: it may not exist, and a leftover is harmless.
             let _ = std::fs::remove_dir_all(&dir);
             // A test that cannot make its directory cannot run at all.
             std::fs::create_dir_all(&dir).unwrap();
@@ -374,6 +380,7 @@ pub(crate) mod tests {
 
     impl Drop for TempDir {
         fn drop(&mut self) {
+            // Test scratch space: it may not exist, and a leftover is harmless.
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }

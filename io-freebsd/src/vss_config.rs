@@ -59,6 +59,7 @@ use std::time::Duration;
 use hvguest_core::vss::app::AppConfig;
 use hvguest_core::vss::machine::{Budget, VssConfig};
 use hvguest_core::vss::policy::FsAction;
+use hvguest_core::vss::rules::{self, RuleError};
 
 /// Where the daemons look when not told otherwise.
 pub const DEFAULT_CONFIG: &str = "/usr/local/etc/hvguest/vss.conf";
@@ -196,34 +197,9 @@ pub enum Problem {
         value: String,
         why: String,
     },
-    #[error(
-        "hooks_total + zpool_sync_timeout + zfs_snapshot_timeout + suspend_timeout \
-         + {} (answer margin and rollback) = {}, must be under {} (the kernel's deadline)",
-        show(*.fixed), show(*.sum), show(*.limit)
-    )]
-    BudgetTooLong {
-        sum: Duration,
-        fixed: Duration,
-        limit: Duration,
-    },
-    #[error(
-        "app_auto_thaw ({}) must be more than watchdog + 1s ({}), so that the file \
-         systems are thawed before the application",
-        show(*.auto_thaw), show(*.backstop)
-    )]
-    AutoThawTooEarly {
-        auto_thaw: Duration,
-        backstop: Duration,
-    },
-}
-
-/// `4s`, `500ms`, `1500ms`.
-fn show(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+    /// A rule between several settings (`hvguest_core::vss::rules`).
+    #[error(transparent)]
+    Rule(RuleError),
 }
 
 /// The configuration a missing file means.
@@ -259,18 +235,11 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     }
 }
 
-const BUDGET_SUM_KEYS: [&str; 4] = [
-    "hooks_total",
-    "zpool_sync_timeout",
-    "zfs_snapshot_timeout",
-    "suspend_timeout",
-];
-
 /// The contents of a configuration file, over [`defaults`].
 pub fn parse(text: &[u8]) -> Result<LoadedConfig, BadLine> {
     let mut cfg = defaults();
     // Every key set, with its line.
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut seen: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for (i, raw) in text.split(|b| *b == b'\n').enumerate() {
         let line = i + 1;
         let bad = |problem| BadLine { line, problem };
@@ -288,7 +257,7 @@ pub fn parse(text: &[u8]) -> Result<LoadedConfig, BadLine> {
         if !is_known(key) {
             return Err(bad(Problem::UnknownKey(key.to_string())));
         }
-        if let Some(&first) = seen.get(key) {
+        if let Some(&(first, _)) = seen.get(key) {
             return Err(bad(Problem::Duplicate {
                 key: key.to_string(),
                 first,
@@ -307,7 +276,7 @@ pub fn parse(text: &[u8]) -> Result<LoadedConfig, BadLine> {
                 why,
             })
         })?;
-        seen.insert(key.to_string(), line);
+        seen.insert(key.to_string(), (line, value.to_string()));
     }
     check_whole(&cfg, &seen)?;
     Ok(cfg)
@@ -343,7 +312,6 @@ fn is_fstype(s: &str) -> bool {
 /// Applies one setting whose key is known and value non-empty; the error says why the
 /// value is refused.
 fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
-    let kernel = cfg.vss.budget.kernel;
     let budget = &mut cfg.vss.budget;
     match key {
         "hook_dir" => {
@@ -375,16 +343,7 @@ fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
         }
         "zpool" => cfg.zpool = PathBuf::from(absolute_path(value)?),
         "zfs" => cfg.zfs = PathBuf::from(absolute_path(value)?),
-        "watchdog" => {
-            let d = duration(value)?;
-            if d <= kernel {
-                return Err(format!(
-                    "must be more than {} (a THAW can come no earlier than the kernel's deadline)",
-                    show(kernel)
-                ));
-            }
-            cfg.vss.watchdog = d;
-        }
+        "watchdog" => cfg.vss.watchdog = duration(value)?,
         "hook_timeout" => budget.hook = duration(value)?,
         "hooks_total" => budget.hooks_total = duration(value)?,
         "zpool_sync_timeout" => budget.sync = duration(value)?,
@@ -392,16 +351,7 @@ fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
         "suspend_timeout" => budget.suspend = duration(value)?,
         "thaw_hook_timeout" => budget.thaw_hook = duration(value)?,
         "app_auto_thaw" => cfg.app.auto_thaw = duration(value)?,
-        "app_freeze_budget" => {
-            let d = duration(value)?;
-            if d >= kernel {
-                return Err(format!(
-                    "must be under {} (the kernel's deadline)",
-                    show(kernel)
-                ));
-            }
-            cfg.app.freeze_budget = d;
-        }
+        "app_freeze_budget" => cfg.app.freeze_budget = duration(value)?,
         "policy.default" => {
             cfg.vss.policy.default = match FsAction::parse(value) {
                 Some(a @ (FsAction::Veto | FsAction::Ignore)) => a,
@@ -460,39 +410,34 @@ fn duration(value: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// The checks that involve several keys; reported on the line of the last key
-/// involved that the file sets.
-fn check_whole(cfg: &LoadedConfig, seen: &BTreeMap<String, usize>) -> Result<(), BadLine> {
-    let line_of = |keys: &[&str]| {
-        keys.iter()
-            .filter_map(|k| seen.get(*k).copied())
-            .max()
-            .unwrap_or(0)
+/// The timing rules (one core function decides them), reported on the line of the last
+/// setting involved that the file sets. A rule about one setting reads as a bad value
+/// of that setting.
+fn check_whole(
+    cfg: &LoadedConfig,
+    seen: &BTreeMap<String, (usize, String)>,
+) -> Result<(), BadLine> {
+    let Err(e) = rules::check(&cfg.vss, &cfg.app) else {
+        return Ok(());
     };
-    let b = &cfg.vss.budget;
-    let fixed = b.margin + b.rollback;
-    let sum = b.hooks_total + b.sync + b.snapshot + b.suspend + fixed;
-    if sum >= b.kernel {
-        return Err(BadLine {
-            line: line_of(&BUDGET_SUM_KEYS),
-            problem: Problem::BudgetTooLong {
-                sum,
-                fixed,
-                limit: b.kernel,
+    let keys: Vec<&str> = e.settings().iter().map(|s| s.key()).collect();
+    let line = keys
+        .iter()
+        .filter_map(|k| seen.get(*k).map(|(line, _)| *line))
+        .max()
+        .unwrap_or(0);
+    let problem = match keys.as_slice() {
+        [key] => match seen.get(*key) {
+            Some((_, value)) => Problem::BadValue {
+                key: key.to_string(),
+                value: value.clone(),
+                why: e.to_string(),
             },
-        });
-    }
-    let backstop = cfg.vss.watchdog + Duration::from_secs(1);
-    if cfg.app.auto_thaw <= backstop {
-        return Err(BadLine {
-            line: line_of(&["watchdog", "app_auto_thaw"]),
-            problem: Problem::AutoThawTooEarly {
-                auto_thaw: cfg.app.auto_thaw,
-                backstop,
-            },
-        });
-    }
-    Ok(())
+            None => Problem::Rule(e),
+        },
+        _ => Problem::Rule(e),
+    };
+    Err(BadLine { line, problem })
 }
 
 #[cfg(test)]
@@ -594,6 +539,7 @@ mod tests {
     #[test]
     fn missing_file_means_defaults_and_errors_name_the_file() {
         let dir = std::env::temp_dir().join(format!("hvguest-vss-config-{}", std::process::id()));
+        // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(load(&dir.join("missing.conf")).unwrap(), defaults());
@@ -619,6 +565,7 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with(&format!("{}: cannot read", dir.display())));
+        // Cleaning up test scratch space; a leftover is harmless.
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -756,10 +703,10 @@ mod tests {
         assert_eq!(e.line, 2);
         assert_eq!(
             e.problem,
-            Problem::AutoThawTooEarly {
+            Problem::Rule(RuleError::AutoThawTooEarly {
                 auto_thaw: secs(31),
                 backstop: secs(31)
-            }
+            })
         );
         assert!(e.problem.to_string().contains("watchdog + 1s (31s)"));
         let e = err("app_auto_thaw = 40s\n\nwatchdog = 40s");
@@ -816,22 +763,24 @@ mod tests {
         assert_eq!(e.line, 3);
         assert_eq!(
             e.problem,
-            Problem::BudgetTooLong {
+            Problem::Rule(RuleError::BudgetTooLong {
                 sum: secs(16),
                 fixed: secs(2),
                 limit: secs(15)
-            }
+            })
         );
         let text = e.problem.to_string();
         assert!(text.contains("= 16s, must be under 15s"), "{text}");
         assert!(text.contains("+ 2s (answer margin and rollback)"), "{text}");
         let e = err("zfs_snapshot_timeout = 4s\nsuspend_timeout = 1s");
         assert_eq!(e.line, 2);
-        assert!(matches!(e.problem, Problem::BudgetTooLong { sum, .. } if sum == secs(15)));
+        assert!(
+            matches!(e.problem, Problem::Rule(RuleError::BudgetTooLong { sum, .. }) if sum == secs(15))
+        );
         let e = err("suspend_timeout = 3500ms\nhook_timeout = 1s\nhooks_total = 6s");
         assert_eq!(e.line, 3);
         assert!(
-            matches!(e.problem, Problem::BudgetTooLong { sum, .. } if sum == Duration::from_millis(16500)),
+            matches!(e.problem, Problem::Rule(RuleError::BudgetTooLong { sum, .. }) if sum == Duration::from_millis(16500)),
             "{e}"
         );
         assert!(e.problem.to_string().contains("= 16500ms"));
@@ -910,6 +859,7 @@ mod tests {
         // Whatever passes here must not trip the machines' own assertions.
         let c = ok("watchdog = 16s\napp_auto_thaw = 18s");
         let now = hvguest_core::time::Instant(0);
+        // Constructing them is the test: they assert the rules.
         let _ = hvguest_core::vss::machine::VssMachine::new(c.vss.clone(), now);
         let _ = hvguest_core::vss::app::AppMachine::new(c.app.clone(), now);
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use hvguest_core::kvp::effect::{EffectId, IoError};
 use hvguest_core::vss::app::AppMachine;
 use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
+use hvguest_core::vss::freezer::Command;
 use hvguest_core::vss::machine::{VssMachine, VssOutput};
 use hvguest_core::Instant;
 use mio::unix::SourceFd;
@@ -115,6 +116,7 @@ type Completion = (EffectId, VssResult);
 /// Runs the effects that are programs or listings, in order, on one thread.
 fn spawn_worker(
     paths: VssPaths,
+    mut actions: Option<ActionLog>,
     waker: Arc<Waker>,
 ) -> std::io::Result<(Sender<Job>, Receiver<Completion>)> {
     let (tx, rx) = channel::<(EffectId, VssEffect)>();
@@ -122,14 +124,11 @@ fn spawn_worker(
     std::thread::Builder::new()
         .name("vss-programs".into())
         .spawn(move || {
-            let mut actions = paths
-                .emulate_actions
-                .as_deref()
-                .and_then(|p| ActionLog::open(p).ok());
-            let mut record = |action: &str, target: &str, result: &str| {
-                if let Some(a) = actions.as_mut() {
-                    let _ = a.record(action, target, result);
-                }
+            // In emulation the action line is the action: one that cannot be written did
+            // not happen, and the effect fails with the log's error.
+            let mut record = |action: &str, target: &str, result: &str| match actions.as_mut() {
+                Some(a) => a.record(action, target, result).map_err(|e| io_error(&e)),
+                None => Ok(()),
             };
             let emulating = paths.emulate_mounts.is_some();
             for (id, effect) in rx {
@@ -150,15 +149,17 @@ fn spawn_worker(
                         let ran = programs::run(argv, *deadline, &paths.path);
                         let target = argv.first().cloned().unwrap_or_default();
                         let arg = argv.last().cloned().unwrap_or_default();
-                        record("hook", &target, &arg);
-                        VssResult::Exit(ran.status)
+                        match record("hook", &target, &arg) {
+                            Ok(()) => VssResult::Exit(ran.status),
+                            Err(e) => VssResult::Failed(e),
+                        }
                     }
                     VssEffect::ZpoolSync { pools, deadline } => {
                         if emulating {
-                            for p in pools {
-                                record("zpool-sync", p, "ok");
+                            match pools.iter().try_for_each(|p| record("zpool-sync", p, "ok")) {
+                                Ok(()) => VssResult::Exit(ExitStatus::Code(0)),
+                                Err(e) => VssResult::Failed(e),
                             }
-                            VssResult::Exit(ExitStatus::Code(0))
                         } else {
                             let mut argv = vec![paths.zpool.display().to_string(), "sync".into()];
                             argv.extend(pools.iter().cloned());
@@ -167,8 +168,10 @@ fn spawn_worker(
                     }
                     VssEffect::ZfsSnapshot { snapshot, deadline } => {
                         if emulating {
-                            record("snapshot", snapshot, "ok");
-                            VssResult::Exit(ExitStatus::Code(0))
+                            match record("snapshot", snapshot, "ok") {
+                                Ok(()) => VssResult::Exit(ExitStatus::Code(0)),
+                                Err(e) => VssResult::Failed(e),
+                            }
                         } else {
                             let argv = vec![
                                 paths.zfs.display().to_string(),
@@ -184,6 +187,7 @@ fn spawn_worker(
                 if done_tx.send((id, result)).is_err() {
                     return;
                 }
+                // A failed wake means the poll is gone, and the loop with it.
                 let _ = waker.wake();
             }
         })?;
@@ -205,6 +209,8 @@ struct Loop<'a, M: VssLike> {
     worker: Sender<Job>,
     freezer: Freezer,
     registry: Registry,
+    /// Emulation's action log (the daemon's own lines: a killed freezer).
+    actions: Option<ActionLog>,
     exit: bool,
     /// Inputs produced while executing outputs (the freezer died on a send, a kill).
     later: Vec<VssInput>,
@@ -214,13 +220,7 @@ impl<M: VssLike> Loop<'_, M> {
     fn step(&mut self, input: VssInput) {
         self.machine.handle(clock::now(), input);
         self.drain();
-        while !self.later.is_empty() {
-            let inputs = std::mem::take(&mut self.later);
-            for i in inputs {
-                self.machine.handle(clock::now(), i);
-                self.drain();
-            }
-        }
+        self.step_later();
     }
 
     fn drain(&mut self) {
@@ -229,6 +229,11 @@ impl<M: VssLike> Loop<'_, M> {
                 VssOutput::DeviceWrite(m) => {
                     if let Err(e) = self.device.write(&m) {
                         self.log.warn(&format!("device write failed: {e}"));
+                        // The core decides what a lost answer means.
+                        self.later.push(VssInput::AnswerLost {
+                            bytes: m.to_vec(),
+                            error: io_error(&e),
+                        });
                     }
                 }
                 VssOutput::Event(e) => self.log.info(&format!("{e:?}")),
@@ -238,71 +243,96 @@ impl<M: VssLike> Loop<'_, M> {
         }
     }
 
+    /// The freezer child is gone (killed, or its stdout closed): stop listening to it,
+    /// reap it, and tell the machine.
+    fn freezer_gone(&mut self, h: FreezerHandle, killed: bool) {
+        let pid = h.pid();
+        if let Err(e) = self.registry.deregister(&mut SourceFd(&h.stdout_fd())) {
+            // Its descriptor is closed below either way, which removes it from the poll.
+            self.log.warn(&format!("freezer: deregister: {e}"));
+        }
+        let reaped = if killed { h.kill() } else { h.close() };
+        if let Err(e) = reaped {
+            self.log.warn(&format!("freezer {pid}: wait: {e}"));
+        }
+        // A freezer that exits writes its own line; one we killed cannot.
+        if let (true, Some(a)) = (killed, self.actions.as_mut()) {
+            if let Err(e) = a.record("freezer-exit", &pid.to_string(), "killed") {
+                self.log.warn(&format!("action log: {e}"));
+            }
+        }
+        if let Some(id) = self.freezer.waiting.take() {
+            self.later.push(VssInput::EffectDone {
+                id,
+                result: VssResult::Failed(IoError(nix::libc::EPIPE)),
+            });
+        }
+        self.later.push(VssInput::FreezerExited);
+    }
+
     fn effect(&mut self, id: EffectId, effect: VssEffect) {
-        let line = match &effect {
-            VssEffect::Suspend {
-                mount,
-                auto_thaw_after,
-            } => Some(format!("suspend {mount} {}", auto_thaw_after.as_millis())),
-            VssEffect::ResumeAll => Some("resume".to_string()),
-            VssEffect::PingFreezer { .. } => Some("ping".to_string()),
-            VssEffect::KillFreezer => {
-                if let Some(h) = self.freezer.handle.take() {
-                    let pid = h.pid();
-                    let _ = self.registry.deregister(&mut SourceFd(&h.stdout_fd()));
-                    h.kill();
-                    if let Some(a) = &self.freezer.actions {
-                        if let Ok(mut log) = ActionLog::open(a) {
-                            let _ = log.record("freezer-exit", &pid.to_string(), "killed");
-                        }
-                    }
-                }
-                self.freezer.waiting = None;
+        if let VssEffect::KillFreezer = effect {
+            self.freezer.waiting = None;
+            self.later.push(VssInput::EffectDone {
+                id,
+                result: VssResult::Done,
+            });
+            match self.freezer.handle.take() {
+                Some(h) => self.freezer_gone(h, true),
+                None => self.later.push(VssInput::FreezerExited),
+            }
+            return;
+        }
+        let Some(command) = Command::for_effect(&effect) else {
+            if self.worker.send((id, effect)).is_err() {
+                // The program thread is gone (it panicked): nothing will run.
                 self.later.push(VssInput::EffectDone {
                     id,
-                    result: VssResult::Done,
+                    result: VssResult::Failed(IoError::EIO),
                 });
-                self.later.push(VssInput::FreezerExited);
-                return;
             }
-            _ => None,
-        };
-        let Some(mut line) = line else {
-            let _ = self.worker.send((id, effect));
             return;
         };
-        if let VssEffect::PingFreezer { auto_thaw_after } = &effect {
-            line = format!("ping {}", auto_thaw_after.as_millis());
-        }
-        let spawn_ok = matches!(effect, VssEffect::Suspend { .. });
-        if self.freezer.handle.is_none() && spawn_ok {
+        // Only a Suspend starts a freezer: a ping or resume to none finds it gone.
+        if self.freezer.handle.is_none() && matches!(command, Command::Suspend { .. }) {
             match FreezerHandle::spawn(&self.freezer.exe, self.freezer.actions.as_deref()) {
                 Ok(h) => {
-                    let _ = self.registry.register(
+                    if let Err(e) = self.registry.register(
                         &mut SourceFd(&h.stdout_fd()),
                         FREEZER,
                         Interest::READABLE,
-                    );
+                    ) {
+                        // Unheard replies would look like a hung freezer: give up on it.
+                        self.log.warn(&format!("freezer: register: {e}"));
+                        if let Err(e) = h.kill() {
+                            self.log.warn(&format!("freezer: wait: {e}"));
+                        }
+                        self.later.push(VssInput::EffectDone {
+                            id,
+                            result: VssResult::Failed(io_error(&e)),
+                        });
+                        return;
+                    }
                     self.freezer.handle = Some(h);
                 }
                 Err(e) => {
                     self.later.push(VssInput::EffectDone {
                         id,
-                        result: VssResult::Failed(IoError(e.raw_os_error().unwrap_or(5))),
+                        result: VssResult::Failed(io_error(&e)),
                     });
                     return;
                 }
             }
         }
         let sent = match self.freezer.handle.as_mut() {
-            Some(h) => h.send(&line),
+            Some(h) => h.send(&command),
             None => Err(std::io::Error::from_raw_os_error(nix::libc::EPIPE)),
         };
         match sent {
             Ok(()) => self.freezer.waiting = Some(id),
             Err(e) => self.later.push(VssInput::EffectDone {
                 id,
-                result: VssResult::Failed(IoError(e.raw_os_error().unwrap_or(32))),
+                result: VssResult::Failed(io_error(&e)),
             }),
         }
     }
@@ -312,55 +342,63 @@ impl<M: VssLike> Loop<'_, M> {
             return;
         };
         match h.replies() {
-            Ok(lines) => {
-                for l in lines {
-                    let Some(id) = self.freezer.waiting.take() else {
-                        continue;
-                    };
-                    let result = if l == "ok" {
-                        VssResult::Done
-                    } else {
-                        let errno = l
-                            .split_whitespace()
-                            .nth(1)
-                            .and_then(|n| n.parse().ok())
-                            .unwrap_or(5);
-                        VssResult::Failed(IoError(errno))
-                    };
-                    self.step(VssInput::EffectDone { id, result });
+            Ok(results) => {
+                for result in results {
+                    // One reply per command; a reply nobody waits for (to an effect the
+                    // machine gave up on, answered late) means nothing any more.
+                    if let Some(id) = self.freezer.waiting.take() {
+                        self.step(VssInput::EffectDone { id, result });
+                    }
                 }
             }
             Err(_) => {
-                // EOF: the freezer is gone; whatever it held is resumed.
+                // EOF (or a broken pipe): the freezer is gone; whatever it held is resumed.
                 if let Some(h) = self.freezer.handle.take() {
-                    let _ = self.registry.deregister(&mut SourceFd(&h.stdout_fd()));
-                    h.close();
+                    self.freezer_gone(h, false);
                 }
-                if let Some(id) = self.freezer.waiting.take() {
-                    self.step(VssInput::EffectDone {
-                        id,
-                        result: VssResult::Failed(IoError(32)),
-                    });
-                }
-                self.step(VssInput::FreezerExited);
+                self.step_later();
+            }
+        }
+    }
+
+    /// Delivers the inputs that executing outputs produced.
+    fn step_later(&mut self) {
+        while !self.later.is_empty() {
+            let inputs = std::mem::take(&mut self.later);
+            for i in inputs {
+                self.machine.handle(clock::now(), i);
+                self.drain();
             }
         }
     }
 }
 
+/// An I/O error as the core sees it.
+fn io_error(e: &std::io::Error) -> IoError {
+    IoError(e.raw_os_error().unwrap_or(IoError::EIO.0))
+}
+
 /// Runs a VSS machine until SIGTERM (Ok) or a fatal device error.
 pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(), VssDaemonError> {
     let signals = SignalPipe::install().map_err(VssDaemonError::Signals)?;
-    if let Some(a) = &paths.emulate_actions {
-        ActionLog::open(a).map_err(|source| VssDaemonError::Actions {
-            path: a.display().to_string(),
-            source,
-        })?;
-    }
+    // Two appenders on one log: the loop's (a killed freezer) and the program thread's.
+    let (actions, worker_actions) = match &paths.emulate_actions {
+        Some(a) => {
+            let failed = |source| VssDaemonError::Actions {
+                path: a.display().to_string(),
+                source,
+            };
+            let log = ActionLog::open(a).map_err(failed)?;
+            let other = log.try_clone().map_err(failed)?;
+            (Some(log), Some(other))
+        }
+        None => (None, None),
+    };
     let device = VssDevice::open(&paths.device)?;
     let mut poll = Poll::new().map_err(VssDaemonError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(VssDaemonError::Poll)?);
-    let (worker, done) = spawn_worker(paths.clone(), waker).map_err(VssDaemonError::Poll)?;
+    let (worker, done) =
+        spawn_worker(paths.clone(), worker_actions, waker).map_err(VssDaemonError::Poll)?;
     let device_fd = device.raw_fd();
     poll.registry()
         .register(&mut SourceFd(&device_fd), DEVICE, Interest::READABLE)
@@ -383,12 +421,14 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
             actions: paths.emulate_actions.clone(),
         },
         registry: poll.registry().try_clone().map_err(VssDaemonError::Poll)?,
+        actions,
         exit: false,
         later: Vec::new(),
     };
     lp.drain(); // the machine may start with work (start-up thaw hooks)
     let mut events = Events::with_capacity(16);
     let mut result = Ok(());
+    let mut device_live = true;
     while !lp.exit {
         let timeout = lp
             .machine
@@ -405,27 +445,53 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
+            // We can no longer wait for anything: ask the machine to thaw (what it can do
+            // without waiting), then leave; closing the freezer resumes the rest.
+            lp.step(VssInput::Shutdown);
             result = Err(VssDaemonError::Poll(e));
             break;
         }
         for ev in events.iter() {
             match ev.token() {
-                DEVICE => {
-                    match lp.device.read() {
-                        Ok(VssRead::Message(m)) => lp.step(VssInput::DeviceRead {
-                            bytes: m.to_vec(),
-                            realtime_ns: realtime_ns(),
-                        }),
-                        Ok(VssRead::NotReady) => {}
-                        Ok(VssRead::Closed) => result = Err(VssDaemonError::DeviceClosed),
-                        Err(e) => result = Err(VssDaemonError::DeviceRead(e)),
+                DEVICE if device_live => {
+                    let failed = match lp.device.read() {
+                        Ok(VssRead::Message(m)) => {
+                            lp.step(VssInput::DeviceRead {
+                                bytes: m.to_vec(),
+                                realtime_ns: realtime_ns(),
+                            });
+                            None
+                        }
+                        Ok(VssRead::NotReady) => None,
+                        Ok(VssRead::Closed) => Some(VssDaemonError::DeviceClosed),
+                        Err(e) => Some(VssDaemonError::DeviceRead(e)),
+                    };
+                    let failed = failed.or_else(|| {
+                        poll.registry()
+                            .reregister(&mut SourceFd(&device_fd), DEVICE, Interest::READABLE)
+                            .err()
+                            .map(VssDaemonError::Poll)
+                    });
+                    if let Some(e) = failed {
+                        // No request can come any more; the machine thaws (hooks included)
+                        // and exits, and we report the error then.
+                        log.warn(&format!("device: {e}"));
+                        device_live = false;
+                        if let Err(d) = poll.registry().deregister(&mut SourceFd(&device_fd)) {
+                            // Events from it are ignored from now on anyway.
+                            log.warn(&format!("device: deregister: {d}"));
+                        }
+                        let errno = match &e {
+                            VssDaemonError::DeviceRead(io) | VssDaemonError::Poll(io) => {
+                                io_error(io)
+                            }
+                            _ => IoError(nix::libc::EPIPE),
+                        };
+                        result = Err(e);
+                        lp.step(VssInput::DeviceFailed(errno));
                     }
-                    let _ = poll.registry().reregister(
-                        &mut SourceFd(&device_fd),
-                        DEVICE,
-                        Interest::READABLE,
-                    );
                 }
+                DEVICE => {}
                 SIGNAL => {
                     if signals.take() {
                         log.info("signal: thawing if frozen, then exiting");
@@ -440,17 +506,14 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                 }
             }
         }
-        if result.is_err() {
-            // Going down: thaw first (the freezer would anyway when we exit).
-            lp.step(VssInput::Shutdown);
-            break;
-        }
         if lp.machine.poll_timeout().is_some_and(|t| t <= clock::now()) {
             lp.step(VssInput::Timer);
         }
     }
     if let Some(h) = lp.freezer.handle.take() {
-        h.close();
+        if let Err(e) = h.close() {
+            log.warn(&format!("freezer: wait: {e}"));
+        }
     }
     result
 }

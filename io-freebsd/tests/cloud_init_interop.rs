@@ -147,6 +147,7 @@ struct TestDir {
 impl TestDir {
     fn new() -> TestDir {
         let path = std::env::temp_dir().join(format!("hvguest-interop-{}", std::process::id()));
+        // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TestDir { path }
@@ -167,6 +168,7 @@ impl Drop for TestDir {
         if thread::panicking() {
             eprintln!("(keeping {} for a look)", self.path.display());
         } else {
+            // Test scratch space: it may not exist, and a leftover is harmless.
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
@@ -188,7 +190,9 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // Cleaning up a child that may have exited already; wait reaps it either way.
             let _ = c.kill();
+            // Reaping; there is nothing to do if it was reaped already.
             let _ = c.wait();
         }
         if thread::panicking() {

@@ -45,6 +45,7 @@ struct TestDir {
 impl TestDir {
     fn new(name: &str) -> TestDir {
         let path = std::env::temp_dir().join(format!("hvguest-e2e-{}-{name}", std::process::id()));
+        // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TestDir { path }
@@ -74,6 +75,7 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
+        // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
@@ -152,7 +154,9 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // Cleaning up a child that may have exited already; wait reaps it either way.
             let _ = c.kill();
+            // Reaping; there is nothing to do if it was reaped already.
             let _ = c.wait();
         }
         if thread::panicking() {

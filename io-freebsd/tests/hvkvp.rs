@@ -41,6 +41,7 @@ impl TestDir {
     fn new(name: &str) -> TestDir {
         let root =
             std::env::temp_dir().join(format!("hvguest-hvkvp-{}-{name}", std::process::id()));
+        // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&root);
         let pool = root.join("pool");
         std::fs::create_dir_all(&pool).unwrap();
@@ -99,6 +100,7 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
+        // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
@@ -1162,7 +1164,9 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // Cleaning up a child that may have exited already; wait reaps it either way.
             let _ = c.kill();
+            // Reaping; there is nothing to do if it was reaped already.
             let _ = c.wait();
         }
         if thread::panicking() {

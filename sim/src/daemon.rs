@@ -66,7 +66,7 @@ impl Latency {
         }
         match e {
             Effect::Fsync(_) => self.fsync,
-            Effect::QueryAdapter(_) | Effect::ApplyIpConfig(_) => self.system,
+            Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => self.system,
             _ => self.io,
         }
     }
@@ -220,7 +220,7 @@ impl SimDaemon {
                 .map(|_| EffectResult::Done),
             Effect::Fsync(f) => fs.fsync(&file_name(f)).map(|_| EffectResult::Done),
             Effect::QueryAdapter(mac) => Ok(EffectResult::Adapter(net.adapters.get(mac).cloned())),
-            Effect::ApplyIpConfig(cfg) => {
+            Effect::ApplyIpConfig { config: cfg, .. } => {
                 if net.apply_fails {
                     Ok(EffectResult::Failed(hvguest_core::kvp::effect::IoError(1)))
                 } else {

@@ -3,12 +3,12 @@
 //! commands as programs that take time, and the two real machines (`VssMachine` for
 //! `/dev/hv_fsvss_dev`, `AppMachine` for `/dev/hv_appvss_dev`) executing against them.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hvguest_core::kvp::effect::{EffectId, IoError};
 use hvguest_core::vss::app::{AppConfig, AppMachine};
 use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
+use hvguest_core::vss::freezer::{Command, FreezerCore, FreezerInput, FreezerOutput, Reply};
 use hvguest_core::vss::hooks::HookEntry;
 use hvguest_core::vss::machine::{VssConfig, VssMachine, VssOutput};
 use hvguest_core::vss::policy::Mount;
@@ -66,7 +66,7 @@ impl Default for VssSetup {
                 hook_dir: Some(HOOK_DIR.into()),
                 ..VssConfig::default()
             },
-            app_auto_thaw: Duration::from_secs(45),
+            app_auto_thaw: hvguest_core::limits::VSS_APP_AUTO_THAW,
         }
     }
 }
@@ -92,17 +92,137 @@ pub fn mount_of<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
 
 pub use crate::vss_kernel::{KOut, Party, SimVssKernel};
 
-/// The freezer process: one suspension per mount, all gone when it exits.
+/// The freezer process, running the production freezer's decisions
+/// ([`FreezerCore`]): lines in, lines out, one suspension per mount, all gone when it
+/// exits. The simulation plays its kernel (UFSSUSPEND succeeds, fails or blocks).
 #[derive(Debug, Default)]
 pub struct SimFreezer {
-    /// Mount → when it was suspended.
-    pub held: BTreeMap<String, Instant>,
-    pub auto_thaw_at: Option<Instant>,
-    /// The freezer process exists (spawned by the first Suspend, gone when it exits).
-    pub alive: bool,
+    /// The freezer process, while it exists (spawned by a Suspend, as the daemon does).
+    core: Option<FreezerCore>,
     /// The next Suspend never answers (the freezer is stuck).
     pub hang_next: bool,
+    /// Blocked inside UFSSUSPEND: it reads no more lines.
     pub hung: bool,
+}
+
+/// How the simulated kernel takes one UFSSUSPEND.
+pub enum SuspendOutcome {
+    Done,
+    Fails(IoError),
+    /// Never returns (until the freezer is killed).
+    Blocks,
+}
+
+impl SimFreezer {
+    pub fn alive(&self) -> bool {
+        self.core.is_some()
+    }
+
+    pub fn holds(&self, mount: &str) -> bool {
+        self.core.as_ref().is_some_and(|c| c.holds(mount))
+    }
+
+    pub fn is_holding(&self) -> bool {
+        self.core.as_ref().is_some_and(FreezerCore::is_holding)
+    }
+
+    /// Mounts held, in suspension order, with when each was suspended.
+    pub fn held(&self) -> Vec<(String, Instant)> {
+        self.core
+            .as_ref()
+            .map(|c| c.held().map(|(m, t)| (m.to_string(), t)).collect())
+            .unwrap_or_default()
+    }
+
+    /// When its own auto-thaw fires (never while blocked in UFSSUSPEND).
+    pub fn auto_thaw_at(&self) -> Option<Instant> {
+        self.core
+            .as_ref()
+            .filter(|c| !c.busy())
+            .and_then(FreezerCore::poll_timeout)
+    }
+
+    /// The daemon's freezer effect, sent as its line; the reply's meaning, or `None` if
+    /// none comes (blocked, or no freezer to answer a non-Suspend: EPIPE).
+    pub fn command(
+        &mut self,
+        now: Instant,
+        effect: &VssEffect,
+        suspend: impl FnOnce(&SimFreezer, &str) -> SuspendOutcome,
+    ) -> Option<VssResult> {
+        let command = Command::for_effect(effect)?;
+        if self.hung {
+            return None;
+        }
+        if self.core.is_none() {
+            if !matches!(command, Command::Suspend { .. }) {
+                return Some(VssResult::Failed(IoError(32)));
+            }
+            self.core = Some(FreezerCore::new(now));
+        }
+        let mut input = Some(FreezerInput::Line(Ok(command.encode().into_bytes())));
+        let mut reply = None;
+        let mut suspend = Some(suspend);
+        while let Some(i) = input.take() {
+            let core = self.core.as_mut()?;
+            core.handle(now, i);
+            let outputs: Vec<FreezerOutput> = std::iter::from_fn(|| core.poll_output()).collect();
+            for o in outputs {
+                match o {
+                    FreezerOutput::Suspend(mount) => match suspend
+                        .take()
+                        .map_or(SuspendOutcome::Blocks, |f| f(self, &mount))
+                    {
+                        SuspendOutcome::Done => input = Some(FreezerInput::Suspended(Ok(()))),
+                        SuspendOutcome::Fails(e) => input = Some(FreezerInput::Suspended(Err(e))),
+                        SuspendOutcome::Blocks => self.hung = true,
+                    },
+                    FreezerOutput::Reply(line) => reply = Some(Reply::result_of(line.as_bytes())),
+                    FreezerOutput::Resume(_) => {}
+                    FreezerOutput::Exit(_) => self.core = None,
+                }
+            }
+        }
+        reply
+    }
+
+    /// Its auto-thaw is due: it resumes everything and exits. True if it did.
+    pub fn on_timer(&mut self, now: Instant) -> bool {
+        if self.auto_thaw_at().is_none_or(|t| t > now) {
+            return false;
+        }
+        self.feed(now, FreezerInput::Timer)
+    }
+
+    /// The daemon closed the pipe (it died): it resumes everything and exits.
+    pub fn stdin_closed(&mut self, now: Instant) {
+        if !self.hung {
+            self.feed(now, FreezerInput::InputClosed);
+        }
+        self.die();
+    }
+
+    /// Killed, or crashed: the kernel closes its descriptors, resuming everything.
+    pub fn die(&mut self) {
+        self.core = None;
+        self.hung = false;
+    }
+
+    /// Feeds one input; true if the freezer exited.
+    fn feed(&mut self, now: Instant, input: FreezerInput) -> bool {
+        let Some(core) = self.core.as_mut() else {
+            return false;
+        };
+        core.handle(now, input);
+        let mut exited = false;
+        while let Some(o) = core.poll_output() {
+            exited |= matches!(o, FreezerOutput::Exit(_));
+        }
+        if exited {
+            self.core = None;
+        }
+        exited
+    }
 }
 
 /// What one simulated VSS process (daemon or app) is waiting for.

@@ -26,12 +26,12 @@ use nix::sys::socket::{self, MsgFlags};
 use crate::realtime::{to_io, wait_any, Clock, Listener};
 pub use crate::vss_kernel::Party;
 use crate::vss_kernel::{KOut, SimVssKernel};
-pub use hvguest_core::limits::VSS_KERNEL_TIMEOUT;
+pub use hvguest_core::limits::VSS_KERNEL_DEADLINE;
 
 /// The timer this module plays. Its own unit tests run it short; everyone else gets the
 /// kernel's 15 s.
 #[cfg(not(test))]
-const TIMER: Duration = VSS_KERNEL_TIMEOUT;
+const TIMER: Duration = VSS_KERNEL_DEADLINE;
 #[cfg(test)]
 const TIMER: Duration = Duration::from_millis(600);
 

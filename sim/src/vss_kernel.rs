@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use hvguest_core::limits::VSS_KERNEL_TIMEOUT;
+use hvguest_core::limits::VSS_KERNEL_DEADLINE;
 use hvguest_core::vss::wire::{OptMsg, VssOp, VSS_SUCCESS};
 use hvguest_core::Instant;
 
@@ -89,13 +89,13 @@ pub struct SimVssKernel {
     daemon_ever: bool,
     pub app_registered: bool,
     current: Option<KReq>,
-    /// The timer for one request: `VSS_KERNEL_TIMEOUT`, shorter only in unit tests.
+    /// The timer for one request: `VSS_KERNEL_DEADLINE`, shorter only in unit tests.
     timeout: Duration,
 }
 
 impl Default for SimVssKernel {
     fn default() -> Self {
-        SimVssKernel::with_timeout(VSS_KERNEL_TIMEOUT)
+        SimVssKernel::with_timeout(VSS_KERNEL_DEADLINE)
     }
 }
 
@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(k.holder(), Some(Party::Daemon));
         assert_eq!(
             k.next_deadline(),
-            Some(Instant::ZERO.saturating_add(VSS_KERNEL_TIMEOUT))
+            Some(Instant::ZERO.saturating_add(VSS_KERNEL_DEADLINE))
         );
         // A stamp of 0 is no request: the kernel never sends one.
         let mut k = SimVssKernel::default();

@@ -949,7 +949,7 @@ impl World {
             }
             let vss_busy = self.vss.as_ref().is_some_and(|v| {
                 !v.quiet()
-                    || !v.freezer.held.is_empty()
+                    || v.freezer.is_holding()
                     || v.daemon.as_ref().is_some_and(
                         |d| matches!(&d.machine, crate::vss::Machine::Daemon(m) if m.frozen()),
                     )

@@ -480,6 +480,27 @@ fn ip_info_is_answered_from_the_driver_and_bad_config_never_reaches_it() {
     assert_eq!(h.net.applied.len(), 1);
     h.net.apply_fails = true;
     assert_eq!(h.request(&cfg("10.0.0.10")), status(Status::E_FAIL));
+    // The machine, not the driver, gives the script its deadline: inside the reply
+    // budget, with the margin to kill it and still answer.
+    let deadlines: Vec<Duration> = h
+        .log
+        .iter()
+        .filter_map(|o| match o {
+            Observed::Effect(
+                _,
+                hvguest_core::kvp::effect::Effect::ApplyIpConfig { deadline, .. },
+            ) => Some(*deadline),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deadlines.len(), 2);
+    for d in deadlines {
+        assert_eq!(d, hvguest_core::limits::KVP_SET_IP_SCRIPT);
+        assert!(
+            d + hvguest_core::limits::KVP_EFFECT_MARGIN <= h.config.reply_budget,
+            "{d:?}"
+        );
+    }
 }
 
 #[test]
@@ -562,7 +583,14 @@ fn a_read_never_answers_from_a_change_another_writer_left_half_made() {
     let Plan::Write(m) = theirs.plan_set(&k("a"), &v(&long)) else {
         panic!("a write")
     };
-    let entry = journal_entry(PoolId::Guest, &m, &BTreeMap::new());
+    // A correct writer journals the exact current bytes of the slot it rewrites.
+    let mut pre = BTreeMap::new();
+    use hvguest_core::limits::POOL_RECORD_SIZE;
+    let slot0: [u8; POOL_RECORD_SIZE] = h.fs.contents(&path(PoolId::Guest))[..POOL_RECORD_SIZE]
+        .try_into()
+        .expect("a whole record");
+    pre.insert(0, slot0);
+    let entry = journal_entry(PoolId::Guest, &m, &pre);
     let journal = FileId::journal(PoolId::Guest).file_name();
     h.fs.write(&journal, 0, &entry.encode()).unwrap();
     // "a" is record 0: its value starts at byte 512. Only that first value sector landed.

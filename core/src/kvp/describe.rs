@@ -81,7 +81,7 @@ pub fn effect(e: &Effect) -> String {
         Effect::SetLen { file, len } => format!("set-len {} {len}", file.file_name()),
         Effect::Fsync(f) => format!("fsync {}", f.file_name()),
         Effect::QueryAdapter(m) => format!("query-adapter {m}"),
-        Effect::ApplyIpConfig(c) => format!("apply-ip {} {:?}", c.adapter, c.addrs),
+        Effect::ApplyIpConfig { config: c, .. } => format!("apply-ip {} {:?}", c.adapter, c.addrs),
     }
 }
 

@@ -6,6 +6,8 @@
 //! machine keeps at most one effect in flight per lane, so the driver can run each lane
 //! on one thread, in order, and a stuck file system blocks only the file lane.
 
+use std::time::Duration;
+
 use crate::kvp::auto::SystemInfo;
 use crate::kvp::ip::{AdapterInfo, IpConfig, Mac};
 use crate::kvp::wire::PoolId;
@@ -91,15 +93,19 @@ pub enum Effect {
     /// case-insensitive match; the interface that has the addresses). Answered with
     /// [`EffectResult::Adapter`].
     QueryAdapter(Mac),
-    /// Apply a validated configuration (the driver runs the configured script with the
-    /// values as separate arguments, with a deadline). Answered with `Done` or `Failed`.
-    ApplyIpConfig(IpConfig),
+    /// Apply a validated configuration: the driver runs the configured script with the
+    /// values as separate arguments and kills it at `deadline` (chosen by the machine to
+    /// leave time to answer). Answered with `Done` or `Failed`.
+    ApplyIpConfig {
+        config: IpConfig,
+        deadline: Duration,
+    },
 }
 
 impl Effect {
     pub fn lane(&self) -> Lane {
         match self {
-            Effect::QueryAdapter(_) | Effect::ApplyIpConfig(_) => Lane::System,
+            Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => Lane::System,
             _ => Lane::File,
         }
     }

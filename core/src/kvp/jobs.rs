@@ -12,7 +12,7 @@
 //! its outcome. Any failure after the journal write began leaves the pool to
 //! [`Recover`], which sorts out exactly what the disk holds.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError};
 use crate::kvp::journal::{judge, parse_journal, JournalEntry, JournalWrite, Verdict};
@@ -57,6 +57,19 @@ pub enum JobEvent {
     JournalTornTail {
         pool: PoolId,
         bytes: u64,
+    },
+    /// The journal is longer than any we write ([`MAX_JOURNAL_BYTES`]): only its start
+    /// was read; the rest is dropped with the journal.
+    JournalTooLong {
+        pool: PoolId,
+        bytes: u64,
+    },
+    /// A follow-up removal recovery would journal was not made (`reason`): the slot's
+    /// record stays (a duplicate of a record moved by the interrupted DELETE).
+    FollowUpSkipped {
+        pool: PoolId,
+        slot: u32,
+        reason: &'static str,
     },
     Loaded {
         pool: PoolId,
@@ -127,6 +140,22 @@ fn data(r: Option<EffectResult>) -> Result<Vec<u8>, IoError> {
     }
 }
 
+/// Issues `e` from a job whose pool-file lock is `held`, asserting the lock discipline:
+/// the lock is taken once and released once; only a `Stat` happens without it. Releasing
+/// clears `held` (whatever the unlock's result, the job no longer relies on it).
+fn issue(held: &mut bool, e: Effect) -> Step {
+    match &e {
+        Effect::Lock(_) => assert!(!*held, "the pool lock is taken twice"),
+        Effect::Unlock(_) => {
+            assert!(*held, "unlock without the pool lock");
+            *held = false;
+        }
+        Effect::Stat(_) => {}
+        other => assert!(*held, "{other:?} without the pool lock"),
+    }
+    Step::Effect(e)
+}
+
 /// Reads a file from offset 0 in chunks.
 #[derive(Debug)]
 struct Loader {
@@ -175,6 +204,12 @@ fn load_events(pool: PoolId, decoded: DecodedPool, events: &mut Vec<JobEvent>) -
     p
 }
 
+/// A mutation's touched slots are read one by one into a map: each exactly once.
+fn assert_distinct(slots: &[u32]) {
+    let unique: BTreeSet<u32> = slots.iter().copied().collect();
+    assert_eq!(unique.len(), slots.len(), "slot touched twice: {slots:?}");
+}
+
 /// Slot bytes for pre-images, read exactly.
 fn slot_read(pool: PoolId, slot: u32) -> Effect {
     Effect::Read {
@@ -193,7 +228,19 @@ fn as_record(d: &[u8]) -> RecordBytes {
 }
 
 /// Journal entry for a planned mutation, given the exact bytes of existing slots.
+///
+/// `pre` holds exactly the slots the mutation touches that exist now (what
+/// [`Mutation::touched_existing_slots`] names): a missing one would journal zeros as the
+/// slot's old bytes, an extra one would mean the plan and the reads disagree.
 pub fn journal_entry(pool: PoolId, m: &Mutation, pre: &BTreeMap<u32, RecordBytes>) -> JournalEntry {
+    assert!(
+        pre.keys()
+            .copied()
+            .eq(m.touched_existing_slots().collect::<BTreeSet<u32>>()),
+        "pre-images {:?} are not the touched slots {:?}",
+        pre.keys().collect::<Vec<_>>(),
+        m.touched_existing_slots().collect::<Vec<_>>()
+    );
     let pre_of = |s: u32| Box::new(pre.get(&s).copied().unwrap_or([0u8; POOL_RECORD_SIZE]));
     JournalEntry {
         pool,
@@ -256,6 +303,9 @@ pub struct Refresh {
     state: RefreshState,
     error: Option<IoError>,
     journal_pending: bool,
+    /// We hold the pool file's lock (set by a successful `Lock`, cleared as `Unlock` is
+    /// issued); checked on every effect.
+    locked: bool,
     pub events: Vec<JobEvent>,
 }
 
@@ -279,6 +329,7 @@ impl Refresh {
             state: RefreshState::Start,
             error: None,
             journal_pending: false,
+            locked: false,
             events: Vec::new(),
         }
     }
@@ -289,14 +340,10 @@ impl Refresh {
             Ok(s) => s,
             Err(e) => {
                 // A failed refresh leaves memory as it was; unlock if we hold the lock.
-                let locked = !matches!(
-                    self.state,
-                    RefreshState::Start | RefreshState::Stat | RefreshState::Lock
-                );
-                if locked {
+                if self.locked {
                     self.error = Some(e);
                     self.state = RefreshState::Unlock(None);
-                    Step::Effect(Effect::Unlock(f))
+                    issue(&mut self.locked, Effect::Unlock(f))
                 } else {
                     Step::Finished(JobOutcome::Refreshed {
                         pool: self.pool,
@@ -314,7 +361,7 @@ impl Refresh {
         Ok(match state {
             RefreshState::Start => {
                 self.state = RefreshState::Stat;
-                Step::Effect(Effect::Stat(f))
+                issue(&mut self.locked, Effect::Stat(f))
             }
             RefreshState::Stat => {
                 let s = stamp(r)?;
@@ -326,12 +373,13 @@ impl Refresh {
                     }));
                 }
                 self.state = RefreshState::Lock;
-                Step::Effect(Effect::Lock(f))
+                issue(&mut self.locked, Effect::Lock(f))
             }
             RefreshState::Lock => {
                 done(r)?;
+                self.locked = true;
                 self.state = RefreshState::Journal;
-                Step::Effect(Effect::Stat(FileId::journal(self.pool)))
+                issue(&mut self.locked, Effect::Stat(FileId::journal(self.pool)))
             }
             RefreshState::Journal => {
                 // Set first: an error below must still unlock.
@@ -340,10 +388,10 @@ impl Refresh {
                     // Reading now could show a half-made change: recovery first.
                     self.journal_pending = true;
                     self.state = RefreshState::Unlock(None);
-                    return Ok(Step::Effect(Effect::Unlock(f)));
+                    return Ok(issue(&mut self.locked, Effect::Unlock(f)));
                 }
                 self.state = RefreshState::StatLocked;
-                Step::Effect(Effect::Stat(f))
+                issue(&mut self.locked, Effect::Stat(f))
             }
             RefreshState::StatLocked => {
                 self.state = RefreshState::StatLocked;
@@ -356,6 +404,7 @@ impl Refresh {
                 self.read(loader, s)?
             }
             RefreshState::Unlock(reload) => {
+                assert!(!self.locked);
                 // An unlock failure changes nothing we hold.
                 let result = match self.error {
                     Some(e) => Err(e),
@@ -373,11 +422,14 @@ impl Refresh {
     fn read(&mut self, loader: Loader, s: FileStamp) -> Result<Step, IoError> {
         if let Some(e) = loader.next() {
             self.state = RefreshState::Read(loader, s);
-            return Ok(Step::Effect(e));
+            return Ok(issue(&mut self.locked, e));
         }
         let pool = load_events(self.pool, loader.finish(), &mut self.events);
         self.state = RefreshState::Unlock(Some((pool, s)));
-        Ok(Step::Effect(Effect::Unlock(FileId::pool(self.pool))))
+        Ok(issue(
+            &mut self.locked,
+            Effect::Unlock(FileId::pool(self.pool)),
+        ))
     }
 }
 
@@ -399,6 +451,9 @@ pub struct Mutate {
     reload: Option<(Pool, FileStamp)>,
     /// Set once the journal write was issued: from then on a failure is in doubt.
     journaled: bool,
+    /// We hold the pool file's lock (set by a successful `Lock`, cleared as `Unlock` is
+    /// issued); checked on every effect.
+    locked: bool,
     pub events: Vec<JobEvent>,
 }
 
@@ -433,6 +488,7 @@ impl Mutate {
             state: MutateState::Start,
             reload: None,
             journaled: false,
+            locked: false,
             events: Vec::new(),
         }
     }
@@ -443,7 +499,6 @@ impl Mutate {
 
     /// `current` is the pool as the machine holds it (used unless the job reloaded).
     pub fn resume(&mut self, r: Option<EffectResult>, current: &Pool) -> Step {
-        let locked = !matches!(self.state, MutateState::Start | MutateState::Lock);
         match self.step(r, current) {
             Ok(s) => s,
             Err(e) if matches!(self.state, MutateState::Unlock(_)) => {
@@ -458,9 +513,9 @@ impl Mutate {
                 } else {
                     MutateResult::Failed(e)
                 };
-                if locked {
+                if self.locked {
                     self.state = MutateState::Unlock(result);
-                    Step::Effect(Effect::Unlock(FileId::pool(self.pool)))
+                    issue(&mut self.locked, Effect::Unlock(FileId::pool(self.pool)))
                 } else {
                     self.state = MutateState::Unlock(result);
                     self.finish()
@@ -470,6 +525,7 @@ impl Mutate {
     }
 
     fn finish(&mut self) -> Step {
+        assert!(!self.locked, "a mutation ends without the pool lock");
         let result = match std::mem::replace(&mut self.state, MutateState::Start) {
             MutateState::Unlock(r) => r,
             _ => unreachable!("finish is only called from the unlock state"),
@@ -487,21 +543,22 @@ impl Mutate {
         Ok(match state {
             MutateState::Start => {
                 self.state = MutateState::Lock;
-                Step::Effect(Effect::Lock(f))
+                issue(&mut self.locked, Effect::Lock(f))
             }
             MutateState::Lock => {
                 done(r)?;
+                self.locked = true;
                 self.state = MutateState::Journal;
-                Step::Effect(Effect::Stat(FileId::journal(self.pool)))
+                issue(&mut self.locked, Effect::Stat(FileId::journal(self.pool)))
             }
             MutateState::Journal => {
                 if stamp(r)?.len > 0 {
                     // Writing our entry over it would lose what it says: recovery first.
                     self.state = MutateState::Unlock(MutateResult::JournalPending);
-                    return Ok(Step::Effect(Effect::Unlock(f)));
+                    return Ok(issue(&mut self.locked, Effect::Unlock(f)));
                 }
                 self.state = MutateState::Stat;
-                Step::Effect(Effect::Stat(f))
+                issue(&mut self.locked, Effect::Stat(f))
             }
             MutateState::Stat => {
                 self.state = MutateState::Stat;
@@ -541,7 +598,7 @@ impl Mutate {
                     mutation: m,
                     stamp: s,
                 });
-                Step::Effect(Effect::Unlock(f))
+                issue(&mut self.locked, Effect::Unlock(f))
             }
             MutateState::Unlock(result) => {
                 self.state = MutateState::Unlock(result);
@@ -553,7 +610,7 @@ impl Mutate {
     fn read(&mut self, loader: Loader, s: FileStamp, current: &Pool) -> Result<Step, IoError> {
         if let Some(e) = loader.next() {
             self.state = MutateState::Read(loader, s);
-            return Ok(Step::Effect(e));
+            return Ok(issue(&mut self.locked, e));
         }
         let partial = loader.decoder.offset() % REC;
         let pool = load_events(self.pool, loader.finish(), &mut self.events);
@@ -567,10 +624,13 @@ impl Mutate {
                 bytes: s.len % REC,
             });
             self.state = MutateState::CutTail;
-            return Ok(Step::Effect(Effect::SetLen {
-                file: FileId::pool(self.pool),
-                len: aligned,
-            }));
+            return Ok(issue(
+                &mut self.locked,
+                Effect::SetLen {
+                    file: FileId::pool(self.pool),
+                    len: aligned,
+                },
+            ));
         }
         self.plan(current)
     }
@@ -584,10 +644,11 @@ impl Mutate {
         Ok(match plan {
             Plan::Done(o) => {
                 self.state = MutateState::Unlock(MutateResult::Nothing(o));
-                Step::Effect(Effect::Unlock(FileId::pool(self.pool)))
+                issue(&mut self.locked, Effect::Unlock(FileId::pool(self.pool)))
             }
             Plan::Write(m) => {
                 let want: Vec<u32> = m.touched_existing_slots().collect();
+                assert_distinct(&want);
                 self.pre_images(m, want, BTreeMap::new())
             }
         })
@@ -596,8 +657,9 @@ impl Mutate {
     fn pre_images(&mut self, m: Mutation, want: Vec<u32>, got: BTreeMap<u32, RecordBytes>) -> Step {
         if let Some(&slot) = want.get(got.len()) {
             self.state = MutateState::PreImages { m, want, got };
-            return Step::Effect(slot_read(self.pool, slot));
+            return issue(&mut self.locked, slot_read(self.pool, slot));
         }
+        assert_eq!(got.len(), want.len(), "one pre-image per touched slot");
         let entry = journal_entry(self.pool, &m, &got);
         let extend = (m.new_records > m.old_records).then(|| m.new_len());
         let cut = (m.new_records < m.old_records).then(|| m.new_len());
@@ -620,11 +682,11 @@ impl Mutate {
         match script.front().cloned() {
             Some(e) => {
                 self.state = MutateState::Script { m, script };
-                Step::Effect(e)
+                issue(&mut self.locked, e)
             }
             None => {
                 self.state = MutateState::StatAfter(m);
-                Step::Effect(Effect::Stat(FileId::pool(self.pool)))
+                issue(&mut self.locked, Effect::Stat(FileId::pool(self.pool)))
             }
         }
     }
@@ -644,6 +706,9 @@ pub struct Recover {
     journal_end: u64,
     len: u64,
     next_entry: usize,
+    /// We hold the pool file's lock (set by a successful `Lock`, cleared as `Unlock` is
+    /// issued); checked on every effect.
+    locked: bool,
     pub events: Vec<JobEvent>,
 }
 
@@ -692,18 +757,18 @@ impl Recover {
             journal_end: 0,
             len: 0,
             next_entry: 0,
+            locked: false,
             events: Vec::new(),
         }
     }
 
     pub fn resume(&mut self, r: Option<EffectResult>) -> Step {
-        let locked = !matches!(self.state, RecoverState::Start | RecoverState::Lock);
         match self.step(r) {
             Ok(s) => s,
             Err(e) => {
-                if locked && !matches!(self.state, RecoverState::Unlock(_)) {
+                if self.locked {
                     self.state = RecoverState::Unlock(Err(e));
-                    Step::Effect(Effect::Unlock(FileId::pool(self.pool)))
+                    issue(&mut self.locked, Effect::Unlock(FileId::pool(self.pool)))
                 } else {
                     let result = match std::mem::replace(&mut self.state, RecoverState::Start) {
                         RecoverState::Unlock(Ok(x)) => Ok(x),
@@ -725,12 +790,13 @@ impl Recover {
         Ok(match state {
             RecoverState::Start => {
                 self.state = RecoverState::Lock;
-                Step::Effect(Effect::Lock(f))
+                issue(&mut self.locked, Effect::Lock(f))
             }
             RecoverState::Lock => {
                 done(r)?;
+                self.locked = true;
                 self.state = RecoverState::StatJournal;
-                Step::Effect(Effect::Stat(j))
+                issue(&mut self.locked, Effect::Stat(j))
             }
             RecoverState::StatJournal => {
                 self.state = RecoverState::StatJournal;
@@ -756,10 +822,13 @@ impl Recover {
                         bytes: s.len % REC,
                     });
                     self.state = RecoverState::CutTail;
-                    return Ok(Step::Effect(Effect::SetLen {
-                        file: f,
-                        len: self.len,
-                    }));
+                    return Ok(issue(
+                        &mut self.locked,
+                        Effect::SetLen {
+                            file: f,
+                            len: self.len,
+                        },
+                    ));
                 }
                 self.next_entry_step()
             }
@@ -800,6 +869,7 @@ impl Recover {
                 self.final_load(loader, s)?
             }
             RecoverState::Unlock(result) => {
+                assert!(!self.locked);
                 // An unlock error does not change what we loaded.
                 Step::Finished(JobOutcome::Recovered {
                     pool: self.pool,
@@ -810,15 +880,24 @@ impl Recover {
     }
 
     fn read_journal(&mut self) -> Step {
+        if self.journal_len > MAX_JOURNAL_BYTES && self.journal.is_empty() {
+            self.events.push(JobEvent::JournalTooLong {
+                pool: self.pool,
+                bytes: self.journal_len,
+            });
+        }
         let want = self.journal_len.min(MAX_JOURNAL_BYTES);
         let have = self.journal.len() as u64;
         if have < want {
             self.state = RecoverState::ReadJournal;
-            return Step::Effect(Effect::Read {
-                file: FileId::journal(self.pool),
-                offset: have,
-                len: (want - have).min(READ_CHUNK as u64) as u32,
-            });
+            return issue(
+                &mut self.locked,
+                Effect::Read {
+                    file: FileId::journal(self.pool),
+                    offset: have,
+                    len: (want - have).min(READ_CHUNK as u64) as u32,
+                },
+            );
         }
         let parsed = parse_journal(&self.journal);
         if parsed.ignored_bytes > 0 {
@@ -832,7 +911,7 @@ impl Recover {
         let valid = std::mem::take(&mut self.journal);
         if self.entries.is_empty() {
             self.state = RecoverState::StatPool;
-            return Step::Effect(Effect::Stat(FileId::pool(self.pool)));
+            return issue(&mut self.locked, Effect::Stat(FileId::pool(self.pool)));
         }
         // What we read may never have reached the disk (the fsync that failed and sent
         // us here). Acting on it would make its effects durable before it is: write it
@@ -859,7 +938,7 @@ impl Recover {
                     self.script(clear_journal_script(self.pool), After::FinalStat)
                 } else {
                     self.state = RecoverState::FinalStat;
-                    Step::Effect(Effect::Stat(FileId::pool(self.pool)))
+                    issue(&mut self.locked, Effect::Stat(FileId::pool(self.pool)))
                 }
             }
         }
@@ -868,7 +947,7 @@ impl Recover {
     fn entry_slots(&mut self, want: Vec<u32>, got: BTreeMap<u32, RecordBytes>) -> Step {
         if let Some(&slot) = want.get(got.len()) {
             self.state = RecoverState::EntrySlots { want, got };
-            return Step::Effect(slot_read(self.pool, slot));
+            return issue(&mut self.locked, slot_read(self.pool, slot));
         }
         let idx = self.next_entry;
         self.next_entry += 1;
@@ -913,14 +992,24 @@ impl Recover {
     fn script(&mut self, script: VecDeque<Effect>, after: After) -> Step {
         if let Some(e) = script.front().cloned() {
             self.state = RecoverState::Script(script, after);
-            return Step::Effect(e);
+            return issue(&mut self.locked, e);
         }
         match after {
             After::StatPool => {
                 self.state = RecoverState::StatPool;
-                Step::Effect(Effect::Stat(FileId::pool(self.pool)))
+                issue(&mut self.locked, Effect::Stat(FileId::pool(self.pool)))
             }
             After::NextEntry => self.next_entry_step(),
+            After::FollowUp(slot) if self.entries.len() >= MAX_JOURNAL_ENTRIES => {
+                // A journal holds at most MAX_JOURNAL_ENTRIES that a later recovery
+                // would read: one more could be lost after a crash.
+                self.events.push(JobEvent::FollowUpSkipped {
+                    pool: self.pool,
+                    slot,
+                    reason: "journal full",
+                });
+                self.next_entry_step()
+            }
             After::FollowUp(slot) => {
                 self.events.push(JobEvent::JournalFollowUp {
                     pool: self.pool,
@@ -933,7 +1022,7 @@ impl Recover {
             }
             After::FinalStat => {
                 self.state = RecoverState::FinalStat;
-                Step::Effect(Effect::Stat(FileId::pool(self.pool)))
+                issue(&mut self.locked, Effect::Stat(FileId::pool(self.pool)))
             }
         }
     }
@@ -941,15 +1030,25 @@ impl Recover {
     fn follow_up_load(&mut self, loader: Loader, slot: u32) -> Step {
         if let Some(e) = loader.next() {
             self.state = RecoverState::FollowUpLoad(loader, slot);
-            return Step::Effect(e);
+            return issue(&mut self.locked, e);
         }
         let (pool, _) = Pool::from_decoded(loader.finish());
         if slot as usize >= pool.len() || !pool.complete() {
             // Nothing sensible to remove (the pool is beyond our limits): leave it.
+            self.events.push(JobEvent::FollowUpSkipped {
+                pool: self.pool,
+                slot,
+                reason: if pool.complete() {
+                    "slot beyond the pool"
+                } else {
+                    "pool beyond MAX_POOL_RECORDS"
+                },
+            });
             return self.script(VecDeque::new(), After::NextEntry);
         }
         let m = pool.plan_remove_slot(slot);
         let want: Vec<u32> = m.touched_existing_slots().collect();
+        assert_distinct(&want);
         self.follow_up_pre(m, want, BTreeMap::new())
     }
 
@@ -961,8 +1060,9 @@ impl Recover {
     ) -> Step {
         if let Some(&slot) = want.get(got.len()) {
             self.state = RecoverState::FollowUpPre { m, want, got };
-            return Step::Effect(slot_read(self.pool, slot));
+            return issue(&mut self.locked, slot_read(self.pool, slot));
         }
+        assert_eq!(got.len(), want.len(), "one pre-image per touched slot");
         let entry = journal_entry(self.pool, &m, &got);
         let j = FileId::journal(self.pool);
         let write = Effect::Write {
@@ -972,9 +1072,11 @@ impl Recover {
         };
         self.journal_end += entry.encoded_len() as u64;
         self.journal_len = self.journal_len.max(self.journal_end);
-        if self.entries.len() < MAX_JOURNAL_ENTRIES {
-            self.entries.push(entry);
-        }
+        assert!(
+            self.entries.len() < MAX_JOURNAL_ENTRIES,
+            "a follow-up is planned only while the journal has room"
+        );
+        self.entries.push(entry);
         // Journal it durably, then judge and finish it like any other entry.
         self.script(VecDeque::from([write, Effect::Fsync(j)]), After::NextEntry)
     }
@@ -982,10 +1084,134 @@ impl Recover {
     fn final_load(&mut self, loader: Loader, s: FileStamp) -> Result<Step, IoError> {
         if let Some(e) = loader.next() {
             self.state = RecoverState::FinalLoad(loader, s);
-            return Ok(Step::Effect(e));
+            return Ok(issue(&mut self.locked, e));
         }
         let pool = load_events(self.pool, loader.finish(), &mut self.events);
         self.state = RecoverState::Unlock(Ok((pool, s)));
-        Ok(Step::Effect(Effect::Unlock(FileId::pool(self.pool))))
+        Ok(issue(
+            &mut self.locked,
+            Effect::Unlock(FileId::pool(self.pool)),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kvp::record::Record;
+
+    fn key(s: &str) -> Key {
+        Key::new(s.as_bytes()).expect("a valid key")
+    }
+
+    fn value(s: &str) -> Value {
+        Value::new(s.as_bytes()).expect("a valid value")
+    }
+
+    fn stamp_of(len: u64) -> Option<EffectResult> {
+        Some(EffectResult::Stamp(FileStamp { len, change: 1 }))
+    }
+
+    fn effect(s: Step) -> Effect {
+        match s {
+            Step::Effect(e) => e,
+            Step::Finished(o) => panic!("finished early: {o:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_lock_is_never_unlocked() {
+        let mut m = Mutate::new(PoolId::Guest, MutOp::Delete(key("a")), None);
+        let pool = Pool::new();
+        assert!(matches!(effect(m.resume(None, &pool)), Effect::Lock(_)));
+        match m.resume(Some(EffectResult::Failed(IoError::EIO)), &pool) {
+            Step::Finished(JobOutcome::Mutated {
+                result: MutateResult::Failed(IoError::EIO),
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(!m.locked);
+    }
+
+    #[test]
+    fn a_failure_under_the_lock_unlocks_once() {
+        let mut m = Mutate::new(PoolId::Guest, MutOp::Set(key("a"), value("1")), None);
+        let pool = Pool::new();
+        effect(m.resume(None, &pool));
+        assert!(matches!(
+            effect(m.resume(Some(EffectResult::Done), &pool)),
+            Effect::Stat(_)
+        ));
+        assert!(m.locked);
+        assert!(matches!(
+            effect(m.resume(Some(EffectResult::Failed(IoError::EIO)), &pool)),
+            Effect::Unlock(_)
+        ));
+        assert!(!m.locked);
+        match m.resume(Some(EffectResult::Done), &pool) {
+            Step::Finished(JobOutcome::Mutated {
+                result: MutateResult::Failed(IoError::EIO),
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refresh_stats_without_the_lock_and_unlocks_after_a_failed_read() {
+        let mut r = Refresh::new(PoolId::Guest, None);
+        assert!(matches!(effect(r.resume(None)), Effect::Stat(_)));
+        assert!(!r.locked);
+        assert!(matches!(effect(r.resume(stamp_of(REC))), Effect::Lock(_)));
+        effect(r.resume(Some(EffectResult::Done)));
+        assert!(r.locked);
+        // Journal empty, pool stat, then the read fails: unlock, then report.
+        effect(r.resume(stamp_of(0)));
+        assert!(matches!(
+            effect(r.resume(stamp_of(REC))),
+            Effect::Read { .. }
+        ));
+        assert!(matches!(
+            effect(r.resume(Some(EffectResult::Failed(IoError::EIO)))),
+            Effect::Unlock(_)
+        ));
+        match r.resume(Some(EffectResult::Done)) {
+            Step::Finished(JobOutcome::Refreshed { result: Err(_), .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_journal_longer_than_any_we_write_is_reported() {
+        let mut r = Recover::new(PoolId::Guest);
+        effect(r.resume(None));
+        effect(r.resume(Some(EffectResult::Done)));
+        let read = effect(r.resume(stamp_of(MAX_JOURNAL_BYTES + 1)));
+        assert!(matches!(read, Effect::Read { offset: 0, .. }));
+        assert_eq!(
+            r.events,
+            vec![JobEvent::JournalTooLong {
+                pool: PoolId::Guest,
+                bytes: MAX_JOURNAL_BYTES + 1
+            }]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "are not the touched slots")]
+    fn a_journal_entry_needs_every_pre_image() {
+        let pool = Pool::from_records(vec![Record::new(key("a"), value("1"))]);
+        let Plan::Write(m) = pool.plan_set(&key("a"), &value("2")) else {
+            panic!("a write")
+        };
+        journal_entry(PoolId::Guest, &m, &BTreeMap::new());
+    }
+
+    #[test]
+    #[should_panic(expected = "without the pool lock")]
+    fn writing_without_the_lock_is_refused() {
+        let mut held = false;
+        issue(&mut held, Effect::Fsync(FileId::pool(PoolId::Guest)));
     }
 }

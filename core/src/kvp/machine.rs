@@ -28,7 +28,9 @@ use crate::kvp::ip::{IpConfig, IpConfigError, Mac};
 use crate::kvp::jobs::{JobEvent, JobOutcome, MutOp, Mutate, MutateResult, Recover, Refresh, Step};
 use crate::kvp::pool::{Outcome, Pool};
 use crate::kvp::wire::{self, DecodeError, Message, Op, PoolId, Reply, Request, Status};
-use crate::limits::{KVP_REPLY_BUDGET, MAX_QUEUED_OUTPUTS, RECOVERY_RETRY};
+use crate::limits::{
+    KVP_EFFECT_MARGIN, KVP_REPLY_BUDGET, KVP_SET_IP_SCRIPT, MAX_QUEUED_OUTPUTS, RECOVERY_RETRY,
+};
 use crate::time::Instant;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -373,7 +375,10 @@ impl KvpMachine {
                         .push_back(Output::Event(Event::IpConfigRefused(e)));
                     self.reply(Reply::Status(Status::INVALID_ARG));
                 }
-                Ok(cfg) => self.start_system(seq, Effect::ApplyIpConfig(cfg)),
+                Ok(config) => {
+                    let deadline = self.system_deadline(KVP_SET_IP_SCRIPT);
+                    self.start_system(seq, Effect::ApplyIpConfig { config, deadline })
+                }
             },
         }
     }
@@ -414,6 +419,22 @@ impl KvpMachine {
         let status = reply.status();
         self.reply(reply);
         status
+    }
+
+    /// The deadline of a system effect serving the current request: at most `want`, and
+    /// ending [`KVP_EFFECT_MARGIN`] before the request's reply is due.
+    fn system_deadline(&self, want: Duration) -> Duration {
+        let reply_by = self.current.as_ref().map_or(self.now, |c| c.deadline);
+        let d = want.min(
+            reply_by
+                .saturating_since(self.now)
+                .saturating_sub(KVP_EFFECT_MARGIN),
+        );
+        assert!(
+            self.now.saturating_add(d).saturating_add(KVP_EFFECT_MARGIN) <= reply_by || d.is_zero(),
+            "a system effect must end before its request's reply is due"
+        );
+        d
     }
 
     fn start_system(&mut self, seq: u64, effect: Effect) {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::kvp::record::{DecodedPool, PoolIssue, Record};
 use crate::kvp::text::{Key, Value};
-use crate::limits::{MAX_POOL_RECORDS, POOL_RECORD_SIZE};
+use crate::limits::{MAX_POOL_RECORDS, MAX_REPORTED_POOL_ISSUES, POOL_RECORD_SIZE};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pool {
@@ -91,17 +91,23 @@ impl Pool {
             file_records: decoded.total_records,
         };
         let mut issues = Vec::new();
+        let mut unreported = 0;
         for (i, r) in pool.records.iter().enumerate() {
             let slots = pool.index.entry(r.key.clone()).or_default();
             if let Some(&first) = slots.first() {
-                if issues.len() < 32 {
+                if issues.len() < MAX_REPORTED_POOL_ISSUES {
                     issues.push(PoolIssue::Duplicate {
                         index: i,
                         first: first as usize,
                     });
+                } else {
+                    unreported += 1;
                 }
             }
             slots.push(i as u32);
+        }
+        if unreported > 0 {
+            issues.push(PoolIssue::NotReported { count: unreported });
         }
         pool.check();
         (pool, issues)
@@ -291,6 +297,17 @@ mod tests {
     }
     fn pool(pairs: &[(&str, &str)]) -> Pool {
         Pool::from_records(pairs.iter().map(|(a, b)| Record::new(k(a), v(b))).collect())
+    }
+
+    #[test]
+    fn duplicates_past_the_cap_are_counted_not_dropped() {
+        let n = MAX_REPORTED_POOL_ISSUES + 5;
+        let records = vec![Record::new(k("a"), v("1")); n + 1];
+        let decoded = crate::kvp::record::decode_pool(&crate::kvp::record::encode_pool(&records));
+        let (p, issues) = Pool::from_decoded(decoded);
+        assert_eq!(p.len(), n + 1);
+        assert_eq!(issues.len(), MAX_REPORTED_POOL_ISSUES + 1);
+        assert_eq!(issues.last(), Some(&PoolIssue::NotReported { count: 5 }));
     }
     fn run(p: &mut Pool, plan: Plan) {
         if let Plan::Write(m) = plan {

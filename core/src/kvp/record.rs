@@ -6,7 +6,7 @@
 //! daemon left stale bytes after terminators, problem K6).
 
 use crate::kvp::text::{Key, Value};
-use crate::limits::{KVP_KEY_FIELD, MAX_POOL_RECORDS, POOL_RECORD_SIZE};
+use crate::limits::{KVP_KEY_FIELD, MAX_POOL_RECORDS, MAX_REPORTED_POOL_ISSUES, POOL_RECORD_SIZE};
 
 /// One record as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -117,6 +117,10 @@ pub enum PoolIssue {
     TooManyRecords {
         total: usize,
     },
+    /// Per-record issues beyond [`MAX_REPORTED_POOL_ISSUES`]: counted, not listed.
+    NotReported {
+        count: usize,
+    },
 }
 
 /// Incremental decoder: pools are read in chunks so a large file never sits in memory
@@ -127,11 +131,9 @@ pub struct PoolDecoder {
     issues: Vec<PoolIssue>,
     carry: Vec<u8>,
     total: usize,
+    /// Per-record issues past the cap.
+    unreported: usize,
 }
-
-/// Per-record issues reported per decode, at most (a file of a million flawed records
-/// must not make a million log lines). File-wide issues are always reported.
-const MAX_REPORTED_ISSUES: usize = 32;
 
 impl PoolDecoder {
     pub fn new() -> Self {
@@ -165,8 +167,10 @@ impl PoolDecoder {
     }
 
     fn report(&mut self, issue: PoolIssue) {
-        if self.issues.len() < MAX_REPORTED_ISSUES {
+        if self.issues.len() < MAX_REPORTED_POOL_ISSUES {
             self.issues.push(issue);
+        } else {
+            self.unreported += 1;
         }
     }
 
@@ -184,6 +188,10 @@ impl PoolDecoder {
     }
 
     pub fn finish(mut self) -> DecodedPool {
+        if self.unreported > 0 {
+            let count = self.unreported;
+            self.issues.push(PoolIssue::NotReported { count });
+        }
         if !self.carry.is_empty() {
             let bytes = self.carry.len();
             self.issues.push(PoolIssue::PartialRecord { bytes });
@@ -238,6 +246,16 @@ mod tests {
             Key::new(k.as_bytes()).unwrap(),
             Value::new(v.as_bytes()).unwrap(),
         )
+    }
+
+    #[test]
+    fn issues_past_the_cap_are_counted_not_dropped() {
+        // Empty keys are flawed records.
+        let file = encode_pool(&vec![rec("", "x"); MAX_REPORTED_POOL_ISSUES + 8]);
+        let d = decode_pool(&file);
+        assert_eq!(d.records.len(), MAX_REPORTED_POOL_ISSUES + 8);
+        assert_eq!(d.issues.len(), MAX_REPORTED_POOL_ISSUES + 1);
+        assert_eq!(d.issues.last(), Some(&PoolIssue::NotReported { count: 8 }));
     }
 
     #[test]

@@ -10,10 +10,14 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::kvp::effect::EffectId;
+use crate::limits::{
+    VSS_APP_AUTO_THAW, VSS_APP_DAEMON_RESERVE, VSS_APP_FREEZE_BUDGET, VSS_LISTING, VSS_MIN_STEP,
+};
 use crate::time::Instant;
 use crate::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use crate::vss::hooks;
 use crate::vss::machine::{Budget, VssEvent, VssOutput};
+use crate::vss::rules;
 use crate::vss::wire::{decode_read, OptMsg, VssOp, VssRead};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,9 +48,9 @@ impl Default for AppConfig {
         AppConfig {
             work: AppWork::Command(Vec::new()),
             budget: Budget::default(),
-            auto_thaw: Duration::from_secs(45),
-            freeze_budget: Duration::from_secs(10),
-            daemon_reserve: Duration::from_secs(3),
+            auto_thaw: VSS_APP_AUTO_THAW,
+            freeze_budget: VSS_APP_FREEZE_BUDGET,
+            daemon_reserve: VSS_APP_DAEMON_RESERVE,
         }
     }
 }
@@ -93,6 +97,9 @@ pub struct AppMachine {
 
 impl AppMachine {
     pub fn new(cfg: AppConfig, now: Instant) -> AppMachine {
+        if let Err(e) = rules::check_app(&cfg) {
+            panic!("AppMachine configuration breaks a rule: {e}");
+        }
         AppMachine {
             cfg,
             now,
@@ -167,6 +174,21 @@ impl AppMachine {
                 }
             }
             VssInput::Shutdown => self.shutting_down = true,
+            VssInput::DeviceFailed(e) => {
+                self.outputs
+                    .push_back(VssOutput::Event(VssEvent::DeviceFailed(e)));
+                self.shutting_down = true;
+            }
+            VssInput::AnswerLost { bytes, error } => {
+                let msgid = OptMsg::decode(&bytes).map_or(0, |m| m.msgid);
+                self.outputs
+                    .push_back(VssOutput::Event(VssEvent::AnswerLost { msgid, error }));
+                // Our OK to FREEZE never reached the kernel, which will never send the
+                // THAW for it: thaw now rather than at the auto-thaw.
+                if VssInput::is_freeze_ok(&bytes) && self.frozen() && self.job.is_none() {
+                    self.start_thaw(None);
+                }
+            }
         }
         self.start_queued();
         if self.job.is_none() && self.shutting_down {
@@ -290,7 +312,7 @@ impl AppMachine {
             self.next_effect += 1;
             self.in_flight = Some((
                 EffectId(self.next_effect),
-                self.now.saturating_add(Duration::from_secs(1)),
+                self.now.saturating_add(VSS_LISTING),
             ));
             self.outputs.push_back(VssOutput::Effect {
                 id: EffectId(self.next_effect),
@@ -312,7 +334,7 @@ impl AppMachine {
         let left = job
             .until
             .map_or(b.thaw_hook, |u| u.saturating_since(self.now));
-        if job.failed || (job.arg == "freeze" && left < Duration::from_millis(50)) {
+        if job.failed || (job.arg == "freeze" && left < VSS_MIN_STEP) {
             // Failed, or out of time: thaw what was started, answer failure.
             let req = job.req.take();
             self.job = None;

@@ -91,4 +91,24 @@ pub enum VssInput {
     FreezerExited,
     /// SIGTERM: thaw if frozen, then exit.
     Shutdown,
+    /// Reading the device failed or its other side closed it: no request will come any
+    /// more. The machine thaws if frozen (thaw hooks included), then exits.
+    DeviceFailed(IoError),
+    /// Writing this answer (the bytes of a `DeviceWrite`) failed: the kernel never saw
+    /// it. A lost OK to FREEZE thaws at once: the host will time the FREEZE out and may
+    /// never send its THAW.
+    AnswerLost {
+        bytes: Vec<u8>,
+        error: IoError,
+    },
+}
+
+impl VssInput {
+    /// Whether `bytes` is an OK answer to a FREEZE (what a lost answer must undo).
+    pub fn is_freeze_ok(bytes: &[u8]) -> bool {
+        crate::vss::wire::OptMsg::decode(bytes).is_some_and(|m| {
+            m.opt == crate::vss::wire::VssOp::Freeze as u32
+                && m.status == crate::vss::wire::VSS_SUCCESS
+        })
+    }
 }

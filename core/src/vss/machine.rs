@@ -23,10 +23,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::kvp::effect::{EffectId, IoError};
+use crate::limits::{
+    VSS_ANSWER_MARGIN, VSS_GRACE, VSS_HOOK, VSS_HOOKS_TOTAL, VSS_KERNEL_DEADLINE, VSS_LISTING,
+    VSS_MIN_STEP, VSS_ROLLBACK, VSS_SNAPSHOT, VSS_SUSPEND, VSS_SYNC, VSS_THAW_HOOK, VSS_WATCHDOG,
+};
 use crate::time::Instant;
 use crate::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use crate::vss::hooks::{self, Skip};
 use crate::vss::policy::{FreezePlan, Policy, PolicyError};
+use crate::vss::rules;
 use crate::vss::wire::{decode_read, OptMsg, VssOp, VssRead, VSS_MSG_SIZE};
 
 /// How the kernel's 15 s are spent (the defaults add up to 13 s for the daemon's
@@ -65,16 +70,16 @@ impl Budget {
 impl Default for Budget {
     fn default() -> Budget {
         Budget {
-            kernel: Duration::from_secs(15),
-            margin: Duration::from_millis(1000),
-            hook: Duration::from_secs(4),
-            hooks_total: Duration::from_secs(5),
-            sync: Duration::from_secs(3),
-            snapshot: Duration::from_secs(2),
-            suspend: Duration::from_millis(1000),
-            rollback: Duration::from_millis(1000),
-            thaw_hook: Duration::from_secs(4),
-            grace: Duration::from_millis(500),
+            kernel: VSS_KERNEL_DEADLINE,
+            margin: VSS_ANSWER_MARGIN,
+            hook: VSS_HOOK,
+            hooks_total: VSS_HOOKS_TOTAL,
+            sync: VSS_SYNC,
+            snapshot: VSS_SNAPSHOT,
+            suspend: VSS_SUSPEND,
+            rollback: VSS_ROLLBACK,
+            thaw_hook: VSS_THAW_HOOK,
+            grace: VSS_GRACE,
         }
     }
 }
@@ -98,7 +103,7 @@ impl Default for VssConfig {
             policy: Policy::default(),
             hook_dir: None,
             budget: Budget::default(),
-            watchdog: Duration::from_secs(30),
+            watchdog: VSS_WATCHDOG,
             snapshot_prefix: "hvguest-".into(),
         }
     }
@@ -153,6 +158,13 @@ pub enum VssEvent {
     },
     /// Answered without suspending again: already frozen.
     AlreadyFrozen,
+    /// The device failed: thawing if frozen, then exiting.
+    DeviceFailed(IoError),
+    /// An answer could not be written.
+    AnswerLost {
+        msgid: u64,
+        error: IoError,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +213,8 @@ enum ThawWhy {
     FreezeFailed,
     FreezerExited,
     Shutdown,
+    /// Our OK to FREEZE never reached the kernel.
+    AnswerLost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,16 +287,15 @@ impl VssMachine {
     /// (its file systems were resumed by the kernel when its freezer died), and thaw
     /// hooks are idempotent by convention.
     pub fn new(cfg: VssConfig, now: Instant) -> VssMachine {
-        assert!(
-            cfg.watchdog > cfg.budget.kernel,
-            "the watchdog must outlast the kernel's deadline"
-        );
+        if let Err(e) = rules::check_daemon(&cfg) {
+            panic!("VssMachine configuration breaks a rule: {e}");
+        }
         let mut m = VssMachine::bare(cfg, now);
         if m.cfg.hook_dir.is_some() {
             m.thaw_chain(ThawWhy::Startup, None, ThawStage::ListHooks);
             m.effect(
                 VssEffect::ListHooks,
-                now.saturating_add(Duration::from_secs(1)),
+                now.saturating_add(VSS_LISTING),
                 "list hooks",
             );
         }
@@ -395,7 +408,11 @@ impl VssMachine {
             }
             VssInput::Timer => self.on_timer(),
             VssInput::FreezerExited => self.on_freezer_exit(),
-            VssInput::Shutdown => {
+            VssInput::AnswerLost { bytes, error } => self.on_answer_lost(&bytes, error),
+            VssInput::Shutdown | VssInput::DeviceFailed(_) => {
+                if let VssInput::DeviceFailed(e) = input {
+                    self.event(VssEvent::DeviceFailed(e));
+                }
                 self.shutting_down = true;
                 if matches!(self.chain, Some(Chain::Freeze(_))) {
                     // Never answer OK to a FREEZE we are about to undo: roll it back now
@@ -486,7 +503,7 @@ impl VssMachine {
                 self.chain = Some(Chain::Refreeze(req));
                 self.effect(
                     VssEffect::PingFreezer {
-                        auto_thaw_after: self.cfg.watchdog.saturating_add(Duration::from_secs(1)),
+                        auto_thaw_after: rules::freezer_backstop(self.cfg.watchdog),
                     },
                     self.now.saturating_add(self.cfg.budget.rollback),
                     "ping freezer",
@@ -502,7 +519,7 @@ impl VssMachine {
                     hooks_until: None,
                     suspend_until: None,
                 }));
-                self.freeze_effect(VssEffect::ListMounts, Duration::from_secs(1));
+                self.freeze_effect(VssEffect::ListMounts, VSS_LISTING);
             }
             VssOp::Thaw => self.begin_thaw(ThawWhy::Requested, Some(req)),
         }
@@ -524,7 +541,7 @@ impl VssMachine {
         };
         let (reply_by, stage) = (f.req.reply_by, f.stage);
         let d = self.step_deadline(reply_by, want);
-        if d < Duration::from_millis(50) {
+        if d < VSS_MIN_STEP {
             // No time left to do this step and still roll back in time.
             self.event(VssEvent::Abandoned {
                 step: step_name(stage),
@@ -626,7 +643,7 @@ impl VssMachine {
                     f.plan = plan;
                     if self.cfg.hook_dir.is_some() {
                         f.stage = FreezeStage::Hooks;
-                        self.freeze_effect(VssEffect::ListHooks, Duration::from_secs(1));
+                        self.freeze_effect(VssEffect::ListHooks, VSS_LISTING);
                     } else {
                         self.next_freeze_step();
                     }
@@ -785,10 +802,7 @@ impl VssMachine {
                             mount,
                             // A backstop just after our own watchdog, which
                             // normally thaws first (and says why).
-                            auto_thaw_after: self
-                                .cfg
-                                .watchdog
-                                .saturating_add(Duration::from_secs(1)),
+                            auto_thaw_after: rules::freezer_backstop(self.cfg.watchdog),
                         };
                         self.freeze_effect(effect, left);
                         return;
@@ -958,6 +972,20 @@ impl VssMachine {
                 self.in_flight = None;
                 self.after_resume();
             }
+        }
+    }
+
+    fn on_answer_lost(&mut self, bytes: &[u8], error: IoError) {
+        let msgid = OptMsg::decode(bytes).map_or(0, |m| m.msgid);
+        self.event(VssEvent::AnswerLost { msgid, error });
+        if !VssInput::is_freeze_ok(bytes) || self.frozen_since.is_none() {
+            return;
+        }
+        if self.chain.is_none() {
+            self.begin_thaw(ThawWhy::AnswerLost, None);
+        } else {
+            // Thaw as soon as the running chain ends.
+            self.watchdog_at = Some(self.now);
         }
     }
 

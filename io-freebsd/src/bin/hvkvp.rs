@@ -253,6 +253,7 @@ fn emit_bytes(bytes: &[u8]) -> Result<(), Fail> {
 }
 
 fn warn(message: &str) {
+    // Nowhere left to report a failed write to stderr.
     let _ = writeln!(io::stderr(), "hvkvp: {message}");
 }
 
@@ -282,6 +283,16 @@ fn report_repairs(access: &mut PoolAccess) {
                 "note: ignored a torn entry ({bytes} bytes) at the end of the journal of {}",
                 pool_label(pool)
             ),
+            JobEvent::JournalTooLong { pool, bytes } => format!(
+                "note: the journal of {} is {bytes} bytes, longer than any writer makes; \
+                 only its start was used",
+                pool_label(pool)
+            ),
+            JobEvent::FollowUpSkipped { pool, slot, reason } => format!(
+                "note: left record {slot} of {} in place after an interrupted delete \
+                 ({reason}); it may duplicate another record",
+                pool_label(pool)
+            ),
             JobEvent::Loaded { .. } => continue,
         };
         warn(&note);
@@ -301,6 +312,7 @@ fn shown(bytes: &[u8]) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             c if c.is_control() => {
+                // Writing to a String cannot fail.
                 let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
             }
             c => out.push(c),
@@ -320,8 +332,10 @@ fn table(out: &mut String, rows: &[(String, String)]) {
         .unwrap_or(0);
     for (k, v) in rows {
         if v.is_empty() {
+            // Writing to a String cannot fail.
             let _ = writeln!(out, "{k}");
         } else {
+            // Writing to a String cannot fail.
             let _ = writeln!(out, "{k:<width$}  {v}");
         }
     }
@@ -585,6 +599,7 @@ fn list(dir: &Path, pool: Option<PoolId>, json: bool) -> Result<(), Fail> {
             if i > 0 {
                 out.push('\n');
             }
+            // Writing to a String cannot fail.
             let _ = writeln!(out, "[{}]", p.name());
             table(&mut out, &rows(records));
         }
@@ -849,6 +864,7 @@ fn write_diff(out: &mut String, pool: PoolId, changes: &[Diff<'_>], json: bool, 
             };
             out.push_str("{\"pool\":");
             json_string(out, pool.name().as_bytes());
+            // Writing to a String cannot fail.
             let _ = write!(out, ",\"change\":\"{change}\",\"key\":");
             json_string(out, key);
             if let Some(v) = value {
@@ -858,8 +874,10 @@ fn write_diff(out: &mut String, pool: PoolId, changes: &[Diff<'_>], json: bool, 
             out.push_str("}\n");
         } else {
             if prefix {
+                // Writing to a String cannot fail.
                 let _ = write!(out, "[{}] ", pool.name());
             }
+            // Writing to a String cannot fail.
             let _ = match d {
                 Diff::Added(k, v) => writeln!(out, "+ {} = {}", shown(k), shown(v)),
                 Diff::Removed(k) => writeln!(out, "- {}", shown(k)),

@@ -10,10 +10,15 @@ use hvguest_core::vss::machine::VssOutput;
 use hvguest_core::vss::wire::VssOp;
 use hvguest_core::Instant;
 
+use hvguest_core::vss::rules::freezer_backstop;
+
 use super::World;
+
+/// Past the freezer's backstop, what the simulated process latencies may add.
+const SIM_SLACK: Duration = Duration::from_secs(1);
 use crate::vss::{
     mount_of, program_result, simple_result, KOut, Machine, Pending, SimFreezer, SimVssKernel,
-    SimVssProc, VssSetup, KVP_POOL_DIR,
+    SimVssProc, SuspendOutcome, VssSetup, KVP_POOL_DIR,
 };
 
 /// The VSS state of the world.
@@ -69,11 +74,7 @@ impl VssPart {
         t.extend(self.kernel.next_deadline());
         t.extend(self.restart_at);
         t.extend(self.freezer_notice_at);
-        t.extend(
-            self.freezer
-                .auto_thaw_at
-                .filter(|_| !self.freezer.held.is_empty()),
-        );
+        t.extend(self.freezer.auto_thaw_at());
         t.into_iter().min()
     }
 
@@ -177,60 +178,40 @@ impl World {
                 v.last_run.insert(name, arg);
                 done(took, VssResult::Exit(status))
             }
-            VssEffect::Suspend {
-                mount,
-                auto_thaw_after,
-            } => {
-                // Once / is suspended, suspending another file system can need a write
-                // to the root's metadata and blocks in "suspfs": that is why / goes last.
-                if v.freezer.held.contains_key("/") {
-                    v.freezer.hung = true;
-                    line.push_str(": blocks behind the suspended /");
-                    None
-                } else if v.freezer.hang_next {
-                    v.freezer.hang_next = false;
-                    v.freezer.hung = true;
-                    line.push_str(": freezer hangs");
-                    None
-                } else if v.setup.suspend_fails.as_deref() == Some(mount) {
-                    done(Duration::from_millis(1), VssResult::Failed(IoError::EIO))
-                } else {
-                    v.freezer.alive = true;
-                    v.freezer.held.insert(mount.clone(), now);
-                    v.freezer.auto_thaw_at = Some(now.saturating_add(*auto_thaw_after));
-                    done(Duration::from_millis(1), VssResult::Done)
-                }
-            }
-            VssEffect::ResumeAll => {
-                if v.freezer.hung {
-                    line.push_str(": freezer hangs");
-                    None
-                } else {
-                    v.freezer.held.clear();
-                    v.freezer.auto_thaw_at = None;
-                    done(Duration::from_millis(1), VssResult::Done)
-                }
-            }
-            VssEffect::PingFreezer { auto_thaw_after } => {
-                if v.freezer.hung {
-                    line.push_str(": freezer hangs");
-                    None
-                } else if v.freezer.alive {
-                    if !v.freezer.held.is_empty() {
-                        v.freezer.auto_thaw_at = Some(now.saturating_add(*auto_thaw_after));
-                    }
-                    done(Duration::from_millis(1), VssResult::Done)
-                } else {
-                    done(Duration::from_millis(1), VssResult::Failed(IoError(32)))
-                }
-            }
             VssEffect::KillFreezer => {
-                v.freezer.alive = false;
-                v.freezer.held.clear();
-                v.freezer.hung = false;
-                v.freezer.auto_thaw_at = None;
+                v.freezer.die();
                 v.freezer_notice_at = Some(now.saturating_add(Duration::from_millis(2)));
                 done(Duration::from_millis(1), VssResult::Done)
+            }
+            VssEffect::Suspend { .. } | VssEffect::ResumeAll | VssEffect::PingFreezer { .. } => {
+                let setup = &v.setup;
+                let mut note = None;
+                let result = v.freezer.command(now, &effect, |f, mount| {
+                    // Once / is suspended, suspending another file system can need a write
+                    // to the root's metadata and blocks in "suspfs": that is why / goes
+                    // last.
+                    if f.holds("/") {
+                        note = Some(": blocks behind the suspended /");
+                        SuspendOutcome::Blocks
+                    } else if f.hang_next {
+                        note = Some(": freezer hangs");
+                        SuspendOutcome::Blocks
+                    } else if setup.suspend_fails.as_deref() == Some(mount) {
+                        SuspendOutcome::Fails(IoError::EIO)
+                    } else {
+                        SuspendOutcome::Done
+                    }
+                });
+                if note == Some(": freezer hangs") {
+                    v.freezer.hang_next = false;
+                }
+                match result {
+                    Some(r) => done(Duration::from_millis(1), r),
+                    None => {
+                        line.push_str(note.unwrap_or(": freezer hangs"));
+                        None
+                    }
+                }
             }
             other => simple_result(&v.setup, other).and_then(|(d, r)| done(d, r)),
         };
@@ -250,7 +231,7 @@ impl World {
     pub(super) fn vss_update_fs(&mut self) {
         let Some(v) = self.vss.as_ref() else { return };
         let holding = mount_of(&v.setup.mounts, KVP_POOL_DIR).map(|m| m.path.clone());
-        let frozen = holding.is_some_and(|m| v.freezer.held.contains_key(&m));
+        let frozen = holding.is_some_and(|m| v.freezer.holds(&m));
         if frozen != self.fs.frozen {
             self.fs.frozen = frozen;
             self.log(
@@ -324,7 +305,7 @@ impl World {
         }
         let plan = v.setup.config.policy.plan(&v.setup.mounts);
         let disturbed = v.disturbed;
-        let held: Vec<String> = v.freezer.held.keys().cloned().collect();
+        let held: Vec<String> = v.freezer.held().into_iter().map(|(m, _)| m).collect();
         match op {
             VssOp::Freeze if ok => {
                 v.last_freeze_ok = Some(self.now);
@@ -374,10 +355,7 @@ impl World {
             return;
         }
         v.kernel.close_daemon();
-        v.freezer.alive = false;
-        v.freezer.held.clear();
-        v.freezer.hung = false;
-        v.freezer.auto_thaw_at = None;
+        v.freezer.stdin_closed(now);
         v.freezer_notice_at = None;
         v.disturbed = true;
         v.restart_at = Some(now.saturating_add(Duration::from_millis(200)));
@@ -389,10 +367,7 @@ impl World {
     pub(super) fn vss_freezer_crash(&mut self) {
         let now = self.now;
         let Some(v) = self.vss.as_mut() else { return };
-        v.freezer.alive = false;
-        v.freezer.held.clear();
-        v.freezer.hung = false;
-        v.freezer.auto_thaw_at = None;
+        v.freezer.die();
         v.freezer_notice_at = Some(now.saturating_add(Duration::from_millis(1)));
         self.vss_log("freezer crashes".into());
         self.vss_update_fs();
@@ -410,9 +385,7 @@ impl World {
             self.vss_start();
         }
         // The freezer's own watchdog: it exits, resuming everything.
-        let auto = self.vss.as_ref().is_some_and(|v| {
-            !v.freezer.held.is_empty() && v.freezer.auto_thaw_at.is_some_and(|t| t <= now)
-        });
+        let auto = self.vss.as_mut().is_some_and(|v| v.freezer.on_timer(now));
         if auto {
             self.vss_log("freezer's own watchdog fires: it exits".into());
             self.vss_freezer_crash();
@@ -479,18 +452,15 @@ impl World {
     pub(super) fn vss_check(&mut self) {
         let now = self.now;
         let Some(v) = self.vss.as_ref() else { return };
-        let limit = v
-            .setup
-            .config
-            .watchdog
-            .saturating_add(Duration::from_secs(2));
-        if let Some((m, since)) = v
-            .freezer
-            .held
+        // The freezer's own backstop, plus the simulated latencies of a kill and its
+        // notice.
+        let limit = freezer_backstop(v.setup.config.watchdog).saturating_add(SIM_SLACK);
+        let held = v.freezer.held();
+        if let Some((m, since)) = held
             .iter()
             // A FREEZE answered OK later (while frozen) starts the watchdog again.
             .find(|(_, s)| {
-                now.saturating_since((**s).max(v.last_freeze_ok.unwrap_or(Instant::ZERO))) > limit
+                now.saturating_since((*s).max(v.last_freeze_ok.unwrap_or(Instant::ZERO))) > limit
             })
         {
             let msg = format!(
@@ -506,7 +476,7 @@ impl World {
         let settled = v.daemon.as_ref().is_some_and(|d| d.pending.is_empty())
             && v.freezer_notice_at.is_none();
         if daemon_thawed && settled {
-            if let Some(m) = v.freezer.held.keys().next() {
+            if let Some((m, _)) = held.first() {
                 let msg = format!("{m} is suspended while no FREEZE holds");
                 self.fail(msg);
                 return;

@@ -1,0 +1,258 @@
+//! The rules a VSS configuration must keep, checked in one place.
+//!
+//! `io-freebsd/src/vss_config.rs` calls [`check`] on what `vss.conf` says (and names the
+//! line of the setting each error involves); [`VssMachine::new`] and [`AppMachine::new`]
+//! assert it. The defaults keep the same rules at compile time (`limits.rs`).
+//!
+//! * The FREEZE's budgets (`hooks_total + sync + snapshot + suspend`, plus the answer
+//!   margin and the rollback reserve) stay under the kernel's 15 s.
+//! * The daemon's watchdog comes after the kernel's deadline (a THAW can come no
+//!   earlier).
+//! * The application helper's auto-thaw comes after the freezer's backstop (watchdog +
+//!   [`VSS_FREEZER_BACKSTOP`]), so file systems are resumed before the application, as
+//!   the kernel orders a THAW.
+//! * The application helper's freeze work fits inside the kernel's deadline.
+//!
+//! [`VssMachine::new`]: crate::vss::machine::VssMachine::new
+//! [`AppMachine::new`]: crate::vss::app::AppMachine::new
+
+use std::time::Duration;
+
+use crate::limits::VSS_FREEZER_BACKSTOP;
+use crate::vss::app::AppConfig;
+use crate::vss::machine::{Budget, VssConfig};
+
+/// `4s`, `500ms`, `1500ms`.
+pub fn show(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A configured value a rule involves (named as in `vss.conf`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Watchdog,
+    HooksTotal,
+    ZpoolSync,
+    ZfsSnapshot,
+    Suspend,
+    AppAutoThaw,
+    AppFreezeBudget,
+}
+
+impl Setting {
+    /// Its key in `vss.conf`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Setting::Watchdog => "watchdog",
+            Setting::HooksTotal => "hooks_total",
+            Setting::ZpoolSync => "zpool_sync_timeout",
+            Setting::ZfsSnapshot => "zfs_snapshot_timeout",
+            Setting::Suspend => "suspend_timeout",
+            Setting::AppAutoThaw => "app_auto_thaw",
+            Setting::AppFreezeBudget => "app_freeze_budget",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error(
+        "must be more than {} (a THAW can come no earlier than the kernel's deadline)",
+        show(*.kernel)
+    )]
+    WatchdogTooShort {
+        watchdog: Duration,
+        kernel: Duration,
+    },
+    #[error(
+        "hooks_total + zpool_sync_timeout + zfs_snapshot_timeout + suspend_timeout \
+         + {} (answer margin and rollback) = {}, must be under {} (the kernel's deadline)",
+        show(*.fixed), show(*.sum), show(*.limit)
+    )]
+    BudgetTooLong {
+        sum: Duration,
+        fixed: Duration,
+        limit: Duration,
+    },
+    #[error(
+        "app_auto_thaw ({}) must be more than watchdog + {} ({}), so that the file \
+         systems are thawed before the application",
+        show(*.auto_thaw), show(VSS_FREEZER_BACKSTOP), show(*.backstop)
+    )]
+    AutoThawTooEarly {
+        auto_thaw: Duration,
+        backstop: Duration,
+    },
+    #[error("must be under {} (the kernel's deadline)", show(*.kernel))]
+    AppFreezeBudgetTooLong { budget: Duration, kernel: Duration },
+}
+
+impl RuleError {
+    /// The settings the rule involves; an error is reported on the last one set.
+    pub fn settings(&self) -> &'static [Setting] {
+        match self {
+            RuleError::WatchdogTooShort { .. } => &[Setting::Watchdog],
+            RuleError::BudgetTooLong { .. } => &[
+                Setting::HooksTotal,
+                Setting::ZpoolSync,
+                Setting::ZfsSnapshot,
+                Setting::Suspend,
+            ],
+            RuleError::AutoThawTooEarly { .. } => &[Setting::Watchdog, Setting::AppAutoThaw],
+            RuleError::AppFreezeBudgetTooLong { .. } => &[Setting::AppFreezeBudget],
+        }
+    }
+}
+
+/// When the freezer resumes everything by itself: just after the daemon's watchdog,
+/// which normally thaws first (and says why).
+pub fn freezer_backstop(watchdog: Duration) -> Duration {
+    watchdog.saturating_add(VSS_FREEZER_BACKSTOP)
+}
+
+/// The daemon's rules alone (what [`VssMachine::new`] asserts).
+///
+/// [`VssMachine::new`]: crate::vss::machine::VssMachine::new
+pub fn check_daemon(cfg: &VssConfig) -> Result<(), RuleError> {
+    let b = &cfg.budget;
+    if cfg.watchdog <= b.kernel {
+        return Err(RuleError::WatchdogTooShort {
+            watchdog: cfg.watchdog,
+            kernel: b.kernel,
+        });
+    }
+    check_budget(b)
+}
+
+fn check_budget(b: &Budget) -> Result<(), RuleError> {
+    let fixed = b.margin.saturating_add(b.rollback);
+    let sum = [b.hooks_total, b.sync, b.snapshot, b.suspend]
+        .into_iter()
+        .fold(fixed, Duration::saturating_add);
+    if sum >= b.kernel {
+        return Err(RuleError::BudgetTooLong {
+            sum,
+            fixed,
+            limit: b.kernel,
+        });
+    }
+    Ok(())
+}
+
+/// The application helper's rules alone (what [`AppMachine::new`] asserts).
+///
+/// [`AppMachine::new`]: crate::vss::app::AppMachine::new
+pub fn check_app(app: &AppConfig) -> Result<(), RuleError> {
+    if app.freeze_budget >= app.budget.kernel {
+        return Err(RuleError::AppFreezeBudgetTooLong {
+            budget: app.freeze_budget,
+            kernel: app.budget.kernel,
+        });
+    }
+    check_budget(&app.budget)
+}
+
+/// Every rule, in the order a reader meets the settings: the daemon's, the helper's,
+/// then the two together.
+pub fn check(vss: &VssConfig, app: &AppConfig) -> Result<(), RuleError> {
+    check_daemon(vss)?;
+    check_app(app)?;
+    let backstop = freezer_backstop(vss.watchdog);
+    if app.auto_thaw <= backstop {
+        return Err(RuleError::AutoThawTooEarly {
+            auto_thaw: app.auto_thaw,
+            backstop,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn defaults_pass() {
+        assert_eq!(check(&VssConfig::default(), &AppConfig::default()), Ok(()));
+    }
+
+    #[test]
+    fn each_rule_at_its_edge() {
+        let (vss, app) = (VssConfig::default(), AppConfig::default());
+        let w = |watchdog| VssConfig {
+            watchdog,
+            ..vss.clone()
+        };
+        assert!(matches!(
+            check(&w(secs(15)), &app),
+            Err(RuleError::WatchdogTooShort { .. })
+        ));
+        assert_eq!(check_daemon(&w(Duration::from_millis(15_001))), Ok(()));
+        let mut b = Budget {
+            hooks_total: Duration::from_millis(6999),
+            ..Budget::default()
+        };
+        assert_eq!(check_budget(&b), Ok(()));
+        b.hooks_total = secs(7);
+        let e = check_budget(&b).unwrap_err();
+        assert_eq!(
+            e,
+            RuleError::BudgetTooLong {
+                sum: secs(15),
+                fixed: secs(2),
+                limit: secs(15)
+            }
+        );
+        assert!(e.to_string().contains("= 15s, must be under 15s"), "{e}");
+        assert_eq!(e.settings().len(), 4);
+        let late = AppConfig {
+            auto_thaw: secs(31),
+            ..app.clone()
+        };
+        let e = check(&vss, &late).unwrap_err();
+        assert_eq!(
+            e,
+            RuleError::AutoThawTooEarly {
+                auto_thaw: secs(31),
+                backstop: secs(31)
+            }
+        );
+        assert!(e.to_string().contains("watchdog + 1s (31s)"), "{e}");
+        let big = AppConfig {
+            freeze_budget: secs(15),
+            ..app
+        };
+        assert!(matches!(
+            check(&vss, &big),
+            Err(RuleError::AppFreezeBudgetTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn huge_values_do_not_overflow() {
+        let b = Budget {
+            hooks_total: Duration::MAX,
+            ..Budget::default()
+        };
+        assert!(matches!(
+            check_budget(&b),
+            Err(RuleError::BudgetTooLong { .. })
+        ));
+        let vss = VssConfig {
+            watchdog: Duration::MAX,
+            ..VssConfig::default()
+        };
+        assert!(matches!(
+            check(&vss, &AppConfig::default()),
+            Err(RuleError::AutoThawTooEarly { .. })
+        ));
+    }
+}
