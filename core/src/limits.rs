@@ -32,6 +32,9 @@ pub const READ_CHUNK: usize = 64 * POOL_RECORD_SIZE;
 pub const MAX_JOURNAL_ENTRIES: usize = 8;
 /// Slots one journal entry may touch: enough for an order-preserving delete in a full pool.
 pub const MAX_JOURNAL_SLOTS: usize = MAX_POOL_RECORDS;
+/// Recover-then-mutate rounds a tool's write makes before giving up on a journal that
+/// other writers keep filling between its recovery and its change.
+pub const TOOL_WRITE_ATTEMPTS: usize = 3;
 /// A failed pool is retried after this long.
 pub const RECOVERY_RETRY: Duration = Duration::from_secs(1);
 
