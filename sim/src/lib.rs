@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod prng;
 pub mod recording;
 pub mod scenario;
+pub mod tool;
 pub mod trace;
 pub mod vss;
 pub mod vss_emulator;
