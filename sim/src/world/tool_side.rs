@@ -191,9 +191,9 @@ impl World {
                 return false;
             }
             let op = random_op(&mut t.prng);
-            let crash = t.prng.chance(1, 4).then(|| {
+            let crash = t.prng.chance(1, 2).then(|| {
                 let power = t.prng.chance(1, 4);
-                (t.prng.below(40), power)
+                (t.prng.below(30), power)
             });
             self.tool_start(op, crash);
             return true;
@@ -297,7 +297,7 @@ impl World {
         let Some(r) = t.running.take() else { return };
         t.next_at = self
             .now
-            .saturating_add(Duration::from_millis(t.prng.range(20, 600)));
+            .saturating_add(Duration::from_millis(t.prng.range(100, 1500)));
         self.stats.tool_ops += 1;
         match o {
             ToolOutcome::Written | ToolOutcome::Unchanged | ToolOutcome::NotFound => {
@@ -353,7 +353,7 @@ impl World {
         self.fs.release_locks_of(tool_owner(t.generation));
         t.generation += 1;
         t.unsettled.push((r.key, r.value));
-        t.next_at = now.saturating_add(Duration::from_millis(t.prng.range(20, 600)));
+        t.next_at = now.saturating_add(Duration::from_millis(t.prng.range(100, 1500)));
         self.stats.tool_crash_points += 1;
         // Reads may find its journal entry and fail until it is recovered.
         self.errors_possible = true;
