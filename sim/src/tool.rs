@@ -122,11 +122,14 @@ struct OpPlan {
     op: MutOp,
     /// The tool's effect (0-based) that fails with EIO instead of running.
     fail_at: Option<usize>,
-    /// Before the tool's effect with this index, if the tool does not hold the lock, an
-    /// appender appends a record (under the lock, fsynced).
+    /// At this free boundary (0: before the tool starts, 1: mostly the hand-over between
+    /// its `Recover` and its `Mutate`, 2: mostly after it finished), counting only the
+    /// points between the tool's effects where it does not hold the lock, an appender
+    /// appends a record (under the lock, fsynced).
     append_at: Option<usize>,
-    /// Before this effect, if the lock is free, the rival changes a key: it runs its
-    /// `Mutate` to the end, or dies after this many of its effects.
+    /// At this free boundary the rival changes a key: it runs its `Mutate` to the end,
+    /// or dies after this many of its effects (then, from the seventh on, leaving its
+    /// journal entry for the tool to find).
     rival_at: Option<usize>,
     rival_op: MutOp,
     rival_dies_after: Option<usize>,
@@ -138,6 +141,8 @@ struct Played {
     /// The tool's outcome, if it finished before the stop.
     outcome: Option<ToolOutcome>,
     effects: usize,
+    /// The index of the tool's first journal write.
+    journal_write: Option<usize>,
     possible: Possible,
     appended: Vec<Record>,
 }
@@ -211,11 +216,15 @@ fn play(
     let mut r = None;
     let mut i = 0;
     let mut outcome = None;
+    let mut free_seen = 0;
+    let mut journal_write = None;
     loop {
         let step = job.resume(r.take());
         // Between the tool's effects, the other writers, when the lock is free.
         let free = fs.lock_holder(&pool_name()).is_none();
-        if free && plan.append_at == Some(i) {
+        let ordinal = free.then_some(free_seen);
+        free_seen += usize::from(free);
+        if ordinal.is_some() && plan.append_at == ordinal {
             let rec = Record::new(
                 Key::new(
                     format!("{OUTSIDE_PREFIX}sweep|{}", fs.contents(&pool_name()).len()).as_bytes(),
@@ -231,7 +240,7 @@ fn play(
                 appended.push(rec);
             }
         }
-        if free && plan.rival_at == Some(i) {
+        if ordinal.is_some() && plan.rival_at == ordinal {
             rival(
                 &mut fs,
                 &plan.rival_op,
@@ -274,6 +283,11 @@ fn play(
                 continue;
             }
             ToolStep::Effect(e) => {
+                if journal_write.is_none()
+                    && matches!(&e, Effect::Write { file, .. } if *file == FileId::journal(TOOL_POOL))
+                {
+                    journal_write = Some(i);
+                }
                 let res = if plan.fail_at == Some(i) {
                     EffectResult::Failed(IoError::EIO)
                 } else {
@@ -288,6 +302,7 @@ fn play(
         fs,
         outcome,
         effects: i,
+        journal_write,
         possible,
         appended,
     })
@@ -388,7 +403,7 @@ pub fn sweep(seed: u64, ops: u64) -> Result<SweepStats, String> {
         outside.push(r.clone());
         records.push(r);
     }
-    for _ in 0..prng.below(4) {
+    for _ in 0..prng.range(1, 6) {
         if let MutOp::Set(k, v) = random_op(&mut prng) {
             if !possible.contains_key(&k) {
                 possible.insert(k.clone(), vec![Some(v.clone())]);
@@ -404,11 +419,11 @@ pub fn sweep(seed: u64, ops: u64) -> Result<SweepStats, String> {
     }
     for n in 0..ops {
         let small = fs.contents(&pool_name()).len() < 30 * hvguest_core::limits::POOL_RECORD_SIZE;
-        let plan = OpPlan {
+        let mut plan = OpPlan {
             op: random_op(&mut prng),
-            fail_at: prng.chance(1, 3).then(|| prng.below(30) as usize),
-            append_at: (small && prng.chance(1, 2)).then(|| prng.below(30) as usize),
-            rival_at: prng.chance(1, 2).then(|| prng.below(30) as usize),
+            fail_at: None,
+            append_at: (small && prng.chance(1, 2)).then(|| prng.below(3) as usize),
+            rival_at: prng.chance(1, 2).then(|| prng.below(3) as usize),
             rival_op: {
                 let key = Key::new(format!("rival|{}", prng.below(3)).as_bytes()).expect("short");
                 if small && prng.chance(2, 3) {
@@ -422,6 +437,17 @@ pub fn sweep(seed: u64, ops: u64) -> Result<SweepStats, String> {
             },
             rival_dies_after: prng.chance(1, 3).then(|| prng.below(16) as usize),
         };
+        if prng.chance(1, 2) {
+            // An I/O error in one of the tool's effects: half the time in its journaled
+            // part (from its journal write on), where the outcome must be settled.
+            let dry = play(fs.clone(), &plan, &possible, None)?;
+            let from = if prng.chance(1, 2) {
+                dry.journal_write.unwrap_or(0)
+            } else {
+                0
+            };
+            plan.fail_at = Some(prng.range(from as u64, dry.effects.max(from + 1) as u64) as usize);
+        }
         let base = play(fs.clone(), &plan, &possible, None)?;
         let what = |k: usize, kind: &str| {
             format!(
