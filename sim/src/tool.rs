@@ -220,6 +220,24 @@ fn play(
     let mut journal_write = None;
     loop {
         let step = job.resume(r.take());
+        if let ToolStep::Finished(o) = step {
+            // The outcome is what the tool reports; from here on it must hold.
+            outcome = Some(o);
+            match o {
+                // Acknowledged: exactly the new value.
+                ToolOutcome::Written | ToolOutcome::Unchanged | ToolOutcome::NotFound => {
+                    possible.insert(k.clone(), vec![v.clone()]);
+                }
+                // Nothing changed.
+                ToolOutcome::Full
+                | ToolOutcome::JournalBusy
+                | ToolOutcome::Failed(_)
+                | ToolOutcome::NotApplied(_) => {
+                    possible.insert(k.clone(), old.clone());
+                }
+                ToolOutcome::InDoubt(_) => allow(&mut possible, &k, v.clone()),
+            }
+        }
         // Between the tool's effects, the other writers, when the lock is free.
         let free = fs.lock_holder(&pool_name()).is_none();
         let ordinal = free.then_some(free_seen);
@@ -249,39 +267,15 @@ fn play(
             )?;
         }
         if stop == Some(i) {
-            // Stopped: the tool's change may or may not have happened.
+            // Stopped: unless it reported an outcome, the tool's change may or may not
+            // have happened.
             if outcome.is_none() {
                 allow(&mut possible, &k, v.clone());
             }
             break;
         }
         match step {
-            ToolStep::Finished(o) => {
-                outcome = Some(o);
-                match o {
-                    // Acknowledged: exactly the new value.
-                    ToolOutcome::Written | ToolOutcome::Unchanged | ToolOutcome::NotFound => {
-                        possible.insert(k.clone(), vec![v.clone()]);
-                    }
-                    // Nothing changed.
-                    ToolOutcome::Full
-                    | ToolOutcome::JournalBusy
-                    | ToolOutcome::Failed(_)
-                    | ToolOutcome::NotApplied(_) => {
-                        possible.insert(k.clone(), old.clone());
-                    }
-                    ToolOutcome::InDoubt(_) => allow(&mut possible, &k, v.clone()),
-                }
-                if stop.is_none() {
-                    break;
-                }
-                // A crash after the outcome: stop at the next boundary.
-                if stop != Some(i + 1) {
-                    break;
-                }
-                i += 1;
-                continue;
-            }
+            ToolStep::Finished(_) => break,
             ToolStep::Effect(e) => {
                 if journal_write.is_none()
                     && matches!(&e, Effect::Write { file, .. } if *file == FileId::journal(TOOL_POOL))
