@@ -94,6 +94,8 @@ impl World {
         let t = self.tool.as_ref()?;
         match &t.running {
             Some(r) => r.pending.as_ref().map(|p| p.0),
+            // Draining: one more command settles what is left, at once.
+            None if t.stopped && !t.unsettled.is_empty() => Some(self.now),
             None if t.stopped => None,
             None => Some(t.next_at.max(self.now)),
         }
