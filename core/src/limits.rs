@@ -36,6 +36,9 @@ pub const MAX_JOURNAL_SLOTS: usize = MAX_POOL_RECORDS;
 /// file of a million flawed records must not make a million log lines. The rest are
 /// counted in one `PoolIssue::NotReported`.
 pub const MAX_REPORTED_POOL_ISSUES: usize = 32;
+/// Recover-then-mutate rounds a tool's write makes before giving up on a journal that
+/// other writers keep filling between its recovery and its change.
+pub const TOOL_WRITE_ATTEMPTS: usize = 3;
 /// A failed pool is retried after this long.
 pub const RECOVERY_RETRY: Duration = Duration::from_secs(1);
 

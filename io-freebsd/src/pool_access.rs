@@ -12,31 +12,26 @@
 //!   change a crashed writer left in the journal, cuts a torn trailing record, and loads.
 //! * [`PoolAccess::refresh`] runs `Refresh`: a `Stat`, and a reload under the lock only
 //!   when the file's stamp changed (for polling).
-//! * [`PoolAccess::set`] and [`PoolAccess::delete`] run `Recover` (so a change left by a
-//!   crashed writer is settled before ours is journaled), then `Mutate`, which reloads
-//!   the file under its own lock before planning: the file's stamp is not trusted to
-//!   reveal a change made by someone else in the same clock tick. A change that fails
-//!   after it was journaled (in doubt) is settled at once by another `Recover`, as the
-//!   daemon does, and reported as written, not applied, or still in doubt.
+//! * [`PoolAccess::set`] and [`PoolAccess::delete`] drive the core's [`ToolWrite`] job,
+//!   the whole write path: `Recover` (so a change left by a crashed writer is settled
+//!   before ours is journaled), then `Mutate`, which reloads the file under its own lock
+//!   before planning and refuses to journal over an entry another writer left in the
+//!   lock hand-over (then the job recovers and retries, a bounded number of times). A
+//!   change that fails after it was journaled (in doubt) is settled at once by another
+//!   `Recover`, as the daemon does, and reported as written, not applied, or still in
+//!   doubt. This module only executes the job's effects and words its outcome.
 //!
 //! A pool file that does not exist (and has no journal) reads as empty and is not
 //! created by reading or by a DELETE; the pool directory itself is never created here.
-//!
-//! Known gap: `Recover` and `Mutate` each take and release the lock, so there is one
-//! lock hand-over between them. Were another writer's change to fail after journaling
-//! in exactly that instant (an I/O error, its journal left for its own recovery), our
-//! `Mutate` would overwrite that journal entry. Closing it needs a core job that checks
-//! the journal under `Mutate`'s own lock.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use hvguest_core::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError};
-use hvguest_core::kvp::jobs::{
-    JobEvent, JobOutcome, MutOp, Mutate, MutateResult, Recover, Refresh, Step,
-};
-use hvguest_core::kvp::pool::{Outcome, Pool};
+use hvguest_core::kvp::jobs::{JobEvent, JobOutcome, MutOp, Recover, Refresh, Step};
+use hvguest_core::kvp::pool::Pool;
 use hvguest_core::kvp::text::{Key, Value};
+use hvguest_core::kvp::tool_write::{call_of, Call, FailedCall, ToolOutcome, ToolStep, ToolWrite};
 use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::limits::MAX_POOL_RECORDS;
 
@@ -52,9 +47,6 @@ pub enum Change {
     /// DELETE of a key the pool does not hold.
     NotFound,
 }
-
-/// Recover-then-change rounds before giving up on a journal others keep filling.
-const MUTATE_ATTEMPTS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -96,12 +88,12 @@ pub enum AccessError {
 
 /// A job the driver can run: each is resumed with its last effect's result.
 trait Job {
-    fn resume_with(&mut self, result: Option<EffectResult>, current: &Pool) -> Step;
+    fn resume_with(&mut self, result: Option<EffectResult>) -> Step;
     fn take_events(&mut self) -> Vec<JobEvent>;
 }
 
 impl Job for Recover {
-    fn resume_with(&mut self, result: Option<EffectResult>, _: &Pool) -> Step {
+    fn resume_with(&mut self, result: Option<EffectResult>) -> Step {
         self.resume(result)
     }
     fn take_events(&mut self) -> Vec<JobEvent> {
@@ -110,17 +102,8 @@ impl Job for Recover {
 }
 
 impl Job for Refresh {
-    fn resume_with(&mut self, result: Option<EffectResult>, _: &Pool) -> Step {
+    fn resume_with(&mut self, result: Option<EffectResult>) -> Step {
         self.resume(result)
-    }
-    fn take_events(&mut self) -> Vec<JobEvent> {
-        std::mem::take(&mut self.events)
-    }
-}
-
-impl Job for Mutate {
-    fn resume_with(&mut self, result: Option<EffectResult>, current: &Pool) -> Step {
-        self.resume(result, current)
     }
     fn take_events(&mut self) -> Vec<JobEvent> {
         std::mem::take(&mut self.events)
@@ -134,25 +117,19 @@ struct Failure {
 }
 
 fn file_of(effect: &Effect) -> Option<FileId> {
-    match effect {
-        Effect::Lock(f) | Effect::Unlock(f) | Effect::Stat(f) | Effect::Fsync(f) => Some(*f),
-        Effect::Read { file, .. } | Effect::Write { file, .. } | Effect::SetLen { file, .. } => {
-            Some(*file)
-        }
-        Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => None,
-    }
+    call_of(effect).1
 }
 
-fn action_of(effect: &Effect) -> &'static str {
-    match effect {
-        Effect::Lock(_) => "locking",
-        Effect::Unlock(_) => "unlocking",
-        Effect::Stat(_) => "examining",
-        Effect::Read { .. } => "reading",
-        Effect::Write { .. } => "writing",
-        Effect::SetLen { .. } => "resizing",
-        Effect::Fsync(_) => "syncing",
-        Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => "using",
+fn action_of(call: Call) -> &'static str {
+    match call {
+        Call::Lock => "locking",
+        Call::Unlock => "unlocking",
+        Call::Stat => "examining",
+        Call::Read => "reading",
+        Call::Write => "writing",
+        Call::SetLen => "resizing",
+        Call::Fsync => "syncing",
+        Call::Other => "using",
     }
 }
 
@@ -161,17 +138,6 @@ fn os_error(e: IoError) -> io::Error {
         io::Error::from_raw_os_error(e.0)
     } else {
         io::Error::other(format!("the file executor failed: {e}"))
-    }
-}
-
-/// Whether the pool shows `op` done, compared with the pool before it.
-fn shows(op: &MutOp, before: &Pool, after: &Pool) -> bool {
-    match op {
-        MutOp::Set(k, v) => after.get(k) == Some(v),
-        MutOp::Delete(k) => {
-            let count = |p: &Pool| p.records().iter().filter(|r| r.key == *k).count();
-            count(after) < count(before)
-        }
     }
 }
 
@@ -257,7 +223,7 @@ impl<E: Executor> PoolAccess<E> {
             return Ok(known.map(|_| (Pool::new(), None)));
         }
         let mut job = Refresh::new(pool, known);
-        let (outcome, failure) = self.run(&mut job, &Pool::new());
+        let (outcome, failure) = self.run(&mut job);
         let JobOutcome::Refreshed {
             result,
             journal_pending,
@@ -288,50 +254,51 @@ impl<E: Executor> PoolAccess<E> {
 
     fn mutate(&mut self, pool: PoolId, op: MutOp) -> Result<Change, AccessError> {
         file_backed(pool)?;
-        let nothing_there = !self.exists(FileId::pool(pool)) && !self.exists(FileId::journal(pool));
-        if nothing_there && matches!(op, MutOp::Delete(_)) {
-            // Nothing to delete, and no reason to create the files.
-            return Ok(Change::NotFound);
+        let files_exist = self.exists(FileId::pool(pool)) || self.exists(FileId::journal(pool));
+        let mut job = ToolWrite::new(pool, op, files_exist);
+        let mut result = None;
+        let outcome = loop {
+            let step = job.resume(result.take());
+            self.events.append(&mut job.events);
+            match step {
+                ToolStep::Finished(outcome) => break outcome,
+                ToolStep::Effect(effect) => result = Some(self.files.execute(&effect)),
+            }
+        };
+        match outcome {
+            ToolOutcome::Written => Ok(Change::Written),
+            ToolOutcome::Unchanged => Ok(Change::Unchanged),
+            ToolOutcome::NotFound => Ok(Change::NotFound),
+            ToolOutcome::Full => Err(AccessError::Full {
+                path: self.path(pool),
+            }),
+            ToolOutcome::JournalBusy => Err(AccessError::JournalBusy {
+                path: self.path(pool),
+            }),
+            ToolOutcome::Failed(c) => Err(self.call_error(c, pool)),
+            ToolOutcome::NotApplied(c) => Err(AccessError::NotApplied {
+                source: Box::new(self.call_error(c, pool)),
+            }),
+            ToolOutcome::InDoubt(c) => Err(AccessError::InDoubt {
+                source: Box::new(self.call_error(c, pool)),
+            }),
         }
-        // Recover, then change. If, between the two lock holds, another writer left a
-        // journal entry (its change failed after journaling), the job refuses to write
-        // over it: recover again and retry, a bounded number of times.
-        for _ in 0..MUTATE_ATTEMPTS {
-            let (before, _) = self.recover(pool)?;
-            // No known stamp: the job reloads under its lock whatever the stamp says.
-            let mut job = Mutate::new(pool, op.clone(), None);
-            let (outcome, failure) = self.run(&mut job, &before);
-            let JobOutcome::Mutated { result, .. } = outcome else {
-                unreachable!("a Mutate job finishes with Mutated")
-            };
-            return match result {
-                MutateResult::JournalPending => continue,
-                MutateResult::Applied { .. } => Ok(Change::Written),
-                MutateResult::Nothing(Outcome::Ok) => Ok(Change::Unchanged),
-                MutateResult::Nothing(Outcome::NotFound) => Ok(Change::NotFound),
-                MutateResult::Nothing(Outcome::Full) => Err(AccessError::Full {
-                    path: self.path(pool),
-                }),
-                MutateResult::Failed(e) => Err(self.io_error(failure, e, pool)),
-                MutateResult::InDoubt(e) => {
-                    let source = Box::new(self.io_error(failure, e, pool));
-                    // Settle it now, as the daemon does after a change in doubt.
-                    match self.recover(pool) {
-                        Ok((after, _)) if shows(&op, &before, &after) => Ok(Change::Written),
-                        Ok(_) => Err(AccessError::NotApplied { source }),
-                        Err(_) => Err(AccessError::InDoubt { source }),
-                    }
-                }
-            };
+    }
+
+    /// Words a failed call the job reported: the operation, the file, the errno.
+    fn call_error(&self, c: FailedCall, pool: PoolId) -> AccessError {
+        AccessError::Io {
+            action: action_of(c.call),
+            path: c
+                .file
+                .map_or_else(|| self.path(pool), |id| self.files.path(id)),
+            source: os_error(c.error),
         }
-        Err(AccessError::JournalBusy {
-            path: self.path(pool),
-        })
     }
 
     fn recover(&mut self, pool: PoolId) -> Result<(Pool, FileStamp), AccessError> {
         let mut job = Recover::new(pool);
-        let (outcome, failure) = self.run(&mut job, &Pool::new());
+        let (outcome, failure) = self.run(&mut job);
         let JobOutcome::Recovered { result, .. } = outcome else {
             unreachable!("a Recover job finishes with Recovered")
         };
@@ -339,11 +306,11 @@ impl<E: Executor> PoolAccess<E> {
     }
 
     /// Runs a job to its outcome, one effect at a time, in order.
-    fn run(&mut self, job: &mut impl Job, current: &Pool) -> (JobOutcome, Option<Failure>) {
+    fn run(&mut self, job: &mut impl Job) -> (JobOutcome, Option<Failure>) {
         let mut result = None;
         let mut failure: Option<Failure> = None;
         loop {
-            let step = job.resume_with(result.take(), current);
+            let step = job.resume_with(result.take());
             self.events.extend(job.take_events());
             match step {
                 Step::Finished(outcome) => return (outcome, failure),
@@ -367,7 +334,7 @@ impl<E: Executor> PoolAccess<E> {
         // The job reports the error of the effect that stopped it: the first failure.
         match failure {
             Some(f) => AccessError::Io {
-                action: action_of(&f.effect),
+                action: action_of(call_of(&f.effect).0),
                 path: file_of(&f.effect).map_or_else(|| self.path(pool), |id| self.files.path(id)),
                 source: os_error(f.error),
             },

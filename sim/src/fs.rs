@@ -288,7 +288,10 @@ impl SimFs {
             f.durable = bytes.clone();
             f.current = bytes;
             f.pending.clear();
-            f.version += 1;
+            // A fresh version from the shared clock: `version + 1` could equal the
+            // version a later change of this file is given, and a stat would then miss it.
+            self.clock += 1;
+            f.version = self.clock;
         }
         notes
     }

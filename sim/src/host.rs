@@ -52,6 +52,22 @@ impl Model {
         self.in_flight.push((p, k.clone(), v));
     }
 
+    /// Keeps `v` possible for a key while another writer's change to it may land (the
+    /// tool's, in progress or not yet settled by a recovery); idempotent.
+    pub fn hold(&mut self, p: PoolId, k: &Key, v: Option<Value>) {
+        let cell = self
+            .cells
+            .entry((p, k.clone()))
+            .or_insert_with(|| vec![None]);
+        if !cell.contains(&v) {
+            cell.push(v.clone());
+        }
+        let held = (p, k.clone(), v);
+        if !self.in_flight.contains(&held) {
+            self.in_flight.push(held);
+        }
+    }
+
     /// A read saw `v`: that is the value now, but a failed mutation still in flight may
     /// yet land.
     pub fn observe(&mut self, p: PoolId, k: &Key, v: Option<Value>) {

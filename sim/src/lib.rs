@@ -16,6 +16,7 @@ pub mod prng;
 pub mod realtime;
 pub mod recording;
 pub mod scenario;
+pub mod tool;
 pub mod trace;
 pub mod vss;
 pub mod vss_emulator;

@@ -26,7 +26,9 @@ use crate::trace::{self, Trace};
 use crate::vss::VssSetup;
 use hvguest_core::vss::wire::VssOp;
 
+mod tool_side;
 mod vss_side;
+pub use tool_side::ToolPart;
 pub use vss_side::VssPart;
 
 /// Something a scenario (or the random fault schedule) makes happen.
@@ -90,6 +92,9 @@ pub struct Stats {
     pub faults: u64,
     pub freezes: u64,
     pub appends: u64,
+    /// Operations the tool (`hvkvp`) carried out, and crashes injected into them.
+    pub tool_ops: u64,
+    pub tool_crash_points: u64,
     pub trace_hash: u64,
     pub trace_lines: u64,
     pub virtual_ms: u64,
@@ -144,6 +149,8 @@ pub struct World {
     vss: Option<VssPart>,
     /// Chooses the host's backups and the VSS faults in random runs.
     vss_prng: Option<Prng>,
+    /// The tool (`hvkvp`), a second journaling writer, in random runs with faults.
+    tool: Option<ToolPart>,
     pub trace: Trace,
     pub stats: Stats,
     obs: Vec<Observed>,
@@ -204,6 +211,7 @@ impl World {
             checkpoint_due: false,
             vss: None,
             vss_prng: None,
+            tool: None,
             stats: Stats::default(),
             obs: Vec::new(),
             violation: None,
@@ -415,7 +423,9 @@ impl World {
             self.stats.replies_ok += 1;
         }
         let failed_ok = timed_out || self.errors_possible;
-        if let Err(Mismatch(m)) = check_reply(
+        if self.tool_stale_read(&req, &reply) {
+            // Accepted, see `tool_side`; not an observation.
+        } else if let Err(Mismatch(m)) = check_reply(
             &mut self.model,
             &self.auto,
             &req,
@@ -640,8 +650,9 @@ impl World {
         self.kernel.on_daemon_death(keep_stale);
         self.fs.release_locks_of(Owner::Daemon(self.generation));
         if power {
-            // Power loss takes the VSS daemon and its freezer down too.
+            // Power loss takes the VSS daemon and its freezer down too, and the tool.
             self.vss_crash();
+            self.tool_power_lost();
             for note in self.fs.crash(&mut self.crash_prng) {
                 self.log("fs", &note);
             }
@@ -672,6 +683,7 @@ impl World {
         take(self.daemon.as_ref().and_then(|d| d.next_wakeup()));
         take(self.restart_at);
         take(self.thaw_at);
+        take(self.tool_next_wakeup());
         if let Some(v) = self.vss.as_ref() {
             take(v.next_wakeup());
             if host_active && v.outstanding.is_none() && !v.plan.is_empty() && v.daemon.is_some() {
@@ -705,6 +717,7 @@ impl World {
         }
         self.route();
         self.vss_advance();
+        self.tool_advance();
         if self.crash_pending {
             self.crash(true);
         }
@@ -726,12 +739,14 @@ impl World {
             Some(d) if !d.machine.is_idle() => {}
             _ => self.model.quiesce(),
         }
+        self.tool_check();
         let idle = self.daemon.as_ref().is_some_and(|d| {
             d.machine.registered()
                 && d.machine.is_idle()
                 && model_pools().iter().all(|&p| d.machine.pool_ready(p))
         }) && self.kernel.pending() == 0
-            && !self.fs.frozen;
+            && !self.fs.frozen
+            && self.tool_quiet();
         if self.checkpoint_due && idle {
             self.checkpoint_due = false;
             self.checkpoint();
@@ -916,7 +931,11 @@ impl World {
             }
             self.walk = None;
         }
-        match self.workload.next_action() {
+        let next = match self.tool_read() {
+            Some(r) => Next::Request(r),
+            None => self.workload.next_action(),
+        };
+        match next {
             Next::Request(r) => self.act(Action::Host(r)),
             Next::Raw(b) => self.act(Action::HostRaw(b)),
             Next::Walk(p) => self.act(Action::Walk(p)),
@@ -943,6 +962,7 @@ impl World {
     /// Lets everything finish: restarts, thaws, outstanding requests, then the final
     /// checkpoint.
     fn drain(&mut self) {
+        self.tool_stop();
         for _ in 0..100_000 {
             if self.violation.is_some() {
                 return;
@@ -958,6 +978,7 @@ impl World {
                     )
             });
             let busy = vss_busy
+                || !self.tool_quiet()
                 || self.outstanding.is_some()
                 || self.restart_at.is_some()
                 || self
@@ -1028,6 +1049,9 @@ impl World {
                 self.opts.seed, self.opts.requests, self.opts.faults
             ),
         );
+        if self.opts.faults {
+            self.tool = Some(ToolPart::new(Prng::new(self.opts.seed).fork("tool")));
+        }
         self.adopt_initial_files();
         self.start_daemon();
         if self.vss.is_some() {

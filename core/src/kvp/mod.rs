@@ -3,7 +3,8 @@
 //! Layers, bottom up: [`text`] (bounded keys and values) → [`wire`] (device messages)
 //! and [`record`] (pool files) → [`pool`] (one pool in memory, planning of changes) →
 //! [`journal`] (crash safety) → [`jobs`] (the persistence protocol as effects) →
-//! [`machine`] (requests, deadlines, lanes). [`auto`] and [`ip`] hold the auto pool and
+//! [`machine`] (requests, deadlines, lanes); [`tool_write`] runs the same jobs as a
+//! tool's (`hvkvp`'s) whole SET/DELETE. [`auto`] and [`ip`] hold the auto pool and
 //! IP configuration rules.
 
 pub mod auto;
@@ -16,6 +17,7 @@ pub mod machine;
 pub mod pool;
 pub mod record;
 pub mod text;
+pub mod tool_write;
 pub mod trace_file;
 pub mod wire;
 

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant as WallClock;
 
 use hvguest_sim::fs::SimFs;
+use hvguest_sim::tool;
 use hvguest_sim::world::{Failure, SimOptions, Stats, World};
 
 struct Args {
@@ -18,12 +19,14 @@ struct Args {
     determinism: bool,
     jobs: usize,
     out_dir: PathBuf,
+    /// Tool operations swept at every crash point, per seed.
+    tool_sweep: u64,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: sim [--seeds N] [--seed S] [--first-seed S] [--requests N] [--no-faults]\n\
-         \x20          [--check-determinism] [--jobs N] [--out DIR]"
+         \x20          [--check-determinism] [--jobs N] [--out DIR] [--tool-sweep N]"
     );
     std::process::exit(2)
 }
@@ -38,6 +41,7 @@ fn parse() -> Args {
         determinism: false,
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         out_dir: PathBuf::from("target/sim-failures"),
+        tool_sweep: 1,
     };
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>| {
@@ -53,6 +57,7 @@ fn parse() -> Args {
             "--no-faults" => a.faults = false,
             "--check-determinism" => a.determinism = true,
             "--jobs" => a.jobs = num(it.next()).max(1) as usize,
+            "--tool-sweep" => a.tool_sweep = num(it.next()),
             "--out" => a.out_dir = it.next().map(PathBuf::from).unwrap_or_else(|| usage()),
             _ => usage(),
         }
@@ -69,8 +74,22 @@ fn run(seed: u64, a: &Args, keep_trace: bool) -> (Result<Stats, Failure>, Option
     };
     let world = World::new(opts, SimFs::new());
     // The trace is inside the world; a kept trace is returned through the failure path.
-    let r = world.run_random_keep(keep_trace);
-    (r.0, r.1)
+    let (r, trace) = world.run_random_keep(keep_trace);
+    // Then the tool's write path, stopped at every crash point of a few operations.
+    let r = r.and_then(|mut st| match tool::sweep(seed, a.tool_sweep) {
+        Ok(sw) => {
+            st.tool_ops += sw.ops;
+            st.tool_crash_points += sw.crash_points;
+            Ok(st)
+        }
+        Err(violation) => Err(Failure {
+            seed,
+            violation,
+            at: hvguest_core::Instant::ZERO,
+            tail: Vec::new(),
+        }),
+    });
+    (r, trace)
 }
 
 fn write_failure(a: &Args, f: &Failure) -> PathBuf {
@@ -145,6 +164,8 @@ fn main() {
                         t.faults += st.faults;
                         t.freezes += st.freezes;
                         t.appends += st.appends;
+                        t.tool_ops += st.tool_ops;
+                        t.tool_crash_points += st.tool_crash_points;
                         t.timeouts += st.timeouts;
                         t.trace_lines += st.trace_lines;
                         t.virtual_ms += st.virtual_ms;
@@ -161,7 +182,7 @@ fn main() {
     let t = totals.into_inner().expect("threads joined");
     let failures = failures.into_inner().expect("threads joined");
     println!(
-        "sim: {} requests in {:.1} s: {:.0} simulated requests/s; {} crashes, {} I/O faults, {} freezes, {} outside appends, {} kernel timeouts, {:.0} virtual s",
+        "sim: {} requests in {:.1} s: {:.0} simulated requests/s; {} crashes, {} I/O faults, {} freezes, {} outside appends, {} kernel timeouts, {:.0} virtual s; tool: {} operations, {} crash points",
         t.requests,
         secs,
         t.requests as f64 / secs.max(1e-9),
@@ -170,7 +191,9 @@ fn main() {
         t.freezes,
         t.appends,
         t.timeouts,
-        t.virtual_ms as f64 / 1000.0
+        t.virtual_ms as f64 / 1000.0,
+        t.tool_ops,
+        t.tool_crash_points
     );
     if failures.is_empty() {
         println!("sim: all {} seed(s) passed", seeds.len());
