@@ -10,13 +10,14 @@ use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac};
 use hvguest_core::kvp::machine::{Event, KvpConfig};
 use hvguest_core::kvp::record::{decode_pool, PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, Value};
-use hvguest_core::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
+use hvguest_core::kvp::wire::{Op, PoolId, Reply, Request, Status};
 use hvguest_core::limits::POOL_RECORD_SIZE;
 use hvguest_core::Instant;
 
 use crate::daemon::{DaemonSetup, Latency, Observed, SimDaemon, SimNet};
 use crate::fs::{FsCall, Owner, SimFs};
 use crate::harness::test_info;
+use crate::host_wire;
 use crate::host::{
     check_reply, check_walk, model_pools, Mismatch, Model, Next, Walk, Workload, OUTSIDE_PREFIX,
 };
@@ -403,9 +404,11 @@ impl World {
             }
             return;
         };
-        let reply = match wire::decode_reply(req.op(), bytes) {
+        // Decoded by the host's own codec, from the spec's offsets: catches a reply
+        // field written at the wrong offset or left unterminated by the core.
+        let reply = match host_wire::decode(req.op(), bytes) {
             Ok(r) => r,
-            Err(e) => return self.fail(format!("undecodable reply: {e}")),
+            Err(e) => return self.fail(format!("undecodable reply: {}", e.0)),
         };
         self.log(
             "host",
@@ -459,7 +462,9 @@ impl World {
         self.next_id += 1;
         let id = self.next_id;
         let bytes = match (&request, raw) {
-            (Some(r), _) => wire::encode_request(r).to_vec(),
+            // Encoded by the host's own codec: catches a request field the core
+            // decodes from the wrong offset.
+            (Some(r), _) => host_wire::encode(r),
             (None, Some(b)) => b,
             (None, None) => return,
         };
