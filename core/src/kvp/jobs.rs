@@ -887,7 +887,6 @@ impl Recover {
                 self.script(VecDeque::new(), After::NextEntry)
             }
             Verdict::Finish {
-                extend_to,
                 truncate_to,
                 remove_slot,
             } => {
@@ -895,8 +894,9 @@ impl Recover {
                     pool: self.pool,
                     entry: idx,
                 });
-                let script = apply_script(self.pool, e, extend_to, truncate_to);
-                if let Some(len) = truncate_to.or(extend_to) {
+                // A growing entry is finished only once its extension is there.
+                let script = apply_script(self.pool, e, None, truncate_to);
+                if let Some(len) = truncate_to {
                     self.len = len;
                 }
                 // A follow-up entry may already be in the journal (a crash during an

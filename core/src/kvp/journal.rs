@@ -163,8 +163,6 @@ pub fn parse_journal(buf: &[u8]) -> ParsedJournal {
 pub enum Verdict {
     /// Finish the mutation: write every post image, make the length right.
     Finish {
-        /// Extend the file to this length before writing (an append that had not yet).
-        extend_to: Option<u64>,
         /// Cut the file to this length after writing.
         truncate_to: Option<u64>,
         /// Other programs appended after the crash, before the cut slot was removed: it
@@ -191,16 +189,35 @@ pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) 
     if len < entry.old_len.min(entry.new_len) {
         return Verdict::Discard("the file is shorter than before the change");
     }
+    // We extend (and sync the length) before writing anything else: a growing entry
+    // whose extension is gone either never started, or someone has since shortened
+    // the file (a delete that copies records down and truncates). Finishing would
+    // resurrect what they deleted, or duplicate our record they moved down.
+    if entry.new_len > entry.old_len && len < entry.new_len {
+        return Verdict::Discard("our extension of the file is gone");
+    }
     for w in &entry.writes {
         if !sectors_match(&slot(w.slot), &w.pre, &w.post) {
             return Verdict::Discard("a slot holds bytes that are neither ours nor the old ones");
         }
     }
-    let extend_to = (entry.new_len > entry.old_len && len < entry.new_len).then_some(entry.new_len);
+    // We cut only after every post image is written and synced: while a slot does not
+    // hold its post image yet, the cut has not happened.
+    let posts_done = entry.writes.iter().all(|w| slot(w.slot) == *w.post);
+    if entry.new_len < entry.old_len && len < entry.old_len && !posts_done {
+        return Verdict::Discard("the file was shortened, but not by us");
+    }
     let mut truncate_to = None;
     let mut remove_slot = None;
     if let Some((dropped, pre)) = &entry.dropped {
-        let still_there = len >= (u64::from(*dropped) + 1) * rec && slot(*dropped) == **pre;
+        let present = len >= (u64::from(*dropped) + 1) * rec;
+        let still_there = present && slot(*dropped) == **pre;
+        if present && !still_there && !posts_done {
+            // Not cut yet, yet changed: someone rewrote the record we were to cut (or
+            // moved others into it). Once every post is there, a different record in
+            // that slot is one appended after our cut.
+            return Verdict::Discard("the slot to cut holds someone else's bytes");
+        }
         if still_there && len == entry.old_len {
             truncate_to = Some(entry.new_len);
         } else if still_there {
@@ -209,7 +226,6 @@ pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) 
         }
     }
     Verdict::Finish {
-        extend_to,
         truncate_to,
         remove_slot,
     }
@@ -305,7 +321,6 @@ mod tests {
         assert_eq!(
             judge(&e, 3 * rec, &slots),
             Verdict::Finish {
-                extend_to: None,
                 truncate_to: Some(2 * rec),
                 remove_slot: None
             }
@@ -314,7 +329,6 @@ mod tests {
         assert_eq!(
             judge(&e, 4 * rec, &slots),
             Verdict::Finish {
-                extend_to: None,
                 truncate_to: None,
                 remove_slot: Some(2)
             }
@@ -349,10 +363,11 @@ mod tests {
                 [5u8; POOL_RECORD_SIZE]
             }
         };
+        // The extension never happened (or was undone): nothing of ours to finish.
+        assert!(matches!(judge(&e, rec, &ours), Verdict::Discard(_)));
         assert_eq!(
-            judge(&e, rec, &ours),
+            judge(&e, 2 * rec, &ours),
             Verdict::Finish {
-                extend_to: Some(2 * rec),
                 truncate_to: None,
                 remove_slot: None
             }
