@@ -337,6 +337,9 @@ impl SimFs {
                 Some(t) => f.version.max(self.now_ms / t.max(1)),
                 None => f.version + 1,
             };
+            // Later changes must get versions no file has had: a change after the
+            // crash that reused this number would look like no change at all.
+            self.clock = self.clock.max(f.version);
         }
         notes
     }

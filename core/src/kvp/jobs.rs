@@ -886,6 +886,27 @@ impl Recover {
                 // Later entries are judged on their own; the script is empty.
                 self.script(VecDeque::new(), After::NextEntry)
             }
+            Verdict::Undo { reason, slots } => {
+                self.events.push(JobEvent::JournalDiscarded {
+                    pool: self.pool,
+                    entry: idx,
+                    reason,
+                });
+                let f = FileId::pool(self.pool);
+                let mut script: VecDeque<Effect> = e
+                    .writes
+                    .iter()
+                    .filter(|w| slots.contains(&w.slot))
+                    .map(|w| Effect::Write {
+                        file: f,
+                        offset: u64::from(w.slot) * REC,
+                        data: w.pre.to_vec(),
+                    })
+                    .collect();
+                script.push_back(Effect::Fsync(f));
+                self.state = RecoverState::StatPool;
+                self.script(script, After::NextEntry)
+            }
             Verdict::Finish {
                 truncate_to,
                 remove_slot,

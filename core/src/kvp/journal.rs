@@ -172,6 +172,13 @@ pub enum Verdict {
     /// The file moved on without us (someone truncated or rewrote it after the crash);
     /// finishing would overwrite their data. The mutation was never acknowledged.
     Discard(&'static str),
+    /// Like `Discard`, but these slots hold only our sectors (pre or post, perhaps torn)
+    /// while the rest of the file moved on without us: write their pre images back,
+    /// so no half-written or duplicated record stays behind.
+    Undo {
+        reason: &'static str,
+        slots: Vec<u32>,
+    },
 }
 
 fn sectors_match(actual: &RecordBytes, a: &RecordBytes, b: &RecordBytes) -> bool {
@@ -204,8 +211,21 @@ pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) 
     // We cut only after every post image is written and synced: while a slot does not
     // hold its post image yet, the cut has not happened.
     let posts_done = entry.writes.iter().all(|w| slot(w.slot) == *w.post);
+    let undo = |reason| {
+        let slots: Vec<u32> = entry
+            .writes
+            .iter()
+            .filter(|w| (u64::from(w.slot) + 1) * rec <= len && slot(w.slot) != *w.pre)
+            .map(|w| w.slot)
+            .collect();
+        if slots.is_empty() {
+            Verdict::Discard(reason)
+        } else {
+            Verdict::Undo { reason, slots }
+        }
+    };
     if entry.new_len < entry.old_len && len < entry.old_len && !posts_done {
-        return Verdict::Discard("the file was shortened, but not by us");
+        return undo("the file was shortened, but not by us");
     }
     let mut truncate_to = None;
     let mut remove_slot = None;
@@ -216,7 +236,7 @@ pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) 
             // Not cut yet, yet changed: someone rewrote the record we were to cut (or
             // moved others into it). Once every post is there, a different record in
             // that slot is one appended after our cut.
-            return Verdict::Discard("the slot to cut holds someone else's bytes");
+            return undo("the slot to cut holds someone else's bytes");
         }
         if still_there && len == entry.old_len {
             truncate_to = Some(entry.new_len);

@@ -256,10 +256,11 @@ impl KvpMachine {
         &self.pools[id.index()].pool
     }
 
-    /// The stamp of the pool file as of our last look: when the file still has it, our
-    /// memory must equal the file (the simulator checks exactly that).
+    /// The stamp of the pool file as of our last look, once trusted (not while a change
+    /// within the same timestamp tick could hide behind it): when the file still has it,
+    /// our memory must equal the file (the simulator checks exactly that).
     pub fn pool_stamp(&self, id: PoolId) -> Option<FileStamp> {
-        self.pools[id.index()].stamp
+        self.pools[id.index()].known(self.config.stamp_granularity)
     }
 
     /// Whether a pool is loaded and usable.

@@ -131,6 +131,9 @@ impl World {
                 })
             }
             OutsideOp::Remove { key } => {
+                if let Some(post) = self.pending_growth_post() {
+                    self.residue.push(post);
+                }
                 let slot = parse(&bytes[..whole])
                     .iter()
                     .position(|(k, _)| k == key.as_bytes());
@@ -157,6 +160,7 @@ impl World {
             }
             OutsideOp::Truncate => self.fs.set_len(&name, 0).ok().map(|_| {
                 self.model.truncated(pool);
+                self.residue.clear();
                 if pool == PoolId::Guest {
                     self.outside_records.clear();
                 }
@@ -308,5 +312,38 @@ impl World {
                 want.map(|g| trace::text(&g)),
             ));
         }
+    }
+
+    /// The post image of the first slot write of an entry waiting in the guest pool's
+    /// journal (an append's record, or the record a DELETE moves into the hole), read
+    /// from the journal's layout: magic, write count at 13, then after the 36-byte
+    /// header the first write's slot, pre and post images.
+    fn pending_growth_post(&self) -> Option<Vec<u8>> {
+        let j = self
+            .fs
+            .contents(&hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name());
+        let ok = j.len() >= 40 + 2 * REC && &j[..8] == b"HVKVPJ1\0" && j[13] >= 1;
+        ok.then(|| j[40 + REC..40 + 2 * REC].to_vec())
+    }
+
+    /// A record left by a crashed append that another program then moved (a shift-down
+    /// delete while we were down): our extension's zeros, or a torn copy of our record,
+    /// somewhere recovery can no longer find. (A crashed DELETE's moved record may
+    /// likewise stay twice: its key is a `residue_key`.) A known limit of recovery (see
+    /// ARCHITECTURE.md); tolerated, and only these exact byte patterns are.
+    pub(super) fn is_residue(&self, rec: &[u8]) -> bool {
+        self.residue.iter().any(|post| {
+            rec != &post[..]
+                && rec
+                    .chunks(SECTOR_SIZE)
+                    .zip(post.chunks(SECTOR_SIZE))
+                    .all(|(r, p)| r == p || r.iter().all(|&b| b == 0))
+        })
+    }
+
+    /// Keys a residue record may show (its key sector written or not).
+    pub(super) fn residue_key(&self, key: &[u8]) -> bool {
+        !self.residue.is_empty()
+            && (key.is_empty() || self.residue.iter().any(|p| field(&p[..512]) == key))
     }
 }
