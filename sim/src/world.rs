@@ -157,7 +157,7 @@ pub struct World {
     /// Guest pool files another program left with a torn tail the daemon has not cut yet.
     outside_torn: bool,
     /// Post images of crashed appends another program may have moved before recovery.
-    residue: Vec<Vec<u8>>,
+    residue: Vec<(Vec<u8>, bool)>,
     /// Outside keys a GET asked for, with where the reply must come from.
     outside_seq: u64,
     checkpoint_due: bool,
@@ -445,11 +445,15 @@ impl World {
         }
         let failed_ok = timed_out || self.errors_possible;
         let residue = match (&req, &reply) {
-            (Request::Get { pool, key }, _) => {
-                *pool == PoolId::Guest && self.residue_key(key.as_bytes())
+            (Request::Get { pool, key }, r) => {
+                let v = match r {
+                    Reply::Value(v) => Some(v.as_bytes()),
+                    _ => None,
+                };
+                *pool == PoolId::Guest && self.residue_key(key.as_bytes(), v)
             }
-            (Request::Enumerate { pool, .. }, Reply::Entry { key, .. }) => {
-                *pool == PoolId::Guest && self.residue_key(key.as_bytes())
+            (Request::Enumerate { pool, .. }, Reply::Entry { key, value }) => {
+                *pool == PoolId::Guest && self.residue_key(key.as_bytes(), Some(value.as_bytes()))
             }
             _ => false,
         };
@@ -859,14 +863,16 @@ impl World {
                 problems.push(format!("{}: torn or unpadded record: {i:?}", path(p)));
             }
             for (k, cell) in self.model.keys(p) {
-                if p == PoolId::Guest && self.residue_key(k.as_bytes()) {
-                    continue;
-                }
                 let got = dec
                     .records
                     .iter()
                     .find(|r| r.key == *k)
                     .map(|r| r.value.clone());
+                if p == PoolId::Guest
+                    && self.residue_key(k.as_bytes(), got.as_ref().map(Value::as_bytes))
+                {
+                    continue;
+                }
                 if !cell.contains(&got) {
                     problems.push(format!(
                         "{} {}: disk has {got:?}, acknowledged {cell:?}",

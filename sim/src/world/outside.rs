@@ -131,8 +131,8 @@ impl World {
                 })
             }
             OutsideOp::Remove { key } => {
-                if let Some(post) = self.pending_growth_post() {
-                    self.residue.push(post);
+                if let Some(r) = self.pending_growth_post() {
+                    self.residue.push(r);
                 }
                 let slot = parse(&bytes[..whole])
                     .iter()
@@ -318,12 +318,18 @@ impl World {
     /// journal (an append's record, or the record a DELETE moves into the hole), read
     /// from the journal's layout: magic, write count at 13, then after the 36-byte
     /// header the first write's slot, pre and post images.
-    fn pending_growth_post(&self) -> Option<Vec<u8>> {
+    /// Also whether the entry shrinks the file (old length at 16, new at 24).
+    fn pending_growth_post(&self) -> Option<(Vec<u8>, bool)> {
         let j = self
             .fs
             .contents(&hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name());
         let ok = j.len() >= 40 + 2 * REC && &j[..8] == b"HVKVPJ1\0" && j[13] >= 1;
-        ok.then(|| j[40 + REC..40 + 2 * REC].to_vec())
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&j[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        ok.then(|| (j[40 + REC..40 + 2 * REC].to_vec(), u64_at(24) < u64_at(16)))
     }
 
     /// A record left by a crashed append that another program then moved (a shift-down
@@ -332,7 +338,7 @@ impl World {
     /// likewise stay twice: its key is a `residue_key`.) A known limit of recovery (see
     /// ARCHITECTURE.md); tolerated, and only these exact byte patterns are.
     pub(super) fn is_residue(&self, rec: &[u8]) -> bool {
-        self.residue.iter().any(|post| {
+        self.residue.iter().any(|(post, _)| {
             rec != &post[..]
                 && rec
                     .chunks(SECTOR_SIZE)
@@ -341,9 +347,14 @@ impl World {
         })
     }
 
-    /// Keys a residue record may show (its key sector written or not).
-    pub(super) fn residue_key(&self, key: &[u8]) -> bool {
-        !self.residue.is_empty()
-            && (key.is_empty() || self.residue.iter().any(|p| field(&p[..512]) == key))
+    /// Whether a reply or record showing `key` (= `value`, when known) may come from a
+    /// residue: the empty key of zeros; a torn copy of a crashed append (never its
+    /// whole record: a second whole copy is exactly the bug the judge must prevent);
+    /// any copy of the record a crashed DELETE moved.
+    pub(super) fn residue_key(&self, key: &[u8], value: Option<&[u8]>) -> bool {
+        self.residue.iter().any(|(p, shrinks)| {
+            key.is_empty()
+                || (field(&p[..512]) == key && (*shrinks || value != Some(field(&p[512..]))))
+        })
     }
 }
