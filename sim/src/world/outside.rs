@@ -230,7 +230,10 @@ impl World {
         // One duplicate per key at most: our DELETE keeps every key's first match but
         // may reorder later duplicates, so with two the model could not say which
         // one a DELETE of the first reveals.
+        // Only behind a present key: a new first match could be missed by a read the
+        // daemon answers from memory while a file job runs (by design).
         if cell.len() != 1
+            || cell[0].is_none()
             || !self.model.dup_values(pool, &key).is_empty()
             || self.model.dups_unsure(pool, &key)
             || self.model.has_in_flight()
