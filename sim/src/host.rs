@@ -220,7 +220,10 @@ pub fn model_pools() -> [PoolId; 4] {
     PoolId::FILE_BACKED
 }
 
-/// Checks one reply and updates the model. `failed_ok`: an E_FAIL on a read is
+/// Checks one reply and updates the model. Catches: a GET that is not the first match
+/// (index or lookup bugs), a DELETE that reveals the wrong duplicate or reports OK for
+/// nothing, a wrong status, a mutation visible after it was answered NOT_FOUND, and
+/// (through the host's own codec) any field at a wrong offset. `failed_ok`: an E_FAIL on a read is
 /// acceptable (an I/O fault was injected, or the kernel timed the request out).
 /// `redelivered`: the kernel handed the request to a restarted daemon after its
 /// predecessor may already have carried it out, so a DELETE may find nothing.
@@ -352,6 +355,8 @@ pub fn check_reply(
     Ok(())
 }
 
+/// Catches enumeration that skips or repeats records (a DELETE that duplicates the
+/// record it moves, recovery that finishes a change twice).
 /// Checks a finished, undisturbed walk: every key known present was seen with its value
 /// and nothing known absent was; settles what it saw.
 pub fn check_walk(model: &mut Model, walk: &Walk) -> Result<(), Mismatch> {

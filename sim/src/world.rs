@@ -319,6 +319,8 @@ impl World {
                     .kernel
                     .on_daemon_write(self.now, &bytes[..], kernel_out)
                 {
+                    // Catches a second write per request, a write after the deadline,
+                    // or a reply the kernel would not accept.
                     self.fail(format!("device contract: {v:?}"));
                 }
             }
@@ -817,6 +819,8 @@ impl World {
             {
                 continue;
             }
+            // Catches a grow that writes before extending, a cut to the wrong length, or
+            // a torn tail recovery forgot to cut (other programs then misalign).
             if len % POOL_RECORD_SIZE != 0 {
                 self.fail(format!("{} is {len} bytes: not whole records", path(p)));
             }
@@ -855,13 +859,18 @@ impl World {
                         .get(i * POOL_RECORD_SIZE..(i + 1) * POOL_RECORD_SIZE)
                         .is_some_and(|r| self.is_residue(r))
             };
+            // Catches a torn slot left behind by recovery, or records built without
+            // zero padding (stale bytes after the terminator, spec K6).
             if let Some(i) = dec.issues.iter().find(|i| match i {
-                PoolIssue::Flawed { index, .. } => !residue_at(*index as usize),
+                PoolIssue::Flawed { index, .. } => !residue_at(*index),
                 PoolIssue::PartialRecord { .. } => !torn_ok,
                 _ => false,
             }) {
                 problems.push(format!("{}: torn or unpadded record: {i:?}", path(p)));
             }
+            // Catches an acknowledged SET/DELETE that is not durable (a missing fsync,
+            // a journal cleared too early), recovery that drops or resurrects a change,
+            // and DELETE planning that changes which duplicate is a key's first match.
             for (k, cell) in self.model.keys(p) {
                 let got = dec
                     .records
@@ -906,7 +915,9 @@ impl World {
                     }
                 }
             }
-            // When the file is as the daemon last saw it, memory must equal it.
+            // When the file is as the daemon last saw it, memory must equal it: catches
+            // a Mutation applied to memory differently from the disk (pool.apply vs the
+            // script), and stamps trusted while a same-tick change hides behind them.
             let unchanged = d.machine.pool_stamp(p) == Some(self.fs.peek_stamp(&path(p)));
             if d.machine.pool_ready(p)
                 && unchanged
