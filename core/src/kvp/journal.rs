@@ -363,6 +363,66 @@ mod tests {
     }
 
     #[test]
+    fn judge_discards_what_another_program_undid() {
+        let rec = POOL_RECORD_SIZE as u64;
+        // Our append of 7s at slot 3 (file of 3 records), written and synced; then a
+        // shift-down delete moved it to slot 2 and cut the file back to 3 records.
+        let e = JournalEntry {
+            pool: PoolId::Guest,
+            old_len: 3 * rec,
+            new_len: 4 * rec,
+            writes: vec![JournalWrite {
+                slot: 3,
+                pre: rb(0),
+                post: rb(7),
+            }],
+            dropped: None,
+        };
+        let moved = |s: u32| {
+            if s == 2 {
+                [7u8; POOL_RECORD_SIZE]
+            } else {
+                [0u8; POOL_RECORD_SIZE]
+            }
+        };
+        assert!(matches!(judge(&e, 3 * rec, &moved), Verdict::Discard(_)));
+        // Our DELETE (3 -> 2 records) half-written at slot 0, then the record we were to
+        // cut rewritten by another program: put our slot's old bytes back.
+        let d = entry();
+        let torn = {
+            let mut b = [1u8; POOL_RECORD_SIZE];
+            b[..SECTOR_SIZE].fill(3);
+            b
+        };
+        let rewritten = |s: u32| {
+            if s == 0 {
+                torn
+            } else {
+                [9u8; POOL_RECORD_SIZE]
+            }
+        };
+        assert_eq!(
+            judge(&d, 3 * rec, &rewritten),
+            Verdict::Undo {
+                reason: "the slot to cut holds someone else's bytes",
+                slots: vec![0]
+            }
+        );
+        // Every post there and others' record where we cut: our cut, then their append.
+        let appended = |s: u32| {
+            if s == 0 {
+                [3u8; POOL_RECORD_SIZE]
+            } else {
+                [9u8; POOL_RECORD_SIZE]
+            }
+        };
+        assert!(matches!(
+            judge(&d, 3 * rec, &appended),
+            Verdict::Finish { .. }
+        ));
+    }
+
+    #[test]
     fn judge_tells_our_append_from_theirs() {
         let rec = POOL_RECORD_SIZE as u64;
         let e = JournalEntry {
