@@ -41,6 +41,9 @@ pub const MAX_REPORTED_POOL_ISSUES: usize = 32;
 pub const TOOL_WRITE_ATTEMPTS: usize = 3;
 /// A failed pool is retried after this long.
 pub const RECOVERY_RETRY: Duration = Duration::from_secs(1);
+/// The coarsest file timestamp tick we allow for (FreeBSD `vfs.timestamp_precision=0`
+/// keeps seconds): the production daemon's `KvpConfig::stamp_granularity`.
+pub const STAMP_GRANULARITY: Duration = Duration::from_secs(1);
 
 /// Keys the host can read back whole: 254 UTF-16 units (docs/protocol/kvp.md §2.4).
 pub const HOST_SAFE_KEY_UNITS: usize = 254;

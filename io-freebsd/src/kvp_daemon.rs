@@ -220,7 +220,15 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
         .map_err(DaemonError::Poll)?;
     log.info(&format!("starting; pid is {}", std::process::id()));
     let mut lp = Loop {
-        machine: KvpMachine::new(KvpConfig::default(), clock::now(), &info),
+        machine: KvpMachine::new(
+            KvpConfig {
+                // Same-size changes within one timestamp tick must not hide.
+                stamp_granularity: hvguest_core::limits::STAMP_GRANULARITY,
+                ..KvpConfig::default()
+            },
+            clock::now(),
+            &info,
+        ),
         device,
         lanes,
         log,

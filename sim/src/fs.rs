@@ -52,6 +52,16 @@ pub struct SimFs {
     faults: Vec<(FsCall, Option<String>, IoError)>,
     pub frozen: bool,
     clock: u64,
+    /// Linux after a write-back error: a failed `fsync` drops the unsynced pages (they
+    /// stay visible in the page cache but will never reach the disk, and a later `fsync`
+    /// that succeeds does not bring them back). Off: a failed `fsync` keeps them pending.
+    pub fsync_error_drops: bool,
+    /// Coarse timestamps (FreeBSD with a low `vfs.timestamp_precision`): the `change`
+    /// part of a stamp is the virtual time divided by this tick, so a same-size change
+    /// within one tick leaves the stamp as it was. `None`: every change is seen.
+    pub stamp_tick_ms: Option<u64>,
+    /// Virtual time, milliseconds (the world sets it as its clock moves).
+    pub now_ms: u64,
 }
 
 /// Why a call could not complete now.
@@ -141,6 +151,17 @@ impl SimFs {
             })
     }
 
+    /// Takes the queued faults away (another program's calls must not hit them).
+    pub fn take_faults(&mut self) -> Vec<(FsCall, Option<String>, IoError)> {
+        std::mem::take(&mut self.faults)
+    }
+
+    /// Puts faults taken with [`SimFs::take_faults`] back, first in line.
+    pub fn restore_faults(&mut self, mut faults: Vec<(FsCall, Option<String>, IoError)>) {
+        faults.append(&mut self.faults);
+        self.faults = faults;
+    }
+
     /// Faults queued and not yet hit.
     pub fn pending_faults(&self) -> usize {
         self.faults.len()
@@ -169,12 +190,20 @@ impl SimFs {
         }
         self.fault(call, name)?;
         self.clock += 1;
-        let clock = self.clock;
+        let stamp = self.next_stamp();
         let f = self.file(name);
         apply(&mut f.current, &p);
         f.pending.push(p);
-        f.version = clock;
+        f.version = stamp;
         Ok(())
+    }
+
+    /// The `change` value a change made now gets: a counter, or the coarse tick.
+    fn next_stamp(&self) -> u64 {
+        match self.stamp_tick_ms {
+            Some(t) => self.now_ms / t.max(1),
+            None => self.clock,
+        }
     }
 
     pub fn write(&mut self, name: &str, offset: u64, data: &[u8]) -> Result<(), FsError> {
@@ -202,18 +231,34 @@ impl SimFs {
         if self.frozen {
             return Err(FsError::Blocked(FsBlock::Frozen));
         }
-        self.fault(FsCall::Fsync, name)?;
-        let f = self.file(name);
-        f.durable = f.current.clone();
-        f.pending.clear();
+        let drops = self.fsync_error_drops;
+        if let Err(e) = self.fault(FsCall::Fsync, name) {
+            if drops {
+                // The pages were marked clean without reaching the disk.
+                self.file(name).pending.clear();
+            }
+            return Err(e.into());
+        }
+        self.flush(name);
         Ok(())
+    }
+
+    /// Makes a file's pending changes durable, as a successful `fsync` does, without
+    /// fault injection (other programs' writes: their failures are not ours to test).
+    pub fn flush(&mut self, name: &str) {
+        let f = self.file(name);
+        let pending = std::mem::take(&mut f.pending);
+        for p in &pending {
+            apply(&mut f.durable, p);
+        }
     }
 
     /// Makes every file durable (a clean shutdown or a scenario's starting state).
     pub fn sync_all(&mut self) {
         for f in self.files.values_mut() {
-            f.durable = f.current.clone();
-            f.pending.clear();
+            for p in std::mem::take(&mut f.pending) {
+                apply(&mut f.durable, &p);
+            }
         }
     }
 
@@ -288,10 +333,18 @@ impl SimFs {
             f.durable = bytes.clone();
             f.current = bytes;
             f.pending.clear();
-            // A fresh version from the shared clock: `version + 1` could equal the
-            // version a later change of this file is given, and a stat would then miss it.
-            self.clock += 1;
-            f.version = self.clock;
+            // A crash changes the bytes, so the stamp moves as a change would: with coarse
+            // stamps to the current tick (possibly the same one: that is what coarse
+            // stamps do); otherwise to a fresh number from the shared clock, since
+            // `version + 1` could equal the version a later change of this file is given,
+            // and a stat would then miss that change.
+            f.version = match self.stamp_tick_ms {
+                Some(t) => f.version.max(self.now_ms / t.max(1)),
+                None => {
+                    self.clock += 1;
+                    self.clock
+                }
+            };
         }
         notes
     }
@@ -340,6 +393,38 @@ mod tests {
         );
         fs.unlock("a", Owner::Outside(1));
         fs.lock("a", Owner::Daemon(0)).unwrap();
+    }
+
+    #[test]
+    fn failed_fsync_may_drop_unsynced_pages_for_good() {
+        let mut fs = SimFs::new();
+        fs.fsync_error_drops = true;
+        fs.write("a", 0, b"old").unwrap();
+        fs.fsync("a").unwrap();
+        fs.write("a", 0, b"new").unwrap();
+        fs.inject(FsCall::Fsync, Some("a"), IoError::EIO);
+        assert_eq!(fs.fsync("a"), Err(FsError::Io(IoError::EIO)));
+        // Still visible, and the retry "succeeds", but the disk keeps the old bytes.
+        assert_eq!(fs.contents("a"), b"new");
+        assert_eq!(fs.fsync("a"), Ok(()));
+        assert_eq!(fs.durable("a"), b"old");
+        fs.crash(&mut Prng::new(1));
+        assert_eq!(fs.contents("a"), b"old");
+    }
+
+    #[test]
+    fn coarse_stamps_miss_a_same_size_change_within_a_tick() {
+        let mut fs = SimFs::new();
+        fs.stamp_tick_ms = Some(1000);
+        fs.now_ms = 1500;
+        fs.write("a", 0, b"x").unwrap();
+        let s = fs.peek_stamp("a");
+        fs.now_ms = 1900;
+        fs.write("a", 0, b"y").unwrap();
+        assert_eq!(fs.peek_stamp("a"), s);
+        fs.now_ms = 2000;
+        fs.write("a", 0, b"z").unwrap();
+        assert_ne!(fs.peek_stamp("a"), s);
     }
 
     #[test]

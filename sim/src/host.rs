@@ -27,6 +27,10 @@ pub struct Model {
     /// Later duplicates of a key in a pool file (other programs' doing), in file order:
     /// a DELETE of the first match reveals the next.
     dups: BTreeMap<(PoolId, Key), Vec<Value>>,
+    /// Keys whose duplicates a failed DELETE may or may not have uncovered: `dups`
+    /// still lists them (enumeration may show them), but which is first is not known
+    /// until a read settles it.
+    dups_unsure: std::collections::BTreeSet<(PoolId, Key)>,
 }
 
 impl Model {
@@ -71,6 +75,10 @@ impl Model {
     /// A read saw `v`: that is the value now, but a failed mutation still in flight may
     /// yet land.
     pub fn observe(&mut self, p: PoolId, k: &Key, v: Option<Value>) {
+        if v.is_none() && self.dups_unsure.remove(&(p, k.clone())) {
+            // Absent: the failed DELETEs removed the duplicates too.
+            self.dups.remove(&(p, k.clone()));
+        }
         let mut cell = vec![v];
         for (fp, fk, fv) in &self.in_flight {
             if *fp == p && fk == k && !cell.contains(fv) {
@@ -87,6 +95,25 @@ impl Model {
         } else {
             self.settle(p, k, Some(v));
         }
+    }
+
+    /// Another program appended a record for `k` (the model knows its one value): a
+    /// later duplicate, or the first match if the key was absent.
+    pub fn appended(&mut self, p: PoolId, k: &Key, v: Value) {
+        if self.dups_unsure.contains(&(p, k.clone())) {
+            return;
+        }
+        if self.possible(p, k) == [None] {
+            self.dups.remove(&(p, k.clone()));
+            self.settle(p, k, Some(v));
+        } else {
+            self.dups.entry((p, k.clone())).or_default().push(v);
+        }
+    }
+
+    /// Whether a failed DELETE left it unknown which duplicate of `k` is first.
+    pub fn dups_unsure(&self, p: PoolId, k: &Key) -> bool {
+        self.dups_unsure.contains(&(p, k.clone()))
     }
 
     /// Later duplicates of a key (shown by enumeration, hidden from GET).
@@ -108,13 +135,36 @@ impl Model {
 
     /// An acknowledged DELETE.
     pub fn deleted(&mut self, p: PoolId, k: &Key) {
+        if self.dups_unsure.contains(&(p, k.clone())) {
+            // Any duplicate, or none, may be first now.
+            self.in_flight.retain(|(fp, fk, _)| !(*fp == p && fk == k));
+            let mut cell = vec![None];
+            cell.extend(self.dup_values(p, k).iter().cloned().map(Some));
+            self.cells.insert((p, k.clone()), cell);
+            return;
+        }
         let next = self.after_delete(p, k);
         self.acknowledged(p, k, next);
     }
 
+    /// An acknowledged DELETE that a dead daemon may also have carried out.
+    pub fn deleted_once_or_twice(&mut self, p: PoolId, k: &Key) {
+        self.deleted(p, k);
+        let cell = self
+            .cells
+            .entry((p, k.clone()))
+            .or_insert_with(|| vec![None]);
+        if !cell.contains(&None) {
+            cell.push(None);
+        }
+    }
+
     /// A DELETE that failed: with duplicates behind it, any of them may now show.
     pub fn delete_in_doubt(&mut self, p: PoolId, k: &Key) {
-        let later = self.dups.remove(&(p, k.clone())).unwrap_or_default();
+        let later = self.dup_values(p, k).to_vec();
+        if !later.is_empty() {
+            self.dups_unsure.insert((p, k.clone()));
+        }
         for v in later {
             self.doubt(p, k, Some(v));
         }
@@ -144,6 +194,8 @@ impl Model {
                 *cell = vec![None];
             }
         }
+        self.dups.retain(|(pool, _), _| *pool != p);
+        self.dups_unsure.retain(|(pool, _)| *pool != p);
     }
 
     pub fn keys(&self, p: PoolId) -> impl Iterator<Item = (&Key, &Vec<Option<Value>>)> {
@@ -184,7 +236,10 @@ pub fn model_pools() -> [PoolId; 4] {
     PoolId::FILE_BACKED
 }
 
-/// Checks one reply and updates the model. `failed_ok`: an E_FAIL on a read is
+/// Checks one reply and updates the model. Catches: a GET that is not the first match
+/// (index or lookup bugs), a DELETE that reveals the wrong duplicate or reports OK for
+/// nothing, a wrong status, a mutation visible after it was answered NOT_FOUND, and
+/// (through the host's own codec) any field at a wrong offset. `failed_ok`: an E_FAIL on a read is
 /// acceptable (an I/O fault was injected, or the kernel timed the request out).
 /// `redelivered`: the kernel handed the request to a restarted daemon after its
 /// predecessor may already have carried it out, so a DELETE may find nothing.
@@ -257,7 +312,13 @@ pub fn check_reply(
                         "DELETE {pool:?} {key:?}: OK for a key that was never there"
                     ));
                 }
-                model.deleted(*pool, key);
+                if redelivered {
+                    // The daemon that died may have deleted the first match already:
+                    // this one then deleted the next.
+                    model.deleted_once_or_twice(*pool, key);
+                } else {
+                    model.deleted(*pool, key);
+                }
             }
             Status::S_CONT => {
                 if !redelivered && !model.possible(*pool, key).contains(&None) {
@@ -310,6 +371,8 @@ pub fn check_reply(
     Ok(())
 }
 
+/// Catches enumeration that skips or repeats records (a DELETE that duplicates the
+/// record it moves, recovery that finishes a change twice).
 /// Checks a finished, undisturbed walk: every key known present was seen with its value
 /// and nothing known absent was; settles what it saw.
 pub fn check_walk(model: &mut Model, walk: &Walk) -> Result<(), Mismatch> {

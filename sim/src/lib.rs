@@ -11,6 +11,7 @@ pub mod fs;
 pub mod fuzz;
 pub mod harness;
 pub mod host;
+pub mod host_wire;
 pub mod kernel;
 pub mod prng;
 pub mod realtime;

@@ -13,6 +13,9 @@
 //! at 30ms     raw op=7            # a malformed message: op=, pool=, len=, unterminated
 //! at 40ms     append guest k v    # another program appends under the lock
 //! at 50ms     truncate guest      # another program empties the file (cloud-init at boot)
+//! at 55ms     remove guest k      # hv_kvp_cmd-style delete: later records copied down, cut
+//! at 56ms     rewrite guest k v   # an in-place rewrite of the first record with key k
+//! at 57ms     torn-append guest k v 600   # dies after writing 600 bytes of a record
 //! at 60ms     crash | kill | crash-after N   # power loss, kill -9, power loss after N effects
 //! at 70ms     fail fsync [FILE] | enospc write [FILE]
 //! at 80ms     freeze | thaw | slow 6000ms | shutdown
@@ -51,7 +54,7 @@ use hvguest_core::Instant;
 
 use crate::fs::{FsCall, SimFs};
 use crate::vss::{mount as mk_mount, SimProgram, VssSetup};
-use crate::world::Action;
+use crate::world::{Action, OutsideOp};
 use hvguest_core::vss::hooks::HookEntry;
 use hvguest_core::vss::policy::FsAction;
 use hvguest_core::vss::wire::VssOp;
@@ -255,6 +258,25 @@ fn action(w: &[String]) -> Result<Action, String> {
             value: value(arg(3)?)?,
         }),
         "truncate" => Ok(Action::Truncate(pool(arg(1)?)?)),
+        "remove" => Ok(Action::Outside(
+            pool(arg(1)?)?,
+            OutsideOp::Remove { key: key(arg(2)?)? },
+        )),
+        "rewrite" => Ok(Action::Outside(
+            pool(arg(1)?)?,
+            OutsideOp::Rewrite {
+                key: key(arg(2)?)?,
+                value: value(arg(3)?)?,
+            },
+        )),
+        "torn-append" => Ok(Action::Outside(
+            pool(arg(1)?)?,
+            OutsideOp::TornAppend {
+                key: key(arg(2)?)?,
+                value: value(arg(3)?)?,
+                bytes: arg(4)?.parse().map_err(|_| "bad byte count".to_string())?,
+            },
+        )),
         "crash" => Ok(Action::Crash),
         "kill" => Ok(Action::Kill),
         "crash-after" => Ok(Action::CrashAfter(

@@ -10,7 +10,7 @@ use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac};
 use hvguest_core::kvp::machine::{Event, KvpConfig};
 use hvguest_core::kvp::record::{decode_pool, PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, Value};
-use hvguest_core::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
+use hvguest_core::kvp::wire::{Op, PoolId, Reply, Request, Status};
 use hvguest_core::limits::POOL_RECORD_SIZE;
 use hvguest_core::Instant;
 
@@ -20,14 +20,17 @@ use crate::harness::test_info;
 use crate::host::{
     check_reply, check_walk, model_pools, Mismatch, Model, Next, Walk, Workload, OUTSIDE_PREFIX,
 };
+use crate::host_wire;
 use crate::kernel::{HostRequest, KernelOut, SimKernel};
 use crate::prng::Prng;
 use crate::trace::{self, Trace};
 use crate::vss::VssSetup;
 use hvguest_core::vss::wire::VssOp;
 
+mod outside;
 mod tool_side;
 mod vss_side;
+pub use outside::OutsideOp;
 pub use tool_side::ToolPart;
 pub use vss_side::VssPart;
 
@@ -45,6 +48,8 @@ pub enum Action {
     },
     /// Another program empties a pool file (cloud-init at boot).
     Truncate(PoolId),
+    /// Another program's torn append, in-place rewrite or shift-down delete.
+    Outside(PoolId, OutsideOp),
     /// Power loss, then a restart.
     Crash,
     /// `kill -9`, then a restart: volatile bytes stay.
@@ -116,6 +121,12 @@ struct Outstanding {
     /// Handed again to a restarted daemon (a stale request, docs/protocol/kvp.md §2.3).
     redelivered: bool,
     walk_step: bool,
+    /// The daemon was busy with a file job when the request arrived: a read is then
+    /// answered from memory (by design: reads go on while a write is stuck), which may
+    /// miss what other programs wrote since the last look.
+    busy_at_delivery: bool,
+    /// When the request was first handed to a daemon.
+    delivered_at: Option<Instant>,
 }
 
 pub struct World {
@@ -142,7 +153,17 @@ pub struct World {
     /// I/O errors were injected or the file system froze since the last check: reads
     /// may fail.
     errors_possible: bool,
-    outside_records: Vec<Record>,
+    /// Records other programs wrote to the guest pool and have not removed: each must
+    /// stay the first match of its (unique) key with this value.
+    outside_records: Vec<(Key, Value)>,
+    /// Outside keys another program removed (while the file held them once): they
+    /// must never come back.
+    outside_removed: Vec<Key>,
+    /// Guest pool files another program left with a torn tail the daemon has not cut yet.
+    outside_torn: bool,
+    /// Post images of crashed appends another program may have moved before recovery.
+    residue: Vec<(Vec<u8>, bool)>,
+    /// Outside keys a GET asked for, with where the reply must come from.
     outside_seq: u64,
     checkpoint_due: bool,
     /// The VSS side, when the world has one.
@@ -207,6 +228,9 @@ impl World {
             next_id: 0,
             errors_possible: false,
             outside_records: Vec::new(),
+            outside_removed: Vec::new(),
+            outside_torn: false,
+            residue: Vec::new(),
             outside_seq: 0,
             checkpoint_due: false,
             vss: None,
@@ -303,6 +327,8 @@ impl World {
                     .kernel
                     .on_daemon_write(self.now, &bytes[..], kernel_out)
                 {
+                    // Catches a second write per request, a write after the deadline,
+                    // or a reply the kernel would not accept.
                     self.fail(format!("device contract: {v:?}"));
                 }
             }
@@ -358,7 +384,10 @@ impl World {
                         id.map_or("stale request".into(), |i| format!("#{i}"))
                     ),
                 );
+                let busy = self.daemon.as_ref().is_some_and(|d| !d.machine.is_idle());
                 if let Some(o) = self.outstanding.as_mut().filter(|o| Some(o.id) == id) {
+                    o.busy_at_delivery |= busy;
+                    o.delivered_at.get_or_insert(self.now);
                     // A re-delivery after a restart keeps its first hand-off: the kernel's 5 s
                     // run from there, not from the new daemon's read.
                     o.redelivered |= o.delivered_to.is_some();
@@ -411,9 +440,11 @@ impl World {
             }
             return;
         };
-        let reply = match wire::decode_reply(req.op(), bytes) {
+        // Decoded by the host's own codec, from the spec's offsets: catches a reply
+        // field written at the wrong offset or left unterminated by the core.
+        let reply = match host_wire::decode(req.op(), bytes) {
             Ok(r) => r,
-            Err(e) => return self.fail(format!("undecodable reply: {e}")),
+            Err(e) => return self.fail(format!("undecodable reply: {}", e.0)),
         };
         self.log(
             "host",
@@ -423,8 +454,42 @@ impl World {
             self.stats.replies_ok += 1;
         }
         let failed_ok = timed_out || self.errors_possible;
-        if self.tool_stale_read(&req, &reply) {
-            // Accepted, see `tool_side`; not an observation.
+        let residue = match (&req, &reply) {
+            (Request::Get { pool, key }, r) => {
+                let v = match r {
+                    Reply::Value(v) => Some(v.as_bytes()),
+                    _ => None,
+                };
+                *pool == PoolId::Guest && self.residue_key(key.as_bytes(), v)
+            }
+            (Request::Enumerate { pool, .. }, Reply::Entry { key, value }) => {
+                *pool == PoolId::Guest && self.residue_key(key.as_bytes(), Some(value.as_bytes()))
+            }
+            _ => false,
+        };
+        if residue {
+            // A residue record may show under this key: not checked (see is_residue).
+            if let Some(w) = self.walk.as_mut() {
+                w.disturbed = true;
+            }
+        }
+        if let Request::Get {
+            pool: PoolId::Guest,
+            key,
+        } = &req
+        {
+            // A read answered at its deadline, its refresh unfinished, comes from
+            // memory by design (as does one that arrived while a file job ran).
+            let at_deadline = o
+                .delivered_at
+                .is_some_and(|d| self.now.saturating_since(d) >= self.setup.config.reply_budget);
+            if !o.busy_at_delivery && !at_deadline {
+                self.check_fresh(key, &reply, failed_ok);
+            }
+        }
+        if residue || self.tool_stale_read(&req, &reply) {
+            // A residue record, or a tool key's stale read (accepted, see `tool_side`):
+            // not an observation.
         } else if let Err(Mismatch(m)) = check_reply(
             &mut self.model,
             &self.auto,
@@ -469,7 +534,9 @@ impl World {
         self.next_id += 1;
         let id = self.next_id;
         let bytes = match (&request, raw) {
-            (Some(r), _) => wire::encode_request(r).to_vec(),
+            // Encoded by the host's own codec: catches a request field the core
+            // decodes from the wrong offset.
+            (Some(r), _) => host_wire::encode(r),
             (None, Some(b)) => b,
             (None, None) => return,
         };
@@ -495,6 +562,8 @@ impl World {
             delivered_to: None,
             redelivered: false,
             walk_step,
+            busy_at_delivery: false,
+            delivered_at: None,
         });
         self.kernel.submit(HostRequest { id, bytes });
         let mut out = Vec::new();
@@ -521,6 +590,7 @@ impl World {
                 self.submit(Some(Request::Enumerate { pool: p, index: 0 }), None, true);
             }
             Action::Append { pool, key, value } => self.outside_append(pool, key, value),
+            Action::Outside(pool, op) => self.outside(pool, op),
             Action::Truncate(p) => {
                 self.log("outside", &format!("truncate {}", path(p)));
                 if self.fs.set_len(&path(p), 0).is_ok() {
@@ -628,7 +698,7 @@ impl World {
         if ok {
             self.stats.appends += 1;
             if pool == PoolId::Guest {
-                self.outside_records.push(r);
+                self.outside_records.push((r.key, r.value));
             }
         }
     }
@@ -658,6 +728,9 @@ impl World {
             }
         }
         self.errors_possible = true;
+        if self.opts.faults {
+            self.while_down(power);
+        }
         // Recovery may finish a journaled change under a walk in progress.
         if let Some(w) = self.walk.as_mut() {
             w.disturbed = true;
@@ -666,6 +739,20 @@ impl World {
             self.now
                 .saturating_add(Duration::from_millis(100 + self.crash_prng.below(400))),
         );
+    }
+
+    /// Between a crash and the restart, other programs go on: they append, die
+    /// mid-append, rewrite and delete records, knowing nothing of our journal; after a
+    /// power loss, cloud-init may empty the guest pool at boot.
+    fn while_down(&mut self, power: bool) {
+        let n = self.crash_prng.below(4);
+        for _ in 0..n {
+            let op = self.random_outside();
+            self.outside(PoolId::Guest, op);
+        }
+        if power && self.crash_prng.chance(1, 12) && !self.model.has_in_flight() {
+            self.outside(PoolId::Guest, OutsideOp::Truncate);
+        }
     }
 
     fn next_event(&self, host_active: bool) -> Option<Instant> {
@@ -697,6 +784,7 @@ impl World {
     fn advance_to(&mut self, t: Instant) {
         let t = t.max(self.now);
         self.now = t;
+        self.fs.now_ms = t.as_nanos() / 1_000_000;
         if self.restart_at.is_some_and(|r| r <= t) {
             self.restart_at = None;
             self.fs.frozen = false; // a reboot resumes everything
@@ -731,6 +819,21 @@ impl World {
         let registered = self.daemon.as_ref().is_some_and(|d| d.machine.registered());
         for p in model_pools().into_iter().filter(|_| registered) {
             let len = self.fs.contents(&path(p)).len();
+            if p == PoolId::Guest && self.outside_torn {
+                // Another program's torn tail stays until the daemon next writes.
+                self.outside_torn = len % POOL_RECORD_SIZE != 0;
+                continue;
+            }
+            // A pool whose recovery failed (it is retried) has not cut a torn tail yet.
+            if !self
+                .daemon
+                .as_ref()
+                .is_some_and(|d| d.machine.pool_ready(p))
+            {
+                continue;
+            }
+            // Catches a grow that writes before extending, a cut to the wrong length, or
+            // a torn tail recovery forgot to cut (other programs then misalign).
             if len % POOL_RECORD_SIZE != 0 {
                 self.fail(format!("{} is {len} bytes: not whole records", path(p)));
             }
@@ -762,20 +865,38 @@ impl World {
         let mut problems = Vec::new();
         for p in model_pools() {
             let dec = decode_pool(self.fs.contents(&path(p)));
-            if let Some(i) = dec.issues.iter().find(|i| {
-                matches!(
-                    i,
-                    PoolIssue::Flawed { .. } | PoolIssue::PartialRecord { .. }
-                )
+            // Another program's torn tail stays until the daemon next writes the pool.
+            let torn_ok = p == PoolId::Guest && self.outside_torn;
+            let bytes = self.fs.contents(&path(p));
+            let residue_at = |i: usize| {
+                p == PoolId::Guest
+                    && bytes
+                        .get(i * POOL_RECORD_SIZE..(i + 1) * POOL_RECORD_SIZE)
+                        .is_some_and(|r| self.is_residue(r))
+            };
+            // Catches a torn slot left behind by recovery, or records built without
+            // zero padding (stale bytes after the terminator, spec K6).
+            if let Some(i) = dec.issues.iter().find(|i| match i {
+                PoolIssue::Flawed { index, .. } => !residue_at(*index),
+                PoolIssue::PartialRecord { .. } => !torn_ok,
+                _ => false,
             }) {
                 problems.push(format!("{}: torn or unpadded record: {i:?}", path(p)));
             }
+            // Catches an acknowledged SET/DELETE that is not durable (a missing fsync,
+            // a journal cleared too early), recovery that drops or resurrects a change,
+            // and DELETE planning that changes which duplicate is a key's first match.
             for (k, cell) in self.model.keys(p) {
                 let got = dec
                     .records
                     .iter()
                     .find(|r| r.key == *k)
                     .map(|r| r.value.clone());
+                if p == PoolId::Guest
+                    && self.residue_key(k.as_bytes(), got.as_ref().map(Value::as_bytes))
+                {
+                    continue;
+                }
                 if !cell.contains(&got) {
                     problems.push(format!(
                         "{} {}: disk has {got:?}, acknowledged {cell:?}",
@@ -785,16 +906,33 @@ impl World {
                 }
             }
             if p == PoolId::Guest {
-                for r in &self.outside_records {
-                    if !dec.records.contains(r) {
+                // Catches recovery or a DELETE that loses, or un-does, another
+                // program's append or in-place rewrite (parsed here, not by the core).
+                let bytes = self.fs.contents(&path(p));
+                for (k, v) in &self.outside_records {
+                    let got = outside::first_match(bytes, k.as_bytes());
+                    if got.as_deref() != Some(v.as_bytes()) {
                         problems.push(format!(
-                            "outside record {} lost",
-                            trace::text(r.key.as_bytes())
+                            "outside record {} lost or stale: first match {:?}",
+                            trace::text(k.as_bytes()),
+                            got.map(|g| trace::text(&g))
+                        ));
+                    }
+                }
+                // Catches recovery finishing a change another program has since
+                // undone (a removed record resurrected by a redo).
+                for k in &self.outside_removed {
+                    if outside::first_match(bytes, k.as_bytes()).is_some() {
+                        problems.push(format!(
+                            "outside record {} came back after another program removed it",
+                            trace::text(k.as_bytes())
                         ));
                     }
                 }
             }
-            // When the file is as the daemon last saw it, memory must equal it.
+            // When the file is as the daemon last saw it, memory must equal it: catches
+            // a Mutation applied to memory differently from the disk (pool.apply vs the
+            // script), and stamps trusted while a same-tick change hides behind them.
             let unchanged = d.machine.pool_stamp(p) == Some(self.fs.peek_stamp(&path(p)));
             if d.machine.pool_ready(p)
                 && unchanged
@@ -832,6 +970,18 @@ impl World {
                 } else {
                     IoError::EIO
                 };
+                // Faults cluster: now and then a second one on the same request, and
+                // a crash a few effects later (a dying disk), so recovery itself runs
+                // on a file system that fails.
+                if f.chance(1, 3) {
+                    let call2 = *f.choose(&[FsCall::Write, FsCall::Fsync, FsCall::Read]);
+                    self.fs.inject(call2, None, IoError::EIO);
+                    self.log("world", &format!("and the next {call2:?} fails with EIO"));
+                }
+                if self.faults_prng.chance(1, 4) {
+                    let n = self.faults_prng.range(1, 6);
+                    self.act(Action::CrashAfter(n));
+                }
                 Some(Action::Fault {
                     call,
                     file: None,
@@ -845,22 +995,8 @@ impl World {
                 Some(Action::Freeze)
             }
             140..=164 => Some(Action::Slow(Duration::from_millis(f.range(100, 7000)))),
-            165..=464 => {
-                self.outside_seq += 1;
-                let key = Key::new(
-                    format!(
-                        "{OUTSIDE_PREFIX}{}|event|{}",
-                        self.generation, self.outside_seq
-                    )
-                    .as_bytes(),
-                )
-                .expect("short");
-                Some(Action::Append {
-                    pool: PoolId::Guest,
-                    key,
-                    value: Value::new(b"{\"result\":\"success\"}").expect("short"),
-                })
-            }
+            165..=464 => Some(Action::Outside(PoolId::Guest, self.random_outside())),
+            465..=489 => self.host_key_duplicate(),
             _ => None,
         };
         if let Some(a) = action {
@@ -930,6 +1066,17 @@ impl World {
                 return;
             }
             self.walk = None;
+        }
+        if self.opts.faults && self.faults_prng.chance(1, 10) {
+            if let Some(key) = self.outside_key_to_read() {
+                self.act(Action::Host(Request::Get {
+                    pool: PoolId::Guest,
+                    key,
+                }));
+                let think = self.workload.think_ms();
+                self.next_host_at = self.now.saturating_add(Duration::from_millis(think));
+                return;
+            }
         }
         let next = match self.tool_read() {
             Some(r) => Next::Request(r),
@@ -1051,6 +1198,24 @@ impl World {
         );
         if self.opts.faults {
             self.tool = Some(ToolPart::new(Prng::new(self.opts.seed).fork("tool")));
+            // Per seed: Linux's page dropping after a failed fsync, and coarse stamps.
+            let mut fsp = Prng::new(self.opts.seed).fork("fs");
+            self.fs.fsync_error_drops = fsp.chance(1, 2);
+            self.fs.stamp_tick_ms = match fsp.below(4) {
+                0 => Some(1000),
+                1 => Some(10),
+                _ => None,
+            };
+            // The daemon is told the granularity, as production is (1 s).
+            self.setup.config.stamp_granularity =
+                Duration::from_millis(self.fs.stamp_tick_ms.unwrap_or(0));
+            self.log(
+                "world",
+                &format!(
+                    "fs: failed fsync drops pages {}, stamp tick {:?} ms",
+                    self.fs.fsync_error_drops, self.fs.stamp_tick_ms
+                ),
+            );
         }
         self.adopt_initial_files();
         self.start_daemon();

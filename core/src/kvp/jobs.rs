@@ -965,8 +965,28 @@ impl Recover {
                 // Later entries are judged on their own; the script is empty.
                 self.script(VecDeque::new(), After::NextEntry)
             }
+            Verdict::Undo { reason, slots } => {
+                self.events.push(JobEvent::JournalDiscarded {
+                    pool: self.pool,
+                    entry: idx,
+                    reason,
+                });
+                let f = FileId::pool(self.pool);
+                let mut script: VecDeque<Effect> = e
+                    .writes
+                    .iter()
+                    .filter(|w| slots.contains(&w.slot))
+                    .map(|w| Effect::Write {
+                        file: f,
+                        offset: u64::from(w.slot) * REC,
+                        data: w.pre.to_vec(),
+                    })
+                    .collect();
+                script.push_back(Effect::Fsync(f));
+                self.state = RecoverState::StatPool;
+                self.script(script, After::NextEntry)
+            }
             Verdict::Finish {
-                extend_to,
                 truncate_to,
                 remove_slot,
             } => {
@@ -974,8 +994,9 @@ impl Recover {
                     pool: self.pool,
                     entry: idx,
                 });
-                let script = apply_script(self.pool, e, extend_to, truncate_to);
-                if let Some(len) = truncate_to.or(extend_to) {
+                // A growing entry is finished only once its extension is there.
+                let script = apply_script(self.pool, e, None, truncate_to);
+                if let Some(len) = truncate_to {
                     self.len = len;
                 }
                 // A follow-up entry may already be in the journal (a crash during an

@@ -163,8 +163,6 @@ pub fn parse_journal(buf: &[u8]) -> ParsedJournal {
 pub enum Verdict {
     /// Finish the mutation: write every post image, make the length right.
     Finish {
-        /// Extend the file to this length before writing (an append that had not yet).
-        extend_to: Option<u64>,
         /// Cut the file to this length after writing.
         truncate_to: Option<u64>,
         /// Other programs appended after the crash, before the cut slot was removed: it
@@ -174,6 +172,13 @@ pub enum Verdict {
     /// The file moved on without us (someone truncated or rewrote it after the crash);
     /// finishing would overwrite their data. The mutation was never acknowledged.
     Discard(&'static str),
+    /// Like `Discard`, but these slots hold only our sectors (pre or post, perhaps torn)
+    /// while the rest of the file moved on without us: write their pre images back,
+    /// so no half-written or duplicated record stays behind.
+    Undo {
+        reason: &'static str,
+        slots: Vec<u32>,
+    },
 }
 
 fn sectors_match(actual: &RecordBytes, a: &RecordBytes, b: &RecordBytes) -> bool {
@@ -191,16 +196,48 @@ pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) 
     if len < entry.old_len.min(entry.new_len) {
         return Verdict::Discard("the file is shorter than before the change");
     }
+    // We extend (and sync the length) before writing anything else: a growing entry
+    // whose extension is gone either never started, or someone has since shortened
+    // the file (a delete that copies records down and truncates). Finishing would
+    // resurrect what they deleted, or duplicate our record they moved down.
+    if entry.new_len > entry.old_len && len < entry.new_len {
+        return Verdict::Discard("our extension of the file is gone");
+    }
     for w in &entry.writes {
         if !sectors_match(&slot(w.slot), &w.pre, &w.post) {
             return Verdict::Discard("a slot holds bytes that are neither ours nor the old ones");
         }
     }
-    let extend_to = (entry.new_len > entry.old_len && len < entry.new_len).then_some(entry.new_len);
+    // We cut only after every post image is written and synced: while a slot does not
+    // hold its post image yet, the cut has not happened.
+    let posts_done = entry.writes.iter().all(|w| slot(w.slot) == *w.post);
+    let undo = |reason| {
+        let slots: Vec<u32> = entry
+            .writes
+            .iter()
+            .filter(|w| (u64::from(w.slot) + 1) * rec <= len && slot(w.slot) != *w.pre)
+            .map(|w| w.slot)
+            .collect();
+        if slots.is_empty() {
+            Verdict::Discard(reason)
+        } else {
+            Verdict::Undo { reason, slots }
+        }
+    };
+    if entry.new_len < entry.old_len && len < entry.old_len && !posts_done {
+        return undo("the file was shortened, but not by us");
+    }
     let mut truncate_to = None;
     let mut remove_slot = None;
     if let Some((dropped, pre)) = &entry.dropped {
-        let still_there = len >= (u64::from(*dropped) + 1) * rec && slot(*dropped) == **pre;
+        let present = len >= (u64::from(*dropped) + 1) * rec;
+        let still_there = present && slot(*dropped) == **pre;
+        if present && !still_there && !posts_done {
+            // Not cut yet, yet changed: someone rewrote the record we were to cut (or
+            // moved others into it). Once every post is there, a different record in
+            // that slot is one appended after our cut.
+            return undo("the slot to cut holds someone else's bytes");
+        }
         if still_there && len == entry.old_len {
             truncate_to = Some(entry.new_len);
         } else if still_there {
@@ -209,7 +246,6 @@ pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) 
         }
     }
     Verdict::Finish {
-        extend_to,
         truncate_to,
         remove_slot,
     }
@@ -305,7 +341,6 @@ mod tests {
         assert_eq!(
             judge(&e, 3 * rec, &slots),
             Verdict::Finish {
-                extend_to: None,
                 truncate_to: Some(2 * rec),
                 remove_slot: None
             }
@@ -314,7 +349,6 @@ mod tests {
         assert_eq!(
             judge(&e, 4 * rec, &slots),
             Verdict::Finish {
-                extend_to: None,
                 truncate_to: None,
                 remove_slot: Some(2)
             }
@@ -326,6 +360,66 @@ mod tests {
         ));
         // Truncated by another program.
         assert!(matches!(judge(&e, rec, &slots), Verdict::Discard(_)));
+    }
+
+    #[test]
+    fn judge_discards_what_another_program_undid() {
+        let rec = POOL_RECORD_SIZE as u64;
+        // Our append of 7s at slot 3 (file of 3 records), written and synced; then a
+        // shift-down delete moved it to slot 2 and cut the file back to 3 records.
+        let e = JournalEntry {
+            pool: PoolId::Guest,
+            old_len: 3 * rec,
+            new_len: 4 * rec,
+            writes: vec![JournalWrite {
+                slot: 3,
+                pre: rb(0),
+                post: rb(7),
+            }],
+            dropped: None,
+        };
+        let moved = |s: u32| {
+            if s == 2 {
+                [7u8; POOL_RECORD_SIZE]
+            } else {
+                [0u8; POOL_RECORD_SIZE]
+            }
+        };
+        assert!(matches!(judge(&e, 3 * rec, &moved), Verdict::Discard(_)));
+        // Our DELETE (3 -> 2 records) half-written at slot 0, then the record we were to
+        // cut rewritten by another program: put our slot's old bytes back.
+        let d = entry();
+        let torn = {
+            let mut b = [1u8; POOL_RECORD_SIZE];
+            b[..SECTOR_SIZE].fill(3);
+            b
+        };
+        let rewritten = |s: u32| {
+            if s == 0 {
+                torn
+            } else {
+                [9u8; POOL_RECORD_SIZE]
+            }
+        };
+        assert_eq!(
+            judge(&d, 3 * rec, &rewritten),
+            Verdict::Undo {
+                reason: "the slot to cut holds someone else's bytes",
+                slots: vec![0]
+            }
+        );
+        // Every post there and others' record where we cut: our cut, then their append.
+        let appended = |s: u32| {
+            if s == 0 {
+                [3u8; POOL_RECORD_SIZE]
+            } else {
+                [9u8; POOL_RECORD_SIZE]
+            }
+        };
+        assert!(matches!(
+            judge(&d, 3 * rec, &appended),
+            Verdict::Finish { .. }
+        ));
     }
 
     #[test]
@@ -349,10 +443,11 @@ mod tests {
                 [5u8; POOL_RECORD_SIZE]
             }
         };
+        // The extension never happened (or was undone): nothing of ours to finish.
+        assert!(matches!(judge(&e, rec, &ours), Verdict::Discard(_)));
         assert_eq!(
-            judge(&e, rec, &ours),
+            judge(&e, 2 * rec, &ours),
             Verdict::Finish {
-                extend_to: Some(2 * rec),
                 truncate_to: None,
                 remove_slot: None
             }

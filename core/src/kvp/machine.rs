@@ -39,6 +39,11 @@ pub struct KvpConfig {
     pub reply_budget: Duration,
     /// How long a failed pool waits before recovery is tried again.
     pub recovery_retry: Duration,
+    /// The file system's timestamp granularity (FreeBSD's `vfs.timestamp_precision`):
+    /// another program's same-size change within one tick of our last look leaves the
+    /// stamp as it was, so a stamp is trusted only once the file has been read at least
+    /// this long after the stamp was first seen. Zero: every change moves the stamp.
+    pub stamp_granularity: Duration,
 }
 
 impl Default for KvpConfig {
@@ -46,6 +51,7 @@ impl Default for KvpConfig {
         KvpConfig {
             reply_budget: KVP_REPLY_BUDGET,
             recovery_retry: RECOVERY_RETRY,
+            stamp_granularity: Duration::ZERO,
         }
     }
 }
@@ -109,7 +115,32 @@ enum Health {
 struct PoolSlot {
     pool: Pool,
     stamp: Option<FileStamp>,
+    /// When we first saw `stamp` (its tick ended by `stamp_since + granularity`).
+    stamp_since: Instant,
+    /// When the last job that read the file with this stamp started.
+    read_at: Instant,
     health: Health,
+}
+
+impl PoolSlot {
+    /// Records the stamp a job that started at `started` left us with, at `now`.
+    fn set_stamp(&mut self, s: FileStamp, started: Instant, now: Instant) {
+        if self.stamp != Some(s) {
+            self.stamp = Some(s);
+            self.stamp_since = now;
+            self.read_at = started;
+        } else {
+            self.read_at = self.read_at.max(started);
+        }
+    }
+
+    /// The stamp to compare with, or `None` (reload) while a change within the same
+    /// timestamp tick could still hide behind it.
+    fn known(&self, granularity: Duration) -> Option<FileStamp> {
+        let settled =
+            granularity.is_zero() || self.read_at >= self.stamp_since.saturating_add(granularity);
+        self.stamp.filter(|_| settled)
+    }
 }
 
 #[derive(Debug)]
@@ -125,6 +156,8 @@ struct FileLane {
     in_flight: Option<EffectId>,
     /// The request this job serves, if that request is still unanswered.
     serves: Option<u64>,
+    /// When the job started (its reads happened after this).
+    started: Instant,
 }
 
 /// The outstanding host request.
@@ -168,6 +201,8 @@ impl KvpMachine {
         let slot = || PoolSlot {
             pool: Pool::new(),
             stamp: None,
+            stamp_since: now,
+            read_at: now,
             health: Health::Unknown,
         };
         let mut m = KvpMachine {
@@ -223,10 +258,11 @@ impl KvpMachine {
         &self.pools[id.index()].pool
     }
 
-    /// The stamp of the pool file as of our last look: when the file still has it, our
-    /// memory must equal the file (the simulator checks exactly that).
+    /// The stamp of the pool file as of our last look, once trusted (not while a change
+    /// within the same timestamp tick could hide behind it): when the file still has it,
+    /// our memory must equal the file (the simulator checks exactly that).
     pub fn pool_stamp(&self, id: PoolId) -> Option<FileStamp> {
-        self.pools[id.index()].stamp
+        self.pools[id.index()].known(self.config.stamp_granularity)
     }
 
     /// Whether a pool is loaded and usable.
@@ -357,7 +393,7 @@ impl KvpMachine {
                     // system): memory holds what the disk durably holds.
                     let _ = self.answer_read();
                 } else {
-                    let known = self.pools[pool.index()].stamp;
+                    let known = self.pools[pool.index()].known(self.config.stamp_granularity);
                     self.start_job(Job::Refresh(Refresh::new(pool, known)), Some(seq));
                 }
             }
@@ -391,7 +427,7 @@ impl KvpMachine {
                 c.waiting = true;
             }
         } else {
-            let known = self.pools[pool.index()].stamp;
+            let known = self.pools[pool.index()].known(self.config.stamp_granularity);
             self.start_job(Job::Mutate(Mutate::new(pool, op, known)), Some(seq));
         }
     }
@@ -454,6 +490,7 @@ impl KvpMachine {
             job,
             in_flight: None,
             serves,
+            started: self.now,
         });
         self.resume_job(None);
     }
@@ -484,8 +521,11 @@ impl KvpMachine {
                 self.outputs.push_back(Output::Effect { id, effect });
             }
             Step::Finished(outcome) => {
-                let serves = self.file.take().and_then(|l| l.serves);
-                self.job_finished(outcome, serves);
+                let (serves, started) = self
+                    .file
+                    .take()
+                    .map_or((None, self.now), |l| (l.serves, l.started));
+                self.job_finished(outcome, serves, started);
                 self.start_file_work();
             }
         }
@@ -495,8 +535,9 @@ impl KvpMachine {
         serves.is_some() && self.current.as_ref().map(|c| c.seq) == serves
     }
 
-    fn job_finished(&mut self, outcome: JobOutcome, serves: Option<u64>) {
+    fn job_finished(&mut self, outcome: JobOutcome, serves: Option<u64>, started: Instant) {
         let answer = self.serves_current(serves);
+        let now = self.now;
         match outcome {
             JobOutcome::Refreshed {
                 pool,
@@ -516,7 +557,7 @@ impl KvpMachine {
                     if let Some((p, s)) = reload {
                         let slot = &mut self.pools[pool.index()];
                         slot.pool = p;
-                        slot.stamp = Some(s);
+                        slot.set_stamp(s, started, now);
                     }
                     if answer {
                         let _ = self.answer_read();
@@ -535,12 +576,12 @@ impl KvpMachine {
                 let slot = &mut self.pools[pool.index()];
                 if let Some((p, s)) = reload {
                     slot.pool = p;
-                    slot.stamp = Some(s);
+                    slot.set_stamp(s, started, now);
                 }
                 let status = match result {
                     MutateResult::Applied { mutation, stamp } => {
                         slot.pool.apply(&mutation);
-                        slot.stamp = Some(stamp);
+                        slot.set_stamp(stamp, started, now);
                         Status::OK
                     }
                     MutateResult::Nothing(Outcome::Ok) => Status::OK,
@@ -572,7 +613,7 @@ impl KvpMachine {
                     Ok((p, s)) => {
                         let records = p.len();
                         slot.pool = p;
-                        slot.stamp = Some(s);
+                        slot.set_stamp(s, started, now);
                         slot.health = Health::Ready;
                         self.outputs
                             .push_back(Output::Event(Event::PoolRecovered { pool, records }));

@@ -479,7 +479,7 @@ mod tests {
     #[test]
     fn an_entry_left_in_the_lock_hand_over_is_recovered_not_overwritten() {
         // Between our Recover's unlock and our Mutate's lock, another writer journals
-        // `c=3` and dies. Our Mutate sees the entry under its own lock, writes nothing,
+        // `c=3`, extends the file and dies. Our Mutate sees the entry under its own lock, writes nothing,
         // and the next round's Recover finishes the other change before ours is made.
         let start = [Record::new(k("a"), v("1"))];
         let mut m = Mem::new(&start);
@@ -491,6 +491,11 @@ mod tests {
                 if locks == 2 {
                     mem.files
                         .insert(FileId::journal(PoolId::Guest), entry.clone());
+                    // It died after extending the file for its append, as the protocol
+                    // does before writing the record; an entry whose extension is gone
+                    // would be discarded, not finished.
+                    let file = mem.files.entry(FileId::pool(PoolId::Guest)).or_default();
+                    file.resize(file.len() + crate::limits::POOL_RECORD_SIZE, 0);
                 }
             }
             None

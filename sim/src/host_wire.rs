@@ -1,0 +1,291 @@
+//! The host's side of the device message, written from the spec's byte table
+//! (docs/protocol/kvp.md §1.3, §2.4) and nothing else: every offset below is a literal number from
+//! that table, not a constant of `hvguest_core::kvp::wire`.
+//!
+//! Why a second codec: the world used to encode requests with the core's own
+//! `encode_request` and decode replies with the core's `decode_reply`, so an offset wrong
+//! in the core was wrong on both sides and invisible. The core's types (`Request`,
+//! `Reply`, `Key`, `Value`) are only containers here; no byte passes through core code.
+
+use hvguest_core::kvp::text::{Key, Value};
+use hvguest_core::kvp::wire::{IpFields, Op, Reply, Request, Status};
+
+/// `sizeof(struct hv_kvp_msg)` on FreeBSD (docs/protocol/kvp.md §1.3).
+pub const MSG_LEN: usize = 7430;
+
+/// A reply the host cannot accept (the kernel would send garbage or read past a field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadReply(pub String);
+
+fn put_u32(m: &mut [u8], at: usize, v: u32) {
+    m[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn get_u32(m: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([m[at], m[at + 1], m[at + 2], m[at + 3]])
+}
+
+/// Copies `text` into the field `[at, at + len)`; the rest of the field stays zero, so
+/// the text is NUL-terminated whenever it is shorter than the field.
+fn put_text(m: &mut [u8], at: usize, len: usize, text: &[u8]) {
+    let n = text.len().min(len);
+    m[at..at + n].copy_from_slice(&text[..n]);
+}
+
+/// The `key_size`/`value_size` the FreeBSD kernel stores (docs/protocol/kvp.md §2.4): it walks the host's
+/// byte count (UTF-16 text plus its terminator) as if it were a count of units, emitting
+/// the UTF-8 bytes and one zero byte per zero unit, and halves the total.
+fn kernel_size(text: &[u8]) -> u32 {
+    let units = String::from_utf8_lossy(text).encode_utf16().count();
+    let host_bytes = 2 * (units + 1);
+    // `host_bytes` units walked: `units` of text, the rest zero.
+    let emitted = text.len() + (host_bytes - units);
+    u32::try_from(emitted / 2).unwrap_or(u32::MAX)
+}
+
+/// Encodes a request as the kernel hands it to the daemon.
+pub fn encode(req: &Request) -> Vec<u8> {
+    let mut m = vec![0u8; MSG_LEN];
+    match req {
+        Request::Get { pool, key } => {
+            m[0] = 0;
+            m[1] = *pool as u8;
+            // value_type @4 and value_size @12 stay 0 for GET (docs/protocol/kvp.md §2.4).
+            put_u32(&mut m, 8, kernel_size(key.as_bytes()));
+            put_text(&mut m, 16, 511, key.as_bytes());
+        }
+        Request::Set { pool, key, value } => {
+            m[0] = 1;
+            m[1] = *pool as u8;
+            // value_type @4 is not copied by the kernel: 0.
+            put_u32(&mut m, 8, kernel_size(key.as_bytes()));
+            put_u32(&mut m, 12, kernel_size(value.as_bytes()));
+            put_text(&mut m, 16, 511, key.as_bytes());
+            put_text(&mut m, 528, 2047, value.as_bytes());
+        }
+        Request::Delete { pool, key } => {
+            m[0] = 2;
+            m[1] = *pool as u8;
+            put_u32(&mut m, 4, kernel_size(key.as_bytes()));
+            put_text(&mut m, 8, 511, key.as_bytes());
+        }
+        Request::Enumerate { pool, index } => {
+            m[0] = 3;
+            m[1] = *pool as u8;
+            put_u32(&mut m, 4, *index);
+        }
+        Request::GetIpInfo {
+            adapter_id,
+            addr_family,
+        } => {
+            m[0] = 4;
+            put_text(&mut m, 4, 255, adapter_id);
+            m[260] = *addr_family;
+        }
+        Request::SetIpInfo(f) => {
+            m[0] = 5;
+            put_text(&mut m, 4, 255, &f.adapter_id);
+            m[260] = f.addr_family;
+            m[261] = f.dhcp_enabled;
+            put_text(&mut m, 262, 2047, &f.ip_addr);
+            put_text(&mut m, 2310, 2047, &f.sub_net);
+            put_text(&mut m, 4358, 1023, &f.gate_way);
+            put_text(&mut m, 5382, 2047, &f.dns_addr);
+        }
+    }
+    m
+}
+
+/// The NUL-terminated text in `[at, at + len)`. The kernel runs `strlen` on it, so a
+/// field without a terminator is a bad reply (it would read into the next field).
+fn text(m: &[u8], at: usize, len: usize, what: &str) -> Result<Vec<u8>, BadReply> {
+    let field = &m[at..at + len];
+    match field.iter().position(|&b| b == 0) {
+        Some(n) => Ok(field[..n].to_vec()),
+        None => Err(BadReply(format!("{what} field at {at} is not terminated"))),
+    }
+}
+
+/// Decodes the daemon's reply to a request of `op`, as the kernel reads it (docs/protocol/kvp.md §2.4).
+pub fn decode(op: Op, m: &[u8]) -> Result<Reply, BadReply> {
+    if m.len() != MSG_LEN {
+        return Err(BadReply(format!("reply of {} bytes", m.len())));
+    }
+    let status = Status(get_u32(m, 0));
+    if status != Status::OK {
+        return Ok(Reply::Status(status));
+    }
+    let value = |at: usize| -> Result<Value, BadReply> {
+        let t = text(m, at, 2048, "value")?;
+        Value::new(&t).map_err(|e| BadReply(format!("value at {at}: {e:?}")))
+    };
+    Ok(match op {
+        Op::Get => Reply::Value(value(528)?),
+        Op::Enumerate => {
+            let k = text(m, 20, 512, "key")?;
+            Reply::Entry {
+                key: Key::new(&k).map_err(|e| BadReply(format!("key at 20: {e:?}")))?,
+                value: value(532)?,
+            }
+        }
+        Op::GetIpInfo => Reply::IpInfo(IpFields {
+            adapter_id: text(m, 4, 256, "adapter_id")?,
+            addr_family: m[260],
+            dhcp_enabled: m[261],
+            ip_addr: text(m, 262, 2048, "ip_addr")?,
+            sub_net: text(m, 2310, 2048, "sub_net")?,
+            gate_way: text(m, 4358, 1024, "gate_way")?,
+            dns_addr: text(m, 5382, 2048, "dns_addr")?,
+        }),
+        Op::Set | Op::Delete | Op::SetIpInfo => Reply::Status(status),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The spec's test vectors (docs/protocol/kvp.md §8), bytes written out by hand.
+    use super::*;
+    use hvguest_core::kvp::wire::PoolId;
+
+    fn key(s: &str) -> Key {
+        Key::new(s.as_bytes()).expect("short literal")
+    }
+
+    fn value(s: &str) -> Value {
+        Value::new(s.as_bytes()).expect("short literal")
+    }
+
+    /// Every byte of `m` is zero except those listed.
+    fn only(m: &[u8], set: &[(usize, &[u8])]) {
+        let mut want = vec![0u8; MSG_LEN];
+        for (at, b) in set {
+            want[*at..*at + b.len()].copy_from_slice(b);
+        }
+        for (i, (a, b)) in m.iter().zip(&want).enumerate() {
+            assert_eq!(a, b, "byte {i}");
+        }
+        assert_eq!(m.len(), MSG_LEN);
+    }
+
+    #[test]
+    fn vector_2_get() {
+        let m = encode(&Request::Get {
+            pool: PoolId::External,
+            key: key("foo"),
+        });
+        only(&m, &[(8, &[4, 0, 0, 0]), (16, b"foo\0")]);
+        let mut r = m.clone();
+        r[528..532].copy_from_slice(b"bar\0");
+        assert_eq!(decode(Op::Get, &r), Ok(Reply::Value(value("bar"))));
+        let mut nf = vec![0u8; MSG_LEN];
+        nf[..4].copy_from_slice(&[0x03, 0x01, 0x07, 0x80]);
+        assert_eq!(decode(Op::Get, &nf), Ok(Reply::Status(Status::S_CONT)));
+    }
+
+    #[test]
+    fn vector_3_set() {
+        let m = encode(&Request::Set {
+            pool: PoolId::External,
+            key: key("foo"),
+            value: value("bar"),
+        });
+        only(
+            &m,
+            &[
+                (0, &[1]),
+                (8, &[4]),
+                (12, &[4]),
+                (16, b"foo"),
+                (528, b"bar"),
+            ],
+        );
+        assert_eq!(
+            decode(Op::Set, &[0u8; MSG_LEN]),
+            Ok(Reply::Status(Status::OK))
+        );
+    }
+
+    #[test]
+    fn vector_5_delete() {
+        let m = encode(&Request::Delete {
+            pool: PoolId::External,
+            key: key("foo"),
+        });
+        only(&m, &[(0, &[2]), (4, &[4]), (8, b"foo")]);
+    }
+
+    #[test]
+    fn vectors_6_7_enumerate() {
+        let m = encode(&Request::Enumerate {
+            pool: PoolId::Auto,
+            index: 0,
+        });
+        only(&m, &[(0, &[3]), (1, &[2])]);
+        let m = encode(&Request::Enumerate {
+            pool: PoolId::Guest,
+            index: 7,
+        });
+        only(&m, &[(0, &[3]), (1, &[1]), (4, &[7])]);
+        let mut r = vec![0u8; MSG_LEN];
+        r[20..22].copy_from_slice(b"k\0");
+        r[532..534].copy_from_slice(b"v\0");
+        assert_eq!(
+            decode(Op::Enumerate, &r),
+            Ok(Reply::Entry {
+                key: key("k"),
+                value: value("v")
+            })
+        );
+    }
+
+    #[test]
+    fn vector_8_get_ip_info() {
+        let m = encode(&Request::GetIpInfo {
+            adapter_id: b"00:15:5D:01:02:03".to_vec(),
+            addr_family: 0,
+        });
+        only(&m, &[(0, &[4]), (4, b"00:15:5D:01:02:03\0")]);
+        let mut r = vec![0u8; MSG_LEN];
+        r[260] = 1;
+        r[261] = 1;
+        r[262..270].copy_from_slice(b"10.0.0.4");
+        r[2310..2323].copy_from_slice(b"255.255.255.0");
+        r[4358..4366].copy_from_slice(b"10.0.0.1");
+        r[5382..5395].copy_from_slice(b"168.63.129.16");
+        let Ok(Reply::IpInfo(f)) = decode(Op::GetIpInfo, &r) else {
+            panic!("not decoded")
+        };
+        assert_eq!(
+            (f.ip_addr, f.sub_net, f.gate_way, f.dns_addr),
+            (
+                b"10.0.0.4".to_vec(),
+                b"255.255.255.0".to_vec(),
+                b"10.0.0.1".to_vec(),
+                b"168.63.129.16".to_vec()
+            )
+        );
+        let mut unknown = vec![0u8; MSG_LEN];
+        unknown[..4].copy_from_slice(&[0x05, 0x40, 0x00, 0x80]);
+        assert_eq!(
+            decode(Op::GetIpInfo, &unknown),
+            Ok(Reply::Status(Status::E_FAIL))
+        );
+    }
+
+    #[test]
+    fn vector_12_non_ascii_size() {
+        // "é": host size 4, kernel key_size 2 (docs/protocol/kvp.md §2.4; §8, vector 12).
+        let m = encode(&Request::Get {
+            pool: PoolId::External,
+            key: key("é"),
+        });
+        only(&m, &[(8, &[2]), (16, &[0xc3, 0xa9, 0])]);
+    }
+
+    #[test]
+    fn unterminated_value_is_refused() {
+        let mut r = vec![0u8; MSG_LEN];
+        r[528..528 + 2048].fill(b'x');
+        assert!(decode(Op::Get, &r).is_err());
+    }
+}

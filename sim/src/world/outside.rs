@@ -1,0 +1,363 @@
+//! Other programs writing the pool files the way real ones do (docs/protocol/kvp.md §6): cloud-init and
+//! azure-init append under the lock, and may die mid-append; `hv_kvp_cmd` rewrites a
+//! record in place (same size: only bytes change) and deletes by copying the later
+//! records down and truncating; cloud-init empties the file at boot. None of them knows
+//! of our journal. Records are parsed and built here from the spec's format (docs/protocol/kvp.md §3.2: a
+//! 512-byte key and a 2048-byte value, NUL-padded), not with the core's record code.
+
+use hvguest_core::kvp::text::{Key, Value};
+use hvguest_core::kvp::wire::{PoolId, Reply, Status};
+use hvguest_core::limits::SECTOR_SIZE;
+
+use super::{path, World};
+use crate::fs::Owner;
+use crate::host::OUTSIDE_PREFIX;
+use crate::trace;
+
+/// A pool record: 512 + 2048 bytes (docs/protocol/kvp.md §3.2).
+pub const REC: usize = 2560;
+
+/// What another program does to a pool file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutsideOp {
+    /// Appends a record (cloud-init, azure-init).
+    Append { key: Key, value: Value },
+    /// Dies after writing only the first `bytes` of an appended record.
+    TornAppend { key: Key, value: Value, bytes: u64 },
+    /// Overwrites the value of the first record with `key`, in place.
+    Rewrite { key: Key, value: Value },
+    /// Removes the first record with `key`: later records copied down, file truncated.
+    Remove { key: Key },
+    /// Empties the file (cloud-init at boot).
+    Truncate,
+}
+
+/// Builds a record as the spec lays it out.
+pub fn record_bytes(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut r = vec![0u8; REC];
+    r[..key.len()].copy_from_slice(key);
+    r[512..512 + value.len()].copy_from_slice(value);
+    r
+}
+
+fn field(b: &[u8]) -> &[u8] {
+    let n = b.iter().position(|&x| x == 0).unwrap_or(b.len());
+    &b[..n]
+}
+
+/// The whole records of a pool file as (key, value) text, in file order.
+pub fn parse(bytes: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    bytes
+        .chunks_exact(REC)
+        .map(|r| (field(&r[..512]).to_vec(), field(&r[512..]).to_vec()))
+        .collect()
+}
+
+/// The first match of `key` in a pool file: what a GET must answer (docs/protocol/kvp.md §3.5).
+pub fn first_match(bytes: &[u8], key: &[u8]) -> Option<Vec<u8>> {
+    parse(bytes)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+impl World {
+    /// Carries out one outside program's change under the pool file's lock; skipped
+    /// when the lock is held or the file system is suspended (the program would wait;
+    /// here it gives up, which keeps the world's clock moving).
+    pub(super) fn outside(&mut self, pool: PoolId, op: OutsideOp) {
+        let name = path(pool);
+        if self.fs.lock_holder(&name).is_some() || self.fs.frozen {
+            self.log("outside", &format!("{op:?} skipped: locked or frozen"));
+            return;
+        }
+        let me = Owner::Outside(2);
+        if self.fs.lock(&name, me).is_err() {
+            return;
+        }
+        // Faults injected for the daemon are not for other programs to hit.
+        let faults = self.fs.take_faults();
+        let bytes = self.fs.contents(&name).to_vec();
+        let whole = bytes.len() - bytes.len() % REC;
+        let text = |k: &Key| trace::text(k.as_bytes());
+        let done = match &op {
+            // azure-init refuses a file that is not whole records; so do we, which
+            // keeps a torn tail at the end where the daemon must cut it.
+            OutsideOp::Append { .. } | OutsideOp::TornAppend { .. } if bytes.len() % REC != 0 => {
+                None
+            }
+            OutsideOp::Append { key, value } => {
+                let r = record_bytes(key.as_bytes(), value.as_bytes());
+                self.fs.write(&name, bytes.len() as u64, &r).ok().map(|_| {
+                    self.stats.appends += 1;
+                    if pool == PoolId::Guest
+                        && key.as_bytes().starts_with(OUTSIDE_PREFIX.as_bytes())
+                    {
+                        self.outside_records.push((key.clone(), value.clone()));
+                    }
+                    format!("append {} = {}", text(key), trace::text(value.as_bytes()))
+                })
+            }
+            OutsideOp::TornAppend {
+                key,
+                value,
+                bytes: n,
+            } => {
+                let r = record_bytes(key.as_bytes(), value.as_bytes());
+                let n = (*n as usize).clamp(1, REC - 1);
+                self.fs
+                    .write(&name, bytes.len() as u64, &r[..n])
+                    .ok()
+                    .map(|_| {
+                        self.outside_torn = true;
+                        format!("dies mid-append of {}: {n} bytes written", text(key))
+                    })
+            }
+            OutsideOp::Rewrite { key, value } => {
+                let slot = parse(&bytes[..whole])
+                    .iter()
+                    .position(|(k, _)| k == key.as_bytes());
+                slot.and_then(|s| {
+                    let r = record_bytes(key.as_bytes(), value.as_bytes());
+                    self.fs.write(&name, (s * REC) as u64, &r).ok()?;
+                    for o in self.outside_records.iter_mut().filter(|o| o.0 == *key) {
+                        o.1 = value.clone();
+                    }
+                    Some(format!(
+                        "rewrite slot {s}: {} = {}",
+                        text(key),
+                        trace::text(value.as_bytes())
+                    ))
+                })
+            }
+            OutsideOp::Remove { key } => {
+                if let Some(r) = self.pending_growth_post() {
+                    self.residue.push(r);
+                }
+                let slot = parse(&bytes[..whole])
+                    .iter()
+                    .position(|(k, _)| k == key.as_bytes());
+                slot.and_then(|s| {
+                    // Copy every later record down by one, then cut the last.
+                    let later = bytes[(s + 1) * REC..whole].to_vec();
+                    if !later.is_empty() {
+                        self.fs.write(&name, (s * REC) as u64, &later).ok()?;
+                    }
+                    self.fs.set_len(&name, (whole - REC) as u64).ok()?;
+                    self.outside_records.retain(|o| o.0 != *key);
+                    // A crashed daemon's half-made DELETE may have copied the record
+                    // (two copies): removing the first leaves the other, which is no
+                    // recovery's doing. Only a single copy must stay gone.
+                    let copies = parse(&bytes[..whole])
+                        .iter()
+                        .filter(|(k, _)| k == key.as_bytes())
+                        .count();
+                    if copies == 1 {
+                        self.outside_removed.push(key.clone());
+                    }
+                    Some(format!("remove slot {s}: {}", text(key)))
+                })
+            }
+            OutsideOp::Truncate => self.fs.set_len(&name, 0).ok().map(|_| {
+                self.model.truncated(pool);
+                self.residue.clear();
+                if pool == PoolId::Guest {
+                    self.outside_records.clear();
+                }
+                "truncate".to_string()
+            }),
+        };
+        if let Some(what) = &done {
+            self.fs.flush(&name);
+            // Records moved under an ENUMERATE walk: its completeness is not checked.
+            if matches!(op, OutsideOp::Remove { .. } | OutsideOp::Truncate) {
+                if let Some(w) = self.walk.as_mut() {
+                    w.disturbed = true;
+                }
+            }
+            self.log("outside", &format!("{what} in {name}"));
+        } else {
+            self.log("outside", &format!("{op:?} on {name}: nothing done"));
+        }
+        self.fs.unlock(&name, me);
+        self.fs.restore_faults(faults);
+    }
+
+    /// Picks a random outside change of the guest pool: mostly appends, sometimes a
+    /// torn append, an in-place rewrite, a delete or a boot-time truncation.
+    pub(super) fn random_outside(&mut self) -> OutsideOp {
+        self.outside_seq += 1;
+        let seq = self.outside_seq;
+        let f = &mut self.faults_prng;
+        let fresh = Key::new(format!("{OUTSIDE_PREFIX}{}|event|{seq}", self.generation).as_bytes())
+            .expect("short");
+        let value = Value::new(format!("{{\"result\":\"success\",\"n\":{seq}}}").as_bytes())
+            .expect("short");
+        let known: Vec<Key> = self.outside_records.iter().map(|o| o.0.clone()).collect();
+        let roll = f.below(100);
+        match roll {
+            0..=4 => OutsideOp::TornAppend {
+                key: fresh,
+                value,
+                bytes: f.range(1, 2559) / SECTOR_SIZE as u64 * SECTOR_SIZE as u64 + 1,
+            },
+            5..=19 if !known.is_empty() => OutsideOp::Rewrite {
+                key: f.choose(&known).clone(),
+                value,
+            },
+            20..=34 if !known.is_empty() => OutsideOp::Remove {
+                key: f.choose(&known).clone(),
+            },
+            // Emptying the file under a failed mutation still in flight would leave the
+            // model unable to say what lands; cloud-init does it at boot anyway.
+            35 if !self.model.has_in_flight() && self.daemon_quiet() => OutsideOp::Truncate,
+            _ => OutsideOp::Append { key: fresh, value },
+        }
+    }
+
+    /// Another program appends a record whose key the host also uses: a later
+    /// duplicate (or the first match, if the key is absent). Only when the model knows
+    /// the key's one value and no change of ours is half made (journal empty, lock
+    /// free, nothing in flight), so the model can say which record is the first match.
+    pub(super) fn host_key_duplicate(&mut self) -> Option<super::Action> {
+        let pool = PoolId::Guest;
+        let f = &mut self.faults_prng;
+        let key = Key::new(format!("hot{}", f.below(4)).as_bytes()).expect("short");
+        self.outside_seq += 1;
+        let value = Value::new(format!("dup{}", self.outside_seq).as_bytes()).expect("short");
+        let journal = hvguest_core::kvp::effect::FileId::journal(pool).file_name();
+        let cell = self.model.possible(pool, &key).to_vec();
+        // One duplicate per key at most: our DELETE keeps every key's first match but
+        // may reorder later duplicates, so with two the model could not say which
+        // one a DELETE of the first reveals.
+        // Only behind a present key: a new first match could be missed by a read the
+        // daemon answers from memory while a file job runs (by design).
+        if cell.len() != 1
+            || cell[0].is_none()
+            || !self.model.dup_values(pool, &key).is_empty()
+            || self.model.dups_unsure(pool, &key)
+            || self.model.has_in_flight()
+            || !self.daemon_quiet()
+            || !self.fs.contents(&journal).is_empty()
+            || self.fs.lock_holder(&path(pool)).is_some()
+            || self.fs.frozen
+            || self.fs.contents(&path(pool)).len() % REC != 0
+        {
+            return None;
+        }
+        let before = self.fs.contents(&path(pool)).len();
+        self.outside(
+            pool,
+            OutsideOp::Append {
+                key: key.clone(),
+                value: value.clone(),
+            },
+        );
+        if self.fs.contents(&path(pool)).len() > before {
+            // (`appended` ignores keys whose duplicates are unsure; none are chosen.)
+            self.model.appended(pool, &key, value);
+        }
+        None
+    }
+
+    /// The daemon is down or idle: a read it answers next comes from the file, not from
+    /// memory kept while a file job is stuck (which may miss another program's change;
+    /// the model could not say what such a read shows for host keys).
+    fn daemon_quiet(&self) -> bool {
+        self.daemon.as_ref().is_none_or(|d| d.machine.is_idle())
+    }
+
+    /// An outside key for the host to GET: one present, or one removed.
+    pub(super) fn outside_key_to_read(&mut self) -> Option<Key> {
+        let f = &mut self.faults_prng;
+        if !self.outside_removed.is_empty() && f.chance(1, 4) {
+            return Some(f.choose(&self.outside_removed).clone());
+        }
+        if self.outside_records.is_empty() {
+            return None;
+        }
+        Some(f.choose(&self.outside_records).0.clone())
+    }
+
+    /// Freshness: a GET of a key only other programs write must answer what the file
+    /// holds at the moment of the reply, first match (catches serving a stale memory
+    /// copy after another program's append, rewrite or delete, e.g. a refresh that
+    /// trusts an unchanged stamp or a wrong first-match lookup). The core's own pending
+    /// change may be half made while its lock is held or its journal is not empty: then
+    /// the check is skipped (the reply may legitimately show either side).
+    pub(super) fn check_fresh(&mut self, key: &Key, reply: &Reply, failed_ok: bool) {
+        if !key.as_bytes().starts_with(OUTSIDE_PREFIX.as_bytes()) {
+            return;
+        }
+        let name = path(PoolId::Guest);
+        let journal = hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name();
+        if self.fs.lock_holder(&name).is_some() || !self.fs.contents(&journal).is_empty() {
+            return;
+        }
+        let want = first_match(self.fs.contents(&name), key.as_bytes());
+        let want_durable = first_match(self.fs.durable(&name), key.as_bytes());
+        let got = match reply {
+            Reply::Value(v) => Some(v.as_bytes().to_vec()),
+            Reply::Status(Status::S_CONT) => None,
+            Reply::Status(Status::E_FAIL) if failed_ok => return,
+            other => {
+                return self.fail(format!(
+                    "GET guest {}: {other:?}",
+                    trace::text(key.as_bytes())
+                ))
+            }
+        };
+        if got != want && got != want_durable {
+            self.fail(format!(
+                "stale read: GET guest {} answered {:?}, the file holds {:?}",
+                trace::text(key.as_bytes()),
+                got.map(|g| trace::text(&g)),
+                want.map(|g| trace::text(&g)),
+            ));
+        }
+    }
+
+    /// The post image of the first slot write of an entry waiting in the guest pool's
+    /// journal (an append's record, or the record a DELETE moves into the hole), read
+    /// from the journal's layout: magic, write count at 13, then after the 36-byte
+    /// header the first write's slot, pre and post images.
+    /// Also whether the entry shrinks the file (old length at 16, new at 24).
+    fn pending_growth_post(&self) -> Option<(Vec<u8>, bool)> {
+        let j = self
+            .fs
+            .contents(&hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name());
+        let ok = j.len() >= 40 + 2 * REC && &j[..8] == b"HVKVPJ1\0" && j[13] >= 1;
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&j[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        ok.then(|| (j[40 + REC..40 + 2 * REC].to_vec(), u64_at(24) < u64_at(16)))
+    }
+
+    /// A record left by a crashed append that another program then moved (a shift-down
+    /// delete while we were down): our extension's zeros, or a torn copy of our record,
+    /// somewhere recovery can no longer find. (A crashed DELETE's moved record may
+    /// likewise stay twice: its key is a `residue_key`.) A known limit of recovery (see
+    /// ARCHITECTURE.md); tolerated, and only these exact byte patterns are.
+    pub(super) fn is_residue(&self, rec: &[u8]) -> bool {
+        self.residue.iter().any(|(post, _)| {
+            rec != &post[..]
+                && rec
+                    .chunks(SECTOR_SIZE)
+                    .zip(post.chunks(SECTOR_SIZE))
+                    .all(|(r, p)| r == p || r.iter().all(|&b| b == 0))
+        })
+    }
+
+    /// Whether a reply or record showing `key` (= `value`, when known) may come from a
+    /// residue: the empty key of zeros; a torn copy of a crashed append (never its
+    /// whole record: a second whole copy is exactly the bug the judge must prevent);
+    /// any copy of the record a crashed DELETE moved.
+    pub(super) fn residue_key(&self, key: &[u8], value: Option<&[u8]>) -> bool {
+        self.residue.iter().any(|(p, shrinks)| {
+            key.is_empty()
+                || (field(&p[..512]) == key && (*shrinks || value != Some(field(&p[512..]))))
+        })
+    }
+}
