@@ -18,4 +18,5 @@ pub mod scenario;
 pub mod trace;
 pub mod vss;
 pub mod vss_emulator;
+pub mod vss_model;
 pub mod world;

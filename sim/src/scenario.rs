@@ -371,7 +371,7 @@ fn vss_setup(v: &mut VssSetup, w: &[String]) -> Result<(), String> {
         _ => {
             let action =
                 FsAction::parse(&arg(2)?).ok_or("policy TYPE suspend|sync|snapshot|ignore|veto")?;
-            v.config.policy.by_type.insert(arg(1)?, action);
+            v.set_policy(&arg(1)?, action);
         }
     }
     Ok(())
