@@ -54,6 +54,13 @@ pub struct VssSetup {
     pub policy_overrides: Vec<(String, hvguest_core::vss::policy::FsAction)>,
     /// How long one `zfs snapshot` takes.
     pub snapshot_takes: Duration,
+    /// A program killed at its deadline takes this long to die (`zpool sync` sleeping
+    /// in the kernel cannot die at once).
+    pub kill_lag: Duration,
+    /// How long one UFSSUSPEND takes (it waits for writers to drain).
+    pub suspend_takes: Duration,
+    /// How long the freezer takes to resume everything (a superblock reload each).
+    pub resume_takes: Duration,
 }
 
 pub const HOOK_DIR: &str = "/usr/local/etc/hvguest/hooks.d";
@@ -74,6 +81,9 @@ impl Default for VssSetup {
             app_auto_thaw: Duration::from_secs(45),
             policy_overrides: Vec::new(),
             snapshot_takes: Duration::from_millis(20),
+            kill_lag: Duration::ZERO,
+            suspend_takes: Duration::from_millis(1),
+            resume_takes: Duration::from_millis(1),
         }
     }
 }
@@ -425,7 +435,12 @@ pub fn program_result(
         p.exit_freeze
     };
     if p.takes > deadline {
-        (deadline, ExitStatus::TimedOut, name, arg)
+        (
+            deadline.saturating_add(setup.kill_lag),
+            ExitStatus::TimedOut,
+            name,
+            arg,
+        )
     } else {
         (p.takes, ExitStatus::Code(code), name, arg)
     }
@@ -449,14 +464,20 @@ pub fn simple_result(setup: &VssSetup, effect: &VssEffect) -> Option<(Duration, 
         ),
         VssEffect::ZpoolSync { deadline, .. } => {
             if setup.sync_takes > *deadline {
-                (*deadline, VssResult::Exit(ExitStatus::TimedOut))
+                (
+                    deadline.saturating_add(setup.kill_lag),
+                    VssResult::Exit(ExitStatus::TimedOut),
+                )
             } else {
                 (setup.sync_takes, VssResult::Exit(ExitStatus::Code(0)))
             }
         }
         VssEffect::ZfsSnapshot { deadline, .. } => {
             if setup.snapshot_takes > *deadline {
-                (*deadline, VssResult::Exit(ExitStatus::TimedOut))
+                (
+                    deadline.saturating_add(setup.kill_lag),
+                    VssResult::Exit(ExitStatus::TimedOut),
+                )
             } else {
                 (setup.snapshot_takes, VssResult::Exit(ExitStatus::Code(0)))
             }
@@ -523,6 +544,13 @@ pub fn random_setup(prng: &mut crate::prng::Prng) -> VssSetup {
     }
     s.sync_takes = ms(prng, (10, 400), (2000, 9000), 10);
     s.snapshot_takes = ms(prng, (5, 100), (500, 3000), 10);
+    // Killed programs that linger, slow suspensions and resumes: what the margin of
+    // the kernel's 15 s and the rollback reserve are for.
+    if slow || prng.chance(1, 5) {
+        s.kill_lag = Duration::from_millis(prng.range(0, 450));
+        s.suspend_takes = Duration::from_millis(prng.range(1, 300));
+        s.resume_takes = Duration::from_millis(prng.range(1, 950));
+    }
     if prng.chance(1, 4) {
         s.set_policy("zfs", crate::vss::policy_snapshot());
     }

@@ -250,7 +250,8 @@ impl World {
                         VssResult::Exit(ExitStatus::Code(1)),
                     )
                 } else if v.setup.snapshot_takes > *deadline {
-                    done(*deadline, VssResult::Exit(ExitStatus::TimedOut))
+                    let died = deadline.saturating_add(v.setup.kill_lag);
+                    done(died, VssResult::Exit(ExitStatus::TimedOut))
                 } else {
                     done(v.setup.snapshot_takes, VssResult::Exit(ExitStatus::Code(0)))
                 }
@@ -265,6 +266,11 @@ impl World {
                     v.freezer.hung = true;
                     line.push_str(": blocks behind the suspended /");
                     None
+                } else if v.freezer_notice_at.is_some() {
+                    // The old freezer's death is not noticed yet: the daemon's driver
+                    // still writes to its closed pipe.
+                    line.push_str(": the freezer is dead");
+                    done(Duration::from_millis(1), VssResult::Failed(IoError(32)))
                 } else if v.freezer.hang_next {
                     v.freezer.hang_next = false;
                     v.freezer.hung = true;
@@ -276,7 +282,7 @@ impl World {
                     v.freezer.alive = true;
                     v.freezer.held.insert(mount.clone(), now);
                     v.freezer.auto_thaw_at = Some(now.saturating_add(*auto_thaw_after));
-                    done(Duration::from_millis(1), VssResult::Done)
+                    done(v.setup.suspend_takes, VssResult::Done)
                 }
             }
             VssEffect::ResumeAll => {
@@ -286,7 +292,7 @@ impl World {
                 } else {
                     v.freezer.held.clear();
                     v.freezer.auto_thaw_at = None;
-                    done(Duration::from_millis(1), VssResult::Done)
+                    done(v.setup.resume_takes, VssResult::Done)
                 }
             }
             VssEffect::PingFreezer { auto_thaw_after } => {
@@ -560,11 +566,13 @@ impl World {
                 v.freezer_notice_at = None;
                 if let Some(d) = v.daemon.as_mut() {
                     d.machine.handle(now, VssInput::FreezerExited);
-                    // The daemon's hooks are frozen: their thaw must start at once
-                    // (within 1 s: a CHECK in progress may finish first). Catches a
-                    // death noticed but left for the watchdog to clean up.
+                    // The daemon's hooks are frozen: their thaw must start within 1 s
+                    // of whatever the daemon is running now (a CHECK, a hook already
+                    // thawing). Catches a death noticed but left for the watchdog.
                     if !v.open_hooks[0].is_empty() {
-                        v.thaw_due_by = Some(now.saturating_add(Duration::from_secs(1)));
+                        let busy_until = d.pending.iter().map(|p| p.at).max().unwrap_or(now);
+                        v.thaw_due_by =
+                            Some(busy_until.max(now).saturating_add(Duration::from_secs(1)));
                     }
                 }
                 self.vss_drain(false);
