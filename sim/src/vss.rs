@@ -636,7 +636,8 @@ pub fn policy_snapshot() -> hvguest_core::vss::policy::FsAction {
 }
 
 /// The host's next backup, as a list of (delay, request): usually CHECK, FREEZE, THAW a
-/// moment later; sometimes a THAW that never comes, a double FREEZE, a lone THAW.
+/// moment later; sometimes a THAW that never comes, a double FREEZE (with or without a
+/// THAW), a lone THAW.
 pub fn random_backup(prng: &mut crate::prng::Prng) -> Vec<(Duration, VssOp)> {
     let ms = |a: u64, b: u64, p: &mut crate::prng::Prng| Duration::from_millis(p.range(a, b));
     match prng.below(10) {
@@ -649,6 +650,13 @@ pub fn random_backup(prng: &mut crate::prng::Prng) -> Vec<(Duration, VssOp)> {
             (Duration::ZERO, VssOp::Freeze),
             (ms(0, 500, prng), VssOp::Freeze),
             (ms(100, 2000, prng), VssOp::Thaw),
+        ],
+        // The host retries FREEZE well into the first one's watchdog period and never
+        // thaws: the watchdog must count from the second answer.
+        3 => vec![
+            (Duration::ZERO, VssOp::Check),
+            (ms(0, 50, prng), VssOp::Freeze),
+            (ms(1000, 25000, prng), VssOp::Freeze),
         ],
         _ => vec![
             (Duration::ZERO, VssOp::Check),
