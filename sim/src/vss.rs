@@ -24,6 +24,8 @@ pub struct SimProgram {
     pub exit_freeze: i32,
     pub exit_thaw: i32,
     pub takes: Duration,
+    /// How long its `thaw` takes, when not `takes` (restarting a service can be slow).
+    pub thaw_takes: Option<Duration>,
 }
 
 impl Default for SimProgram {
@@ -32,6 +34,7 @@ impl Default for SimProgram {
             exit_freeze: 0,
             exit_thaw: 0,
             takes: Duration::from_millis(50),
+            thaw_takes: None,
         }
     }
 }
@@ -429,12 +432,12 @@ pub fn program_result(
             arg,
         );
     };
-    let code = if arg == "thaw" {
-        p.exit_thaw
+    let (code, takes) = if arg == "thaw" {
+        (p.exit_thaw, p.thaw_takes.unwrap_or(p.takes))
     } else {
-        p.exit_freeze
+        (p.exit_freeze, p.takes)
     };
-    if p.takes > deadline {
+    if takes > deadline {
         (
             deadline.saturating_add(setup.kill_lag),
             ExitStatus::TimedOut,
@@ -442,7 +445,7 @@ pub fn program_result(
             arg,
         )
     } else {
-        (p.takes, ExitStatus::Code(code), name, arg)
+        (takes, ExitStatus::Code(code), name, arg)
     }
 }
 
@@ -515,6 +518,7 @@ pub fn random_setup(prng: &mut crate::prng::Prng) -> VssSetup {
             exit_freeze: if prng.chance(1, 12) { 1 } else { 0 },
             exit_thaw: if prng.chance(1, 12) { 1 } else { 0 },
             takes: ms(prng, (5, 300), (1000, 8000), 10),
+            thaw_takes: (slow || prng.chance(1, 10)).then(|| ms(prng, (5, 300), (500, 5000), 1)),
         };
         let entry = HookEntry {
             name: format!("{}0-hook", i + 1),
@@ -529,6 +533,7 @@ pub fn random_setup(prng: &mut crate::prng::Prng) -> VssSetup {
             exit_freeze: if prng.chance(1, 10) { 1 } else { 0 },
             exit_thaw: 0,
             takes: ms(prng, (5, 500), (1000, 16000), 8),
+            thaw_takes: (slow || prng.chance(1, 10)).then(|| ms(prng, (5, 300), (500, 5000), 1)),
         });
     }
     if prng.chance(1, 12) {
