@@ -316,9 +316,12 @@ impl World {
                 v.freezer.held.clear();
                 v.freezer.hung = false;
                 v.freezer.auto_thaw_at = None;
-                let notice = v.jitter(2);
+                // Its exit closes every suspend descriptor: the kernel resumes each, as
+                // slowly as a ResumeAll would.
+                let exit = v.setup.resume_takes.max(Duration::from_millis(1));
+                let notice = v.jitter(2) + exit - Duration::from_millis(1);
                 v.freezer_notice_at = Some(now.saturating_add(notice));
-                done(Duration::from_millis(1), VssResult::Done)
+                done(exit, VssResult::Done)
             }
             other => simple_result(&v.setup, other).and_then(|(d, r)| done(d, r)),
         };
