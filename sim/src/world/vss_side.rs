@@ -172,6 +172,22 @@ impl World {
                         "{who} writes {}",
                         if ok { "success" } else { "failure" }
                     ));
+                    // The answer must leave the kernel some of its 15 s: the design
+                    // answers 1 s before the deadline, a rollback may eat half of
+                    // that, and a real write can be delayed by the scheduler. Catches
+                    // deadline arithmetic that answers at (or just before) the
+                    // kernel's deadline, which the simulator's instant writes would
+                    // otherwise get away with.
+                    let slack = self
+                        .vss
+                        .as_ref()
+                        .and_then(|v| v.kernel.next_deadline())
+                        .map(|d| d.saturating_since(self.now));
+                    if let Some(slack) = slack.filter(|s| *s < Duration::from_millis(250)) {
+                        self.fail(format!(
+                            "the {who} answered {slack:?} before the kernel's deadline (< 250 ms)"
+                        ));
+                    }
                     let v = self.vss.as_mut().expect("checked");
                     if app {
                         v.kernel.app_write(&bytes, &mut kout);
