@@ -233,6 +233,31 @@ impl World {
         } else {
             v.checker.effect(&effect).err()
         };
+        // A FREEZE step must end early enough to roll back and still answer 1 s before
+        // the kernel's deadline ("a step that would not leave time to roll back is not
+        // started"). Catches a step deadline that ignores the rollback reserve, which
+        // the simulator's quick rollbacks would hide.
+        let step_deadline = match &effect {
+            VssEffect::Run { argv, deadline } if argv.last().is_some_and(|a| a == "freeze") => {
+                Some(*deadline)
+            }
+            VssEffect::ZpoolSync { deadline, .. } | VssEffect::ZfsSnapshot { deadline, .. } => {
+                Some(*deadline)
+            }
+            _ => None,
+        };
+        if let (Some(d), Some(kd), false) = (step_deadline, v.kernel.next_deadline(), app) {
+            let b = &v.setup.config.budget;
+            let limit = kd
+                .saturating_since(now)
+                .saturating_sub(b.margin)
+                .saturating_sub(b.rollback);
+            if d > limit + Duration::from_millis(1) {
+                broken.get_or_insert(format!(
+                    "a FREEZE step may run {d:?}, leaving no time to roll back (at most {limit:?})"
+                ));
+            }
+        }
         let pending = match &effect {
             VssEffect::Run { argv, deadline } => {
                 let (took, status, name, arg) = program_result(&v.setup, argv, *deadline);
