@@ -22,4 +22,5 @@ pub mod trace;
 pub mod vss;
 pub mod vss_emulator;
 pub mod vss_kernel;
+pub mod vss_model;
 pub mod world;

@@ -27,7 +27,7 @@
 //! ```text
 //! mount ufs / /dev/da0p2          # TYPE PATH [SOURCE] [ro]
 //! mount zfs /home zroot/home
-//! hook 10-db exit=0 thaw-exit=0 takes=200ms uid=0 mode=755
+//! hook 10-db exit=0 thaw-exit=0 takes=200ms thaw-takes=1s uid=0 mode=755
 //! app exit=0 takes=100ms          # an application helper running one command
 //! suspend-fails /var              # UFSSUSPEND of this mount fails
 //! sync-takes 5s                   # zpool sync takes this long
@@ -372,6 +372,7 @@ fn vss_setup(v: &mut VssSetup, w: &[String]) -> Result<(), String> {
                     "exit" => prog.exit_freeze = num(&val)? as i32,
                     "thaw-exit" => prog.exit_thaw = num(&val)? as i32,
                     "takes" => prog.takes = duration(&val)?,
+                    "thaw-takes" => prog.thaw_takes = Some(duration(&val)?),
                     "uid" => entry.uid = num(&val)? as u32,
                     "mode" => {
                         entry.mode =
@@ -393,7 +394,7 @@ fn vss_setup(v: &mut VssSetup, w: &[String]) -> Result<(), String> {
         _ => {
             let action =
                 FsAction::parse(&arg(2)?).ok_or("policy TYPE suspend|sync|snapshot|ignore|veto")?;
-            v.config.policy.by_type.insert(arg(1)?, action);
+            v.set_policy(&arg(1)?, action);
         }
     }
     Ok(())

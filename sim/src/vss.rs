@@ -24,6 +24,8 @@ pub struct SimProgram {
     pub exit_freeze: i32,
     pub exit_thaw: i32,
     pub takes: Duration,
+    /// How long its `thaw` takes, when not `takes` (restarting a service can be slow).
+    pub thaw_takes: Option<Duration>,
 }
 
 impl Default for SimProgram {
@@ -32,6 +34,7 @@ impl Default for SimProgram {
             exit_freeze: 0,
             exit_thaw: 0,
             takes: Duration::from_millis(50),
+            thaw_takes: None,
         }
     }
 }
@@ -49,6 +52,18 @@ pub struct VssSetup {
     pub suspend_fails: Option<String>,
     pub config: VssConfig,
     pub app_auto_thaw: Duration,
+    /// The per-type actions `config.policy` was given on top of the defaults, as data
+    /// for the simulator's own policy model (`vss_model`), which must not ask the core.
+    pub policy_overrides: Vec<(String, hvguest_core::vss::policy::FsAction)>,
+    /// How long one `zfs snapshot` takes.
+    pub snapshot_takes: Duration,
+    /// A program killed at its deadline takes this long to die (`zpool sync` sleeping
+    /// in the kernel cannot die at once).
+    pub kill_lag: Duration,
+    /// How long one UFSSUSPEND takes (it waits for writers to drain).
+    pub suspend_takes: Duration,
+    /// How long the freezer takes to resume everything (a superblock reload each).
+    pub resume_takes: Duration,
 }
 
 pub const HOOK_DIR: &str = "/usr/local/etc/hvguest/hooks.d";
@@ -67,7 +82,20 @@ impl Default for VssSetup {
                 ..VssConfig::default()
             },
             app_auto_thaw: hvguest_core::limits::VSS_APP_AUTO_THAW,
+            policy_overrides: Vec::new(),
+            snapshot_takes: Duration::from_millis(20),
+            kill_lag: Duration::ZERO,
+            suspend_takes: Duration::from_millis(1),
+            resume_takes: Duration::from_millis(1),
         }
+    }
+}
+
+impl VssSetup {
+    /// Sets a per-type action, in the daemon's policy and in the model's overrides.
+    pub fn set_policy(&mut self, fstype: &str, action: hvguest_core::vss::policy::FsAction) {
+        self.config.policy.by_type.insert(fstype.into(), action);
+        self.policy_overrides.push((fstype.into(), action));
     }
 }
 
@@ -330,15 +358,20 @@ pub fn program_result(
             arg,
         );
     };
-    let code = if arg == "thaw" {
-        p.exit_thaw
+    let (code, takes) = if arg == "thaw" {
+        (p.exit_thaw, p.thaw_takes.unwrap_or(p.takes))
     } else {
-        p.exit_freeze
+        (p.exit_freeze, p.takes)
     };
-    if p.takes > deadline {
-        (deadline, ExitStatus::TimedOut, name, arg)
+    if takes > deadline {
+        (
+            deadline.saturating_add(setup.kill_lag),
+            ExitStatus::TimedOut,
+            name,
+            arg,
+        )
     } else {
-        (p.takes, ExitStatus::Code(code), name, arg)
+        (takes, ExitStatus::Code(code), name, arg)
     }
 }
 
@@ -360,72 +393,58 @@ pub fn simple_result(setup: &VssSetup, effect: &VssEffect) -> Option<(Duration, 
         ),
         VssEffect::ZpoolSync { deadline, .. } => {
             if setup.sync_takes > *deadline {
-                (*deadline, VssResult::Exit(ExitStatus::TimedOut))
+                (
+                    deadline.saturating_add(setup.kill_lag),
+                    VssResult::Exit(ExitStatus::TimedOut),
+                )
             } else {
                 (setup.sync_takes, VssResult::Exit(ExitStatus::Code(0)))
             }
         }
-        VssEffect::ZfsSnapshot { .. } => (
-            Duration::from_millis(20),
-            VssResult::Exit(ExitStatus::Code(0)),
-        ),
+        VssEffect::ZfsSnapshot { deadline, .. } => {
+            if setup.snapshot_takes > *deadline {
+                (
+                    deadline.saturating_add(setup.kill_lag),
+                    VssResult::Exit(ExitStatus::TimedOut),
+                )
+            } else {
+                (setup.snapshot_takes, VssResult::Exit(ExitStatus::Code(0)))
+            }
+        }
         _ => return None,
     })
 }
 
-/// A seeded VSS setup: one of the mount layouts that matter, some hooks (now and then
-/// failing or slow), sometimes an application helper, sometimes a failing suspend.
+/// A seeded VSS setup: a random mount table (UFS, read-only UFS, several ZFS pools
+/// interleaved with UFS, NFS, nullfs over vetoed and over allowed sources, pseudo file
+/// systems, mount points nested and listed in any order), some hooks (now and then
+/// failing or slow), sometimes an application helper, sometimes a failing suspend, and
+/// now and then everything slow at once (application helper, hooks, ZFS commands).
 pub fn random_setup(prng: &mut crate::prng::Prng) -> VssSetup {
-    let layouts: [&[(&str, &str, &str, bool)]; 6] = [
-        &[
-            ("ufs", "/", "/dev/da0p2", false),
-            ("devfs", "/dev", "devfs", false),
-        ],
-        &[
-            ("ufs", "/", "/dev/da0p2", false),
-            ("ufs", "/var", "/dev/da0p3", false),
-            ("ufs", "/home", "/dev/da1p1", false),
-            ("devfs", "/dev", "devfs", false),
-        ],
-        &[
-            ("zfs", "/", "zroot/ROOT/default", false),
-            ("zfs", "/var", "zroot/var", false),
-            ("devfs", "/dev", "devfs", false),
-            ("tmpfs", "/tmp", "tmpfs", false),
-        ],
-        &[
-            ("ufs", "/", "/dev/da0p2", false),
-            ("zfs", "/data", "tank/data", false),
-            ("nullfs", "/jail/data", "/data", false),
-            ("devfs", "/dev", "devfs", false),
-        ],
-        &[
-            ("ufs", "/", "/dev/da0p2", false),
-            ("nfs", "/mnt", "srv:/export", false),
-        ],
-        &[
-            ("zfs", "/", "zroot/ROOT/default", false),
-            ("ufs", "/var/db", "/dev/da1p1", false),
-            ("nfs", "/backup", "srv:/b", true),
-        ],
-    ];
-    let layout = *prng.choose(&layouts);
+    let mut mounts = random_mounts(prng);
+    // getmntinfo's order is the order of mounting; nothing may depend on it.
+    for i in (1..mounts.len()).rev() {
+        let j = prng.below(i as u64 + 1) as usize;
+        mounts.swap(i, j);
+    }
     let mut s = VssSetup {
-        mounts: layout
-            .iter()
-            .map(|&(t, p, src, ro)| mount(t, p, src, ro))
-            .collect(),
+        mounts,
         ..VssSetup::default()
+    };
+    let slow = prng.chance(1, 6);
+    let ms = |p: &mut crate::prng::Prng, fast: (u64, u64), slow_r: (u64, u64), rare: u64| {
+        Duration::from_millis(if slow || p.chance(1, rare) {
+            p.range(slow_r.0, slow_r.1)
+        } else {
+            p.range(fast.0, fast.1)
+        })
     };
     for i in 0..prng.below(4) {
         let p = SimProgram {
             exit_freeze: if prng.chance(1, 12) { 1 } else { 0 },
             exit_thaw: if prng.chance(1, 12) { 1 } else { 0 },
-            takes: Duration::from_millis(if prng.chance(1, 10) {
-                prng.range(3000, 8000)
-            } else {
-                prng.range(5, 300)
-            }),
+            takes: ms(prng, (5, 300), (1000, 8000), 10),
+            thaw_takes: (slow || prng.chance(1, 10)).then(|| ms(prng, (5, 300), (500, 5000), 1)),
         };
         let entry = HookEntry {
             name: format!("{}0-hook", i + 1),
@@ -435,40 +454,112 @@ pub fn random_setup(prng: &mut crate::prng::Prng) -> VssSetup {
         };
         s.hooks.push((entry, p));
     }
-    if prng.chance(1, 3) {
+    if slow || prng.chance(1, 3) {
         s.app = Some(SimProgram {
             exit_freeze: if prng.chance(1, 10) { 1 } else { 0 },
             exit_thaw: 0,
-            takes: Duration::from_millis(if prng.chance(1, 8) {
-                prng.range(2000, 16000)
-            } else {
-                prng.range(5, 500)
-            }),
+            takes: ms(prng, (5, 500), (1000, 16000), 8),
+            thaw_takes: (slow || prng.chance(1, 10)).then(|| ms(prng, (5, 300), (500, 5000), 1)),
         });
     }
     if prng.chance(1, 12) {
         let ufs: Vec<String> = s
             .mounts
             .iter()
-            .filter(|m| m.fstype == "ufs")
+            .filter(|m| m.fstype == "ufs" && !m.read_only)
             .map(|m| m.path.clone())
             .collect();
         if !ufs.is_empty() {
             s.suspend_fails = Some(prng.choose(&ufs).clone());
         }
     }
-    s.sync_takes = Duration::from_millis(if prng.chance(1, 10) {
-        prng.range(2000, 9000)
-    } else {
-        prng.range(10, 400)
-    });
+    s.sync_takes = ms(prng, (10, 400), (2000, 9000), 10);
+    s.snapshot_takes = ms(prng, (5, 100), (500, 3000), 10);
+    // Killed programs that linger, slow suspensions and resumes: what the margin of
+    // the kernel's 15 s and the rollback reserve are for.
+    if slow || prng.chance(1, 5) {
+        s.kill_lag = Duration::from_millis(prng.range(0, 450));
+        s.suspend_takes = Duration::from_millis(prng.range(1, 300));
+        s.resume_takes = Duration::from_millis(prng.range(1, 950));
+    }
     if prng.chance(1, 4) {
-        s.config
-            .policy
-            .by_type
-            .insert("zfs".into(), crate::vss::policy_snapshot());
+        s.set_policy("zfs", crate::vss::policy_snapshot());
     }
     s
+}
+
+/// A random mount table: `/` (UFS or ZFS), `/dev`, some pseudo file systems, then data
+/// file systems on mount points that nest (`/var`, `/var/db`, `/var/db/hyperv`...), and
+/// nullfs mounts under `/jail` whose sources lie on any of them.
+fn random_mounts(prng: &mut crate::prng::Prng) -> Vec<Mount> {
+    let pools = ["zroot", "tank", "backup"];
+    let mut disk = 2;
+    let mut next_dev = |prng: &mut crate::prng::Prng| {
+        disk += 1;
+        format!("/dev/da{}p{disk}", prng.below(3))
+    };
+    let mut out = Vec::new();
+    if prng.chance(1, 2) {
+        out.push(mount("ufs", "/", &next_dev(prng), prng.chance(1, 12)));
+    } else {
+        out.push(mount("zfs", "/", "zroot/ROOT/default", false));
+    }
+    out.push(mount("devfs", "/dev", "devfs", false));
+    for (t, p) in [
+        ("tmpfs", "/tmp"),
+        ("procfs", "/proc"),
+        ("fdescfs", "/dev/fd"),
+        ("linprocfs", "/compat/linux/proc"),
+    ] {
+        if prng.chance(1, 3) {
+            out.push(mount(t, p, t, false));
+        }
+    }
+    let points = [
+        "/var",
+        "/var/db",
+        "/var/db/hyperv",
+        "/var/log",
+        "/usr",
+        "/usr/local",
+        "/home",
+        "/data",
+        "/data/db",
+        "/srv",
+    ];
+    for p in points {
+        if !prng.chance(2, 5) {
+            continue;
+        }
+        let ro = prng.chance(1, 8);
+        let m = match prng.below(20) {
+            0..=7 => mount("ufs", p, &next_dev(prng), ro),
+            8..=15 => {
+                let pool = *prng.choose(&pools);
+                mount("zfs", p, &format!("{pool}{p}"), ro)
+            }
+            16..=18 => mount("nfs", p, &format!("srv:{p}"), prng.chance(3, 4) || ro),
+            _ => mount("msdosfs", p, &next_dev(prng), prng.chance(3, 4) || ro),
+        };
+        out.push(m);
+    }
+    // nullfs under /jail/N, from somewhere on any of the file systems above (or from a
+    // nullfs mount point, which holds nothing of its own).
+    for n in 0..prng.below(3) {
+        let from = prng.choose(&out).path.clone();
+        let source = if from == "/" {
+            "/usr/src".to_string()
+        } else {
+            format!("{from}/shared")
+        };
+        out.push(mount(
+            "nullfs",
+            &format!("/jail/{n}"),
+            &source,
+            prng.chance(1, 5),
+        ));
+    }
+    out
 }
 
 pub fn policy_snapshot() -> hvguest_core::vss::policy::FsAction {
@@ -476,7 +567,8 @@ pub fn policy_snapshot() -> hvguest_core::vss::policy::FsAction {
 }
 
 /// The host's next backup, as a list of (delay, request): usually CHECK, FREEZE, THAW a
-/// moment later; sometimes a THAW that never comes, a double FREEZE, a lone THAW.
+/// moment later; sometimes a THAW that never comes, a double FREEZE (with or without a
+/// THAW), a lone THAW.
 pub fn random_backup(prng: &mut crate::prng::Prng) -> Vec<(Duration, VssOp)> {
     let ms = |a: u64, b: u64, p: &mut crate::prng::Prng| Duration::from_millis(p.range(a, b));
     match prng.below(10) {
@@ -489,6 +581,13 @@ pub fn random_backup(prng: &mut crate::prng::Prng) -> Vec<(Duration, VssOp)> {
             (Duration::ZERO, VssOp::Freeze),
             (ms(0, 500, prng), VssOp::Freeze),
             (ms(100, 2000, prng), VssOp::Thaw),
+        ],
+        // The host retries FREEZE well into the first one's watchdog period and never
+        // thaws: the watchdog must count from the second answer.
+        3 => vec![
+            (Duration::ZERO, VssOp::Check),
+            (ms(0, 50, prng), VssOp::Freeze),
+            (ms(1000, 25000, prng), VssOp::Freeze),
         ],
         _ => vec![
             (Duration::ZERO, VssOp::Check),

@@ -1036,6 +1036,11 @@ impl World {
             0 => Some(Action::VssCrash),
             1 => Some(Action::FreezerCrash),
             2 => Some(Action::FreezerHang),
+            3 => {
+                // The freezer dies a moment after the request: racing the daemon's ping.
+                v.freezer_crash_at = Some(now.saturating_add(Duration::from_millis(p.below(30))));
+                None
+            }
             _ => None,
         };
         if let Some(f) = fault {
@@ -1151,6 +1156,9 @@ impl World {
             self.act(Action::Thaw);
         }
         if self.violation.is_none() {
+            self.vss_final_check();
+        }
+        if self.violation.is_none() {
             self.checkpoint();
         }
     }
@@ -1186,7 +1194,9 @@ impl World {
                     setup.app.is_some()
                 ),
             );
-            self.vss = Some(VssPart::new(setup));
+            let mut part = VssPart::new(setup);
+            part.timing = Some(vss_prng.fork("timing"));
+            self.vss = Some(part);
             self.vss_prng = Some(vss_prng);
         }
         self.log(

@@ -127,7 +127,17 @@ impl AppMachine {
         };
         work.into_iter()
             .chain(self.queued.map(|q| q.reply_by))
+            .chain(self.thaw_reply_by())
             .min()
+    }
+
+    /// When a THAW still being worked on must be answered.
+    fn thaw_reply_by(&self) -> Option<Instant> {
+        self.job
+            .as_ref()
+            .filter(|j| j.arg == "thaw")
+            .and_then(|j| j.req)
+            .map(|r| r.reply_by)
     }
 
     /// Whether the application is frozen (its FREEZE succeeded, no thaw yet).
@@ -157,6 +167,14 @@ impl AppMachine {
             }
             VssInput::EffectDone { .. } | VssInput::FreezerExited => {}
             VssInput::Timer => {
+                // A THAW whose thaw work runs long (the daemon may have used most of the
+                // 15 s before the kernel passed it on) is answered by its deadline; the
+                // work goes on.
+                if self.thaw_reply_by().is_some_and(|t| now >= t) {
+                    if let Some(r) = self.job.as_mut().and_then(|j| j.req.take()) {
+                        self.answer(r, true);
+                    }
+                }
                 if self.in_flight.is_some_and(|f| now >= f.1) {
                     self.in_flight = None;
                     self.advance(None);

@@ -1,13 +1,14 @@
 //! The VSS half of the simulated world: the kernel's VSS devices, the file-system daemon
 //! and the application helper, the freezer, hooks; and the VSS invariants.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use hvguest_core::kvp::effect::{EffectId, IoError};
+use hvguest_core::vss::effect::ExitStatus;
 use hvguest_core::vss::effect::{VssEffect, VssInput, VssResult};
-use hvguest_core::vss::machine::VssOutput;
-use hvguest_core::vss::wire::VssOp;
+use hvguest_core::vss::machine::{VssEvent, VssOutput};
+use hvguest_core::vss::wire::{OptMsg, VssOp};
 use hvguest_core::Instant;
 
 use hvguest_core::vss::rules::freezer_backstop;
@@ -16,10 +17,12 @@ use super::World;
 
 /// Past the freezer's backstop, what the simulated process latencies may add.
 const SIM_SLACK: Duration = Duration::from_secs(1);
+use crate::prng::Prng;
 use crate::vss::{
     mount_of, program_result, simple_result, KOut, Machine, Pending, SimFreezer, SimVssKernel,
     SimVssProc, SuspendOutcome, VssSetup, KVP_POOL_DIR,
 };
+use crate::vss_model::{self, FreezeChecker};
 
 /// The VSS state of the world.
 pub struct VssPart {
@@ -44,12 +47,28 @@ pub struct VssPart {
     pub last_freeze_ok: Option<Instant>,
     pub next_at: Instant,
     pub stats_ops: u64,
+    /// The daemon's FREEZE steps held against the simulator's own policy model.
+    pub checker: FreezeChecker,
+    /// Random runs: jitter for the freezer's replies and death notices, so a pending
+    /// ping reply and the freezer's death arrive in either order. `None` (scenarios):
+    /// fixed delays.
+    pub timing: Option<Prng>,
+    /// Snapshots that exist: `zfs snapshot` of an existing name fails, as the command.
+    pub snapshots: BTreeSet<String>,
+    /// Per process (daemon, app): hooks run with `freeze` and not yet with `thaw`, in
+    /// the order their freeze ran.
+    pub open_hooks: [Vec<String>; 2],
+    /// The freezer died with the daemon's hooks frozen: a thaw hook must start by then.
+    pub thaw_due_by: Option<Instant>,
+    /// The daemon's ping to the freezer still in flight.
+    ping_in_flight: Option<EffectId>,
+    /// A freezer crash scheduled a moment after a request (racing the daemon's ping).
+    pub freezer_crash_at: Option<Instant>,
 }
 
 impl VssPart {
     pub fn new(setup: VssSetup) -> VssPart {
         VssPart {
-            setup,
             kernel: SimVssKernel::default(),
             daemon: None,
             app: None,
@@ -64,7 +83,23 @@ impl VssPart {
             last_freeze_ok: None,
             next_at: Instant::ZERO,
             stats_ops: 0,
+            checker: FreezeChecker::new(
+                vss_model::expect(&setup.mounts, &setup.policy_overrides),
+                setup.config.snapshot_prefix.clone(),
+            ),
+            setup,
+            timing: None,
+            snapshots: BTreeSet::new(),
+            open_hooks: [Vec::new(), Vec::new()],
+            thaw_due_by: None,
+            ping_in_flight: None,
+            freezer_crash_at: None,
         }
+    }
+
+    /// A short delay of the freezer's: `fixed_ms` in scenarios, 0–3 ms in random runs.
+    fn jitter(&mut self, fixed_ms: u64) -> Duration {
+        Duration::from_millis(self.timing.as_mut().map_or(fixed_ms, |p| p.below(4)))
     }
 
     pub fn next_wakeup(&self) -> Option<Instant> {
@@ -74,6 +109,8 @@ impl VssPart {
         t.extend(self.kernel.next_deadline());
         t.extend(self.restart_at);
         t.extend(self.freezer_notice_at);
+        t.extend(self.freezer_crash_at);
+        t.extend(self.thaw_due_by);
         t.extend(self.freezer.auto_thaw_at());
         t.into_iter().min()
     }
@@ -136,6 +173,22 @@ impl World {
                         "{who} writes {}",
                         if ok { "success" } else { "failure" }
                     ));
+                    // The answer must leave the kernel some of its 15 s: the design
+                    // answers 1 s before the deadline, a rollback may eat half of
+                    // that, and a real write can be delayed by the scheduler. Catches
+                    // deadline arithmetic that answers at (or just before) the
+                    // kernel's deadline, which the simulator's instant writes would
+                    // otherwise get away with.
+                    let slack = self
+                        .vss
+                        .as_ref()
+                        .and_then(|v| v.kernel.next_deadline())
+                        .map(|d| d.saturating_since(self.now));
+                    if let Some(slack) = slack.filter(|s| *s < Duration::from_millis(250)) {
+                        self.fail(format!(
+                            "the {who} answered {slack:?} before the kernel's deadline (< 250 ms)"
+                        ));
+                    }
                     let v = self.vss.as_mut().expect("checked");
                     if app {
                         v.kernel.app_write(&bytes, &mut kout);
@@ -147,6 +200,9 @@ impl World {
                 VssOutput::Event(e) => {
                     let who = if app { "app" } else { "daemon" };
                     self.vss_log(format!("{who} event {e:?}"));
+                    if let (VssEvent::WatchdogThaw { .. }, false) = (&e, app) {
+                        self.vss_watchdog_fired("the daemon's watchdog");
+                    }
                 }
                 VssOutput::Exit => self.vss_log("exit".into()),
             }
@@ -172,16 +228,90 @@ impl World {
                 result,
             })
         };
+        // The daemon's FREEZE steps against the model; hooks' thaw order.
+        let mut broken = if app {
+            None
+        } else {
+            v.checker.effect(&effect).err()
+        };
+        // A FREEZE step must end early enough to roll back and still answer 1 s before
+        // the kernel's deadline ("a step that would not leave time to roll back is not
+        // started"). Catches a step deadline that ignores the rollback reserve, which
+        // the simulator's quick rollbacks would hide.
+        let step_deadline = match &effect {
+            VssEffect::Run { argv, deadline } if argv.last().is_some_and(|a| a == "freeze") => {
+                Some(*deadline)
+            }
+            VssEffect::ZpoolSync { deadline, .. } | VssEffect::ZfsSnapshot { deadline, .. } => {
+                Some(*deadline)
+            }
+            _ => None,
+        };
+        if let (Some(d), Some(kd), false) = (step_deadline, v.kernel.next_deadline(), app) {
+            let b = &v.setup.config.budget;
+            let limit = kd
+                .saturating_since(now)
+                .saturating_sub(b.margin)
+                .saturating_sub(b.rollback);
+            if d > limit + Duration::from_millis(1) {
+                broken.get_or_insert(format!(
+                    "a FREEZE step may run {d:?}, leaving no time to roll back (at most {limit:?})"
+                ));
+            }
+        }
         let pending = match &effect {
             VssEffect::Run { argv, deadline } => {
                 let (took, status, name, arg) = program_result(&v.setup, argv, *deadline);
-                v.last_run.insert(name, arg);
+                v.last_run.insert(name.clone(), arg.clone());
+                let open = &mut v.open_hooks[usize::from(app)];
+                if arg == "thaw" {
+                    // Thaw hooks run in the reverse order of freeze hooks: the last
+                    // one frozen is thawed first (it may depend on the earlier ones).
+                    // Catches a thaw list built in freeze order.
+                    if open.contains(&name) && open.last() != Some(&name) {
+                        broken.get_or_insert(format!(
+                            "thaw of {name} while {open:?} are frozen: not the reverse of the freeze order"
+                        ));
+                    }
+                    open.retain(|n| *n != name);
+                    if !app {
+                        v.thaw_due_by = None;
+                    }
+                } else {
+                    open.retain(|n| *n != name);
+                    open.push(name);
+                }
                 done(took, VssResult::Exit(status))
+            }
+            VssEffect::ZfsSnapshot { snapshot, deadline } => {
+                // `zfs snapshot` refuses a name that exists ("dataset already exists").
+                if !v.snapshots.insert(snapshot.clone()) {
+                    line.push_str(": already exists");
+                    done(
+                        Duration::from_millis(5),
+                        VssResult::Exit(ExitStatus::Code(1)),
+                    )
+                } else if v.setup.snapshot_takes > *deadline {
+                    let died = deadline.saturating_add(v.setup.kill_lag);
+                    done(died, VssResult::Exit(ExitStatus::TimedOut))
+                } else {
+                    done(v.setup.snapshot_takes, VssResult::Exit(ExitStatus::Code(0)))
+                }
             }
             VssEffect::KillFreezer => {
                 v.freezer.die();
-                v.freezer_notice_at = Some(now.saturating_add(Duration::from_millis(2)));
-                done(Duration::from_millis(1), VssResult::Done)
+                // Its exit closes every suspend descriptor: the kernel resumes each, as
+                // slowly as a ResumeAll would.
+                let exit = v.setup.resume_takes.max(Duration::from_millis(1));
+                let notice = v.jitter(2) + exit - Duration::from_millis(1);
+                v.freezer_notice_at = Some(now.saturating_add(notice));
+                done(exit, VssResult::Done)
+            }
+            VssEffect::Suspend { .. } if v.freezer_notice_at.is_some() => {
+                // The old freezer's death is not noticed yet: the daemon's driver still
+                // writes to its closed pipe.
+                line.push_str(": the freezer is dead");
+                done(Duration::from_millis(1), VssResult::Failed(IoError(32)))
             }
             VssEffect::Suspend { .. } | VssEffect::ResumeAll | VssEffect::PingFreezer { .. } => {
                 let setup = &v.setup;
@@ -205,8 +335,19 @@ impl World {
                 if note == Some(": freezer hangs") {
                     v.freezer.hang_next = false;
                 }
+                let took = match &effect {
+                    VssEffect::Suspend { .. } => v.setup.suspend_takes,
+                    VssEffect::ResumeAll => v.setup.resume_takes,
+                    _ => v.jitter(1),
+                };
                 match result {
-                    Some(r) => done(Duration::from_millis(1), r),
+                    Some(r) => {
+                        if matches!(effect, VssEffect::PingFreezer { .. }) && r == VssResult::Done {
+                            // If the freezer dies before this reply, it becomes EPIPE.
+                            v.ping_in_flight = Some(id);
+                        }
+                        done(took, r)
+                    }
                     None => {
                         line.push_str(note.unwrap_or(": freezer hangs"));
                         None
@@ -224,7 +365,30 @@ impl World {
             p.pending.push(pd);
         }
         self.vss_log(line);
+        if let Some(b) = broken {
+            self.fail(b);
+        }
         self.vss_update_fs();
+    }
+
+    /// A watchdog (the daemon's, or the freezer's backstop) thawed: never before the
+    /// watchdog period after the last FREEZE answered OK. Catches a FREEZE while frozen
+    /// that answers OK without restarting the watchdog (it would thaw early, during the
+    /// host's backup).
+    fn vss_watchdog_fired(&mut self, who: &str) {
+        let Some(v) = self.vss.as_ref() else { return };
+        let Some(ok_at) = v.last_freeze_ok else {
+            return;
+        };
+        let due = ok_at.saturating_add(v.setup.config.watchdog);
+        if self.now < due {
+            let msg = format!(
+                "{who} thawed {:?} after the last FREEZE answered OK, before its {:?}",
+                self.now.saturating_since(ok_at),
+                v.setup.config.watchdog
+            );
+            self.fail(msg);
+        }
     }
 
     /// The KVP pool files block while the file system holding them is suspended.
@@ -260,6 +424,16 @@ impl World {
                     if app { "app" } else { "daemon" }
                 ));
                 let Some(v) = self.vss.as_mut() else { return };
+                if !app {
+                    let was_frozen = v
+                        .daemon
+                        .as_ref()
+                        .is_some_and(|d| matches!(&d.machine, Machine::Daemon(m) if m.frozen()));
+                    let freeze = OptMsg::decode(&bytes)
+                        .filter(|m| VssOp::from_u32(m.opt) == Some(VssOp::Freeze))
+                        .map(|m| (m.msgid, was_frozen));
+                    v.checker.begin(freeze);
+                }
                 let proc = if app {
                     v.app.as_mut()
                 } else {
@@ -279,10 +453,15 @@ impl World {
             KOut::Dropped { host_id } => {
                 self.vss_log(format!("kernel drops host request v{host_id}"))
             }
-            KOut::Ignored { from_app } => self.vss_log(format!(
-                "kernel ignores a late write from the {}",
-                if from_app { "app" } else { "daemon" }
-            )),
+            KOut::Ignored { from_app } => {
+                let who = if from_app { "app" } else { "daemon" };
+                self.vss_log(format!("kernel ignores a late write from the {who}"));
+                // The host already has E_FAIL; our answer was lost. Catches any
+                // deadline or budget arithmetic that lets a reply overrun 15 s.
+                self.fail(format!(
+                    "the {who} replied after the kernel's deadline (or to no request)"
+                ));
+            }
             KOut::HostReply {
                 host_id,
                 op,
@@ -303,23 +482,23 @@ impl World {
         if v.outstanding.map(|o| o.0) == Some(host_id) {
             v.outstanding = None;
         }
-        let plan = v.setup.config.policy.plan(&v.setup.mounts);
+        // Expected answers come from the simulator's own model, not the core's policy.
+        let veto = v.checker.expected.veto.clone();
         let disturbed = v.disturbed;
         let held: Vec<String> = v.freezer.held().into_iter().map(|(m, _)| m).collect();
         match op {
             VssOp::Freeze if ok => {
                 v.last_freeze_ok = Some(self.now);
-                let want = plan.as_ref().map(|p| p.suspend.clone()).unwrap_or_default();
-                if plan.is_err() {
-                    self.fail("FREEZE answered OK although the policy vetoes".into());
+                let want = v.checker.expected.suspend.clone();
+                if let Err(e) = v.checker.answered_ok() {
+                    self.fail(e);
                 } else if let Some(m) = want.iter().find(|m| !held.contains(m)) {
                     self.fail(format!("FREEZE answered OK but {m} is not suspended"));
                 }
             }
-            VssOp::Check if !timed_out && !disturbed && ok != plan.is_ok() => {
+            VssOp::Check if !timed_out && !disturbed && ok != veto.is_none() => {
                 self.fail(format!(
-                    "CHECK answered {ok} but the policy says {:?}",
-                    plan.err()
+                    "CHECK answered {ok} but the model's veto is {veto:?}"
                 ));
             }
             VssOp::Thaw if ok && !held.is_empty() => {
@@ -357,6 +536,9 @@ impl World {
         v.kernel.close_daemon();
         v.freezer.stdin_closed(now);
         v.freezer_notice_at = None;
+        v.checker.begin(None);
+        v.ping_in_flight = None;
+        v.thaw_due_by = None;
         v.disturbed = true;
         v.restart_at = Some(now.saturating_add(Duration::from_millis(200)));
         self.vss_log("hv_vss_daemon killed; its freezer exits".into());
@@ -368,7 +550,14 @@ impl World {
         let now = self.now;
         let Some(v) = self.vss.as_mut() else { return };
         v.freezer.die();
-        v.freezer_notice_at = Some(now.saturating_add(Duration::from_millis(1)));
+        let notice = v.jitter(1);
+        v.freezer_notice_at = Some(now.saturating_add(notice));
+        // A ping it had not answered yet fails (the pipe closes).
+        if let (Some(id), Some(d)) = (v.ping_in_flight.take(), v.daemon.as_mut()) {
+            for p in d.pending.iter_mut().filter(|p| p.id == id) {
+                p.result = VssResult::Failed(IoError(32));
+            }
+        }
         self.vss_log("freezer crashes".into());
         self.vss_update_fs();
     }
@@ -388,6 +577,14 @@ impl World {
         let auto = self.vss.as_mut().is_some_and(|v| v.freezer.on_timer(now));
         if auto {
             self.vss_log("freezer's own watchdog fires: it exits".into());
+            self.vss_watchdog_fired("the freezer's backstop");
+            self.vss_freezer_crash();
+        }
+        let crash = self
+            .vss
+            .as_mut()
+            .is_some_and(|v| v.freezer_crash_at.take_if(|t| *t <= now).is_some());
+        if crash {
             self.vss_freezer_crash();
         }
         if let Some(v) = self.vss.as_mut() {
@@ -395,6 +592,14 @@ impl World {
                 v.freezer_notice_at = None;
                 if let Some(d) = v.daemon.as_mut() {
                     d.machine.handle(now, VssInput::FreezerExited);
+                    // The daemon's hooks are frozen: their thaw must start within 1 s
+                    // of whatever the daemon is running now (a CHECK, a hook already
+                    // thawing). Catches a death noticed but left for the watchdog.
+                    if !v.open_hooks[0].is_empty() {
+                        let busy_until = d.pending.iter().map(|p| p.at).max().unwrap_or(now);
+                        v.thaw_due_by =
+                            Some(busy_until.max(now).saturating_add(Duration::from_secs(1)));
+                    }
                 }
                 self.vss_drain(false);
             }
@@ -448,10 +653,45 @@ impl World {
         self.vss_update_fs();
     }
 
+    /// At the end of every run (after the drain): nothing frozen anywhere. Catches an
+    /// application helper whose auto-thaw never fires when its THAW never comes, and any
+    /// path that forgets a suspension or a hook's thaw.
+    pub(super) fn vss_final_check(&mut self) {
+        let Some(v) = self.vss.as_ref() else { return };
+        let mut left = Vec::new();
+        left.extend(v.freezer.held().into_iter().map(|(m, _)| format!("{m} suspended")));
+        if v.daemon
+            .as_ref()
+            .is_some_and(|d| matches!(&d.machine, Machine::Daemon(m) if m.frozen()))
+        {
+            left.push("the daemon frozen".into());
+        }
+        if v.app
+            .as_ref()
+            .is_some_and(|a| matches!(&a.machine, Machine::App(m) if m.frozen()))
+        {
+            left.push("the application helper frozen".into());
+        }
+        for (who, open) in ["hook", "app command"].iter().zip(&v.open_hooks) {
+            left.extend(open.iter().map(|n| format!("{who} {n} never thawed")));
+        }
+        if !left.is_empty() {
+            self.fail(format!("at the end of the run: {}", left.join(", ")));
+        }
+    }
+
     /// VSS invariants after every step.
     pub(super) fn vss_check(&mut self) {
         let now = self.now;
         let Some(v) = self.vss.as_ref() else { return };
+        if let Some(due) = v.thaw_due_by.filter(|t| now > *t) {
+            let msg = format!(
+                "the freezer died and no thaw hook started by {due:?} with {:?} frozen",
+                v.open_hooks[0]
+            );
+            self.fail(msg);
+            return;
+        }
         // The freezer's own backstop, plus the simulated latencies of a kill and its
         // notice.
         let limit = freezer_backstop(v.setup.config.watchdog).saturating_add(SIM_SLACK);

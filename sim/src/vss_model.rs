@@ -1,0 +1,384 @@
+//! An independent reference model of the VSS policy, and a checker that holds the
+//! file-system daemon's actions against it.
+//!
+//! The daemon decides with `hvguest_core::vss::policy::Policy::plan`; if the simulator
+//! asked that same function what to expect, every policy bug would be "expected". So this
+//! model is written separately and deliberately simply: a fixed table from file-system
+//! type to action, read-only mounts ignored, a nullfs mount as bad as the file system its
+//! source lives on. It shares only plain data types with the core (`Mount`, `FsAction`,
+//! `VssEffect`), never code.
+//!
+//! What it says about one FREEZE: veto (and so no hook, sync, snapshot or suspension at
+//! all), or exactly these steps: the freeze hooks in name order, then one `zpool sync` of
+//! every pool behind a writable `sync`/`snapshot` dataset (each pool once, sorted), then
+//! one `zfs snapshot -r POOL@<prefix><msgid>` per `snapshot` pool (sorted), then one
+//! UFSSUSPEND per writable `suspend` mount, a mount only after every mount nested under
+//! it, and `/` last.
+
+use hvguest_core::vss::effect::VssEffect;
+use hvguest_core::vss::policy::{FsAction, Mount};
+
+/// The default action per file-system type, as ARCHITECTURE.md states the default
+/// policy. Types not listed are vetoed when writable.
+const DEFAULT_TABLE: [(&str, FsAction); 11] = [
+    ("ufs", FsAction::Suspend),
+    ("zfs", FsAction::Sync),
+    ("devfs", FsAction::Ignore),
+    ("fdescfs", FsAction::Ignore),
+    ("procfs", FsAction::Ignore),
+    ("linprocfs", FsAction::Ignore),
+    ("linsysfs", FsAction::Ignore),
+    ("tmpfs", FsAction::Ignore),
+    ("mqueuefs", FsAction::Ignore),
+    ("autofs", FsAction::Ignore),
+    // Ignored unless its source is on a vetoed file system (below).
+    ("nullfs", FsAction::Ignore),
+];
+
+/// What the model expects of CHECK and FREEZE for one mount table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// The mount point that vetoes (`Some("")` for an empty table).
+    pub veto: Option<String>,
+    /// Pools to `zpool sync`, each once, sorted.
+    pub sync_pools: Vec<String>,
+    /// Pools to snapshot, each once, sorted.
+    pub snapshot_pools: Vec<String>,
+    /// Mount points to suspend (as a set, sorted by name; order rules are checked apart).
+    pub suspend: Vec<String>,
+}
+
+/// The table lookup: the setup's overrides (last one wins), then the defaults, then veto.
+fn table(fstype: &str, overrides: &[(String, FsAction)]) -> FsAction {
+    if let Some((_, a)) = overrides.iter().rev().find(|(t, _)| t == fstype) {
+        return *a;
+    }
+    match DEFAULT_TABLE.iter().find(|(t, _)| *t == fstype) {
+        Some((_, a)) => *a,
+        None => FsAction::Veto,
+    }
+}
+
+/// Whether `path` is `dir` or below it.
+pub fn is_under(path: &str, dir: &str) -> bool {
+    if dir == "/" {
+        return path.starts_with('/');
+    }
+    path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+}
+
+/// Whether mount point `inner` is strictly below mount point `outer`.
+pub fn strictly_under(inner: &str, outer: &str) -> bool {
+    inner != outer && is_under(inner, outer)
+}
+
+/// The action for a mount that is not nullfs.
+fn plain_action(m: &Mount, overrides: &[(String, FsAction)]) -> FsAction {
+    if m.read_only {
+        FsAction::Ignore
+    } else {
+        table(&m.fstype, overrides)
+    }
+}
+
+/// The action for any mount.
+pub fn action(m: &Mount, all: &[Mount], overrides: &[(String, FsAction)]) -> FsAction {
+    if m.fstype != "nullfs" || m.read_only {
+        return plain_action(m, overrides);
+    }
+    let own = table("nullfs", overrides);
+    if own != FsAction::Ignore {
+        return own;
+    }
+    // The non-nullfs mount holding the source: the one with the longest mount point
+    // that contains it.
+    let mut holder: Option<&Mount> = None;
+    for cand in all {
+        if cand.fstype == "nullfs" || !is_under(&m.source, &cand.path) {
+            continue;
+        }
+        if holder.is_none_or(|h| cand.path.len() > h.path.len()) {
+            holder = Some(cand);
+        }
+    }
+    match holder {
+        Some(h) if plain_action(h, overrides) == FsAction::Veto => FsAction::Veto,
+        _ => FsAction::Ignore,
+    }
+}
+
+fn pool_of(source: &str) -> String {
+    match source.find('/') {
+        Some(i) => source[..i].to_string(),
+        None => source.to_string(),
+    }
+}
+
+fn add_once(v: &mut Vec<String>, x: String) {
+    if !v.contains(&x) {
+        v.push(x);
+    }
+}
+
+/// The model's answer for one mount table.
+pub fn expect(mounts: &[Mount], overrides: &[(String, FsAction)]) -> Expected {
+    let mut e = Expected::default();
+    if mounts.is_empty() {
+        e.veto = Some(String::new());
+        return e;
+    }
+    for m in mounts {
+        match action(m, mounts, overrides) {
+            FsAction::Veto => {
+                if e.veto.is_none() {
+                    e.veto = Some(m.path.clone());
+                }
+            }
+            FsAction::Suspend => add_once(&mut e.suspend, m.path.clone()),
+            FsAction::Sync => add_once(&mut e.sync_pools, pool_of(&m.source)),
+            FsAction::Snapshot => {
+                add_once(&mut e.sync_pools, pool_of(&m.source));
+                add_once(&mut e.snapshot_pools, pool_of(&m.source));
+            }
+            FsAction::Ignore => {}
+        }
+    }
+    e.sync_pools.sort();
+    e.snapshot_pools.sort();
+    e.suspend.sort();
+    e
+}
+
+/// What the daemon did since it was handed one FREEZE.
+#[derive(Clone, Debug, Default)]
+struct Attempt {
+    msgid: u64,
+    /// The daemon already held a FREEZE: nothing may be done again.
+    was_frozen: bool,
+    hooks: Vec<String>,
+    synced: bool,
+    snapshots: Vec<String>,
+    suspended: Vec<String>,
+}
+
+/// Holds the daemon's FREEZE steps against the model, one effect at a time.
+#[derive(Clone, Debug, Default)]
+pub struct FreezeChecker {
+    pub expected: Expected,
+    pub snapshot_prefix: String,
+    attempt: Option<Attempt>,
+}
+
+impl FreezeChecker {
+    pub fn new(expected: Expected, snapshot_prefix: String) -> FreezeChecker {
+        FreezeChecker {
+            expected,
+            snapshot_prefix,
+            attempt: None,
+        }
+    }
+
+    /// The kernel handed the daemon a FREEZE (`Some`) or another request (`None`); a
+    /// daemon that dies forgets its attempt (`None` too).
+    pub fn begin(&mut self, freeze: Option<(u64, bool)>) {
+        self.attempt = freeze.map(|(msgid, was_frozen)| Attempt {
+            msgid,
+            was_frozen,
+            ..Attempt::default()
+        });
+    }
+
+    /// One effect of the daemon: an error says which rule it breaks.
+    pub fn effect(&mut self, e: &VssEffect) -> Result<(), String> {
+        let exp = &self.expected;
+        let freeze_arg =
+            matches!(e, VssEffect::Run { argv, .. } if argv.last().is_some_and(|a| a == "freeze"));
+        let acts = freeze_arg
+            || matches!(
+                e,
+                VssEffect::ZpoolSync { .. }
+                    | VssEffect::ZfsSnapshot { .. }
+                    | VssEffect::Suspend { .. }
+            );
+        if !acts {
+            return Ok(());
+        }
+        let Some(a) = self.attempt.as_mut() else {
+            return Err(format!("{e:?} outside any FREEZE"));
+        };
+        if let Some(v) = &exp.veto {
+            return Err(format!(
+                "{e:?} although the model vetoes (at {v:?}): nothing may be done"
+            ));
+        }
+        if a.was_frozen {
+            return Err(format!("{e:?} for a FREEZE while already frozen"));
+        }
+        match e {
+            VssEffect::Run { argv, .. } => {
+                let name = argv.first().cloned().unwrap_or_default();
+                if a.synced || !a.snapshots.is_empty() || !a.suspended.is_empty() {
+                    return Err(format!(
+                        "freeze hook {name} ran after the file systems were touched"
+                    ));
+                }
+                if a.hooks.last().is_some_and(|last| *last >= name) {
+                    return Err(format!(
+                        "freeze hook {name} ran after {:?}: not in name order",
+                        a.hooks
+                    ));
+                }
+                a.hooks.push(name);
+            }
+            VssEffect::ZpoolSync { pools, .. } => {
+                if a.synced {
+                    return Err("a second zpool sync in one FREEZE".into());
+                }
+                if !a.snapshots.is_empty() || !a.suspended.is_empty() {
+                    return Err("zpool sync after a snapshot or a suspension".into());
+                }
+                if *pools != exp.sync_pools {
+                    return Err(format!(
+                        "zpool sync {pools:?}, the model wants {:?}",
+                        exp.sync_pools
+                    ));
+                }
+                a.synced = true;
+            }
+            VssEffect::ZfsSnapshot { snapshot, .. } => {
+                let want_name = format!("{}{}", self.snapshot_prefix, a.msgid);
+                let (pool, name) = snapshot.split_once('@').unwrap_or((snapshot, ""));
+                if name != want_name {
+                    return Err(format!(
+                        "snapshot {snapshot}: the name should be {want_name}"
+                    ));
+                }
+                if !a.synced {
+                    return Err(format!("snapshot {snapshot} before the zpool sync"));
+                }
+                if !a.suspended.is_empty() {
+                    return Err(format!("snapshot {snapshot} after a suspension"));
+                }
+                match exp.snapshot_pools.get(a.snapshots.len()) {
+                    Some(p) if p == pool => a.snapshots.push(pool.to_string()),
+                    other => {
+                        return Err(format!(
+                            "snapshot of {pool} after {:?}: the model wants {other:?} next of {:?}",
+                            a.snapshots, exp.snapshot_pools
+                        ))
+                    }
+                }
+            }
+            VssEffect::Suspend { mount, .. } => {
+                if !exp.suspend.contains(mount) {
+                    return Err(format!(
+                        "suspends {mount}, the model suspends only {:?}",
+                        exp.suspend
+                    ));
+                }
+                if a.suspended.contains(mount) {
+                    return Err(format!("suspends {mount} twice"));
+                }
+                let sync_done = a.synced || exp.sync_pools.is_empty();
+                if !sync_done || a.snapshots.len() != exp.snapshot_pools.len() {
+                    return Err(format!("suspends {mount} before the ZFS steps are done"));
+                }
+                // Deepest first: every suspend mount below this one already suspended;
+                // `/` after all others.
+                if let Some(below) = exp
+                    .suspend
+                    .iter()
+                    .find(|m| strictly_under(m, mount) && !a.suspended.contains(*m))
+                {
+                    return Err(format!(
+                        "suspends {mount} before {below}, which is below it"
+                    ));
+                }
+                a.suspended.push(mount.clone());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The daemon answered its FREEZE with OK.
+    pub fn answered_ok(&self) -> Result<(), String> {
+        let exp = &self.expected;
+        if let Some(v) = &exp.veto {
+            return Err(format!(
+                "FREEZE answered OK although the model vetoes at {v:?}"
+            ));
+        }
+        let Some(a) = self.attempt.as_ref() else {
+            return Err("FREEZE answered OK, but the daemon was not handed one".into());
+        };
+        if a.was_frozen {
+            return Ok(());
+        }
+        let mut done = a.suspended.clone();
+        done.sort();
+        if done != exp.suspend {
+            return Err(format!(
+                "FREEZE answered OK after suspending {:?}, the model wants {:?}",
+                a.suspended, exp.suspend
+            ));
+        }
+        if a.synced == exp.sync_pools.is_empty() {
+            return Err(format!(
+                "FREEZE answered OK, zpool sync run: {}, the model wants pools {:?}",
+                a.synced, exp.sync_pools
+            ));
+        }
+        if a.snapshots != exp.snapshot_pools {
+            return Err(format!(
+                "FREEZE answered OK after snapshots of {:?}, the model wants {:?}",
+                a.snapshots, exp.snapshot_pools
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(t: &str, p: &str, src: &str, ro: bool) -> Mount {
+        Mount {
+            fstype: t.into(),
+            path: p.into(),
+            read_only: ro,
+            source: src.into(),
+        }
+    }
+
+    #[test]
+    fn the_table() {
+        let mounts = [
+            m("ufs", "/", "/dev/da0p2", false),
+            m("ufs", "/usr", "/dev/da0p3", true),
+            m("zfs", "/data", "tank/data", false),
+            m("zfs", "/data/x", "tank/data/x", false),
+            m("zfs", "/z", "zroot/z", false),
+            m("nfs", "/mnt", "srv:/x", true),
+            m("nullfs", "/jail/mnt", "/mnt/a", false),
+            m("tmpfs", "/tmp", "tmpfs", false),
+        ];
+        let e = expect(&mounts, &[]);
+        assert_eq!(e.veto, None);
+        assert_eq!(e.suspend, vec!["/"]);
+        assert_eq!(e.sync_pools, vec!["tank", "zroot"]);
+        let mut rw = mounts.to_vec();
+        rw[5].read_only = false;
+        assert_eq!(expect(&rw, &[]).veto, Some("/mnt".into()));
+        // An override for nfs makes it, and the nullfs over it, fine.
+        let ov = [("nfs".to_string(), FsAction::Ignore)];
+        assert_eq!(expect(&rw, &ov).veto, None);
+        let snap = [("zfs".to_string(), FsAction::Snapshot)];
+        assert_eq!(expect(&mounts, &snap).snapshot_pools, vec!["tank", "zroot"]);
+        assert!(strictly_under("/var/db", "/var"));
+        assert!(!strictly_under("/variable", "/var"));
+        assert!(strictly_under("/var", "/"));
+        assert_eq!(expect(&[], &[]).veto, Some(String::new()));
+    }
+}
