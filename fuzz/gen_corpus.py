@@ -228,6 +228,9 @@ scenario.update({
 })
 
 trace_file = files_under("scenarios/recorded/*.kvptrace")
+# The 84 KB enumeration trace slows every execution a hundredfold; its first 40 lines
+# have the same kinds of lines.
+trace_file["enumerate_200_first_40_lines"] = b"\n".join(trace_file.pop("enumerate_200").split(b"\n")[:40]) + b"\n"
 first_lines = trace_file["basic_ops"].split(b"\n")
 trace_file.update({
     "empty": b"",

@@ -16,7 +16,7 @@
 //! The numbers come from libFuzzer's own report on stderr: the last `#N ... exec/s: R`
 //! status line (the `DONE` one when it finishes), and `Test unit written to PATH` when
 //! it saved a crash. A crash ends that target's run; the others still run, and the task
-//! fails at the end.
+//! fails at the end. Arguments after `--` go to libFuzzer unchanged.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -37,6 +37,11 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     let mut seconds: u64 = 60;
     let mut runs: Option<u64> = None;
     let mut targets = Vec::new();
+    // Everything after `--` goes to libFuzzer as it is (`-max_len=1024`, `-dict=...`).
+    let (args, extra) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -61,7 +66,7 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     ensure_cargo_fuzz()?;
     let mut outcomes = Vec::new();
     for target in &targets {
-        outcomes.push(run_target(target, seconds, runs)?);
+        outcomes.push(run_target(target, seconds, runs, extra)?);
     }
     println!(
         "\n{:<14} {:>14} {:>10}  crash",
@@ -126,7 +131,12 @@ fn ensure_cargo_fuzz() -> Result<(), String> {
     super::run(cargo().args(["install", "cargo-fuzz", "--locked"]))
 }
 
-fn run_target(target: &str, seconds: u64, runs: Option<u64>) -> Result<Outcome, String> {
+fn run_target(
+    target: &str,
+    seconds: u64,
+    runs: Option<u64>,
+    extra: &[String],
+) -> Result<Outcome, String> {
     let scratch = project_root().join("fuzz/target/corpus").join(target);
     fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     // `cargo +nightly` goes through rustup's proxy, so not `$CARGO` (a stable toolchain's
@@ -142,6 +152,7 @@ fn run_target(target: &str, seconds: u64, runs: Option<u64>) -> Result<Outcome, 
     if let Some(runs) = runs {
         cmd.arg(format!("-runs={runs}"));
     }
+    cmd.args(extra);
     cmd.stderr(Stdio::piped());
     eprintln!("$ {}", shown(&cmd));
     let mut child = cmd

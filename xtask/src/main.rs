@@ -57,7 +57,8 @@ const TASKS: &[(&str, &str)] = &[
     (
         "fuzz",
         "run the cargo-fuzz targets on nightly (installs cargo-fuzz if missing) and print\n\
-         \x20        executions per target and crash files: fuzz [--seconds N] [--runs N] [TARGET...]",
+         \x20        executions per target and crash files: fuzz [--seconds N] [--runs N] [TARGET...]\n\
+         \x20        [-- LIBFUZZER_FLAGS...]",
     ),
     ("help", "list the tasks"),
 ];
