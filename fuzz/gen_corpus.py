@@ -178,7 +178,7 @@ REC = KEY + VALUE
 
 
 def entry(pool, old_len, new_len, writes, dropped=None):
-    length = 40 + len(writes) * (4 + 2 * REC) + (REC if dropped else 0) + 4
+    length = 36 + len(writes) * (4 + 2 * REC) + (REC if dropped else 0) + 4
     body = b"HVKVPJ1\0" + struct.pack("<IBBBB", length, pool, len(writes), int(dropped is not None), 0)
     body += struct.pack("<QQI", old_len, new_len, dropped[0] if dropped else 0)
     for slot, pre, post in writes:

@@ -94,6 +94,26 @@ fn kvp_machine_seeds_reach_serving_and_persistence() {
     assert!(persisted * 2 >= n, "{persisted} of {n} persisted");
 }
 
+/// The journal seeds are real entries (built by `fuzz/gen_corpus.py` as the code encodes
+/// them): if the layout drifts, the fuzzer starts from nothing but checksum failures.
+#[test]
+fn journal_seeds_hold_valid_entries() {
+    let (corpus, _) = fuzz::committed_inputs("journal");
+    let with_entries = corpus
+        .iter()
+        .filter(|path| {
+            let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            !hvguest_core::kvp::journal::parse_journal(&data)
+                .entries
+                .is_empty()
+        })
+        .count();
+    assert!(
+        with_entries >= 6,
+        "{with_entries} journal seeds parse to entries"
+    );
+}
+
 /// A new fuzz target must get a test here (or, with its body in `hvguest_io::fuzzing`,
 /// in `io-freebsd/tests/fuzz_corpus.rs`), or its corpus is never run on stable.
 #[test]
