@@ -8,6 +8,8 @@ pub mod clock;
 pub mod device;
 pub mod files;
 pub mod freezer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kvp_daemon;
 pub mod lanes;
 pub mod logging;

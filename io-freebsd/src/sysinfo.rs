@@ -313,7 +313,7 @@ fn prefix_len(addr: IpAddr, netmask: Option<&SockaddrStorage>) -> u8 {
 
 /// The `nameserver` addresses, in file order. A scope suffix (`fe80::1%hn0`) is
 /// dropped; lines that are not a `nameserver` keyword and an address are skipped.
-fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+pub(crate) fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut words = line.split_whitespace();
@@ -375,17 +375,16 @@ fn dhcp_enabled(_name: &str, _index: usize, _paths: &Paths) -> bool {
 }
 
 // Route flags and message constants shared by the Linux and FreeBSD parsers
-// (`RTF_UP`, `RTF_GATEWAY` have the same values in both kernels' route.h).
-#[cfg(any(target_os = "linux", target_os = "freebsd", test))]
+// (`RTF_UP`, `RTF_GATEWAY` have the same values in both kernels' route.h). The parsers
+// compile on every target: they are pure, and the fuzz bodies (`crate::fuzzing`) and
+// tests exercise both kernels' formats on whichever host runs them.
 const RTF_UP: u32 = 0x1;
-#[cfg(any(target_os = "linux", target_os = "freebsd", test))]
 const RTF_GATEWAY: u32 = 0x2;
 
 /// Default IPv4 gateways of interface `name` from `/proc/net/route`: destination and
 /// mask 0, flags `RTF_UP | RTF_GATEWAY`. The kernel prints the gateway as a host-order
 /// `u32` in hex, i.e. the address bytes little-endian on little-endian machines.
-#[cfg(target_os = "linux")]
-fn parse_proc_route(text: &str, name: &str) -> Vec<IpAddr> {
+pub(crate) fn parse_proc_route(text: &str, name: &str) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -411,8 +410,7 @@ fn parse_proc_route(text: &str, name: &str) -> Vec<IpAddr> {
 /// Default IPv6 gateways of interface `name` from `/proc/net/ipv6_route`: fields are
 /// destination, prefix, source, prefix, next hop (32 hex digits, network order), metric,
 /// refcount, use, flags, device.
-#[cfg(target_os = "linux")]
-fn parse_proc_ipv6_route(text: &str, name: &str) -> Vec<IpAddr> {
+pub(crate) fn parse_proc_ipv6_route(text: &str, name: &str) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -546,15 +544,29 @@ fn rc_assignment(line: &str) -> Option<(&str, String)> {
 
 /// FreeBSD `<sys/socket.h>` family numbers, spelled out so the route-dump parser can be
 /// tested on any host (Linux's `AF_INET6` is 10).
-#[cfg(any(target_os = "freebsd", test))]
 const BSD_AF_INET: u8 = 2;
-#[cfg(any(target_os = "freebsd", test))]
 const BSD_AF_INET6: u8 = 28;
 /// `RTM_VERSION` and `RTM_GET` from FreeBSD's `<net/route.h>`.
-#[cfg(any(target_os = "freebsd", test))]
 const RTM_VERSION: u8 = 5;
-#[cfg(any(target_os = "freebsd", test))]
 const RTM_GET: u8 = 4;
+
+/// `sizeof(struct rt_msghdr)` on this machine's word size: 32 bytes of fixed fields,
+/// then `rtm_inits` and 14 `u_long` metrics. The FreeBSD module checks it against its
+/// copy of the struct; on Linux it lets the dump parser read FreeBSD-layout bytes of the
+/// same word size (amd64 on x86_64).
+const RT_MSGHDR_LEN: usize = 32 + 15 * std::mem::size_of::<std::ffi::c_ulong>();
+
+/// Default gateways on interface `ifindex` in the bytes of a `NET_RT_DUMP` sysctl, laid
+/// out as this machine's FreeBSD kernel would. Only the sysctl that fetches them is
+/// FreeBSD-only; this part runs (and is fuzzed) anywhere.
+pub(crate) fn route_dump_gateways(buf: &[u8], ifindex: usize) -> Vec<IpAddr> {
+    parse_route_dump(
+        buf,
+        RT_MSGHDR_LEN,
+        std::mem::size_of::<std::ffi::c_long>(),
+        ifindex,
+    )
+}
 
 /// Default gateways on interface `ifindex` in a FreeBSD `NET_RT_DUMP` buffer: a
 /// sequence of `rt_msghdr` records (`rtm_msglen` u16 at 0, `rtm_version` u8 at 2,
@@ -563,7 +575,6 @@ const RTM_GET: u8 = 4;
 /// in `rtm_addrs` (RTA_DST, RTA_GATEWAY, RTA_NETMASK, ...), each padded as `SA_SIZE`
 /// does to a multiple of `long_size`. A default route has an all-zero destination and
 /// an absent or all-zero netmask, `RTF_UP | RTF_GATEWAY`, and an IPv4 or IPv6 gateway.
-#[cfg(any(target_os = "freebsd", test))]
 fn parse_route_dump(buf: &[u8], hdr_len: usize, long_size: usize, ifindex: usize) -> Vec<IpAddr> {
     let u16_at = |b: &[u8], o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
     let u32_at = |b: &[u8], o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
@@ -684,18 +695,12 @@ mod freebsd {
         rtm_rmx: RtMetrics,
     }
 
-    // 32 bytes of fixed fields, then `rtm_inits` and the 14 metrics.
-    const _: () =
-        assert!(std::mem::size_of::<RtMsghdr>() == 32 + 15 * std::mem::size_of::<c_ulong>());
+    // The parser outside this module assumes this layout.
+    const _: () = assert!(std::mem::size_of::<RtMsghdr>() == super::RT_MSGHDR_LEN);
 
     pub(super) fn default_gateways(ifindex: usize) -> Vec<IpAddr> {
         match route_dump() {
-            Some(buf) => super::parse_route_dump(
-                &buf,
-                std::mem::size_of::<RtMsghdr>(),
-                std::mem::size_of::<libc::c_long>(),
-                ifindex,
-            ),
+            Some(buf) => super::route_dump_gateways(&buf, ifindex),
             None => Vec::new(),
         }
     }

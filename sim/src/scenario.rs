@@ -49,7 +49,7 @@ use hvguest_core::kvp::effect::{FileId, IoError};
 use hvguest_core::kvp::record::{encode_pool, Record};
 use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::wire::{IpFields, PoolId, Request};
-use hvguest_core::limits::KVP_MSG_SIZE;
+use hvguest_core::limits::{KVP_MSG_SIZE, MAX_POOL_RECORDS, POOL_RECORD_SIZE};
 use hvguest_core::Instant;
 
 use crate::fs::{FsCall, SimFs};
@@ -119,17 +119,30 @@ fn words(line: &str) -> Result<Vec<(String, bool)>, String> {
     Ok(out)
 }
 
+/// The longest word `x*N` may expand to: a whole device message. Anything longer has no
+/// use in a scenario, and an unbounded `N` would exhaust memory instead of failing.
+const MAX_EXPANDED: usize = KVP_MSG_SIZE;
+
+/// The most a scenario may put in a pool file: one record more than the daemon accepts,
+/// so that the over-limit case can still be written.
+const MAX_POOL_FILE: usize = (MAX_POOL_RECORDS + 1) * POOL_RECORD_SIZE;
+
 /// Expands `x*511` in unquoted words.
-fn expand(w: &(String, bool)) -> String {
+fn expand(w: &(String, bool)) -> Result<String, String> {
     let (text, quoted) = w;
     if !quoted {
         if let Some((body, n)) = text.rsplit_once('*') {
             if let (false, Ok(n)) = (body.is_empty(), n.parse::<usize>()) {
-                return body.repeat(n);
+                return match body.len().checked_mul(n) {
+                    Some(len) if len <= MAX_EXPANDED => Ok(body.repeat(n)),
+                    _ => Err(format!(
+                        "{text:?} expands to more than {MAX_EXPANDED} bytes"
+                    )),
+                };
             }
         }
     }
-    text.clone()
+    Ok(text.clone())
 }
 
 pub fn pool(w: &str) -> Result<PoolId, String> {
@@ -411,7 +424,12 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
     let mut last = Instant::ZERO;
     for (n, line) in text.lines().enumerate() {
         let err = |what: String| ScenarioError { line: n + 1, what };
-        let w: Vec<String> = words(line).map_err(err)?.iter().map(expand).collect();
+        let w: Vec<String> = words(line)
+            .map_err(err)?
+            .iter()
+            .map(expand)
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
         let Some(first) = w.first() else { continue };
         match first.as_str() {
             "seed" => {
@@ -437,7 +455,13 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
                         let count: usize = w
                             .get(2)
                             .and_then(|c| c.parse().ok())
-                            .ok_or_else(|| err("fill needs a count".into()))?;
+                            .filter(|&c| c <= MAX_POOL_FILE / POOL_RECORD_SIZE)
+                            .ok_or_else(|| {
+                                err(format!(
+                                    "fill needs a count of at most {}",
+                                    MAX_POOL_FILE / POOL_RECORD_SIZE
+                                ))
+                            })?;
                         let recs: Vec<Record> = (0..count)
                             .map(|i| pair(&format!("key{i:04}=value{i:04}")))
                             .collect::<Result<_, _>>()
@@ -448,9 +472,15 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
                         let count: usize = w
                             .get(2)
                             .and_then(|c| c.parse().ok())
-                            .ok_or_else(|| err("tail needs a size".into()))?;
+                            .filter(|&c| c <= MAX_POOL_FILE)
+                            .ok_or_else(|| {
+                                err(format!("tail needs a size of at most {MAX_POOL_FILE}"))
+                            })?;
                         bytes.extend(std::iter::repeat_n(0xEE, count));
                     }
+                }
+                if bytes.len() > MAX_POOL_FILE {
+                    return Err(err(format!("pool file over {MAX_POOL_FILE} bytes")));
                 }
                 sc.fs.set_len(&name, 0).map_err(|e| err(format!("{e:?}")))?;
                 sc.fs

@@ -15,6 +15,7 @@ use std::process::{Command, ExitCode, Stdio};
 mod bench;
 mod dist;
 mod freebsd;
+mod fuzz;
 mod interop;
 
 /// Every task with a one-line description, in the order `help` prints them.
@@ -53,6 +54,12 @@ const TASKS: &[(&str, &str)] = &[
         "install Debian's cloud-init (skipped if it cannot be) and run its Hyper-V reporting handler\n\
          \x20        against hv_kvp_daemon and hvkvp (io-freebsd/tests/cloud_init_interop.rs)",
     ),
+    (
+        "fuzz",
+        "run the cargo-fuzz targets on nightly (installs cargo-fuzz if missing) and print\n\
+         \x20        executions per target and crash files: fuzz [--seconds N] [--runs N] [TARGET...]\n\
+         \x20        [-- LIBFUZZER_FLAGS...]",
+    ),
     ("help", "list the tasks"),
 ];
 
@@ -79,6 +86,7 @@ fn main() -> ExitCode {
         }
         ("replay", args) => return replay(args),
         ("bench", args) => return bench::bench(args),
+        ("fuzz", args) => fuzz::fuzz(args),
         ("interop", extra) => match extra {
             [] => interop::interop(),
             _ => {

@@ -213,6 +213,9 @@ impl AppMachine {
             if !self.started.is_empty() {
                 self.start_thaw(None);
             } else {
+                // Nothing of ours is frozen (no freeze program ran, or all were thawed):
+                // a FREEZE without work must not leave `frozen()` claiming otherwise.
+                self.auto_thaw_at = None;
                 self.exited = true;
                 self.outputs.push_back(VssOutput::Exit);
             }

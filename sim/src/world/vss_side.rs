@@ -659,7 +659,12 @@ impl World {
     pub(super) fn vss_final_check(&mut self) {
         let Some(v) = self.vss.as_ref() else { return };
         let mut left = Vec::new();
-        left.extend(v.freezer.held().into_iter().map(|(m, _)| format!("{m} suspended")));
+        left.extend(
+            v.freezer
+                .held()
+                .into_iter()
+                .map(|(m, _)| format!("{m} suspended")),
+        );
         if v.daemon
             .as_ref()
             .is_some_and(|d| matches!(&d.machine, Machine::Daemon(m) if m.frozen()))

@@ -1,0 +1,8 @@
+//! The bytes of `vss.conf` into its parser.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    hvguest_io::fuzzing::vss_config(data);
+});
