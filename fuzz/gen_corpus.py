@@ -347,11 +347,26 @@ route_dump = {
     "empty": b"",
 }
 
+# The freezer's stdin as the daemon writes it (core/src/vss/freezer.rs), with 0xff
+# separating happenings: 0xfe N waits N x 100 ms, 0xfd closes stdin, 0xfc fails stdout,
+# 0xfb fails the next UFSSUSPEND.
+FF = b"\xff"
+freezer = {
+    "suspend_resume": b"suspend 31000 /var\nsuspend 31000 /\nresume\n",
+    "suspend_ping_wait": b"suspend 31000 /\nping 45000\n" + FF + b"\xfe\xff" + FF + b"ping\n",
+    "auto_thaw": b"suspend 300 /data\n" + FF + b"\xfe\x05",
+    "eof_while_held": b"suspend 31000 /a b\\n\n" + FF + b"\xfd",
+    "stdout_fails": b"suspend 31000 /\n" + FF + b"\xfc",
+    "failed_suspend": b"\xfb" + FF + b"suspend 31000 /\nsuspend 31000 /\n",
+    "garbage": b"\x00\x01 frobnicate\n\n\r\nsuspend x /\nsuspend 10\nping 1 2\n" + b"y" * 5000 + b"\n",
+}
+
 TARGETS = {
     "kvp_message": kvp_message,
     "pool_file": pool_file,
     "kvp_machine": kvp_machine,
     "vss_message": vss_message,
+    "freezer": freezer,
     "vss_machine": vss_machine,
     "vss_app": vss_app,
     "vss_hooks": vss_hooks,

@@ -2,9 +2,11 @@
 //! `tests/fuzz_corpus.rs` runs them over the committed corpus. The bodies for parsers
 //! private to the FreeBSD drivers are in `hvguest_io::fuzzing`.
 
+mod freezer;
 mod text;
 mod vss;
 
+pub use freezer::freezer;
 pub use text::{journal, scenario, trace_file};
 pub use vss::{vss_app, vss_hooks, vss_machine, vss_message};
 

@@ -9,6 +9,7 @@ use hvguest_sim::fuzz::{self, run_committed};
 /// Every target in `fuzz/fuzz_targets/` with its body in `hvguest_sim::fuzz`; each has
 /// a test below.
 const TARGETS: &[&str] = &[
+    "freezer",
     "journal",
     "kvp_machine",
     "kvp_message",
@@ -20,6 +21,11 @@ const TARGETS: &[&str] = &[
     "vss_machine",
     "vss_message",
 ];
+
+#[test]
+fn freezer() {
+    run_committed("freezer", fuzz::freezer);
+}
 
 #[test]
 fn kvp_message() {
