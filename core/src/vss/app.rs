@@ -62,8 +62,10 @@ struct Req {
     reply_by: Instant,
 }
 
+/// One FREEZE or THAW's programs (the command, or the hooks in order), run one at a
+/// time until done, failed, or out of time.
 #[derive(Debug)]
-struct Job {
+struct Batch {
     /// Answered at the end (`None`: an auto-thaw or shutdown).
     req: Option<Req>,
     arg: &'static str,
@@ -81,13 +83,13 @@ struct Job {
 pub struct AppMachine {
     cfg: AppConfig,
     now: Instant,
-    job: Option<Job>,
+    batch: Option<Batch>,
     in_flight: Option<(EffectId, Instant)>,
     /// Programs whose `freeze` was started: each gets `thaw`, in reverse.
     started: Vec<Vec<String>>,
     auto_thaw_at: Option<Instant>,
-    /// A FREEZE or THAW that came while a job (an auto-thaw, or the thaw after a failed
-    /// FREEZE) was still running: it starts when the job ends, or fails at its deadline.
+    /// A FREEZE or THAW that came while a batch (an auto-thaw, or the thaw after a failed
+    /// FREEZE) was still running: it starts when the batch ends, or fails at its deadline.
     queued: Option<Req>,
     shutting_down: bool,
     exited: bool,
@@ -103,7 +105,7 @@ impl AppMachine {
         AppMachine {
             cfg,
             now,
-            job: None,
+            batch: None,
             in_flight: None,
             started: Vec::new(),
             auto_thaw_at: None,
@@ -120,7 +122,7 @@ impl AppMachine {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let work = match (self.in_flight, self.job.is_none()) {
+        let work = match (self.in_flight, self.batch.is_none()) {
             (Some((_, t)), _) => Some(t),
             (None, true) => self.auto_thaw_at,
             (None, false) => None,
@@ -133,7 +135,7 @@ impl AppMachine {
 
     /// When a THAW still being worked on must be answered.
     fn thaw_reply_by(&self) -> Option<Instant> {
-        self.job
+        self.batch
             .as_ref()
             .filter(|j| j.arg == "thaw")
             .and_then(|j| j.req)
@@ -146,7 +148,7 @@ impl AppMachine {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.job.is_none() && self.queued.is_none()
+        self.batch.is_none() && self.queued.is_none()
     }
 
     pub fn handle(&mut self, now: Instant, input: VssInput) {
@@ -171,7 +173,7 @@ impl AppMachine {
                 // 15 s before the kernel passed it on) is answered by its deadline; the
                 // work goes on.
                 if self.thaw_reply_by().is_some_and(|t| now >= t) {
-                    if let Some(r) = self.job.as_mut().and_then(|j| j.req.take()) {
+                    if let Some(r) = self.batch.as_mut().and_then(|j| j.req.take()) {
                         self.answer(r, true);
                     }
                 }
@@ -183,7 +185,7 @@ impl AppMachine {
                     self.queued = None;
                     self.answer(q, false);
                 }
-                if self.job.is_none() && self.auto_thaw_at.is_some_and(|t| now >= t) {
+                if self.batch.is_none() && self.auto_thaw_at.is_some_and(|t| now >= t) {
                     self.outputs
                         .push_back(VssOutput::Event(VssEvent::WatchdogThaw {
                             frozen_for: self.cfg.auto_thaw,
@@ -203,13 +205,13 @@ impl AppMachine {
                     .push_back(VssOutput::Event(VssEvent::AnswerLost { msgid, error }));
                 // Our OK to FREEZE never reached the kernel, which will never send the
                 // THAW for it: thaw now rather than at the auto-thaw.
-                if VssInput::is_freeze_ok(&bytes) && self.frozen() && self.job.is_none() {
+                if VssInput::is_freeze_ok(&bytes) && self.frozen() && self.batch.is_none() {
                     self.start_thaw(None);
                 }
             }
         }
         self.start_queued();
-        if self.job.is_none() && self.shutting_down {
+        if self.batch.is_none() && self.shutting_down {
             if !self.started.is_empty() {
                 self.start_thaw(None);
             } else {
@@ -262,7 +264,7 @@ impl AppMachine {
             self.answer(req, true);
             return;
         }
-        if self.job.is_some() {
+        if self.batch.is_some() {
             if let Some(old) = self.queued.replace(req) {
                 self.answer(old, false);
             }
@@ -284,7 +286,7 @@ impl AppMachine {
                     AppWork::Command(c) => (VecDeque::from([c.clone()]), false),
                     AppWork::HookDir(_) => (VecDeque::new(), true),
                 };
-                self.job = Some(Job {
+                self.batch = Some(Batch {
                     req: Some(req),
                     arg: "freeze",
                     todo,
@@ -299,9 +301,9 @@ impl AppMachine {
         }
     }
 
-    /// Runs a request that waited for the previous job.
+    /// Runs a request that waited for the previous batch.
     fn start_queued(&mut self) {
-        if self.job.is_none() {
+        if self.batch.is_none() {
             if let Some(q) = self.queued.take() {
                 self.start(q);
             }
@@ -314,7 +316,7 @@ impl AppMachine {
             .into_iter()
             .rev()
             .collect();
-        self.job = Some(Job {
+        self.batch = Some(Batch {
             req,
             arg: "thaw",
             todo,
@@ -327,9 +329,9 @@ impl AppMachine {
     }
 
     fn next(&mut self) {
-        let Some(job) = self.job.as_mut() else { return };
+        let Some(batch) = self.batch.as_mut() else { return };
         let b = &self.cfg.budget;
-        if job.listing {
+        if batch.listing {
             self.next_effect += 1;
             self.in_flight = Some((
                 EffectId(self.next_effect),
@@ -341,43 +343,43 @@ impl AppMachine {
             });
             return;
         }
-        if job.arg == "freeze" && job.until.is_none() {
+        if batch.arg == "freeze" && batch.until.is_none() {
             let by_budget = self.now.saturating_add(self.cfg.freeze_budget);
-            let by_reply = job.req.map_or(by_budget, |r| {
+            let by_reply = batch.req.map_or(by_budget, |r| {
                 Instant(
                     r.reply_by
                         .as_nanos()
                         .saturating_sub(self.cfg.daemon_reserve.as_nanos() as u64),
                 )
             });
-            job.until = Some(by_budget.min(by_reply));
+            batch.until = Some(by_budget.min(by_reply));
         }
-        let left = job
+        let left = batch
             .until
             .map_or(b.thaw_hook, |u| u.saturating_since(self.now));
-        if job.failed || (job.arg == "freeze" && left < VSS_MIN_STEP) {
+        if batch.failed || (batch.arg == "freeze" && left < VSS_MIN_STEP) {
             // Failed, or out of time: thaw what was started, answer failure.
-            let req = job.req.take();
-            self.job = None;
+            let req = batch.req.take();
+            self.batch = None;
             if let Some(r) = req {
                 self.answer(r, false);
             }
             self.start_thaw(None);
             return;
         }
-        match job.todo.pop_front() {
+        match batch.todo.pop_front() {
             Some(argv) => {
-                if job.arg == "freeze" {
+                if batch.arg == "freeze" {
                     self.started.push(argv.clone());
                 }
-                let d = if job.arg == "freeze" {
+                let d = if batch.arg == "freeze" {
                     left
                 } else {
                     b.thaw_hook
                 };
-                job.running = argv.first().cloned().unwrap_or_default();
+                batch.running = argv.first().cloned().unwrap_or_default();
                 let mut full = argv;
-                full.push(job.arg.to_string());
+                full.push(batch.arg.to_string());
                 self.next_effect += 1;
                 let id = EffectId(self.next_effect);
                 self.in_flight = Some((id, self.now.saturating_add(d).saturating_add(b.grace)));
@@ -390,11 +392,11 @@ impl AppMachine {
                 });
             }
             None => {
-                let job = self.job.take().expect("checked above");
-                if job.arg == "freeze" {
+                let batch = self.batch.take().expect("checked above");
+                if batch.arg == "freeze" {
                     self.auto_thaw_at = Some(self.now.saturating_add(self.cfg.auto_thaw));
                 }
-                if let Some(r) = job.req {
+                if let Some(r) = batch.req {
                     self.answer(r, true);
                 }
             }
@@ -406,13 +408,13 @@ impl AppMachine {
             AppWork::HookDir(d) => d.trim_end_matches('/').to_string(),
             AppWork::Command(_) => String::new(),
         };
-        let Some(job) = self.job.as_mut() else { return };
-        if job.listing {
-            job.listing = false;
+        let Some(batch) = self.batch.as_mut() else { return };
+        if batch.listing {
+            batch.listing = false;
             match result {
                 Some(VssResult::Hooks(entries)) => {
                     let (run, skipped) = hooks::select(&entries);
-                    job.todo = run
+                    batch.todo = run
                         .into_iter()
                         .map(|n| vec![format!("{dir}/{n}")])
                         .collect();
@@ -422,7 +424,7 @@ impl AppMachine {
                     }
                 }
                 other => {
-                    job.failed = true;
+                    batch.failed = true;
                     self.outputs
                         .push_back(VssOutput::Event(VssEvent::StepFailed {
                             step: "list hooks",
@@ -439,10 +441,10 @@ impl AppMachine {
             _ => ExitStatus::TimedOut,
         };
         if !status.success() {
-            let name = job.running.clone();
-            let arg = job.arg;
+            let name = batch.running.clone();
+            let arg = batch.arg;
             if arg == "freeze" {
-                job.failed = true;
+                batch.failed = true;
             }
             self.outputs
                 .push_back(VssOutput::Event(VssEvent::HookFailed { name, arg, status }));
