@@ -6,7 +6,7 @@ names and leaves any others alone. Output is deterministic. Byte layouts follow
 docs/protocol/kvp.md: section 1.3 (the 7430-byte device message), 3.2 (pool records of
 512 + 2048 bytes) and 8 (test vectors). Integers are little-endian.
 
-Text formats are seeded from the repository's real files (scenarios, recorded traces,
+Text formats are seeded from the repository's real files (scenarios, recordings,
 packaging/vss.conf.sample) plus hand-written examples and their edge cases; byte
 formats are built the way the code writes them (the journal as core/src/kvp/journal.rs
 encodes it, the route dump as FreeBSD amd64 lays it out); the machine targets, whose
@@ -227,12 +227,12 @@ scenario.update({
     "steps_out_of_order": b"at 2s get 0 a\nat 1s get 0 b\n",
 })
 
-trace_file = files_under("scenarios/recorded/*.kvptrace")
+recording = files_under("scenarios/recorded/*.kvprec")
 # The 84 KB enumeration trace slows every execution a hundredfold; its first 40 lines
 # have the same kinds of lines.
-trace_file["enumerate_200_first_40_lines"] = b"\n".join(trace_file.pop("enumerate_200").split(b"\n")[:40]) + b"\n"
-first_lines = trace_file["basic_ops"].split(b"\n")
-trace_file.update({
+recording["enumerate_200_first_40_lines"] = b"\n".join(recording.pop("enumerate_200").split(b"\n")[:40]) + b"\n"
+first_lines = recording["basic_ops"].split(b"\n")
+recording.update({
     "empty": b"",
     "header_only": first_lines[0] + b"\n",
     "first_20_lines": b"\n".join(first_lines[:20]) + b"\n",
@@ -372,7 +372,7 @@ TARGETS = {
     "vss_hooks": vss_hooks,
     "journal": journal,
     "scenario": scenario,
-    "trace_file": trace_file,
+    "recording": recording,
     "vss_config": vss_config,
     "mounts": mounts,
     "resolv_conf": resolv_conf,

@@ -15,7 +15,7 @@ use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::describe;
 use hvguest_core::kvp::effect::{EffectResult, FileId, Input, IoError};
 use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
-use hvguest_core::kvp::trace_file::describe_request;
+use hvguest_core::kvp::recording::describe_request;
 use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::limits::{HOSTNAME_REFRESH, KVP_MSG_SIZE};
 use mio::unix::SourceFd;

@@ -1,5 +1,5 @@
-//! `--record FILE`: the session in the trace format `cargo xtask replay` reads
-//! (`hvguest_core::kvp::trace_file`): system information and pool files at start, then
+//! `--record FILE`: the session in the recording format `cargo xtask replay` reads
+//! (`hvguest_core::kvp::recording`): system information and pool files at start, then
 //! every device message with its monotonic time, flushed as it happens.
 
 use std::fs::File;
@@ -8,7 +8,7 @@ use std::path::Path;
 
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::effect::FileId;
-use hvguest_core::kvp::trace_file::{encode_bytes, sysinfo_line, Trace};
+use hvguest_core::kvp::recording::{encode_bytes, sysinfo_line, Recording};
 use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::Instant;
 
@@ -19,9 +19,9 @@ pub struct Recorder {
 impl Recorder {
     /// Writes the header: `info` and the pool files as they are in `pool_dir` now.
     pub fn create(path: &Path, info: &SystemInfo, pool_dir: &Path) -> io::Result<Recorder> {
-        let mut header = Trace {
+        let mut header = Recording {
             info: info.clone(),
-            ..Trace::default()
+            ..Recording::default()
         };
         for p in PoolId::FILE_BACKED {
             header.pools[p.index()] =

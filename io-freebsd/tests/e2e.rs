@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use hvguest_core::kvp::describe;
 use hvguest_core::kvp::effect::FileId;
 use hvguest_core::kvp::record::{encode_pool, Record};
+use hvguest_core::kvp::recording::Recording;
 use hvguest_core::kvp::text::{Key, Value};
-use hvguest_core::kvp::trace_file::Trace;
 use hvguest_core::kvp::wire::{decode_reply, encode_request, PoolId, Reply, Request, Status};
 use hvguest_core::limits::{KVP_MSG_SIZE, POOL_RECORD_SIZE};
 use hvguest_sim::emulator::{Answer, DaemonLink, EmulatedDevice};
@@ -749,7 +749,7 @@ fn a_recorded_session_replays_with_no_difference() {
         .unwrap();
     f.write_all(&before).unwrap();
     drop(f);
-    let record = dir.path.join("session.kvptrace");
+    let record = dir.path.join("session.kvprec");
     let record_arg = record.to_str().unwrap().to_string();
     let (mut daemon, mut link) = Daemon::start(&dir, &dev, &["--record", &record_arg]);
     for pool in [PoolId::Guest, PoolId::External] {
@@ -779,13 +779,13 @@ fn a_recorded_session_replays_with_no_difference() {
     assert_eq!(st.code(), Some(0));
 
     let text = std::fs::read_to_string(&record).unwrap();
-    let trace = Trace::parse(&text)
+    let trace = Recording::parse(&text)
         .unwrap_or_else(|e| panic!("{}:{}: {}", record.display(), e.line, e.kind));
     assert_eq!(trace.pools[PoolId::External.index()], before);
     let ins = trace
         .messages
         .iter()
-        .filter(|m| m.dir == hvguest_core::kvp::trace_file::Direction::In)
+        .filter(|m| m.dir == hvguest_core::kvp::recording::Direction::In)
         .count();
     let outs = trace.messages.len() - ins;
     assert_eq!(

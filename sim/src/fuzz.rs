@@ -7,7 +7,7 @@ mod text;
 mod vss;
 
 pub use freezer::freezer;
-pub use text::{journal, scenario, trace_file};
+pub use text::{journal, recording, scenario};
 pub use vss::{vss_app, vss_hooks, vss_machine, vss_message};
 
 use arbitrary::{Arbitrary, Unstructured};

@@ -1,9 +1,9 @@
-//! Recording simulated sessions and replaying recorded traces through the core.
+//! Recording simulated sessions and replaying recordings through the core.
 //!
-//! The file format lives in `hvguest_core::kvp::trace_file` (the production daemon
+//! The file format lives in `hvguest_core::kvp::recording` (the production daemon
 //! writes it with `--record`); this module drives the real machine with it.
 
-pub use hvguest_core::kvp::trace_file::*;
+pub use hvguest_core::kvp::recording::*;
 
 use std::fmt;
 use std::time::Duration;
@@ -32,7 +32,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(world: &Trace, start: Instant, latency: Latency) -> Driver {
+    fn start(world: &Recording, start: Instant, latency: Latency) -> Driver {
         let mut fs = SimFs::new();
         for (pool, bytes) in PoolId::ALL.iter().zip(&world.pools) {
             if !bytes.is_empty() {
@@ -170,22 +170,22 @@ impl Driver {
 
 /// Runs the real machine from the world of `initial` (its messages are ignored),
 /// handing it `requests` one at a time, each `gap` after the previous one was delivered
-/// (later if the daemon has not answered yet), and returns the resulting trace: a
+/// (later if the daemon has not answered yet), and returns the resulting recording: a
 /// recording as the production daemon would make it, with the simulator's latencies.
 pub fn record(
-    initial: &Trace,
+    initial: &Recording,
     requests: &[Vec<u8>],
     start: Instant,
     gap: Duration,
     latency: Latency,
-) -> Trace {
+) -> Recording {
     let mut d = Driver::start(initial, start, latency);
     for bytes in requests {
         d.await_write();
         let at = d.now.saturating_add(gap);
         d.read(at, bytes);
     }
-    Trace {
+    Recording {
         messages: d.finish(),
         ..initial.clone()
     }
@@ -197,7 +197,7 @@ pub fn record(
 /// What happened to one recorded request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestOutcome {
-    /// Index among the trace's `in` lines, from 0.
+    /// Index among the recording's `in` lines, from 0.
     pub index: usize,
     /// Recorded time of the request.
     pub at: Instant,
@@ -350,12 +350,12 @@ fn slots(messages: &[DeviceMessage]) -> Vec<Vec<&DeviceMessage>> {
     out
 }
 
-/// Replays `trace` through the real machine and compares every write.
-pub fn replay(trace: &Trace) -> ReplayReport {
-    let start = trace.messages.first().map_or(Instant::ZERO, |m| m.at);
-    let mut d = Driver::start(trace, start, Latency::zero());
-    let mut changes = trace.info_changes.iter().peekable();
-    for m in trace.messages.iter().filter(|m| m.dir == Direction::In) {
+/// Replays `recording` through the real machine and compares every write.
+pub fn replay(recording: &Recording) -> ReplayReport {
+    let start = recording.messages.first().map_or(Instant::ZERO, |m| m.at);
+    let mut d = Driver::start(recording, start, Latency::zero());
+    let mut changes = recording.info_changes.iter().peekable();
+    for m in recording.messages.iter().filter(|m| m.dir == Direction::In) {
         while let Some((at, info)) = changes.next_if(|c| c.0 <= m.at) {
             d.info(*at, info);
         }
@@ -363,12 +363,12 @@ pub fn replay(trace: &Trace) -> ReplayReport {
     }
     let replayed = d.finish();
 
-    let reads: Vec<&DeviceMessage> = trace
+    let reads: Vec<&DeviceMessage> = recording
         .messages
         .iter()
         .filter(|m| m.dir == Direction::In)
         .collect();
-    let recorded_slots = slots(&trace.messages);
+    let recorded_slots = slots(&recording.messages);
     let replayed_slots = slots(&replayed);
     let mut report = ReplayReport::default();
     for (slot, (rec, rep)) in recorded_slots.iter().zip(&replayed_slots).enumerate() {

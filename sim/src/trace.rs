@@ -1,7 +1,7 @@
 //! The trace: one line per event, virtual time first. Every line goes into a running
 //! hash (the determinism check compares hashes) and a ring of recent lines (the tail
 //! shown on failure); the full trace is kept only when asked for (snapshots, and the
-//! re-run that writes a failure's trace file).
+//! re-run that writes a failure's recording).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;

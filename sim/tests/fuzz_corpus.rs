@@ -14,8 +14,8 @@ const TARGETS: &[&str] = &[
     "kvp_machine",
     "kvp_message",
     "pool_file",
+    "recording",
     "scenario",
-    "trace_file",
     "vss_app",
     "vss_hooks",
     "vss_machine",
@@ -53,8 +53,8 @@ fn scenario() {
 }
 
 #[test]
-fn trace_file() {
-    run_committed("trace_file", fuzz::trace_file);
+fn recording() {
+    run_committed("recording", fuzz::recording);
 }
 
 #[test]

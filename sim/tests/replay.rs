@@ -1,4 +1,4 @@
-//! Recorded traces: every file in `scenarios/recorded/` replays with no difference; the
+//! Recordings: every file in `scenarios/recorded/` replays with no difference; the
 //! trace format round-trips; a changed reply is caught; bad files fail with their line.
 //!
 //! `cargo test -p hvguest-sim --test replay -- --ignored regenerate` rewrites the
@@ -20,7 +20,7 @@ use hvguest_core::Instant;
 use hvguest_sim::daemon::Latency;
 use hvguest_sim::recording::{
     decode_bytes, encode_bytes, percent_decode, percent_encode, record, replay, DeviceMessage,
-    Direction, ParseErrorKind, Trace, HEADER,
+    Direction, ParseErrorKind, Recording, HEADER,
 };
 use proptest::prelude::*;
 
@@ -38,9 +38,9 @@ fn recorded_files() -> Vec<PathBuf> {
     files
 }
 
-fn load(path: &Path) -> Trace {
+fn load(path: &Path) -> Recording {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Trace::parse_bytes(&bytes).unwrap_or_else(|e| panic!("{}:{e}", path.display()))
+    Recording::parse_bytes(&bytes).unwrap_or_else(|e| panic!("{}:{e}", path.display()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -100,11 +100,11 @@ fn pool_of(records: &[(&str, &str)]) -> Vec<u8> {
 /// (a) Registration; SET, GET, ENUMERATE and DELETE on pools 0 and 1; the auto pool; the
 /// host's pool 3 as it is found at start. The auto pool's IntegrationServicesVersion
 /// carries the crate version: after a version bump, regenerate.
-fn basic_ops() -> (Trace, Vec<Vec<u8>>) {
+fn basic_ops() -> (Recording, Vec<Vec<u8>>) {
     use PoolId::*;
-    let mut world = Trace {
+    let mut world = Recording {
         info: guest_info(),
-        ..Trace::default()
+        ..Recording::default()
     };
     world.pools[3] = pool_of(&[
         ("HostName", "HV-HOST-07"),
@@ -154,10 +154,10 @@ fn basic_ops() -> (Trace, Vec<Vec<u8>>) {
 }
 
 /// (b) Requests the daemon must refuse, and GET/SET_IP_INFO.
-fn malformed_and_ip_info() -> (Trace, Vec<Vec<u8>>) {
-    let mut world = Trace {
+fn malformed_and_ip_info() -> (Recording, Vec<Vec<u8>>) {
+    let mut world = Recording {
         info: guest_info(),
-        ..Trace::default()
+        ..Recording::default()
     };
     world.adapters.insert(
         Mac([0x00, 0x15, 0x5d, 0x01, 0x02, 0x03]),
@@ -219,10 +219,10 @@ fn malformed_and_ip_info() -> (Trace, Vec<Vec<u8>>) {
 }
 
 /// (c) A 200-record pool 1, enumerated to its end.
-fn enumerate_200() -> (Trace, Vec<Vec<u8>>) {
-    let mut world = Trace {
+fn enumerate_200() -> (Recording, Vec<Vec<u8>>) {
+    let mut world = Recording {
         info: guest_info(),
-        ..Trace::default()
+        ..Recording::default()
     };
     let records: Vec<(String, String)> = (0..200)
         .map(|i| {
@@ -241,14 +241,14 @@ fn enumerate_200() -> (Trace, Vec<Vec<u8>>) {
     (world, r)
 }
 
-type Maker = fn() -> (Trace, Vec<Vec<u8>>);
+type Maker = fn() -> (Recording, Vec<Vec<u8>>);
 const TRACES: [(&str, Maker); 3] = [
-    ("basic_ops.kvptrace", basic_ops),
-    ("malformed_and_ip_info.kvptrace", malformed_and_ip_info),
-    ("enumerate_200.kvptrace", enumerate_200),
+    ("basic_ops.kvprec", basic_ops),
+    ("malformed_and_ip_info.kvprec", malformed_and_ip_info),
+    ("enumerate_200.kvprec", enumerate_200),
 ];
 
-fn make(maker: Maker) -> Trace {
+fn make(maker: Maker) -> Recording {
     let (world, requests) = maker();
     record(
         &world,
@@ -266,7 +266,7 @@ fn regenerate() {
     for (name, maker) in TRACES {
         let trace = make(maker);
         let text = trace.to_annotated_text();
-        assert_eq!(Trace::parse(&text).unwrap(), trace);
+        assert_eq!(Recording::parse(&text).unwrap(), trace);
         std::fs::write(recorded_dir().join(name), text).unwrap();
     }
 }
@@ -316,12 +316,12 @@ fn committed_traces_come_from_the_generators() {
 
 #[test]
 fn recorded_traces_cover_what_they_claim() {
-    let basic = load(&recorded_dir().join("basic_ops.kvptrace"));
+    let basic = load(&recorded_dir().join("basic_ops.kvprec"));
     assert_eq!(basic.messages[0].dir, Direction::Out);
     assert_eq!(basic.messages[0].bytes, wire::registration().to_vec());
     assert!(!basic.pools[3].is_empty());
 
-    let malformed = load(&recorded_dir().join("malformed_and_ip_info.kvptrace"));
+    let malformed = load(&recorded_dir().join("malformed_and_ip_info.kvprec"));
     let statuses: Vec<u32> = malformed
         .messages
         .iter()
@@ -333,7 +333,7 @@ fn recorded_traces_cover_what_they_claim() {
     assert_eq!(statuses[1], Status::E_FAIL.0, "pool 9");
     assert!(!malformed.adapters.is_empty());
 
-    let big = load(&recorded_dir().join("enumerate_200.kvptrace"));
+    let big = load(&recorded_dir().join("enumerate_200.kvprec"));
     let report = replay(&big);
     assert_eq!(report.requests.len(), 201);
     let last = big.messages.last().unwrap();
@@ -343,7 +343,7 @@ fn recorded_traces_cover_what_they_claim() {
 // ---------------------------------------------------------------------------------------
 // Replay finds what changed.
 
-fn nth_reply(trace: &Trace, request: usize) -> usize {
+fn nth_reply(trace: &Recording, request: usize) -> usize {
     let mut seen = 0;
     let mut after = false;
     for (i, m) in trace.messages.iter().enumerate() {
@@ -361,7 +361,7 @@ fn nth_reply(trace: &Trace, request: usize) -> usize {
 
 #[test]
 fn a_flipped_status_byte_is_exactly_one_difference() {
-    let mut trace = load(&recorded_dir().join("basic_ops.kvptrace"));
+    let mut trace = load(&recorded_dir().join("basic_ops.kvprec"));
     // Request #2 is GET external "foo", answered OK "bar".
     let i = nth_reply(&trace, 2);
     trace.messages[i].bytes[0] ^= 0x03;
@@ -384,7 +384,7 @@ fn a_flipped_status_byte_is_exactly_one_difference() {
 
 #[test]
 fn a_changed_value_names_its_byte() {
-    let mut trace = load(&recorded_dir().join("basic_ops.kvptrace"));
+    let mut trace = load(&recorded_dir().join("basic_ops.kvprec"));
     let i = nth_reply(&trace, 4); // GET external "foo" = "baz"
     trace.messages[i].bytes[530] = b'r';
     let report = replay(&trace);
@@ -396,7 +396,7 @@ fn a_changed_value_names_its_byte() {
 
 #[test]
 fn missing_and_extra_writes_are_reported() {
-    let trace = load(&recorded_dir().join("basic_ops.kvptrace"));
+    let trace = load(&recorded_dir().join("basic_ops.kvprec"));
 
     let mut dropped = trace.clone();
     dropped.messages.remove(nth_reply(&trace, 5));
@@ -447,7 +447,7 @@ fn replay_does_not_depend_on_recorded_latency() {
 
 #[test]
 fn an_empty_trace_replays_to_an_extra_registration() {
-    let report = replay(&Trace::default());
+    let report = replay(&Recording::default());
     assert!(report.requests.is_empty());
     assert_eq!(report.extra.len(), 1);
     assert_eq!(report.extra[0].summary, "registration");
@@ -486,7 +486,7 @@ fn percent_encoding() {
 
 #[test]
 fn a_hand_written_trace_parses() {
-    let text = "# hvguest kvp trace v1\n\
+    let text = "# hvguest kvp recording v1\n\
         # a comment\n\
         \n\
         sysinfo fqdn=my%20host os_name=FreeBSD ipv4=10.0.0.4,10.0.0.5 ipv6=\n\
@@ -495,7 +495,7 @@ fn a_hand_written_trace_parses() {
         pool 1 61~2559\n\
         5 out 04~7429\n\
         7 in 03 01 ~7428\n";
-    let t = Trace::parse(text).unwrap();
+    let t = Recording::parse(text).unwrap();
     assert_eq!(t.info.fqdn, "my host");
     assert_eq!(t.info.os_release, "");
     assert_eq!(t.info.ipv4.len(), 2);
@@ -507,12 +507,12 @@ fn a_hand_written_trace_parses() {
     assert_eq!(t.messages[1].at, Instant(7));
     assert_eq!(t.messages[1].bytes[..2], [3, 1]);
     // The writer's form parses back to the same.
-    assert_eq!(Trace::parse(&t.to_text()).unwrap(), t);
-    assert_eq!(Trace::parse(&t.to_annotated_text()).unwrap(), t);
+    assert_eq!(Recording::parse(&t.to_text()).unwrap(), t);
+    assert_eq!(Recording::parse(&t.to_annotated_text()).unwrap(), t);
 }
 
 fn error_of(text: &str) -> (usize, ParseErrorKind) {
-    let e = Trace::parse(text).expect_err(text);
+    let e = Recording::parse(text).expect_err(text);
     (e.line, e.kind)
 }
 
@@ -557,7 +557,7 @@ fn parse_errors_carry_their_line() {
         let (got, kind) = error_of(&text);
         assert_eq!(got, *line, "{text:?}: {kind}");
         // The message names the line.
-        let shown = Trace::parse(&text).unwrap_err().to_string();
+        let shown = Recording::parse(&text).unwrap_err().to_string();
         assert!(shown.starts_with(&format!("line {line}: ")), "{shown}");
     }
     assert!(matches!(
@@ -577,13 +577,13 @@ fn parse_errors_carry_their_line() {
 fn non_utf8_is_reported_at_its_line() {
     let mut bytes = format!("{HEADER}\n5 out 04~7429\n# ").into_bytes();
     bytes.extend([0xff, b'\n']);
-    let e = Trace::parse_bytes(&bytes).unwrap_err();
+    let e = Recording::parse_bytes(&bytes).unwrap_err();
     assert_eq!((e.line, e.kind), (3, ParseErrorKind::NotUtf8));
     // An earlier error wins.
     let mut bytes = format!("{HEADER}\nnope\n").into_bytes();
     bytes.extend([0xff, b'\n']);
-    assert_eq!(Trace::parse_bytes(&bytes).unwrap_err().line, 2);
-    assert_eq!(Trace::parse_bytes(&[0xff]).unwrap_err().line, 1);
+    assert_eq!(Recording::parse_bytes(&bytes).unwrap_err().line, 2);
+    assert_eq!(Recording::parse_bytes(&[0xff]).unwrap_err().line, 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -661,7 +661,7 @@ fn adapter() -> impl Strategy<Value = (Mac, AdapterInfo)> {
         })
 }
 
-fn trace() -> impl Strategy<Value = Trace> {
+fn trace() -> impl Strategy<Value = Recording> {
     (
         system_info(),
         prop::collection::btree_map(any::<[u8; 6]>(), adapter(), 0..3),
@@ -685,7 +685,7 @@ fn trace() -> impl Strategy<Value = Trace> {
                     }
                 })
                 .collect();
-            Trace {
+            Recording {
                 info,
                 adapters: adapters.into_values().collect(),
                 pools: pools.try_into().unwrap(),
@@ -713,8 +713,8 @@ proptest! {
 
     #[test]
     fn traces_round_trip(t in trace()) {
-        prop_assert_eq!(&Trace::parse(&t.to_text()).unwrap(), &t);
-        prop_assert_eq!(&Trace::parse(&t.to_annotated_text()).unwrap(), &t);
+        prop_assert_eq!(&Recording::parse(&t.to_text()).unwrap(), &t);
+        prop_assert_eq!(&Recording::parse(&t.to_annotated_text()).unwrap(), &t);
     }
 
     #[test]
@@ -729,12 +729,12 @@ proptest! {
         0..8,
     ), bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let text = std::iter::once(HEADER.to_string()).chain(lines).collect::<Vec<_>>().join("\n");
-        let _ = Trace::parse(&text);
-        let _ = Trace::parse_bytes(&bytes);
+        let _ = Recording::parse(&text);
+        let _ = Recording::parse_bytes(&bytes);
         let mut with_header = HEADER.as_bytes().to_vec();
         with_header.push(b'\n');
         with_header.extend(&bytes);
-        let _ = Trace::parse_bytes(&with_header);
+        let _ = Recording::parse_bytes(&with_header);
     }
 }
 
@@ -768,7 +768,7 @@ proptest! {
             Duration::from_millis(7),
             Latency::default(),
         );
-        prop_assert_eq!(&Trace::parse(&trace.to_text()).unwrap(), &trace);
+        prop_assert_eq!(&Recording::parse(&trace.to_text()).unwrap(), &trace);
         let report = replay(&trace);
         prop_assert!(report.is_clean(), "{:#}", report);
         prop_assert_eq!(report.requests.len(), requests.len());
@@ -800,23 +800,23 @@ fn the_binary_exits_by_outcome() {
 
     let dir = std::env::temp_dir().join(format!("hvguest-replay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut trace = load(&recorded_dir().join("basic_ops.kvptrace"));
+    let mut trace = load(&recorded_dir().join("basic_ops.kvprec"));
     let i = nth_reply(&trace, 2);
     trace.messages[i].bytes[0] ^= 1;
-    let altered = dir.join("altered.kvptrace");
+    let altered = dir.join("altered.kvprec");
     std::fs::write(&altered, trace.to_text()).unwrap();
     let (code, stdout, _) = replay_bin(&[&altered]);
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("request #2"), "{stdout}");
 
-    let broken = dir.join("broken.kvptrace");
+    let broken = dir.join("broken.kvprec");
     std::fs::write(&broken, format!("{HEADER}\n\n5 out 0z\n")).unwrap();
     let (code, _, stderr) = replay_bin(&[&altered, &broken]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("broken.kvptrace:3: "), "{stderr}");
-    let (code, _, stderr) = replay_bin(&[&dir.join("absent.kvptrace")]);
+    assert!(stderr.contains("broken.kvprec:3: "), "{stderr}");
+    let (code, _, stderr) = replay_bin(&[&dir.join("absent.kvprec")]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("absent.kvptrace"), "{stderr}");
+    assert!(stderr.contains("absent.kvprec"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -825,7 +825,7 @@ fn the_binary_exits_by_outcome() {
 #[test]
 fn a_recorded_sysinfo_change_is_replayed_at_its_time() {
     use hvguest_core::kvp::auto::{AutoPool, SystemInfo};
-    use hvguest_core::kvp::trace_file::{DeviceMessage, Direction, Trace};
+    use hvguest_core::kvp::recording::{DeviceMessage, Direction, Recording};
     use hvguest_core::kvp::wire::{
         encode_reply, encode_request, registration, PoolId, Reply, Request,
     };
@@ -859,9 +859,9 @@ fn a_recorded_sysinfo_change_is_replayed_at_its_time() {
         dir,
         bytes,
     };
-    let mut trace = Trace {
+    let mut trace = Recording {
         info: before.clone(),
-        ..Trace::default()
+        ..Recording::default()
     };
     trace.messages = vec![
         msg(0, Direction::Out, registration().to_vec()),
@@ -872,7 +872,7 @@ fn a_recorded_sysinfo_change_is_replayed_at_its_time() {
     ];
     trace.info_changes = vec![(Instant::from_millis(2000), after)];
     // Through the file format and back, then replayed: no difference.
-    let parsed = Trace::parse(&trace.to_text()).unwrap();
+    let parsed = Recording::parse(&trace.to_text()).unwrap();
     assert_eq!(parsed.info_changes, trace.info_changes);
     let report = hvguest_sim::recording::replay(&parsed);
     assert!(report.is_clean(), "{report}");

@@ -32,7 +32,7 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "replay",
-        "replay recorded KVP traces through the core in release: replay [-v] FILE...\n\
+        "replay KVP recordings through the core in release: replay [-v] FILE...\n\
          \x20        (exit 0: every reply matched, 1: a reply differed, 2: a file is unreadable)",
     ),
     (
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         // These two exit with the status of the program they run.
         ("sim", args) => return sim(args),
         ("replay", []) => {
-            eprintln!("xtask replay: give at least one trace FILE (e.g. scenarios/recorded/*)");
+            eprintln!("xtask replay: give at least one recording FILE (e.g. scenarios/recorded/*)");
             return ExitCode::from(2);
         }
         ("replay", args) => return replay(args),
@@ -160,7 +160,7 @@ fn sim(args: &[String]) -> ExitCode {
     run_for_status(&mut cmd)
 }
 
-/// `replay`: the trace replayer. Cargo runs it from the workspace root, so file names
+/// `replay`: the replayer of recordings. Cargo runs it from the workspace root, so file names
 /// are made absolute against the directory `cargo xtask` was run from (our own working
 /// directory: `cargo run` does not change it).
 fn replay(args: &[String]) -> ExitCode {

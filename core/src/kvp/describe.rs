@@ -1,5 +1,5 @@
 //! Human-readable renderings of requests, replies and effects: for the daemon's debug
-//! log, the simulator's traces and the comments in recorded trace files. One place, so
+//! log, the simulator's traces and the comments in recording files. One place, so
 //! a trace line reads the same wherever it is printed.
 
 use crate::kvp::effect::{Effect, EffectResult};

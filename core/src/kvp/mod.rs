@@ -16,9 +16,9 @@ pub mod journal;
 pub mod machine;
 pub mod pool;
 pub mod record;
+pub mod recording;
 pub mod text;
 pub mod tool_write;
-pub mod trace_file;
 pub mod wire;
 
 pub use auto::SystemInfo;

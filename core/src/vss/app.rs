@@ -329,7 +329,9 @@ impl AppMachine {
     }
 
     fn next(&mut self) {
-        let Some(batch) = self.batch.as_mut() else { return };
+        let Some(batch) = self.batch.as_mut() else {
+            return;
+        };
         let b = &self.cfg.budget;
         if batch.listing {
             self.next_effect += 1;
@@ -408,7 +410,9 @@ impl AppMachine {
             AppWork::HookDir(d) => d.trim_end_matches('/').to_string(),
             AppWork::Command(_) => String::new(),
         };
-        let Some(batch) = self.batch.as_mut() else { return };
+        let Some(batch) = self.batch.as_mut() else {
+            return;
+        };
         if batch.listing {
             batch.listing = false;
             match result {

@@ -49,8 +49,8 @@ use std::time::{Duration, Instant as WallClock};
 
 use hvguest_core::kvp::effect::FileId;
 use hvguest_core::kvp::record::{encode_pool, Record};
+use hvguest_core::kvp::recording::{describe_request, summarize};
 use hvguest_core::kvp::text::{Key, Value};
-use hvguest_core::kvp::trace_file::{describe_request, summarize};
 use hvguest_core::kvp::wire::{encode_request, PoolId, Request, Status};
 use hvguest_core::limits::KVP_MSG_SIZE;
 use hvguest_core::vss::wire::VssOp;

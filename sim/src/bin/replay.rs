@@ -1,4 +1,4 @@
-//! `replay [-v] FILE...`: replays recorded KVP traces (`hvguest_sim::recording`) through
+//! `replay [-v] FILE...`: replays KVP recordings (`hvguest_sim::recording`) through
 //! the real core and reports every reply that differs from the recorded one.
 //!
 //! Exit status: 0 if every reply matched, 1 if any differed, 2 if a file could not be
@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use hvguest_sim::recording::{replay, Trace};
+use hvguest_sim::recording::{replay, Recording};
 
 fn usage() -> ExitCode {
     eprintln!("usage: replay [-v] FILE...");
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        let trace = match Trace::parse_bytes(&bytes) {
+        let recording = match Recording::parse_bytes(&bytes) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("{shown}:{}: {}", e.line, e.kind);
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        let report = replay(&trace);
+        let report = replay(&recording);
         println!("{shown}:");
         if verbose {
             print!("{report:#}");

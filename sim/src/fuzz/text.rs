@@ -2,7 +2,7 @@
 //! traces and scenarios.
 
 use hvguest_core::kvp::journal::parse_journal;
-use hvguest_core::kvp::trace_file::Trace;
+use hvguest_core::kvp::recording::Recording;
 
 use crate::scenario;
 
@@ -19,11 +19,11 @@ pub fn journal(data: &[u8]) {
 
 /// Any bytes parse as a trace or name the line that is wrong; a trace written out again
 /// parses to the same trace.
-pub fn trace_file(data: &[u8]) {
-    match Trace::parse_bytes(data) {
+pub fn recording(data: &[u8]) {
+    match Recording::parse_bytes(data) {
         Ok(trace) => {
             let text = trace.to_text();
-            let again = Trace::parse(&text).unwrap_or_else(|e| panic!("re-parse: {e}\n{text}"));
+            let again = Recording::parse(&text).unwrap_or_else(|e| panic!("re-parse: {e}\n{text}"));
             assert_eq!(again, trace);
             let _ = trace.to_annotated_text();
         }

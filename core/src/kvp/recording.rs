@@ -1,16 +1,16 @@
-//! Recorded host traffic: the trace file format, its parser and its writer.
+//! Recorded host traffic: the recording format, its parser and its writer.
 //!
 //! The production daemon writes this format with `--record FILE`; `cargo xtask replay`
-//! reads it (the replay itself lives in `hvguest_sim::recording`, which runs a trace
+//! reads it (the replay itself lives in `hvguest_sim::recording`, which runs a recording
 //! through the real `KvpMachine` and compares every reply with the recorded one).
-//! Recorded traces live in `scenarios/recorded/` and are regression tests.
+//! Recordings live in `scenarios/recorded/` and are regression tests.
 //!
 //! # Format (v1)
 //!
 //! A UTF-8 text file, one item per line. The first line is exactly
 //!
 //! ```text
-//! # hvguest kvp trace v1
+//! # hvguest kvp recording v1
 //! ```
 //!
 //! Any other line starting with `#` is a comment; blank lines are ignored. Tokens are
@@ -74,14 +74,14 @@ use crate::kvp::ip::{AdapterInfo, IfAddr, Mac};
 use crate::kvp::wire::{self, Op, PoolId};
 use crate::limits::{KVP_KEY_FIELD, KVP_MSG_SIZE, POOL_RECORD_SIZE};
 
-/// The first line of every trace file.
-pub const HEADER: &str = "# hvguest kvp trace v1";
+/// The first line of every recording.
+pub const HEADER: &str = "# hvguest kvp recording v1";
 
-/// Largest device message a trace may hold. The kernel's messages are 7430 bytes; a
+/// Largest device message a recording may hold. The kernel's messages are 7430 bytes; a
 /// misbehaving one is still recorded as read, but nothing real is this long.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
-/// Largest initial pool file a trace may hold (well above what the daemon accepts).
+/// Largest initial pool file a recording may hold (well above what the daemon accepts).
 pub const MAX_POOL_BYTES: usize = 256 << 20;
 
 /// Runs of at least this many zero bytes are written `~N`.
@@ -113,9 +113,9 @@ pub struct DeviceMessage {
     pub bytes: Vec<u8>,
 }
 
-/// A parsed trace: the world the daemon started in, then its device traffic in order.
+/// A parsed recording: the world the daemon started in, then its device traffic in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Trace {
+pub struct Recording {
     pub info: SystemInfo,
     pub adapters: BTreeMap<Mac, AdapterInfo>,
     /// Initial bytes of `.kvp_pool_N`, indexed by pool number.
@@ -126,7 +126,7 @@ pub struct Trace {
     pub info_changes: Vec<(Instant, SystemInfo)>,
 }
 
-/// What is wrong with a line of a trace file.
+/// What is wrong with a line of a recording.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseErrorKind {
     #[error("the first line must be `{HEADER}`")]
@@ -166,7 +166,7 @@ pub enum ParseErrorKind {
     BadValue { field: String, reason: String },
 }
 
-/// A trace file that cannot be read, and the line (from 1) where it went wrong.
+/// A recording that cannot be read, and the line (from 1) where it went wrong.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {kind}")]
 pub struct ParseError {
@@ -423,18 +423,18 @@ fn rest_as_bytes<'a>(
     })
 }
 
-impl Trace {
-    /// Parses a trace file's bytes; text that is not UTF-8 is reported at its line.
-    pub fn parse_bytes(bytes: &[u8]) -> Result<Trace, ParseError> {
+impl Recording {
+    /// Parses a recording's bytes; text that is not UTF-8 is reported at its line.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Recording, ParseError> {
         match std::str::from_utf8(bytes) {
-            Ok(text) => Trace::parse(text),
+            Ok(text) => Recording::parse(text),
             Err(e) => {
                 let good = &bytes[..e.valid_up_to()];
                 let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
                 // The lines before the bad one are UTF-8; an error among them comes first.
                 let before = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
                 let before = std::str::from_utf8(&good[..before]).unwrap_or("");
-                Trace::parse(before)?;
+                Recording::parse(before)?;
                 Err(ParseError {
                     line,
                     kind: ParseErrorKind::NotUtf8,
@@ -443,9 +443,9 @@ impl Trace {
         }
     }
 
-    /// Parses a trace file. Never panics; the error names the first bad line.
-    pub fn parse(text: &str) -> Result<Trace, ParseError> {
-        let mut trace = Trace::default();
+    /// Parses a recording. Never panics; the error names the first bad line.
+    pub fn parse(text: &str) -> Result<Recording, ParseError> {
+        let mut recording = Recording::default();
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
         match lines.next() {
             Some((_, first)) if first == HEADER => {}
@@ -472,11 +472,11 @@ impl Trace {
                         return Err(at_line(ParseErrorKind::DuplicateSysinfo));
                     }
                     seen_sysinfo = true;
-                    trace.info = sysinfo(tokens).map_err(at_line)?;
+                    recording.info = sysinfo(tokens).map_err(at_line)?;
                 }
                 "adapter" => {
                     let (mac, info) = adapter(tokens).map_err(at_line)?;
-                    if trace.adapters.insert(mac, info).is_some() {
+                    if recording.adapters.insert(mac, info).is_some() {
                         return Err(at_line(ParseErrorKind::DuplicateAdapter(mac.to_string())));
                     }
                 }
@@ -487,7 +487,7 @@ impl Trace {
                         .ok()
                         .and_then(PoolId::from_u8)
                         .ok_or_else(|| at_line(ParseErrorKind::BadPool(n.into())))?;
-                    let bytes = &mut trace.pools[pool.index()];
+                    let bytes = &mut recording.pools[pool.index()];
                     rest_as_bytes(tokens, bytes, MAX_POOL_BYTES).map_err(at_line)?;
                 }
                 t if t.starts_with(|c: char| c.is_ascii_digit()) => {
@@ -501,7 +501,7 @@ impl Trace {
                     let mut tokens = tokens.peekable();
                     if tokens.next_if_eq(&"sysinfo").is_some() {
                         let info = sysinfo(tokens).map_err(at_line)?;
-                        trace.info_changes.push((Instant(ns), info));
+                        recording.info_changes.push((Instant(ns), info));
                         continue;
                     }
                     let dir = match tokens.next().unwrap_or("") {
@@ -511,7 +511,7 @@ impl Trace {
                     };
                     let mut bytes = Vec::new();
                     rest_as_bytes(tokens, &mut bytes, MAX_MESSAGE_BYTES).map_err(at_line)?;
-                    trace.messages.push(DeviceMessage {
+                    recording.messages.push(DeviceMessage {
                         at: Instant(ns),
                         dir,
                         bytes,
@@ -520,16 +520,16 @@ impl Trace {
                 other => return Err(at_line(ParseErrorKind::UnknownLine(other.into()))),
             }
         }
-        Ok(trace)
+        Ok(recording)
     }
 
-    /// The trace file text.
+    /// The recording text.
     pub fn to_text(&self) -> String {
         self.render(false)
     }
 
-    /// The trace file text with a comment before each message saying what it is
-    /// (the request decoded, the reply summarised). Parses to the same trace.
+    /// The recording text with a comment before each message saying what it is
+    /// (the request decoded, the reply summarised). Parses to the same recording.
     pub fn to_annotated_text(&self) -> String {
         self.render(true)
     }
@@ -611,7 +611,7 @@ pub fn sysinfo_line(i: &SystemInfo) -> String {
     )
 }
 
-impl fmt::Display for Trace {
+impl fmt::Display for Recording {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_text())
     }

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    hvguest_sim::fuzz::trace_file(data);
+    hvguest_sim::fuzz::recording(data);
 });
