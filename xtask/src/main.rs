@@ -28,7 +28,8 @@ const TASKS: &[(&str, &str)] = &[
     (
         "sim",
         "run the seeded simulator in release; flags pass through: [--seeds N] [--seed S]\n\
-         \x20        [--requests N] [--check-determinism] [--no-faults] (the binary's defaults otherwise)",
+         \x20        [--requests N] [--tool-sweep N] [--check-determinism] [--no-faults] (the binary's\n\
+         \x20        defaults otherwise; --requests 1 --tool-sweep 5 reaches a million crash points)",
     ),
     (
         "replay",
