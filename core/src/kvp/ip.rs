@@ -74,8 +74,8 @@ pub struct IpConfig {
     pub dns: Vec<IpAddr>,
 }
 
-pub const FAMILY_V4: u8 = 1;
-pub const FAMILY_V6: u8 = 2;
+pub(crate) const FAMILY_V4: u8 = 1;
+pub(crate) const FAMILY_V6: u8 = 2;
 
 fn mask_text(a: &IfAddr) -> String {
     match a.addr {

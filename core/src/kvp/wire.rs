@@ -12,44 +12,58 @@ use crate::limits::{KVP_KEY_FIELD, KVP_MSG_SIZE, KVP_VALUE_FIELD};
 /// One device message.
 pub type Message = [u8; KVP_MSG_SIZE];
 
-/// Byte offsets inside a message (from the start of the message).
-pub mod offset {
-    pub const OPERATION: usize = 0;
-    pub const POOL: usize = 1;
-    pub const STATUS: usize = 0;
+/// Byte offsets inside a message (from the start of the message). Private to the core:
+/// the simulator's host writes its messages from its own table (`sim/src/host_wire.rs`),
+/// so a wrong offset here shows up as a wrong reply there.
+pub(crate) mod offset {
+    pub(crate) const OPERATION: usize = 0;
+    pub(crate) const POOL: usize = 1;
+    pub(crate) const STATUS: usize = 0;
     // GET / SET: hv_kvp_exchg_msg_value
-    pub const VALUE_TYPE: usize = 4;
-    pub const KEY_SIZE: usize = 8;
-    pub const VALUE_SIZE: usize = 12;
-    pub const KEY: usize = 16;
-    pub const VALUE: usize = 528;
+    // The kernel fills this field itself (docs/protocol/kvp.md §2.4); stated so the
+    // layout reads whole.
+    #[allow(dead_code)]
+    pub(crate) const VALUE_TYPE: usize = 4;
+    pub(crate) const KEY_SIZE: usize = 8;
+    pub(crate) const VALUE_SIZE: usize = 12;
+    pub(crate) const KEY: usize = 16;
+    pub(crate) const VALUE: usize = 528;
     // DELETE
-    pub const DELETE_KEY_SIZE: usize = 4;
-    pub const DELETE_KEY: usize = 8;
+    pub(crate) const DELETE_KEY_SIZE: usize = 4;
+    pub(crate) const DELETE_KEY: usize = 8;
     // ENUMERATE
-    pub const ENUM_INDEX: usize = 4;
-    pub const ENUM_VALUE_TYPE: usize = 8;
-    pub const ENUM_KEY_SIZE: usize = 12;
-    pub const ENUM_VALUE_SIZE: usize = 16;
-    pub const ENUM_KEY: usize = 20;
-    pub const ENUM_VALUE: usize = 532;
+    pub(crate) const ENUM_INDEX: usize = 4;
+    // The kernel fills this field itself (docs/protocol/kvp.md §2.4); stated so the
+    // layout reads whole.
+    #[allow(dead_code)]
+    pub(crate) const ENUM_VALUE_TYPE: usize = 8;
+    // The kernel fills this field itself (docs/protocol/kvp.md §2.4); stated so the
+    // layout reads whole.
+    #[allow(dead_code)]
+    pub(crate) const ENUM_KEY_SIZE: usize = 12;
+    // The kernel fills this field itself (docs/protocol/kvp.md §2.4); stated so the
+    // layout reads whole.
+    #[allow(dead_code)]
+    pub(crate) const ENUM_VALUE_SIZE: usize = 16;
+    pub(crate) const ENUM_KEY: usize = 20;
+    pub(crate) const ENUM_VALUE: usize = 532;
     // GET_IP_INFO / SET_IP_INFO: hv_kvp_ipaddr_value (UTF-8 on the device side)
-    pub const ADAPTER_ID: usize = 4;
-    pub const ADDR_FAMILY: usize = 260;
-    pub const DHCP_ENABLED: usize = 261;
-    pub const IP_ADDR: usize = 262;
-    pub const SUB_NET: usize = 2310;
-    pub const GATE_WAY: usize = 4358;
-    pub const DNS_ADDR: usize = 5382;
+    pub(crate) const ADAPTER_ID: usize = 4;
+    pub(crate) const ADDR_FAMILY: usize = 260;
+    pub(crate) const DHCP_ENABLED: usize = 261;
+    pub(crate) const IP_ADDR: usize = 262;
+    pub(crate) const SUB_NET: usize = 2310;
+    pub(crate) const GATE_WAY: usize = 4358;
+    pub(crate) const DNS_ADDR: usize = 5382;
 }
 
 /// Sizes of the IP info fields on the device (bytes).
-pub mod ip_field {
-    pub const ADAPTER_ID: usize = 256;
-    pub const IP_ADDR: usize = 2048;
-    pub const SUB_NET: usize = 2048;
-    pub const GATE_WAY: usize = 1024;
-    pub const DNS_ADDR: usize = 2048;
+pub(crate) mod ip_field {
+    pub(crate) const ADAPTER_ID: usize = 256;
+    pub(crate) const IP_ADDR: usize = 2048;
+    pub(crate) const SUB_NET: usize = 2048;
+    pub(crate) const GATE_WAY: usize = 1024;
+    pub(crate) const DNS_ADDR: usize = 2048;
 }
 
 // The layout adds up (docs/protocol/kvp.md §1.3): every field ends inside the message.
