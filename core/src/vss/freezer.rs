@@ -77,6 +77,9 @@ fn escape(s: &str) -> String {
         match c {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
+            // A raw CR before the newline is dropped by `text` (CRLF tolerance): a mount
+            // point ending in CR must not lose it.
+            '\r' => out.push_str("\\r"),
             c => out.push(c),
         }
     }
@@ -94,6 +97,7 @@ fn unescape(s: &str) -> Result<String, LineError> {
         match chars.next() {
             Some('\\') => out.push('\\'),
             Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
             _ => return Err(LineError::Escape),
         }
     }
@@ -507,7 +511,7 @@ mod tests {
                 auto_thaw_after: ms(31_000),
             },
             Command::Suspend {
-                mount: "/mnt/with space\\and\nnewline".into(),
+                mount: "/mnt/with space\\and\nnewline\r".into(),
                 auto_thaw_after: ms(0),
             },
             Command::Resume,
