@@ -163,6 +163,11 @@ pub struct World {
     outside_torn: bool,
     /// Post images of crashed appends another program may have moved before recovery.
     residue: Vec<(Vec<u8>, bool)>,
+    /// Torn in-place writes of ours (a SET of a present key, a DELETE's fill of the
+    /// hole: some sectors the slot's pre image, some its post image, as a power loss
+    /// leaves them) that another program copied down while the journal held their
+    /// entry, where recovery cannot find them: the exact bytes moved.
+    torn_residue: Vec<Vec<u8>>,
     /// Outside keys a GET asked for, with where the reply must come from.
     outside_seq: u64,
     checkpoint_due: bool,
@@ -231,6 +236,7 @@ impl World {
             outside_removed: Vec::new(),
             outside_torn: false,
             residue: Vec::new(),
+            torn_residue: Vec::new(),
             outside_seq: 0,
             checkpoint_due: false,
             vss: None,
@@ -883,15 +889,18 @@ impl World {
             }) {
                 problems.push(format!("{}: torn or unpadded record: {i:?}", path(p)));
             }
+            // Records are checked as if the torn residue were not there (it may hide
+            // any key's first match; nothing else may).
+            let clean = if p == PoolId::Guest && !self.torn_residue.is_empty() {
+                decode_pool(&self.without_torn_residue(bytes)).records
+            } else {
+                dec.records.clone()
+            };
             // Catches an acknowledged SET/DELETE that is not durable (a missing fsync,
             // a journal cleared too early), recovery that drops or resurrects a change,
             // and DELETE planning that changes which duplicate is a key's first match.
             for (k, cell) in self.model.keys(p) {
-                let got = dec
-                    .records
-                    .iter()
-                    .find(|r| r.key == *k)
-                    .map(|r| r.value.clone());
+                let got = clean.iter().find(|r| r.key == *k).map(|r| r.value.clone());
                 if p == PoolId::Guest
                     && self.residue_key(k.as_bytes(), got.as_ref().map(Value::as_bytes))
                 {
@@ -908,7 +917,7 @@ impl World {
             if p == PoolId::Guest {
                 // Catches recovery or a DELETE that loses, or un-does, another
                 // program's append or in-place rewrite (parsed here, not by the core).
-                let bytes = self.fs.contents(&path(p));
+                let bytes = &self.without_torn_residue(self.fs.contents(&path(p)));
                 for (k, v) in &self.outside_records {
                     let got = outside::first_match(bytes, k.as_bytes());
                     if got.as_deref() != Some(v.as_bytes()) {
