@@ -168,6 +168,10 @@ pub struct World {
     /// leaves them) that another program copied down while the journal held their
     /// entry, where recovery cannot find them: the exact bytes moved.
     torn_residue: Vec<Vec<u8>>,
+    /// Host-key values a pool held when another program emptied it under a running
+    /// daemon: until the daemon next loads that pool, a read it answers from memory (its
+    /// file lane busy, or at its deadline) may still show them.
+    emptied_in_memory: Vec<(PoolId, Key, Value)>,
     /// Outside keys a GET asked for, with where the reply must come from.
     outside_seq: u64,
     checkpoint_due: bool,
@@ -237,6 +241,7 @@ impl World {
             outside_torn: false,
             residue: Vec::new(),
             torn_residue: Vec::new(),
+            emptied_in_memory: Vec::new(),
             outside_seq: 0,
             checkpoint_due: false,
             vss: None,
@@ -479,22 +484,27 @@ impl World {
                 w.disturbed = true;
             }
         }
+        // A read answered at its deadline, its refresh unfinished, comes from memory by
+        // design (as does one that arrived while a file job ran).
+        let at_deadline = o
+            .delivered_at
+            .is_some_and(|d| self.now.saturating_since(d) >= self.setup.config.reply_budget);
+        let from_memory = o.busy_at_delivery || at_deadline;
         if let Request::Get {
             pool: PoolId::Guest,
             key,
         } = &req
         {
-            // A read answered at its deadline, its refresh unfinished, comes from
-            // memory by design (as does one that arrived while a file job ran).
-            let at_deadline = o
-                .delivered_at
-                .is_some_and(|d| self.now.saturating_since(d) >= self.setup.config.reply_budget);
-            if !o.busy_at_delivery && !at_deadline {
+            if !from_memory {
                 self.check_fresh(key, &reply, failed_ok);
             }
         }
-        if residue || self.tool_stale_read(&req, &reply) {
-            // A residue record, or a tool key's stale read (accepted, see `tool_side`):
+        if residue
+            || self.tool_stale_read(&req, &reply)
+            || self.emptied_stale_read(&req, &reply, from_memory)
+        {
+            // A residue record, a tool key's stale read (accepted, see `tool_side`), or
+            // memory from before another program emptied the pool (see `emptied`):
             // not an observation.
         } else if let Err(Mismatch(m)) = check_reply(
             &mut self.model,
@@ -601,7 +611,7 @@ impl World {
                 self.log("outside", &format!("truncate {}", path(p)));
                 if self.fs.set_len(&path(p), 0).is_ok() {
                     while self.fs.fsync(&path(p)).is_err() {}
-                    self.model.truncated(p);
+                    self.emptied(p);
                     self.outside_records.clear();
                 }
             }
@@ -849,6 +859,7 @@ impl World {
             _ => self.model.quiesce(),
         }
         self.tool_check();
+        self.emptied_check();
         let idle = self.daemon.as_ref().is_some_and(|d| {
             d.machine.registered()
                 && d.machine.is_idle()

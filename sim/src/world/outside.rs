@@ -6,7 +6,7 @@
 //! 512-byte key and a 2048-byte value, NUL-padded), not with the core's record code.
 
 use hvguest_core::kvp::text::{Key, Value};
-use hvguest_core::kvp::wire::{PoolId, Reply, Status};
+use hvguest_core::kvp::wire::{PoolId, Reply, Request, Status};
 use hvguest_core::limits::SECTOR_SIZE;
 
 use super::{path, World};
@@ -182,7 +182,7 @@ impl World {
                 })
             }
             OutsideOp::Truncate => self.fs.set_len(&name, 0).ok().map(|_| {
-                self.model.truncated(pool);
+                self.emptied(pool);
                 self.residue.clear();
                 self.torn_residue.clear();
                 if pool == PoolId::Guest {
@@ -284,11 +284,89 @@ impl World {
         None
     }
 
-    /// The daemon is down or idle: a read it answers next comes from the file, not from
-    /// memory kept while a file job is stuck (which may miss another program's change;
-    /// the model could not say what such a read shows for host keys).
+    /// The daemon is down or idle: no file job of ours is half way through the pool, so
+    /// the model can say what the file holds after another program's change. (A read
+    /// may still come from memory if a later file job gets stuck before the daemon next
+    /// loads the pool: see `emptied`.)
     fn daemon_quiet(&self) -> bool {
         self.daemon.as_ref().is_none_or(|d| d.machine.is_idle())
+    }
+
+    /// Another program emptied `pool`: every host key is absent from the file now. A
+    /// running daemon's memory still holds the old records until it next loads the pool
+    /// (a refresh or a mutation sees the new stamp), and a read it answers from memory
+    /// meanwhile (a file job stuck on another pool, or its deadline) may show them, by
+    /// design: reads go on while the file lane is busy.
+    pub(super) fn emptied(&mut self, pool: PoolId) {
+        if self.daemon.is_some() {
+            let mut held = Vec::new();
+            for (k, cell) in self.model.keys(pool) {
+                let dups = self.model.dup_values(pool, k).iter().cloned();
+                for v in cell.iter().flatten().cloned().chain(dups) {
+                    held.push((pool, k.clone(), v));
+                }
+            }
+            for h in held {
+                if !self.emptied_in_memory.contains(&h) {
+                    self.emptied_in_memory.push(h);
+                }
+            }
+        }
+        self.model.truncated(pool);
+    }
+
+    /// Forgets the emptied pools' old records once the daemon's memory is the file again
+    /// (its stamp is the file's, and no read is under way), or the daemon is gone.
+    pub(super) fn emptied_check(&mut self) {
+        if self.emptied_in_memory.is_empty() || self.outstanding.is_some() {
+            return;
+        }
+        let (daemon, fs) = (self.daemon.as_ref(), &self.fs);
+        self.emptied_in_memory.retain(|(p, _, _)| {
+            daemon.is_some_and(|d| d.machine.pool_stamp(*p) != Some(fs.peek_stamp(&path(*p))))
+        });
+    }
+
+    /// Whether a reply answered from memory shows a host key's record from before
+    /// another program emptied the pool, the daemon not having loaded it since: accepted,
+    /// but not an observation (the model says the key is absent, and it is, on disk). A
+    /// read not answered from memory must show the file: the daemon's refresh sees the
+    /// emptied file's new length, so an old record there is still a violation.
+    pub(super) fn emptied_stale_read(
+        &mut self,
+        req: &Request,
+        reply: &Reply,
+        from_memory: bool,
+    ) -> bool {
+        let (pool, shown) = match (req, reply) {
+            (Request::Get { pool, key }, Reply::Value(v)) => (*pool, Some((key, v))),
+            (Request::Enumerate { pool, .. }, Reply::Entry { key, value }) => {
+                (*pool, Some((key, value)))
+            }
+            (Request::Enumerate { pool, .. }, _) => (*pool, None),
+            _ => return false,
+        };
+        if !from_memory || !self.emptied_in_memory.iter().any(|(p, _, _)| *p == pool) {
+            return false;
+        }
+        if matches!(req, Request::Enumerate { .. }) {
+            // A walk over memory that predates the emptying.
+            if let Some(w) = self.walk.as_mut() {
+                w.disturbed = true;
+            }
+        }
+        let Some((key, value)) = shown else {
+            return false;
+        };
+        let held = (pool, key.clone(), value.clone());
+        if !self.emptied_in_memory.contains(&held) {
+            return false;
+        }
+        self.log(
+            "world",
+            "read from memory of an emptied pool's old record accepted",
+        );
+        true
     }
 
     /// An outside key for the host to GET: one present, or one removed.
