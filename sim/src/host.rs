@@ -514,15 +514,36 @@ impl Workload {
     }
 
     fn malformed(&mut self) -> Vec<u8> {
+        // One defect each (the world holds the status to its expectation, see
+        // `host_wire::malformed_status`); the fields are otherwise well-formed.
         let mut m = vec![0u8; 7430];
-        match self.prng.below(4) {
+        match self.prng.below(7) {
             0 => m[0] = self.prng.range(6, 255) as u8,
             1 => {
+                m[0] = self.prng.below(4) as u8;
                 m[1] = self.prng.range(5, 255) as u8;
             }
             2 => {
+                // SET, key field full: key @16, 512 bytes.
                 m[0] = 1;
                 m[16..16 + 512].fill(b'Z');
+            }
+            3 => {
+                // SET of a short key, value field full: value @528, 2048 bytes.
+                m[0] = 1;
+                m[16] = b'k';
+                m[528..528 + 2048].fill(b'V');
+            }
+            4 => {
+                // GET, key field full.
+                m[1] = self.prng.below(5) as u8;
+                m[16..16 + 512].fill(b'G');
+            }
+            5 => {
+                // DELETE, key field full: key @8, 512 bytes.
+                m[0] = 2;
+                m[1] = self.prng.below(5) as u8;
+                m[8..8 + 512].fill(b'D');
             }
             _ => m.truncate(self.prng.below(7430) as usize),
         }

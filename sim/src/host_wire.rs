@@ -141,6 +141,48 @@ pub fn decode(op: Op, m: &[u8]) -> Result<Reply, BadReply> {
     })
 }
 
+/// The status our daemon owes a request with exactly one defect, from the status table
+/// of docs/protocol/kvp.md §1.2 and our decisions in ARCHITECTURE.md ("Decisions worth
+/// knowing"): a message of the wrong size or naming a pool past 4 is `E_FAIL`, an
+/// operation past 5 is `NOT_SUPPORTED`, a GET, SET or DELETE whose key or value field
+/// has no NUL is `INVALID_ARG`. `None` when the message has no defect or more than one
+/// (then any status but OK will do). Catches a decoder that answers a malformed message
+/// with the wrong status, or with OK.
+pub fn malformed_status(m: &[u8]) -> Option<Status> {
+    const E_FAIL: Status = Status(0x8000_4005);
+    const NOT_SUPPORTED: Status = Status(0x8007_0032);
+    const INVALID_ARG: Status = Status(0x8007_0057);
+    if m.len() != MSG_LEN {
+        return Some(E_FAIL);
+    }
+    let unterminated = |at: usize, len: usize| !m[at..at + len].contains(&0);
+    let (op, pool) = (m[0], m[1]);
+    let mut defects = Vec::new();
+    if op > 5 {
+        defects.push(NOT_SUPPORTED);
+    }
+    if op <= 3 && pool > 4 {
+        defects.push(E_FAIL);
+    }
+    // Key and value fields: GET key @16 (512), SET key @16 (512) and value @528 (2048),
+    // DELETE key @8 (512).
+    let fields: &[(usize, usize)] = match op {
+        0 => &[(16, 512)],
+        1 => &[(16, 512), (528, 2048)],
+        2 => &[(8, 512)],
+        _ => &[],
+    };
+    for &(at, len) in fields {
+        if unterminated(at, len) {
+            defects.push(INVALID_ARG);
+        }
+    }
+    match defects.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The spec's test vectors (docs/protocol/kvp.md §8), bytes written out by hand.
@@ -280,6 +322,28 @@ mod tests {
             key: key("é"),
         });
         only(&m, &[(8, &[2]), (16, &[0xc3, 0xa9, 0])]);
+    }
+
+    #[test]
+    fn malformed_statuses() {
+        let mut m = encode(&Request::Get {
+            pool: PoolId::Guest,
+            key: key("k"),
+        });
+        assert_eq!(malformed_status(&m), None);
+        m[16..528].fill(b'Z');
+        assert_eq!(malformed_status(&m), Some(Status(0x8007_0057)));
+        m[1] = 9;
+        assert_eq!(malformed_status(&m), None, "two defects");
+        let mut d = vec![0u8; MSG_LEN];
+        d[0] = 2;
+        d[8..520].fill(b'Z');
+        assert_eq!(malformed_status(&d), Some(Status(0x8007_0057)));
+        d[8] = 0;
+        assert_eq!(malformed_status(&d), None);
+        d[0] = 7;
+        assert_eq!(malformed_status(&d), Some(Status(0x8007_0032)));
+        assert_eq!(malformed_status(&d[..100]), Some(Status(0x8000_4005)));
     }
 
     #[test]

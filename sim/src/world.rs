@@ -127,6 +127,8 @@ struct Outstanding {
     busy_at_delivery: bool,
     /// When the request was first handed to a daemon.
     delivered_at: Option<Instant>,
+    /// A malformed message with one defect: the status it must get.
+    malformed_status: Option<Status>,
 }
 
 pub struct World {
@@ -445,9 +447,17 @@ impl World {
         }
         let Some(req) = o.request else {
             self.log("host", &format!("#{id} <- {}", trace::reply(None, bytes)));
-            // Malformed: any status but OK; never a crash.
-            if bytes[..4] == [0, 0, 0, 0] {
-                self.fail(format!("malformed request #{id} answered OK"));
+            // Malformed: the status our decisions give its one defect, else any status
+            // but OK; never a crash. (A timed-out request got the kernel's E_FAIL.)
+            let got = Status(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+            match o.malformed_status {
+                Some(want) if got != want && !timed_out => self.fail(format!(
+                    "malformed request #{id} answered {got:?}, expected {want:?}"
+                )),
+                _ if got == Status::OK => {
+                    self.fail(format!("malformed request #{id} answered OK"))
+                }
+                _ => {}
             }
             return;
         };
@@ -556,6 +566,10 @@ impl World {
             (None, Some(b)) => b,
             (None, None) => return,
         };
+        let malformed_status = match request {
+            None => host_wire::malformed_status(&bytes),
+            Some(_) => None,
+        };
         let text = request.as_ref().map_or_else(
             || {
                 format!(
@@ -580,6 +594,7 @@ impl World {
             walk_step,
             busy_at_delivery: false,
             delivered_at: None,
+            malformed_status,
         });
         self.kernel.submit(HostRequest { id, bytes });
         let mut out = Vec::new();
