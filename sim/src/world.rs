@@ -10,7 +10,7 @@ use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac};
 use hvguest_core::kvp::machine::{Event, KvpConfig};
 use hvguest_core::kvp::record::{decode_pool, PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, Value};
-use hvguest_core::kvp::wire::{Op, PoolId, Reply, Request, Status};
+use hvguest_core::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
 use hvguest_core::limits::POOL_RECORD_SIZE;
 use hvguest_core::Instant;
 
@@ -562,7 +562,20 @@ impl World {
         let bytes = match (&request, raw) {
             // Encoded by the host's own codec: catches a request field the core
             // decodes from the wrong offset.
-            (Some(r), _) => host_wire::encode(r),
+            (Some(r), _) => {
+                let bytes = host_wire::encode(r);
+                // The real-time emulators (`kvp-host`, the end-to-end tests, the
+                // benchmark) hand the real daemon what the core's `encode_request`
+                // makes: it must be what the kernel hands over. Catches a wrong offset
+                // or size field in it, which the daemon itself never reads.
+                if wire::encode_request(r)[..] != bytes[..] {
+                    self.fail(format!(
+                        "the emulators' encoding of {} differs from the kernel's",
+                        trace::request(r)
+                    ));
+                }
+                bytes
+            }
             (None, Some(b)) => b,
             (None, None) => return,
         };
