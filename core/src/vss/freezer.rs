@@ -104,9 +104,14 @@ fn unescape(s: &str) -> Result<String, LineError> {
     Ok(out)
 }
 
+/// At most this many characters of text in an `err` reply: escaped (two bytes at most
+/// for one byte) and UTF-8 (four bytes at most), after `err <errno> `, it fits a line.
+const REPLY_TEXT_CHARS: usize = 480;
+const _: () = assert!(16 + 4 * REPLY_TEXT_CHARS <= FREEZER_MAX_LINE);
+
 fn millis(word: &str) -> Result<Duration, LineError> {
     if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(LineError::Number(word.to_string()));
+        return Err(LineError::Number(word.chars().take(32).collect()));
     }
     word.parse::<u64>()
         .map(Duration::from_millis)
@@ -409,9 +414,10 @@ impl FreezerCore {
     }
 
     fn reply_err(&mut self, errno: i32, text: &str) {
+        // Bounded, so the reply fits one line whatever the text quotes.
         self.reply(Reply::Err {
             errno,
-            text: text.to_string(),
+            text: text.chars().take(REPLY_TEXT_CHARS).collect(),
         });
     }
 
