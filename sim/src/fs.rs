@@ -288,7 +288,9 @@ impl SimFs {
     }
 
     /// Power loss: each file keeps its durable bytes plus a prefix of its pending
-    /// changes; the last change kept may be torn (a random subset of its sectors).
+    /// changes; the last change kept may be torn (a random subset of its sectors, and
+    /// for a write past the end, perhaps the new length with zeros where sectors are
+    /// missing).
     /// Returns a line per file that kept anything volatile, for the trace.
     pub fn crash(&mut self, prng: &mut Prng) -> Vec<String> {
         let mut notes = Vec::new();
@@ -320,6 +322,13 @@ impl SimFs {
                             partial[at..at + sector.len()].copy_from_slice(sector);
                             torn = true;
                         }
+                    }
+                    // A write that grew the file: its new length may have reached the
+                    // disk before its data (ext4 with data=writeback, XFS), so sectors
+                    // that did not read as zeros up to its end.
+                    if partial.len() < off + data.len() && prng.chance(1, 2) {
+                        partial.resize(off + data.len(), 0);
+                        torn = true;
                     }
                     bytes = partial;
                 }

@@ -72,6 +72,25 @@ impl Model {
         }
     }
 
+    /// Another writer's change to `v` is known not to have happened (the tool said so):
+    /// `v` is no longer possible for the key, unless `before` (what was possible when
+    /// the change began) had it. If nothing else is left, `before` is.
+    pub fn release(&mut self, p: PoolId, k: &Key, v: &Option<Value>, before: &[Option<Value>]) {
+        if before.contains(v) {
+            return;
+        }
+        self.in_flight
+            .retain(|(fp, fk, fv)| !(*fp == p && fk == k && fv == v));
+        let cell = self
+            .cells
+            .entry((p, k.clone()))
+            .or_insert_with(|| vec![None]);
+        cell.retain(|x| x != v);
+        if cell.is_empty() {
+            cell.extend(before.iter().cloned());
+        }
+    }
+
     /// A read saw `v`: that is the value now, but a failed mutation still in flight may
     /// yet land.
     pub fn observe(&mut self, p: PoolId, k: &Key, v: Option<Value>) {

@@ -544,9 +544,19 @@ fn random_mounts(prng: &mut crate::prng::Prng) -> Vec<Mount> {
         out.push(m);
     }
     // nullfs under /jail/N, from somewhere on any of the file systems above (or from a
-    // nullfs mount point, which holds nothing of its own).
+    // nullfs mount point, which holds nothing of its own); half the time from one that
+    // cannot be frozen (writable NFS or msdosfs), when the table has one.
+    let unfreezable: Vec<String> = out
+        .iter()
+        .filter(|m| !m.read_only && (m.fstype == "nfs" || m.fstype == "msdosfs"))
+        .map(|m| m.path.clone())
+        .collect();
     for n in 0..prng.below(3) {
-        let from = prng.choose(&out).path.clone();
+        let from = if !unfreezable.is_empty() && prng.chance(1, 2) {
+            prng.choose(&unfreezable).clone()
+        } else {
+            prng.choose(&out).path.clone()
+        };
         let source = if from == "/" {
             "/usr/src".to_string()
         } else {
@@ -558,6 +568,15 @@ fn random_mounts(prng: &mut crate::prng::Prng) -> Vec<Mount> {
             &source,
             prng.chance(1, 5),
         ));
+    }
+    // The mount table lists file systems in the order they were mounted: `/` first,
+    // the rest in any order (a file system mounted late, by autofs or by hand, comes
+    // after the nullfs mounts that reach into it).
+    if prng.chance(1, 3) {
+        for i in (2..out.len()).rev() {
+            let j = 1 + prng.below(i as u64) as usize;
+            out.swap(i, j);
+        }
     }
     out
 }

@@ -454,9 +454,7 @@ impl World {
                 Some(want) if got != want && !timed_out => self.fail(format!(
                     "malformed request #{id} answered {got:?}, expected {want:?}"
                 )),
-                _ if got == Status::OK => {
-                    self.fail(format!("malformed request #{id} answered OK"))
-                }
+                _ if got == Status::OK => self.fail(format!("malformed request #{id} answered OK")),
                 _ => {}
             }
             return;

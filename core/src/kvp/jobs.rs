@@ -929,7 +929,7 @@ impl Recover {
     fn next_entry_step(&mut self) -> Step {
         match self.entries.get(self.next_entry) {
             Some(e) => {
-                let want = e.slots();
+                let want = e.slots_to_judge(self.len);
                 self.entry_slots(want, BTreeMap::new())
             }
             None => {

@@ -17,7 +17,7 @@
 
 use crate::kvp::record::RecordBytes;
 use crate::kvp::wire::PoolId;
-use crate::limits::{MAX_JOURNAL_ENTRIES, POOL_RECORD_SIZE, SECTOR_SIZE};
+use crate::limits::{MAX_JOURNAL_ENTRIES, MAX_POOL_RECORDS, POOL_RECORD_SIZE, SECTOR_SIZE};
 
 const MAGIC: &[u8; 8] = b"HVKVPJ1\0";
 /// Slot writes in one entry: a delete writes at most two slots.
@@ -127,6 +127,22 @@ impl JournalEntry {
         s.extend(self.dropped.as_ref().map(|d| d.0));
         s
     }
+
+    /// The slots [`judge`] reads in a file of `len` bytes (whole records): the entry's
+    /// own and, for an entry that cuts a record, every slot below that record (where
+    /// another program's delete may have moved it), at most [`MAX_POOL_RECORDS`].
+    pub fn slots_to_judge(&self, len: u64) -> Vec<u32> {
+        let own = self.slots();
+        let mut s = own.clone();
+        if let Some((dropped, _)) = &self.dropped {
+            let below = (len / POOL_RECORD_SIZE as u64)
+                .min(u64::from(*dropped))
+                .min(MAX_POOL_RECORDS as u64);
+            let below = u32::try_from(below).unwrap_or(0);
+            s.extend((0..below).filter(|slot| !own.contains(slot)));
+        }
+        s
+    }
 }
 
 /// The journal file, parsed.
@@ -190,7 +206,7 @@ fn sectors_match(actual: &RecordBytes, a: &RecordBytes, b: &RecordBytes) -> bool
 
 /// Judges `entry` against the file: `len` is its length now (whole records: recovery
 /// cuts a partial tail first) and `slot(s)` returns the current bytes of slot `s`,
-/// zeros beyond the end.
+/// zeros beyond the end; it is asked only for [`JournalEntry::slots_to_judge`].
 pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) -> Verdict {
     let rec = POOL_RECORD_SIZE as u64;
     if len < entry.old_len.min(entry.new_len) {
@@ -243,6 +259,17 @@ pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) 
         } else if still_there {
             // Others appended after the crash; cutting would lose their records.
             remove_slot = Some(*dropped);
+        } else if posts_done {
+            // Every post is there and the record to cut is not in its slot: we cut it,
+            // or another program's delete (copying the later records down) moved it
+            // down, beside the copy our post image made of it. Then a slot below, not
+            // one of ours, holds exactly its bytes: remove the highest such slot, as
+            // our cut would have. (Had we cut, such a slot means the pool held that
+            // very record twice before; one copy stays, so no GET changes.)
+            let below = u32::try_from((len / rec).min(u64::from(*dropped))).unwrap_or(0);
+            remove_slot = (0..below)
+                .rev()
+                .find(|&s| !entry.writes.iter().any(|w| w.slot == s) && slot(s) == **pre);
         }
     }
     Verdict::Finish {
@@ -319,6 +346,54 @@ mod tests {
         let mut flipped = e.encode();
         flipped[50] ^= 1;
         assert!(parse_journal(&flipped).entries.is_empty());
+    }
+
+    #[test]
+    fn judge_removes_our_cut_record_another_delete_moved_down() {
+        // Our delete of slot 0 wrote its post (slot 2's record) and crashed before the
+        // cut; another program then deleted slot 1 by copying slot 2 down and cutting.
+        let e = entry();
+        let rec = POOL_RECORD_SIZE as u64;
+        let file = [rb(3), rb(3)];
+        let slot = |s: u32| {
+            file.get(s as usize)
+                .map_or([0u8; POOL_RECORD_SIZE], |b| **b)
+        };
+        assert_eq!(e.slots_to_judge(2 * rec), vec![0, 2, 1]);
+        assert_eq!(e.slots_to_judge(5 * rec), vec![0, 2, 1]);
+        assert_eq!(
+            judge(&e, 2 * rec, &slot),
+            Verdict::Finish {
+                truncate_to: None,
+                remove_slot: Some(1)
+            }
+        );
+        // The same, and then the other program appended a record after the cut.
+        let file = [rb(3), rb(3), rb(9)];
+        let slot = |s: u32| {
+            file.get(s as usize)
+                .map_or([0u8; POOL_RECORD_SIZE], |b| **b)
+        };
+        assert_eq!(
+            judge(&e, 3 * rec, &slot),
+            Verdict::Finish {
+                truncate_to: None,
+                remove_slot: Some(1)
+            }
+        );
+        // Our own cut, with a different record last: nothing more to do.
+        let file = [rb(3), rb(7)];
+        let slot = |s: u32| {
+            file.get(s as usize)
+                .map_or([0u8; POOL_RECORD_SIZE], |b| **b)
+        };
+        assert_eq!(
+            judge(&e, 2 * rec, &slot),
+            Verdict::Finish {
+                truncate_to: None,
+                remove_slot: None
+            }
+        );
     }
 
     #[test]

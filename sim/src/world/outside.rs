@@ -384,24 +384,29 @@ impl World {
     /// Freshness: a GET of a key only other programs write must answer what the file
     /// holds at the moment of the reply, first match (catches serving a stale memory
     /// copy after another program's append, rewrite or delete, e.g. a refresh that
-    /// trusts an unchanged stamp or a wrong first-match lookup). The core's own pending
-    /// change may be half made while its lock is held or its journal is not empty: then
-    /// the check is skipped (the reply may legitimately show either side).
+    /// trusts an unchanged stamp or a wrong first-match lookup). While a journaling
+    /// writer holds the lock its change may be half made: then the check is skipped
+    /// (the reply may legitimately show either side). An entry left in the journal
+    /// with nobody holding the lock (a writer died, or failed to clear it) must be
+    /// recovered before the pool is served: the reply is then `E_FAIL` or what the file
+    /// holds, never an older memory copy (catches a read that answers from memory past
+    /// another writer's pending entry, and so misses appends made since).
     pub(super) fn check_fresh(&mut self, key: &Key, reply: &Reply, failed_ok: bool) {
         if !key.as_bytes().starts_with(OUTSIDE_PREFIX.as_bytes()) {
             return;
         }
         let name = path(PoolId::Guest);
         let journal = hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name();
-        if self.fs.lock_holder(&name).is_some() || !self.fs.contents(&journal).is_empty() {
+        if self.fs.lock_holder(&name).is_some() {
             return;
         }
+        let pending = !self.fs.contents(&journal).is_empty();
         let want = first_match(self.fs.contents(&name), key.as_bytes());
         let want_durable = first_match(self.fs.durable(&name), key.as_bytes());
         let got = match reply {
             Reply::Value(v) => Some(v.as_bytes().to_vec()),
             Reply::Status(Status::S_CONT) => None,
-            Reply::Status(Status::E_FAIL) if failed_ok => return,
+            Reply::Status(Status::E_FAIL) if failed_ok || pending => return,
             other => {
                 return self.fail(format!(
                     "GET guest {}: {other:?}",

@@ -58,6 +58,8 @@ struct Running {
     job: ToolWrite,
     key: Key,
     value: Option<Value>,
+    /// What the host's model held possible for the key when the change began.
+    before: Vec<Option<Value>>,
     /// The result of the effect in flight, and when it arrives.
     pending: Option<(Instant, EffectResult)>,
     /// An effect that cannot run yet (a lock held by another, a suspended file system).
@@ -273,22 +275,19 @@ impl World {
             ),
             MutOp::Delete(k) => format!("delete {}", trace::text(k.as_bytes())),
         };
-        let before: Vec<_> = self
-            .model
-            .possible(TOOL_POOL, &key)
-            .iter()
-            .map(|v| (key.clone(), v.clone()))
-            .collect();
+        let before = self.model.possible(TOOL_POOL, &key).to_vec();
         let Some(t) = self.tool.as_mut() else { return };
-        for b in before {
-            if !t.past.contains(&b) {
-                t.past.push(b);
+        for b in &before {
+            let held = (key.clone(), b.clone());
+            if !t.past.contains(&held) {
+                t.past.push(held);
             }
         }
         t.running = Some(Running {
             job: ToolWrite::new(TOOL_POOL, op, exist),
             key,
             value,
+            before,
             pending: None,
             parked: None,
             effects: 0,
@@ -325,12 +324,15 @@ impl World {
                 t.unsettled.push((r.key.clone(), r.value.clone()));
                 self.errors_possible = true;
             }
-            // Nothing changed; the value it would have written stays possible until
-            // read (a weaker check: the sweep checks these outcomes exactly).
+            // Nothing changed, and nothing will: the value it would have written is no
+            // longer possible (catches an outcome that says so while the journal still
+            // holds the change, for a later recovery to finish).
             ToolOutcome::Full
             | ToolOutcome::JournalBusy
             | ToolOutcome::Failed(_)
-            | ToolOutcome::NotApplied(_) => {}
+            | ToolOutcome::NotApplied(_) => {
+                self.model.release(TOOL_POOL, &r.key, &r.value, &r.before);
+            }
         }
         self.tool_log(&format!("-> {o:?}"));
         if let Some(d) = self.daemon.as_mut() {

@@ -8,6 +8,7 @@ use hvguest_core::kvp::effect::{EffectId, IoError};
 use hvguest_core::vss::effect::ExitStatus;
 use hvguest_core::vss::effect::{VssEffect, VssInput, VssResult};
 use hvguest_core::vss::machine::{VssEvent, VssOutput};
+use hvguest_core::vss::policy::PolicyError;
 use hvguest_core::vss::wire::{OptMsg, VssOp};
 use hvguest_core::Instant;
 
@@ -203,12 +204,34 @@ impl World {
                     if let (VssEvent::WatchdogThaw { .. }, false) = (&e, app) {
                         self.vss_watchdog_fired("the daemon's watchdog");
                     }
+                    if let (VssEvent::Vetoed(why), false) = (&e, app) {
+                        self.vss_check_veto(why);
+                    }
                 }
                 VssOutput::Exit => self.vss_log("exit".into()),
             }
         }
         for k in kout {
             self.vss_kernel_out(k);
+        }
+    }
+
+    /// A veto names the first mount in table order the model vetoes (what the
+    /// administrator is told to fix). Catches a policy that vetoes for the wrong
+    /// reason, e.g. a nullfs mount judged by its own path instead of its source's.
+    fn vss_check_veto(&mut self, why: &PolicyError) {
+        let named = match why {
+            PolicyError::Veto { path, .. } => path.clone(),
+            PolicyError::NoMounts => String::new(),
+        };
+        let want = self
+            .vss
+            .as_ref()
+            .and_then(|v| v.checker.expected.veto.clone());
+        if want.as_ref() != Some(&named) {
+            self.fail(format!(
+                "the daemon's veto names {named:?}; the model vetoes at {want:?} first"
+            ));
         }
     }
 
