@@ -209,8 +209,30 @@ fn sectors_match(actual: &RecordBytes, a: &RecordBytes, b: &RecordBytes) -> bool
 /// zeros beyond the end; it is asked only for [`JournalEntry::slots_to_judge`].
 pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) -> Verdict {
     let rec = POOL_RECORD_SIZE as u64;
+    // Discarding, put back the pre image of every slot still in the file that holds
+    // our sectors only (pre or post, perhaps torn) and is not already its pre image:
+    // no half-written record of ours stays behind. A slot holding other bytes (records
+    // another program moved through it) is left alone.
+    let undo = |reason| {
+        let slots: Vec<u32> = entry
+            .writes
+            .iter()
+            .filter(|w| {
+                let now = slot(w.slot);
+                (u64::from(w.slot) + 1) * rec <= len
+                    && now != *w.pre
+                    && sectors_match(&now, &w.pre, &w.post)
+            })
+            .map(|w| w.slot)
+            .collect();
+        if slots.is_empty() {
+            Verdict::Discard(reason)
+        } else {
+            Verdict::Undo { reason, slots }
+        }
+    };
     if len < entry.old_len.min(entry.new_len) {
-        return Verdict::Discard("the file is shorter than before the change");
+        return undo("the file is shorter than before the change");
     }
     // We extend (and sync the length) before writing anything else: a growing entry
     // whose extension is gone either never started, or someone has since shortened
@@ -227,19 +249,6 @@ pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) 
     // We cut only after every post image is written and synced: while a slot does not
     // hold its post image yet, the cut has not happened.
     let posts_done = entry.writes.iter().all(|w| slot(w.slot) == *w.post);
-    let undo = |reason| {
-        let slots: Vec<u32> = entry
-            .writes
-            .iter()
-            .filter(|w| (u64::from(w.slot) + 1) * rec <= len && slot(w.slot) != *w.pre)
-            .map(|w| w.slot)
-            .collect();
-        if slots.is_empty() {
-            Verdict::Discard(reason)
-        } else {
-            Verdict::Undo { reason, slots }
-        }
-    };
     if entry.new_len < entry.old_len && len < entry.old_len && !posts_done {
         return undo("the file was shortened, but not by us");
     }
@@ -433,8 +442,12 @@ mod tests {
             judge(&e, 3 * rec, &|_| [9u8; POOL_RECORD_SIZE]),
             Verdict::Discard(_)
         ));
-        // Truncated by another program.
-        assert!(matches!(judge(&e, rec, &slots), Verdict::Discard(_)));
+        // Truncated by another program: gone with the file, or its torn slot put back.
+        assert!(matches!(judge(&e, 0, &slots), Verdict::Discard(_)));
+        assert!(matches!(
+            judge(&e, rec, &slots),
+            Verdict::Undo { slots, .. } if slots == vec![0]
+        ));
     }
 
     #[test]

@@ -497,8 +497,7 @@ impl World {
 
     /// A record left by a crashed append that another program then moved (a shift-down
     /// delete while we were down): our extension's zeros, or a torn copy of our record,
-    /// somewhere recovery can no longer find. (A crashed DELETE's moved record may
-    /// likewise stay twice: its key is a `residue_key`.) A known limit of recovery (see
+    /// somewhere recovery can no longer find. A known limit of recovery (see
     /// ARCHITECTURE.md); tolerated, and only these exact byte patterns are.
     pub(super) fn is_residue(&self, rec: &[u8]) -> bool {
         self.is_torn_residue(rec)
@@ -512,14 +511,13 @@ impl World {
     }
 
     /// Whether a reply or record showing `key` (= `value`, when known) may come from a
-    /// residue: the empty key of zeros; a torn copy of a crashed append (never its
-    /// whole record: a second whole copy is exactly the bug the judge must prevent);
-    /// any copy of the record a crashed DELETE moved.
+    /// residue: the empty key of zeros; a torn copy of a crashed append or of the
+    /// record a crashed DELETE moved (never its whole record: a second whole copy is
+    /// exactly what recovery must prevent, or remove).
     pub(super) fn residue_key(&self, key: &[u8], value: Option<&[u8]>) -> bool {
         self.torn_residue_shows(key, value)
-            || self.residue.iter().any(|(p, shrinks)| {
-                key.is_empty()
-                    || (field(&p[..512]) == key && (*shrinks || value != Some(field(&p[512..]))))
+            || self.residue.iter().any(|(p, _)| {
+                key.is_empty() || (field(&p[..512]) == key && value != Some(field(&p[512..])))
             })
     }
 }
