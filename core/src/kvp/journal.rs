@@ -209,20 +209,11 @@ fn sectors_match(actual: &RecordBytes, a: &RecordBytes, b: &RecordBytes) -> bool
 /// zeros beyond the end; it is asked only for [`JournalEntry::slots_to_judge`].
 pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) -> Verdict {
     let rec = POOL_RECORD_SIZE as u64;
-    // Discarding, put back the pre image of every slot still in the file that holds
-    // our sectors only (pre or post, perhaps torn) and is not already its pre image:
-    // no half-written record of ours stays behind. A slot holding other bytes (records
-    // another program moved through it) is left alone.
     let undo = |reason| {
         let slots: Vec<u32> = entry
             .writes
             .iter()
-            .filter(|w| {
-                let now = slot(w.slot);
-                (u64::from(w.slot) + 1) * rec <= len
-                    && now != *w.pre
-                    && sectors_match(&now, &w.pre, &w.post)
-            })
+            .filter(|w| (u64::from(w.slot) + 1) * rec <= len && slot(w.slot) != *w.pre)
             .map(|w| w.slot)
             .collect();
         if slots.is_empty() {
@@ -232,7 +223,32 @@ pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) 
         }
     };
     if len < entry.old_len.min(entry.new_len) {
-        return undo("the file is shorter than before the change");
+        // Someone truncated the file, or deleted records by copying the later ones
+        // down. A slot still in the file holding a torn mix of our pre and post
+        // sectors is a write of ours that never finished (so nothing was cut): put
+        // its pre image back. A slot holding exactly its post image may be a finished
+        // change whose records others have since moved or deleted: leave it.
+        let torn: Vec<u32> = entry
+            .writes
+            .iter()
+            .filter(|w| {
+                let now = slot(w.slot);
+                (u64::from(w.slot) + 1) * rec <= len
+                    && now != *w.pre
+                    && now != *w.post
+                    && sectors_match(&now, &w.pre, &w.post)
+            })
+            .map(|w| w.slot)
+            .collect();
+        let reason = "the file is shorter than before the change";
+        return if torn.is_empty() {
+            Verdict::Discard(reason)
+        } else {
+            Verdict::Undo {
+                reason,
+                slots: torn,
+            }
+        };
     }
     // We extend (and sync the length) before writing anything else: a growing entry
     // whose extension is gone either never started, or someone has since shortened
@@ -447,6 +463,12 @@ mod tests {
         assert!(matches!(
             judge(&e, rec, &slots),
             Verdict::Undo { slots, .. } if slots == vec![0]
+        ));
+        // Our change finished (slot 0 holds its post), then another program deleted
+        // the record after it: nothing of ours is half made, so nothing is undone.
+        assert!(matches!(
+            judge(&e, rec, &|_| [3u8; POOL_RECORD_SIZE]),
+            Verdict::Discard(_)
         ));
     }
 
