@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError};
 use crate::kvp::journal::{judge, parse_journal, JournalEntry, JournalWrite, Verdict};
 use crate::kvp::pool::{Mutation, Outcome, Plan, Pool};
-use crate::kvp::record::{DecodedPool, PoolDecoder, PoolIssue, RecordBytes};
+use crate::kvp::record::{DecodedPool, PoolDecoder, PoolIssue, Record, RecordBytes};
 use crate::kvp::text::{Key, Value};
 use crate::kvp::wire::PoolId;
 use crate::limits::{MAX_JOURNAL_ENTRIES, POOL_RECORD_SIZE, READ_CHUNK};
@@ -75,6 +75,13 @@ pub enum JobEvent {
         pool: PoolId,
         records: usize,
         issues: Vec<PoolIssue>,
+    },
+    /// A change planned from memory (the file's stamp unchanged) read, under the lock,
+    /// slots that do not hold what memory says: another program rewrote them within
+    /// one tick of a coarse clock. The file was read again and the change replanned.
+    StaleMemory {
+        pool: PoolId,
+        slot: u32,
     },
 }
 
@@ -585,7 +592,7 @@ impl Mutate {
                     return Err(IoError::WRONG_RESULT);
                 }
                 got.insert(slot, as_record(&d));
-                self.pre_images(m, want, got)
+                self.pre_images(m, want, got, current)
             }
             MutateState::Script { m, mut script } => {
                 done(r)?;
@@ -649,17 +656,42 @@ impl Mutate {
             Plan::Write(m) => {
                 let want: Vec<u32> = m.touched_existing_slots().collect();
                 assert_distinct(&want);
-                self.pre_images(m, want, BTreeMap::new())
+                self.pre_images(m, want, BTreeMap::new(), current)
             }
         })
     }
 
-    fn pre_images(&mut self, m: Mutation, want: Vec<u32>, got: BTreeMap<u32, RecordBytes>) -> Step {
+    fn pre_images(
+        &mut self,
+        m: Mutation,
+        want: Vec<u32>,
+        got: BTreeMap<u32, RecordBytes>,
+        current: &Pool,
+    ) -> Step {
         if let Some(&slot) = want.get(got.len()) {
             self.state = MutateState::PreImages { m, want, got };
             return issue(&mut self.locked, slot_read(self.pool, slot));
         }
         assert_eq!(got.len(), want.len(), "one pre-image per touched slot");
+        if self.reload.is_none() {
+            // Planned from memory because the stamp looked unchanged: the slots the
+            // plan rests on must hold what memory says, or a same-size rewrite within
+            // one timestamp tick went unseen. Then read the file and plan again (the
+            // reloaded view is read under this lock, so it is not checked again).
+            // Compared as records, so padding that differs in bytes only does not count.
+            if let Some(&slot) = got.iter().find_map(|(s, bytes)| {
+                let on_disk = Record::decode(bytes).0;
+                (current.entry(*s) != Some(&on_disk)).then_some(s)
+            }) {
+                self.events.push(JobEvent::StaleMemory {
+                    pool: self.pool,
+                    slot,
+                });
+                self.known = None;
+                self.state = MutateState::Stat;
+                return issue(&mut self.locked, Effect::Stat(FileId::pool(self.pool)));
+            }
+        }
         let entry = journal_entry(self.pool, &m, &got);
         let extend = (m.new_records > m.old_records).then(|| m.new_len());
         let cut = (m.new_records < m.old_records).then(|| m.new_len());
@@ -1137,6 +1169,52 @@ mod tests {
         match s {
             Step::Effect(e) => e,
             Step::Finished(o) => panic!("finished early: {o:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plan_from_memory_is_checked_against_the_slots_it_rests_on() {
+        // Memory and the stamp say slot 1 holds b=2; another program rewrote it to b=9
+        // within one tick, so the stamp did not move.
+        let rec = REC;
+        let known = FileStamp {
+            len: 2 * rec,
+            change: 1,
+        };
+        let memory = Pool::from_records(vec![
+            Record::new(key("a"), value("1")),
+            Record::new(key("b"), value("2")),
+        ]);
+        let b9 = Record::new(key("b"), value("9")).encode().to_vec();
+        let mut file = Record::new(key("a"), value("1")).encode().to_vec();
+        file.extend_from_slice(&b9);
+        let mut m = Mutate::new(PoolId::Guest, MutOp::Set(key("b"), value("3")), Some(known));
+        effect(m.resume(None, &memory)); // lock
+        effect(m.resume(Some(EffectResult::Done), &memory)); // stat journal
+        effect(m.resume(stamp_of(0), &memory)); // stat pool
+        let read = effect(m.resume(Some(EffectResult::Stamp(known)), &memory));
+        assert!(
+            matches!(read, Effect::Read { offset, .. } if offset == rec),
+            "{read:?}"
+        );
+        // The pre image differs from memory: stat and read the whole file again.
+        let again = effect(m.resume(Some(EffectResult::Data(b9.clone())), &memory));
+        assert!(matches!(again, Effect::Stat(_)), "{again:?}");
+        assert!(m.events.contains(&JobEvent::StaleMemory {
+            pool: PoolId::Guest,
+            slot: 1
+        }));
+        let whole = effect(m.resume(Some(EffectResult::Stamp(known)), &memory));
+        assert!(matches!(whole, Effect::Read { offset: 0, len, .. } if u64::from(len) == 2 * rec));
+        let pre = effect(m.resume(Some(EffectResult::Data(file)), &memory));
+        assert!(matches!(pre, Effect::Read { offset, .. } if offset == rec));
+        // Planned on the file as read under the lock: journaled with b=9 as the pre image.
+        match effect(m.resume(Some(EffectResult::Data(b9.clone())), &memory)) {
+            Effect::Write { data, .. } => {
+                let entry = parse_journal(&data).entries.remove(0);
+                assert_eq!(entry.writes[0].pre.to_vec(), b9);
+            }
+            other => panic!("{other:?}"),
         }
     }
 

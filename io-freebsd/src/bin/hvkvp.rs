@@ -293,6 +293,11 @@ fn report_repairs(access: &mut PoolAccess) {
                  ({reason}); it may duplicate another record",
                 pool_label(pool)
             ),
+            JobEvent::StaleMemory { pool, slot } => format!(
+                "note: record {slot} of {} changed without a new timestamp; read the file \
+                 again before changing it",
+                pool_label(pool)
+            ),
             JobEvent::Loaded { .. } => continue,
         };
         warn(&note);
