@@ -961,6 +961,17 @@ impl Recover {
     fn next_entry_step(&mut self) -> Step {
         match self.entries.get(self.next_entry) {
             Some(e) => {
+                if let Some(reason) = e.out_of_bounds(self.pool) {
+                    // Not ours: judge nothing, touch nothing (the journal is cleared
+                    // with the rest once every entry is handled).
+                    self.events.push(JobEvent::JournalDiscarded {
+                        pool: self.pool,
+                        entry: self.next_entry,
+                        reason,
+                    });
+                    self.next_entry += 1;
+                    return self.next_entry_step();
+                }
                 let want = e.slots_to_judge(self.len);
                 self.entry_slots(want, BTreeMap::new())
             }

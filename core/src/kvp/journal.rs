@@ -121,6 +121,39 @@ impl JournalEntry {
         Some((entry, len))
     }
 
+    /// Why this entry cannot be one of ours for `pool` (`None`: it can). Our entries
+    /// name their pool, keep the file whole records within the pool limit, change its
+    /// length by at most one record, write slots inside the file, and cut only its last
+    /// slot. Anything else is a stranger's or a corrupt entry that happens to have a
+    /// valid CRC; acting on it could grow the file without bound or write another
+    /// pool's records here.
+    pub fn out_of_bounds(&self, pool: PoolId) -> Option<&'static str> {
+        let rec = POOL_RECORD_SIZE as u64;
+        let limit = MAX_POOL_RECORDS as u64 * rec;
+        let (old, new) = (self.old_len, self.new_len);
+        if self.pool != pool {
+            return Some("the entry names another pool");
+        }
+        if old % rec != 0 || new % rec != 0 {
+            return Some("the entry's lengths are not whole records");
+        }
+        if old > limit || new > limit {
+            return Some("the entry's lengths are beyond the pool limit");
+        }
+        if old.abs_diff(new) > rec {
+            return Some("the entry changes the length by more than one record");
+        }
+        let records = old.max(new) / rec;
+        if self.writes.iter().any(|w| u64::from(w.slot) >= records) {
+            return Some("the entry writes a slot past the end of the file");
+        }
+        let cut = (new < old).then_some(new / rec);
+        if self.dropped.as_ref().map(|d| u64::from(d.0)) != cut {
+            return Some("the entry's cut does not match its lengths");
+        }
+        None
+    }
+
     /// Every slot recovery must read to judge this entry.
     pub fn slots(&self) -> Vec<u32> {
         let mut s: Vec<u32> = self.writes.iter().map(|w| w.slot).collect();
@@ -352,6 +385,32 @@ mod tests {
             }],
             dropped: Some((2, rb(3))),
         }
+    }
+
+    #[test]
+    fn entries_out_of_bounds_are_not_ours() {
+        let rec = POOL_RECORD_SIZE as u64;
+        let ok = entry();
+        assert_eq!(ok.out_of_bounds(PoolId::Guest), None);
+        assert!(ok.out_of_bounds(PoolId::External).is_some());
+        let mut far = entry();
+        far.writes[0].slot = 4_000_000;
+        assert!(far.out_of_bounds(PoolId::Guest).is_some());
+        let mut huge = entry();
+        huge.old_len = 4_000_001 * rec;
+        huge.new_len = 4_000_000 * rec;
+        huge.dropped = Some((4_000_000, rb(3)));
+        assert!(huge.out_of_bounds(PoolId::Guest).is_some());
+        let mut jump = entry();
+        jump.new_len = 10 * rec;
+        jump.dropped = None;
+        assert!(jump.out_of_bounds(PoolId::Guest).is_some());
+        let mut ragged = entry();
+        ragged.new_len = 2 * rec + 1;
+        assert!(ragged.out_of_bounds(PoolId::Guest).is_some());
+        let mut wrong_cut = entry();
+        wrong_cut.dropped = Some((1, rb(3)));
+        assert!(wrong_cut.out_of_bounds(PoolId::Guest).is_some());
     }
 
     #[test]

@@ -30,6 +30,59 @@ pub enum OutsideOp {
     Remove { key: Key },
     /// Empties the file (cloud-init at boot).
     Truncate,
+    /// Leaves an entry with a valid CRC in the pool's empty journal that is not one of
+    /// ours (a stranger, or a corrupt entry): `defect` 0 names another pool, 1 writes a
+    /// slot far past the end, 2 grows the file by a thousand records, 3 has lengths
+    /// that are not whole records. Its post image would set "hot0" to "STRANGER".
+    StrangerJournal { defect: u8 },
+}
+
+/// A journal entry that is not one of ours for `pool` (see `OutsideOp::StrangerJournal`),
+/// over a pool file of `whole` bytes. Encoded with the core's journal code: this is
+/// input for the daemon, not an expectation; the checks that catch a recovery acting
+/// on it are the host's model ("hot0" is never "STRANGER") and the record invariants.
+fn stranger_entry(pool: PoolId, pool_bytes: &[u8], defect: u8) -> Vec<u8> {
+    use hvguest_core::kvp::journal::{JournalEntry, JournalWrite};
+    let whole = (pool_bytes.len() - pool_bytes.len() % REC) as u64;
+    let records = whole / REC as u64;
+    let record = |b: &[u8]| -> Box<[u8; REC]> {
+        let mut r = Box::new([0u8; REC]);
+        r.copy_from_slice(b);
+        r
+    };
+    let post = record(&record_bytes(b"hot0", b"STRANGER"));
+    // In place over slot 0 when there is one (its current bytes as the pre image, so
+    // only the entry's own defect can stop recovery), else an append.
+    let (slot, pre, old_len, new_len) = if records > 0 {
+        (0, record(&pool_bytes[..REC]), whole, whole)
+    } else {
+        (0, Box::new([0u8; REC]), 0, REC as u64)
+    };
+    let mut e = JournalEntry {
+        pool,
+        old_len,
+        new_len,
+        writes: vec![JournalWrite { slot, pre, post }],
+        dropped: None,
+    };
+    match defect {
+        0 => {
+            e.pool = if pool == PoolId::External {
+                PoolId::Guest
+            } else {
+                PoolId::External
+            }
+        }
+        1 => e.writes[0].slot = u32::try_from(records + 1000).unwrap_or(u32::MAX),
+        2 => {
+            e.old_len = whole;
+            e.new_len = whole + 1000 * REC as u64;
+            e.writes[0].slot = u32::try_from(records).unwrap_or(u32::MAX);
+            *e.writes[0].pre = [0u8; REC];
+        }
+        _ => e.new_len = e.old_len + 1,
+    }
+    e.encode()
 }
 
 /// Builds a record as the spec lays it out.
@@ -181,6 +234,20 @@ impl World {
                     Some(format!("remove slot {s}: {}", text(key)))
                 })
             }
+            OutsideOp::StrangerJournal { defect } => {
+                let journal = hvguest_core::kvp::effect::FileId::journal(pool).file_name();
+                let entry = stranger_entry(pool, &bytes, *defect);
+                let empty = self.fs.contents(&journal).is_empty();
+                empty
+                    .then(|| self.fs.write(&journal, 0, &entry).ok())
+                    .flatten()
+                    .map(|_| {
+                        self.fs.flush(&journal);
+                        // Reads fail until a recovery clears it.
+                        self.errors_possible = true;
+                        format!("leaves a stranger's journal entry (defect {defect})")
+                    })
+            }
             OutsideOp::Truncate => self.fs.set_len(&name, 0).ok().map(|_| {
                 self.emptied(pool);
                 self.residue.clear();
@@ -208,7 +275,8 @@ impl World {
     }
 
     /// Picks a random outside change of the guest pool: mostly appends, sometimes a
-    /// torn append, an in-place rewrite, a delete or a boot-time truncation.
+    /// torn append, an in-place rewrite, a delete, a boot-time truncation or a
+    /// stranger's journal entry.
     pub(super) fn random_outside(&mut self) -> OutsideOp {
         self.outside_seq += 1;
         let seq = self.outside_seq;
@@ -219,6 +287,7 @@ impl World {
             .expect("short");
         let known: Vec<Key> = self.outside_records.iter().map(|o| o.0.clone()).collect();
         let roll = f.below(100);
+        let defect = f.below(4) as u8;
         match roll {
             0..=4 => OutsideOp::TornAppend {
                 key: fresh,
@@ -235,6 +304,7 @@ impl World {
             // Emptying the file under a failed mutation still in flight would leave the
             // model unable to say what lands; cloud-init does it at boot anyway.
             35 if !self.model.has_in_flight() && self.daemon_quiet() => OutsideOp::Truncate,
+            36 => OutsideOp::StrangerJournal { defect },
             _ => OutsideOp::Append { key: fresh, value },
         }
     }
@@ -497,7 +567,8 @@ impl World {
 
     /// A record left by a crashed append that another program then moved (a shift-down
     /// delete while we were down): our extension's zeros, or a torn copy of our record,
-    /// somewhere recovery can no longer find. A known limit of recovery (see
+    /// somewhere recovery can no longer find. (A crashed DELETE's moved record may
+    /// likewise stay twice: its key is a `residue_key`.) A known limit of recovery (see
     /// ARCHITECTURE.md); tolerated, and only these exact byte patterns are.
     pub(super) fn is_residue(&self, rec: &[u8]) -> bool {
         self.is_torn_residue(rec)
@@ -511,13 +582,16 @@ impl World {
     }
 
     /// Whether a reply or record showing `key` (= `value`, when known) may come from a
-    /// residue: the empty key of zeros; a torn copy of a crashed append or of the
-    /// record a crashed DELETE moved (never its whole record: a second whole copy is
-    /// exactly what recovery must prevent, or remove).
+    /// residue: the empty key of zeros; a torn copy of a crashed append (never its
+    /// whole record: a second whole copy is exactly the bug the judge must prevent);
+    /// any copy of the record a crashed DELETE moved (recovery removes the second copy
+    /// only while our hole still holds it where the journal says; once another
+    /// program's delete moved the hole too, it cannot tell ours from theirs).
     pub(super) fn residue_key(&self, key: &[u8], value: Option<&[u8]>) -> bool {
         self.torn_residue_shows(key, value)
-            || self.residue.iter().any(|(p, _)| {
-                key.is_empty() || (field(&p[..512]) == key && value != Some(field(&p[512..])))
+            || self.residue.iter().any(|(p, shrinks)| {
+                key.is_empty()
+                    || (field(&p[..512]) == key && (*shrinks || value != Some(field(&p[512..]))))
             })
     }
 }
