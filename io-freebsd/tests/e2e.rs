@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use hvguest_core::kvp::describe;
 use hvguest_core::kvp::effect::FileId;
+use hvguest_core::kvp::journal::{JournalEntry, JournalWrite};
 use hvguest_core::kvp::record::{encode_pool, Record};
 use hvguest_core::kvp::recording::Recording;
 use hvguest_core::kvp::text::{Key, Value};
@@ -840,5 +841,121 @@ fn a_torn_trailing_record_is_repaired_at_start() {
         assert_eq!(set(&mut link, pool, "k3", "v3"), Status::OK);
         assert_eq!(strict_records(&dir.pool_file(pool)).len(), 4);
         assert_eq!(get(&mut link, pool, "k1"), Ok("v1".to_string()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// h. What the daemon trusts, and what it leaves behind for others.
+
+/// `nobody` on Linux and FreeBSD (a uid need not be in the password file to own a file).
+const NOBODY: u32 = 65534;
+
+/// A journal entry no writer of ours could have made (no length, yet a slot written),
+/// carrying `line` as the record: what a stranger leaves to have recovery write it.
+fn strangers_journal(pool: PoolId, line: &[u8]) -> Vec<u8> {
+    let mut post = [0u8; POOL_RECORD_SIZE];
+    post[..line.len()].copy_from_slice(line);
+    JournalEntry {
+        pool,
+        old_len: 0,
+        new_len: 0,
+        writes: vec![JournalWrite {
+            slot: 0,
+            pre: Box::new([0; POOL_RECORD_SIZE]),
+            post: Box::new(post),
+        }],
+        dropped: None,
+    }
+    .encode()
+}
+
+/// How a daemon that must refuse to start ended (`st`, from `wait`); returns its log.
+fn refused_start(d: &Daemon, st: Option<ExitStatus>) -> String {
+    let st = st.unwrap_or_else(|| panic!("the daemon did not refuse to start\n{}", d.log_text()));
+    assert_eq!(st.code(), Some(1), "{st:?}\n{}", d.log_text());
+    d.log_text()
+}
+
+#[test]
+fn a_pool_directory_another_user_owns_or_others_can_write_is_refused_at_start() {
+    let euid = nix::unistd::geteuid().as_raw();
+    // A directory `nobody` made (say, /tmp/kvp-pool before root's daemon came), and one
+    // of ours that anyone can write.
+    for (uid, mode, found) in [(NOBODY, 0o755, "uid 65534"), (euid, 0o777, "mode 0777")] {
+        let dir = TestDir::new(&format!("foreign-dir-{uid}"));
+        let pool = dir.pool_dir();
+        std::fs::create_dir_all(&pool).unwrap();
+        std::os::unix::fs::lchown(&pool, Some(uid), None).unwrap();
+        std::fs::set_permissions(&pool, std::fs::Permissions::from_mode(mode)).unwrap();
+        // Its owner's plant: the guest pool a link to where root's cron would look, and a
+        // journal holding the line to write there.
+        let target = dir.path.join("crontab");
+        std::os::unix::fs::symlink(&target, dir.pool_file(PoolId::Guest)).unwrap();
+        std::fs::write(
+            dir.journal(PoolId::Guest),
+            strangers_journal(PoolId::Guest, b"* * * * * root /tmp/x"),
+        )
+        .unwrap();
+        let _dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+        let mut d = Daemon::spawn(&dir, &[]);
+        let st = d.wait(Duration::from_secs(10));
+        assert!(
+            std::fs::symlink_metadata(&target).is_err(),
+            "the daemon created the link's target ({:?}); exit {st:?}\n{}",
+            std::fs::read(&target).map(|b| String::from_utf8_lossy(&b[..64]).into_owned()),
+            d.log_text()
+        );
+        let log = refused_start(&d, st);
+        for want in [
+            pool.to_str().unwrap(),
+            found,
+            &format!("owned by uid {euid}"),
+            "not writable by group or others",
+        ] {
+            assert!(log.contains(want), "{want:?} not in the log: {log}");
+        }
+    }
+}
+
+#[test]
+fn the_record_file_is_private_and_never_written_over() {
+    let dir = TestDir::new("record-private");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let record = dir.path.join("session.kvprec");
+    let arg = record.to_str().unwrap().to_string();
+    let (mut d, mut link) = Daemon::start(&dir, &dev, &["--record", &arg]);
+    assert_eq!(
+        set(&mut link, PoolId::Guest, "secret", "s3cr3t"),
+        Status::OK
+    );
+    d.signal(Signal::SIGTERM);
+    assert_eq!(
+        d.wait(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+    drop(link);
+    assert_mode_0600(&record);
+
+    // An existing file, and a link to one: left as they are, and the daemon says why.
+    let precious = dir.path.join("precious");
+    std::fs::write(&precious, b"keep me\n").unwrap();
+    let link_path = dir.path.join("link.kvprec");
+    std::os::unix::fs::symlink(&precious, &link_path).unwrap();
+    for path in [&precious, &record, &link_path] {
+        let before = std::fs::read(path).unwrap();
+        let arg = path.to_str().unwrap().to_string();
+        let mut d = Daemon::spawn(&dir, &["--record", &arg]);
+        let st = d.wait(Duration::from_secs(10));
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            before,
+            "{} was written over; exit {st:?}",
+            path.display()
+        );
+        let log = refused_start(&d, st);
+        assert!(
+            log.contains(&arg) && log.contains("exists"),
+            "the refusal names {arg} and says it exists: {log}"
+        );
     }
 }
