@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -92,9 +94,16 @@ static STARTS: AtomicUsize = AtomicUsize::new(0);
 impl Daemon {
     /// Starts the real binary with the test's socket, pool directory and pidfile.
     fn spawn(dir: &TestDir, extra: &[&str]) -> Daemon {
+        Daemon::spawn_with(dir, extra, |_| {})
+    }
+
+    /// `spawn`, with `adjust` applied to the command first.
+    fn spawn_with(dir: &TestDir, extra: &[&str], adjust: impl FnOnce(&mut Command)) -> Daemon {
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log = dir.path.join(format!("daemon-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"));
+        adjust(&mut command);
+        let child = command
             .arg("-n")
             .arg("--device")
             .arg(dir.socket())
@@ -958,4 +967,114 @@ fn the_record_file_is_private_and_never_written_over() {
             "the refusal names {arg} and says it exists: {log}"
         );
     }
+}
+
+#[test]
+fn a_daemon_going_to_the_background_holds_its_pidfile_throughout() {
+    let dir = TestDir::new("pidfile-hold");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let pidfile = dir.pidfile();
+    // A pidfile left by an earlier run, and a second instance that opened it while the
+    // first was starting: it must never get the lock while the first runs.
+    std::fs::write(&pidfile, b"").unwrap();
+    let early = File::open(&pidfile).unwrap();
+    let background = |log: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"))
+            .arg("--device")
+            .arg(dir.socket())
+            .arg("--pool-dir")
+            .arg(dir.pool_dir())
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.path.join(log)).unwrap())
+            .status()
+            .unwrap()
+    };
+    let st = background("first.log");
+    assert!(st.success(), "{st:?}");
+    let _link = dev.accept(ACCEPT).expect("the daemon registers");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("the pidfile holds a pid");
+    let guard = Detached(Pid::from_raw(pid));
+    if let Ok(lock) = Flock::lock(early, FlockArg::LockExclusiveNonblock) {
+        drop(lock);
+        panic!("a second instance that opened the pidfile early got its lock while pid {pid} runs");
+    }
+    // A real second instance is refused before it detaches, where its caller sees why.
+    let st = background("second.log");
+    assert_eq!(st.code(), Some(1), "{st:?}");
+    let msg = std::fs::read_to_string(dir.path.join("second.log")).unwrap();
+    assert!(
+        msg.contains("another instance is running") && msg.contains(&pid.to_string()),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        pid.to_string()
+    );
+    kill(guard.0, Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    while pidfile.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "pidfile not removed"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    std::mem::forget(guard);
+}
+
+/// A daemon that detached (not our child): killed if the test fails.
+struct Detached(Pid);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        // Cleaning up after a failed test; the process may be gone already.
+        let _ = kill(self.0, Signal::SIGKILL);
+    }
+}
+
+/// The targets of a process's open descriptors.
+fn open_files(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .collect()
+}
+
+#[test]
+fn a_descriptor_inherited_from_the_parent_is_closed_at_start() {
+    let dir = TestDir::new("inherited-fd");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let marker = dir.path.join("parent-secret");
+    let f = File::create(&marker).unwrap();
+    let fd = f.as_raw_fd();
+    let mut d = Daemon::spawn_with(&dir, &[], |c| {
+        // SAFETY: only dup2(2), async-signal-safe, runs between fork and exec; the copy
+        // has no close-on-exec flag, as a careless parent's descriptor would.
+        unsafe {
+            c.pre_exec(move || {
+                if nix::libc::dup2(fd, 42) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let _link = dev.accept(ACCEPT).expect("the daemon registers");
+    let open = open_files(d.pid().as_raw() as u32);
+    assert!(
+        !open.contains(&marker),
+        "still open in the daemon: {open:?}"
+    );
+    d.signal(Signal::SIGTERM);
+    assert_eq!(
+        d.wait(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
 }
