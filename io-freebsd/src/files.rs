@@ -120,7 +120,7 @@ pub struct PoolFiles {
     dir_fd: OwnedFd,
     euid: u32,
     open: BTreeMap<FileId, File>,
-    /// Why the last file refused since `take_refusal` was refused.
+    /// The latest refusal not yet taken by `take_refusal`: the core only sees its errno.
     refusal: Option<PoolFileError>,
 }
 
@@ -332,8 +332,8 @@ impl PoolFiles {
         Ok(&self.open[&id])
     }
 
-    /// Why the last file refused since the previous call was refused (an effect on it
-    /// failed with `ELOOP` or `EPERM`), to be told in words.
+    /// The latest refusal since the previous call (an effect on that file failed with
+    /// `ELOOP` or `EPERM`), so that it can be told in words.
     pub fn take_refusal(&mut self) -> Option<PoolFileError> {
         self.refusal.take()
     }
