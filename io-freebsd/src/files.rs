@@ -4,21 +4,124 @@
 //! every operation, the whole-file `fcntl` lock included, goes through that one
 //! descriptor: POSIX locks belong to the process and file, and closing any other
 //! descriptor of the same file would drop them (docs/protocol/kvp.md §3.3).
+//!
+//! What is trusted is written here once, for the daemon and for `hvkvp` alike: whoever
+//! can write the pool directory decides what a name in it is, so a directory another
+//! user owns or can write would let that user point a pool file at any file and have
+//! root truncate it, or write a journal's bytes into it. So the directory is opened
+//! once (`O_DIRECTORY|O_NOFOLLOW`) and must belong to the effective user and not be
+//! writable by group or others; every file is opened relative to that descriptor
+//! (`openat`, `O_NOFOLLOW|O_CLOEXEC`, never by path), and must be a regular file of the
+//! effective user with one link (another name elsewhere would be written through too).
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use hvguest_core::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError};
-use nix::fcntl::{fcntl, FcntlArg};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, openat, AtFlags, FcntlArg, OFlag};
+use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
+
+/// A pool directory or file that is not safe to use, or could not be opened. Each names
+/// the path, what was found and what is required.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolFileError {
+    #[error("pool directory {}: no such directory", .path.display())]
+    NoDirectory { path: PathBuf },
+    #[error(
+        "pool directory {} is a symbolic link; give the directory it points to, which must \
+         itself be owned by uid {euid} and not writable by group or others",
+        .path.display()
+    )]
+    DirectorySymlink { path: PathBuf, euid: u32 },
+    #[error("pool directory {} is not a directory", .path.display())]
+    NotADirectory { path: PathBuf },
+    #[error(
+        "pool directory {} is owned by uid {owner} with mode {mode:04o}; it must be owned by \
+         uid {euid} (the user running this program) and not writable by group or others, \
+         since whoever can write it can make this program write any file: fix it with \
+         `chown {euid} {path}` and `chmod go-w {path}`, or use a new directory",
+        .path.display(),
+        path = .path.display()
+    )]
+    UnsafeDirectory {
+        path: PathBuf,
+        owner: u32,
+        mode: u32,
+        euid: u32,
+    },
+    #[error(
+        "{} is a symbolic link; a pool file must be a regular file in the pool directory \
+         (remove the link: its target is left alone)",
+        .path.display()
+    )]
+    Symlink { path: PathBuf },
+    #[error(
+        "{} is a {kind}; a pool file must be a regular file (remove it)",
+        .path.display()
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error(
+        "{} is owned by uid {owner}; a pool file must be owned by uid {euid}, the user \
+         running this program (`chown {euid}` it if its contents are trusted, else remove it)",
+        .path.display()
+    )]
+    NotOwned {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+    #[error(
+        "{} has {links} links; a pool file must have exactly one, or writing the pool would \
+         write the file's other names too (remove the other names, or copy the file)",
+        .path.display()
+    )]
+    Links { path: PathBuf, links: u64 },
+    #[error("{action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl PoolFileError {
+    /// The errno the core sees for it (an effect's result is an errno).
+    fn errno(&self) -> i32 {
+        match self {
+            PoolFileError::NoDirectory { .. } => nix::libc::ENOENT,
+            PoolFileError::DirectorySymlink { .. } | PoolFileError::Symlink { .. } => {
+                nix::libc::ELOOP
+            }
+            PoolFileError::NotADirectory { .. } => nix::libc::ENOTDIR,
+            PoolFileError::Io { source, .. } => source.raw_os_error().unwrap_or(nix::libc::EIO),
+            PoolFileError::UnsafeDirectory { .. }
+            | PoolFileError::NotRegular { .. }
+            | PoolFileError::NotOwned { .. }
+            | PoolFileError::Links { .. } => nix::libc::EPERM,
+        }
+    }
+
+    /// A refusal (the checks said no), as opposed to a failed system call.
+    fn is_refusal(&self) -> bool {
+        !matches!(self, PoolFileError::Io { .. })
+    }
+}
 
 pub struct PoolFiles {
     dir: PathBuf,
+    /// The pool directory as checked: every file is opened relative to it.
+    dir_fd: OwnedFd,
+    euid: u32,
     open: BTreeMap<FileId, File>,
+    /// The latest refusal not yet taken by `take_refusal`: the core only sees its errno.
+    refusal: Option<PoolFileError>,
 }
 
 fn io_error(e: &io::Error) -> IoError {
@@ -35,16 +138,102 @@ fn whole_file_lock(kind: i16) -> nix::libc::flock {
     l
 }
 
+fn is_symlink(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+}
+
+/// (device, inode): which file a name or descriptor is.
+// The field types differ by system (`dev_t` is u32 on some): the conversions are no-ops
+// on Linux and FreeBSD, not everywhere.
+#[allow(clippy::useless_conversion)]
+fn identity(st: &FileStat) -> (u64, u64) {
+    (u64::from(st.st_dev), u64::from(st.st_ino))
+}
+
+/// The permission bits (set-id and sticky included).
+// `mode_t` is u16 on FreeBSD, u32 on Linux: a no-op conversion here, not there.
+#[allow(clippy::useless_conversion)]
+fn permissions(st: &FileStat) -> u32 {
+    u32::from(st.st_mode) & 0o7777
+}
+
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
+}
+
 impl PoolFiles {
-    /// Creates the pool directory (with parents, mode 0700 for new ones).
-    pub fn new(dir: &Path) -> io::Result<PoolFiles> {
+    /// The daemon's start: creates the pool directory if missing (with parents, mode
+    /// 0700 for new ones), then opens it as [`PoolFiles::open`] does.
+    pub fn create(dir: &Path) -> Result<PoolFiles, PoolFileError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)?;
+            .create(dir)
+            .map_err(|source| PoolFileError::Io {
+                action: "creating",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        PoolFiles::open(dir)
+    }
+
+    /// Opens an existing pool directory, refused unless it is a directory (not a link
+    /// to one) owned by the effective user and not writable by group or others.
+    pub fn open(dir: &Path) -> Result<PoolFiles, PoolFileError> {
+        let euid = nix::unistd::geteuid().as_raw();
+        let path = dir.to_path_buf();
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let dir_fd = match nix::fcntl::open(dir, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Err(PoolFileError::NoDirectory { path }),
+            Err(e) => {
+                // Which refusal: FreeBSD says EMLINK for a link under O_NOFOLLOW, Linux
+                // ELOOP, and either may say ENOTDIR; the name itself tells.
+                return Err(match std::fs::symlink_metadata(dir) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        PoolFileError::DirectorySymlink { path, euid }
+                    }
+                    Ok(m) if !m.is_dir() => PoolFileError::NotADirectory { path },
+                    _ => PoolFileError::Io {
+                        action: "opening",
+                        path,
+                        source: e.into(),
+                    },
+                });
+            }
+        };
+        let st = nix::sys::stat::fstat(&dir_fd).map_err(|e| PoolFileError::Io {
+            action: "examining",
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        let mode = permissions(&st);
+        if st.st_uid != euid || mode & 0o022 != 0 {
+            return Err(PoolFileError::UnsafeDirectory {
+                path,
+                owner: st.st_uid,
+                mode,
+                euid,
+            });
+        }
         Ok(PoolFiles {
-            dir: dir.to_path_buf(),
+            dir: path,
+            dir_fd,
+            euid,
             open: BTreeMap::new(),
+            refusal: None,
         })
     }
 
@@ -52,41 +241,153 @@ impl PoolFiles {
         self.dir.join(id.file_name())
     }
 
-    fn open_file(&self, id: FileId) -> io::Result<File> {
-        // Never truncate: the file holds records, ours and other programs'.
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(self.path(id))
+    /// Whether the pool directory holds anything by that name (a link counts, dangling
+    /// or not: opening it will say why it is refused). If we cannot tell, yes.
+    pub fn exists(&self, id: FileId) -> bool {
+        !matches!(
+            fstatat(
+                &self.dir_fd,
+                id.file_name().as_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW
+            ),
+            Err(Errno::ENOENT)
+        )
+    }
+
+    /// Opens (creating if missing, never truncating: the file holds records, ours and
+    /// other programs') the file by its name in the pool directory, and checks what
+    /// was opened.
+    fn open_file(&self, id: FileId) -> Result<File, PoolFileError> {
+        let path = self.path(id);
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = match openat(
+            &self.dir_fd,
+            id.file_name().as_str(),
+            flags,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        ) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Which refusal: the name itself tells (see `open`).
+                let found = fstatat(
+                    &self.dir_fd,
+                    id.file_name().as_str(),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                );
+                return Err(match found {
+                    Ok(st) if is_symlink(&st) => PoolFileError::Symlink { path },
+                    _ => PoolFileError::Io {
+                        action: "opening",
+                        path,
+                        source: e.into(),
+                    },
+                });
+            }
+        };
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|source| PoolFileError::Io {
+            action: "examining",
+            path: path.clone(),
+            source,
+        })?;
+        if !meta.file_type().is_file() {
+            return Err(PoolFileError::NotRegular {
+                path,
+                kind: kind_of(meta.file_type()),
+            });
+        }
+        if meta.uid() != self.euid {
+            return Err(PoolFileError::NotOwned {
+                path,
+                owner: meta.uid(),
+                euid: self.euid,
+            });
+        }
+        if meta.nlink() != 1 {
+            return Err(PoolFileError::Links {
+                path,
+                links: meta.nlink(),
+            });
+        }
+        Ok(file)
+    }
+
+    /// `open_file` for an effect: the core sees an errno; a refusal is kept for
+    /// `take_refusal`, so the caller can say what was found.
+    fn checked(&mut self, id: FileId) -> io::Result<File> {
+        self.open_file(id).map_err(|e| {
+            let errno = e.errno();
+            if e.is_refusal() {
+                self.refusal = Some(e);
+            }
+            io::Error::from_raw_os_error(errno)
+        })
     }
 
     fn file(&mut self, id: FileId) -> io::Result<&File> {
         if !self.open.contains_key(&id) {
-            let f = self.open_file(id)?;
+            let f = self.checked(id)?;
             self.open.insert(id, f);
         }
         Ok(&self.open[&id])
     }
 
-    /// Opens every file now, so that a missing directory or permission problem shows at
+    /// The latest refusal since the previous call (an effect on that file failed with
+    /// `ELOOP` or `EPERM`), so that it can be told in words.
+    pub fn take_refusal(&mut self) -> Option<PoolFileError> {
+        self.refusal.take()
+    }
+
+    /// Opens every file now, so that a permission problem or a refused file shows at
     /// start-up, and LISA-style checks find all five pool files.
-    pub fn open_all(&mut self, ids: impl IntoIterator<Item = FileId>) -> io::Result<()> {
+    pub fn open_all(&mut self, ids: impl IntoIterator<Item = FileId>) -> Result<(), PoolFileError> {
         for id in ids {
-            self.file(id)?;
+            if !self.open.contains_key(&id) {
+                let f = self.open_file(id)?;
+                self.open.insert(id, f);
+            }
         }
         Ok(())
     }
 
+    /// A whole file's bytes, read through its checked descriptor (for `--record`).
+    pub fn contents(&mut self, id: FileId) -> Result<Vec<u8>, PoolFileError> {
+        let path = self.path(id);
+        let len = self
+            .file(id)
+            .and_then(|f| f.metadata())
+            .map_err(|source| PoolFileError::Io {
+                action: "examining",
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        let len = u32::try_from(len).map_err(|_| PoolFileError::Io {
+            action: "reading",
+            path: path.clone(),
+            source: io::Error::other("the file is larger than 4 GiB"),
+        })?;
+        self.read(id, 0, len).map_err(|source| PoolFileError::Io {
+            action: "reading",
+            path,
+            source,
+        })
+    }
+
     fn stat(&mut self, id: FileId) -> io::Result<FileStamp> {
-        // If another program replaced the file (a new inode at the path), follow it.
-        let at_path = std::fs::metadata(self.path(id)).ok();
+        // If another program replaced the file (a new inode at its name), follow it,
+        // through the same checks. If the name cannot be examined (gone, say), the
+        // descriptor we hold is all there is.
+        let at_name = fstatat(
+            &self.dir_fd,
+            id.file_name().as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok();
         let held = self.file(id)?.metadata()?;
-        let meta = match at_path {
-            Some(p) if p.ino() != held.ino() || p.dev() != held.dev() => {
-                let f = self.open_file(id)?;
+        let meta = match at_name {
+            Some(p) if identity(&p) != (held.dev(), held.ino()) => {
+                let f = self.checked(id)?;
                 let m = f.metadata()?;
                 self.open.insert(id, f);
                 m
@@ -216,7 +517,7 @@ mod tests {
     fn effects_on_real_files() {
         let root = tmp("effects");
         let dir = root.join("nested/pool");
-        let mut pf = PoolFiles::new(&dir).unwrap();
+        let mut pf = PoolFiles::create(&dir).unwrap();
         let f = FileId::pool(PoolId::Guest);
         assert_eq!(pf.execute(&Effect::Lock(f)), EffectResult::Done);
         assert_eq!(
@@ -257,7 +558,7 @@ mod tests {
     #[test]
     fn a_replaced_file_is_followed() {
         let dir = tmp("replaced");
-        let mut pf = PoolFiles::new(&dir).unwrap();
+        let mut pf = PoolFiles::create(&dir).unwrap();
         let f = FileId::pool(PoolId::External);
         pf.execute(&Effect::Write {
             file: f,
@@ -284,9 +585,160 @@ mod tests {
     #[test]
     fn failures_are_results() {
         let dir = tmp("fail");
-        let mut pf = PoolFiles::new(&dir).unwrap();
+        let mut pf = PoolFiles::create(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let r = pf.execute(&Effect::Stat(FileId::pool(PoolId::Guest)));
         assert!(matches!(r, EffectResult::Failed(IoError(2))), "{r:?}");
+    }
+
+    /// `nobody` on Linux and FreeBSD; a uid need not be in the password file.
+    const NOBODY: u32 = 65534;
+
+    fn can_chown() -> bool {
+        let root = nix::unistd::geteuid().is_root();
+        if !root {
+            eprintln!("skipping the parts that give files to another user: not root");
+        }
+        root
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_directory_others_can_write_or_another_user_owns_is_refused() {
+        let root = tmp("dir-checks");
+        let dir = root.join("pool");
+        assert!(matches!(
+            PoolFiles::open(&dir),
+            Err(PoolFileError::NoDirectory { .. })
+        ));
+        PoolFiles::create(&dir).unwrap();
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        for mode in [0o720, 0o702, 0o1777] {
+            chmod(&dir, mode);
+            for r in [PoolFiles::open(&dir), PoolFiles::create(&dir)] {
+                let Err(e @ PoolFileError::UnsafeDirectory { .. }) = r else {
+                    panic!("mode {mode:o} accepted")
+                };
+                let msg = e.to_string();
+                let found = format!("mode {mode:04o}");
+                assert!(msg.contains(&found), "{msg}");
+                assert!(msg.contains(dir.to_str().unwrap()), "{msg}");
+                assert!(msg.contains("not writable by group or others"), "{msg}");
+            }
+        }
+        chmod(&dir, 0o755);
+        PoolFiles::open(&dir).unwrap();
+        if can_chown() {
+            std::os::unix::fs::lchown(&dir, Some(NOBODY), None).unwrap();
+            let e = PoolFiles::open(&dir)
+                .err()
+                .expect("nobody's directory refused");
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
+        let alias = root.join("alias");
+        std::os::unix::fs::symlink(&dir, &alias).unwrap();
+        assert!(matches!(
+            PoolFiles::open(&alias),
+            Err(PoolFileError::DirectorySymlink { .. })
+        ));
+        let plain = root.join("plain");
+        std::fs::write(&plain, b"").unwrap();
+        assert!(matches!(
+            PoolFiles::create(&plain),
+            Err(PoolFileError::Io { .. } | PoolFileError::NotADirectory { .. })
+        ));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A file the checks refuse: the effect fails, the refusal says why, the file is
+    /// left alone.
+    fn refused(pf: &mut PoolFiles, id: FileId) -> PoolFileError {
+        let r = pf.execute(&Effect::Stat(id));
+        assert!(matches!(r, EffectResult::Failed(_)), "{r:?}");
+        pf.take_refusal().expect("a refusal")
+    }
+
+    #[test]
+    fn links_and_files_of_others_are_refused() {
+        let dir = tmp("file-checks");
+        let mut pf = PoolFiles::create(&dir).unwrap();
+        let guest = FileId::pool(PoolId::Guest);
+        let target =
+            std::env::temp_dir().join(format!("hvguest-files-target-{}", std::process::id()));
+        std::fs::write(&target, b"precious").unwrap();
+        std::os::unix::fs::symlink(&target, pf.path(guest)).unwrap();
+        assert!(pf.exists(guest));
+        let r = pf.execute(&Effect::Stat(guest));
+        assert_eq!(r, EffectResult::Failed(IoError(nix::libc::ELOOP)));
+        assert!(matches!(
+            pf.take_refusal(),
+            Some(PoolFileError::Symlink { .. })
+        ));
+        assert!(pf.take_refusal().is_none(), "taken once");
+        // Dangling: nothing is created.
+        std::fs::remove_file(&target).unwrap();
+        assert!(matches!(
+            refused(&mut pf, guest),
+            PoolFileError::Symlink { .. }
+        ));
+        assert!(std::fs::symlink_metadata(&target).is_err());
+        std::fs::remove_file(pf.path(guest)).unwrap();
+        assert!(!pf.exists(guest));
+
+        // Two names.
+        std::fs::write(pf.path(guest), b"").unwrap();
+        let other = dir.join("other-name");
+        std::fs::hard_link(pf.path(guest), &other).unwrap();
+        assert!(matches!(
+            refused(&mut pf, guest),
+            PoolFileError::Links { links: 2, .. }
+        ));
+        std::fs::remove_file(&other).unwrap();
+        // A FIFO.
+        let journal = FileId::journal(PoolId::Guest);
+        nix::unistd::mkfifo(&pf.path(journal), Mode::S_IRWXU).unwrap();
+        let e = refused(&mut pf, journal);
+        assert!(e.to_string().contains("is a FIFO"), "{e}");
+        // Another user's.
+        if can_chown() {
+            let ext = FileId::pool(PoolId::External);
+            std::fs::write(pf.path(ext), b"").unwrap();
+            std::os::unix::fs::lchown(pf.path(ext), Some(NOBODY), None).unwrap();
+            let e = refused(&mut pf, ext);
+            assert!(
+                matches!(e, PoolFileError::NotOwned { owner: NOBODY, .. }),
+                "{e}"
+            );
+        }
+        // All well: served.
+        assert!(matches!(
+            pf.execute(&Effect::Stat(guest)),
+            EffectResult::Stamp(_)
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_link_is_not_followed() {
+        let dir = tmp("replaced-by-link");
+        let mut pf = PoolFiles::create(&dir).unwrap();
+        let f = FileId::pool(PoolId::Guest);
+        assert!(matches!(
+            pf.execute(&Effect::Stat(f)),
+            EffectResult::Stamp(_)
+        ));
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, [9u8; 3300]).unwrap();
+        std::fs::remove_file(pf.path(f)).unwrap();
+        std::os::unix::fs::symlink(&target, pf.path(f)).unwrap();
+        assert!(matches!(refused(&mut pf, f), PoolFileError::Symlink { .. }));
+        assert_eq!(std::fs::read(&target).unwrap(), [9u8; 3300]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

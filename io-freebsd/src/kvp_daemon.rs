@@ -23,10 +23,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::clock;
 use crate::device::{DeviceError, KvpDevice, ReadOutcome};
-use crate::files::PoolFiles;
+use crate::files::{PoolFileError, PoolFiles};
 use crate::lanes::Lanes;
 use crate::logging::Logger;
-use crate::recorder::Recorder;
+use crate::recorder::{RecordError, Recorder};
 use crate::signals::SignalPipe;
 use crate::sysinfo;
 
@@ -46,16 +46,10 @@ pub struct DaemonConfig {
 pub enum DaemonError {
     #[error(transparent)]
     Device(#[from] DeviceError),
-    #[error("pool directory {path}: {source}")]
-    PoolDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("record file {path}: {source}")]
-    Record {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    PoolFiles(#[from] PoolFileError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("event loop: {0}")]
     Poll(std::io::Error),
     #[error("signals: {0}")]
@@ -178,14 +172,15 @@ impl Loop<'_> {
 /// Runs the daemon until SIGTERM/SIGINT (Ok) or a fatal device error.
 pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     let signals = SignalPipe::install().map_err(DaemonError::Signals)?;
-    let pool_err = |source| DaemonError::PoolDir {
-        path: cfg.pool_dir.display().to_string(),
-        source,
-    };
-    let mut files = PoolFiles::new(&cfg.pool_dir).map_err(pool_err)?;
-    files
-        .open_all(PoolId::ALL.into_iter().map(FileId::pool))
-        .map_err(pool_err)?;
+    let mut files = PoolFiles::create(&cfg.pool_dir)?;
+    // Every file now, journals too (recovery opens them before the registration
+    // anyway): a refused one stops the start where the administrator sees why.
+    files.open_all(
+        PoolId::ALL
+            .into_iter()
+            .map(FileId::pool)
+            .chain(PoolId::FILE_BACKED.into_iter().map(FileId::journal)),
+    )?;
     let device = KvpDevice::open(&cfg.device)?;
     // No DNS before the first reply: start with the plain host name.
     let info = sysinfo::system_info(
@@ -194,18 +189,13 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
             .unwrap_or_default(),
     );
     let recorder = match &cfg.record {
-        Some(p) => Some(Recorder::create(p, &info, &cfg.pool_dir).map_err(|source| {
-            DaemonError::Record {
-                path: p.display().to_string(),
-                source,
-            }
-        })?),
+        Some(p) => Some(Recorder::create(p, &info, &mut files)?),
         None => None,
     };
     let mut poll = Poll::new().map_err(DaemonError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(DaemonError::Poll)?);
-    let lanes =
-        Lanes::start(files, cfg.scripts_dir.clone(), waker.clone()).map_err(DaemonError::Poll)?;
+    let lanes = Lanes::start(files, cfg.scripts_dir.clone(), waker.clone(), log.clone())
+        .map_err(DaemonError::Poll)?;
     let infos = spawn_fqdn_refresh(waker).unwrap_or_else(|e| {
         // No fresh host name: the machine keeps the plain one it started with.
         log.warn(&format!("host name refresh not started: {e}"));

@@ -13,6 +13,7 @@ use hvguest_core::kvp::effect::{Effect, EffectId, EffectResult, IoError, Lane};
 use mio::Waker;
 
 use crate::files::PoolFiles;
+use crate::logging::Logger;
 use crate::sysinfo;
 
 /// A finished effect, on its way back to the loop.
@@ -51,6 +52,7 @@ impl Lanes {
         mut files: PoolFiles,
         scripts_dir: PathBuf,
         waker: Arc<Waker>,
+        log: Logger,
     ) -> std::io::Result<Lanes> {
         let (file_tx, file_rx) = channel();
         let (sys_tx, sys_rx) = channel();
@@ -60,7 +62,15 @@ impl Lanes {
             file_rx,
             done_tx.clone(),
             waker.clone(),
-            move |e| files.execute(e),
+            move |e| {
+                let result = files.execute(e);
+                // The machine sees only an errno; the administrator is told what was
+                // found (a pool file replaced by a link, say).
+                if let Some(refusal) = files.take_refusal() {
+                    log.error(&refusal.to_string());
+                }
+                result
+            },
         )?;
         let sys_thread = worker("kvp-system", sys_rx, done_tx, waker, move |e| match e {
             Effect::QueryAdapter(mac) => EffectResult::Adapter(sysinfo::query_adapter(*mac)),

@@ -12,6 +12,9 @@ pub enum Level {
     Debug,
 }
 
+/// Plain settings: a copy logs to the same place (syslog(3) may be called from any
+/// thread).
+#[derive(Clone)]
 pub struct Logger {
     syslog: bool,
     debug: bool,

@@ -23,6 +23,10 @@
 //!
 //! A pool file that does not exist (and has no journal) reads as empty and is not
 //! created by reading or by a DELETE; the pool directory itself is never created here.
+//! The directory and every file are opened and checked by [`PoolFiles`] as the daemon
+//! opens them (the directory the effective user's and not writable by others, the
+//! files regular, ours, one link, never through a symbolic link): a refusal is an
+//! [`AccessError::Refused`] that says what was found.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -35,7 +39,7 @@ use hvguest_core::kvp::tool_write::{call_of, Call, FailedCall, ToolOutcome, Tool
 use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::limits::MAX_POOL_RECORDS;
 
-use crate::files::PoolFiles;
+use crate::files::{PoolFileError, PoolFiles};
 
 /// What a SET or DELETE did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +60,9 @@ pub enum AccessError {
         "the auto pool (2) has no file: hv_kvp_daemon generates its values when the host asks"
     )]
     AutoPool,
+    /// The pool directory or a file in it is not safe to use, or could not be opened.
+    #[error(transparent)]
+    Refused(PoolFileError),
     #[error("{action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -147,6 +154,10 @@ pub trait Executor {
     fn execute(&mut self, effect: &Effect) -> EffectResult;
     /// Where a file lives.
     fn path(&self, id: FileId) -> PathBuf;
+    /// Whether anything has that name (a link too); yes when unsure.
+    fn exists(&self, id: FileId) -> bool;
+    /// Why a file was refused, if an effect failed because of it since the last call.
+    fn take_refusal(&mut self) -> Option<PoolFileError>;
 }
 
 impl Executor for PoolFiles {
@@ -155,6 +166,12 @@ impl Executor for PoolFiles {
     }
     fn path(&self, id: FileId) -> PathBuf {
         PoolFiles::path(self, id)
+    }
+    fn exists(&self, id: FileId) -> bool {
+        PoolFiles::exists(self, id)
+    }
+    fn take_refusal(&mut self) -> Option<PoolFileError> {
+        PoolFiles::take_refusal(self)
     }
 }
 
@@ -167,15 +184,11 @@ pub struct PoolAccess<E = PoolFiles> {
 impl PoolAccess<PoolFiles> {
     /// The directory must exist: a mistyped path is an error, not a new pool directory.
     pub fn open(dir: &Path) -> Result<PoolAccess, AccessError> {
-        if !dir.is_dir() {
-            return Err(AccessError::NoDirectory(dir.to_path_buf()));
+        match PoolFiles::open(dir) {
+            Ok(files) => Ok(PoolAccess::with_executor(files)),
+            Err(PoolFileError::NoDirectory { path }) => Err(AccessError::NoDirectory(path)),
+            Err(e) => Err(AccessError::Refused(e)),
         }
-        let files = PoolFiles::new(dir).map_err(|source| AccessError::Io {
-            action: "opening",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        Ok(PoolAccess::with_executor(files))
     }
 }
 
@@ -285,8 +298,12 @@ impl<E: Executor> PoolAccess<E> {
         }
     }
 
-    /// Words a failed call the job reported: the operation, the file, the errno.
-    fn call_error(&self, c: FailedCall, pool: PoolId) -> AccessError {
+    /// Words a failed call the job reported: the operation, the file, the errno; or,
+    /// if a file was refused, why.
+    fn call_error(&mut self, c: FailedCall, pool: PoolId) -> AccessError {
+        if let Some(r) = self.files.take_refusal() {
+            return AccessError::Refused(r);
+        }
         AccessError::Io {
             action: action_of(c.call),
             path: c
@@ -330,7 +347,10 @@ impl<E: Executor> PoolAccess<E> {
         }
     }
 
-    fn io_error(&self, failure: Option<Failure>, error: IoError, pool: PoolId) -> AccessError {
+    fn io_error(&mut self, failure: Option<Failure>, error: IoError, pool: PoolId) -> AccessError {
+        if let Some(r) = self.files.take_refusal() {
+            return AccessError::Refused(r);
+        }
         // The job reports the error of the effect that stopped it: the first failure.
         match failure {
             Some(f) => AccessError::Io {
@@ -347,8 +367,7 @@ impl<E: Executor> PoolAccess<E> {
     }
 
     fn exists(&self, id: FileId) -> bool {
-        // If we cannot tell, say yes: opening it will report why.
-        self.files.path(id).try_exists().unwrap_or(true)
+        self.files.exists(id)
     }
 }
 
@@ -379,6 +398,7 @@ mod tests {
     use super::*;
     use hvguest_core::kvp::effect::FileKind;
     use hvguest_core::kvp::record::{decode_pool, encode_pool, Record};
+    use std::os::unix::fs::DirBuilderExt;
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("hvguest-access-{name}-{}", std::process::id()));
@@ -402,7 +422,7 @@ mod tests {
             load(&dir, PoolId::Guest),
             Err(AccessError::NoDirectory(_))
         ));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
         let mut a = PoolAccess::open(&dir).unwrap();
         let (p, s) = a.load(PoolId::Guest).unwrap();
         assert!(p.is_empty() && s.is_none(), "a missing file reads as empty");
@@ -460,6 +480,12 @@ mod tests {
         fn path(&self, id: FileId) -> PathBuf {
             self.inner.path(id)
         }
+        fn exists(&self, id: FileId) -> bool {
+            self.inner.exists(id)
+        }
+        fn take_refusal(&mut self) -> Option<PoolFileError> {
+            self.inner.take_refusal()
+        }
     }
 
     /// A guest pool holding `a=1`, and access to it through a fault.
@@ -468,9 +494,9 @@ mod tests {
         fail: impl FnMut(&Effect) -> bool + 'static,
     ) -> (PathBuf, PoolAccess<Faulty>) {
         let dir = tmp(name);
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
         set(&dir, PoolId::Guest, &k("a"), &v("1")).unwrap();
-        let inner = PoolFiles::new(&dir).unwrap();
+        let inner = PoolFiles::open(&dir).unwrap();
         let access = PoolAccess::with_executor(Faulty {
             inner,
             fail: Box::new(fail),

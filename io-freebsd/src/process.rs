@@ -3,9 +3,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,12 +17,22 @@ pub enum ProcessError {
     Pidfile { path: String, source: io::Error },
     #[error("cannot become a daemon: {0}")]
     Daemonize(nix::Error),
+    #[error("cannot close the descriptors inherited from the parent process: {0}")]
+    CloseInherited(io::Error),
 }
 
+/// How many times a pidfile that another instance removed while we locked it is opened
+/// anew before giving up (each time means an instance exited at that very moment).
+const PIDFILE_ATTEMPTS: usize = 10;
+
 /// A locked pidfile holding our pid; removed when dropped.
+///
+/// The lock is `flock(2)`'s, which belongs to the open file, not to the process: a
+/// child made by `fork` shares it, so it is held across daemonising with no moment
+/// when a second instance could take it (pidfile(3) works the same way).
 pub struct Pidfile {
     path: PathBuf,
-    _lock: Flock<File>,
+    lock: Flock<File>,
 }
 
 impl Pidfile {
@@ -34,42 +45,138 @@ impl Pidfile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .map_err(err)?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((mut f, _)) => {
-                let mut pid = String::new();
-                // Only for the message: an unreadable pidfile still means "running".
-                let _ = f.read_to_string(&mut pid);
-                return Err(ProcessError::AlreadyRunning {
-                    pid: pid.trim().to_string(),
-                    path: shown,
-                });
+        for _ in 0..PIDFILE_ATTEMPTS {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(err)?;
+            if let Some(lock) = lock_if_current(path, file)? {
+                let mut pidfile = Pidfile {
+                    path: path.to_path_buf(),
+                    lock,
+                };
+                pidfile.write_pid()?;
+                return Ok(pidfile);
             }
+        }
+        Err(err(io::Error::other(format!(
+            "it was removed {PIDFILE_ATTEMPTS} times while being locked; another instance is \
+             starting and stopping in a loop"
+        ))))
+    }
+
+    /// Writes our pid over what the file holds (after daemonising: the child's).
+    pub fn write_pid(&mut self) -> Result<(), ProcessError> {
+        let err = |source| ProcessError::Pidfile {
+            path: self.path.display().to_string(),
+            source,
         };
-        lock.set_len(0).map_err(err)?;
-        lock.rewind().map_err(err)?;
-        writeln!(lock, "{}", std::process::id()).map_err(err)?;
-        lock.flush().map_err(err)?;
-        Ok(Pidfile {
-            path: path.to_path_buf(),
-            _lock: lock,
-        })
+        self.lock.set_len(0).map_err(err)?;
+        self.lock.rewind().map_err(err)?;
+        writeln!(self.lock, "{}", std::process::id()).map_err(err)?;
+        self.lock.flush().map_err(err)
+    }
+}
+
+/// Locks `file`, opened at `path`, unless another instance holds it. `None` when the
+/// file locked is no longer the one at `path`: an exiting instance removes its pidfile
+/// while still holding the lock, so a descriptor opened just before that gets the lock
+/// of a file no later instance will see, and both would run.
+fn lock_if_current(path: &Path, file: File) -> Result<Option<Flock<File>>, ProcessError> {
+    let shown = || path.display().to_string();
+    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((mut f, Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            // Only for the message: an unreadable pidfile still means "running".
+            let _ = f.read_to_string(&mut pid);
+            return Err(ProcessError::AlreadyRunning {
+                pid: pid.trim().to_string(),
+                path: shown(),
+            });
+        }
+        Err((_, e)) => {
+            return Err(ProcessError::Pidfile {
+                path: shown(),
+                source: e.into(),
+            })
+        }
+    };
+    let held = lock.metadata().map_err(|source| ProcessError::Pidfile {
+        path: shown(),
+        source,
+    })?;
+    match std::fs::symlink_metadata(path) {
+        Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => Ok(Some(lock)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ProcessError::Pidfile {
+            path: shown(),
+            source,
+        }),
     }
 }
 
 impl Drop for Pidfile {
     fn drop(&mut self) {
-        // Exiting: a pidfile left behind is harmless (the next start locks it anew).
+        // Removed while still locked (the lock goes with the field, after this): an
+        // instance that opened it meanwhile sees it gone once it has the lock, and
+        // starts over. Exiting: a pidfile left behind is harmless (the next start
+        // locks it anew).
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Closes every descriptor above standard error, first thing at start-up. Whatever
+/// started the daemon (devd, rc, a shell, a service manager) may have left descriptors
+/// open without close-on-exec; kept, they would reach every hook and script the daemon
+/// runs. Call before anything is opened.
+pub fn close_inherited_descriptors() -> Result<(), ProcessError> {
+    #[cfg(target_os = "freebsd")]
+    {
+        // SAFETY: closefrom(3) only closes descriptors, and none of ours is open yet.
+        unsafe { nix::libc::closefrom(3) };
+        Ok(())
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: close_range(2) only closes descriptors, and none of ours is open
+            // yet. The system call, not glibc's wrapper (2.34 and later).
+            let r = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0) };
+            if r == 0 {
+                return Ok(());
+            }
+            // A kernel before 5.9: close them one by one, below.
+        }
+        close_listed_descriptors().map_err(ProcessError::CloseInherited)
+    }
+}
+
+/// The descriptors `/proc/self/fd` lists above standard error, closed one by one.
+#[cfg(not(target_os = "freebsd"))]
+fn close_listed_descriptors() -> io::Result<()> {
+    // Listed first, closed after: the listing's own descriptor is among them.
+    let mut fds = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        if let Ok(fd) = entry?.file_name().to_string_lossy().parse::<i32>() {
+            if fd > 2 {
+                fds.push(fd);
+            }
+        }
+    }
+    for fd in fds {
+        // SAFETY: closing a descriptor number; nothing of ours uses it (the listing's
+        // own descriptor, closed by now, makes this EBADF, which is right to ignore).
+        unsafe { nix::libc::close(fd) };
+    }
+    Ok(())
 }
 
 /// Relative paths are resolved at start-up: a daemon's working directory becomes `/`.
@@ -79,19 +186,23 @@ pub fn absolute(p: &Path) -> PathBuf {
 
 /// A daemon's start: takes `pidfile` (if any) while still on the terminal, so a second
 /// instance is refused where the administrator sees why; then, unless `foreground`,
-/// detaches and takes it again (the parent's copy is released, since dropping it in
-/// the exiting parent would remove the file). Call before any thread is started.
+/// detaches holding it throughout and writes the detached process's pid into it. Call
+/// before any thread is started.
 pub fn start_daemon(
     pidfile: Option<&Path>,
     foreground: bool,
 ) -> Result<Option<Pidfile>, ProcessError> {
-    let lock = pidfile.map(Pidfile::acquire).transpose()?;
+    let mut lock = pidfile.map(Pidfile::acquire).transpose()?;
     if foreground {
         return Ok(lock);
     }
-    drop(lock);
+    // The children share the locked file; the parents leave by `process::exit`, which
+    // runs no destructor, so neither the lock nor the file is let go on the way.
     daemonize()?;
-    pidfile.map(Pidfile::acquire).transpose()
+    if let Some(p) = lock.as_mut() {
+        p.write_pid()?;
+    }
+    Ok(lock)
 }
 
 /// Detaches from the terminal: fork, new session, fork again, `/` as working
@@ -149,6 +260,25 @@ mod tests {
         }
         drop(first);
         assert!(!path.exists());
+        // Cleaning up test scratch space; a leftover is harmless.
+        let _ = std::fs::remove_dir(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_pidfile_removed_while_being_locked_is_not_taken() {
+        let path =
+            std::env::temp_dir().join(format!("hvguest-pid-stale-{}/x.pid", std::process::id()));
+        let first = Pidfile::acquire(&path).unwrap();
+        // A second instance opened the file just before the first exited...
+        let early = File::open(&path).unwrap();
+        drop(first);
+        // ...and would get the lock of a file no one else sees.
+        assert!(lock_if_current(&path, early).unwrap().is_none());
+        // Taken anew, it is the file at the path.
+        let second = Pidfile::acquire(&path).unwrap();
+        let at_path = std::fs::metadata(&path).unwrap();
+        assert_eq!(second.lock.metadata().unwrap().ino(), at_path.ino());
+        drop(second);
         // Cleaning up test scratch space; a leftover is harmless.
         let _ = std::fs::remove_dir(path.parent().unwrap());
     }

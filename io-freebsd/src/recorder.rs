@@ -2,9 +2,10 @@
 //! (`hvguest_core::kvp::recording`): system information and pool files at start, then
 //! every device message with its monotonic time, flushed as it happens.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::effect::FileId;
@@ -12,24 +13,67 @@ use hvguest_core::kvp::recording::{encode_bytes, sysinfo_line, Recording};
 use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::Instant;
 
+use crate::files::{PoolFileError, PoolFiles};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Never written over: the path may be another file, or a link to one.
+    #[error(
+        "record file {}: it already exists (or is a symbolic link); name a new file,          since a recording is never written over another",
+        .0.display()
+    )]
+    Exists(PathBuf),
+    #[error("record file {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("record file: reading the pools for its header: {0}")]
+    Pools(#[from] PoolFileError),
+}
+
 pub struct Recorder {
     out: BufWriter<File>,
 }
 
 impl Recorder {
-    /// Writes the header: `info` and the pool files as they are in `pool_dir` now.
-    pub fn create(path: &Path, info: &SystemInfo, pool_dir: &Path) -> io::Result<Recorder> {
+    /// Creates `path` (a new file, mode 0600: it holds the pools' contents, which may be
+    /// private) and writes the header: `info` and the pool files as they are now.
+    pub fn create(
+        path: &Path,
+        info: &SystemInfo,
+        files: &mut PoolFiles,
+    ) -> Result<Recorder, RecordError> {
         let mut header = Recording {
             info: info.clone(),
             ..Recording::default()
         };
         for p in PoolId::FILE_BACKED {
-            header.pools[p.index()] =
-                std::fs::read(pool_dir.join(FileId::pool(p).file_name())).unwrap_or_default();
+            header.pools[p.index()] = files.contents(FileId::pool(p))?;
         }
-        let mut out = BufWriter::new(File::create(path)?);
-        out.write_all(header.to_text().as_bytes())?;
-        out.flush()?;
+        // O_EXCL: never an existing file, nor through a link (O_EXCL does not follow
+        // one; O_NOFOLLOW says so again for systems that might).
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::AlreadyExists => RecordError::Exists(path.to_path_buf()),
+                _ => RecordError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })?;
+        let io_err = |source| RecordError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut out = BufWriter::new(file);
+        out.write_all(header.to_text().as_bytes()).map_err(io_err)?;
+        out.flush().map_err(io_err)?;
         Ok(Recorder { out })
     }
 

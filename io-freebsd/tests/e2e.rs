@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use hvguest_core::kvp::describe;
 use hvguest_core::kvp::effect::FileId;
+use hvguest_core::kvp::journal::{JournalEntry, JournalWrite};
 use hvguest_core::kvp::record::{encode_pool, Record};
 use hvguest_core::kvp::recording::Recording;
 use hvguest_core::kvp::text::{Key, Value};
@@ -91,9 +94,16 @@ static STARTS: AtomicUsize = AtomicUsize::new(0);
 impl Daemon {
     /// Starts the real binary with the test's socket, pool directory and pidfile.
     fn spawn(dir: &TestDir, extra: &[&str]) -> Daemon {
+        Daemon::spawn_with(dir, extra, |_| {})
+    }
+
+    /// `spawn`, with `adjust` applied to the command first.
+    fn spawn_with(dir: &TestDir, extra: &[&str], adjust: impl FnOnce(&mut Command)) -> Daemon {
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log = dir.path.join(format!("daemon-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"));
+        adjust(&mut command);
+        let child = command
             .arg("-n")
             .arg("--device")
             .arg(dir.socket())
@@ -841,4 +851,230 @@ fn a_torn_trailing_record_is_repaired_at_start() {
         assert_eq!(strict_records(&dir.pool_file(pool)).len(), 4);
         assert_eq!(get(&mut link, pool, "k1"), Ok("v1".to_string()));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// h. What the daemon trusts, and what it leaves behind for others.
+
+/// `nobody` on Linux and FreeBSD (a uid need not be in the password file to own a file).
+const NOBODY: u32 = 65534;
+
+/// A journal entry no writer of ours could have made (no length, yet a slot written),
+/// carrying `line` as the record: what a stranger leaves to have recovery write it.
+fn strangers_journal(pool: PoolId, line: &[u8]) -> Vec<u8> {
+    let mut post = [0u8; POOL_RECORD_SIZE];
+    post[..line.len()].copy_from_slice(line);
+    JournalEntry {
+        pool,
+        old_len: 0,
+        new_len: 0,
+        writes: vec![JournalWrite {
+            slot: 0,
+            pre: Box::new([0; POOL_RECORD_SIZE]),
+            post: Box::new(post),
+        }],
+        dropped: None,
+    }
+    .encode()
+}
+
+/// How a daemon that must refuse to start ended (`st`, from `wait`); returns its log.
+fn refused_start(d: &Daemon, st: Option<ExitStatus>) -> String {
+    let st = st.unwrap_or_else(|| panic!("the daemon did not refuse to start\n{}", d.log_text()));
+    assert_eq!(st.code(), Some(1), "{st:?}\n{}", d.log_text());
+    d.log_text()
+}
+
+#[test]
+fn a_pool_directory_another_user_owns_or_others_can_write_is_refused_at_start() {
+    let euid = nix::unistd::geteuid().as_raw();
+    // A directory `nobody` made (say, /tmp/kvp-pool before root's daemon came), and one
+    // of ours that anyone can write.
+    for (uid, mode, found) in [(NOBODY, 0o755, "uid 65534"), (euid, 0o777, "mode 0777")] {
+        let dir = TestDir::new(&format!("foreign-dir-{uid}"));
+        let pool = dir.pool_dir();
+        std::fs::create_dir_all(&pool).unwrap();
+        std::os::unix::fs::lchown(&pool, Some(uid), None).unwrap();
+        std::fs::set_permissions(&pool, std::fs::Permissions::from_mode(mode)).unwrap();
+        // Its owner's plant: the guest pool a link to where root's cron would look, and a
+        // journal holding the line to write there.
+        let target = dir.path.join("crontab");
+        std::os::unix::fs::symlink(&target, dir.pool_file(PoolId::Guest)).unwrap();
+        std::fs::write(
+            dir.journal(PoolId::Guest),
+            strangers_journal(PoolId::Guest, b"* * * * * root /tmp/x"),
+        )
+        .unwrap();
+        let _dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+        let mut d = Daemon::spawn(&dir, &[]);
+        let st = d.wait(Duration::from_secs(10));
+        assert!(
+            std::fs::symlink_metadata(&target).is_err(),
+            "the daemon created the link's target ({:?}); exit {st:?}\n{}",
+            std::fs::read(&target).map(|b| String::from_utf8_lossy(&b[..64]).into_owned()),
+            d.log_text()
+        );
+        let log = refused_start(&d, st);
+        for want in [
+            pool.to_str().unwrap(),
+            found,
+            &format!("owned by uid {euid}"),
+            "not writable by group or others",
+        ] {
+            assert!(log.contains(want), "{want:?} not in the log: {log}");
+        }
+    }
+}
+
+#[test]
+fn the_record_file_is_private_and_never_written_over() {
+    let dir = TestDir::new("record-private");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let record = dir.path.join("session.kvprec");
+    let arg = record.to_str().unwrap().to_string();
+    let (mut d, mut link) = Daemon::start(&dir, &dev, &["--record", &arg]);
+    assert_eq!(
+        set(&mut link, PoolId::Guest, "secret", "s3cr3t"),
+        Status::OK
+    );
+    d.signal(Signal::SIGTERM);
+    assert_eq!(
+        d.wait(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+    drop(link);
+    assert_mode_0600(&record);
+
+    // An existing file, and a link to one: left as they are, and the daemon says why.
+    let precious = dir.path.join("precious");
+    std::fs::write(&precious, b"keep me\n").unwrap();
+    let link_path = dir.path.join("link.kvprec");
+    std::os::unix::fs::symlink(&precious, &link_path).unwrap();
+    for path in [&precious, &record, &link_path] {
+        let before = std::fs::read(path).unwrap();
+        let arg = path.to_str().unwrap().to_string();
+        let mut d = Daemon::spawn(&dir, &["--record", &arg]);
+        let st = d.wait(Duration::from_secs(10));
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            before,
+            "{} was written over; exit {st:?}",
+            path.display()
+        );
+        let log = refused_start(&d, st);
+        assert!(
+            log.contains(&arg) && log.contains("exists"),
+            "the refusal names {arg} and says it exists: {log}"
+        );
+    }
+}
+
+#[test]
+fn a_daemon_going_to_the_background_holds_its_pidfile_throughout() {
+    let dir = TestDir::new("pidfile-hold");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let pidfile = dir.pidfile();
+    // A pidfile left by an earlier run, and a second instance that opened it while the
+    // first was starting: it must never get the lock while the first runs.
+    std::fs::write(&pidfile, b"").unwrap();
+    let early = File::open(&pidfile).unwrap();
+    let background = |log: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"))
+            .arg("--device")
+            .arg(dir.socket())
+            .arg("--pool-dir")
+            .arg(dir.pool_dir())
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.path.join(log)).unwrap())
+            .status()
+            .unwrap()
+    };
+    let st = background("first.log");
+    assert!(st.success(), "{st:?}");
+    let _link = dev.accept(ACCEPT).expect("the daemon registers");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("the pidfile holds a pid");
+    let guard = Detached(Pid::from_raw(pid));
+    if let Ok(lock) = Flock::lock(early, FlockArg::LockExclusiveNonblock) {
+        drop(lock);
+        panic!("a second instance that opened the pidfile early got its lock while pid {pid} runs");
+    }
+    // A real second instance is refused before it detaches, where its caller sees why.
+    let st = background("second.log");
+    assert_eq!(st.code(), Some(1), "{st:?}");
+    let msg = std::fs::read_to_string(dir.path.join("second.log")).unwrap();
+    assert!(
+        msg.contains("another instance is running") && msg.contains(&pid.to_string()),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        pid.to_string()
+    );
+    kill(guard.0, Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    while pidfile.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "pidfile not removed"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    std::mem::forget(guard);
+}
+
+/// A daemon that detached (not our child): killed if the test fails.
+struct Detached(Pid);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        // Cleaning up after a failed test; the process may be gone already.
+        let _ = kill(self.0, Signal::SIGKILL);
+    }
+}
+
+/// The targets of a process's open descriptors.
+fn open_files(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .collect()
+}
+
+#[test]
+fn a_descriptor_inherited_from_the_parent_is_closed_at_start() {
+    let dir = TestDir::new("inherited-fd");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let marker = dir.path.join("parent-secret");
+    let f = File::create(&marker).unwrap();
+    let fd = f.as_raw_fd();
+    let mut d = Daemon::spawn_with(&dir, &[], |c| {
+        // SAFETY: only dup2(2), async-signal-safe, runs between fork and exec; the copy
+        // has no close-on-exec flag, as a careless parent's descriptor would.
+        unsafe {
+            c.pre_exec(move || {
+                if nix::libc::dup2(fd, 42) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let _link = dev.accept(ACCEPT).expect("the daemon registers");
+    let open = open_files(d.pid().as_raw() as u32);
+    assert!(
+        !open.contains(&marker),
+        "still open in the daemon: {open:?}"
+    );
+    d.signal(Signal::SIGTERM);
+    assert_eq!(
+        d.wait(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use hvguest_core::kvp::effect::FileId;
 use hvguest_core::kvp::jobs::journal_entry;
+use hvguest_core::kvp::journal::{JournalEntry, JournalWrite};
 use hvguest_core::kvp::pool::{Plan, Pool};
 use hvguest_core::kvp::record::{encode_pool, Record};
 use hvguest_core::kvp::text::{Key, Value};
@@ -45,6 +46,8 @@ impl TestDir {
         let _ = std::fs::remove_dir_all(&root);
         let pool = root.join("pool");
         std::fs::create_dir_all(&pool).unwrap();
+        // Private, whatever the umask: hvkvp refuses a directory others can write.
+        std::fs::set_permissions(&pool, std::fs::Permissions::from_mode(0o700)).unwrap();
         TestDir { root, pool }
     }
 
@@ -999,6 +1002,178 @@ fn a_torn_trailing_record_is_cut_as_the_daemon_does() {
     let r = dir.run(&["list", "guest"]);
     assert_eq!(r.ok(), "a  1\nb  2\n");
     assert!(r.stderr.contains("cut a torn record (700 bytes)"), "{r:?}");
+    assert_eq!(
+        assert_clean(&dir, PoolId::Guest),
+        pairs(&[("a", "1"), ("b", "2")])
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// What the tool trusts: a pool directory of its own user that no one else can write, and
+// regular files in it (not links) that it owns.
+
+/// `nobody` on Linux and FreeBSD (a uid need not be in the password file to own a file).
+const NOBODY: u32 = 65534;
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), None).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A journal entry no writer of ours could have made (no length, yet a slot written),
+/// carrying `line` as the record: what a stranger leaves to have recovery write it.
+fn strangers_journal(pool: PoolId, line: &[u8]) -> Vec<u8> {
+    let mut post = [0u8; POOL_RECORD_SIZE];
+    post[..line.len()].copy_from_slice(line);
+    JournalEntry {
+        pool,
+        old_len: 0,
+        new_len: 0,
+        writes: vec![JournalWrite {
+            slot: 0,
+            pre: Box::new([0; POOL_RECORD_SIZE]),
+            post: Box::new(post),
+        }],
+        dropped: None,
+    }
+    .encode()
+}
+
+#[test]
+fn a_pool_file_that_is_a_symlink_is_refused_and_its_target_left_alone() {
+    let dir = TestDir::new("symlink");
+    // Another file, 3300 bytes: not whole records, so a recovery through the link would
+    // "cut a torn record" from it.
+    let target = dir.root.join("precious");
+    let bytes: Vec<u8> = (0..3300u32).map(|i| (i % 251) as u8 + 1).collect();
+    std::fs::write(&target, &bytes).unwrap();
+    let link = dir.file(PoolId::Guest);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let commands: [&[&str]; 5] = [
+        &["list"],
+        &["list", "guest"],
+        &["get", "guest", "k"],
+        &["set", "guest", "k", "v"],
+        &["delete", "guest", "k"],
+    ];
+    for args in commands {
+        let r = dir.run(args);
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            bytes,
+            "hvkvp {args:?} changed the link's target: {r:#?}"
+        );
+        r.refused(&[link.to_str().unwrap(), "symbolic link"]);
+    }
+}
+
+#[test]
+fn a_dangling_symlink_and_a_strangers_journal_create_nothing() {
+    let dir = TestDir::new("dangling");
+    let target = dir.root.join("crontab");
+    let link = dir.file(PoolId::Guest);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    write_file(
+        &dir.journal(PoolId::Guest),
+        &strangers_journal(PoolId::Guest, b"* * * * * root /tmp/x"),
+    );
+    let commands: [&[&str]; 4] = [
+        &["list", "guest"],
+        &["get", "guest", "k"],
+        &["set", "guest", "k", "v"],
+        &["delete", "guest", "k"],
+    ];
+    for args in commands {
+        let r = dir.run(args);
+        assert!(
+            std::fs::symlink_metadata(&target).is_err(),
+            "hvkvp {args:?} created the link's target ({:?}): {r:#?}",
+            std::fs::read(&target).map(|b| String::from_utf8_lossy(&b[..64]).into_owned())
+        );
+        r.refused(&[link.to_str().unwrap(), "symbolic link"]);
+    }
+}
+
+#[test]
+fn a_pool_directory_others_can_write_or_another_user_owns_is_refused() {
+    let dir = TestDir::new("dir-trust");
+    dir.write_pool(PoolId::Guest, &[("a", "1")]);
+    let before = std::fs::read(dir.file(PoolId::Guest)).unwrap();
+    let shown = dir.pool.to_str().unwrap().to_string();
+    let owner = format!("owned by uid {}", euid());
+    let cases: [(u32, u32, &str); 4] = [
+        (euid(), 0o770, "mode 0770"),
+        (euid(), 0o757, "mode 0757"),
+        (euid(), 0o1777, "mode 1777"),
+        (NOBODY, 0o700, "uid 65534"),
+    ];
+    for (uid, mode, found) in cases {
+        chown(&dir.pool, uid);
+        chmod(&dir.pool, mode);
+        for args in [&["list", "guest"][..], &["set", "guest", "b", "2"]] {
+            let r = dir.run(args);
+            r.refused(&[&shown, found, &owner, "not writable by group or others"]);
+        }
+    }
+    chown(&dir.pool, euid());
+    chmod(&dir.pool, 0o700);
+    // The pool directory given as a symbolic link to a good one.
+    let alias = dir.root.join("alias");
+    std::os::unix::fs::symlink(&dir.pool, &alias).unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_hvkvp"))
+        .arg("--pool-dir")
+        .arg(&alias)
+        .args(["set", "guest", "b", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2), "{r:?}");
+    let msg = String::from_utf8(r.stderr).unwrap();
+    assert!(
+        msg.contains(alias.to_str().unwrap()) && msg.contains("symbolic link"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(dir.file(PoolId::Guest)).unwrap(), before);
+    // And back as it should be: served.
+    assert_eq!(dir.run(&["list", "guest"]).ok(), "a  1\n");
+}
+
+#[test]
+fn a_pool_file_of_another_user_or_with_other_names_is_refused() {
+    let dir = TestDir::new("file-trust");
+    dir.write_pool(PoolId::Guest, &[("a", "1")]);
+    let file = dir.file(PoolId::Guest);
+    let shown = file.to_str().unwrap().to_string();
+    // A second name for it, elsewhere: writing the pool would write that file too.
+    let other = dir.root.join("other-name");
+    std::fs::hard_link(&file, &other).unwrap();
+    dir.run(&["list", "guest"])
+        .refused(&[&shown, "2 links", "exactly one"]);
+    std::fs::remove_file(&other).unwrap();
+    assert_eq!(dir.run(&["list", "guest"]).ok(), "a  1\n");
+    chown(&file, NOBODY);
+    dir.run(&["set", "guest", "b", "2"]).refused(&[
+        &shown,
+        "uid 65534",
+        &format!("uid {}", euid()),
+    ]);
+    chown(&file, euid());
+    // A FIFO where a journal should be (reading made one: remove it first).
+    std::fs::remove_file(dir.journal(PoolId::Guest)).unwrap();
+    nix::unistd::mkfifo(&dir.journal(PoolId::Guest), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    dir.run(&["set", "guest", "b", "2"]).refused(&[
+        dir.journal(PoolId::Guest).to_str().unwrap(),
+        "FIFO",
+        "regular file",
+    ]);
+    std::fs::remove_file(dir.journal(PoolId::Guest)).unwrap();
+    dir.run(&["set", "guest", "b", "2"]).ok();
     assert_eq!(
         assert_clean(&dir, PoolId::Guest),
         pairs(&[("a", "1"), ("b", "2")])

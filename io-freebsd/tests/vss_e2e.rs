@@ -15,7 +15,9 @@
 //! log (`cargo test -p hvguest-io --test vss_e2e -- --nocapture`).
 
 use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -112,6 +114,9 @@ struct Vss {
     dir: PathBuf,
     kernel: EmulatedVss,
     began: Instant,
+    /// A descriptor every process started gets as descriptor 42, without close-on-exec,
+    /// as a careless parent would pass it.
+    inherited: Option<RawFd>,
 }
 
 impl Vss {
@@ -132,6 +137,7 @@ impl Vss {
             dir,
             kernel,
             began: Instant::now(),
+            inherited: None,
         }
     }
 
@@ -164,7 +170,19 @@ impl Vss {
     fn spawn(&self, what: &str, exe: &str, args: &[&Path]) -> Proc {
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log = self.path(&format!("{what}-{n}.log"));
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(fd) = self.inherited {
+            // SAFETY: only dup2(2), async-signal-safe, runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if nix::libc::dup2(fd, 42) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -819,5 +837,53 @@ tmpfs /tmp rw
         for a in &first_round {
             eprintln!("  +{:<4} {} {} {}", a.ms - t0, a.action, a.target, a.result);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Descriptors from the parent.
+
+/// The targets of a process's open descriptors.
+fn open_files(p: &Proc) -> Vec<PathBuf> {
+    let pid = p.child.as_ref().expect("running").id();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .collect()
+}
+
+#[test]
+fn a_descriptor_inherited_from_the_parent_reaches_neither_daemon_nor_hook() {
+    if skip_without_root("a_descriptor_inherited_from_the_parent_reaches_neither_daemon_nor_hook") {
+        return;
+    }
+    let mut vss = Vss::new("inherited-fd", UFS_ONLY, "");
+    let marker = vss.path("parent-secret");
+    let secret = File::create(&marker).unwrap();
+    vss.inherited = Some(secret.as_raw_fd());
+    let seen = vss.path("hook-fds");
+    vss.hook(
+        "10-fds",
+        &format!(
+            "for f in /proc/$$/fd/*; do readlink \"$f\"; done >> {}",
+            seen.display()
+        ),
+    );
+    let script = app_script(&vss);
+    let daemon = vss.daemon();
+    let app = vss.app(&script);
+    let shown = marker.display().to_string();
+    let hook_saw = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        !hook_saw.contains(&shown),
+        "the start-up thaw hook had it open:\n{hook_saw}"
+    );
+    for p in [&daemon, &app] {
+        let open = open_files(p);
+        assert!(
+            !open.contains(&marker),
+            "still open in {}: {open:?}",
+            p.name
+        );
     }
 }

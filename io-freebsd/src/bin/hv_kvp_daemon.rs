@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use hvguest_io::kvp_daemon::{self, DaemonConfig};
 use hvguest_io::logging::Logger;
-use hvguest_io::process::{absolute, start_daemon};
+use hvguest_io::process::{absolute, close_inherited_descriptors, start_daemon};
 
 /// Serves the Hyper-V host's key/value pools and IP requests on /dev/hv_kvp_dev.
 #[derive(Parser, Debug)]
@@ -43,6 +43,12 @@ struct Cli {
 const DEFAULT_PIDFILE: &str = "/var/run/hv_kvp_daemon.pid";
 
 fn main() -> ExitCode {
+    // Before anything is opened: what the parent left open must not reach our hooks
+    // and scripts.
+    if let Err(e) = close_inherited_descriptors() {
+        eprintln!("hv_kvp_daemon: {e}");
+        return ExitCode::from(1);
+    }
     let cli = Cli::parse();
     let cfg = DaemonConfig {
         device: absolute(&cli.device),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use hvguest_core::vss::app::{AppMachine, AppWork};
 use hvguest_io::logging::Logger;
-use hvguest_io::process::absolute;
+use hvguest_io::process::{absolute, close_inherited_descriptors};
 use hvguest_io::vss_config::{self, DEFAULT_CONFIG};
 use hvguest_io::vss_daemon::{self, VssPaths};
 
@@ -41,6 +41,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Before anything is opened: what the parent left open must not reach our hooks
+    // and scripts.
+    if let Err(e) = close_inherited_descriptors() {
+        eprintln!("hv_vss_app: {e}");
+        return ExitCode::from(1);
+    }
     let cli = Cli::parse();
     let config = match vss_config::load(&cli.config) {
         Ok(c) => c,

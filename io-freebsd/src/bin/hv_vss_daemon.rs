@@ -8,7 +8,7 @@ use clap::Parser;
 use hvguest_core::vss::machine::VssMachine;
 use hvguest_io::freezer::{freezer_main, Mode};
 use hvguest_io::logging::Logger;
-use hvguest_io::process::{absolute, start_daemon};
+use hvguest_io::process::{absolute, close_inherited_descriptors, start_daemon};
 use hvguest_io::vss_config::{self, DEFAULT_CONFIG};
 use hvguest_io::vss_daemon::{self, VssPaths};
 
@@ -49,6 +49,12 @@ struct Cli {
 const DEFAULT_PIDFILE: &str = "/var/run/hv_vss_daemon.pid";
 
 fn main() -> ExitCode {
+    // Before anything is opened: what the parent left open must not reach our hooks
+    // and scripts.
+    if let Err(e) = close_inherited_descriptors() {
+        eprintln!("hv_vss_daemon: {e}");
+        return ExitCode::from(1);
+    }
     let cli = Cli::parse();
     if cli.freezer {
         let mode = match &cli.emulate_actions {

@@ -42,7 +42,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant as WallClock};
@@ -381,7 +381,11 @@ fn write_initial_pools(sc: &scenario::Scenario, dir: &Path) -> io::Result<()> {
     if names.is_empty() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir)?;
+    // Private, as hv_kvp_daemon requires of a pool directory, whatever the umask.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     for name in names {
         let path = dir.join(&name);
         let mut f = OpenOptions::new()
