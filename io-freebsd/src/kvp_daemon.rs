@@ -166,9 +166,10 @@ impl Loop<'_> {
             Event::PoolFailed { .. } | Event::MutationInDoubt { .. } | Event::UnknownEffect(_) => {
                 self.log.error(&format!("{e:?}"))
             }
-            Event::Malformed(_) | Event::IpConfigRefused(_) | Event::DeadlineReply { .. } => {
-                self.log.warn(&format!("{e:?}"))
-            }
+            Event::IpConfigRefused(why) => self.log.warn(&format!(
+                "refused the host's SET_IP_INFO, nothing was changed: {why}"
+            )),
+            Event::Malformed(_) | Event::DeadlineReply { .. } => self.log.warn(&format!("{e:?}")),
             Event::Registered | Event::PoolRecovered { .. } => self.log.info(&format!("{e:?}")),
             Event::Job(j) => self.log.debug(&format!("{j:?}")),
         }

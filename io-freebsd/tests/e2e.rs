@@ -842,3 +842,81 @@ fn a_torn_trailing_record_is_repaired_at_start() {
         assert_eq!(get(&mut link, pool, "k1"), Ok("v1".to_string()));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// h. SET_IP_INFO reconfigures only Hyper-V's synthetic NICs.
+
+/// A stand-in for `hv_set_ifconfig` that only records its arguments, one line per run.
+fn recording_script(dir: &TestDir) -> (PathBuf, PathBuf) {
+    let scripts = dir.path.join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let runs = dir.path.join("script-runs");
+    let script = scripts.join("hv_set_ifconfig");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n", runs.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (scripts, runs)
+}
+
+fn set_ip(adapter: &str) -> Request {
+    Request::SetIpInfo(hvguest_core::kvp::wire::IpFields {
+        adapter_id: adapter.as_bytes().to_vec(),
+        addr_family: 1,
+        dhcp_enabled: 0,
+        ip_addr: b"127.0.0.2".to_vec(),
+        sub_net: b"255.0.0.0".to_vec(),
+        gate_way: b"10.0.0.1".to_vec(),
+        dns_addr: b"10.0.0.2".to_vec(),
+    })
+}
+
+#[test]
+fn set_ip_info_for_an_adapter_that_is_not_a_synthetic_nic_runs_nothing() {
+    let dir = TestDir::new("setip-adapter");
+    let (scripts, runs) = recording_script(&dir);
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let scripts_arg = scripts.to_str().unwrap().to_string();
+    let (daemon, mut link) = Daemon::start(&dir, &dev, &["--scripts-dir", &scripts_arg]);
+    // The review's reproduction was `lo0`; an option-like name, a name that only starts
+    // like one of ours, and the GUID text the kernel leaves when no hn(4) matched.
+    let refused = [
+        ("lo0", Status::INVALID_ARG),
+        ("-hn0", Status::INVALID_ARG),
+        ("hn0x", Status::INVALID_ARG),
+        ("hn", Status::INVALID_ARG),
+        ("em0", Status::INVALID_ARG),
+        (
+            "{f6e5d4c3-b2a1-4f0e-9d8c-7b6a59483726}",
+            Status::GUID_NOT_FOUND,
+        ),
+    ];
+    for (adapter, want) in refused {
+        assert_eq!(
+            call(&mut link, &set_ip(adapter)).status(),
+            want,
+            "adapter {adapter:?}"
+        );
+    }
+    assert!(
+        !runs.exists(),
+        "the script ran for a refused adapter: {:?}",
+        std::fs::read_to_string(&runs)
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("refused the host's SET_IP_INFO") && log.contains("\"lo0\""),
+        "no log line says why: {log}"
+    );
+    // The synthetic NICs themselves are still configured.
+    assert_eq!(call(&mut link, &set_ip("hn0")).status(), Status::OK);
+    assert_eq!(call(&mut link, &set_ip("hn12")).status(), Status::OK);
+    let ran = std::fs::read_to_string(&runs).unwrap();
+    let adapters: Vec<&str> = ran
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(adapters, ["hn0", "hn12"], "{ran}");
+}

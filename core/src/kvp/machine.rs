@@ -407,9 +407,10 @@ impl KvpMachine {
             },
             Request::SetIpInfo(fields) => match IpConfig::parse(&fields) {
                 Err(e) => {
+                    let status = e.status();
                     self.outputs
                         .push_back(Output::Event(Event::IpConfigRefused(e)));
-                    self.reply(Reply::Status(Status::INVALID_ARG));
+                    self.reply(Reply::Status(status));
                 }
                 Ok(config) => {
                     let deadline = self.system_deadline(KVP_SET_IP_SCRIPT);
