@@ -169,6 +169,13 @@ impl Loop<'_> {
             Event::IpConfigRefused(why) => self.log.warn(&format!(
                 "refused the host's SET_IP_INFO, nothing was changed: {why}"
             )),
+            Event::EmptyKeyRefused { pool } => self.log.warn(&format!(
+                "refused the host's SET of an empty key in pool {} ({}) with INVALID_ARG: \
+                 nothing can look such a key up, and programs that split pool files at NUL \
+                 bytes lose their place on it",
+                pool.index(),
+                pool.name()
+            )),
             Event::Malformed(_) | Event::DeadlineReply { .. } => self.log.warn(&format!("{e:?}")),
             Event::Registered | Event::PoolRecovered { .. } => self.log.info(&format!("{e:?}")),
             Event::Job(j) => self.log.debug(&format!("{j:?}")),

@@ -920,3 +920,42 @@ fn set_ip_info_for_an_adapter_that_is_not_a_synthetic_nic_runs_nothing() {
         .collect();
     assert_eq!(adapters, ["hn0", "hn12"], "{ran}");
 }
+
+// ---------------------------------------------------------------------------------------
+// i. A host SET with an empty key is refused, as hvkvp refuses it.
+
+#[test]
+fn a_host_set_with_an_empty_key_is_refused_with_invalid_arg() {
+    let dir = TestDir::new("empty-key");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    for pool in [PoolId::External, PoolId::Guest, PoolId::Auto] {
+        assert_eq!(
+            call(
+                &mut link,
+                &Request::Set {
+                    pool,
+                    key: key(""),
+                    value: value("v"),
+                },
+            )
+            .status(),
+            Status::INVALID_ARG,
+            "{pool:?}"
+        );
+    }
+    assert_eq!(set(&mut link, PoolId::Guest, "k", "v"), Status::OK);
+    // Nothing but the one good record reached a file.
+    assert_eq!(
+        as_strings(&strict_records(&dir.pool_file(PoolId::Guest))),
+        [("k".to_string(), "v".to_string())]
+    );
+    assert_eq!(
+        std::fs::metadata(dir.pool_file(PoolId::External))
+            .unwrap()
+            .len(),
+        0
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("empty key"), "no log line says why: {log}");
+}

@@ -127,7 +127,8 @@ struct Outstanding {
     busy_at_delivery: bool,
     /// When the request was first handed to a daemon.
     delivered_at: Option<Instant>,
-    /// A malformed message with one defect: the status it must get.
+    /// A malformed message with one defect, or a SET the daemon must refuse (an empty
+    /// key): the status it must get.
     malformed_status: Option<Status>,
 }
 
@@ -459,6 +460,22 @@ impl World {
             }
             return;
         };
+        if let Some(want) = o.malformed_status {
+            // A request the daemon must refuse (a SET of an empty key): exactly its
+            // status, and nothing stored (the model is left as it was).
+            let got = Status(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+            self.log(
+                "host",
+                &format!("#{id} <- {}", trace::reply(Some(req.op()), bytes)),
+            );
+            if got != want && !timed_out {
+                self.fail(format!(
+                    "{} answered {got:?}, expected {want:?}",
+                    trace::request(&req)
+                ));
+            }
+            return;
+        }
         // Decoded by the host's own codec, from the spec's offsets: catches a reply
         // field written at the wrong offset or left unterminated by the core.
         let reply = match host_wire::decode(req.op(), bytes) {
@@ -577,10 +594,8 @@ impl World {
             (None, Some(b)) => b,
             (None, None) => return,
         };
-        let malformed_status = match request {
-            None => host_wire::malformed_status(&bytes),
-            Some(_) => None,
-        };
+        // Raw bytes with one defect, and a well-formed SET of an empty key.
+        let malformed_status = host_wire::malformed_status(&bytes);
         let text = request.as_ref().map_or_else(
             || {
                 format!(

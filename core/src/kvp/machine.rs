@@ -77,6 +77,10 @@ pub enum Event {
     Registered,
     Malformed(DecodeError),
     IpConfigRefused(IpConfigError),
+    /// A SET with an empty key, refused with `INVALID_ARG`.
+    EmptyKeyRefused {
+        pool: PoolId,
+    },
     /// The request could not be finished in time; answered with this status.
     DeadlineReply {
         op: Op,
@@ -353,6 +357,14 @@ impl KvpMachine {
         let seq = c.seq;
         let request = c.request.clone();
         match request {
+            // Refused in every pool, before the auto pool's S_CONT: the host cannot look
+            // such a key up, and pool readers that split a file at NUL bytes lose their
+            // place on it. `hvkvp` refuses it too.
+            Request::Set { pool, key, .. } if key.is_empty() => {
+                self.outputs
+                    .push_back(Output::Event(Event::EmptyKeyRefused { pool }));
+                self.reply(Reply::Status(Status::INVALID_ARG));
+            }
             Request::Get {
                 pool: PoolId::Auto,
                 key,
