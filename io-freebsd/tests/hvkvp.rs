@@ -771,6 +771,69 @@ fn json_output_escapes_what_it_must_and_reads_back_exactly() {
     assert_eq!(ext.records(), pairs(&[("bin", "\u{fffd}\u{fffd}")]));
 }
 
+/// Runs `hvkvp --pool-dir DIR ARGS...` with standard output on a new terminal; returns
+/// the exit code and what the terminal received (the line discipline turns `\n` into
+/// `\r\n`).
+fn on_terminal(dir: &TestDir, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let child = dir
+        .command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(pty.slave))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hvkvp");
+    // The Command held the only other copy of the slave side: once the child exits,
+    // reading the master side ends (EIO on Linux, end of file elsewhere).
+    let out = child.wait_with_output().unwrap();
+    let mut master = File::from(pty.master);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&seen).into_owned(),
+    )
+}
+
+#[test]
+fn get_escapes_control_characters_on_a_terminal_unless_raw() {
+    let dir = TestDir::new("tty");
+    // A value another program (or the host) stored that would retitle the terminal,
+    // clear the screen and move the cursor if printed as is.
+    let nasty = "title\u{1b}]0;owned\u{7}\u{1b}[2J\rback\ttab\u{9b}31m";
+    dir.write_pool(PoolId::External, &[("k", nasty)]);
+    let (code, seen) = on_terminal(&dir, &["get", "external", "k"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        seen,
+        "title\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\rback\\ttab\\u{9b}31m\r\n"
+    );
+    // --raw: the bytes as stored, on a terminal too.
+    let (code, seen) = on_terminal(&dir, &["get", "external", "k", "--raw"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(seen, format!("{nasty}\r\n"));
+    // Not a terminal: the bytes as stored, for scripts, with or without --raw.
+    assert_eq!(
+        dir.run(&["get", "external", "k"]).ok(),
+        format!("{nasty}\n")
+    );
+    assert_eq!(
+        dir.run(&["get", "external", "k", "--raw"]).ok(),
+        format!("{nasty}\n")
+    );
+    dir.run(&["get", "external", "k", "--raw", "--json"])
+        .refused(&["--raw", "--json"]);
+}
+
 #[test]
 fn host_summarizes_what_the_host_publishes() {
     let dir = TestDir::new("host");

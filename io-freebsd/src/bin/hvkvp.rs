@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -90,6 +90,9 @@ enum Command {
         format: Format,
     },
     /// Print the value of a key (its first record, as the host's GET sees it).
+    ///
+    /// Printed as stored, except on a terminal, where control characters are shown
+    /// escaped (`\n`, `\u{1b}`) as `list` shows them.
     Get {
         /// The pool, by name or number.
         #[arg(value_enum)]
@@ -98,6 +101,9 @@ enum Command {
         key: String,
         #[command(flatten)]
         format: Format,
+        /// Print the value's bytes as stored even on a terminal.
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
     },
     /// Set a key: update its first record in place, or append one. Durable on success.
     Set {
@@ -504,7 +510,12 @@ fn run(cli: Cli) -> Result<(), Fail> {
     let dir = cli.pool_dir.as_path();
     match cli.command {
         Command::List { pool, format } => list(dir, pool.map(|p| p.0), format.json),
-        Command::Get { pool, key, format } => get(dir, pool.0, &key, format.json),
+        Command::Get {
+            pool,
+            key,
+            format,
+            raw,
+        } => get(dir, pool.0, &key, format.json, raw),
         Command::Set {
             pool,
             key,
@@ -629,7 +640,7 @@ fn load(access: &mut PoolAccess, pool: PoolId) -> Result<Pool, AccessError> {
     Ok(Pool::from_records(records))
 }
 
-fn get(dir: &Path, pool: PoolId, key: &str, json: bool) -> Result<(), Fail> {
+fn get(dir: &Path, pool: PoolId, key: &str, json: bool, raw: bool) -> Result<(), Fail> {
     let k = key_arg(key)?;
     let mut access = PoolAccess::open(dir)?;
     let r = load(&mut access, pool);
@@ -651,11 +662,15 @@ fn get(dir: &Path, pool: PoolId, key: &str, json: bool) -> Result<(), Fail> {
         json_string(&mut out, v.as_bytes());
         out.push_str("}\n");
         emit(&out)
-    } else {
+    } else if raw || !io::stdout().is_terminal() {
         // The value exactly as stored, for scripts: no escaping.
         let mut out = v.as_bytes().to_vec();
         out.push(b'\n');
         emit_bytes(&out)
+    } else {
+        // Anyone who can write a pool (the host, among others) chooses these bytes: on a
+        // terminal, control characters could retitle it, clear it or fake other output.
+        emit(&format!("{}\n", shown(v.as_bytes())))
     }
 }
 
