@@ -959,3 +959,70 @@ fn a_host_set_with_an_empty_key_is_refused_with_invalid_arg() {
     let log = daemon.log_text();
     assert!(log.contains("empty key"), "no log line says why: {log}");
 }
+
+// ---------------------------------------------------------------------------------------
+// j. The host fills a pool only up to its budget.
+
+#[test]
+fn a_host_set_that_would_grow_a_pool_past_its_budget_is_refused() {
+    let budget = hvguest_core::limits::HOST_POOL_RECORDS;
+    let dir = TestDir::new("budget");
+    std::fs::create_dir_all(dir.pool_dir()).unwrap();
+    // Another program left the pool one record short of the budget.
+    let records: Vec<Record> = (0..budget - 1)
+        .map(|i| Record::new(key(&format!("k{i}")), value("v")))
+        .collect();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.pool_file(PoolId::External))
+        .unwrap();
+    f.write_all(&encode_pool(&records)).unwrap();
+    drop(f);
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    let len = || {
+        std::fs::metadata(dir.pool_file(PoolId::External))
+            .unwrap()
+            .len()
+    };
+    // The last record the budget allows.
+    assert_eq!(set(&mut link, PoolId::External, "last", "in"), Status::OK);
+    assert_eq!(len(), (budget * POOL_RECORD_SIZE) as u64);
+    // One more would grow the file past it: refused as the stock daemon refuses a SET
+    // it cannot store, and nothing written.
+    assert_eq!(
+        set(&mut link, PoolId::External, "over", "x"),
+        Status::S_CONT
+    );
+    assert_eq!(len(), (budget * POOL_RECORD_SIZE) as u64);
+    assert_eq!(
+        get(&mut link, PoolId::External, "over"),
+        Err(Status::S_CONT)
+    );
+    // Changing a key in place grows nothing: allowed; so is a DELETE, after which there
+    // is room for one new key again.
+    assert_eq!(
+        set(&mut link, PoolId::External, "k7", "changed"),
+        Status::OK
+    );
+    assert_eq!(delete(&mut link, PoolId::External, "k3"), Status::OK);
+    assert_eq!(set(&mut link, PoolId::External, "over", "x"), Status::OK);
+    assert_eq!(len(), (budget * POOL_RECORD_SIZE) as u64);
+    assert_eq!(
+        get(&mut link, PoolId::External, "k7"),
+        Ok("changed".to_string())
+    );
+    // Each pool has its own budget.
+    assert_eq!(
+        set(&mut link, PoolId::AutoExternal, "over", "x"),
+        Status::OK
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("refused the host's SET of a new key \"over\" in pool 0 (external)"),
+        "no log line says why: {log}"
+    );
+}

@@ -11,7 +11,7 @@ use hvguest_core::kvp::machine::{Event, KvpConfig};
 use hvguest_core::kvp::record::{decode_pool, PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
-use hvguest_core::limits::POOL_RECORD_SIZE;
+use hvguest_core::limits::{HOST_POOL_RECORDS, POOL_RECORD_SIZE};
 use hvguest_core::Instant;
 
 use crate::daemon::{DaemonSetup, Latency, Observed, SimDaemon, SimNet};
@@ -524,7 +524,30 @@ impl World {
                 self.check_fresh(key, &reply, failed_ok);
             }
         }
+        // A SET refused for want of room (S_CONT): only a new key, only when the file
+        // already holds the host's budget (HOST_POOL_RECORDS) or more; nothing stored.
+        let refused_full = match (&req, &reply) {
+            (Request::Set { pool, key, .. }, Reply::Status(Status::S_CONT))
+                if *pool != PoolId::Auto =>
+            {
+                let records = self.fs.contents(&path(*pool)).len() / POOL_RECORD_SIZE;
+                if records < HOST_POOL_RECORDS {
+                    self.fail(format!(
+                        "SET {pool:?} {key:?} refused as full while the file holds {records} \
+                         records, fewer than the host's budget of {HOST_POOL_RECORDS}"
+                    ));
+                } else if !self.model.possible(*pool, key).contains(&None) {
+                    self.fail(format!(
+                        "SET {pool:?} {key:?} refused as full, but the key is there: an \
+                         update in place grows nothing"
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
         if residue
+            || refused_full
             || self.tool_stale_read(&req, &reply)
             || self.emptied_stale_read(&req, &reply, from_memory)
         {

@@ -20,7 +20,9 @@ use crate::kvp::pool::{Mutation, Outcome, Plan, Pool};
 use crate::kvp::record::{DecodedPool, PoolDecoder, PoolIssue, RecordBytes};
 use crate::kvp::text::{Key, Value};
 use crate::kvp::wire::PoolId;
-use crate::limits::{MAX_JOURNAL_ENTRIES, POOL_RECORD_SIZE, READ_CHUNK};
+use crate::limits::{
+    MAX_JOURNAL_ENTRIES, MAX_POOL_BYTES, MAX_POOL_RECORDS, POOL_RECORD_SIZE, READ_CHUNK,
+};
 
 const REC: u64 = POOL_RECORD_SIZE as u64;
 /// Largest journal we read: every entry at its largest.
@@ -156,7 +158,10 @@ fn issue(held: &mut bool, e: Effect) -> Step {
     Step::Effect(e)
 }
 
-/// Reads a file from offset 0 in chunks.
+/// Reads a file from offset 0 in chunks, up to [`MAX_POOL_BYTES`]: records past
+/// [`MAX_POOL_RECORDS`](crate::limits::MAX_POOL_RECORDS) are never held, so they are not
+/// read either (a 10 GB sparse file costs what a full pool does); they are counted from
+/// the file's length and reported (`PoolIssue::TooManyRecords`).
 #[derive(Debug)]
 struct Loader {
     file: FileId,
@@ -174,10 +179,11 @@ impl Loader {
     }
     fn next(&self) -> Option<Effect> {
         let off = self.decoder.offset();
-        (off < self.len).then(|| Effect::Read {
+        let end = self.len.min(MAX_POOL_BYTES);
+        (off < end).then(|| Effect::Read {
             file: self.file,
             offset: off,
-            len: (self.len - off).min(READ_CHUNK as u64) as u32,
+            len: (end - off).min(READ_CHUNK as u64) as u32,
         })
     }
     fn feed(&mut self, d: &[u8]) {
@@ -188,7 +194,8 @@ impl Loader {
         self.decoder.feed(d);
     }
     fn finish(self) -> DecodedPool {
-        self.decoder.finish()
+        let unread = self.len.saturating_sub(self.decoder.offset());
+        self.decoder.finish_unread(unread)
     }
 }
 
@@ -454,6 +461,8 @@ pub struct Mutate {
     /// We hold the pool file's lock (set by a successful `Lock`, cleared as `Unlock` is
     /// issued); checked on every effect.
     locked: bool,
+    /// A SET may append only while the file holds fewer records than this.
+    max_records: usize,
     pub events: Vec<JobEvent>,
 }
 
@@ -489,12 +498,25 @@ impl Mutate {
             reload: None,
             journaled: false,
             locked: false,
+            max_records: MAX_POOL_RECORDS,
             events: Vec::new(),
         }
     }
 
+    /// A SET that would append to a file already holding `max_records` records is not
+    /// made (`Outcome::Full`): the host's budget. Tools are bound only by
+    /// [`MAX_POOL_RECORDS`].
+    pub fn within(mut self, max_records: usize) -> Mutate {
+        self.max_records = max_records;
+        self
+    }
+
     pub fn pool(&self) -> PoolId {
         self.pool
+    }
+
+    pub fn op(&self) -> &MutOp {
+        &self.op
     }
 
     /// `current` is the pool as the machine holds it (used unless the job reloaded).
@@ -638,7 +660,7 @@ impl Mutate {
     fn plan(&mut self, current: &Pool) -> Result<Step, IoError> {
         let pool = self.reload.as_ref().map_or(current, |(p, _)| p);
         let plan = match &self.op {
-            MutOp::Set(k, v) => pool.plan_set(k, v),
+            MutOp::Set(k, v) => pool.plan_set_within(k, v, self.max_records),
             MutOp::Delete(k) => pool.plan_delete(k),
         };
         Ok(match plan {
@@ -1199,6 +1221,58 @@ mod tests {
         ));
         match r.resume(Some(EffectResult::Done)) {
             Step::Finished(JobOutcome::Refreshed { result: Err(_), .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A pool file far past the record limit: reading stops at the limit, and the rest
+    /// is reported (counted from the file's length), never read and never silent.
+    #[test]
+    fn a_refresh_reads_no_further_than_the_record_limit() {
+        let total = MAX_POOL_RECORDS + 1000;
+        let len = total as u64 * REC + 7;
+        let mut r = Refresh::new(PoolId::External, None);
+        effect(r.resume(None));
+        effect(r.resume(stamp_of(len)));
+        effect(r.resume(Some(EffectResult::Done)));
+        effect(r.resume(stamp_of(0)));
+        let mut step = r.resume(stamp_of(len));
+        let mut read_to = 0;
+        loop {
+            match step {
+                Step::Effect(Effect::Read { offset, len, .. }) => {
+                    assert_eq!(offset, read_to, "reads in order");
+                    read_to = offset + u64::from(len);
+                    step = r.resume(Some(EffectResult::Data(vec![0; len as usize])));
+                }
+                Step::Effect(Effect::Unlock(_)) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(read_to, MAX_POOL_BYTES, "read up to the limit, not past it");
+        let Some(JobEvent::Loaded {
+            records, issues, ..
+        }) = r.events.last()
+        else {
+            panic!("{:?}", r.events)
+        };
+        assert_eq!(*records, MAX_POOL_RECORDS);
+        assert!(
+            issues.contains(&PoolIssue::TooManyRecords { total }),
+            "{issues:?}"
+        );
+        assert!(
+            issues.contains(&PoolIssue::PartialRecord { bytes: 7 }),
+            "{issues:?}"
+        );
+        match r.resume(Some(EffectResult::Done)) {
+            Step::Finished(JobOutcome::Refreshed {
+                result: Ok(Some((p, _))),
+                ..
+            }) => {
+                assert_eq!((p.len(), p.file_records()), (MAX_POOL_RECORDS, total));
+                assert!(!p.complete());
+            }
             other => panic!("{other:?}"),
         }
     }
