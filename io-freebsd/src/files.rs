@@ -19,6 +19,9 @@ use nix::fcntl::{fcntl, FcntlArg};
 pub struct PoolFiles {
     dir: PathBuf,
     open: BTreeMap<FileId, File>,
+    /// Whether a missing file is created on first use (mode 0600). A tool that only
+    /// reads opens existing files only, and a missing one is `ENOENT`.
+    create: bool,
 }
 
 fn io_error(e: &io::Error) -> IoError {
@@ -45,7 +48,19 @@ impl PoolFiles {
         Ok(PoolFiles {
             dir: dir.to_path_buf(),
             open: BTreeMap::new(),
+            create: true,
         })
+    }
+
+    /// For reading only: neither the directory nor any file is ever created (effects on
+    /// a missing file fail with `ENOENT`). The files are still opened read-write, since
+    /// the whole-file write lock, the one other writers take, needs it.
+    pub fn existing(dir: &Path) -> PoolFiles {
+        PoolFiles {
+            dir: dir.to_path_buf(),
+            open: BTreeMap::new(),
+            create: false,
+        }
     }
 
     pub fn path(&self, id: FileId) -> PathBuf {
@@ -57,7 +72,7 @@ impl PoolFiles {
         OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
+            .create(self.create)
             .truncate(false)
             .mode(0o600)
             .open(self.path(id))
@@ -278,6 +293,31 @@ mod tests {
             }),
             EffectResult::Data(vec![2; 9])
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reading_only_creates_nothing() {
+        let dir = tmp("existing");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut pf = PoolFiles::existing(&dir);
+        let f = FileId::pool(PoolId::Guest);
+        assert_eq!(
+            pf.execute(&Effect::Lock(f)),
+            EffectResult::Failed(IoError::ENOENT)
+        );
+        assert_eq!(
+            pf.execute(&Effect::Stat(FileId::journal(PoolId::Guest))),
+            EffectResult::Failed(IoError::ENOENT)
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing created"
+        );
+        std::fs::write(pf.path(f), [1u8; 3]).unwrap();
+        assert_eq!(pf.execute(&Effect::Lock(f)), EffectResult::Done);
+        assert!(matches!(pf.execute(&Effect::Stat(f)), EffectResult::Stamp(s) if s.len == 3));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
