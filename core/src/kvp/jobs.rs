@@ -1203,16 +1203,19 @@ enum InspectState {
         got: BTreeMap<u32, RecordBytes>,
     },
     Load(Loader),
-    Unlock(Result<Option<(Pool, FileStamp)>, IoError>),
+    Unlock(Inspected),
 }
+
+/// What an [`Inspect`] found: the pool as its file holds it and the file's stamp;
+/// `None`: there is no pool file.
+pub type Inspected = Result<Option<(Pool, FileStamp)>, IoError>;
 
 /// What an [`Inspect`] wants next.
 #[derive(Debug)]
 pub enum InspectStep {
     /// Only `Lock`, `Unlock`, `Stat` and `Read`.
     Effect(Effect),
-    /// The pool as its file holds it and the file's stamp; `None`: there is no pool file.
-    Finished(Result<Option<(Pool, FileStamp)>, IoError>),
+    Finished(Inspected),
 }
 
 /// Issues a read-only effect under the lock discipline of [`issue`].
@@ -1532,10 +1535,7 @@ mod tests {
 
     /// Runs an inspection over files held in memory (`None`: the file does not exist);
     /// any effect but a read-only one would panic in `ask`.
-    fn inspect(
-        pool: Option<Vec<u8>>,
-        journal: Option<Vec<u8>>,
-    ) -> (Result<Option<(Pool, FileStamp)>, IoError>, Vec<JobEvent>) {
+    fn inspect(pool: Option<Vec<u8>>, journal: Option<Vec<u8>>) -> (Inspected, Vec<JobEvent>) {
         let mut job = Inspect::new(PoolId::Guest);
         let file = |id: FileId| match id.kind {
             crate::kvp::effect::FileKind::Pool => pool.as_ref(),
