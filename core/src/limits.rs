@@ -24,8 +24,33 @@ pub const KVP_KERNEL_DEADLINE: Duration = Duration::from_secs(5);
 pub const KVP_REPLY_BUDGET: Duration = Duration::from_millis(4500);
 
 /// Largest number of records the daemon holds for one pool (80 MiB of file). A file
-/// larger than this is served up to the limit and never grown by us; nothing is cut.
+/// larger than this is served up to the limit and never grown by us; nothing is cut, and
+/// nothing past the limit is even read (a huge or sparse file costs no more than this).
 pub const MAX_POOL_RECORDS: usize = 32 * 1024;
+/// The most of a pool file we read: [`MAX_POOL_RECORDS`] whole records.
+pub const MAX_POOL_BYTES: u64 = (MAX_POOL_RECORDS * POOL_RECORD_SIZE) as u64;
+/// The host's budget per pool, in records: a host SET that would append a record to a
+/// pool file already holding this many (whoever wrote them) is refused, as the stock
+/// daemon refuses a SET it cannot store; changing a key in place and DELETE stay
+/// allowed. Hosts publish about 16 keys in pool 3 and an administrator's handful in
+/// pool 0; azure-init allows itself 1024 keys, and OpenBSD's in-kernel pools index at
+/// most 1023. Without a budget the host could make each of four pools hold
+/// [`MAX_POOL_RECORDS`] (421 MB resident measured with all four full).
+pub const HOST_POOL_RECORDS: usize = 1024;
+/// The same budget in bytes of pool file (2.5 MiB): what the host can make each of the
+/// four pool files it may write take on disk.
+pub const HOST_POOL_BYTES: u64 = (HOST_POOL_RECORDS * POOL_RECORD_SIZE) as u64;
+/// An upper bound on the memory one record the daemon holds takes: its key and value (at
+/// most 511 + 2047 bytes), the index's copy of the key (at most 511), and their
+/// bookkeeping (two boxed slices, the index entry and its slot list) with the
+/// allocator's rounding. About 3.2 KiB in practice.
+pub const HELD_RECORD_MAX_BYTES: usize = 4 * 1024;
+/// What the host can make the daemon hold at most (20 MiB): the four file pools at their
+/// budget, and a second copy of one of them while a job reloads it (the old stays in
+/// use until the new is complete). Stated in hv_kvp_daemon(8).
+pub const HOST_HELD_MAX_BYTES: usize = (FILE_POOLS + 1) * HOST_POOL_RECORDS * HELD_RECORD_MAX_BYTES;
+/// Pools kept in files, all of which the host may write (`PoolId::FILE_BACKED`).
+pub const FILE_POOLS: usize = 4;
 /// Bytes per `Read` effect: pools are loaded in chunks so that memory stays small.
 pub const READ_CHUNK: usize = 64 * POOL_RECORD_SIZE;
 /// A journal holds one mutation (a few records) plus recovery's follow-up entries.
@@ -72,6 +97,16 @@ pub const HOSTNAME_REFRESH: Duration = Duration::from_secs(300);
 /// machines leave past a program's deadline.
 pub const PROGRAM_OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
+// The host's budget lies within what we hold, so a pool the host fills to its budget is
+// always wholly in memory and can be changed; and the bound hv_kvp_daemon(8) states holds.
+const _: () = assert!(0 < HOST_POOL_RECORDS && HOST_POOL_RECORDS <= MAX_POOL_RECORDS);
+const _: () = assert!(HOST_POOL_BYTES <= MAX_POOL_BYTES);
+const _: () =
+    assert!(2 * (KVP_KEY_FIELD - 1) + (KVP_VALUE_FIELD - 1) + 512 <= HELD_RECORD_MAX_BYTES);
+const _: () = assert!(HOST_HELD_MAX_BYTES <= 20 * 1024 * 1024);
+// Reads of a pool stop at MAX_POOL_BYTES on a record boundary, in whole chunks.
+const _: () = assert!(MAX_POOL_BYTES % (READ_CHUNK as u64) == 0);
+const _: () = assert!(READ_CHUNK % POOL_RECORD_SIZE == 0);
 const _: () = assert!(KVP_REPLY_BUDGET.as_nanos() < KVP_KERNEL_DEADLINE.as_nanos());
 const _: () = assert!(PROGRAM_OUTPUT_GRACE.as_nanos() < KVP_EFFECT_MARGIN.as_nanos());
 const _: () = assert!(

@@ -122,6 +122,9 @@ pub struct PoolFiles {
     open: BTreeMap<FileId, File>,
     /// The latest refusal not yet taken by `take_refusal`: the core only sees its errno.
     refusal: Option<PoolFileError>,
+    /// Whether a missing file is created on first use (mode 0600). A tool that only
+    /// reads opens existing files only, and a missing one is `ENOENT`.
+    create: bool,
 }
 
 fn io_error(e: &io::Error) -> IoError {
@@ -234,7 +237,18 @@ impl PoolFiles {
             euid,
             open: BTreeMap::new(),
             refusal: None,
+            create: true,
         })
+    }
+
+    /// For reading only: neither the directory nor any file is ever created (effects on
+    /// a missing file fail with `ENOENT`). The files are still opened read-write, since
+    /// the whole-file write lock, the one other writers take, needs it.
+    /// The directory is checked as by [`PoolFiles::open`].
+    pub fn existing(dir: &Path) -> Result<PoolFiles, PoolFileError> {
+        let mut files = PoolFiles::open(dir)?;
+        files.create = false;
+        Ok(files)
     }
 
     pub fn path(&self, id: FileId) -> PathBuf {
@@ -259,7 +273,10 @@ impl PoolFiles {
     /// was opened.
     fn open_file(&self, id: FileId) -> Result<File, PoolFileError> {
         let path = self.path(id);
-        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        if self.create {
+            flags |= OFlag::O_CREAT;
+        }
         let fd = match openat(
             &self.dir_fd,
             id.file_name().as_str(),
@@ -579,6 +596,31 @@ mod tests {
             }),
             EffectResult::Data(vec![2; 9])
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reading_only_creates_nothing() {
+        let dir = tmp("existing");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut pf = PoolFiles::existing(&dir).expect("a directory of ours");
+        let f = FileId::pool(PoolId::Guest);
+        assert_eq!(
+            pf.execute(&Effect::Lock(f)),
+            EffectResult::Failed(IoError::ENOENT)
+        );
+        assert_eq!(
+            pf.execute(&Effect::Stat(FileId::journal(PoolId::Guest))),
+            EffectResult::Failed(IoError::ENOENT)
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing created"
+        );
+        std::fs::write(pf.path(f), [1u8; 3]).unwrap();
+        assert_eq!(pf.execute(&Effect::Lock(f)), EffectResult::Done);
+        assert!(matches!(pf.execute(&Effect::Stat(f)), EffectResult::Stamp(s) if s.len == 3));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

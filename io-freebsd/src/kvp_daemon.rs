@@ -14,10 +14,14 @@ use std::sync::Arc;
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::describe;
 use hvguest_core::kvp::effect::{EffectResult, FileId, Input, IoError};
+use hvguest_core::kvp::jobs::JobEvent;
 use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
+use hvguest_core::kvp::record::PoolIssue;
 use hvguest_core::kvp::recording::describe_request;
 use hvguest_core::kvp::wire::PoolId;
-use hvguest_core::limits::{HOSTNAME_REFRESH, KVP_MSG_SIZE};
+use hvguest_core::limits::{
+    HOSTNAME_REFRESH, HOST_POOL_BYTES, HOST_POOL_RECORDS, KVP_MSG_SIZE, MAX_POOL_RECORDS,
+};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -87,6 +91,9 @@ struct Loop<'a> {
     exit: bool,
     /// Inputs produced while executing outputs (an effect no lane could take).
     later: Vec<Input>,
+    /// Per pool, the record count of the last warning that its file holds more records
+    /// than we read: said again only when it changes, not at every reload.
+    over_limit: [Option<usize>; 5],
 }
 
 impl Loop<'_> {
@@ -155,17 +162,70 @@ impl Loop<'_> {
         }
     }
 
-    fn event(&self, e: &Event) {
+    fn event(&mut self, e: &Event) {
         match e {
             Event::PoolFailed { .. } | Event::MutationInDoubt { .. } | Event::UnknownEffect(_) => {
                 self.log.error(&format!("{e:?}"))
             }
-            Event::Malformed(_) | Event::IpConfigRefused(_) | Event::DeadlineReply { .. } => {
-                self.log.warn(&format!("{e:?}"))
-            }
+            Event::IpConfigRefused(why) => self.log.warn(&format!(
+                "refused the host's SET_IP_INFO, nothing was changed: {why}"
+            )),
+            Event::EmptyKeyRefused { pool } => self.log.warn(&format!(
+                "refused the host's SET of an empty key in pool {} ({}) with INVALID_ARG: \
+                 nothing can look such a key up, and programs that split pool files at NUL \
+                 bytes lose their place on it",
+                pool.index(),
+                pool.name()
+            )),
+            Event::Malformed(_) | Event::DeadlineReply { .. } => self.log.warn(&format!("{e:?}")),
+            Event::PoolFull { pool, key, records } => self.log.warn(&format!(
+                "refused the host's SET of a new key {:?} in pool {} ({}) with S_CONT, \
+                 nothing was stored: the pool file holds {records} records, and the host may \
+                 fill a pool only up to {HOST_POOL_RECORDS} ({HOST_POOL_BYTES} bytes); \
+                 removing records (the host's RemoveKvpItems, or hvkvp delete --force) makes \
+                 room",
+                String::from_utf8_lossy(key.as_bytes()),
+                pool.index(),
+                pool.name()
+            )),
             Event::Registered | Event::PoolRecovered { .. } => self.log.info(&format!("{e:?}")),
-            Event::Job(j) => self.log.debug(&format!("{j:?}")),
+            Event::Job(j) => {
+                if let JobEvent::Loaded {
+                    pool,
+                    records,
+                    issues,
+                } = j
+                {
+                    self.warn_over_limit(*pool, *records, issues);
+                }
+                self.log.debug(&format!("{j:?}"))
+            }
         }
+    }
+}
+
+impl Loop<'_> {
+    /// A pool file with more records than we read is worth a warning (the rest is
+    /// neither served nor changed), once per size it has.
+    fn warn_over_limit(&mut self, pool: PoolId, held: usize, issues: &[PoolIssue]) {
+        let total = issues.iter().find_map(|i| match i {
+            PoolIssue::TooManyRecords { total } => Some(*total),
+            _ => None,
+        });
+        let said = &mut self.over_limit[pool.index()];
+        if let Some(total) = total {
+            if *said != Some(total) {
+                self.log.warn(&format!(
+                    "pool {} ({}): the file holds {total} records; only the first {held} \
+                     ({MAX_POOL_RECORDS}, the most the daemon holds) are read and served, \
+                     the rest stay in the file unread, and no new key can be added until \
+                     it is smaller",
+                    pool.index(),
+                    pool.name()
+                ));
+            }
+        }
+        *said = total;
     }
 }
 
@@ -225,6 +285,7 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
         recorder,
         exit: false,
         later: Vec::new(),
+        over_limit: [None; 5],
     };
     lp.drain(); // the machine starts recovery as it is made
     let mut events = Events::with_capacity(16);

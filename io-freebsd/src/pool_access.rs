@@ -8,10 +8,17 @@
 //! exactly as the daemon and those appenders do, and a change made here is journaled and
 //! crash-safe in the same way.
 //!
-//! * [`PoolAccess::load`] runs `Recover`: it takes the lock, finishes or discards any
-//!   change a crashed writer left in the journal, cuts a torn trailing record, and loads.
+//! * [`PoolAccess::inspect`] runs `Inspect`, for commands that only read: under the
+//!   lock it loads the file as it is and reports, as events, what recovery would do (a
+//!   change a crashed writer left in the journal, a torn trailing record), changing
+//!   nothing. Reading never writes; opened with [`PoolAccess::open_existing`], it does
+//!   not even create a missing file.
+//! * [`PoolAccess::load`] runs `Recover`, the repair: it takes the lock, finishes or
+//!   discards any change a crashed writer left in the journal, cuts a torn trailing
+//!   record, and loads (`hvkvp repair`, and before a change).
 //! * [`PoolAccess::refresh`] runs `Refresh`: a `Stat`, and a reload under the lock only
-//!   when the file's stamp changed (for polling).
+//!   when the file's stamp changed (for polling); read-only too: a journal entry left
+//!   waiting is inspected, not recovered.
 //! * [`PoolAccess::set`] and [`PoolAccess::delete`] drive the core's [`ToolWrite`] job,
 //!   the whole write path: `Recover` (so a change left by a crashed writer is settled
 //!   before ours is journaled), then `Mutate`, which reloads the file under its own lock
@@ -32,7 +39,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use hvguest_core::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError};
-use hvguest_core::kvp::jobs::{JobEvent, JobOutcome, MutOp, Recover, Refresh, Step};
+use hvguest_core::kvp::jobs::{
+    Inspect, InspectStep, JobEvent, JobOutcome, MutOp, Recover, Refresh, Step,
+};
 use hvguest_core::kvp::pool::Pool;
 use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::tool_write::{call_of, Call, FailedCall, ToolOutcome, ToolStep, ToolWrite};
@@ -182,13 +191,23 @@ pub struct PoolAccess<E = PoolFiles> {
 }
 
 impl PoolAccess<PoolFiles> {
+    /// For commands that only read: nothing in `dir` is ever created or changed.
+    pub fn open_existing(dir: &Path) -> Result<PoolAccess, AccessError> {
+        checked(PoolFiles::existing(dir))
+    }
+
     /// The directory must exist: a mistyped path is an error, not a new pool directory.
     pub fn open(dir: &Path) -> Result<PoolAccess, AccessError> {
-        match PoolFiles::open(dir) {
-            Ok(files) => Ok(PoolAccess::with_executor(files)),
-            Err(PoolFileError::NoDirectory { path }) => Err(AccessError::NoDirectory(path)),
-            Err(e) => Err(AccessError::Refused(e)),
-        }
+        checked(PoolFiles::open(dir))
+    }
+}
+
+/// The directory as `PoolFiles` found it, in the tool's words.
+fn checked(files: Result<PoolFiles, PoolFileError>) -> Result<PoolAccess, AccessError> {
+    match files {
+        Ok(files) => Ok(PoolAccess::with_executor(files)),
+        Err(PoolFileError::NoDirectory { path }) => Err(AccessError::NoDirectory(path)),
+        Err(e) => Err(AccessError::Refused(e)),
     }
 }
 
@@ -206,13 +225,49 @@ impl<E: Executor> PoolAccess<E> {
         self.files.path(FileId::pool(pool))
     }
 
-    /// Repairs and loads noted by the jobs run so far (journal entries finished or
-    /// discarded, torn records cut, records loaded), oldest first.
+    /// Repairs, findings and loads noted by the jobs run so far (journal entries
+    /// finished, discarded or found waiting, torn records cut, records loaded), oldest
+    /// first.
     pub fn take_events(&mut self) -> Vec<JobEvent> {
         std::mem::take(&mut self.events)
     }
 
-    /// Loads a pool after recovering it. `None` stamp: there is no file (nothing created).
+    /// Loads a pool as its file is now, changing nothing: what recovery would do is
+    /// reported as events (`JobEvent::JournalPending`, and a torn tail as the load's
+    /// `PoolIssue::PartialRecord`). `None` stamp: there is no file.
+    pub fn inspect(&mut self, pool: PoolId) -> Result<(Pool, Option<FileStamp>), AccessError> {
+        file_backed(pool)?;
+        let mut job = Inspect::new(pool);
+        let mut result = None;
+        let mut failure: Option<Failure> = None;
+        let outcome = loop {
+            let step = job.resume(result.take());
+            self.events.append(&mut job.events);
+            match step {
+                InspectStep::Finished(outcome) => break outcome,
+                InspectStep::Effect(effect) => {
+                    let r = self.files.execute(&effect);
+                    if let EffectResult::Failed(error) = &r {
+                        if failure.is_none() && *error != IoError::ENOENT {
+                            failure = Some(Failure {
+                                error: *error,
+                                effect,
+                            });
+                        }
+                    }
+                    result = Some(r);
+                }
+            }
+        };
+        match outcome {
+            Ok(Some((p, s))) => Ok((p, Some(s))),
+            Ok(None) => Ok((Pool::new(), None)),
+            Err(e) => Err(self.io_error(failure, e, pool)),
+        }
+    }
+
+    /// Loads a pool after recovering it (the repair). `None` stamp: there is no file
+    /// (nothing created).
     pub fn load(&mut self, pool: PoolId) -> Result<(Pool, Option<FileStamp>), AccessError> {
         file_backed(pool)?;
         if !self.exists(FileId::pool(pool)) && !self.exists(FileId::journal(pool)) {
@@ -222,10 +277,10 @@ impl<E: Executor> PoolAccess<E> {
         Ok((p, Some(s)))
     }
 
-    /// Reloads a pool if its file changed since `known` (as `load` or a previous
-    /// `refresh` returned it): `None` when unchanged. A file that disappeared reads as
-    /// empty. If a crashed writer left a journal entry, recovers the pool first (as the
-    /// daemon does) rather than show a half-made change.
+    /// Reloads a pool if its file changed since `known` (as `inspect`, `load` or a
+    /// previous `refresh` returned it): `None` when unchanged. A file that disappeared
+    /// reads as empty. If a crashed writer left a journal entry, the pool is inspected:
+    /// the file as it is, with what recovery would do reported (reading never writes).
     pub fn refresh(
         &mut self,
         pool: PoolId,
@@ -246,8 +301,7 @@ impl<E: Executor> PoolAccess<E> {
             unreachable!("a Refresh job finishes with Refreshed")
         };
         if journal_pending {
-            let (p, s) = self.recover(pool)?;
-            return Ok(Some((p, Some(s))));
+            return self.inspect(pool).map(Some);
         }
         match result {
             Ok(reload) => Ok(reload.map(|(p, s)| (p, Some(s)))),

@@ -1324,6 +1324,40 @@ garbage line
         assert_eq!(run.stderr, b"to-stderr\n");
     }
 
+    /// The example script repeats the core's adapter rule: it stops at its argument
+    /// check, before running any tool, for anything but a synthetic NIC. The names used
+    /// exist on no machine, so an old script that let them through could do no harm.
+    #[test]
+    fn the_example_script_refuses_every_adapter_but_a_synthetic_nic() {
+        let _lock = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hv_set_ifconfig");
+        let run = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            run_script(&script, &args, Duration::from_secs(5))
+        };
+        for bad in [
+            "lo9999", "-hn0", "hn", "hn9x", "xhn9999", "em9999", "hn-1", "hn9.100",
+        ] {
+            let r = run(&["--adapter", bad, "--static", "--addr", "10.0.0.4/24"]);
+            assert_eq!(r.result, Err(IoError(1)), "{bad}: {r:?}");
+            let err = String::from_utf8_lossy(&r.stderr);
+            assert_eq!(
+                err,
+                format!("hv_set_ifconfig: not a Hyper-V synthetic NIC (hn0, hn1, ...): {bad}\n")
+            );
+        }
+        // A synthetic NIC passes the check (the script then stops for want of a mode,
+        // before touching any interface).
+        for good in ["hn0", "hn17"] {
+            let r = run(&["--adapter", good]);
+            assert_eq!(
+                String::from_utf8_lossy(&r.stderr),
+                "hv_set_ifconfig: neither --dhcp nor --static\n",
+                "{good}"
+            );
+        }
+    }
+
     #[test]
     fn script_output_is_bounded_and_drained() {
         let _lock = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());

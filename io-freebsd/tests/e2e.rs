@@ -1078,3 +1078,187 @@ fn a_descriptor_inherited_from_the_parent_is_closed_at_start() {
         Some(0)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// i. SET_IP_INFO reconfigures only Hyper-V's synthetic NICs.
+
+/// A stand-in for `hv_set_ifconfig` that only records its arguments, one line per run.
+fn recording_script(dir: &TestDir) -> (PathBuf, PathBuf) {
+    let scripts = dir.path.join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    let runs = dir.path.join("script-runs");
+    let script = scripts.join("hv_set_ifconfig");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n", runs.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (scripts, runs)
+}
+
+fn set_ip(adapter: &str) -> Request {
+    Request::SetIpInfo(hvguest_core::kvp::wire::IpFields {
+        adapter_id: adapter.as_bytes().to_vec(),
+        addr_family: 1,
+        dhcp_enabled: 0,
+        ip_addr: b"127.0.0.2".to_vec(),
+        sub_net: b"255.0.0.0".to_vec(),
+        gate_way: b"10.0.0.1".to_vec(),
+        dns_addr: b"10.0.0.2".to_vec(),
+    })
+}
+
+#[test]
+fn set_ip_info_for_an_adapter_that_is_not_a_synthetic_nic_runs_nothing() {
+    let dir = TestDir::new("setip-adapter");
+    let (scripts, runs) = recording_script(&dir);
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let scripts_arg = scripts.to_str().unwrap().to_string();
+    let (daemon, mut link) = Daemon::start(&dir, &dev, &["--scripts-dir", &scripts_arg]);
+    // The review's reproduction was `lo0`; an option-like name, a name that only starts
+    // like one of ours, and the GUID text the kernel leaves when no hn(4) matched.
+    let refused = [
+        ("lo0", Status::INVALID_ARG),
+        ("-hn0", Status::INVALID_ARG),
+        ("hn0x", Status::INVALID_ARG),
+        ("hn", Status::INVALID_ARG),
+        ("em0", Status::INVALID_ARG),
+        (
+            "{f6e5d4c3-b2a1-4f0e-9d8c-7b6a59483726}",
+            Status::GUID_NOT_FOUND,
+        ),
+    ];
+    for (adapter, want) in refused {
+        assert_eq!(
+            call(&mut link, &set_ip(adapter)).status(),
+            want,
+            "adapter {adapter:?}"
+        );
+    }
+    assert!(
+        !runs.exists(),
+        "the script ran for a refused adapter: {:?}",
+        std::fs::read_to_string(&runs)
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("refused the host's SET_IP_INFO") && log.contains("\"lo0\""),
+        "no log line says why: {log}"
+    );
+    // The synthetic NICs themselves are still configured.
+    assert_eq!(call(&mut link, &set_ip("hn0")).status(), Status::OK);
+    assert_eq!(call(&mut link, &set_ip("hn12")).status(), Status::OK);
+    let ran = std::fs::read_to_string(&runs).unwrap();
+    let adapters: Vec<&str> = ran
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(adapters, ["hn0", "hn12"], "{ran}");
+}
+
+// ---------------------------------------------------------------------------------------
+// j. A host SET with an empty key is refused, as hvkvp refuses it.
+
+#[test]
+fn a_host_set_with_an_empty_key_is_refused_with_invalid_arg() {
+    let dir = TestDir::new("empty-key");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    for pool in [PoolId::External, PoolId::Guest, PoolId::Auto] {
+        assert_eq!(
+            call(
+                &mut link,
+                &Request::Set {
+                    pool,
+                    key: key(""),
+                    value: value("v"),
+                },
+            )
+            .status(),
+            Status::INVALID_ARG,
+            "{pool:?}"
+        );
+    }
+    assert_eq!(set(&mut link, PoolId::Guest, "k", "v"), Status::OK);
+    // Nothing but the one good record reached a file.
+    assert_eq!(
+        as_strings(&strict_records(&dir.pool_file(PoolId::Guest))),
+        [("k".to_string(), "v".to_string())]
+    );
+    assert_eq!(
+        std::fs::metadata(dir.pool_file(PoolId::External))
+            .unwrap()
+            .len(),
+        0
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("empty key"), "no log line says why: {log}");
+}
+
+// ---------------------------------------------------------------------------------------
+// k. The host fills a pool only up to its budget.
+
+#[test]
+fn a_host_set_that_would_grow_a_pool_past_its_budget_is_refused() {
+    let budget = hvguest_core::limits::HOST_POOL_RECORDS;
+    let dir = TestDir::new("budget");
+    std::fs::create_dir_all(dir.pool_dir()).unwrap();
+    // Another program left the pool one record short of the budget.
+    let records: Vec<Record> = (0..budget - 1)
+        .map(|i| Record::new(key(&format!("k{i}")), value("v")))
+        .collect();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.pool_file(PoolId::External))
+        .unwrap();
+    f.write_all(&encode_pool(&records)).unwrap();
+    drop(f);
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    let len = || {
+        std::fs::metadata(dir.pool_file(PoolId::External))
+            .unwrap()
+            .len()
+    };
+    // The last record the budget allows.
+    assert_eq!(set(&mut link, PoolId::External, "last", "in"), Status::OK);
+    assert_eq!(len(), (budget * POOL_RECORD_SIZE) as u64);
+    // One more would grow the file past it: refused as the stock daemon refuses a SET
+    // it cannot store, and nothing written.
+    assert_eq!(
+        set(&mut link, PoolId::External, "over", "x"),
+        Status::S_CONT
+    );
+    assert_eq!(len(), (budget * POOL_RECORD_SIZE) as u64);
+    assert_eq!(
+        get(&mut link, PoolId::External, "over"),
+        Err(Status::S_CONT)
+    );
+    // Changing a key in place grows nothing: allowed; so is a DELETE, after which there
+    // is room for one new key again.
+    assert_eq!(
+        set(&mut link, PoolId::External, "k7", "changed"),
+        Status::OK
+    );
+    assert_eq!(delete(&mut link, PoolId::External, "k3"), Status::OK);
+    assert_eq!(set(&mut link, PoolId::External, "over", "x"), Status::OK);
+    assert_eq!(len(), (budget * POOL_RECORD_SIZE) as u64);
+    assert_eq!(
+        get(&mut link, PoolId::External, "k7"),
+        Ok("changed".to_string())
+    );
+    // Each pool has its own budget.
+    assert_eq!(
+        set(&mut link, PoolId::AutoExternal, "over", "x"),
+        Status::OK
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("refused the host's SET of a new key \"over\" in pool 0 (external)"),
+        "no log line says why: {log}"
+    );
+}

@@ -774,6 +774,69 @@ fn json_output_escapes_what_it_must_and_reads_back_exactly() {
     assert_eq!(ext.records(), pairs(&[("bin", "\u{fffd}\u{fffd}")]));
 }
 
+/// Runs `hvkvp --pool-dir DIR ARGS...` with standard output on a new terminal; returns
+/// the exit code and what the terminal received (the line discipline turns `\n` into
+/// `\r\n`).
+fn on_terminal(dir: &TestDir, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let child = dir
+        .command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(pty.slave))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hvkvp");
+    // The Command held the only other copy of the slave side: once the child exits,
+    // reading the master side ends (EIO on Linux, end of file elsewhere).
+    let out = child.wait_with_output().unwrap();
+    let mut master = File::from(pty.master);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&seen).into_owned(),
+    )
+}
+
+#[test]
+fn get_escapes_control_characters_on_a_terminal_unless_raw() {
+    let dir = TestDir::new("tty");
+    // A value another program (or the host) stored that would retitle the terminal,
+    // clear the screen and move the cursor if printed as is.
+    let nasty = "title\u{1b}]0;owned\u{7}\u{1b}[2J\rback\ttab\u{9b}31m";
+    dir.write_pool(PoolId::External, &[("k", nasty)]);
+    let (code, seen) = on_terminal(&dir, &["get", "external", "k"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        seen,
+        "title\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\rback\\ttab\\u{9b}31m\r\n"
+    );
+    // --raw: the bytes as stored, on a terminal too.
+    let (code, seen) = on_terminal(&dir, &["get", "external", "k", "--raw"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(seen, format!("{nasty}\r\n"));
+    // Not a terminal: the bytes as stored, for scripts, with or without --raw.
+    assert_eq!(
+        dir.run(&["get", "external", "k"]).ok(),
+        format!("{nasty}\n")
+    );
+    assert_eq!(
+        dir.run(&["get", "external", "k", "--raw"]).ok(),
+        format!("{nasty}\n")
+    );
+    dir.run(&["get", "external", "k", "--raw", "--json"])
+        .refused(&["--raw", "--json"]);
+}
+
 #[test]
 fn host_summarizes_what_the_host_publishes() {
     let dir = TestDir::new("host");
@@ -919,11 +982,27 @@ fn a_missing_pool_directory_or_an_unusable_pool_file_is_a_clear_error() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Repairs: the tool recovers a pool exactly as the daemon does before reading it.
+// Repairs. Reading never writes: list, get, host and watch show a pool file as it is and
+// say what recovery would do; `repair` (or the daemon) recovers it, as the daemon does.
+
+/// Every file in the pool directory, name and bytes: to show that a command wrote
+/// nothing (nothing changed, nothing created).
+fn snapshot(dir: &TestDir) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(&dir.pool)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
 
 #[test]
-fn a_change_a_crashed_writer_left_in_the_journal_is_finished_before_reading() {
-    let dir = TestDir::new("journal-finish");
+fn reading_changes_no_file_and_says_what_recovery_would_do() {
+    let dir = TestDir::new("read-only");
     let before = [rec("a", "1"), rec("b", "2")];
     let pool = Pool::from_records(before.to_vec());
     // A SET that appends c=3 crashed after journaling and growing the file, before
@@ -936,21 +1015,76 @@ fn a_change_a_crashed_writer_left_in_the_journal_is_finished_before_reading() {
     let mut grown = encode_pool(&before);
     grown.resize(3 * POOL_RECORD_SIZE, 0);
     write_file(&dir.file(PoolId::Guest), &grown);
+    // And a torn append at the end of another pool.
+    let mut torn = encode_pool(&[rec("x", "1")]);
+    torn.extend_from_slice(&rec("torn", "append").encode()[..700]);
+    write_file(&dir.file(PoolId::External), &torn);
+    let files = snapshot(&dir);
 
+    // The file as it is: c is not there yet, and the note says why and what to do.
     let r = dir.run(&["get", "guest", "c"]);
-    assert_eq!(r.ok(), "3\n");
+    r.code(1);
     assert!(
-        r.stderr
-            .contains("note: finished a change to pool 1 (guest)"),
+        r.stderr.contains(
+            "note: pool 1 (guest): an interrupted writer left a change in the journal that \
+             is not finished"
+        ) && r.stderr.contains("recovery would finish it")
+            && r.stderr.contains("hvkvp repair"),
+        "{r:?}"
+    );
+    assert_eq!(dir.run(&["get", "guest", "b"]).ok(), "2\n");
+    let r = dir.run(&["list", "external"]);
+    assert_eq!(r.ok(), "x  1\n");
+    assert!(
+        r.stderr.contains(
+            "note: pool 0 (external) ends with a torn record (700 bytes): a writer stopped in \
+             the middle of an append; it is not shown, and recovery would cut it"
+        ),
+        "{r:?}"
+    );
+    // Every pool, and the JSON forms: still nothing written, nothing created.
+    let all = Json::parse(dir.run(&["list", "--json"]).ok());
+    assert_eq!(
+        all.get("guest").records(),
+        pairs(&[("a", "1"), ("b", "2"), ("", "")])
+    );
+    dir.run(&["get", "guest", "a", "--json"]).ok();
+    dir.run(&["host"]).code(1);
+    assert_eq!(
+        snapshot(&dir),
+        files,
+        "a reading command changed the pool directory"
+    );
+
+    // Repair settles both, as the daemon would.
+    let r = dir.run(&["repair"]);
+    let out = r.ok();
+    assert!(
+        out.contains("finished a change to pool 1 (guest)")
+            && out.contains("cut a torn record (700 bytes) from the end of pool 0 (external)")
+            && out.contains("pool 3 (auto-external): nothing to repair"),
         "{r:?}"
     );
     assert_eq!(
         assert_clean(&dir, PoolId::Guest),
         pairs(&[("a", "1"), ("b", "2"), ("c", "3")])
     );
+    assert_eq!(
+        strict_records(&dir.file(PoolId::External)),
+        pairs(&[("x", "1")])
+    );
+    assert!(
+        !dir.file(PoolId::AutoExternal).exists(),
+        "repair creates no pool file"
+    );
+    assert_eq!(dir.run(&["get", "guest", "c"]).ok(), "3\n");
+    assert_eq!(
+        dir.run(&["repair", "guest"]).ok(),
+        "pool 1 (guest): nothing to repair\n"
+    );
 
-    // An in-place SET journaled before any pool write: the journal is the commit, so
-    // recovery redoes it.
+    // An in-place SET journaled before any pool write: reading shows the old value and
+    // says the change would be finished; repair finishes it.
     let pool = Pool::from_records(vec![rec("a", "1"), rec("b", "2")]);
     let Plan::Write(m) = pool.plan_set(&key("a"), &value("7")) else {
         panic!("an update")
@@ -959,8 +1093,11 @@ fn a_change_a_crashed_writer_left_in_the_journal_is_finished_before_reading() {
     let entry = journal_entry(PoolId::External, &m, &pre);
     write_file(&dir.journal(PoolId::External), &entry.encode());
     dir.write_pool(PoolId::External, &[("a", "1"), ("b", "2")]);
+    let files = snapshot(&dir);
     let list = Json::parse(dir.run(&["list", "external", "--json"]).ok());
-    assert_eq!(list.records(), pairs(&[("a", "7"), ("b", "2")]));
+    assert_eq!(list.records(), pairs(&[("a", "1"), ("b", "2")]));
+    assert_eq!(snapshot(&dir), files);
+    dir.run(&["repair", "external"]).ok();
     assert_eq!(
         assert_clean(&dir, PoolId::External),
         pairs(&[("a", "7"), ("b", "2")])
@@ -990,21 +1127,6 @@ fn a_journal_entry_that_does_not_match_the_file_is_discarded() {
     assert_eq!(
         assert_clean(&dir, PoolId::Guest),
         pairs(&[("someone", "else"), ("b", "2"), ("c", "3")])
-    );
-}
-
-#[test]
-fn a_torn_trailing_record_is_cut_as_the_daemon_does() {
-    let dir = TestDir::new("torn");
-    let mut bytes = encode_pool(&[rec("a", "1"), rec("b", "2")]);
-    bytes.extend_from_slice(&rec("torn", "append").encode()[..700]);
-    write_file(&dir.file(PoolId::Guest), &bytes);
-    let r = dir.run(&["list", "guest"]);
-    assert_eq!(r.ok(), "a  1\nb  2\n");
-    assert!(r.stderr.contains("cut a torn record (700 bytes)"), "{r:?}");
-    assert_eq!(
-        assert_clean(&dir, PoolId::Guest),
-        pairs(&[("a", "1"), ("b", "2")])
     );
 }
 

@@ -273,6 +273,16 @@ pub fn check_reply(
     let bad = |what: String| Err(Mismatch(what));
     let fail = reply.status() == Status::E_FAIL;
     match (req, reply) {
+        // Refused in every pool with exactly INVALID_ARG; nothing is stored.
+        (Request::Set { key, .. }, r) if key.is_empty() => match r.status() {
+            Status::INVALID_ARG => {}
+            Status::E_FAIL if failed_ok => {}
+            s => {
+                return bad(format!(
+                    "SET of an empty key: status {s:?}, want INVALID_ARG"
+                ))
+            }
+        },
         (
             Request::Set {
                 pool: PoolId::Auto, ..
@@ -488,9 +498,15 @@ impl Workload {
     pub fn next_action(&mut self) -> Next {
         let n = self.prng.below(1000);
         match n {
-            0..=349 => Next::Request(Request::Set {
+            0..=339 => Next::Request(Request::Set {
                 pool: self.pool(),
                 key: self.key(),
+                value: self.value(),
+            }),
+            // Now and then a SET of an empty key, which must be refused (INVALID_ARG).
+            340..=349 => Next::Request(Request::Set {
+                pool: self.pool(),
+                key: Key::default(),
                 value: self.value(),
             }),
             350..=599 => Next::Request(Request::Get {

@@ -145,9 +145,11 @@ pub fn decode(op: Op, m: &[u8]) -> Result<Reply, BadReply> {
 /// of docs/protocol/kvp.md §1.2 and our decisions in ARCHITECTURE.md ("Decisions worth
 /// knowing"): a message of the wrong size or naming a pool past 4 is `E_FAIL`, an
 /// operation past 5 is `NOT_SUPPORTED`, a GET, SET or DELETE whose key or value field
-/// has no NUL is `INVALID_ARG`. `None` when the message has no defect or more than one
-/// (then any status but OK will do). Catches a decoder that answers a malformed message
-/// with the wrong status, or with OK.
+/// has no NUL is `INVALID_ARG`; a message without any of those defects that is a SET
+/// with an empty key (its key field starts with its terminator) is `INVALID_ARG` too,
+/// in every pool. `None` when the message has no defect or more than one (then any
+/// status but OK will do). Catches a decoder that answers a malformed message with the
+/// wrong status, or with OK, and a daemon that stores an empty key.
 pub fn malformed_status(m: &[u8]) -> Option<Status> {
     const E_FAIL: Status = Status(0x8000_4005);
     const NOT_SUPPORTED: Status = Status(0x8007_0032);
@@ -179,6 +181,8 @@ pub fn malformed_status(m: &[u8]) -> Option<Status> {
     }
     match defects.as_slice() {
         [one] => Some(*one),
+        // SET key @16: empty when its first byte is the terminator.
+        [] if op == 1 && m[16] == 0 => Some(INVALID_ARG),
         _ => None,
     }
 }
@@ -344,6 +348,31 @@ mod tests {
         d[0] = 7;
         assert_eq!(malformed_status(&d), Some(Status(0x8007_0032)));
         assert_eq!(malformed_status(&d[..100]), Some(Status(0x8000_4005)));
+        // A well-formed SET of an empty key, in any pool, even the auto pool.
+        for pool in [PoolId::Guest, PoolId::Auto] {
+            let mut e = encode(&Request::Set {
+                pool,
+                key: key(""),
+                value: value("v"),
+            });
+            assert_eq!(malformed_status(&e), Some(Status(0x8007_0057)));
+            e[16] = b'k';
+            assert_eq!(malformed_status(&e), None);
+        }
+        // An empty key behind a decoding defect: the decoding defect's status.
+        let mut e = encode(&Request::Set {
+            pool: PoolId::Guest,
+            key: key(""),
+            value: value("v"),
+        });
+        e[1] = 9;
+        assert_eq!(malformed_status(&e), Some(Status(0x8000_4005)));
+        // GET and DELETE of an empty key are ordinary requests.
+        let g = encode(&Request::Get {
+            pool: PoolId::Guest,
+            key: key(""),
+        });
+        assert_eq!(malformed_status(&g), None);
     }
 
     #[test]

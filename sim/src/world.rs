@@ -11,7 +11,7 @@ use hvguest_core::kvp::machine::{Event, KvpConfig};
 use hvguest_core::kvp::record::{decode_pool, PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
-use hvguest_core::limits::POOL_RECORD_SIZE;
+use hvguest_core::limits::{HOST_POOL_RECORDS, POOL_RECORD_SIZE};
 use hvguest_core::Instant;
 
 use crate::daemon::{DaemonSetup, Latency, Observed, SimDaemon, SimNet};
@@ -127,7 +127,8 @@ struct Outstanding {
     busy_at_delivery: bool,
     /// When the request was first handed to a daemon.
     delivered_at: Option<Instant>,
-    /// A malformed message with one defect: the status it must get.
+    /// A malformed message with one defect, or a SET the daemon must refuse (an empty
+    /// key): the status it must get.
     malformed_status: Option<Status>,
 }
 
@@ -459,6 +460,22 @@ impl World {
             }
             return;
         };
+        if let Some(want) = o.malformed_status {
+            // A request the daemon must refuse (a SET of an empty key): exactly its
+            // status, and nothing stored (the model is left as it was).
+            let got = Status(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+            self.log(
+                "host",
+                &format!("#{id} <- {}", trace::reply(Some(req.op()), bytes)),
+            );
+            if got != want && !timed_out {
+                self.fail(format!(
+                    "{} answered {got:?}, expected {want:?}",
+                    trace::request(&req)
+                ));
+            }
+            return;
+        }
         // Decoded by the host's own codec, from the spec's offsets: catches a reply
         // field written at the wrong offset or left unterminated by the core.
         let reply = match host_wire::decode(req.op(), bytes) {
@@ -507,7 +524,30 @@ impl World {
                 self.check_fresh(key, &reply, failed_ok);
             }
         }
+        // A SET refused for want of room (S_CONT): only a new key, only when the file
+        // already holds the host's budget (HOST_POOL_RECORDS) or more; nothing stored.
+        let refused_full = match (&req, &reply) {
+            (Request::Set { pool, key, .. }, Reply::Status(Status::S_CONT))
+                if *pool != PoolId::Auto =>
+            {
+                let records = self.fs.contents(&path(*pool)).len() / POOL_RECORD_SIZE;
+                if records < HOST_POOL_RECORDS {
+                    self.fail(format!(
+                        "SET {pool:?} {key:?} refused as full while the file holds {records} \
+                         records, fewer than the host's budget of {HOST_POOL_RECORDS}"
+                    ));
+                } else if !self.model.possible(*pool, key).contains(&None) {
+                    self.fail(format!(
+                        "SET {pool:?} {key:?} refused as full, but the key is there: an \
+                         update in place grows nothing"
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
         if residue
+            || refused_full
             || self.tool_stale_read(&req, &reply)
             || self.emptied_stale_read(&req, &reply, from_memory)
         {
@@ -577,10 +617,8 @@ impl World {
             (None, Some(b)) => b,
             (None, None) => return,
         };
-        let malformed_status = match request {
-            None => host_wire::malformed_status(&bytes),
-            Some(_) => None,
-        };
+        // Raw bytes with one defect, and a well-formed SET of an empty key.
+        let malformed_status = host_wire::malformed_status(&bytes);
         let text = request.as_ref().map_or_else(
             || {
                 format!(

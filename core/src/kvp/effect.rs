@@ -126,6 +126,9 @@ pub struct FileStamp {
 pub struct IoError(pub i32);
 
 impl IoError {
+    /// No such file (2 on FreeBSD and Linux alike): a tool that only reads opens files
+    /// without creating them, and a missing one is an answer, not a failure.
+    pub const ENOENT: IoError = IoError(2);
     pub const EIO: IoError = IoError(5);
     pub const ENOSPC: IoError = IoError(28);
     pub const ETIMEDOUT: IoError = IoError(60);

@@ -2,12 +2,14 @@
 //!
 //! The stock daemon wrote host text into a file that `sh` then sourced (problem K5).
 //! Here every field is parsed into addresses and prefixes; anything that does not parse
-//! is refused with `INVALID_ARG` and no effect is issued. The driver receives typed
+//! is refused with `INVALID_ARG` and no effect is issued. The adapter must be one of
+//! Hyper-V's synthetic NICs (`hn<N>`): the host may reconfigure the network it provides,
+//! never the loopback or another interface of the guest. The driver receives typed
 //! values it can pass to a script as separate arguments.
 
 use core::net::IpAddr;
 
-use crate::kvp::wire::IpFields;
+use crate::kvp::wire::{IpFields, Status};
 use crate::limits::MAX_IP_LIST;
 
 /// An Ethernet address, parsed from the host's `00:15:5D:01:02:03` text.
@@ -66,7 +68,8 @@ pub struct AdapterInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct IpConfig {
-    /// The interface name the kernel substituted, or the adapter GUID text.
+    /// The hn(4) interface the kernel substituted for the host's adapter GUID (only
+    /// synthetic NICs pass [`IpConfig::parse`]).
     pub adapter: String,
     pub dhcp: bool,
     pub addrs: Vec<IfAddr>,
@@ -125,8 +128,16 @@ impl AdapterInfo {
 /// Why a SET_IP_INFO request was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IpConfigError {
-    #[error("adapter id {0:?} is not an interface name or GUID")]
-    BadAdapter(String),
+    #[error(
+        "adapter {0:?} is not a Hyper-V synthetic NIC (hn0, hn1, ...), the only interfaces the \
+         host may reconfigure"
+    )]
+    NotSyntheticNic(String),
+    #[error(
+        "adapter {0:?} is a GUID the kernel matched to no hn(4) interface: the host named a \
+         network adapter this guest does not have"
+    )]
+    UnknownAdapter(String),
     #[error("{field}: {text:?} is not an address")]
     BadAddress { field: &'static str, text: String },
     #[error("subnet {0:?} is not a contiguous mask or prefix length for its address")]
@@ -182,19 +193,51 @@ fn prefix_for(addr: &IpAddr, subnet: &str) -> Option<u8> {
     }
 }
 
-fn valid_adapter(a: &str) -> bool {
-    !a.is_empty()
-        && a.len() <= 64
-        && a.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"{}-_.".contains(&b))
+/// FreeBSD's `IFNAMSIZ` less its terminator: no interface name is longer.
+const MAX_IFNAME: usize = 15;
+
+/// Whether `a` names one of Hyper-V's synthetic NICs the way the FreeBSD kernel writes it
+/// when it finds the host's adapter (docs/protocol/kvp.md §4.4): `hn` and the unit number
+/// in decimal digits. Only those may be reconfigured: any other name would let the host
+/// rewrite `lo0`, a VPN or a passed-through NIC, and a name starting with `-` would be
+/// read as an option by the script's tools.
+fn synthetic_nic(a: &str) -> bool {
+    a.len() <= MAX_IFNAME
+        && a.strip_prefix("hn")
+            .is_some_and(|unit| !unit.is_empty() && unit.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The kernel leaves the host's `{GUID}` text in place when no hn(4) device has it.
+fn guid_text(a: &str) -> bool {
+    a.len() == 38
+        && a.starts_with('{')
+        && a.ends_with('}')
+        && a.as_bytes()[1..37]
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+impl IpConfigError {
+    /// The status the host gets: an adapter the guest does not have is `GUID_NOT_FOUND`
+    /// (the Linux daemon's answer for an unknown adapter); everything else is a bad
+    /// argument.
+    pub fn status(&self) -> Status {
+        match self {
+            IpConfigError::UnknownAdapter(_) => Status::GUID_NOT_FOUND,
+            _ => Status::INVALID_ARG,
+        }
+    }
 }
 
 impl IpConfig {
     /// Parses and validates the request fields.
     pub fn parse(f: &IpFields) -> Result<IpConfig, IpConfigError> {
         let adapter = std::str::from_utf8(&f.adapter_id).map_err(|_| IpConfigError::NotUtf8)?;
-        if !valid_adapter(adapter) {
-            return Err(IpConfigError::BadAdapter(adapter.to_string()));
+        if guid_text(adapter) {
+            return Err(IpConfigError::UnknownAdapter(adapter.to_string()));
+        }
+        if !synthetic_nic(adapter) {
+            return Err(IpConfigError::NotSyntheticNic(adapter.to_string()));
         }
         let dhcp = f.dhcp_enabled != 0;
         let ips = addresses("ip_addr", &f.ip_addr)?;
@@ -286,8 +329,51 @@ mod tests {
         f.adapter_id = b"hn0;rm -rf /".to_vec();
         assert!(matches!(
             IpConfig::parse(&f),
-            Err(IpConfigError::BadAdapter(_))
+            Err(IpConfigError::NotSyntheticNic(_))
         ));
+    }
+
+    #[test]
+    fn only_synthetic_nics_may_be_reconfigured() {
+        let with = |adapter: &str| {
+            let mut f = fields("10.0.0.4", "24");
+            f.adapter_id = adapter.as_bytes().to_vec();
+            IpConfig::parse(&f)
+        };
+        for good in ["hn0", "hn1", "hn12", "hn999999999999"] {
+            assert_eq!(with(good).map(|c| c.adapter), Ok(good.to_string()));
+        }
+        for bad in [
+            "lo0",
+            "-hn0",
+            "hn",
+            "hn-1",
+            "hn0x",
+            "hn 0",
+            "hn0;",
+            "HN0",
+            "xhn0",
+            "em0",
+            "vtnet0",
+            "hn0.100",
+            "",
+            "hn12345678901234",
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e, IpConfigError::NotSyntheticNic(bad.to_string()));
+            assert_eq!(e.status(), Status::INVALID_ARG);
+        }
+        // Not a GUID, and not a place to cut a string: 38 bytes, braces, non-ASCII inside.
+        let odd = format!("{{{}}}", "é".repeat(18));
+        assert_eq!(
+            with(&odd).unwrap_err(),
+            IpConfigError::NotSyntheticNic(odd.clone())
+        );
+        let guid = "{f6e5d4c3-b2a1-4f0e-9d8c-7b6a59483726}";
+        let e = with(guid).unwrap_err();
+        assert_eq!(e, IpConfigError::UnknownAdapter(guid.to_string()));
+        assert_eq!(e.status(), Status::GUID_NOT_FOUND);
+        assert!(e.to_string().contains("no hn(4) interface"), "{e}");
     }
 
     #[test]

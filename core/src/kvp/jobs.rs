@@ -20,7 +20,9 @@ use crate::kvp::pool::{Mutation, Outcome, Plan, Pool};
 use crate::kvp::record::{DecodedPool, PoolDecoder, PoolIssue, Record, RecordBytes};
 use crate::kvp::text::{Key, Value};
 use crate::kvp::wire::PoolId;
-use crate::limits::{MAX_JOURNAL_ENTRIES, POOL_RECORD_SIZE, READ_CHUNK};
+use crate::limits::{
+    MAX_JOURNAL_ENTRIES, MAX_POOL_BYTES, MAX_POOL_RECORDS, POOL_RECORD_SIZE, READ_CHUNK,
+};
 
 const REC: u64 = POOL_RECORD_SIZE as u64;
 /// Largest journal we read: every entry at its largest.
@@ -83,6 +85,24 @@ pub enum JobEvent {
         pool: PoolId,
         slot: u32,
     },
+    /// [`Inspect`] found this journal entry waiting, and what recovery would do with it
+    /// were it run on the file as it is now (nothing was done).
+    JournalPending {
+        pool: PoolId,
+        entry: usize,
+        verdict: Pending,
+    },
+}
+
+/// What recovery would do with a journal entry, as [`Inspect`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// Finish the change (its new records are partly written, or not yet).
+    Finish,
+    /// Drop it: it never took effect, or the file moved on without it.
+    Discard(&'static str),
+    /// Put back the old bytes of the records it half wrote (the file moved on).
+    Undo(&'static str),
 }
 
 #[derive(Debug)]
@@ -163,7 +183,10 @@ fn issue(held: &mut bool, e: Effect) -> Step {
     Step::Effect(e)
 }
 
-/// Reads a file from offset 0 in chunks.
+/// Reads a file from offset 0 in chunks, up to [`MAX_POOL_BYTES`]: records past
+/// [`MAX_POOL_RECORDS`](crate::limits::MAX_POOL_RECORDS) are never held, so they are not
+/// read either (a 10 GB sparse file costs what a full pool does); they are counted from
+/// the file's length and reported (`PoolIssue::TooManyRecords`).
 #[derive(Debug)]
 struct Loader {
     file: FileId,
@@ -181,10 +204,11 @@ impl Loader {
     }
     fn next(&self) -> Option<Effect> {
         let off = self.decoder.offset();
-        (off < self.len).then(|| Effect::Read {
+        let end = self.len.min(MAX_POOL_BYTES);
+        (off < end).then(|| Effect::Read {
             file: self.file,
             offset: off,
-            len: (self.len - off).min(READ_CHUNK as u64) as u32,
+            len: (end - off).min(READ_CHUNK as u64) as u32,
         })
     }
     fn feed(&mut self, d: &[u8]) {
@@ -195,7 +219,8 @@ impl Loader {
         self.decoder.feed(d);
     }
     fn finish(self) -> DecodedPool {
-        self.decoder.finish()
+        let unread = self.len.saturating_sub(self.decoder.offset());
+        self.decoder.finish_unread(unread)
     }
 }
 
@@ -391,7 +416,12 @@ impl Refresh {
             RefreshState::Journal => {
                 // Set first: an error below must still unlock.
                 self.state = RefreshState::Journal;
-                if stamp(r)?.len > 0 {
+                // A tool that only reads creates no file: a missing journal is empty.
+                let journal_len = match r {
+                    Some(EffectResult::Failed(IoError::ENOENT)) => 0,
+                    r => stamp(r)?.len,
+                };
+                if journal_len > 0 {
                     // Reading now could show a half-made change: recovery first.
                     self.journal_pending = true;
                     self.state = RefreshState::Unlock(None);
@@ -461,6 +491,8 @@ pub struct Mutate {
     /// We hold the pool file's lock (set by a successful `Lock`, cleared as `Unlock` is
     /// issued); checked on every effect.
     locked: bool,
+    /// A SET may append only while the file holds fewer records than this.
+    max_records: usize,
     pub events: Vec<JobEvent>,
 }
 
@@ -496,12 +528,25 @@ impl Mutate {
             reload: None,
             journaled: false,
             locked: false,
+            max_records: MAX_POOL_RECORDS,
             events: Vec::new(),
         }
     }
 
+    /// A SET that would append to a file already holding `max_records` records is not
+    /// made (`Outcome::Full`): the host's budget. Tools are bound only by
+    /// [`MAX_POOL_RECORDS`].
+    pub fn within(mut self, max_records: usize) -> Mutate {
+        self.max_records = max_records;
+        self
+    }
+
     pub fn pool(&self) -> PoolId {
         self.pool
+    }
+
+    pub fn op(&self) -> &MutOp {
+        &self.op
     }
 
     /// `current` is the pool as the machine holds it (used unless the job reloaded).
@@ -645,7 +690,7 @@ impl Mutate {
     fn plan(&mut self, current: &Pool) -> Result<Step, IoError> {
         let pool = self.reload.as_ref().map_or(current, |(p, _)| p);
         let plan = match &self.op {
-            MutOp::Set(k, v) => pool.plan_set(k, v),
+            MutOp::Set(k, v) => pool.plan_set_within(k, v, self.max_records),
             MutOp::Delete(k) => pool.plan_delete(k),
         };
         Ok(match plan {
@@ -1159,6 +1204,249 @@ impl Recover {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+
+/// Reads a pool as it is, changing nothing: what a tool's read-only command shows
+/// (`hvkvp list`, `get`, `host`, `watch`). Reading must not write, so nothing here is
+/// repaired: under the lock (so no writer is half-way through a change while we read),
+/// it reads the journal and judges each entry on the file as it is now, reporting what
+/// recovery would do ([`JobEvent::JournalPending`]; the entries are judged each on the
+/// file as it is, while recovery judges each after the earlier ones are settled), then
+/// loads the file, a torn trailing record included in the load's issues
+/// (`PoolIssue::PartialRecord`), not cut. Repair is [`Recover`]'s, run by the daemon or
+/// by an explicit command.
+///
+/// Files are never created: the driver opens them without `O_CREAT`, and answers
+/// [`IoError::ENOENT`] for a missing one. A missing pool file reads as no file
+/// (`Ok(None)`), a missing journal as an empty one.
+#[derive(Debug)]
+pub struct Inspect {
+    pool: PoolId,
+    state: InspectState,
+    journal: Vec<u8>,
+    journal_len: u64,
+    entries: Vec<JournalEntry>,
+    next_entry: usize,
+    stamp: FileStamp,
+    /// We hold the pool file's lock (set by a successful `Lock`, cleared as `Unlock` is
+    /// issued); checked on every effect.
+    locked: bool,
+    pub events: Vec<JobEvent>,
+}
+
+#[derive(Debug)]
+enum InspectState {
+    Start,
+    Lock,
+    StatJournal,
+    ReadJournal,
+    StatPool,
+    EntrySlots {
+        want: Vec<u32>,
+        got: BTreeMap<u32, RecordBytes>,
+    },
+    Load(Loader),
+    Unlock(Inspected),
+}
+
+/// What an [`Inspect`] found: the pool as its file holds it and the file's stamp;
+/// `None`: there is no pool file.
+pub type Inspected = Result<Option<(Pool, FileStamp)>, IoError>;
+
+/// What an [`Inspect`] wants next.
+#[derive(Debug)]
+pub enum InspectStep {
+    /// Only `Lock`, `Unlock`, `Stat` and `Read`.
+    Effect(Effect),
+    Finished(Inspected),
+}
+
+/// Issues a read-only effect under the lock discipline of [`issue`].
+fn ask(locked: &mut bool, e: Effect) -> InspectStep {
+    assert!(
+        matches!(
+            e,
+            Effect::Lock(_) | Effect::Unlock(_) | Effect::Stat(_) | Effect::Read { .. }
+        ),
+        "an inspection only reads: {e:?}"
+    );
+    match issue(locked, e) {
+        Step::Effect(e) => InspectStep::Effect(e),
+        Step::Finished(o) => unreachable!("issue always returns the effect: {o:?}"),
+    }
+}
+
+impl Inspect {
+    pub fn new(pool: PoolId) -> Inspect {
+        Inspect {
+            pool,
+            state: InspectState::Start,
+            journal: Vec::new(),
+            journal_len: 0,
+            entries: Vec::new(),
+            next_entry: 0,
+            stamp: FileStamp::default(),
+            locked: false,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn resume(&mut self, r: Option<EffectResult>) -> InspectStep {
+        match self.step(r) {
+            Ok(s) => s,
+            Err(e) if self.locked => {
+                self.state = InspectState::Unlock(Err(e));
+                ask(&mut self.locked, Effect::Unlock(FileId::pool(self.pool)))
+            }
+            Err(e) => InspectStep::Finished(Err(e)),
+        }
+    }
+
+    fn step(&mut self, r: Option<EffectResult>) -> Result<InspectStep, IoError> {
+        let f = FileId::pool(self.pool);
+        let j = FileId::journal(self.pool);
+        let state = std::mem::replace(&mut self.state, InspectState::Start);
+        Ok(match state {
+            InspectState::Start => {
+                self.state = InspectState::Lock;
+                ask(&mut self.locked, Effect::Lock(f))
+            }
+            InspectState::Lock => {
+                if r == Some(EffectResult::Failed(IoError::ENOENT)) {
+                    // No pool file: nothing to show (and nothing is created).
+                    return Ok(InspectStep::Finished(Ok(None)));
+                }
+                done(r)?;
+                self.locked = true;
+                self.state = InspectState::StatJournal;
+                ask(&mut self.locked, Effect::Stat(j))
+            }
+            InspectState::StatJournal => {
+                self.journal_len = match r {
+                    Some(EffectResult::Failed(IoError::ENOENT)) => 0,
+                    r => stamp(r)?.len,
+                };
+                self.read_journal()
+            }
+            InspectState::ReadJournal => {
+                let d = data(r)?;
+                if d.is_empty() {
+                    self.journal_len = self.journal.len() as u64;
+                }
+                self.journal.extend_from_slice(&d);
+                self.read_journal()
+            }
+            InspectState::StatPool => {
+                self.stamp = stamp(r)?;
+                self.next_entry_step()
+            }
+            InspectState::EntrySlots { want, mut got } => {
+                got.insert(want[got.len()], as_record(&data(r)?));
+                self.entry_slots(want, got)
+            }
+            InspectState::Load(mut loader) => {
+                loader.feed(&data(r)?);
+                self.load(loader)
+            }
+            InspectState::Unlock(result) => {
+                assert!(!self.locked);
+                // An unlock error does not change what we read.
+                InspectStep::Finished(result)
+            }
+        })
+    }
+
+    fn read_journal(&mut self) -> InspectStep {
+        if self.journal_len > MAX_JOURNAL_BYTES && self.journal.is_empty() {
+            self.events.push(JobEvent::JournalTooLong {
+                pool: self.pool,
+                bytes: self.journal_len,
+            });
+        }
+        let want = self.journal_len.min(MAX_JOURNAL_BYTES);
+        let have = self.journal.len() as u64;
+        if have < want {
+            self.state = InspectState::ReadJournal;
+            return ask(
+                &mut self.locked,
+                Effect::Read {
+                    file: FileId::journal(self.pool),
+                    offset: have,
+                    len: (want - have).min(READ_CHUNK as u64) as u32,
+                },
+            );
+        }
+        let parsed = parse_journal(&std::mem::take(&mut self.journal));
+        if parsed.ignored_bytes > 0 {
+            self.events.push(JobEvent::JournalTornTail {
+                pool: self.pool,
+                bytes: parsed.ignored_bytes,
+            });
+        }
+        self.entries = parsed.entries;
+        self.state = InspectState::StatPool;
+        ask(&mut self.locked, Effect::Stat(FileId::pool(self.pool)))
+    }
+
+    /// The file's whole records, as recovery sees it (a torn tail is not a record).
+    fn whole_len(&self) -> u64 {
+        self.stamp.len - self.stamp.len % REC
+    }
+
+    fn next_entry_step(&mut self) -> InspectStep {
+        match self.entries.get(self.next_entry) {
+            Some(e) => {
+                if let Some(reason) = e.out_of_bounds(self.pool) {
+                    // Recovery would drop it untouched (see `Recover::next_entry_step`).
+                    self.events.push(JobEvent::JournalPending {
+                        pool: self.pool,
+                        entry: self.next_entry,
+                        verdict: Pending::Discard(reason),
+                    });
+                    self.next_entry += 1;
+                    return self.next_entry_step();
+                }
+                let want = e.slots_to_judge(self.whole_len());
+                self.entry_slots(want, BTreeMap::new())
+            }
+            None => self.load(Loader::new(FileId::pool(self.pool), self.stamp.len)),
+        }
+    }
+
+    fn entry_slots(&mut self, want: Vec<u32>, got: BTreeMap<u32, RecordBytes>) -> InspectStep {
+        if let Some(&slot) = want.get(got.len()) {
+            self.state = InspectState::EntrySlots { want, got };
+            return ask(&mut self.locked, slot_read(self.pool, slot));
+        }
+        let idx = self.next_entry;
+        self.next_entry += 1;
+        let zero = [0u8; POOL_RECORD_SIZE];
+        let verdict = match judge(&self.entries[idx], self.whole_len(), &|s| {
+            got.get(&s).copied().unwrap_or(zero)
+        }) {
+            Verdict::Finish { .. } => Pending::Finish,
+            Verdict::Discard(reason) => Pending::Discard(reason),
+            Verdict::Undo { reason, .. } => Pending::Undo(reason),
+        };
+        self.events.push(JobEvent::JournalPending {
+            pool: self.pool,
+            entry: idx,
+            verdict,
+        });
+        self.next_entry_step()
+    }
+
+    fn load(&mut self, loader: Loader) -> InspectStep {
+        if let Some(e) = loader.next() {
+            self.state = InspectState::Load(loader);
+            return ask(&mut self.locked, e);
+        }
+        let pool = load_events(self.pool, loader.finish(), &mut self.events);
+        self.state = InspectState::Unlock(Ok(Some((pool, self.stamp))));
+        ask(&mut self.locked, Effect::Unlock(FileId::pool(self.pool)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1290,6 +1578,145 @@ mod tests {
             Step::Finished(JobOutcome::Refreshed { result: Err(_), .. }) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A pool file far past the record limit: reading stops at the limit, and the rest
+    /// is reported (counted from the file's length), never read and never silent.
+    #[test]
+    fn a_refresh_reads_no_further_than_the_record_limit() {
+        let total = MAX_POOL_RECORDS + 1000;
+        let len = total as u64 * REC + 7;
+        let mut r = Refresh::new(PoolId::External, None);
+        effect(r.resume(None));
+        effect(r.resume(stamp_of(len)));
+        effect(r.resume(Some(EffectResult::Done)));
+        effect(r.resume(stamp_of(0)));
+        let mut step = r.resume(stamp_of(len));
+        let mut read_to = 0;
+        loop {
+            match step {
+                Step::Effect(Effect::Read { offset, len, .. }) => {
+                    assert_eq!(offset, read_to, "reads in order");
+                    read_to = offset + u64::from(len);
+                    step = r.resume(Some(EffectResult::Data(vec![0; len as usize])));
+                }
+                Step::Effect(Effect::Unlock(_)) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(read_to, MAX_POOL_BYTES, "read up to the limit, not past it");
+        let Some(JobEvent::Loaded {
+            records, issues, ..
+        }) = r.events.last()
+        else {
+            panic!("{:?}", r.events)
+        };
+        assert_eq!(*records, MAX_POOL_RECORDS);
+        assert!(
+            issues.contains(&PoolIssue::TooManyRecords { total }),
+            "{issues:?}"
+        );
+        assert!(
+            issues.contains(&PoolIssue::PartialRecord { bytes: 7 }),
+            "{issues:?}"
+        );
+        match r.resume(Some(EffectResult::Done)) {
+            Step::Finished(JobOutcome::Refreshed {
+                result: Ok(Some((p, _))),
+                ..
+            }) => {
+                assert_eq!((p.len(), p.file_records()), (MAX_POOL_RECORDS, total));
+                assert!(!p.complete());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Runs an inspection over files held in memory (`None`: the file does not exist);
+    /// any effect but a read-only one would panic in `ask`.
+    fn inspect(pool: Option<Vec<u8>>, journal: Option<Vec<u8>>) -> (Inspected, Vec<JobEvent>) {
+        let mut job = Inspect::new(PoolId::Guest);
+        let file = |id: FileId| match id.kind {
+            crate::kvp::effect::FileKind::Pool => pool.as_ref(),
+            crate::kvp::effect::FileKind::Journal => journal.as_ref(),
+        };
+        let missing = Some(EffectResult::Failed(IoError::ENOENT));
+        let mut result = None;
+        loop {
+            match job.resume(result.take()) {
+                InspectStep::Finished(r) => return (r, job.events),
+                InspectStep::Effect(e) => {
+                    result = match e {
+                        Effect::Lock(f) if file(f).is_none() => missing.clone(),
+                        Effect::Lock(_) | Effect::Unlock(_) => Some(EffectResult::Done),
+                        Effect::Stat(f) => {
+                            file(f).map_or(missing.clone(), |b| stamp_of(b.len() as u64))
+                        }
+                        Effect::Read {
+                            file: f,
+                            offset,
+                            len,
+                        } => {
+                            let b = file(f).expect("read of a file that was there");
+                            let from = (offset as usize).min(b.len());
+                            let to = (from + len as usize).min(b.len());
+                            Some(EffectResult::Data(b[from..to].to_vec()))
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_inspection_shows_the_file_as_it_is_and_what_recovery_would_do() {
+        let records = vec![Record::new(key("a"), value("1"))];
+        let file = crate::kvp::record::encode_pool(&records);
+        // No pool file: nothing, whatever the journal holds.
+        assert!(matches!(inspect(None, None), (Ok(None), _)));
+        // No journal, a torn tail: the records, and the tail in the load's issues.
+        let mut torn = file.clone();
+        torn.extend_from_slice(&[7; 100]);
+        let (r, events) = inspect(Some(torn.clone()), None);
+        let (p, s) = r.unwrap().unwrap();
+        assert_eq!((p.records(), s.len), (&records[..], torn.len() as u64));
+        assert!(matches!(
+            &events[..],
+            [JobEvent::Loaded { issues, .. }]
+                if issues == &[PoolIssue::PartialRecord { bytes: 100 }]
+        ));
+        // An append journaled, its extension made, its record not yet written.
+        let pool = Pool::from_records(records.clone());
+        let Plan::Write(m) = pool.plan_set(&key("b"), &value("2")) else {
+            panic!("an append")
+        };
+        let entry = journal_entry(PoolId::Guest, &m, &BTreeMap::new()).encode();
+        let mut grown = file.clone();
+        grown.resize(2 * POOL_RECORD_SIZE, 0);
+        let (r, events) = inspect(Some(grown), Some(entry.clone()));
+        assert_eq!(
+            r.unwrap().unwrap().0.len(),
+            2,
+            "the zero record, as the file holds it"
+        );
+        assert_eq!(
+            events[0],
+            JobEvent::JournalPending {
+                pool: PoolId::Guest,
+                entry: 0,
+                verdict: Pending::Finish
+            }
+        );
+        // The same entry, with the file back at its old length: recovery would drop it.
+        let (_, events) = inspect(Some(file.clone()), Some(entry));
+        assert!(matches!(
+            events[0],
+            JobEvent::JournalPending {
+                verdict: Pending::Discard(_),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -27,9 +27,11 @@ use crate::kvp::effect::{Effect, EffectId, EffectResult, FileStamp, Input, IoErr
 use crate::kvp::ip::{IpConfig, IpConfigError, Mac};
 use crate::kvp::jobs::{JobEvent, JobOutcome, MutOp, Mutate, MutateResult, Recover, Refresh, Step};
 use crate::kvp::pool::{Outcome, Pool};
+use crate::kvp::text::Key;
 use crate::kvp::wire::{self, DecodeError, Message, Op, PoolId, Reply, Request, Status};
 use crate::limits::{
-    KVP_EFFECT_MARGIN, KVP_REPLY_BUDGET, KVP_SET_IP_SCRIPT, MAX_QUEUED_OUTPUTS, RECOVERY_RETRY,
+    HOST_POOL_RECORDS, KVP_EFFECT_MARGIN, KVP_REPLY_BUDGET, KVP_SET_IP_SCRIPT, MAX_QUEUED_OUTPUTS,
+    RECOVERY_RETRY,
 };
 use crate::time::Instant;
 
@@ -77,6 +79,17 @@ pub enum Event {
     Registered,
     Malformed(DecodeError),
     IpConfigRefused(IpConfigError),
+    /// A SET with an empty key, refused with `INVALID_ARG`.
+    EmptyKeyRefused {
+        pool: PoolId,
+    },
+    /// A SET of a new key refused with `S_CONT`: the pool file holds `records` records,
+    /// as many as the host may fill ([`HOST_POOL_RECORDS`]) or more than we hold.
+    PoolFull {
+        pool: PoolId,
+        key: Key,
+        records: usize,
+    },
     /// The request could not be finished in time; answered with this status.
     DeadlineReply {
         op: Op,
@@ -353,6 +366,14 @@ impl KvpMachine {
         let seq = c.seq;
         let request = c.request.clone();
         match request {
+            // Refused in every pool, before the auto pool's S_CONT: the host cannot look
+            // such a key up, and pool readers that split a file at NUL bytes lose their
+            // place on it. `hvkvp` refuses it too.
+            Request::Set { pool, key, .. } if key.is_empty() => {
+                self.outputs
+                    .push_back(Output::Event(Event::EmptyKeyRefused { pool }));
+                self.reply(Reply::Status(Status::INVALID_ARG));
+            }
             Request::Get {
                 pool: PoolId::Auto,
                 key,
@@ -407,9 +428,10 @@ impl KvpMachine {
             },
             Request::SetIpInfo(fields) => match IpConfig::parse(&fields) {
                 Err(e) => {
+                    let status = e.status();
                     self.outputs
                         .push_back(Output::Event(Event::IpConfigRefused(e)));
-                    self.reply(Reply::Status(Status::INVALID_ARG));
+                    self.reply(Reply::Status(status));
                 }
                 Ok(config) => {
                     let deadline = self.system_deadline(KVP_SET_IP_SCRIPT);
@@ -428,7 +450,8 @@ impl KvpMachine {
             }
         } else {
             let known = self.pools[pool.index()].known(self.config.stamp_granularity);
-            self.start_job(Job::Mutate(Mutate::new(pool, op, known)), Some(seq));
+            let job = Mutate::new(pool, op, known).within(HOST_POOL_RECORDS);
+            self.start_job(Job::Mutate(job), Some(seq));
         }
     }
 
@@ -521,11 +544,14 @@ impl KvpMachine {
                 self.outputs.push_back(Output::Effect { id, effect });
             }
             Step::Finished(outcome) => {
-                let (serves, started) = self
-                    .file
-                    .take()
-                    .map_or((None, self.now), |l| (l.serves, l.started));
-                self.job_finished(outcome, serves, started);
+                let (serves, started, op) = self.file.take().map_or((None, self.now, None), |l| {
+                    let op = match l.job {
+                        Job::Mutate(m) => Some(m.op().clone()),
+                        _ => None,
+                    };
+                    (l.serves, l.started, op)
+                });
+                self.job_finished(outcome, serves, started, op);
                 self.start_file_work();
             }
         }
@@ -535,7 +561,14 @@ impl KvpMachine {
         serves.is_some() && self.current.as_ref().map(|c| c.seq) == serves
     }
 
-    fn job_finished(&mut self, outcome: JobOutcome, serves: Option<u64>, started: Instant) {
+    /// `op`: what a finished `Mutate` was asked to do.
+    fn job_finished(
+        &mut self,
+        outcome: JobOutcome,
+        serves: Option<u64>,
+        started: Instant,
+        op: Option<MutOp>,
+    ) {
         let answer = self.serves_current(serves);
         let now = self.now;
         match outcome {
@@ -586,7 +619,21 @@ impl KvpMachine {
                     }
                     MutateResult::Nothing(Outcome::Ok) => Status::OK,
                     MutateResult::Nothing(Outcome::NotFound) => Status::S_CONT,
-                    MutateResult::Nothing(Outcome::Full) => Status::E_FAIL,
+                    MutateResult::Nothing(Outcome::Full) => match op {
+                        // A new key the pool has no room for (the host's budget, or a
+                        // file past what we hold): refused as the stock daemon refuses
+                        // a SET it cannot store, a definite "not stored".
+                        Some(MutOp::Set(key, _)) => {
+                            self.outputs.push_back(Output::Event(Event::PoolFull {
+                                pool,
+                                key,
+                                records: slot.pool.file_records(),
+                            }));
+                            Status::S_CONT
+                        }
+                        // A DELETE in a file past what we hold: not carried out.
+                        _ => Status::E_FAIL,
+                    },
                     MutateResult::Failed(_) => Status::E_FAIL,
                     MutateResult::JournalPending => {
                         // Another writer's entry waits in the journal: recover, and let

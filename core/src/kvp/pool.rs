@@ -74,7 +74,7 @@ pub enum Outcome {
     Ok,
     /// DELETE of a key that is not there.
     NotFound,
-    /// The pool holds as many records as we allow.
+    /// The pool holds as many records as we allow (or as the host may fill).
     Full,
 }
 
@@ -160,7 +160,15 @@ impl Pool {
         self.file_records == self.records.len()
     }
 
+    /// SET as a tool does it: a pool may grow to [`MAX_POOL_RECORDS`].
     pub fn plan_set(&self, key: &Key, value: &Value) -> Plan {
+        self.plan_set_within(key, value, MAX_POOL_RECORDS)
+    }
+
+    /// SET that may append only while the file holds fewer than `max_records` records
+    /// (the host's budget, `limits::HOST_POOL_RECORDS`); an update in place is always
+    /// planned, since it grows nothing.
+    pub fn plan_set_within(&self, key: &Key, value: &Value, max_records: usize) -> Plan {
         let n = self.records.len() as u32;
         let post = Record::new(key.clone(), value.clone());
         match self.first_slot(key) {
@@ -170,7 +178,7 @@ impl Pool {
                 new_records: n,
                 writes: vec![SlotWrite { slot, post }],
             }),
-            None if !self.complete() || self.records.len() >= MAX_POOL_RECORDS => {
+            None if !self.complete() || self.records.len() >= max_records.min(MAX_POOL_RECORDS) => {
                 Plan::Done(Outcome::Full)
             }
             None => Plan::Write(Mutation {
@@ -328,6 +336,28 @@ mod tests {
         run(&mut p, plan);
         assert_eq!(p.len(), 4);
         assert_eq!(p.plan_set(&k("c"), &v("4")), Plan::Done(Outcome::Ok));
+    }
+
+    #[test]
+    fn a_budget_stops_appends_not_updates() {
+        let p = pool(&[("a", "1"), ("b", "2")]);
+        assert_eq!(
+            p.plan_set_within(&k("c"), &v("3"), 2),
+            Plan::Done(Outcome::Full)
+        );
+        assert!(matches!(
+            p.plan_set_within(&k("a"), &v("9"), 2),
+            Plan::Write(m) if m.new_records == 2
+        ));
+        assert!(matches!(
+            p.plan_set_within(&k("c"), &v("3"), 3),
+            Plan::Write(m) if m.new_records == 3
+        ));
+        // Never past what we hold, whatever the budget.
+        assert!(matches!(
+            p.plan_set_within(&k("c"), &v("3"), usize::MAX),
+            Plan::Write(_)
+        ));
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub enum PoolIssue {
         index: usize,
         first: usize,
     },
-    /// More records than we hold; the rest are left in the file, untouched.
+    /// More records than we hold; the rest are left in the file, unread and untouched.
     TooManyRecords {
         total: usize,
     },
@@ -187,7 +187,23 @@ impl PoolDecoder {
         self.records.push(record);
     }
 
-    pub fn finish(mut self) -> DecodedPool {
+    pub fn finish(self) -> DecodedPool {
+        self.finish_unread(0)
+    }
+
+    /// Ends a file whose last `unread` bytes were deliberately not fed: past
+    /// [`MAX_POOL_RECORDS`] nothing is held, so nothing there is read. They count as
+    /// records (and a partial tail) exactly as if they had been fed.
+    pub fn finish_unread(mut self, unread: u64) -> DecodedPool {
+        if unread > 0 {
+            let rest = self.carry.len() as u64 + unread;
+            let whole = usize::try_from(rest / POOL_RECORD_SIZE as u64).unwrap_or(usize::MAX);
+            self.total = self.total.saturating_add(whole);
+            // The tail is shorter than a record: it fits.
+            let tail = (rest % POOL_RECORD_SIZE as u64) as usize;
+            self.carry.clear();
+            self.carry.resize(tail, 0);
+        }
         if self.unreported > 0 {
             let count = self.unreported;
             self.issues.push(PoolIssue::NotReported { count });
@@ -296,6 +312,20 @@ mod tests {
         assert_eq!(r.value.len(), 2047);
         assert_eq!(flaws.key, FieldFlaw::Unterminated);
         assert_eq!(flaws.value, FieldFlaw::Unterminated);
+    }
+
+    #[test]
+    fn unread_bytes_count_as_records_and_a_tail() {
+        let file = encode_pool(&[rec("a", "1"), rec("b", "2"), rec("c", "3")]);
+        let mut with_tail = file.clone();
+        with_tail.extend_from_slice(&[9; 10]);
+        let mut d = PoolDecoder::new();
+        d.feed(&file[..POOL_RECORD_SIZE]);
+        let got = d.finish_unread((with_tail.len() - POOL_RECORD_SIZE) as u64);
+        assert_eq!(got.records, vec![rec("a", "1")]);
+        assert_eq!(got.total_records, 3);
+        assert_eq!(got.partial_tail, 10);
+        assert!(got.issues.contains(&PoolIssue::PartialRecord { bytes: 10 }));
     }
 
     #[test]

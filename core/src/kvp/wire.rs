@@ -71,6 +71,8 @@ const _: () = assert!(offset::VALUE + KVP_VALUE_FIELD == 2576);
 const _: () = assert!(offset::ENUM_VALUE + KVP_VALUE_FIELD == 2580);
 const _: () = assert!(offset::DNS_ADDR + ip_field::DNS_ADDR == KVP_MSG_SIZE);
 const _: () = assert!(offset::DELETE_KEY + KVP_KEY_FIELD <= KVP_MSG_SIZE);
+// The memory bound of `limits::HOST_HELD_MAX_BYTES` counts these pools.
+const _: () = assert!(PoolId::FILE_BACKED.len() == crate::limits::FILE_POOLS);
 
 /// `enum hv_kvp_exchg_op`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

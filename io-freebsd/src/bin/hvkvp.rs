@@ -5,13 +5,16 @@
 //! own persistence jobs with the daemon's own file executor: the same locks, the same
 //! journal, the same recovery. So `hvkvp`, `hv_kvp_daemon` and programs that append to
 //! the pools (cloud-init, azure-init) can run at the same time without losing a record.
+//! Reading never writes: `list`, `get`, `host` and `watch` show a pool file as it is and
+//! say what recovery would do; `set` and `delete` recover first, and `repair` only does
+//! that.
 //!
 //! Exit status: 0 found or done, 1 key not found (`get`, `delete`, and `host` when the
 //! host published nothing), 2 usage, refusal or I/O error.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,12 +23,12 @@ use clap::builder::PossibleValue;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use hvguest_core::kvp::auto::AutoPool;
 use hvguest_core::kvp::effect::FileStamp;
-use hvguest_core::kvp::jobs::JobEvent;
+use hvguest_core::kvp::jobs::{JobEvent, Pending};
 use hvguest_core::kvp::pool::Pool;
-use hvguest_core::kvp::record::Record;
+use hvguest_core::kvp::record::{PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, TextError, Value};
 use hvguest_core::kvp::wire::PoolId;
-use hvguest_core::limits::{HOST_SAFE_KEY_UNITS, HOST_SAFE_VALUE_UNITS};
+use hvguest_core::limits::{HOST_SAFE_KEY_UNITS, HOST_SAFE_VALUE_UNITS, MAX_POOL_RECORDS};
 use hvguest_io::pool_access::{AccessError, Change, PoolAccess};
 use hvguest_io::sysinfo;
 
@@ -47,7 +50,9 @@ const EXIT_TROUBLE: u8 = 2;
     about,
     long_about = "Reads and writes the Hyper-V key/value (Data Exchange) pools from inside the \
 guest, with the same locks, journal and crash recovery as hv_kvp_daemon, so it is safe to use \
-while the daemon and other pool writers (cloud-init, azure-init) run.\n\n\
+while the daemon and other pool writers (cloud-init, azure-init) run. Reading (list, get, host, \
+watch) never writes: a pool left half-changed by an interrupted writer is shown as it is, with a \
+note; `repair` (or hv_kvp_daemon) settles it.\n\n\
 Pools, by name or number: external (0, pushed by the host's administrator), guest (1, published \
 by this VM; the only pool hvkvp writes without --force), auto (2, what hv_kvp_daemon reports \
 about this system, computed by the same code; never stored or written), auto-external or parameters (3, what the host publishes about itself and this VM), \
@@ -90,6 +95,9 @@ enum Command {
         format: Format,
     },
     /// Print the value of a key (its first record, as the host's GET sees it).
+    ///
+    /// Printed as stored, except on a terminal, where control characters are shown
+    /// escaped (`\n`, `\u{1b}`) as `list` shows them.
     Get {
         /// The pool, by name or number.
         #[arg(value_enum)]
@@ -98,6 +106,9 @@ enum Command {
         key: String,
         #[command(flatten)]
         format: Format,
+        /// Print the value's bytes as stored even on a terminal.
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
     },
     /// Set a key: update its first record in place, or append one. Durable on success.
     Set {
@@ -151,6 +162,15 @@ enum Command {
         /// Stop after this many looks.
         #[arg(long, hide = true, value_name = "N")]
         count: Option<u64>,
+    },
+    /// Repair a pool, or every pool kept in a file, as hv_kvp_daemon does at start.
+    ///
+    /// Finishes or discards a change an interrupted writer left in the journal, and cuts
+    /// a torn trailing record; prints what it did. Reading commands never repair.
+    Repair {
+        /// The pool, by name or number (default: every pool kept in a file).
+        #[arg(value_enum)]
+        pool: Option<PoolArg>,
     },
     /// Print a completion script for SHELL on standard output.
     Completions {
@@ -257,50 +277,110 @@ fn warn(message: &str) {
     let _ = writeln!(io::stderr(), "hvkvp: {message}");
 }
 
-/// Tells what recovery repaired on the way (a crashed writer's leftovers).
-fn report_repairs(access: &mut PoolAccess) {
-    for e in access.take_events() {
-        let note = match e {
-            JobEvent::JournalFinished { pool, .. } => format!(
-                "note: finished a change to {} that an interrupted writer left in its journal",
+/// How a command uses the pools: reading them as they are (`list`, `get`, `host`,
+/// `watch`: nothing is written), or changing them, which repairs them first (`set`,
+/// `delete`, `repair`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    Read,
+    Change,
+}
+
+/// The sentences worth telling about what the jobs found or did, in order.
+fn findings(events: Vec<JobEvent>, how: Use) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in events {
+        match e {
+            JobEvent::JournalFinished { pool, .. } => out.push(format!(
+                "finished a change to {} that an interrupted writer left in its journal",
                 pool_label(pool)
-            ),
-            JobEvent::JournalDiscarded { pool, reason, .. } => format!(
-                "note: discarded a change to {} left in its journal by an interrupted writer; \
+            )),
+            JobEvent::JournalDiscarded { pool, reason, .. } => out.push(format!(
+                "discarded a change to {} left in its journal by an interrupted writer; \
                  it had not taken effect ({reason})",
                 pool_label(pool)
-            ),
-            JobEvent::JournalFollowUp { pool, slot } => format!(
-                "note: removed record {slot} of {}, the end of an interrupted delete",
+            )),
+            JobEvent::JournalFollowUp { pool, slot } => out.push(format!(
+                "removed record {slot} of {}, the end of an interrupted delete",
                 pool_label(pool)
-            ),
-            JobEvent::PartialRecordCut { pool, bytes } => format!(
-                "note: cut a torn record ({bytes} bytes) from the end of {}: a writer stopped \
-                 in the middle of an append",
+            )),
+            JobEvent::PartialRecordCut { pool, bytes } => out.push(format!(
+                "cut a torn record ({bytes} bytes) from the end of {}: a writer stopped in \
+                 the middle of an append",
                 pool_label(pool)
-            ),
-            JobEvent::JournalTornTail { pool, bytes } => format!(
-                "note: ignored a torn entry ({bytes} bytes) at the end of the journal of {}",
+            )),
+            JobEvent::JournalTornTail { pool, bytes } => out.push(format!(
+                "the journal of {} ends with a torn entry ({bytes} bytes), which recovery \
+                 ignores",
                 pool_label(pool)
-            ),
-            JobEvent::JournalTooLong { pool, bytes } => format!(
-                "note: the journal of {} is {bytes} bytes, longer than any writer makes; \
-                 only its start was used",
+            )),
+            JobEvent::JournalTooLong { pool, bytes } => out.push(format!(
+                "the journal of {} is {bytes} bytes, longer than any writer makes; only its \
+                 start is read",
                 pool_label(pool)
-            ),
-            JobEvent::FollowUpSkipped { pool, slot, reason } => format!(
-                "note: left record {slot} of {} in place after an interrupted delete \
-                 ({reason}); it may duplicate another record",
+            )),
+            JobEvent::FollowUpSkipped { pool, slot, reason } => out.push(format!(
+                "left record {slot} of {} in place after an interrupted delete ({reason}); \
+                 it may duplicate another record",
                 pool_label(pool)
-            ),
-            JobEvent::StaleMemory { pool, slot } => format!(
-                "note: record {slot} of {} changed without a new timestamp; read the file \
-                 again before changing it",
+            )),
+            JobEvent::StaleMemory { pool, slot } => out.push(format!(
+                "record {slot} of {} changed without a new timestamp; read the file again \
+                 before changing it",
                 pool_label(pool)
-            ),
-            JobEvent::Loaded { .. } => continue,
-        };
-        warn(&note);
+            )),
+            JobEvent::JournalPending { pool, verdict, .. } => out.push(format!(
+                "{}: {}; shown as the file holds it now (run `hvkvp repair {}`, or let \
+                 hv_kvp_daemon settle it: it does when it starts, and before it next \
+                 changes the pool)",
+                pool_label(pool),
+                match verdict {
+                    Pending::Finish => "an interrupted writer left a change in the journal \
+                                        that is not finished: recovery would finish it"
+                        .to_string(),
+                    Pending::Discard(reason) => format!(
+                        "the journal holds a change an interrupted writer left that never \
+                         took effect ({reason}): recovery would discard it"
+                    ),
+                    Pending::Undo(reason) => format!(
+                        "an interrupted writer left a change half made ({reason}): recovery \
+                         would put back the records it touched"
+                    ),
+                },
+                pool.name()
+            )),
+            JobEvent::Loaded { pool, issues, .. } => {
+                for issue in issues {
+                    match issue {
+                        // A reader leaves the tail; a writer cuts it (`PartialRecordCut`).
+                        PoolIssue::PartialRecord { bytes } if how == Use::Read => {
+                            out.push(format!(
+                                "{} ends with a torn record ({bytes} bytes): a writer stopped \
+                                 in the middle of an append; it is not shown, and recovery \
+                                 would cut it (`hvkvp repair {}`, or hv_kvp_daemon)",
+                                pool_label(pool),
+                                pool.name()
+                            ))
+                        }
+                        PoolIssue::TooManyRecords { total } => out.push(format!(
+                            "{} holds {total} records; only the first {MAX_POOL_RECORDS} are \
+                             read and shown, and no new key can be added to it",
+                            pool_label(pool)
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Tells on standard error what the jobs found or repaired on the way (a crashed
+/// writer's leftovers).
+fn report(access: &mut PoolAccess, how: Use) {
+    for note in findings(access.take_events(), how) {
+        warn(&format!("note: {note}"));
     }
 }
 
@@ -509,7 +589,12 @@ fn run(cli: Cli) -> Result<(), Fail> {
     let dir = cli.pool_dir.as_path();
     match cli.command {
         Command::List { pool, format } => list(dir, pool.map(|p| p.0), format.json),
-        Command::Get { pool, key, format } => get(dir, pool.0, &key, format.json),
+        Command::Get {
+            pool,
+            key,
+            format,
+            raw,
+        } => get(dir, pool.0, &key, format.json, raw),
         Command::Set {
             pool,
             key,
@@ -528,7 +613,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
             let value = value_to_write(&raw, force.force)?;
             let mut access = PoolAccess::open(dir)?;
             let r = access.set(pool, &key, &value);
-            report_repairs(&mut access);
+            report(&mut access, Use::Change);
             r?;
             Ok(())
         }
@@ -546,6 +631,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
             Duration::from_millis(interval_ms),
             count,
         ),
+        Command::Repair { pool } => repair(dir, pool.map(|p| p.0)),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "hvkvp", &mut script);
@@ -563,11 +649,11 @@ fn pools_or_all(pool: Option<PoolId>) -> Vec<PoolId> {
 }
 
 fn list(dir: &Path, pool: Option<PoolId>, json: bool) -> Result<(), Fail> {
-    let mut access = PoolAccess::open(dir)?;
+    let mut access = PoolAccess::open_existing(dir)?;
     let mut loaded = Vec::new();
     let mut result = Ok(());
     for p in pools_or_all(pool) {
-        match load(&mut access, p) {
+        match read_pool(&mut access, p) {
             Ok(records) => loaded.push((p, records)),
             Err(e) => {
                 result = Err(e);
@@ -575,8 +661,8 @@ fn list(dir: &Path, pool: Option<PoolId>, json: bool) -> Result<(), Fail> {
             }
         }
     }
-    // Repairs made on the way are worth telling even if a later pool failed.
-    report_repairs(&mut access);
+    // What was found on the way is worth telling even if a later pool failed.
+    report(&mut access, Use::Read);
     result?;
     let mut out = String::new();
     if let (Some(_), [(_, only)]) = (pool, &loaded[..]) {
@@ -615,13 +701,14 @@ fn list(dir: &Path, pool: Option<PoolId>, json: bool) -> Result<(), Fail> {
     emit(&out)
 }
 
-/// A pool's records: read from its file, or for the auto pool, computed from the running
-/// system by the daemon's own code (`sysinfo` and the core's `AutoPool`), so what is
-/// shown is what the host's GET and ENUMERATE on pool 2 get (the daemon may hold an
-/// older FQDN or address list: it refreshes them in the background).
-fn load(access: &mut PoolAccess, pool: PoolId) -> Result<Pool, AccessError> {
+/// A pool's records: read from its file as it is (nothing repaired, nothing written), or
+/// for the auto pool, computed from the running system by the daemon's own code
+/// (`sysinfo` and the core's `AutoPool`), so what is shown is what the host's GET and
+/// ENUMERATE on pool 2 get (the daemon may hold an older FQDN or address list: it
+/// refreshes them in the background).
+fn read_pool(access: &mut PoolAccess, pool: PoolId) -> Result<Pool, AccessError> {
     if pool != PoolId::Auto {
-        return access.load(pool).map(|(records, _)| records);
+        return access.inspect(pool).map(|(records, _)| records);
     }
     let auto = AutoPool::new(&sysinfo::system_info(&sysinfo::lookup_fqdn()));
     let records = (0..)
@@ -634,11 +721,11 @@ fn load(access: &mut PoolAccess, pool: PoolId) -> Result<Pool, AccessError> {
     Ok(Pool::from_records(records))
 }
 
-fn get(dir: &Path, pool: PoolId, key: &str, json: bool) -> Result<(), Fail> {
+fn get(dir: &Path, pool: PoolId, key: &str, json: bool, raw: bool) -> Result<(), Fail> {
     let k = key_arg(key)?;
-    let mut access = PoolAccess::open(dir)?;
-    let r = load(&mut access, pool);
-    report_repairs(&mut access);
+    let mut access = PoolAccess::open_existing(dir)?;
+    let r = read_pool(&mut access, pool);
+    report(&mut access, Use::Read);
     let loaded = r?;
     let Some(v) = loaded.get(&k) else {
         return Err(Fail::not_found(format!(
@@ -656,11 +743,15 @@ fn get(dir: &Path, pool: PoolId, key: &str, json: bool) -> Result<(), Fail> {
         json_string(&mut out, v.as_bytes());
         out.push_str("}\n");
         emit(&out)
-    } else {
+    } else if raw || !io::stdout().is_terminal() {
         // The value exactly as stored, for scripts: no escaping.
         let mut out = v.as_bytes().to_vec();
         out.push(b'\n');
         emit_bytes(&out)
+    } else {
+        // Anyone who can write a pool (the host, among others) chooses these bytes: on a
+        // terminal, control characters could retitle it, clear it or fake other output.
+        emit(&format!("{}\n", shown(v.as_bytes())))
     }
 }
 
@@ -682,7 +773,7 @@ fn delete(dir: &Path, pool: PoolId, key: &str, force: bool) -> Result<(), Fail> 
         }
         Ok::<usize, AccessError>(removed)
     })();
-    report_repairs(&mut access);
+    report(&mut access, Use::Change);
     match result? {
         0 => Err(Fail::not_found(format!(
             "{}: no such key in {}",
@@ -691,6 +782,36 @@ fn delete(dir: &Path, pool: PoolId, key: &str, force: bool) -> Result<(), Fail> 
         ))),
         _ => Ok(()),
     }
+}
+
+/// Recovers each pool, as the daemon does at start, and says what that did.
+fn repair(dir: &Path, pool: Option<PoolId>) -> Result<(), Fail> {
+    if pool == Some(PoolId::Auto) {
+        return Err(Fail::trouble(
+            "pool 2 (auto) is generated by hv_kvp_daemon and kept in no file: there is \
+             nothing to repair",
+        ));
+    }
+    let mut access = PoolAccess::open(dir)?;
+    let mut out = String::new();
+    for p in pools_or_all(pool) {
+        let r = access.load(p);
+        let done = findings(access.take_events(), Use::Change);
+        for line in &done {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "{line}");
+        }
+        if let Err(e) = r {
+            // What was repaired before the failure is worth telling.
+            emit(&out)?;
+            return Err(e.into());
+        }
+        if done.is_empty() {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "{}: nothing to repair", pool_label(p));
+        }
+    }
+    emit(&out)
 }
 
 /// What `host --json` shows as is: field name, pool-3 key.
@@ -722,9 +843,9 @@ fn architecture(n: &str) -> Option<&'static str> {
 
 fn host(dir: &Path, json: bool) -> Result<(), Fail> {
     let pool = PoolId::AutoExternal;
-    let mut access = PoolAccess::open(dir)?;
-    let r = access.load(pool);
-    report_repairs(&mut access);
+    let mut access = PoolAccess::open_existing(dir)?;
+    let r = access.inspect(pool);
+    report(&mut access, Use::Read);
     let (loaded, _) = r?;
     let records = first_records(&loaded);
     if records.is_empty() {
@@ -901,12 +1022,12 @@ fn watch(
 ) -> Result<(), Fail> {
     let pools = pools_or_all(pool);
     let prefix = pools.len() > 1;
-    let mut access = PoolAccess::open(dir)?;
+    let mut access = PoolAccess::open_existing(dir)?;
     let mut watched = Vec::new();
     let mut out = String::new();
     for p in pools {
-        let r = access.load(p);
-        report_repairs(&mut access);
+        let r = access.inspect(p);
+        report(&mut access, Use::Read);
         let (loaded, stamp) = r?;
         let records = first_records(&loaded);
         write_diff(&mut out, p, &diff(&[], &records), json, prefix);
@@ -924,7 +1045,7 @@ fn watch(
         let mut out = String::new();
         for w in &mut watched {
             let r = access.refresh(w.pool, w.stamp);
-            report_repairs(&mut access);
+            report(&mut access, Use::Read);
             let Some((loaded, stamp)) = r? else {
                 continue;
             };
