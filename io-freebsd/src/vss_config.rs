@@ -667,8 +667,8 @@ mod tests {
         assert!(why("watchdog = 10s").contains("more than 15s"));
         // Longer than app_auto_thaw's default allows: that needs app_auto_thaw too.
         assert_eq!(
-            ok("watchdog = 2m\napp_auto_thaw = 3m").vss.watchdog,
-            secs(120)
+            ok("watchdog = 59s\napp_auto_thaw = 2m").vss.watchdog,
+            secs(59)
         );
     }
 
@@ -752,6 +752,36 @@ mod tests {
         assert!(why("suspend_timeout = 0ms").contains("more than zero"));
     }
 
+    /// Issue 11, Low 12: every duration has an upper bound, and a value past it is an
+    /// error naming its line (an extreme one used to overflow or wrap further on).
+    #[test]
+    fn durations_have_upper_bounds() {
+        for (text, max) in [
+            ("watchdog = 60s", "59s"),
+            ("watchdog = 18446744073709551615ms", "59s"),
+            ("hook_timeout = 16s", "15s"),
+            ("thaw_hook_timeout = 26s", "25s"),
+            ("app_auto_thaw = 121s", "120s"),
+            ("app_auto_thaw = 999999999999m", "120s"),
+        ] {
+            let e = err(&format!("# bounds\n{text}"));
+            assert_eq!(e.line, 2, "{text}: {e}");
+            let why = e.problem.to_string();
+            assert!(
+                why.contains(&format!("must be at most {max}")),
+                "{text}: {why}"
+            );
+        }
+        let c =
+            ok("watchdog = 59s\napp_auto_thaw = 2m\nhook_timeout = 15s\nthaw_hook_timeout = 25s");
+        assert_eq!(c.vss.watchdog, secs(59));
+        assert_eq!(c.app.auto_thaw, secs(120));
+        assert_eq!(c.vss.budget.thaw_hook, secs(25));
+        // A bound involving two settings is reported on the later line.
+        let e = err("app_auto_thaw = 2m\nwatchdog = 59500ms");
+        assert_eq!(e.line, 2, "{e}");
+    }
+
     #[test]
     fn budget_sum_must_stay_under_the_kernel_deadline() {
         // 5 + 3 + 2 + 1 + 2 = 13 by default; 14.999 passes, 15 does not.
@@ -785,7 +815,7 @@ mod tests {
         );
         assert!(e.problem.to_string().contains("= 16500ms"));
         // hook_timeout and thaw_hook_timeout are not part of the sum.
-        ok("hook_timeout = 1m\nthaw_hook_timeout = 1m");
+        ok("hook_timeout = 15s\nthaw_hook_timeout = 25s");
     }
 
     #[test]

@@ -52,7 +52,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.freezer {
         let mode = match &cli.emulate_actions {
-            Some(a) => Mode::Emulated { actions: a.clone() },
+            Some(a) => Mode::Emulated {
+                actions: a.clone(),
+                mounts: cli.emulate_mounts.clone(),
+            },
             None => Mode::Real,
         };
         return ExitCode::from(u8::try_from(freezer_main(mode)).unwrap_or(1));
