@@ -399,6 +399,18 @@ fn nix_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
+/// The permission bits (`st_mode` is 16 bits on FreeBSD, 32 on Linux).
+#[allow(clippy::useless_conversion)]
+fn mode_bits(st: &FileStat) -> u32 {
+    u32::from(st.st_mode) & 0o7777
+}
+
+/// Device and inode, which identify a file (their widths differ between systems).
+#[allow(clippy::unnecessary_cast)]
+fn dev_ino(st: &FileStat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
 /// Who may own a directory on the way to the hooks, or a hook: root, or ourselves.
 fn trusted_owner(uid: u32) -> bool {
     uid == 0 || uid == nix::unistd::geteuid().as_raw()
@@ -416,7 +428,7 @@ fn check_dir(path: &Path, st: &FileStat, last: bool) -> Result<(), HookError> {
             uid: st.st_uid,
         });
     }
-    let mode = u32::from(st.st_mode) & 0o7777;
+    let mode = mode_bits(st);
     // A sticky directory (`/tmp`) lets others add entries but not rename or remove ours.
     let sticky_parent = !last && mode & 0o1000 != 0;
     if mode & 0o022 != 0 && !sticky_parent {
@@ -547,7 +559,7 @@ pub fn list_dir_entries(dir: &Path) -> Result<HookListing, HookError> {
             name,
             regular_file: utf8 && kind == SFlag::S_IFREG,
             uid: st.st_uid,
-            mode: u32::from(st.st_mode) & 0o7777,
+            mode: mode_bits(&st),
         });
     }
     out.entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -601,8 +613,8 @@ impl Image {
             fd,
             script,
             path,
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
+            dev: dev_ino(st).0,
+            ino: dev_ino(st).1,
             _strings: strings,
             argv,
             envp,
@@ -621,7 +633,7 @@ impl Image {
             }
             // SAFETY: lstat succeeded, so `st` is initialised.
             let st = unsafe { st.assume_init() };
-            let same = st.st_dev as u64 == self.dev && st.st_ino as u64 == self.ino;
+            let same = dev_ino(&st) == (self.dev, self.ino);
             if !same || st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
                 return Err(io::Error::from_raw_os_error(nix::libc::ESTALE));
             }
@@ -691,7 +703,7 @@ fn open_hook(
         name: name.to_string(),
         regular_file: SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT == SFlag::S_IFREG,
         uid: st.st_uid,
-        mode: u32::from(st.st_mode) & 0o7777,
+        mode: mode_bits(&st),
     };
     hooks::judge(&entry).map_err(|why| HookError::Refused { path: shown(), why })?;
     let mut magic = [0u8; 2];
@@ -1153,7 +1165,7 @@ pub(crate) mod tests {
         }
         let ran = run_hook(d, "10-bin", "freeze", Duration::from_secs(5), PATH).unwrap();
         assert_eq!(ran.status, ExitStatus::Code(0));
-        assert_eq!(ran.output, format!("freeze\n").as_bytes());
+        assert_eq!(ran.output, b"freeze\n");
         // Swapped for another file after the judgement: what was judged still runs.
         let (argv, image) = open_hook(d, "10-bin", "freeze", PATH).unwrap();
         script(&d.join("swap"), "echo swapped", 0o755);

@@ -10,7 +10,11 @@
 //! panics (printing their logs on a panic). Hooks must be owned by root, so the tests
 //! that need hooks are skipped, with a message, when not run as root.
 //!
-//! `watchdog_thaws_when_the_host_never_does_takes_16s` waits out a 16 s watchdog.
+//! The hook directory and the directories above it must be root's and not writable by
+//! group or others: each test's directory is made 0755 whatever the umask.
+//!
+//! `watchdog_thaws_when_the_host_never_does_takes_16s` waits out a 16 s watchdog;
+//! `repeated_freeze_is_capped_takes_60s` repeats FREEZE for a minute until the cap thaws.
 //! `mixed_ufs_zfs_freeze_timing` prints the FREEZE request-to-reply time and the action
 //! log (`cargo test -p hvguest-io --test vss_e2e -- --nocapture`).
 
@@ -124,8 +128,9 @@ impl Vss {
         let dir = std::env::temp_dir().join(format!("hvguest-vss-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("hooks")).unwrap();
-        std::fs::set_permissions(dir.join("hooks"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        for d in [dir.clone(), dir.join("hooks")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let conf = format!("hook_dir = {}\n{config}", dir.join("hooks").display());
         std::fs::write(dir.join("vss.conf"), conf).unwrap();
         std::fs::write(dir.join("mounts"), mounts).unwrap();
