@@ -276,6 +276,7 @@ devfs /dev rw
 nfs /mnt/nfs ro server:/export
 nullfs /jail/usr rw /usr
 """,
+    "emulated_escaped": b"ufs /mnt/Backup\\040Disk rw /dev/ada1p1\nufs /mnt/a\\012b\\134c rw\nufs /bad\\09 rw\n",
     "emulated_bad_mode": b"ufs / rx\n",
     "emulated_five_fields": b"ufs / rw /dev/ada0p2 extra\n",
     "short_lines": b"a b\nc\n\n",
@@ -352,13 +353,18 @@ route_dump = {
 # 0xfb fails the next UFSSUSPEND.
 FF = b"\xff"
 freezer = {
-    "suspend_resume": b"suspend 31000 /var\nsuspend 31000 /\nresume\n",
-    "suspend_ping_wait": b"suspend 31000 /\nping 45000\n" + FF + b"\xfe\xff" + FF + b"ping\n",
-    "auto_thaw": b"suspend 300 /data\n" + FF + b"\xfe\x05",
-    "eof_while_held": b"suspend 31000 /a b\\n\n" + FF + b"\xfd",
-    "stdout_fails": b"suspend 31000 /\n" + FF + b"\xfc",
-    "failed_suspend": b"\xfb" + FF + b"suspend 31000 /\nsuspend 31000 /\n",
-    "garbage": b"\x00\x01 frobnicate\n\n\r\nsuspend x /\nsuspend 10\nping 1 2\n" + b"y" * 5000 + b"\n",
+    "suspend_resume": b"suspend 31000 - /var\nsuspend 31000 - /\nresume\n",
+    "suspend_ping_wait": b"suspend 31000 - /\nping 45000\n" + FF + b"\xfe\xff" + FF + b"ping\n",
+    "auto_thaw": b"suspend 300 - /data\n" + FF + b"\xfe\x05",
+    "eof_while_held": b"suspend 31000 - /a b\\n\n" + FF + b"\xfd",
+    "stdout_fails": b"suspend 31000 - /\n" + FF + b"\xfc",
+    "failed_suspend": b"\xfb" + FF + b"suspend 31000 - /\nsuspend 31000 - /\n",
+    "garbage": b"\x00\x01 frobnicate\n\n\r\nsuspend x - /\nsuspend 10\nping 1 2\n" + b"y" * 5000 + b"\n",
+    # A planned fsid, a bad one, and one that fails (no longer mounted).
+    "fsid": b"suspend 31000 1694829551:53 /mnt/Backup Disk\nsuspend 1 1;2 /x\n" + FF + b"\xfb" + FF
+    + b"suspend 31000 -7:2147483647 /var\n",
+    # Pings every 25.5 s past the 60 s cap: the auto-thaw never moves beyond it.
+    "cap": b"suspend 31000 - /\n" + (FF + b"\xfe\xff" + FF + b"ping 31000\n") * 3 + FF + b"\xfe\xff",
 }
 
 TARGETS = {

@@ -156,6 +156,23 @@ pub const VSS_APP_FREEZE_BUDGET: Duration = Duration::from_secs(10);
 pub const VSS_APP_DAEMON_RESERVE: Duration = Duration::from_secs(3);
 /// Longest line between the daemon and its freezer (a mount point is at most 1024).
 pub const FREEZER_MAX_LINE: usize = 2048;
+/// However often the host repeats FREEZE (each one starts the watchdog again), file
+/// systems stay frozen at most this long in all, counted from the first suspension of a
+/// freeze: the daemon thaws [`VSS_FREEZER_BACKSTOP`] before it, and the freezer by
+/// itself at it. Twice the default watchdog: a host that retries its FREEZE gets a
+/// second full watchdog period, never an unbounded one (issue 11).
+pub const VSS_MAX_FROZEN: Duration = Duration::from_secs(60);
+/// After SIGTERM, or once the device has failed, a VSS daemon goes on without the device
+/// for at most this long to thaw what it froze (resume, thaw hooks); what is left then
+/// is given up, said so, and the daemon exits (its freezer's exit resumes any file
+/// system still held).
+pub const VSS_EXIT_LIMIT: Duration = Duration::from_secs(30);
+/// The longest `thaw_hook_timeout` allowed: one thaw hook still fits in
+/// [`VSS_EXIT_LIMIT`] after the resume and a kill of the freezer.
+pub const VSS_MAX_THAW_HOOK: Duration = Duration::from_secs(25);
+/// The longest `app_auto_thaw` allowed: applications stay quiesced at most this long
+/// when no THAW comes.
+pub const VSS_MAX_APP_AUTO_THAW: Duration = Duration::from_secs(120);
 
 // The defaults keep the rules `vss::rules::check` enforces on any configuration.
 const _: () = assert!(
@@ -179,4 +196,21 @@ const _: () = assert!(PROGRAM_OUTPUT_GRACE.as_nanos() < VSS_GRACE.as_nanos());
 const _: () = assert!(
     VSS_LISTING.as_nanos() + VSS_ROLLBACK.as_nanos() + VSS_ANSWER_MARGIN.as_nanos()
         < VSS_KERNEL_DEADLINE.as_nanos()
+);
+// The cap on the time frozen leaves room for the default watchdog and its backstop, and
+// for the shortest watchdog allowed (just over the kernel's deadline).
+const _: () =
+    assert!(VSS_WATCHDOG.as_nanos() + VSS_FREEZER_BACKSTOP.as_nanos() <= VSS_MAX_FROZEN.as_nanos());
+const _: () = assert!(
+    VSS_KERNEL_DEADLINE.as_nanos() + VSS_FREEZER_BACKSTOP.as_nanos() < VSS_MAX_FROZEN.as_nanos()
+);
+// Applications are thawed after the file systems whatever watchdog is configured.
+const _: () = assert!(VSS_MAX_APP_AUTO_THAW.as_nanos() > VSS_MAX_FROZEN.as_nanos());
+const _: () = assert!(VSS_APP_AUTO_THAW.as_nanos() <= VSS_MAX_APP_AUTO_THAW.as_nanos());
+// After a shutdown: the resume, a kill of the freezer, and one thaw hook of the longest
+// allowed fit in the exit limit.
+const _: () = assert!(VSS_THAW_HOOK.as_nanos() <= VSS_MAX_THAW_HOOK.as_nanos());
+const _: () = assert!(
+    2 * VSS_ROLLBACK.as_nanos() + VSS_MAX_THAW_HOOK.as_nanos() + VSS_GRACE.as_nanos()
+        <= VSS_EXIT_LIMIT.as_nanos()
 );

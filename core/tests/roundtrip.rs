@@ -703,17 +703,24 @@ mod freezer_lines {
     use hvguest_core::vss::freezer::{
         Command, FreezerCore, FreezerInput, FreezerOutput, LineBuffer, Reply,
     };
+    use hvguest_core::vss::policy::Fsid;
     use proptest::collection::vec;
     use proptest::prelude::*;
 
     fn command() -> impl Strategy<Value = Command> {
         prop_oneof![
-            (any::<String>(), any::<u32>()).prop_filter_map("a mount", |(m, ms)| {
-                (!m.is_empty()).then(|| Command::Suspend {
-                    mount: m,
-                    auto_thaw_after: Duration::from_millis(u64::from(ms)),
-                })
-            }),
+            (
+                any::<String>(),
+                proptest::option::of(any::<[i32; 2]>()),
+                any::<u32>()
+            )
+                .prop_filter_map("a mount", |(m, fsid, ms)| {
+                    (!m.is_empty()).then(|| Command::Suspend {
+                        mount: m,
+                        fsid: fsid.map(Fsid),
+                        auto_thaw_after: Duration::from_millis(u64::from(ms)),
+                    })
+                }),
             Just(Command::Resume),
             proptest::option::of(any::<u32>()).prop_map(|ms| Command::Ping {
                 auto_thaw_after: ms.map(|m| Duration::from_millis(u64::from(m))),
@@ -759,7 +766,7 @@ mod freezer_lines {
                         f.handle(Instant(i as u64), inp);
                         while let Some(o) = f.poll_output() {
                             match o {
-                                FreezerOutput::Suspend(_) => {
+                                FreezerOutput::Suspend { .. } => {
                                     input = Some(FreezerInput::Suspended(Ok(())));
                                 }
                                 FreezerOutput::Reply(r) => {

@@ -56,6 +56,7 @@ fn mnt(fstype: &str, path: &str, read_only: bool, source: &str) -> Mount {
         path: path.into(),
         read_only,
         source: source.into(),
+        fsid: None,
     }
 }
 
@@ -279,6 +280,18 @@ impl<M: Machine> Driver<M> {
                 self.run_answer(&argv.join(" "), &argv[0], *deadline),
                 Touch::Nothing,
             ),
+            VssEffect::RunHook {
+                dir,
+                name,
+                arg,
+                deadline,
+            } => {
+                let path = format!("{}/{name}", dir.trim_end_matches('/'));
+                (
+                    self.run_answer(&format!("{path} {arg}"), &path, *deadline),
+                    Touch::Nothing,
+                )
+            }
             VssEffect::ZpoolSync { deadline, .. } => (
                 self.run_answer("zpool sync", "zpool", *deadline),
                 Touch::Nothing,
@@ -524,6 +537,9 @@ fn line(out: &VssOutput) -> Option<String> {
             VssEffect::ListMounts => "ListMounts".to_string(),
             VssEffect::ListHooks => "ListHooks".to_string(),
             VssEffect::Run { argv, .. } => format!("Run {}", argv.join(" ")),
+            VssEffect::RunHook { dir, name, arg, .. } => {
+                format!("Run {}/{name} {arg}", dir.trim_end_matches('/'))
+            }
             VssEffect::ZpoolSync { pools, .. } => format!("ZpoolSync {}", pools.join(" ")),
             VssEffect::ZfsSnapshot { snapshot, .. } => format!("ZfsSnapshot {snapshot}"),
             VssEffect::Suspend { mount, .. } => format!("Suspend {mount}"),
@@ -931,7 +947,7 @@ fn freeze_runs_hooks_syncs_and_suspends_root_last() {
     for r in &d.log {
         if let VssOutput::Effect { effect, .. } = &r.out {
             match effect {
-                VssEffect::Run { deadline, .. } => {
+                VssEffect::RunHook { deadline, .. } => {
                     assert!(*deadline <= b.hook, "hook deadline {deadline:?}");
                     let first = *first_hook.get_or_insert(r.at);
                     let ends = r.at.saturating_add(*deadline);
@@ -1404,6 +1420,84 @@ fn watchdog_thaws_30_s_after_the_answer() {
     d.assert_no_event_while_suspended();
 }
 
+/// Issue 11, Low 6: a host that repeats FREEZE before each watchdog runs out used to
+/// keep the file systems suspended for as long as it liked. However often it repeats,
+/// the daemon thaws once `VSS_MAX_FROZEN` less the freezer's backstop has passed since
+/// its first suspension, and never asks the freezer to hold on past the cap.
+#[test]
+fn repeated_freeze_cannot_keep_file_systems_suspended_past_the_cap() {
+    let cap = hvguest_core::limits::VSS_MAX_FROZEN;
+    let backstop = hvguest_core::limits::VSS_FREEZER_BACKSTOP;
+    let mut d = mixed_daemon();
+    d.request(VssOp::Freeze);
+    let (_, first) = d.find(0, |o| {
+        matches!(
+            o,
+            VssOutput::Effect {
+                effect: VssEffect::Suspend { .. },
+                ..
+            }
+        )
+    });
+    let first = first.at;
+    // Each repeat comes well inside the watchdog (30 s) of the one before.
+    for at in [20, 40, 55] {
+        d.advance_to(first.saturating_add(secs(at)));
+        let mark = d.mark();
+        d.request(VssOp::Freeze);
+        assert_eq!(
+            d.trace_since(mark).last().map(String::as_str),
+            Some("Write FREEZE ok")
+        );
+    }
+    let mark = d.mark();
+    d.advance_to(first.saturating_add(secs(200)));
+    d.settle();
+    let (_, resume) = d.find(mark, |o| {
+        matches!(
+            o,
+            VssOutput::Effect {
+                effect: VssEffect::ResumeAll,
+                ..
+            }
+        )
+    });
+    assert_eq!(
+        resume.at,
+        first.saturating_add(cap - backstop),
+        "resumed {:?} after the first suspension",
+        resume.at.saturating_since(first)
+    );
+    assert!(!d.m.frozen());
+    // Every request to the freezer stays inside the cap.
+    for r in &d.log {
+        match &r.out {
+            VssOutput::Effect {
+                effect: VssEffect::PingFreezer { auto_thaw_after },
+                ..
+            }
+            | VssOutput::Effect {
+                effect:
+                    VssEffect::Suspend {
+                        auto_thaw_after, ..
+                    },
+                ..
+            } => assert!(
+                r.at.saturating_add(*auto_thaw_after) <= first.saturating_add(cap),
+                "the freezer told to hold until {:?} after the first suspension",
+                r.at.saturating_add(*auto_thaw_after)
+                    .saturating_since(first)
+            ),
+            _ => {}
+        }
+    }
+    assert!(d
+        .events()
+        .iter()
+        .any(|e| matches!(e, VssEvent::FreezeCapReached { .. })));
+    d.assert_no_event_while_suspended();
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. The kernel's deadline
 // ---------------------------------------------------------------------------------------
@@ -1438,11 +1532,11 @@ fn late_freeze_with_slow_hooks_is_abandoned_in_time() {
         );
         for r in &d.log {
             if let VssOutput::Effect {
-                effect: VssEffect::Run { argv, deadline },
+                effect: VssEffect::RunHook { arg, deadline, .. },
                 ..
             } = &r.out
             {
-                if argv[1] == "freeze" {
+                if arg == "freeze" {
                     assert!(
                         *deadline <= secs(1),
                         "{prog:?}: freeze hook deadline {deadline:?}"
@@ -2106,9 +2200,10 @@ impl Fuzz {
         match effect {
             VssEffect::ListMounts => VssResult::Mounts(fuzz_mounts()),
             VssEffect::ListHooks => VssResult::Hooks(two_hooks()),
-            VssEffect::Run { .. } | VssEffect::ZpoolSync { .. } | VssEffect::ZfsSnapshot { .. } => {
-                VssResult::Exit(ExitStatus::Code(0))
-            }
+            VssEffect::Run { .. }
+            | VssEffect::RunHook { .. }
+            | VssEffect::ZpoolSync { .. }
+            | VssEffect::ZfsSnapshot { .. } => VssResult::Exit(ExitStatus::Code(0)),
             VssEffect::Suspend { .. }
             | VssEffect::ResumeAll
             | VssEffect::KillFreezer
@@ -2349,6 +2444,67 @@ fn device_failure_while_frozen_thaws_then_exits() {
     let mark = d.mark();
     d.send_late(VssOp::Freeze as u32, Duration::ZERO);
     assert!(d.trace_since(mark).is_empty());
+}
+
+/// Issue 11, Low 7: after the device fails (or SIGTERM) the machine runs on without
+/// the device to thaw what it froze, but within `VSS_EXIT_LIMIT`: thaw hooks that
+/// would take longer are given up, said so, and the machine exits.
+#[test]
+fn after_a_device_failure_the_thaw_is_given_up_at_the_exit_limit() {
+    let limit = hvguest_core::limits::VSS_EXIT_LIMIT;
+    let hooks: Vec<HookEntry> = (0..12).map(|i| hook(&format!("{i:02}-slow"))).collect();
+    let mut d = daemon_with(mixed_guest(), Some(hooks.clone()));
+    for h in &hooks {
+        d.program(&format!("{} thaw", hook_path(&h.name)), Prog::UntilKilled);
+    }
+    d.request(VssOp::Freeze);
+    assert!(d.m.frozen());
+    let failed_at = d.now;
+    let mark = d.mark();
+    d.input(VssInput::DeviceFailed(IoError::EIO));
+    d.settle();
+    let (_, exit) = d.find(mark, |o| *o == VssOutput::Exit);
+    assert!(
+        exit.at <= failed_at.saturating_add(limit),
+        "exited {:?} after the device failed",
+        exit.at.saturating_since(failed_at)
+    );
+    assert!(d.fs.is_empty(), "resumed first");
+    let gave_up = d.events_since(mark).into_iter().find_map(|e| match e {
+        VssEvent::ExitLimit { unthawed, .. } => Some(unthawed),
+        _ => None,
+    });
+    let unthawed = gave_up.expect("an event names what was given up");
+    assert!(
+        !unthawed.is_empty() && unthawed.len() < hooks.len(),
+        "{unthawed:?}"
+    );
+}
+
+#[test]
+fn app_after_a_device_failure_the_thaw_is_given_up_at_the_exit_limit() {
+    let limit = hvguest_core::limits::VSS_EXIT_LIMIT;
+    let hooks: Vec<HookEntry> = (0..12).map(|i| hook(&format!("{i:02}-slow"))).collect();
+    let mut a = app_with(AppWork::HookDir(HOOK_DIR.into()), hooks.clone());
+    for h in &hooks {
+        a.program(&format!("{} thaw", hook_path(&h.name)), Prog::UntilKilled);
+    }
+    a.request(VssOp::Freeze);
+    assert!(a.m.frozen());
+    let failed_at = a.now;
+    let mark = a.mark();
+    a.input(VssInput::DeviceFailed(IoError::EIO));
+    a.settle();
+    let (_, exit) = a.find(mark, |o| *o == VssOutput::Exit);
+    assert!(
+        exit.at <= failed_at.saturating_add(limit),
+        "exited {:?} after the device failed",
+        exit.at.saturating_since(failed_at)
+    );
+    assert!(a
+        .events_since(mark)
+        .iter()
+        .any(|e| matches!(e, VssEvent::ExitLimit { .. })));
 }
 
 #[test]

@@ -8,27 +8,45 @@
 //! each way; the lines, what to answer, when to resume everything (stdin closed, stdout
 //! gone, its own auto-thaw) are `hvguest_core::vss::freezer`. This file only opens and
 //! closes descriptors and moves bytes. In emulation it suspends nothing and writes
-//! action lines.
+//! action lines; it finds file systems in the emulated mount table, by fsid as the
+//! kernel does.
+//!
+//! UFSSUSPEND is given the fsid the daemon planned (from the mount table it judged),
+//! not whatever the path leads to now: if that file system is no longer mounted, the
+//! kernel says ENOENT and nothing else is suspended in its place.
+//!
+//! The daemon's side never waits for the freezer on its event loop: closing its stdin or
+//! killing it hands the process to a thread that reaps it ([`FreezerHandle::close`],
+//! [`FreezerHandle::kill`]), so a freezer stuck in the kernel cannot stop the daemon.
 
 use hvguest_core::kvp::effect::IoError;
 use hvguest_core::vss::effect::VssResult;
 use hvguest_core::vss::freezer::{
     Command, FreezerCore, FreezerInput, FreezerOutput, LineBuffer, Reply,
 };
+use hvguest_core::vss::policy::Fsid;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command as Process, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+
+use mio::Waker;
 
 use crate::actions::ActionLog;
 use crate::clock;
 
-/// How the freezer suspends: for real, or by writing action lines.
+/// How the freezer suspends: for real, or by writing action lines (finding file
+/// systems in the emulated mount table, when there is one).
 pub enum Mode {
     Real,
-    Emulated { actions: PathBuf },
+    Emulated {
+        actions: PathBuf,
+        mounts: Option<PathBuf>,
+    },
 }
 
 struct Held {
@@ -40,35 +58,54 @@ struct Held {
 #[cfg(target_os = "freebsd")]
 mod ufs {
     use hvguest_core::vss::wire::UFSSUSPEND;
-    nix::ioctl_write_ptr_bad!(suspend, UFSSUSPEND, nix::libc::fsid_t);
+
+    /// `fsid_t`: two 32-bit words (docs/protocol/vss.md §8.3).
+    #[repr(C)]
+    pub struct RawFsid(pub [i32; 2]);
+
+    nix::ioctl_write_ptr_bad!(suspend, UFSSUSPEND, RawFsid);
 }
 
 #[cfg(target_os = "freebsd")]
-fn suspend_real(mount: &str) -> io::Result<OwnedFd> {
+fn suspend_real(mount: &str, fsid: Option<Fsid>) -> io::Result<OwnedFd> {
     use std::ffi::CString;
     use std::os::fd::FromRawFd;
-    let path = CString::new(mount).map_err(|_| io::Error::from_raw_os_error(nix::libc::EINVAL))?;
-    // SAFETY: statfs fills the zeroed struct for a NUL-terminated path.
-    let mut st: nix::libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { nix::libc::statfs(path.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fsid = match fsid {
+        Some(f) => f,
+        None => {
+            // No fsid planned: the file system at the path now.
+            let path =
+                CString::new(mount).map_err(|_| io::Error::from_raw_os_error(nix::libc::EINVAL))?;
+            // SAFETY: statfs fills the zeroed struct for a NUL-terminated path.
+            let mut st: nix::libc::statfs = unsafe { std::mem::zeroed() };
+            if unsafe { nix::libc::statfs(path.as_ptr(), &mut st) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            crate::mounts::fsid_of(&st)
+        }
+    };
     // One open file per suspension: an open file carries only one (docs/protocol/vss.md §1.3).
     let dev = c"/dev/ufssuspend";
     // SAFETY: open(2) on a constant path; the result is checked.
     let raw = unsafe { nix::libc::open(dev.as_ptr(), nix::libc::O_RDWR | nix::libc::O_CLOEXEC) };
     if raw < 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        // A missing device is not a missing file system: the core reads ENOENT as "no
+        // longer mounted".
+        return Err(match e.raw_os_error() {
+            Some(nix::libc::ENOENT) => io::Error::from_raw_os_error(nix::libc::ENODEV),
+            _ => e,
+        });
     }
     // SAFETY: `raw` is a new descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     // SAFETY: UFSSUSPEND reads one fsid_t.
-    unsafe { ufs::suspend(fd.as_raw_fd(), &st.f_fsid) }.map_err(io::Error::from)?;
+    unsafe { ufs::suspend(fd.as_raw_fd(), &ufs::RawFsid(fsid.0)) }.map_err(io::Error::from)?;
     Ok(fd)
 }
 
 #[cfg(not(target_os = "freebsd"))]
-fn suspend_real(_mount: &str) -> io::Result<OwnedFd> {
+fn suspend_real(_mount: &str, _fsid: Option<Fsid>) -> io::Result<OwnedFd> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "UFSSUSPEND exists only on FreeBSD",
@@ -88,7 +125,7 @@ pub fn freezer_main(mode: Mode) -> i32 {
         eprintln!("freezer: RLIMIT_CORE: {e}");
     }
     let mut log = match &mode {
-        Mode::Emulated { actions } => match ActionLog::open(actions) {
+        Mode::Emulated { actions, .. } => match ActionLog::open(actions) {
             Ok(l) => Some(l),
             Err(e) => {
                 // Emulation without its log would act unseen: refuse to start. The daemon
@@ -110,10 +147,12 @@ pub fn freezer_main(mode: Mode) -> i32 {
             core.handle(clock::now(), input);
             while let Some(o) = core.poll_output() {
                 match o {
-                    FreezerOutput::Suspend(mount) => {
+                    FreezerOutput::Suspend { mount, fsid } => {
                         let result = match &mode {
-                            Mode::Real => suspend_real(&mount).map(Some),
-                            Mode::Emulated { .. } => Ok(None),
+                            Mode::Real => suspend_real(&mount, fsid).map(Some),
+                            Mode::Emulated { mounts, .. } => {
+                                suspend_emulated(mounts.as_deref(), &mount, fsid).map(|()| None)
+                            }
                         };
                         let result = match result {
                             // Logged before it counts: a suspension the emulation cannot
@@ -190,6 +229,25 @@ pub fn freezer_main(mode: Mode) -> i32 {
     }
 }
 
+/// Emulation's UFSSUSPEND: the file system must be in the emulated mount table, found
+/// by its fsid when one was planned (ENOENT otherwise, as from the kernel), else by
+/// its path. Without a table, everything is there.
+fn suspend_emulated(table: Option<&Path>, mount: &str, fsid: Option<Fsid>) -> io::Result<()> {
+    let Some(table) = table else {
+        return Ok(());
+    };
+    let mounts = crate::mounts::emulated(table).map_err(io::Error::other)?;
+    let found = match fsid {
+        Some(f) => mounts.iter().any(|m| m.fsid == Some(f)),
+        None => mounts.iter().any(|m| m.path == mount),
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(nix::libc::ENOENT))
+    }
+}
+
 /// One action line, in emulation.
 fn record(log: &mut Option<ActionLog>, action: &str, target: &str, result: &str) -> io::Result<()> {
     match log.as_mut() {
@@ -206,13 +264,30 @@ pub struct FreezerHandle {
     lines: LineBuffer,
 }
 
+/// A freezer that has gone (or was sent away), reaped by a background thread.
+#[derive(Debug)]
+pub struct Reaped {
+    pub pid: u32,
+    /// How it ended, or why waiting for it failed.
+    pub status: io::Result<std::process::ExitStatus>,
+    /// It was killed (not left on its own after its stdin closed).
+    pub killed: bool,
+}
+
 impl FreezerHandle {
-    /// Starts `exe --freezer [--emulate-actions FILE]`.
-    pub fn spawn(exe: &Path, actions: Option<&Path>) -> io::Result<FreezerHandle> {
+    /// Starts `exe --freezer [--emulate-actions FILE [--emulate-mounts FILE]]`.
+    pub fn spawn(
+        exe: &Path,
+        actions: Option<&Path>,
+        mounts: Option<&Path>,
+    ) -> io::Result<FreezerHandle> {
         let mut cmd = Process::new(exe);
         cmd.arg("--freezer");
         if let Some(a) = actions {
             cmd.arg("--emulate-actions").arg(a);
+            if let Some(m) = mounts {
+                cmd.arg("--emulate-mounts").arg(m);
+            }
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -254,17 +329,28 @@ impl FreezerHandle {
         w.flush()
     }
 
-    /// What the reply lines available now mean; `Err` when the freezer has gone (EOF).
-    pub fn replies(&mut self) -> io::Result<Vec<VssResult>> {
+    /// What the reply lines available now mean, each with the freezer's words for a
+    /// failure (to be logged); `Err` when the freezer has gone (EOF).
+    pub fn replies(&mut self) -> io::Result<Vec<(VssResult, Option<String>)>> {
         let mut buf = [0u8; 512];
         let mut results = Vec::new();
         loop {
             match self.stdout.read(&mut buf) {
                 Ok(0) => return Err(io::Error::from_raw_os_error(nix::libc::EPIPE)),
                 Ok(n) => results.extend(self.lines.push(&buf[..n]).into_iter().map(|l| match l {
-                    Ok(line) => Reply::result_of(&line),
+                    Ok(line) => {
+                        let said = match Reply::decode(&line) {
+                            Ok(Reply::Err { text, .. }) => Some(text),
+                            Ok(Reply::Ok) => None,
+                            Err(e) => Some(format!("a reply that is no reply: {e}")),
+                        };
+                        (Reply::result_of(&line), said)
+                    }
                     // An overlong line is no reply we know.
-                    Err(_) => VssResult::Failed(IoError::EIO),
+                    Err(e) => (
+                        VssResult::Failed(IoError::EIO),
+                        Some(format!("a reply that is no reply: {e}")),
+                    ),
                 })),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -274,17 +360,111 @@ impl FreezerHandle {
         Ok(results)
     }
 
-    /// Closes its stdin: it resumes everything and exits. Waits for it.
-    pub fn close(mut self) -> io::Result<()> {
+    /// Closes its stdin: it resumes everything and exits. Returns at once; the process
+    /// is reaped by a thread, which reports on the channel (and wakes `waker`).
+    pub fn close(mut self, waker: Option<Arc<Waker>>) -> Receiver<Reaped> {
         drop(self.stdin.take());
-        self.child.wait().map(drop)
+        reap(self.child, false, waker)
     }
 
-    /// SIGKILL: the kernel closes its descriptors, resuming everything. Waits for it.
-    pub fn kill(mut self) -> io::Result<()> {
+    /// SIGKILL: the kernel closes its descriptors, resuming everything, once the process
+    /// leaves the kernel. Returns at once; the process is reaped by a thread, which
+    /// reports on the channel (and wakes `waker`).
+    pub fn kill(mut self, waker: Option<Arc<Waker>>) -> Receiver<Reaped> {
         // kill(2) fails only if the child has already exited (been waited for it cannot
-        // be: we own it), which is what we want; wait reaps it either way.
+        // be: we own it), which is what we want; the reaper collects it either way.
         let _ = self.child.kill();
-        self.child.wait().map(drop)
+        reap(self.child, true, waker)
+    }
+}
+
+/// Waits for `child` in a thread of its own (a freezer stuck inside UFSSUSPEND only dies
+/// when the kernel lets it), then reports.
+fn reap(mut child: Child, killed: bool, waker: Option<Arc<Waker>>) -> Receiver<Reaped> {
+    let (tx, rx) = channel();
+    let pid = child.id();
+    let spawned = std::thread::Builder::new()
+        .name("freezer reaper".into())
+        .spawn(move || {
+            let status = child.wait();
+            // The loop may be gone (the daemon exiting): then nobody needs the report.
+            let _ = tx.send(Reaped {
+                pid,
+                status,
+                killed,
+            });
+            if let Some(w) = waker {
+                // A failed wake means the poll is gone, and the loop with it.
+                let _ = w.wake();
+            }
+        });
+    if let Err(e) = spawned {
+        // No thread: the process stays a zombie until we exit; say so through the
+        // channel rather than wait here.
+        let (tx, rx) = channel();
+        // The receiver is returned just below: the send cannot fail.
+        let _ = tx.send(Reaped {
+            pid,
+            status: Err(e),
+            killed,
+        });
+        return rx;
+    }
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::programs::tests::{TempDir, SPAWN_LOCK};
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    /// A "freezer" that ignores its stdin and takes `secs` to exit, as one stuck in the
+    /// kernel would (the real one leaves as soon as its stdin closes).
+    fn stubborn(dir: &TempDir, secs: u32) -> PathBuf {
+        let _lock = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let exe = dir.path().join("stubborn-freezer");
+        std::fs::write(&exe, format!("#!/bin/sh\nexec sleep {secs}\n")).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    }
+
+    /// Issue 11, Low 12: closing or killing the freezer never waits on the caller (the
+    /// event loop) for a process that does not go away at once; it is reaped in the
+    /// background and reported when it has gone.
+    #[test]
+    fn close_and_kill_do_not_wait_for_a_stuck_freezer() {
+        let dir = TempDir::new("freezer-close");
+        let exe = stubborn(&dir, 3);
+        let h = {
+            let _lock = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            FreezerHandle::spawn(&exe, None, None).unwrap()
+        };
+        let start = Instant::now();
+        let reaped = h.close(None);
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "close waited {:?}",
+            start.elapsed()
+        );
+        let gone = reaped
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reaped in the background");
+        assert!(gone.status.is_ok() && !gone.killed, "{gone:?}");
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "it ran to its end"
+        );
+        // Killing does not wait either; the reaper reports it.
+        let h = {
+            let _lock = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            FreezerHandle::spawn(&exe, None, None).unwrap()
+        };
+        let start = Instant::now();
+        let reaped = h.kill(None);
+        assert!(start.elapsed() < Duration::from_millis(500));
+        let gone = reaped.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(gone.killed, "{gone:?}");
     }
 }

@@ -31,21 +31,50 @@
 //! Once the program itself has exited, we wait at most [`OUTPUT_GRACE`] for its output
 //! pipes to close: a process it left running in the background (a daemon a thaw hook
 //! restarted) may keep them open; it is not killed, and its later output is dropped.
+//!
+//! # Hooks
+//!
+//! A hook runs as root, so nobody else may choose what runs (issue 11: a hook swapped
+//! between the check and the exec ran as root):
+//!
+//! * the hook directory and every directory above it, from `/`, are opened one by one
+//!   without following a symbolic link, and each must be owned by root (or by our
+//!   effective user) and not writable by group or others; a parent may be writable by
+//!   all if its sticky bit is set (`/tmp`), since then nobody else can rename or remove
+//!   what root created in it. Anything else refuses the whole directory: no hook runs
+//!   and the error names the directory at fault ([`HookError`]);
+//! * the directory is listed, and each entry looked at, through that checked
+//!   descriptor; an entry must be a regular file in the directory itself (a symbolic
+//!   link is not followed, and is skipped with a note);
+//! * to run a hook, the chain is checked again, the entry opened without following a
+//!   link, and what was opened is judged by the core's rules (`hooks::judge`: a regular
+//!   executable owned by root, not writable by group or others). A binary then runs from
+//!   that very descriptor (`fexecve`), so what was judged is what runs. A script
+//!   (`#!`) runs by its path instead, because its interpreter must open it by a name and
+//!   the descriptor's name (`/dev/fd/N`) would need fdescfs(5) on FreeBSD and show as the
+//!   script's `$0`; right before the exec the path is checked to still name the file
+//!   judged. Only root can change what that path names, since every directory on it
+//!   was checked.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+
 use hvguest_core::kvp::effect::IoError;
 use hvguest_core::vss::effect::ExitStatus;
-use hvguest_core::vss::hooks::HookEntry;
-use nix::fcntl::OFlag;
+use hvguest_core::vss::hooks::{self, HookEntry, Skip};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
 
 /// How much output is kept: of stdout and stderr together for [`run`], of each for
 /// [`run_split`].
@@ -83,6 +112,11 @@ pub struct RanSplit {
 /// Runs `argv` as described in the module documentation, waiting at most `deadline`;
 /// stdout and stderr share one pipe and one capture.
 pub fn run(argv: &[String], deadline: Duration, env_path: &str) -> Ran {
+    run_image(argv, deadline, env_path, None)
+}
+
+/// [`run`], executing `image` instead of looking `argv[0]` up when given.
+fn run_image(argv: &[String], deadline: Duration, env_path: &str, image: Option<Image>) -> Ran {
     let start = Instant::now();
     let (read, write) = match pipe() {
         Ok(p) => p,
@@ -92,7 +126,13 @@ pub fn run(argv: &[String], deadline: Duration, env_path: &str) -> Ran {
         Ok(w) => w,
         Err(e) => return not_started_merged(errno_of(&e), start),
     };
-    let spawned = spawn(argv, env_path, Stdio::from(write), Stdio::from(second));
+    let spawned = spawn(
+        argv,
+        env_path,
+        Stdio::from(write),
+        Stdio::from(second),
+        image,
+    );
     // The command (and with it our copies of the write end) is gone by now: the reader
     // sees the end of the pipe when the child and its descendants close it.
     let mut child = match spawned {
@@ -114,7 +154,7 @@ pub fn run(argv: &[String], deadline: Duration, env_path: &str) -> Ran {
 /// [`run`], with stdout and stderr captured separately (each up to [`OUTPUT_LIMIT`]).
 pub fn run_split(argv: &[String], deadline: Duration, env_path: &str) -> RanSplit {
     let start = Instant::now();
-    let mut child = match spawn(argv, env_path, Stdio::piped(), Stdio::piped()) {
+    let mut child = match spawn(argv, env_path, Stdio::piped(), Stdio::piped(), None) {
         Ok(c) => c,
         Err(e) => {
             return RanSplit {
@@ -167,8 +207,15 @@ fn errno_of(e: &io::Error) -> IoError {
 }
 
 /// Starts the child; the `Command` is dropped before returning, closing our copies of
-/// the descriptors handed to it.
-fn spawn(argv: &[String], env_path: &str, stdout: Stdio, stderr: Stdio) -> Result<Child, IoError> {
+/// the descriptors handed to it. With an `image`, the child executes that instead, as
+/// its last step before the exec.
+fn spawn(
+    argv: &[String],
+    env_path: &str,
+    stdout: Stdio,
+    stderr: Stdio,
+    image: Option<Image>,
+) -> Result<Child, IoError> {
     let Some(program) = argv.first() else {
         return Err(IoError(EINVAL));
     };
@@ -187,17 +234,24 @@ fn spawn(argv: &[String], env_path: &str, stdout: Stdio, stderr: Stdio) -> Resul
     } else {
         program
     };
-    Command::new(program)
-        .args(&argv[1..])
+    let mut cmd = Command::new(program);
+    cmd.args(&argv[1..])
         .env_clear()
         .env("PATH", env_path)
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| errno_of(&e))
+        .process_group(0);
+    if let Some(image) = image {
+        // SAFETY: the closure runs in the child between fork and exec; `Image::exec`
+        // only makes async-signal-safe calls (fexecve, lstat) on data prepared before
+        // the fork, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || image.exec());
+        }
+    }
+    cmd.spawn().map_err(|e| errno_of(&e))
 }
 
 /// Waits for the child until `end`; at `end` kills its process group and reaps it.
@@ -299,49 +353,369 @@ fn collect(rx: &mpsc::Receiver<(usize, Vec<u8>)>, readers: usize) -> [Vec<u8>; 2
     got
 }
 
-/// The entries of a hook directory, for the core's hook rules (`core::vss::hooks`).
-///
-/// Symbolic links are followed, as `exec` would follow them (qemu-guest-agent users
-/// link hooks into the directory): `regular_file`, `uid` and `mode` describe the file a
-/// link points to, so a link to a root-owned, non-writable executable runs and a link
-/// to anything else is skipped. A dangling link, or anything that is not a regular file
-/// after following (directory, FIFO, device, socket), has `regular_file: false` (its
-/// owner and mode are then the link's own). A name that is not UTF-8 cannot be run by
-/// name; it is reported (lossily) with `regular_file: false`, so it is skipped and
-/// logged. An entry that vanishes while we look is left out.
-///
-/// A missing directory has no hooks: `Ok(vec![])`. Any other error reading the
-/// directory (permission, I/O) is returned.
-pub fn list_dir_entries(dir: &Path) -> io::Result<Vec<HookEntry>> {
-    let read = match std::fs::read_dir(dir) {
-        Ok(r) => r,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut entries = Vec::new();
-    for entry in read {
-        let entry = entry?;
-        let raw = entry.file_name();
-        let utf8 = raw.to_str().is_some();
-        let name = raw.to_string_lossy().into_owned();
-        let path = entry.path();
-        let (meta, followed) = match std::fs::metadata(&path) {
-            Ok(m) => (m, true),
-            Err(_) => match std::fs::symlink_metadata(&path) {
-                Ok(m) => (m, false),
-                // Removed since read_dir listed it.
-                Err(_) => continue,
-            },
-        };
-        entries.push(HookEntry {
-            name,
-            regular_file: utf8 && followed && meta.file_type().is_file(),
-            uid: meta.uid(),
-            mode: meta.mode() & 0o7777,
+/// Why a hook directory is not used, or a hook not run.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{0} is not an absolute path of plain names (no `.` or `..`)")]
+    NotAbsolute(String),
+    #[error("{0} is a symbolic link; name the directory it points to instead")]
+    Link(String),
+    #[error("{path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is owned by uid {uid}, not by root")]
+    Owner { path: String, uid: u32 },
+    #[error("{path} is writable by group or others (mode {mode:04o})")]
+    Writable { path: String, mode: u32 },
+    #[error("{0} is not a directory")]
+    NotADirectory(String),
+    #[error("hook {0} is a symbolic link; a hook must be a regular file in the hook directory")]
+    HookLink(String),
+    #[error("hook {path} is not run: {why:?} (it changed since the directory was listed)")]
+    Refused { path: String, why: Skip },
+    #[error("hook {path}: {source}")]
+    Hook {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl HookError {
+    /// What the core is told: a refusal is EPERM (`HOOK_REFUSED`), anything the system
+    /// said keeps its errno.
+    pub fn errno(&self) -> IoError {
+        match self {
+            HookError::Open { source, .. } | HookError::Hook { source, .. } => errno_of(source),
+            _ => hvguest_core::vss::effect::HOOK_REFUSED,
+        }
+    }
+}
+
+fn nix_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// The permission bits (`st_mode` is 16 bits on FreeBSD, 32 on Linux).
+#[allow(clippy::useless_conversion)]
+fn mode_bits(st: &FileStat) -> u32 {
+    u32::from(st.st_mode) & 0o7777
+}
+
+/// Device and inode, which identify a file (their widths differ between systems).
+#[allow(clippy::unnecessary_cast)]
+fn dev_ino(st: &FileStat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+/// Who may own a directory on the way to the hooks, or a hook: root, or ourselves.
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+/// Checks one directory of the chain (`last`: the hook directory itself).
+fn check_dir(path: &Path, st: &FileStat, last: bool) -> Result<(), HookError> {
+    let shown = || path.display().to_string();
+    if SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT != SFlag::S_IFDIR {
+        return Err(HookError::NotADirectory(shown()));
+    }
+    if !trusted_owner(st.st_uid) {
+        return Err(HookError::Owner {
+            path: shown(),
+            uid: st.st_uid,
         });
     }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
+    let mode = mode_bits(st);
+    // A sticky directory (`/tmp`) lets others add entries but not rename or remove ours.
+    let sticky_parent = !last && mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky_parent {
+        return Err(HookError::Writable {
+            path: shown(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Opens the hook directory through a checked chain of directories (module
+/// documentation). `Ok(None)`: it, or a directory above it, does not exist.
+pub fn open_hook_dir(dir: &Path) -> Result<Option<OwnedFd>, HookError> {
+    use std::path::Component;
+    let shown = || dir.display().to_string();
+    if !dir.is_absolute() {
+        return Err(HookError::NotAbsolute(shown()));
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let root = Path::new("/");
+    let mut fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(|e| HookError::Open {
+        path: "/".into(),
+        source: nix_io(e),
+    })?;
+    let names: Vec<&OsStr> = dir
+        .components()
+        .filter_map(|c| match c {
+            Component::RootDir => None,
+            Component::Normal(n) => Some(Ok(n)),
+            _ => Some(Err(())),
+        })
+        .collect::<Result<_, ()>>()
+        .map_err(|()| HookError::NotAbsolute(shown()))?;
+    let stat = |fd: &OwnedFd, at: &Path, last: bool| {
+        let st = nix::sys::stat::fstat(fd).map_err(|e| HookError::Open {
+            path: at.display().to_string(),
+            source: nix_io(e),
+        })?;
+        check_dir(at, &st, last)
+    };
+    stat(&fd, root, names.is_empty())?;
+    let mut at = root.to_path_buf();
+    for (i, name) in names.iter().enumerate() {
+        at.push(name);
+        let next = match nix::fcntl::openat(&fd, *name, flags, Mode::empty()) {
+            Ok(next) => next,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => {
+                // A link refused by O_NOFOLLOW (ELOOP on Linux, EMLINK on FreeBSD), or
+                // whatever else: look without following to say which.
+                let link = nix::sys::stat::fstatat(&fd, *name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| {
+                        SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT == SFlag::S_IFLNK
+                    });
+                return Err(if link {
+                    HookError::Link(at.display().to_string())
+                } else if e == Errno::ENOTDIR {
+                    HookError::NotADirectory(at.display().to_string())
+                } else {
+                    HookError::Open {
+                        path: at.display().to_string(),
+                        source: nix_io(e),
+                    }
+                });
+            }
+        };
+        stat(&next, &at, i + 1 == names.len())?;
+        fd = next;
+    }
+    Ok(Some(fd))
+}
+
+/// A hook directory's entries for the core's hook rules, and notes worth a log line.
+#[derive(Debug, Default)]
+pub struct HookListing {
+    pub entries: Vec<HookEntry>,
+    /// Entries skipped for a reason the core cannot see (a symbolic link), in words.
+    pub notes: Vec<String>,
+}
+
+/// The entries of a hook directory (opened with [`open_hook_dir`]), for the core's hook
+/// rules (`core::vss::hooks`), in name order.
+///
+/// Each entry is looked at without following a link: `regular_file`, `uid` and `mode`
+/// are the entry's own. A symbolic link is not a regular file (it is skipped, with a
+/// note saying why). A name that is not UTF-8 cannot be named to the core; it is
+/// reported (lossily) with `regular_file: false`, so it is skipped and logged. An entry
+/// that vanishes while we look is left out. A missing directory has no hooks.
+pub fn list_dir_entries(dir: &Path) -> Result<HookListing, HookError> {
+    let Some(fd) = open_hook_dir(dir)? else {
+        return Ok(HookListing::default());
+    };
+    let failed = |e: Errno| HookError::Open {
+        path: dir.display().to_string(),
+        source: nix_io(e),
+    };
+    let listed = fd.try_clone().map_err(|source| HookError::Open {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut reader = nix::dir::Dir::from_fd(listed).map_err(failed)?;
+    let mut out = HookListing::default();
+    for entry in reader.iter() {
+        let entry = entry.map_err(failed)?;
+        let raw = entry.file_name();
+        let bytes = raw.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        let utf8 = std::str::from_utf8(bytes).is_ok();
+        let name = String::from_utf8_lossy(bytes).into_owned();
+        let st = match nix::sys::stat::fstatat(&fd, raw, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Removed since it was listed.
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(failed(e)),
+        };
+        let kind = SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFLNK {
+            out.notes.push(format!(
+                "{} is a symbolic link; hooks must be regular files in the hook directory \
+                 itself, so it is not run",
+                dir.join(OsStr::from_bytes(bytes)).display()
+            ));
+        }
+        out.entries.push(HookEntry {
+            name,
+            regular_file: utf8 && kind == SFlag::S_IFREG,
+            uid: st.st_uid,
+            mode: mode_bits(&st),
+        });
+    }
+    out.entries.sort_by(|a, b| a.name.cmp(&b.name));
+    out.notes.sort();
+    Ok(out)
+}
+
+/// What the child executes instead of looking `argv[0]` up: a judged hook, from its
+/// descriptor (a binary) or by its checked path (a script).
+struct Image {
+    fd: OwnedFd,
+    script: bool,
+    /// The path, for a script; compared with the judged file right before the exec.
+    path: CString,
+    dev: u64,
+    ino: u64,
+    /// Owners of the strings `argv` and `envp` point into.
+    _strings: Vec<CString>,
+    argv: Vec<*const nix::libc::c_char>,
+    envp: Vec<*const nix::libc::c_char>,
+}
+
+// SAFETY: the raw pointers point into `_strings`, which the same value owns and never
+// changes (a CString's buffer does not move with it); they are read only, by the child
+// after fork.
+unsafe impl Send for Image {}
+// SAFETY: as above: nothing is ever written through them.
+unsafe impl Sync for Image {}
+
+impl Image {
+    fn new(
+        fd: OwnedFd,
+        st: &FileStat,
+        script: bool,
+        path: &Path,
+        argv: &[String],
+        env_path: &str,
+    ) -> Result<Image, IoError> {
+        let cstr = |s: &[u8]| CString::new(s).map_err(|_| IoError(EINVAL));
+        let path = cstr(path.as_os_str().as_bytes())?;
+        let mut strings = Vec::new();
+        for a in argv {
+            strings.push(cstr(a.as_bytes())?);
+        }
+        let env = cstr(format!("PATH={env_path}").as_bytes())?;
+        let mut argv: Vec<*const nix::libc::c_char> = strings.iter().map(|c| c.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let envp = vec![env.as_ptr(), std::ptr::null()];
+        strings.push(env);
+        Ok(Image {
+            fd,
+            script,
+            path,
+            dev: dev_ino(st).0,
+            ino: dev_ino(st).1,
+            _strings: strings,
+            argv,
+            envp,
+        })
+    }
+
+    /// In the child, right before the exec: a binary is executed from its descriptor
+    /// (this does not return unless that fails); for a script, checks that its path
+    /// still names the file judged, and lets the exec of the path go ahead.
+    fn exec(&self) -> io::Result<()> {
+        if self.script {
+            let mut st = std::mem::MaybeUninit::<nix::libc::stat>::uninit();
+            // SAFETY: lstat fills `st` for a NUL-terminated path; checked before use.
+            if unsafe { nix::libc::lstat(self.path.as_ptr(), st.as_mut_ptr()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: lstat succeeded, so `st` is initialised.
+            let st = unsafe { st.assume_init() };
+            let same = dev_ino(&st) == (self.dev, self.ino);
+            if !same || st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
+                return Err(io::Error::from_raw_os_error(nix::libc::ESTALE));
+            }
+            return Ok(());
+        }
+        // SAFETY: both arrays are NULL-terminated and point into `_strings`.
+        unsafe { nix::libc::fexecve(self.fd.as_raw_fd(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Runs the hook `name` of `dir` with `arg`, as [`run`] runs a program, after checking
+/// the directory again and judging what is opened (module documentation). `Err`: the
+/// hook was not started, and why.
+pub fn run_hook(
+    dir: &Path,
+    name: &str,
+    arg: &str,
+    deadline: Duration,
+    env_path: &str,
+) -> Result<Ran, HookError> {
+    let (argv, image) = open_hook(dir, name, arg, env_path)?;
+    Ok(run_image(&argv, deadline, env_path, Some(image)))
+}
+
+/// Checks the chain, opens the hook without following a link, judges what was opened:
+/// the argv to run it with (its path, then `arg`) and what the child will execute.
+fn open_hook(
+    dir: &Path,
+    name: &str,
+    arg: &str,
+    env_path: &str,
+) -> Result<(Vec<String>, Image), HookError> {
+    let path = dir.join(name);
+    let shown = || path.display().to_string();
+    let hook_io = |e: Errno| HookError::Hook {
+        path: shown(),
+        source: nix_io(e),
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(HookError::Refused {
+            path: shown(),
+            why: Skip::NotAFile,
+        });
+    }
+    let Some(dirfd) = open_hook_dir(dir)? else {
+        return Err(hook_io(Errno::ENOENT));
+    };
+    // O_NONBLOCK: a FIFO put there must not block us; it is refused below anyway.
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let fd = match nix::fcntl::openat(&dirfd, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let link = nix::sys::stat::fstatat(&dirfd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| {
+                    SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT == SFlag::S_IFLNK
+                });
+            return Err(if link {
+                HookError::HookLink(shown())
+            } else {
+                hook_io(e)
+            });
+        }
+    };
+    let st = nix::sys::stat::fstat(&fd).map_err(hook_io)?;
+    let entry = HookEntry {
+        name: name.to_string(),
+        regular_file: SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT == SFlag::S_IFREG,
+        uid: st.st_uid,
+        mode: mode_bits(&st),
+    };
+    hooks::judge(&entry).map_err(|why| HookError::Refused { path: shown(), why })?;
+    let mut magic = [0u8; 2];
+    let n = nix::sys::uio::pread(fd.as_fd(), &mut magic, 0).map_err(hook_io)?;
+    let script = n == 2 && magic == *b"#!";
+    let argv = vec![shown(), arg.to_string()];
+    let image =
+        Image::new(fd, &st, script, &path, &argv, env_path).map_err(|e| HookError::Hook {
+            path: shown(),
+            source: io::Error::from_raw_os_error(e.0),
+        })?;
+    Ok((argv, image))
 }
 
 #[cfg(test)]
@@ -638,10 +1012,29 @@ pub(crate) mod tests {
         Some(rel.join(target.strip_prefix("/").ok()?))
     }
 
+    /// A directory with mode 0755 whatever the umask (the hook rules refuse 0775).
+    fn private_dir(tag: &str) -> TempDir {
+        let d = TempDir::new(tag);
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    }
+
+    fn root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    const NOBODY: u32 = 65534;
+
+    fn script(path: &Path, body: &str, mode: u32) {
+        let _lock = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
     #[test]
     fn dir_listing() {
-        use std::os::unix::fs::symlink;
-        let dir = TempDir::new("hooks");
+        use std::os::unix::fs::{symlink, MetadataExt};
+        let dir = private_dir("hooks");
         let d = dir.path();
         std::fs::write(d.join("10-file"), "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(d.join("10-file"), std::fs::Permissions::from_mode(0o4750))
@@ -649,40 +1042,191 @@ pub(crate) mod tests {
         std::fs::create_dir(d.join("20-dir")).unwrap();
         std::fs::set_permissions(d.join("20-dir"), std::fs::Permissions::from_mode(0o755)).unwrap();
         symlink(d.join("10-file"), d.join("30-link")).unwrap();
-        symlink(d.join("20-dir"), d.join("40-link-to-dir")).unwrap();
         symlink(d.join("missing"), d.join("50-dangling")).unwrap();
         let uid = std::fs::metadata(d.join("10-file")).unwrap().uid();
         let got = list_dir_entries(d).unwrap();
-        let names: Vec<&str> = got.iter().map(|e| e.name.as_str()).collect();
+        let names: Vec<&str> = got.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["10-file", "20-dir", "30-link", "50-dangling"]);
         assert_eq!(
-            names,
-            [
-                "10-file",
-                "20-dir",
-                "30-link",
-                "40-link-to-dir",
-                "50-dangling"
-            ]
+            got.entries[0],
+            HookEntry {
+                name: "10-file".into(),
+                regular_file: true,
+                uid,
+                mode: 0o4750
+            }
         );
-        let e = |name: &str, regular_file: bool, mode: u32| HookEntry {
-            name: name.into(),
-            regular_file,
-            uid,
-            mode,
-        };
-        assert_eq!(got[0], e("10-file", true, 0o4750));
-        assert_eq!(got[1], e("20-dir", false, 0o755));
-        // A link describes its target.
-        assert_eq!(got[2], e("30-link", true, 0o4750));
-        assert_eq!(got[3], e("40-link-to-dir", false, 0o755));
-        assert!(!got[4].regular_file);
-        assert_eq!(got[4].name, "50-dangling");
+        assert!(!got.entries[1].regular_file);
+        // A link is not followed: not a regular file, whatever it points to.
+        assert!(!got.entries[2].regular_file);
+        assert!(!got.entries[3].regular_file);
+        assert_eq!(got.notes.len(), 2, "{:?}", got.notes);
+        assert!(
+            got.notes[0].contains("30-link is a symbolic link"),
+            "{:?}",
+            got.notes
+        );
 
-        assert_eq!(list_dir_entries(&d.join("missing")).unwrap(), vec![]);
+        let none = list_dir_entries(&d.join("missing")).unwrap();
+        assert!(none.entries.is_empty());
         // A file where the directory should be is an error, not "no hooks".
-        assert!(list_dir_entries(&d.join("10-file")).is_err());
-        let empty = TempDir::new("empty");
-        assert_eq!(list_dir_entries(empty.path()).unwrap(), vec![]);
+        assert!(matches!(
+            list_dir_entries(&d.join("10-file")),
+            Err(HookError::NotADirectory(_))
+        ));
+        let empty = private_dir("empty");
+        assert!(list_dir_entries(empty.path()).unwrap().entries.is_empty());
+    }
+
+    /// Issue 11, Low 5: only a directory nobody else can change may hold hooks.
+    #[test]
+    fn unsafe_hook_directories_are_refused() {
+        use std::os::unix::fs::symlink;
+        let dir = private_dir("chain");
+        let d = dir.path();
+        let hooks = d.join("hooks");
+        std::fs::create_dir(&hooks).unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(&hooks, 0o755);
+        assert!(open_hook_dir(&hooks).unwrap().is_some());
+        // The hook directory itself writable by others, even with the sticky bit.
+        for m in [0o775, 0o757, 0o1777] {
+            mode(&hooks, m);
+            let e = open_hook_dir(&hooks).unwrap_err();
+            assert!(
+                matches!(&e, HookError::Writable { path, .. } if path == &hooks.display().to_string()),
+                "{m:o}: {e}"
+            );
+            assert!(
+                e.to_string().contains("is writable by group or others"),
+                "{e}"
+            );
+        }
+        mode(&hooks, 0o755);
+        // A parent writable by others: refused, unless sticky (as /tmp).
+        mode(d, 0o777);
+        let e = open_hook_dir(&hooks).unwrap_err();
+        assert!(
+            matches!(&e, HookError::Writable { path, .. } if path == &d.display().to_string()),
+            "{e}"
+        );
+        mode(d, 0o1777);
+        assert!(open_hook_dir(&hooks).unwrap().is_some());
+        mode(d, 0o755);
+        // A symbolic link on the way.
+        symlink(&hooks, d.join("link")).unwrap();
+        assert!(matches!(
+            open_hook_dir(&d.join("link")),
+            Err(HookError::Link(p)) if p.ends_with("/link")
+        ));
+        assert!(matches!(
+            open_hook_dir(&d.join("link").join("x")),
+            Err(HookError::Link(_))
+        ));
+        assert!(matches!(
+            open_hook_dir(Path::new("hooks.d")),
+            Err(HookError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            open_hook_dir(&hooks.join("..").join("hooks")),
+            Err(HookError::NotAbsolute(_))
+        ));
+        if root() {
+            std::os::unix::fs::chown(&hooks, Some(NOBODY), None).unwrap();
+            assert!(matches!(
+                open_hook_dir(&hooks),
+                Err(HookError::Owner { uid: NOBODY, .. })
+            ));
+        }
+    }
+
+    /// A binary hook runs from the descriptor that was judged; a script by its path,
+    /// checked to still be the file judged.
+    #[test]
+    fn hooks_run_what_was_judged() {
+        if !root() {
+            eprintln!("hooks_run_what_was_judged: skipped: hooks must be owned by root");
+            return;
+        }
+        let dir = private_dir("judged");
+        let d = dir.path();
+        // A binary: a copy of echo.
+        let echo = ["/bin/echo", "/usr/bin/echo"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("an echo binary");
+        {
+            let _lock = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            std::fs::copy(echo, d.join("10-bin")).unwrap();
+            std::fs::set_permissions(d.join("10-bin"), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        let ran = run_hook(d, "10-bin", "freeze", Duration::from_secs(5), PATH).unwrap();
+        assert_eq!(ran.status, ExitStatus::Code(0));
+        assert_eq!(ran.output, b"freeze\n");
+        // Swapped for another file after the judgement: what was judged still runs.
+        let (argv, image) = open_hook(d, "10-bin", "freeze", PATH).unwrap();
+        script(&d.join("swap"), "echo swapped", 0o755);
+        std::fs::rename(d.join("swap"), d.join("10-bin")).unwrap();
+        let ran = run_image(&argv, Duration::from_secs(5), PATH, Some(image));
+        assert_eq!(ran.output, b"freeze\n");
+        // A script runs by its path ($0 is the path).
+        script(&d.join("20-sh"), "echo \"$0 $1\"", 0o755);
+        let ran = run_hook(d, "20-sh", "thaw", Duration::from_secs(5), PATH).unwrap();
+        assert_eq!(ran.status, ExitStatus::Code(0));
+        assert_eq!(
+            String::from_utf8(ran.output).unwrap(),
+            format!("{} thaw\n", d.join("20-sh").display())
+        );
+        // ...and not if its path names another file by the time it is run.
+        let (argv, image) = open_hook(d, "20-sh", "thaw", PATH).unwrap();
+        script(&d.join("swap"), "echo swapped", 0o755);
+        std::fs::rename(d.join("swap"), d.join("20-sh")).unwrap();
+        let ran = run_image(&argv, Duration::from_secs(5), PATH, Some(image));
+        assert_eq!(
+            ran.status,
+            ExitStatus::NotStarted(IoError(nix::libc::ESTALE))
+        );
+        assert!(ran.output.is_empty());
+    }
+
+    #[test]
+    fn hooks_that_fail_the_rules_are_refused_when_run() {
+        use std::os::unix::fs::symlink;
+        if !root() {
+            eprintln!("hooks_that_fail_the_rules...: skipped: hooks must be owned by root");
+            return;
+        }
+        let dir = private_dir("refused");
+        let d = dir.path();
+        script(&d.join("10-nobody"), "exit 0", 0o755);
+        std::os::unix::fs::chown(d.join("10-nobody"), Some(NOBODY), None).unwrap();
+        script(&d.join("20-open"), "exit 0", 0o775);
+        script(&d.join("30-target"), "exit 0", 0o755);
+        symlink(d.join("30-target"), d.join("40-link")).unwrap();
+        let run = |name: &str| run_hook(d, name, "freeze", Duration::from_secs(5), PATH);
+        assert!(matches!(
+            run("10-nobody"),
+            Err(HookError::Refused {
+                why: Skip::NotOwnedByRoot,
+                ..
+            })
+        ));
+        assert!(matches!(
+            run("20-open"),
+            Err(HookError::Refused {
+                why: Skip::WritableByOthers,
+                ..
+            })
+        ));
+        let e = run("40-link").unwrap_err();
+        assert!(matches!(e, HookError::HookLink(_)), "{e}");
+        assert_eq!(e.errno(), hvguest_core::vss::effect::HOOK_REFUSED);
+        assert!(matches!(run("50-missing"), Err(HookError::Hook { .. })));
+        assert!(matches!(run("../x"), Err(HookError::Refused { .. })));
+        assert_eq!(run("30-target").unwrap().status, ExitStatus::Code(0));
     }
 
     #[cfg(target_os = "linux")]
@@ -690,10 +1234,10 @@ pub(crate) mod tests {
     fn non_utf8_names_are_not_runnable() {
         use std::ffi::OsStr;
         use std::os::unix::ffi::OsStrExt;
-        let dir = TempDir::new("utf8");
+        let dir = private_dir("utf8");
         let name = OsStr::from_bytes(b"10-\xff");
         std::fs::write(dir.path().join(name), "").unwrap();
-        let got = list_dir_entries(dir.path()).unwrap();
+        let got = list_dir_entries(dir.path()).unwrap().entries;
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].name, "10-\u{fffd}");
         assert!(!got[0].regular_file);

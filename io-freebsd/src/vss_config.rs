@@ -17,27 +17,28 @@
 //! * Keys are case-sensitive. An unknown key is an error (a typo must not pass
 //!   silently), and so is a key set twice.
 //! * Durations are a whole number followed by `ms`, `s` or `m`: `500ms`, `4s`, `2m`.
-//!   Zero is refused.
+//!   Zero is refused, and so is a value above its setting's bound (below; the rules
+//!   are `core::vss::rules`), with the line named.
 //!
 //! # Keys
 //!
 //! | key | default | meaning |
 //! |---|---|---|
-//! | `hook_dir` | `/usr/local/etc/hvguest/hooks.d` | absolute path of the hook directory, or `none` for no hooks |
+//! | `hook_dir` | `/usr/local/etc/hvguest/hooks.d` | absolute path of the hook directory, or `none` for no hooks; it and every directory above it must be root's and not writable by group or others (checked when hooks are listed and run, `programs.rs`) |
 //! | `path` | `/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin` | `PATH` of hooks and commands (their only environment variable); absolute directories separated by `:` |
 //! | `policy.<fstype>` | see below | what FREEZE does with writable mounts of that type: `suspend` (`ufs` only), `sync` or `snapshot` (`zfs` only), `ignore`, `veto` |
 //! | `policy.default` | `veto` | for types not listed: `veto` or `ignore` |
 //! | `snapshot_prefix` | `hvguest-` | snapshots are named `POOL@<prefix><msgid>`; letters, digits, `.`, `_`, `-`, at most 64 |
 //! | `zpool` | `/sbin/zpool` | absolute path of the `zpool` command |
 //! | `zfs` | `/sbin/zfs` | absolute path of the `zfs` command |
-//! | `watchdog` | `30s` | thaw by ourselves this long after a FREEZE with no THAW; more than 15 s (a THAW can come no earlier) |
-//! | `hook_timeout` | `4s` | longest single freeze hook |
+//! | `watchdog` | `30s` | thaw by ourselves this long after a FREEZE with no THAW; more than 15 s (a THAW can come no earlier), at most 59 s (with the freezer's 1 s backstop, a freeze lasts at most `VSS_MAX_FROZEN`, 60 s, however often FREEZE repeats) |
+//! | `hook_timeout` | `4s` | longest single freeze hook; at most 15 s |
 //! | `hooks_total` | `5s` | all freeze hooks together |
 //! | `zpool_sync_timeout` | `3s` | `zpool sync` |
 //! | `zfs_snapshot_timeout` | `2s` | `zfs snapshot` |
 //! | `suspend_timeout` | `1s` | all UFS suspensions together |
-//! | `thaw_hook_timeout` | `4s` | longest single thaw hook |
-//! | `app_auto_thaw` | `45s` | `hv_vss_app` thaws the application by itself this long after its FREEZE; more than `watchdog` + 1 s, so the file systems are resumed first |
+//! | `thaw_hook_timeout` | `4s` | longest single thaw hook; at most 25 s (one fits in the 30 s exit limit) |
+//! | `app_auto_thaw` | `45s` | `hv_vss_app` thaws the application by itself this long after its FREEZE; more than `watchdog` + 1 s, so the file systems are resumed first, and at most 120 s |
 //! | `app_freeze_budget` | `10s` | all of `hv_vss_app`'s freeze work; under 15 s |
 //!
 //! The built-in policy table: `ufs` suspend; `zfs` sync; `devfs`, `fdescfs`, `procfs`,
@@ -82,8 +83,9 @@ pub const SAMPLE: &str = "\
 
 # The hook directory: its executables run with `freeze` (in name order) before
 # the file systems are frozen and with `thaw` (in reverse order) after. A hook
-# must be a regular file owned by root and not writable by group or others.
-# `none` runs no hooks.
+# must be a regular file (not a link) owned by root and not writable by group
+# or others; the directory and every one above it must be owned by root and
+# not writable by group or others. `none` runs no hooks.
 hook_dir = /usr/local/etc/hvguest/hooks.d
 
 # PATH of hooks and commands: the only variable in their environment.
@@ -117,23 +119,25 @@ snapshot_prefix = hvguest-
 zpool = /sbin/zpool
 zfs = /sbin/zfs
 
-# Thaw by ourselves if no THAW came this long after a FREEZE (more than 15s).
+# Thaw by ourselves if no THAW came this long after a FREEZE (more than 15s,
+# at most 59s). However often FREEZE repeats, a freeze lasts at most 60s.
 watchdog = 30s
 
 # The kernel fails a FREEZE 15s after the host asked. hooks_total +
 # zpool_sync_timeout + zfs_snapshot_timeout + suspend_timeout, plus 2s kept to
-# roll back and to answer in time, must stay under 15s.
+# roll back and to answer in time, must stay under 15s. hook_timeout is at
+# most 15s.
 hook_timeout = 4s
 hooks_total = 5s
 zpool_sync_timeout = 3s
 zfs_snapshot_timeout = 2s
 suspend_timeout = 1s
-# Each thaw hook (thaw hooks run after the answer).
+# Each thaw hook (thaw hooks run after the answer); at most 25s.
 thaw_hook_timeout = 4s
 
 # hv_vss_app: thaw the application by itself this long after its FREEZE if no
-# THAW came (more than watchdog + 1s, so file systems are resumed first), and
-# the time all its freeze work may take (under 15s).
+# THAW came (more than watchdog + 1s, so file systems are resumed first; at
+# most 120s), and the time all its freeze work may take (under 15s).
 app_auto_thaw = 45s
 app_freeze_budget = 10s
 ";
@@ -667,8 +671,8 @@ mod tests {
         assert!(why("watchdog = 10s").contains("more than 15s"));
         // Longer than app_auto_thaw's default allows: that needs app_auto_thaw too.
         assert_eq!(
-            ok("watchdog = 2m\napp_auto_thaw = 3m").vss.watchdog,
-            secs(120)
+            ok("watchdog = 59s\napp_auto_thaw = 2m").vss.watchdog,
+            secs(59)
         );
     }
 
@@ -752,6 +756,36 @@ mod tests {
         assert!(why("suspend_timeout = 0ms").contains("more than zero"));
     }
 
+    /// Issue 11, Low 12: every duration has an upper bound, and a value past it is an
+    /// error naming its line (an extreme one used to overflow or wrap further on).
+    #[test]
+    fn durations_have_upper_bounds() {
+        for (text, max) in [
+            ("watchdog = 60s", "59s"),
+            ("watchdog = 18446744073709551615ms", "59s"),
+            ("hook_timeout = 16s", "15s"),
+            ("thaw_hook_timeout = 26s", "25s"),
+            ("app_auto_thaw = 121s", "120s"),
+            ("app_auto_thaw = 999999999999m", "120s"),
+        ] {
+            let e = err(&format!("# bounds\n{text}"));
+            assert_eq!(e.line, 2, "{text}: {e}");
+            let why = e.problem.to_string();
+            assert!(
+                why.contains(&format!("must be at most {max}")),
+                "{text}: {why}"
+            );
+        }
+        let c =
+            ok("watchdog = 59s\napp_auto_thaw = 2m\nhook_timeout = 15s\nthaw_hook_timeout = 25s");
+        assert_eq!(c.vss.watchdog, secs(59));
+        assert_eq!(c.app.auto_thaw, secs(120));
+        assert_eq!(c.vss.budget.thaw_hook, secs(25));
+        // A bound involving two settings is reported on the later line.
+        let e = err("app_auto_thaw = 2m\nwatchdog = 59500ms");
+        assert_eq!(e.line, 2, "{e}");
+    }
+
     #[test]
     fn budget_sum_must_stay_under_the_kernel_deadline() {
         // 5 + 3 + 2 + 1 + 2 = 13 by default; 14.999 passes, 15 does not.
@@ -785,7 +819,7 @@ mod tests {
         );
         assert!(e.problem.to_string().contains("= 16500ms"));
         // hook_timeout and thaw_hook_timeout are not part of the sum.
-        ok("hook_timeout = 1m\nthaw_hook_timeout = 1m");
+        ok("hook_timeout = 15s\nthaw_hook_timeout = 25s");
     }
 
     #[test]

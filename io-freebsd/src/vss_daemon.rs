@@ -5,7 +5,13 @@
 //!
 //! Programs (hooks, `zpool`, `zfs`) and directory listings run on one worker thread, one
 //! at a time; the daemon process may have threads. The suspensions themselves live in
-//! the freezer child ([`crate::freezer`]), which must be single-threaded.
+//! the freezer child ([`crate::freezer`]), which must be single-threaded; it is never
+//! waited for on this loop (a reaper thread collects it).
+//!
+//! After SIGTERM, a failed device, or even a failed poll, the loop keeps running the
+//! machine without the device until it says `Exit` (it thaws what it froze, thaw hooks
+//! included, within the core's `VSS_EXIT_LIMIT`): applications quiesced by freeze hooks
+//! are thawed, and the lines held while frozen are written.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -13,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hvguest_core::kvp::effect::{EffectId, IoError};
+use hvguest_core::limits::VSS_ROLLBACK;
 use hvguest_core::vss::app::AppMachine;
 use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use hvguest_core::vss::freezer::Command;
@@ -24,7 +31,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use crate::actions::ActionLog;
 use crate::clock;
 use crate::device::DeviceError;
-use crate::freezer::FreezerHandle;
+use crate::freezer::{FreezerHandle, Reaped};
 use crate::logging::Logger;
 use crate::mounts;
 use crate::programs;
@@ -35,6 +42,8 @@ const DEVICE: Token = Token(0);
 const SIGNAL: Token = Token(1);
 const WAKE: Token = Token(2);
 const FREEZER: Token = Token(3);
+/// Without a working poll, how long the loop sleeps between looks at its sources.
+const DEGRADED_SLICE: Duration = Duration::from_millis(10);
 
 /// Where things are, and whether we emulate.
 #[derive(Clone, Debug)]
@@ -109,9 +118,15 @@ fn realtime_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// An effect for the program thread, and its result.
+/// An effect for the program thread.
 type Job = (EffectId, VssEffect);
-type Completion = (EffectId, VssResult);
+
+/// The program thread's result for one effect, with what is worth a log line.
+struct Completion {
+    id: EffectId,
+    result: VssResult,
+    warnings: Vec<String>,
+}
 
 /// Runs the effects that are programs or listings, in order, on one thread.
 fn spawn_worker(
@@ -132,6 +147,7 @@ fn spawn_worker(
             };
             let emulating = paths.emulate_mounts.is_some();
             for (id, effect) in rx {
+                let mut warnings = Vec::new();
                 let result = match &effect {
                     VssEffect::ListMounts => match &paths.emulate_mounts {
                         Some(f) => mounts::emulated(f),
@@ -140,11 +156,44 @@ fn spawn_worker(
                     .map(VssResult::Mounts)
                     .unwrap_or(VssResult::Failed(IoError::EIO)),
                     VssEffect::ListHooks => match &paths.hook_dir {
-                        Some(d) => programs::list_dir_entries(d)
-                            .map(VssResult::Hooks)
-                            .unwrap_or(VssResult::Failed(IoError::EIO)),
+                        Some(d) => match programs::list_dir_entries(d) {
+                            Ok(listing) => {
+                                warnings.extend(listing.notes);
+                                VssResult::Hooks(listing.entries)
+                            }
+                            Err(e) => {
+                                warnings.push(format!(
+                                    "hook directory {}: {e}; no hook runs until every \
+                                     directory from / down to it is owned by root and not \
+                                     writable by group or others",
+                                    d.display()
+                                ));
+                                VssResult::Failed(e.errno())
+                            }
+                        },
                         None => VssResult::Hooks(Vec::new()),
                     },
+                    VssEffect::RunHook {
+                        dir,
+                        name,
+                        arg,
+                        deadline,
+                    } => {
+                        let dir = std::path::Path::new(dir);
+                        match programs::run_hook(dir, name, arg, *deadline, &paths.path) {
+                            Ok(ran) => {
+                                let target = dir.join(name).display().to_string();
+                                match record("hook", &target, arg) {
+                                    Ok(()) => VssResult::Exit(ran.status),
+                                    Err(e) => VssResult::Failed(e),
+                                }
+                            }
+                            Err(e) => {
+                                warnings.push(format!("{e}; it is not run"));
+                                VssResult::Exit(ExitStatus::NotStarted(e.errno()))
+                            }
+                        }
+                    }
                     VssEffect::Run { argv, deadline } => {
                         let ran = programs::run(argv, *deadline, &paths.path);
                         let target = argv.first().cloned().unwrap_or_default();
@@ -184,7 +233,12 @@ fn spawn_worker(
                     }
                     _ => VssResult::Failed(IoError::WRONG_RESULT),
                 };
-                if done_tx.send((id, result)).is_err() {
+                let done = Completion {
+                    id,
+                    result,
+                    warnings,
+                };
+                if done_tx.send(done).is_err() {
                     return;
                 }
                 // A failed wake means the poll is gone, and the loop with it.
@@ -200,6 +254,10 @@ struct Freezer {
     waiting: Option<EffectId>,
     exe: PathBuf,
     actions: Option<PathBuf>,
+    mounts: Option<PathBuf>,
+    /// Freezers sent away (stdin closed, or killed), until their reaper reports.
+    reaping: Vec<std::sync::mpsc::Receiver<Reaped>>,
+    waker: Arc<Waker>,
 }
 
 struct Loop<'a, M: VssLike> {
@@ -244,23 +302,20 @@ impl<M: VssLike> Loop<'_, M> {
     }
 
     /// The freezer child is gone (killed, or its stdout closed): stop listening to it,
-    /// reap it, and tell the machine.
+    /// hand it to a reaper, and tell the machine (a killed one is resumed as soon as the
+    /// kernel lets it go; nothing more can be done for it).
     fn freezer_gone(&mut self, h: FreezerHandle, killed: bool) {
-        let pid = h.pid();
         if let Err(e) = self.registry.deregister(&mut SourceFd(&h.stdout_fd())) {
             // Its descriptor is closed below either way, which removes it from the poll.
             self.log.warn(&format!("freezer: deregister: {e}"));
         }
-        let reaped = if killed { h.kill() } else { h.close() };
-        if let Err(e) = reaped {
-            self.log.warn(&format!("freezer {pid}: wait: {e}"));
-        }
-        // A freezer that exits writes its own line; one we killed cannot.
-        if let (true, Some(a)) = (killed, self.actions.as_mut()) {
-            if let Err(e) = a.record("freezer-exit", &pid.to_string(), "killed") {
-                self.log.warn(&format!("action log: {e}"));
-            }
-        }
+        let waker = Some(self.freezer.waker.clone());
+        let reaping = if killed {
+            h.kill(waker)
+        } else {
+            h.close(waker)
+        };
+        self.freezer.reaping.push(reaping);
         if let Some(id) = self.freezer.waiting.take() {
             self.later.push(VssInput::EffectDone {
                 id,
@@ -295,7 +350,11 @@ impl<M: VssLike> Loop<'_, M> {
         };
         // Only a Suspend starts a freezer: a ping or resume to none finds it gone.
         if self.freezer.handle.is_none() && matches!(command, Command::Suspend { .. }) {
-            match FreezerHandle::spawn(&self.freezer.exe, self.freezer.actions.as_deref()) {
+            match FreezerHandle::spawn(
+                &self.freezer.exe,
+                self.freezer.actions.as_deref(),
+                self.freezer.mounts.as_deref(),
+            ) {
                 Ok(h) => {
                     if let Err(e) = self.registry.register(
                         &mut SourceFd(&h.stdout_fd()),
@@ -304,9 +363,8 @@ impl<M: VssLike> Loop<'_, M> {
                     ) {
                         // Unheard replies would look like a hung freezer: give up on it.
                         self.log.warn(&format!("freezer: register: {e}"));
-                        if let Err(e) = h.kill() {
-                            self.log.warn(&format!("freezer: wait: {e}"));
-                        }
+                        let waker = Some(self.freezer.waker.clone());
+                        self.freezer.reaping.push(h.kill(waker));
                         self.later.push(VssInput::EffectDone {
                             id,
                             result: VssResult::Failed(io_error(&e)),
@@ -343,7 +401,10 @@ impl<M: VssLike> Loop<'_, M> {
         };
         match h.replies() {
             Ok(results) => {
-                for result in results {
+                for (result, said) in results {
+                    if let Some(said) = said {
+                        self.log.warn(&format!("freezer: {said}"));
+                    }
                     // One reply per command; a reply nobody waits for (to an effect the
                     // machine gave up on, answered late) means nothing any more.
                     if let Some(id) = self.freezer.waiting.take() {
@@ -358,6 +419,70 @@ impl<M: VssLike> Loop<'_, M> {
                 }
                 self.step_later();
             }
+        }
+    }
+
+    /// Logs the freezers whose reapers reported, and writes the emulation's line for
+    /// one we killed (one that exits on its own writes its own).
+    fn reaped(&mut self) {
+        let mut still = Vec::new();
+        for rx in std::mem::take(&mut self.freezer.reaping) {
+            match rx.try_recv() {
+                Ok(r) => self.report_reaped(&r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => still.push(rx),
+                // The reaper always sends before it ends.
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {}
+            }
+        }
+        self.freezer.reaping = still;
+    }
+
+    fn report_reaped(&mut self, r: &Reaped) {
+        match &r.status {
+            Ok(status) if r.killed || status.success() => {}
+            Ok(status) => self
+                .log
+                .warn(&format!("freezer {} ended with {status}", r.pid)),
+            Err(e) => self.log.warn(&format!("freezer {}: wait: {e}", r.pid)),
+        }
+        if let (true, Some(a)) = (r.killed, self.actions.as_mut()) {
+            if let Err(e) = a.record("freezer-exit", &r.pid.to_string(), "killed") {
+                self.log.warn(&format!("action log: {e}"));
+            }
+        }
+    }
+
+    /// At exit: sends the freezer away and waits a moment (not forever: one stuck in the
+    /// kernel must not keep us) for it and any other to be reaped; says which are not.
+    fn finish_freezers(&mut self) {
+        if let Some(h) = self.freezer.handle.take() {
+            let rx = h.close(None);
+            self.freezer.reaping.push(rx);
+        }
+        let until = std::time::Instant::now() + VSS_ROLLBACK;
+        for rx in std::mem::take(&mut self.freezer.reaping) {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(r) => self.report_reaped(&r),
+                Err(_) => self.log.warn(
+                    "a freezer has not exited yet (stuck in the kernel?); the file systems \
+                     it holds are resumed as soon as it does",
+                ),
+            }
+        }
+    }
+
+    /// Steps the machine with every result the program thread has finished, logging
+    /// what it noted.
+    fn completions(&mut self, done: &Receiver<Completion>) {
+        while let Ok(c) = done.try_recv() {
+            for w in &c.warnings {
+                self.log.warn(w);
+            }
+            self.step(VssInput::EffectDone {
+                id: c.id,
+                result: c.result,
+            });
         }
     }
 
@@ -398,7 +523,7 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
     let mut poll = Poll::new().map_err(VssDaemonError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(VssDaemonError::Poll)?);
     let (worker, done) =
-        spawn_worker(paths.clone(), worker_actions, waker).map_err(VssDaemonError::Poll)?;
+        spawn_worker(paths.clone(), worker_actions, waker.clone()).map_err(VssDaemonError::Poll)?;
     let device_fd = device.raw_fd();
     poll.registry()
         .register(&mut SourceFd(&device_fd), DEVICE, Interest::READABLE)
@@ -419,6 +544,9 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
             waiting: None,
             exe,
             actions: paths.emulate_actions.clone(),
+            mounts: paths.emulate_mounts.clone(),
+            reaping: Vec::new(),
+            waker,
         },
         registry: poll.registry().try_clone().map_err(VssDaemonError::Poll)?,
         actions,
@@ -429,29 +557,41 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
     let mut events = Events::with_capacity(16);
     let mut result = Ok(());
     let mut device_live = true;
+    // The poll failed: we go on without it (and without the device), sleeping in short
+    // slices and looking at the program thread and the freezer each time.
+    let mut poll_broken = false;
     while !lp.exit {
         let timeout = lp
             .machine
             .poll_timeout()
             .map(|t| t.saturating_since(clock::now()));
         // Drain the worker before sleeping: a result may have arrived meanwhile.
-        while let Ok((id, r)) = done.try_recv() {
-            lp.step(VssInput::EffectDone { id, result: r });
-        }
+        lp.completions(&done);
+        lp.reaped();
         if lp.exit {
             break;
         }
-        if let Err(e) = poll.poll(&mut events, timeout.map(|t| t.min(Duration::from_secs(60)))) {
+        if poll_broken {
+            std::thread::sleep(timeout.map_or(DEGRADED_SLICE, |t| t.min(DEGRADED_SLICE)));
+            lp.freezer_readable();
+        } else if let Err(e) =
+            poll.poll(&mut events, timeout.map(|t| t.min(Duration::from_secs(60))))
+        {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            // We can no longer wait for anything: ask the machine to thaw (what it can do
-            // without waiting), then leave; closing the freezer resumes the rest.
-            lp.step(VssInput::Shutdown);
+            // We can no longer wait for anything: the machine thaws (hooks included)
+            // and exits; we run it on without the poll until it does.
+            log.warn(&format!(
+                "event loop: {e}; thawing what is frozen without the device, then exiting"
+            ));
+            poll_broken = true;
+            device_live = false;
             result = Err(VssDaemonError::Poll(e));
-            break;
+            lp.step(VssInput::Shutdown);
+            continue;
         }
-        for ev in events.iter() {
+        for ev in events.iter().filter(|_| !poll_broken) {
             match ev.token() {
                 DEVICE if device_live => {
                     let failed = match lp.device.read() {
@@ -475,7 +615,9 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                     if let Some(e) = failed {
                         // No request can come any more; the machine thaws (hooks included)
                         // and exits, and we report the error then.
-                        log.warn(&format!("device: {e}"));
+                        log.warn(&format!(
+                            "device: {e}; thawing what is frozen without it, then exiting"
+                        ));
                         device_live = false;
                         if let Err(d) = poll.registry().deregister(&mut SourceFd(&device_fd)) {
                             // Events from it are ignored from now on anyway.
@@ -500,9 +642,8 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                 }
                 FREEZER => lp.freezer_readable(),
                 _ => {
-                    while let Ok((id, r)) = done.try_recv() {
-                        lp.step(VssInput::EffectDone { id, result: r });
-                    }
+                    lp.completions(&done);
+                    lp.reaped();
                 }
             }
         }
@@ -510,10 +651,6 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
             lp.step(VssInput::Timer);
         }
     }
-    if let Some(h) = lp.freezer.handle.take() {
-        if let Err(e) = h.close() {
-            log.warn(&format!("freezer: wait: {e}"));
-        }
-    }
+    lp.finish_freezers();
     result
 }

@@ -10,7 +10,11 @@
 //! panics (printing their logs on a panic). Hooks must be owned by root, so the tests
 //! that need hooks are skipped, with a message, when not run as root.
 //!
-//! `watchdog_thaws_when_the_host_never_does_takes_16s` waits out a 16 s watchdog.
+//! The hook directory and the directories above it must be root's and not writable by
+//! group or others: each test's directory is made 0755 whatever the umask.
+//!
+//! `watchdog_thaws_when_the_host_never_does_takes_16s` waits out a 16 s watchdog;
+//! `repeated_freeze_is_capped_takes_60s` repeats FREEZE for a minute until the cap thaws.
 //! `mixed_ufs_zfs_freeze_timing` prints the FREEZE request-to-reply time and the action
 //! log (`cargo test -p hvguest-io --test vss_e2e -- --nocapture`).
 
@@ -31,6 +35,9 @@ use hvguest_sim::vss_emulator::{EmulatedVss, Party, VssAnswer};
 const ACCEPT: Duration = Duration::from_secs(10);
 /// How long an action that follows a reply (thaw hooks, the freezer's exit) may take.
 const SOON: Duration = Duration::from_secs(10);
+
+/// The unprivileged user of the attacks.
+const NOBODY: u32 = 65534;
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -126,8 +133,9 @@ impl Vss {
         let dir = std::env::temp_dir().join(format!("hvguest-vss-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("hooks")).unwrap();
-        std::fs::set_permissions(dir.join("hooks"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        for d in [dir.clone(), dir.join("hooks")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let conf = format!("hook_dir = {}\n{config}", dir.join("hooks").display());
         std::fs::write(dir.join("vss.conf"), conf).unwrap();
         std::fs::write(dir.join("mounts"), mounts).unwrap();
@@ -199,6 +207,12 @@ impl Vss {
     /// Starts `hv_vss_daemon -n` in emulation, waits for it to open the device and for
     /// its start-up `thaw` of every hook.
     fn daemon(&mut self) -> Proc {
+        self.daemon_waiting(true)
+    }
+
+    /// [`Vss::daemon`], waiting for the start-up `thaw` of every hook only if
+    /// `startup_thaw` (a daemon that refuses the hook directory runs none).
+    fn daemon_waiting(&mut self, startup_thaw: bool) -> Proc {
         let mark = self.actions().len();
         let (dev, conf, mounts, actions) = (
             self.path("fs.sock"),
@@ -227,7 +241,11 @@ impl Vss {
                 p.log_text()
             );
         }
-        let hooks = self.hooks();
+        let hooks = if startup_thaw {
+            self.hooks()
+        } else {
+            Vec::new()
+        };
         self.wait_for("the start-up thaw of every hook", SOON, |acts| {
             hooks.iter().all(|h| {
                 acts[mark.min(acts.len())..]
@@ -269,9 +287,9 @@ impl Vss {
                 assert_eq!(w.len(), 4, "action line {l:?}");
                 Act {
                     ms: w[0].parse().unwrap_or_else(|_| panic!("action line {l:?}")),
-                    action: w[1].to_string(),
-                    target: w[2].to_string(),
-                    result: w[3].to_string(),
+                    action: unescape(w[1], l),
+                    target: unescape(w[2], l),
+                    result: unescape(w[3], l),
                 }
             })
             .collect()
@@ -349,6 +367,28 @@ impl Drop for Vss {
         // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One field of an action line: `\\`, `\s` (space), `\t`, `\n` and `\r` stand for
+/// themselves; any other backslash is a malformed line.
+fn unescape(field: &str, line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next() {
+            Some('\\') => '\\',
+            Some('s') => ' ',
+            Some('t') => '\t',
+            Some('n') => '\n',
+            Some('r') => '\r',
+            other => panic!("bad escape \\{other:?} in action line {line:?}"),
+        });
+    }
+    out
 }
 
 fn show(acts: &[Act]) -> String {
@@ -501,6 +541,85 @@ devfs /dev rw
     vss.ok(VssOp::Thaw);
 }
 
+/// Mount points with a space and a newline (written `\040` and `\012` in the mount
+/// table, as in fstab(5)) are suspended and resumed under their own names: the line to
+/// the freezer cannot be split or confused (issue 11, Low 8).
+#[test]
+fn mount_points_with_a_space_and_a_newline_are_frozen_and_thawed() {
+    let mounts = "\
+ufs / rw /dev/ada0p2
+ufs /mnt/Backup\\040Disk rw /dev/ada1p1
+ufs /mnt/new\\012line\\134x rw /dev/ada2p1
+devfs /dev rw
+";
+    let mut vss = Vss::new("odd-names", mounts, "");
+    let _daemon = vss.daemon();
+    vss.ok(VssOp::Check);
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Freeze);
+    let mut suspended = targets(&vss.since(mark), "suspend");
+    assert_eq!(suspended.last().map(String::as_str), Some("/"));
+    suspended.sort();
+    assert_eq!(
+        suspended,
+        ["/", "/mnt/Backup Disk", "/mnt/new\nline\\x"],
+        "{}",
+        vss.all()
+    );
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Thaw);
+    let mut resumed = targets(&vss.since(mark), "resume");
+    resumed.sort();
+    assert_eq!(resumed, suspended);
+}
+
+/// A mount replaced between the daemon's look at the mount table and the suspension
+/// (here by a freeze hook, which runs in between) is not suspended: the freezer checks
+/// that the file system at that path is still the one planned (its `f_fsid`; in
+/// emulation, derived from the mount's source). The FREEZE fails and nothing stays
+/// suspended (issue 11, Low 8).
+#[test]
+fn a_mount_replaced_before_its_suspension_is_not_suspended() {
+    if skip_without_root("mount replaced") {
+        return;
+    }
+    let mounts = "ufs / rw /dev/ada0p2\nufs /mnt/Backup\\040Disk rw /dev/ada1p1\n";
+    let mut vss = Vss::new("mount-replaced", mounts, "");
+    let table = vss.path("mounts");
+    vss.hook(
+        "10-remount",
+        &format!(
+            "[ \"$1\" = freeze ] || exit 0\n\
+             printf 'ufs / rw /dev/ada0p2\\nufs /mnt/Backup\\\\040Disk rw /dev/ada9p9\\n' > '{}'",
+            table.display()
+        ),
+    );
+    let daemon = vss.daemon();
+    let mark = vss.actions().len();
+    vss.fails(VssOp::Freeze);
+    let acts = vss.wait_for("the thaw of 10-remount", SOON, |acts| {
+        hook_runs(&acts[mark.min(acts.len())..]).contains(&("10-remount".into(), "thaw".into()))
+    });
+    let after = &acts[mark..];
+    let held: Vec<&Act> = after
+        .iter()
+        .filter(|a| a.action == "suspend" && a.result == "ok")
+        .collect();
+    assert!(
+        held.iter().all(|a| a.target != "/mnt/Backup Disk"),
+        "{}",
+        show(after)
+    );
+    let mut resumed = targets(after, "resume");
+    resumed.sort();
+    let mut suspended: Vec<String> = held.iter().map(|a| a.target.clone()).collect();
+    suspended.sort();
+    assert_eq!(resumed, suspended, "whatever was suspended is resumed");
+    vss.wait_for("the daemon's log", SOON, |_| {
+        daemon.log_text().contains("is no longer mounted")
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Hooks.
 
@@ -562,6 +681,63 @@ fn a_hook_past_its_timeout_fails_the_freeze_in_time() {
     assert_eq!(targets(&acts[mark..], "suspend"), Vec::<String>::new());
     // The daemon serves again.
     vss.ok(VssOp::Check);
+}
+
+/// The attack of issue 11, Low 5: in a hook directory anyone can write, an attacker's
+/// symbolic link points at a harmless root-owned hook while the daemon looks, and at
+/// the attacker's own script when the daemon runs it, which then ran as root. The
+/// re-pointing is done here by the hook that runs just before (standing for the attacker
+/// acting in that window, which makes the race deterministic). A hook directory that
+/// others can write is refused: no hook runs, the FREEZE fails and the log says why.
+#[test]
+fn a_hook_swapped_between_check_and_exec_never_runs() {
+    if skip_without_root("hook race") {
+        return;
+    }
+    use std::os::unix::fs::symlink;
+    let mut vss = Vss::new("hook-race", UFS_ONLY, "");
+    let hooks = vss.path("hooks");
+    let (good, evil, pwned) = (vss.path("good"), vss.path("evil"), vss.path("pwned"));
+    vss.script(&good, "exit 0");
+    vss.script(&evil, &format!("id -u > '{}'", pwned.display()));
+    std::os::unix::fs::chown(&evil, Some(NOBODY), None).unwrap();
+    std::fs::set_permissions(&hooks, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let link = hooks.join("10-hook");
+    symlink(&good, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(NOBODY), None).unwrap();
+    vss.hook(
+        "05-first",
+        &format!(
+            "[ \"$1\" = freeze ] || exit 0\nln -sfn '{e}' '{l}' && chown -h 65534 '{l}'",
+            e = evil.display(),
+            l = link.display()
+        ),
+    );
+    let daemon = vss.daemon_waiting(false);
+    let mark = vss.actions().len();
+    let answer = vss.ask(VssOp::Freeze);
+    thread::sleep(Duration::from_millis(300));
+    if let Ok(who) = std::fs::read_to_string(&pwned) {
+        panic!(
+            "the attacker's script ran as uid {}; actions:\n{}",
+            who.trim(),
+            show(&vss.since(mark))
+        );
+    }
+    assert!(
+        !answer.ok(),
+        "FREEZE with an unsafe hook directory: {answer:?}"
+    );
+    assert_eq!(hook_runs(&vss.since(mark)), [], "no hook runs");
+    assert_eq!(targets(&vss.since(mark), "suspend"), Vec::<String>::new());
+    let log = daemon.log_text();
+    assert!(
+        log.contains(&format!(
+            "{} is writable by group or others",
+            hooks.display()
+        )),
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -626,6 +802,57 @@ devfs /dev rw
     assert_eq!(resumed, ["/", "/var"]);
 }
 
+/// The device fails while frozen (its other side closes it): the daemon resumes the
+/// file systems, runs the thaw hooks of the hooks it froze, writes the lines it held
+/// while frozen, and only then exits with the error (issue 11, Low 7).
+#[test]
+fn a_device_failure_while_frozen_thaws_hooks_and_file_systems_then_exits() {
+    if skip_without_root("device failure") {
+        return;
+    }
+    let mut vss = Vss::new("device-fails", UFS_TWO, "");
+    let hook = vss.hook("10-app", "exit 0");
+    let mut daemon = vss.daemon();
+    vss.ok(VssOp::Freeze);
+    let mark = vss.actions().len();
+    vss.kernel.disconnect_daemon();
+    let acts = vss.wait_for("the thaw hook after the device failed", SOON, |acts| {
+        acts[mark.min(acts.len())..]
+            .iter()
+            .any(|a| a.is("hook", &hook) && a.result == "thaw")
+    });
+    let after = &acts[mark..];
+    let mut resumed = targets(after, "resume");
+    resumed.sort();
+    assert_eq!(resumed, ["/", "/var"], "{}", show(after));
+    let resume_at = after.iter().position(|a| a.action == "resume").unwrap();
+    let thaw_at = after.iter().position(|a| a.action == "hook").unwrap();
+    assert!(
+        resume_at < thaw_at,
+        "resumed before the thaw hook: {}",
+        show(after)
+    );
+    // It exits, with the device's error, once the thaw is done.
+    let child = daemon.child.as_mut().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < SOON, "the daemon did not exit");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{}", daemon.log_text());
+    let log = daemon.log_text();
+    // The lines held while frozen are written.
+    assert!(log.contains("Suspended"), "{log}");
+    assert!(log.contains("DeviceFailed"), "{log}");
+    assert!(
+        log.contains("the device was closed by the other side"),
+        "{log}"
+    );
+}
+
 /// Slow: takes about 16 s, waiting out a 16 s watchdog (the shortest `vss.conf`
 /// accepts is just over the kernel's 15 s).
 #[test]
@@ -669,6 +896,39 @@ fn watchdog_thaws_when_the_host_never_does_takes_16s() {
     let mark = vss.actions().len();
     vss.ok(VssOp::Thaw);
     assert_eq!(targets(&vss.since(mark), "resume"), Vec::<String>::new());
+}
+
+/// Slow: takes about a minute. Issue 11, Low 6: a host that repeats FREEZE before each
+/// watchdog runs out (here every 12 s with `watchdog = 16s`) kept the file systems
+/// suspended as long as it went on. They are resumed 59 s after the first suspension
+/// (`VSS_MAX_FROZEN` less the freezer's backstop), however often FREEZE comes.
+#[test]
+fn repeated_freeze_is_capped_takes_60s() {
+    let mut vss = Vss::new("freeze-cap", UFS_ONLY, "watchdog = 16s\n");
+    let daemon = vss.daemon();
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Freeze);
+    let first = Instant::now();
+    for n in 1..=4 {
+        let due = first + Duration::from_secs(12 * n);
+        thread::sleep(due.saturating_duration_since(Instant::now()));
+        vss.ok(VssOp::Freeze);
+    }
+    let acts = vss.wait_for("the resume of /", Duration::from_secs(25), |acts| {
+        acts[mark.min(acts.len())..]
+            .iter()
+            .any(|a| a.is("resume", "/"))
+    });
+    let frozen_for = first.elapsed();
+    assert!(
+        frozen_for >= Duration::from_secs(58) && frozen_for < Duration::from_secs(61),
+        "resumed {frozen_for:?} after the first FREEZE"
+    );
+    assert_eq!(targets(&acts[mark..], "suspend"), ["/"], "suspended once");
+    vss.wait_for("the daemon's log", SOON, |_| {
+        daemon.log_text().contains("FreezeCapReached")
+    });
+    vss.ok(VssOp::Thaw);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -105,6 +105,9 @@ pub fn mount(fstype: &str, path: &str, source: &str, read_only: bool) -> Mount {
         path: path.into(),
         source: source.into(),
         read_only,
+        // The simulated mount table does not change under a FREEZE: the freezer finds
+        // each mount by its path.
+        fsid: None,
     }
 }
 
@@ -122,11 +125,16 @@ pub use crate::vss_kernel::{KOut, Party, SimVssKernel};
 
 /// The freezer process, running the production freezer's decisions
 /// ([`FreezerCore`]): lines in, lines out, one suspension per mount, all gone when it
-/// exits. The simulation plays its kernel (UFSSUSPEND succeeds, fails or blocks).
+/// exits. The simulation plays its kernel (UFSSUSPEND succeeds, fails or blocks) and
+/// keeps the kernel's own record of what is suspended, from the descriptors the freezer
+/// opens and closes, not from what the freezer believes.
 #[derive(Debug, Default)]
 pub struct SimFreezer {
     /// The freezer process, while it exists (spawned by a Suspend, as the daemon does).
     core: Option<FreezerCore>,
+    /// The kernel's view: mounts suspended through a descriptor still open, in
+    /// suspension order, with when each was suspended.
+    kernel_held: Vec<(String, Instant)>,
     /// The next Suspend never answers (the freezer is stuck).
     pub hang_next: bool,
     /// Blocked inside UFSSUSPEND: it reads no more lines.
@@ -147,19 +155,17 @@ impl SimFreezer {
     }
 
     pub fn holds(&self, mount: &str) -> bool {
-        self.core.as_ref().is_some_and(|c| c.holds(mount))
+        self.kernel_held.iter().any(|(m, _)| m == mount)
     }
 
     pub fn is_holding(&self) -> bool {
-        self.core.as_ref().is_some_and(FreezerCore::is_holding)
+        !self.kernel_held.is_empty()
     }
 
-    /// Mounts held, in suspension order, with when each was suspended.
+    /// Mounts the kernel holds suspended, in suspension order, with when each was
+    /// suspended.
     pub fn held(&self) -> Vec<(String, Instant)> {
-        self.core
-            .as_ref()
-            .map(|c| c.held().map(|(m, t)| (m.to_string(), t)).collect())
-            .unwrap_or_default()
+        self.kernel_held.clone()
     }
 
     /// When its own auto-thaw fires (never while blocked in UFSSUSPEND).
@@ -197,17 +203,20 @@ impl SimFreezer {
             let outputs: Vec<FreezerOutput> = std::iter::from_fn(|| core.poll_output()).collect();
             for o in outputs {
                 match o {
-                    FreezerOutput::Suspend(mount) => match suspend
+                    FreezerOutput::Suspend { mount, .. } => match suspend
                         .take()
                         .map_or(SuspendOutcome::Blocks, |f| f(self, &mount))
                     {
-                        SuspendOutcome::Done => input = Some(FreezerInput::Suspended(Ok(()))),
+                        SuspendOutcome::Done => {
+                            self.kernel_held.push((mount, now));
+                            input = Some(FreezerInput::Suspended(Ok(())));
+                        }
                         SuspendOutcome::Fails(e) => input = Some(FreezerInput::Suspended(Err(e))),
                         SuspendOutcome::Blocks => self.hung = true,
                     },
                     FreezerOutput::Reply(line) => reply = Some(Reply::result_of(line.as_bytes())),
-                    FreezerOutput::Resume(_) => {}
-                    FreezerOutput::Exit(_) => self.core = None,
+                    FreezerOutput::Resume(mount) => self.kernel_close(&mount),
+                    FreezerOutput::Exit(_) => self.exited(),
                 }
             }
         }
@@ -232,8 +241,21 @@ impl SimFreezer {
 
     /// Killed, or crashed: the kernel closes its descriptors, resuming everything.
     pub fn die(&mut self) {
-        self.core = None;
+        self.exited();
         self.hung = false;
+    }
+
+    /// The process is gone: the kernel closes every descriptor it still had.
+    fn exited(&mut self) {
+        self.core = None;
+        self.kernel_held.clear();
+    }
+
+    /// One suspend descriptor closed: the kernel resumes that mount.
+    fn kernel_close(&mut self, mount: &str) {
+        if let Some(i) = self.kernel_held.iter().rposition(|(m, _)| m == mount) {
+            self.kernel_held.remove(i);
+        }
     }
 
     /// Feeds one input; true if the freezer exited.
@@ -242,12 +264,17 @@ impl SimFreezer {
             return false;
         };
         core.handle(now, input);
+        let outputs: Vec<FreezerOutput> = std::iter::from_fn(|| core.poll_output()).collect();
         let mut exited = false;
-        while let Some(o) = core.poll_output() {
-            exited |= matches!(o, FreezerOutput::Exit(_));
+        for o in outputs {
+            match o {
+                FreezerOutput::Resume(mount) => self.kernel_close(&mount),
+                FreezerOutput::Exit(_) => exited = true,
+                _ => {}
+            }
         }
         if exited {
-            self.core = None;
+            self.exited();
         }
         exited
     }
@@ -329,6 +356,19 @@ impl SimVssProc {
             .map(|p| p.at)
             .chain(self.machine.poll_timeout())
             .min()
+    }
+}
+
+/// The program and argument a `Run` or `RunHook` effect runs, as one argv (a hook as
+/// `<dir>/<name> <arg>`); `None` for other effects.
+pub fn program_argv(effect: &VssEffect) -> Option<Vec<String>> {
+    match effect {
+        VssEffect::Run { argv, .. } => Some(argv.clone()),
+        VssEffect::RunHook { dir, name, arg, .. } => Some(vec![
+            format!("{}/{name}", dir.trim_end_matches('/')),
+            arg.clone(),
+        ]),
+        _ => None,
     }
 }
 
@@ -485,6 +525,17 @@ pub fn random_setup(prng: &mut crate::prng::Prng) -> VssSetup {
     if prng.chance(1, 4) {
         s.set_policy("zfs", crate::vss::policy_snapshot());
     }
+    // Now and then another watchdog, up to the longest allowed (its backstop then ends
+    // right at the freeze cap); the helper's auto-thaw stays after the backstop.
+    if prng.chance(1, 4) {
+        let max =
+            u64::try_from(hvguest_core::vss::rules::max_watchdog().as_millis()).unwrap_or(u64::MAX);
+        s.config.watchdog = Duration::from_millis(prng.range(15_001, max));
+        let backstop = hvguest_core::vss::rules::freezer_backstop(s.config.watchdog);
+        s.app_auto_thaw = s
+            .app_auto_thaw
+            .max(backstop + Duration::from_millis(prng.range(1, 5000)));
+    }
     s
 }
 
@@ -587,7 +638,7 @@ pub fn policy_snapshot() -> hvguest_core::vss::policy::FsAction {
 
 /// The host's next backup, as a list of (delay, request): usually CHECK, FREEZE, THAW a
 /// moment later; sometimes a THAW that never comes, a double FREEZE (with or without a
-/// THAW), a lone THAW.
+/// THAW), FREEZE repeated for longer than the freeze cap, a lone THAW.
 pub fn random_backup(prng: &mut crate::prng::Prng) -> Vec<(Duration, VssOp)> {
     let ms = |a: u64, b: u64, p: &mut crate::prng::Prng| Duration::from_millis(p.range(a, b));
     match prng.below(10) {
@@ -608,6 +659,22 @@ pub fn random_backup(prng: &mut crate::prng::Prng) -> Vec<(Duration, VssOp)> {
             (ms(0, 50, prng), VssOp::Freeze),
             (ms(1000, 25000, prng), VssOp::Freeze),
         ],
+        // The host keeps repeating FREEZE before each watchdog runs out, for longer
+        // than a freeze may last (issue 11): the cap must thaw, and a FREEZE after it
+        // starts a new freeze. Sometimes a THAW ends it.
+        4 => {
+            let mut plan = vec![
+                (Duration::ZERO, VssOp::Check),
+                (ms(0, 50, prng), VssOp::Freeze),
+            ];
+            for _ in 0..prng.range(3, 7) {
+                plan.push((ms(8000, 15000, prng), VssOp::Freeze));
+            }
+            if prng.chance(1, 2) {
+                plan.push((ms(100, 3000, prng), VssOp::Thaw));
+            }
+            plan
+        }
         _ => vec![
             (Duration::ZERO, VssOp::Check),
             (ms(0, 50, prng), VssOp::Freeze),

@@ -362,6 +362,13 @@ impl EmulatedVss {
         Ok(self.kernel.is_open(Party::Daemon))
     }
 
+    /// The device fails under the daemon: its connection is closed from our side (the
+    /// daemon reads end-of-file, as from a device that went away) and the model hears
+    /// that the daemon's device closed.
+    pub fn disconnect_daemon(&mut self) {
+        self.closed(Party::Daemon);
+    }
+
     /// Whether the application helper has its device open now.
     pub fn app_connected(&mut self) -> io::Result<bool> {
         self.poll_idle()?;

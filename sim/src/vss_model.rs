@@ -191,8 +191,8 @@ impl FreezeChecker {
     /// One effect of the daemon: an error says which rule it breaks.
     pub fn effect(&mut self, e: &VssEffect) -> Result<(), String> {
         let exp = &self.expected;
-        let freeze_arg =
-            matches!(e, VssEffect::Run { argv, .. } if argv.last().is_some_and(|a| a == "freeze"));
+        let freeze_arg = crate::vss::program_argv(e)
+            .is_some_and(|argv| argv.last().is_some_and(|a| a == "freeze"));
         let acts = freeze_arg
             || matches!(
                 e,
@@ -215,7 +215,8 @@ impl FreezeChecker {
             return Err(format!("{e:?} for a FREEZE while already frozen"));
         }
         match e {
-            VssEffect::Run { argv, .. } => {
+            VssEffect::Run { .. } | VssEffect::RunHook { .. } => {
+                let argv = crate::vss::program_argv(e).unwrap_or_default();
                 let name = argv.first().cloned().unwrap_or_default();
                 if a.synced || !a.snapshots.is_empty() || !a.suspended.is_empty() {
                     return Err(format!(
@@ -349,6 +350,7 @@ mod tests {
             path: p.into(),
             read_only: ro,
             source: src.into(),
+            fsid: None,
         }
     }
 

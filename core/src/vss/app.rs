@@ -5,13 +5,16 @@
 //! the chain timed out, and a failed daemon THAW never reaches it. So this machine thaws
 //! by itself `auto_thaw` after its FREEZE if no THAW came. The work is a hook directory
 //! (freeze in name order, thaw in reverse) or one command run with `freeze`/`thaw`.
+//! After `Shutdown` or `DeviceFailed` it thaws what it froze, for at most
+//! [`VSS_EXIT_LIMIT`], then exits.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::kvp::effect::EffectId;
 use crate::limits::{
-    VSS_APP_AUTO_THAW, VSS_APP_DAEMON_RESERVE, VSS_APP_FREEZE_BUDGET, VSS_LISTING, VSS_MIN_STEP,
+    VSS_APP_AUTO_THAW, VSS_APP_DAEMON_RESERVE, VSS_APP_FREEZE_BUDGET, VSS_EXIT_LIMIT, VSS_LISTING,
+    VSS_MIN_STEP,
 };
 use crate::time::Instant;
 use crate::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
@@ -55,6 +58,15 @@ impl Default for AppConfig {
     }
 }
 
+/// One program of a batch, without its argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Program {
+    /// The configured command's argv.
+    Command(Vec<String>),
+    /// A hook of the hook directory, by name.
+    Hook(String),
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Req {
     op: VssOp,
@@ -69,15 +81,15 @@ struct Batch {
     /// Answered at the end (`None`: an auto-thaw or shutdown).
     req: Option<Req>,
     arg: &'static str,
-    /// Programs still to run, each an argv without the argument.
-    todo: VecDeque<Vec<String>>,
+    /// Programs still to run.
+    todo: VecDeque<Program>,
     /// Waiting for the hook list first.
     listing: bool,
     failed: bool,
     /// The freeze work must end by then.
     until: Option<Instant>,
     /// The program running now (for its failure event).
-    running: String,
+    running: Option<Program>,
 }
 
 pub struct AppMachine {
@@ -86,12 +98,14 @@ pub struct AppMachine {
     batch: Option<Batch>,
     in_flight: Option<(EffectId, Instant)>,
     /// Programs whose `freeze` was started: each gets `thaw`, in reverse.
-    started: Vec<Vec<String>>,
+    started: Vec<Program>,
     auto_thaw_at: Option<Instant>,
     /// A FREEZE or THAW that came while a batch (an auto-thaw, or the thaw after a failed
     /// FREEZE) was still running: it starts when the batch ends, or fails at its deadline.
     queued: Option<Req>,
     shutting_down: bool,
+    /// When a shutdown stops waiting for the thaw and exits anyway.
+    exit_by: Option<Instant>,
     exited: bool,
     outputs: VecDeque<VssOutput>,
     next_effect: u64,
@@ -111,9 +125,21 @@ impl AppMachine {
             auto_thaw_at: None,
             queued: None,
             shutting_down: false,
+            exit_by: None,
             exited: false,
             outputs: VecDeque::new(),
             next_effect: 0,
+        }
+    }
+
+    /// A program as the events name it: the command, or the hook's path.
+    fn shown(&self, p: &Program) -> String {
+        match (p, &self.cfg.work) {
+            (Program::Command(argv), _) => argv.first().cloned().unwrap_or_default(),
+            (Program::Hook(name), AppWork::HookDir(dir)) => {
+                format!("{}/{name}", dir.trim_end_matches('/'))
+            }
+            (Program::Hook(name), AppWork::Command(_)) => name.clone(),
         }
     }
 
@@ -130,6 +156,7 @@ impl AppMachine {
         work.into_iter()
             .chain(self.queued.map(|q| q.reply_by))
             .chain(self.thaw_reply_by())
+            .chain(self.exit_by.filter(|_| !self.exited))
             .min()
     }
 
@@ -192,12 +219,16 @@ impl AppMachine {
                         }));
                     self.start_thaw(None);
                 }
+                if self.exit_by.is_some_and(|t| now >= t) {
+                    self.give_up();
+                    return;
+                }
             }
-            VssInput::Shutdown => self.shutting_down = true,
+            VssInput::Shutdown => self.begin_shutdown(),
             VssInput::DeviceFailed(e) => {
                 self.outputs
                     .push_back(VssOutput::Event(VssEvent::DeviceFailed(e)));
-                self.shutting_down = true;
+                self.begin_shutdown();
             }
             VssInput::AnswerLost { bytes, error } => {
                 let msgid = OptMsg::decode(&bytes).map_or(0, |m| m.msgid);
@@ -222,6 +253,37 @@ impl AppMachine {
                 self.outputs.push_back(VssOutput::Exit);
             }
         }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        self.exit_by
+            .get_or_insert(self.now.saturating_add(VSS_EXIT_LIMIT));
+    }
+
+    /// The exit limit passed during a shutdown: say which programs never got their
+    /// `thaw`, and exit.
+    fn give_up(&mut self) {
+        let mut left: Vec<Program> = Vec::new();
+        if let Some(b) = self.batch.take() {
+            if b.arg == "thaw" {
+                // The one running now has not finished its thaw either.
+                left.extend(b.running);
+                left.extend(b.todo);
+            }
+        }
+        left.extend(self.started.drain(..).rev());
+        let unthawed = left.iter().map(|p| self.shown(p)).collect();
+        self.in_flight = None;
+        self.queued = None;
+        self.auto_thaw_at = None;
+        self.outputs
+            .push_back(VssOutput::Event(VssEvent::ExitLimit {
+                unthawed,
+                suspended: Vec::new(),
+            }));
+        self.exited = true;
+        self.outputs.push_back(VssOutput::Exit);
     }
 
     fn answer(&mut self, req: Req, ok: bool) {
@@ -283,7 +345,7 @@ impl AppMachine {
             VssOp::Freeze => {
                 let (todo, listing) = match &self.cfg.work {
                     AppWork::Command(c) if c.is_empty() => (VecDeque::new(), false),
-                    AppWork::Command(c) => (VecDeque::from([c.clone()]), false),
+                    AppWork::Command(c) => (VecDeque::from([Program::Command(c.clone())]), false),
                     AppWork::HookDir(_) => (VecDeque::new(), true),
                 };
                 self.batch = Some(Batch {
@@ -293,7 +355,7 @@ impl AppMachine {
                     listing,
                     failed: false,
                     until: None,
-                    running: String::new(),
+                    running: None,
                 });
                 self.next();
             }
@@ -312,7 +374,7 @@ impl AppMachine {
 
     fn start_thaw(&mut self, req: Option<Req>) {
         self.auto_thaw_at = None;
-        let todo: VecDeque<Vec<String>> = std::mem::take(&mut self.started)
+        let todo: VecDeque<Program> = std::mem::take(&mut self.started)
             .into_iter()
             .rev()
             .collect();
@@ -323,7 +385,7 @@ impl AppMachine {
             listing: false,
             failed: false,
             until: None,
-            running: String::new(),
+            running: None,
         });
         self.next();
     }
@@ -370,28 +432,37 @@ impl AppMachine {
             return;
         }
         match batch.todo.pop_front() {
-            Some(argv) => {
+            Some(program) => {
                 if batch.arg == "freeze" {
-                    self.started.push(argv.clone());
+                    self.started.push(program.clone());
                 }
                 let d = if batch.arg == "freeze" {
                     left
                 } else {
                     b.thaw_hook
                 };
-                batch.running = argv.first().cloned().unwrap_or_default();
-                let mut full = argv;
-                full.push(batch.arg.to_string());
+                let arg = batch.arg.to_string();
+                let effect = match (&program, &self.cfg.work) {
+                    (Program::Command(argv), _) => {
+                        let mut argv = argv.clone();
+                        argv.push(arg);
+                        VssEffect::Run { argv, deadline: d }
+                    }
+                    (Program::Hook(name), work) => VssEffect::RunHook {
+                        dir: match work {
+                            AppWork::HookDir(dir) => dir.clone(),
+                            AppWork::Command(_) => String::new(),
+                        },
+                        name: name.clone(),
+                        arg,
+                        deadline: d,
+                    },
+                };
+                batch.running = Some(program);
                 self.next_effect += 1;
                 let id = EffectId(self.next_effect);
                 self.in_flight = Some((id, self.now.saturating_add(d).saturating_add(b.grace)));
-                self.outputs.push_back(VssOutput::Effect {
-                    id,
-                    effect: VssEffect::Run {
-                        argv: full,
-                        deadline: d,
-                    },
-                });
+                self.outputs.push_back(VssOutput::Effect { id, effect });
             }
             None => {
                 let batch = self.batch.take().expect("checked above");
@@ -406,10 +477,6 @@ impl AppMachine {
     }
 
     fn advance(&mut self, result: Option<VssResult>) {
-        let dir = match &self.cfg.work {
-            AppWork::HookDir(d) => d.trim_end_matches('/').to_string(),
-            AppWork::Command(_) => String::new(),
-        };
         let Some(batch) = self.batch.as_mut() else {
             return;
         };
@@ -418,10 +485,7 @@ impl AppMachine {
             match result {
                 Some(VssResult::Hooks(entries)) => {
                     let (run, skipped) = hooks::select(&entries);
-                    batch.todo = run
-                        .into_iter()
-                        .map(|n| vec![format!("{dir}/{n}")])
-                        .collect();
+                    batch.todo = run.into_iter().map(Program::Hook).collect();
                     for (name, why) in skipped {
                         self.outputs
                             .push_back(VssOutput::Event(VssEvent::HookSkipped { name, why }));
@@ -445,11 +509,12 @@ impl AppMachine {
             _ => ExitStatus::TimedOut,
         };
         if !status.success() {
-            let name = batch.running.clone();
+            let running = batch.running.clone();
             let arg = batch.arg;
             if arg == "freeze" {
                 batch.failed = true;
             }
+            let name = running.map(|p| self.shown(&p)).unwrap_or_default();
             self.outputs
                 .push_back(VssOutput::Event(VssEvent::HookFailed { name, arg, status }));
         }

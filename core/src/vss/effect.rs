@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use crate::kvp::effect::{EffectId, IoError};
 use crate::vss::hooks::HookEntry;
-use crate::vss::policy::Mount;
+use crate::vss::policy::{Fsid, Mount};
+
+/// The errno a driver answers a hook it refuses to run with (`EPERM`, the same on
+/// FreeBSD and Linux).
+pub const HOOK_REFUSED: IoError = IoError(1);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VssEffect {
@@ -12,10 +16,21 @@ pub enum VssEffect {
     ListMounts,
     /// The hook directory's entries with owner and mode: answered with `Hooks`.
     ListHooks,
-    /// Run a program (hook or configured command): stdin/stdout/stderr redirected, its
-    /// own process group, killed at `deadline`. Answered with `Exit`.
+    /// Run a configured command with this argv: stdin/stdout/stderr redirected, its own
+    /// process group, killed at `deadline`. Answered with `Exit`.
     Run {
         argv: Vec<String>,
+        deadline: Duration,
+    },
+    /// Run the hook `name` of the hook directory `dir` with one argument, as `Run` does.
+    /// The driver checks again that the directory may hold hooks, opens the entry
+    /// without following a link, judges what it opened by `hooks::judge` and runs that
+    /// very file (`fexecve`), so that what was judged is what runs. One it refuses is
+    /// answered `Exit(NotStarted(EPERM))`.
+    RunHook {
+        dir: String,
+        name: String,
+        arg: String,
         deadline: Duration,
     },
     /// `zpool sync POOL...`, killed at `deadline`. Answered with `Exit`.
@@ -28,10 +43,14 @@ pub enum VssEffect {
         snapshot: String,
         deadline: Duration,
     },
-    /// To the freezer: open `/dev/ufssuspend` for this mount and UFSSUSPEND it. The
-    /// freezer resumes everything by itself after `auto_thaw_after`, even if we hang.
+    /// To the freezer: open `/dev/ufssuspend` for this mount and UFSSUSPEND it: the file
+    /// system `fsid` when the mount table gave one (the one planned, even if the path
+    /// now leads elsewhere), else the one at `mount`. The freezer resumes everything by
+    /// itself after `auto_thaw_after` (and never later than `VSS_MAX_FROZEN` after its
+    /// first suspension), even if we hang.
     Suspend {
         mount: String,
+        fsid: Option<Fsid>,
         auto_thaw_after: Duration,
     },
     /// To the freezer: close every suspend descriptor (the kernel resumes each).

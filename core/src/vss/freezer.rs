@@ -5,28 +5,32 @@
 //! stdout, one line each way:
 //!
 //! ```text
-//! suspend <auto-thaw ms> <mountpoint>   ->  ok | err <errno> <text>
-//! resume                                ->  ok        (closes every descriptor)
-//! ping [<auto-thaw ms>]                 ->  ok        (and moves the auto-thaw)
+//! suspend <auto-thaw ms> <fsid|-> <mountpoint>  ->  ok | err <errno> <text>
+//! resume                                        ->  ok   (closes every descriptor)
+//! ping [<auto-thaw ms>]                         ->  ok   (and moves the auto-thaw)
 //! ```
 //!
-//! The mount point is the rest of the line (it may hold spaces); `\` and a newline in it
-//! are written `\\` and `\n`. Decoding is total: any bytes give a value or a
+//! The fsid is `val0:val1` (the planned file system, which UFSSUSPEND is given), or `-`
+//! when the mount table had none (the freezer looks the path up). The mount point is the
+//! rest of the line (it may hold spaces); `\`, a newline and a carriage return in it are
+//! written `\\`, `\n` and `\r`. Decoding is total: any bytes give a value or a
 //! [`LineError`].
 //!
 //! [`FreezerCore`] is the freezer's whole behaviour: what to answer, when to resume
 //! everything (stdin closed, a reply that cannot be written, its own auto-thaw passed),
 //! and its auto-thaw deadline, so that not even a hung daemon leaves a file system
-//! suspended. The production freezer (`io-freebsd/src/freezer.rs`) and the simulated
+//! suspended. However often a ping moves it, the auto-thaw never comes later than
+//! [`VSS_MAX_FROZEN`] after the first suspension it still holds. The production freezer (`io-freebsd/src/freezer.rs`) and the simulated
 //! one run it; they only open descriptors and move bytes.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::kvp::effect::IoError;
-use crate::limits::FREEZER_MAX_LINE;
+use crate::limits::{FREEZER_MAX_LINE, VSS_MAX_FROZEN};
 use crate::time::Instant;
 use crate::vss::effect::{VssEffect, VssResult};
+use crate::vss::policy::Fsid;
 
 /// EINVAL: the answer to a line we cannot read.
 const EINVAL: i32 = 22;
@@ -48,7 +52,12 @@ pub enum LineError {
     Number(String),
     #[error("bad escape in the mount point")]
     Escape,
+    #[error("not a file system id (`val0:val1` or `-`): {0:?}")]
+    Fsid(String),
 }
+
+/// ENOENT: UFSSUSPEND's answer when no mounted file system has the fsid given.
+pub const ENOENT: i32 = 2;
 
 /// What the daemon asks the freezer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +65,7 @@ pub enum Command {
     /// Suspend this mount; resume everything by ourselves `auto_thaw_after` from now.
     Suspend {
         mount: String,
+        fsid: Option<Fsid>,
         auto_thaw_after: Duration,
     },
     /// Close every descriptor: the kernel resumes each file system.
@@ -139,9 +149,11 @@ impl Command {
         match effect {
             VssEffect::Suspend {
                 mount,
+                fsid,
                 auto_thaw_after,
             } => Some(Command::Suspend {
                 mount: mount.clone(),
+                fsid: *fsid,
                 auto_thaw_after: *auto_thaw_after,
             }),
             VssEffect::ResumeAll => Some(Command::Resume),
@@ -157,10 +169,12 @@ impl Command {
         match self {
             Command::Suspend {
                 mount,
+                fsid,
                 auto_thaw_after,
             } => format!(
-                "suspend {} {}\n",
+                "suspend {} {} {}\n",
                 auto_thaw_after.as_millis(),
+                fsid.map_or_else(|| "-".to_string(), |f| f.to_string()),
                 escape(mount)
             ),
             Command::Resume => "resume\n".into(),
@@ -179,15 +193,27 @@ impl Command {
         let (word, rest) = s.split_once(' ').unwrap_or((s, ""));
         match word {
             "suspend" => {
-                let (ms, mount) = rest
+                let (ms, rest) = rest
+                    .split_once(' ')
+                    .ok_or(LineError::Arguments("suspend"))?;
+                let (fsid, mount) = rest
                     .split_once(' ')
                     .ok_or(LineError::Arguments("suspend"))?;
                 if mount.is_empty() {
                     return Err(LineError::Arguments("suspend"));
                 }
+                let auto_thaw_after = millis(ms)?;
+                let fsid = match fsid {
+                    "-" => None,
+                    f => Some(
+                        f.parse::<Fsid>()
+                            .map_err(|()| LineError::Fsid(f.chars().take(32).collect()))?,
+                    ),
+                };
                 Ok(Command::Suspend {
                     mount: unescape(mount)?,
-                    auto_thaw_after: millis(ms)?,
+                    fsid,
+                    auto_thaw_after,
                 })
             }
             "resume" if rest.is_empty() => Ok(Command::Resume),
@@ -298,8 +324,9 @@ pub enum FreezerInput {
 /// What the core asks its driver to do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FreezerOutput {
-    /// Open `/dev/ufssuspend` and suspend this mount; report with `Suspended`.
-    Suspend(String),
+    /// Open `/dev/ufssuspend` and suspend the file system `fsid` (the one planned), or,
+    /// without one, the one at `mount`; report with `Suspended`.
+    Suspend { mount: String, fsid: Option<Fsid> },
     /// Close this mount's descriptor (later suspensions first).
     Resume(String),
     /// Write this line to stdout.
@@ -329,8 +356,11 @@ pub struct FreezerCore {
     now: Instant,
     held: Vec<Held>,
     auto_thaw_at: Option<Instant>,
-    /// The suspension being made, and the auto-thaw it asked for.
-    suspending: Option<(String, Duration)>,
+    /// [`VSS_MAX_FROZEN`] after the first suspension still held: the auto-thaw never
+    /// moves past it.
+    cap_at: Option<Instant>,
+    /// The suspension being made (mount, fsid), and the auto-thaw it asked for.
+    suspending: Option<(String, Option<Fsid>, Duration)>,
     exited: Option<ExitWhy>,
     outputs: VecDeque<FreezerOutput>,
 }
@@ -341,6 +371,7 @@ impl FreezerCore {
             now,
             held: Vec::new(),
             auto_thaw_at: None,
+            cap_at: None,
             suspending: None,
             exited: None,
             outputs: VecDeque::new(),
@@ -426,6 +457,7 @@ impl FreezerCore {
             Err(e) => self.reply_err(EINVAL, &e.to_string()),
             Ok(Command::Suspend {
                 mount,
+                fsid,
                 auto_thaw_after,
             }) => {
                 if self.holds(&mount) {
@@ -433,38 +465,55 @@ impl FreezerCore {
                     self.reply_err(EINVAL, "already suspended");
                     return;
                 }
-                self.suspending = Some((mount.clone(), auto_thaw_after));
-                self.outputs.push_back(FreezerOutput::Suspend(mount));
+                self.suspending = Some((mount.clone(), fsid, auto_thaw_after));
+                self.outputs
+                    .push_back(FreezerOutput::Suspend { mount, fsid });
             }
             Ok(Command::Resume) => {
                 self.resume_all();
                 self.reply(Reply::Ok);
             }
             Ok(Command::Ping { auto_thaw_after }) => {
-                // A FREEZE while frozen: our own auto-thaw starts again.
+                // A FREEZE while frozen: our own auto-thaw starts again, up to the cap.
                 if let (Some(d), true) = (auto_thaw_after, self.is_holding()) {
-                    self.auto_thaw_at = Some(self.now.saturating_add(d));
+                    self.auto_thaw_at = Some(self.capped(self.now.saturating_add(d)));
                 }
                 self.reply(Reply::Ok);
             }
         }
     }
 
+    /// `at`, or the cap if that is sooner.
+    fn capped(&self, at: Instant) -> Instant {
+        self.cap_at.map_or(at, |cap| at.min(cap))
+    }
+
     fn on_suspended(&mut self, result: Result<(), IoError>) {
-        let Some((mount, after)) = self.suspending.take() else {
+        let Some((mount, fsid, after)) = self.suspending.take() else {
             return; // not asked for: nothing to do
         };
         match result {
             Ok(()) => {
+                if self.held.is_empty() {
+                    self.cap_at = Some(self.now.saturating_add(VSS_MAX_FROZEN));
+                }
                 self.held.push(Held {
                     mount,
                     since: self.now,
                 });
-                self.auto_thaw_at = Some(self.now.saturating_add(after));
+                self.auto_thaw_at = Some(self.capped(self.now.saturating_add(after)));
                 self.reply(Reply::Ok);
             }
             Err(e) => {
-                let text = format!("suspending {mount}: {e}");
+                let text = match fsid {
+                    // What UFSSUSPEND says when no mounted file system has that fsid.
+                    Some(f) if e.0 == ENOENT => format!(
+                        "the file system planned for {mount} (fsid {f}) is no longer \
+                         mounted; not suspended"
+                    ),
+                    Some(f) => format!("suspending {mount} (fsid {f}): {e}"),
+                    None => format!("suspending {mount}: {e}"),
+                };
                 self.reply_err(e.0, &text);
             }
         }
@@ -476,6 +525,7 @@ impl FreezerCore {
             self.outputs.push_back(FreezerOutput::Resume(h.mount));
         }
         self.auto_thaw_at = None;
+        self.cap_at = None;
     }
 
     fn leave(&mut self, why: ExitWhy, code: i32) {
@@ -514,11 +564,18 @@ mod tests {
         for c in [
             Command::Suspend {
                 mount: "/".into(),
+                fsid: None,
                 auto_thaw_after: ms(31_000),
             },
             Command::Suspend {
                 mount: "/mnt/with space\\and\nnewline\r".into(),
+                fsid: Some(Fsid([-7, i32::MAX])),
                 auto_thaw_after: ms(0),
+            },
+            Command::Suspend {
+                mount: "- 1:2 -".into(),
+                fsid: Some(Fsid([1, 2])),
+                auto_thaw_after: ms(1),
             },
             Command::Resume,
             Command::Ping {
@@ -535,10 +592,20 @@ mod tests {
         assert_eq!(
             Command::Suspend {
                 mount: "/var".into(),
+                fsid: None,
                 auto_thaw_after: ms(31_000)
             }
             .encode(),
-            "suspend 31000 /var\n"
+            "suspend 31000 - /var\n"
+        );
+        assert_eq!(
+            Command::Suspend {
+                mount: "/mnt/Backup Disk".into(),
+                fsid: Some(Fsid([1_694_829_551, 53])),
+                auto_thaw_after: ms(31_000)
+            }
+            .encode(),
+            "suspend 31000 1694829551:53 /mnt/Backup Disk\n"
         );
     }
 
@@ -579,14 +646,17 @@ mod tests {
             (b"freeze /\n", LineError::Unknown("freeze".into())),
             (b"suspend\n", LineError::Arguments("suspend")),
             (b"suspend 10\n", LineError::Arguments("suspend")),
-            (b"suspend x /\n", LineError::Number("x".into())),
-            (b"suspend -1 /\n", LineError::Number("-1".into())),
+            (b"suspend 10 /\n", LineError::Arguments("suspend")),
+            (b"suspend x - /\n", LineError::Number("x".into())),
+            (b"suspend -1 - /\n", LineError::Number("-1".into())),
+            (b"suspend 1 1;2 /\n", LineError::Fsid("1;2".into())),
+            (b"suspend 1 /mnt /\n", LineError::Fsid("/mnt".into())),
             (
-                b"suspend 99999999999999999999999 /\n",
+                b"suspend 99999999999999999999999 - /\n",
                 LineError::Number("99999999999999999999999".into()),
             ),
-            (b"suspend 1 /a\\\n", LineError::Escape),
-            (b"suspend 1 /a\\x\n", LineError::Escape),
+            (b"suspend 1 - /a\\\n", LineError::Escape),
+            (b"suspend 1 - /a\\x\n", LineError::Escape),
             (b"resume now\n", LineError::Arguments("resume")),
             (b"ping soon\n", LineError::Number("soon".into())),
         ];
@@ -618,13 +688,19 @@ mod tests {
     #[test]
     fn suspend_resume_and_answers() {
         let mut f = FreezerCore::new(at(0));
-        f.handle(at(1), line("suspend 1000 /var\n"));
-        assert_eq!(drain(&mut f), vec![FreezerOutput::Suspend("/var".into())]);
+        f.handle(at(1), line("suspend 1000 - /var\n"));
+        assert_eq!(
+            drain(&mut f),
+            vec![FreezerOutput::Suspend {
+                mount: "/var".into(),
+                fsid: None
+            }]
+        );
         assert!(f.busy());
         f.handle(at(2), FreezerInput::Suspended(Ok(())));
         assert_eq!(drain(&mut f), vec![reply("ok\n")]);
         assert_eq!(f.poll_timeout(), Some(at(1002)));
-        f.handle(at(3), line("suspend 1000 /\n"));
+        f.handle(at(3), line("suspend 1000 - /\n"));
         drain(&mut f);
         f.handle(at(4), FreezerInput::Suspended(Err(IoError(16))));
         assert_eq!(
@@ -633,7 +709,7 @@ mod tests {
         );
         // A failed suspension leaves the auto-thaw where it was.
         assert_eq!(f.poll_timeout(), Some(at(1002)));
-        f.handle(at(5), line("suspend 1000 /var\n"));
+        f.handle(at(5), line("suspend 1000 - /var\n"));
         assert_eq!(drain(&mut f), vec![reply("err 22 already suspended\n")]);
         f.handle(at(6), line("resume\n"));
         assert_eq!(
@@ -656,7 +732,7 @@ mod tests {
     fn auto_thaw_resumes_in_reverse_and_exits() {
         let mut f = FreezerCore::new(at(0));
         for (i, m) in ["/var", "/"].iter().enumerate() {
-            f.handle(at(i as u64), line(&format!("suspend 100 {m}\n")));
+            f.handle(at(i as u64), line(&format!("suspend 100 - {m}\n")));
             drain(&mut f);
             f.handle(at(i as u64), FreezerInput::Suspended(Ok(())));
             drain(&mut f);
@@ -687,6 +763,55 @@ mod tests {
         assert!(drain(&mut f).is_empty());
     }
 
+    /// Issue 11, Low 6: pings (a FREEZE while frozen) move the auto-thaw, but never past
+    /// `VSS_MAX_FROZEN` after the first suspension still held.
+    #[test]
+    fn pings_never_move_the_auto_thaw_past_the_cap() {
+        let cap = 60_000;
+        let mut f = FreezerCore::new(at(0));
+        f.handle(at(10), line("suspend 31000 - /var\n"));
+        drain(&mut f);
+        f.handle(at(10), FreezerInput::Suspended(Ok(())));
+        drain(&mut f);
+        for t in [20_000, 40_000, 55_000] {
+            f.handle(at(10 + t), line("ping 31000\n"));
+            assert_eq!(drain(&mut f), vec![reply("ok\n")]);
+            assert!(
+                f.poll_timeout() <= Some(at(10 + cap)),
+                "{:?}",
+                f.poll_timeout()
+            );
+        }
+        // A later suspension (a second FREEZE after a failed one) does not restart it.
+        f.handle(at(56_000), line("suspend 31000 - /\n"));
+        drain(&mut f);
+        f.handle(at(56_000), FreezerInput::Suspended(Ok(())));
+        drain(&mut f);
+        assert_eq!(f.poll_timeout(), Some(at(10 + cap)));
+        f.handle(at(10 + cap), FreezerInput::Timer);
+        assert_eq!(
+            drain(&mut f),
+            vec![
+                FreezerOutput::Resume("/".into()),
+                FreezerOutput::Resume("/var".into()),
+                FreezerOutput::Exit(0)
+            ]
+        );
+        // Everything resumed: a new first suspension starts a new cap.
+        let mut f = FreezerCore::new(at(0));
+        f.handle(at(1), line("suspend 100 - /\n"));
+        drain(&mut f);
+        f.handle(at(1), FreezerInput::Suspended(Ok(())));
+        drain(&mut f);
+        f.handle(at(2), line("resume\n"));
+        drain(&mut f);
+        f.handle(at(50_000), line("suspend 31000 - /\n"));
+        drain(&mut f);
+        f.handle(at(50_000), FreezerInput::Suspended(Ok(())));
+        drain(&mut f);
+        assert_eq!(f.poll_timeout(), Some(at(81_000)));
+    }
+
     #[test]
     fn ping_while_holding_nothing_sets_no_auto_thaw() {
         let mut f = FreezerCore::new(at(0));
@@ -702,7 +827,7 @@ mod tests {
             (FreezerInput::OutputFailed, 1, ExitWhy::OutputFailed),
         ] {
             let mut f = FreezerCore::new(at(0));
-            f.handle(at(1), line("suspend 100 /\n"));
+            f.handle(at(1), line("suspend 100 - /\n"));
             drain(&mut f);
             f.handle(at(1), FreezerInput::Suspended(Ok(())));
             drain(&mut f);

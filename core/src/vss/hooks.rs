@@ -5,6 +5,13 @@
 //! A hook must be a regular executable file owned by root and not writable by group or
 //! others (anyone who can write it could run code as root during every backup); editor
 //! and package-manager leftovers are skipped, as backup agents do.
+//!
+//! The driver applies [`judge`] twice: to the listing, which selects the hooks, and to
+//! the very file it opens to run one (`VssEffect::RunHook`), so that a file swapped in
+//! between is judged too. It also refuses a hook directory that anyone but root could
+//! change (it, or a directory above it, writable by group or others, or a symbolic
+//! link; io-freebsd's `programs.rs`), and lists entries without following links: a
+//! link reaches [`judge`] as not a regular file.
 
 /// A directory entry as the driver found it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,14 +18,22 @@
 //! refuses a multi-threaded caller). Its exit resumes everything; the machine is told
 //! with `FreezerExited` and treats it so. Log events are held while anything is
 //! suspended (a log write to a suspended file system would block) and released after.
+//!
+//! A FREEZE while frozen starts the watchdog again, but a freeze never lasts longer than
+//! [`VSS_MAX_FROZEN`] from its first suspension: the machine thaws the freezer's backstop
+//! before it (and refuses a FREEZE that comes later), and never asks the freezer to hold
+//! past it. After `Shutdown` or `DeviceFailed` the machine runs on without the device to
+//! thaw what it froze, for at most [`VSS_EXIT_LIMIT`]; then it says what it gave up and
+//! exits.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::kvp::effect::{EffectId, IoError};
 use crate::limits::{
-    VSS_ANSWER_MARGIN, VSS_GRACE, VSS_HOOK, VSS_HOOKS_TOTAL, VSS_KERNEL_DEADLINE, VSS_LISTING,
-    VSS_MIN_STEP, VSS_ROLLBACK, VSS_SNAPSHOT, VSS_SUSPEND, VSS_SYNC, VSS_THAW_HOOK, VSS_WATCHDOG,
+    VSS_ANSWER_MARGIN, VSS_EXIT_LIMIT, VSS_FREEZER_BACKSTOP, VSS_GRACE, VSS_HOOK, VSS_HOOKS_TOTAL,
+    VSS_KERNEL_DEADLINE, VSS_LISTING, VSS_MAX_FROZEN, VSS_MIN_STEP, VSS_ROLLBACK, VSS_SNAPSHOT,
+    VSS_SUSPEND, VSS_SYNC, VSS_THAW_HOOK, VSS_WATCHDOG,
 };
 use crate::time::Instant;
 use crate::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
@@ -153,6 +161,18 @@ pub enum VssEvent {
     WatchdogThaw {
         frozen_for: Duration,
     },
+    /// Frozen for `VSS_MAX_FROZEN` less the freezer's backstop since the first
+    /// suspension, however often FREEZE came: thawing (or, for a FREEZE that came then,
+    /// refusing it and thawing).
+    FreezeCapReached {
+        frozen_for: Duration,
+    },
+    /// `VSS_EXIT_LIMIT` after the shutdown began, the thaw is given up: these hooks never
+    /// got their `thaw`, these mounts are left to the freezer's exit.
+    ExitLimit {
+        unthawed: Vec<String>,
+        suspended: Vec<String>,
+    },
     FreezerExited {
         held: Vec<String>,
     },
@@ -259,8 +279,13 @@ pub struct VssMachine {
     /// Freeze hooks started since the last thaw: each gets its `thaw`.
     hooks_started: Vec<String>,
     frozen_since: Option<Instant>,
+    /// When this freeze began to hold anything: its first suspension (or, with nothing
+    /// to suspend, its OK answer). The cap counts from here.
+    frozen_from: Option<Instant>,
     watchdog_at: Option<Instant>,
     shutting_down: bool,
+    /// When a shutdown stops waiting for the thaw and exits anyway.
+    exit_by: Option<Instant>,
     /// The freezer died while a chain that cannot absorb it (a CHECK) was running: the
     /// thaw that follows its death waits for that chain.
     thaw_after_chain: bool,
@@ -312,8 +337,10 @@ impl VssMachine {
             suspended: Vec::new(),
             hooks_started: Vec::new(),
             frozen_since: None,
+            frozen_from: None,
             watchdog_at: None,
             shutting_down: false,
+            exit_by: None,
             thaw_after_chain: false,
             exited: false,
             held: Vec::new(),
@@ -350,7 +377,31 @@ impl VssMachine {
         if self.chain.is_none() {
             t.extend(self.watchdog_at);
         }
+        t.extend(self.exit_by.filter(|_| !self.exited));
         t.into_iter().min()
+    }
+
+    /// When the cap makes us thaw: the freezer's backstop before [`VSS_MAX_FROZEN`] is
+    /// up, so that we thaw first and say why.
+    fn cap_thaw_at(&self) -> Option<Instant> {
+        self.frozen_from
+            .map(|f| f.saturating_add(VSS_MAX_FROZEN.saturating_sub(VSS_FREEZER_BACKSTOP)))
+    }
+
+    /// The watchdog for an OK answered now: `watchdog` from now, or the cap if sooner.
+    fn watchdog_from_now(&self) -> Instant {
+        let w = self.now.saturating_add(self.cfg.watchdog);
+        self.cap_thaw_at().map_or(w, |c| w.min(c))
+    }
+
+    /// The freezer's own auto-thaw, asked for now: its backstop after our watchdog, but
+    /// never past the cap.
+    fn freezer_auto_thaw(&self) -> Duration {
+        let backstop = rules::freezer_backstop(self.cfg.watchdog);
+        match self.frozen_from {
+            Some(f) => backstop.min(f.saturating_add(VSS_MAX_FROZEN).saturating_since(self.now)),
+            None => backstop.min(VSS_MAX_FROZEN),
+        }
     }
 
     fn event(&mut self, e: VssEvent) {
@@ -414,6 +465,8 @@ impl VssMachine {
                     self.event(VssEvent::DeviceFailed(e));
                 }
                 self.shutting_down = true;
+                self.exit_by
+                    .get_or_insert(now.saturating_add(VSS_EXIT_LIMIT));
                 if matches!(self.chain, Some(Chain::Freeze(_))) {
                     // Never answer OK to a FREEZE we are about to undo: roll it back now
                     // (the effect in flight is abandoned; its result will be ignored).
@@ -427,7 +480,7 @@ impl VssMachine {
 
     /// Starts queued work once the current chain is done.
     fn settle(&mut self) {
-        if self.chain.is_some() {
+        if self.chain.is_some() || self.exited {
             return;
         }
         if std::mem::take(&mut self.thaw_after_chain) {
@@ -497,13 +550,25 @@ impl VssMachine {
                 self.chain = Some(Chain::Check(req));
                 self.effect(VssEffect::ListMounts, req.reply_by, "list mounts");
             }
+            VssOp::Freeze
+                if self.frozen_since.is_some()
+                    && self.cap_thaw_at().is_some_and(|c| self.now >= c) =>
+            {
+                // Frozen as long as a freeze may last: no more OKs. Thaw and fail it;
+                // the host may start a new backup.
+                let frozen_for = self
+                    .frozen_from
+                    .map_or(Duration::ZERO, |f| self.now.saturating_since(f));
+                self.event(VssEvent::FreezeCapReached { frozen_for });
+                self.begin_thaw(ThawWhy::FreezeFailed, Some(req));
+            }
             VssOp::Freeze if self.frozen_since.is_some() => {
                 // Already frozen: nothing to suspend twice, but the freezer may have died
                 // a moment ago without us knowing yet. A round trip to it tells.
                 self.chain = Some(Chain::Refreeze(req));
                 self.effect(
                     VssEffect::PingFreezer {
-                        auto_thaw_after: rules::freezer_backstop(self.cfg.watchdog),
+                        auto_thaw_after: self.freezer_auto_thaw(),
                     },
                     self.now.saturating_add(self.cfg.budget.rollback),
                     "ping freezer",
@@ -551,6 +616,12 @@ impl VssMachine {
         }
         let effect = match effect {
             VssEffect::Run { argv, .. } => VssEffect::Run { argv, deadline: d },
+            VssEffect::RunHook { dir, name, arg, .. } => VssEffect::RunHook {
+                dir,
+                name,
+                arg,
+                deadline: d,
+            },
             VssEffect::ZpoolSync { pools, .. } => VssEffect::ZpoolSync { pools, deadline: d },
             VssEffect::ZfsSnapshot { snapshot, .. } => VssEffect::ZfsSnapshot {
                 snapshot,
@@ -568,12 +639,13 @@ impl VssMachine {
         true
     }
 
-    fn hook_argv(&self, name: &str, arg: &str) -> Vec<String> {
-        let dir = self.cfg.hook_dir.as_deref().unwrap_or("");
-        vec![
-            format!("{}/{name}", dir.trim_end_matches('/')),
-            arg.to_string(),
-        ]
+    fn hook_effect(&self, name: &str, arg: &str, deadline: Duration) -> VssEffect {
+        VssEffect::RunHook {
+            dir: self.cfg.hook_dir.clone().unwrap_or_default(),
+            name: name.to_string(),
+            arg: arg.to_string(),
+            deadline,
+        }
     }
 
     /// Moves the running chain on with the result of its effect (`None`: given up).
@@ -611,7 +683,7 @@ impl VssMachine {
             Some(Chain::Refreeze(req)) => {
                 if result == Some(VssResult::Done) || self.suspended.is_empty() {
                     self.event(VssEvent::AlreadyFrozen);
-                    self.watchdog_at = Some(self.now.saturating_add(self.cfg.watchdog));
+                    self.watchdog_at = Some(self.watchdog_from_now());
                     self.answer(req, true);
                 } else {
                     // The freezer is gone: what it held is resumed. Fail this FREEZE
@@ -742,14 +814,8 @@ impl VssMachine {
                             .hooks_until
                             .get_or_insert(self.now.saturating_add(b.hooks_total));
                         let want = b.hook.min(until.saturating_since(self.now));
-                        let argv = self.hook_argv(&name, "freeze");
-                        if self.freeze_effect(
-                            VssEffect::Run {
-                                argv,
-                                deadline: want,
-                            },
-                            want,
-                        ) {
+                        let effect = self.hook_effect(&name, "freeze", want);
+                        if self.freeze_effect(effect, want) {
                             // Only a hook that started gets its thaw.
                             self.hooks_started.push(name);
                         }
@@ -797,12 +863,17 @@ impl VssMachine {
                         let left = f
                             .suspend_until
                             .map_or(b.suspend, |u| u.saturating_since(self.now));
+                        let fsid = f.plan.fsids.get(&mount).copied();
+                        // The cap counts from the first suspension asked for (the
+                        // freezer's own count starts no earlier).
+                        self.frozen_from.get_or_insert(self.now);
                         // The freezer thaws by itself at the watchdog even if we hang.
                         let effect = VssEffect::Suspend {
                             mount,
+                            fsid,
                             // A backstop just after our own watchdog, which
                             // normally thaws first (and says why).
-                            auto_thaw_after: rules::freezer_backstop(self.cfg.watchdog),
+                            auto_thaw_after: self.freezer_auto_thaw(),
                         };
                         self.freeze_effect(effect, left);
                         return;
@@ -811,7 +882,8 @@ impl VssMachine {
                     let req = f.req;
                     self.chain = None;
                     self.frozen_since = Some(self.now);
-                    self.watchdog_at = Some(self.now.saturating_add(self.cfg.watchdog));
+                    self.frozen_from.get_or_insert(self.now);
+                    self.watchdog_at = Some(self.watchdog_from_now());
                     self.answer(req, true);
                     return;
                 }
@@ -832,6 +904,7 @@ impl VssMachine {
         let mut hooks = std::mem::take(&mut self.hooks_started);
         hooks.reverse();
         self.frozen_since = None;
+        self.frozen_from = None;
         self.watchdog_at = None;
         self.chain = Some(Chain::Thaw(Thaw {
             why,
@@ -876,9 +949,9 @@ impl VssMachine {
         if let Some(name) = t.hooks.get(t.next).cloned() {
             t.next += 1;
             let d = self.cfg.budget.thaw_hook;
-            let argv = self.hook_argv(&name, "thaw");
+            let effect = self.hook_effect(&name, "thaw", d);
             self.effect(
-                VssEffect::Run { argv, deadline: d },
+                effect,
                 self.now
                     .saturating_add(d)
                     .saturating_add(self.cfg.budget.grace),
@@ -1051,12 +1124,53 @@ impl VssMachine {
         if self.chain.is_none() {
             if let (Some(at), Some(since)) = (self.watchdog_at, self.frozen_since) {
                 if self.now >= at {
-                    self.event(VssEvent::WatchdogThaw {
-                        frozen_for: self.now.saturating_since(since),
+                    let capped = self.cap_thaw_at().is_some_and(|c| self.now >= c);
+                    self.event(match (capped, self.frozen_from) {
+                        (true, Some(from)) => VssEvent::FreezeCapReached {
+                            frozen_for: self.now.saturating_since(from),
+                        },
+                        _ => VssEvent::WatchdogThaw {
+                            frozen_for: self.now.saturating_since(since),
+                        },
                     });
                     self.begin_thaw(ThawWhy::Watchdog, None);
                 }
             }
         }
+        if self.exit_by.is_some_and(|t| self.now >= t) {
+            self.give_up();
+        }
+    }
+
+    /// The exit limit passed during a shutdown: say what is left undone and exit. The
+    /// driver's closing of the freezer resumes whatever is still suspended.
+    fn give_up(&mut self) {
+        let mut unthawed = Vec::new();
+        if let Some(Chain::Thaw(t)) = self.chain.take() {
+            // The hook running now never finished its thaw either.
+            let from = if t.stage == ThawStage::Hooks {
+                t.next.saturating_sub(1)
+            } else {
+                t.next
+            };
+            unthawed.extend(t.hooks.into_iter().skip(from));
+        }
+        unthawed.extend(self.hooks_started.drain(..).rev());
+        let suspended = std::mem::take(&mut self.suspended);
+        self.in_flight = None;
+        self.queued = None;
+        self.frozen_since = None;
+        self.frozen_from = None;
+        self.watchdog_at = None;
+        for e in std::mem::take(&mut self.held) {
+            self.outputs.push_back(VssOutput::Event(e));
+        }
+        self.outputs
+            .push_back(VssOutput::Event(VssEvent::ExitLimit {
+                unthawed,
+                suspended,
+            }));
+        self.exited = true;
+        self.outputs.push_back(VssOutput::Exit);
     }
 }

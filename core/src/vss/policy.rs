@@ -44,6 +44,38 @@ impl FsAction {
     }
 }
 
+/// A file system's identity while it is mounted: `statfs.f_fsid`, two 32-bit words
+/// (docs/protocol/vss.md §8.3). UFSSUSPEND takes it, not a path; so the freezer suspends
+/// exactly the file system the plan was made for, even if another one was mounted at
+/// the same path since the mount table was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Fsid(pub [i32; 2]);
+
+impl std::fmt::Display for Fsid {
+    /// `val0:val1`, as the freezer's line protocol writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.0[0], self.0[1])
+    }
+}
+
+impl std::str::FromStr for Fsid {
+    type Err = ();
+
+    /// `val0:val1`, each a decimal `i32`.
+    fn from_str(s: &str) -> Result<Fsid, ()> {
+        let (a, b) = s.split_once(':').ok_or(())?;
+        let word = |w: &str| {
+            let digits = w.strip_prefix('-').unwrap_or(w);
+            if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(());
+            }
+            w.parse::<i32>().map_err(|_| ())
+        };
+        Ok(Fsid([word(a)?, word(b)?]))
+    }
+}
+
 /// One entry of the mount table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -53,6 +85,9 @@ pub struct Mount {
     pub read_only: bool,
     /// `f_mntfromname`: the device, dataset (`zroot/ROOT/default`) or nullfs source.
     pub source: String,
+    /// `f_fsid`, where the mount table gives it (FreeBSD's `getmntinfo`; emulation
+    /// derives one from the source). Without it the freezer looks the path up itself.
+    pub fsid: Option<Fsid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +144,9 @@ pub struct FreezePlan {
     pub snapshot_pools: Vec<String>,
     /// Mount points to suspend, `/` last (deeper mounts first).
     pub suspend: Vec<String>,
+    /// The `f_fsid` of each mount point to suspend, where the table gives one: the file
+    /// system mounted last at that path, the one a lookup of the path finds.
+    pub fsids: BTreeMap<String, Fsid>,
 }
 
 impl FreezePlan {
@@ -170,7 +208,13 @@ impl Policy {
                         path: m.path.clone(),
                     })
                 }
-                FsAction::Suspend => plan.suspend.push(m.path.clone()),
+                FsAction::Suspend => {
+                    plan.suspend.push(m.path.clone());
+                    match m.fsid {
+                        Some(f) => plan.fsids.insert(m.path.clone(), f),
+                        None => plan.fsids.remove(&m.path),
+                    };
+                }
                 FsAction::Sync => plan.sync_pools.push(zfs_pool(&m.source)),
                 FsAction::Snapshot => {
                     plan.sync_pools.push(zfs_pool(&m.source));
@@ -209,7 +253,40 @@ mod tests {
             path: path.into(),
             read_only: ro,
             source: source.into(),
+            fsid: None,
         }
+    }
+
+    #[test]
+    fn fsids_are_planned_for_the_mounts_to_suspend() {
+        let with = |path: &str, source: &str, id: i32| Mount {
+            fsid: Some(Fsid([id, 53])),
+            ..m("ufs", path, false, source)
+        };
+        let mounts = [
+            with("/", "/dev/da0p2", 1),
+            with("/var", "/dev/da0p3", 2),
+            // Mounted over the first /var: a lookup of /var finds this one.
+            with("/var", "/dev/da1p1", 3),
+            m("zfs", "/home", false, "zroot/home"),
+        ];
+        let p = Policy::default().plan(&mounts).unwrap();
+        assert_eq!(p.suspend, vec!["/var", "/"]);
+        assert_eq!(p.fsids.get("/var"), Some(&Fsid([3, 53])));
+        assert_eq!(p.fsids.get("/"), Some(&Fsid([1, 53])));
+        assert_eq!(p.fsids.len(), 2);
+        for (text, want) in [
+            ("1:53", Ok(Fsid([1, 53]))),
+            ("-2147483648:2147483647", Ok(Fsid([i32::MIN, i32::MAX]))),
+            ("1:", Err(())),
+            ("1", Err(())),
+            ("+1:2", Err(())),
+            ("1:2:3", Err(())),
+            ("2147483648:0", Err(())),
+        ] {
+            assert_eq!(text.parse::<Fsid>(), want, "{text}");
+        }
+        assert_eq!(Fsid([-1, 7]).to_string(), "-1:7");
     }
 
     #[test]

@@ -12,13 +12,20 @@
 //!   [`VSS_FREEZER_BACKSTOP`]), so file systems are resumed before the application, as
 //!   the kernel orders a THAW.
 //! * The application helper's freeze work fits inside the kernel's deadline.
+//! * Every duration has an upper bound ([`RuleError::TooLong`]): the watchdog and its
+//!   backstop fit in [`VSS_MAX_FROZEN`], a hook in the kernel's deadline, a thaw hook in
+//!   [`VSS_MAX_THAW_HOOK`] (so one still runs within the exit limit), the application's
+//!   auto-thaw in [`VSS_MAX_APP_AUTO_THAW`]. No value, however large, reaches the
+//!   arithmetic further on.
 //!
 //! [`VssMachine::new`]: crate::vss::machine::VssMachine::new
 //! [`AppMachine::new`]: crate::vss::app::AppMachine::new
 
 use std::time::Duration;
 
-use crate::limits::VSS_FREEZER_BACKSTOP;
+use crate::limits::{
+    VSS_EXIT_LIMIT, VSS_FREEZER_BACKSTOP, VSS_MAX_APP_AUTO_THAW, VSS_MAX_FROZEN, VSS_MAX_THAW_HOOK,
+};
 use crate::vss::app::AppConfig;
 use crate::vss::machine::{Budget, VssConfig};
 
@@ -35,6 +42,8 @@ pub fn show(d: Duration) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Setting {
     Watchdog,
+    HookTimeout,
+    ThawHookTimeout,
     HooksTotal,
     ZpoolSync,
     ZfsSnapshot,
@@ -48,6 +57,8 @@ impl Setting {
     pub fn key(self) -> &'static str {
         match self {
             Setting::Watchdog => "watchdog",
+            Setting::HookTimeout => "hook_timeout",
+            Setting::ThawHookTimeout => "thaw_hook_timeout",
             Setting::HooksTotal => "hooks_total",
             Setting::ZpoolSync => "zpool_sync_timeout",
             Setting::ZfsSnapshot => "zfs_snapshot_timeout",
@@ -89,6 +100,12 @@ pub enum RuleError {
     },
     #[error("must be under {} (the kernel's deadline)", show(*.kernel))]
     AppFreezeBudgetTooLong { budget: Duration, kernel: Duration },
+    #[error("must be at most {} ({why})", show(*.max))]
+    TooLong {
+        setting: Setting,
+        max: Duration,
+        why: String,
+    },
 }
 
 impl RuleError {
@@ -104,6 +121,17 @@ impl RuleError {
             ],
             RuleError::AutoThawTooEarly { .. } => &[Setting::Watchdog, Setting::AppAutoThaw],
             RuleError::AppFreezeBudgetTooLong { .. } => &[Setting::AppFreezeBudget],
+            RuleError::TooLong { setting, .. } => match setting {
+                Setting::Watchdog => &[Setting::Watchdog],
+                Setting::HookTimeout => &[Setting::HookTimeout],
+                Setting::ThawHookTimeout => &[Setting::ThawHookTimeout],
+                Setting::HooksTotal => &[Setting::HooksTotal],
+                Setting::ZpoolSync => &[Setting::ZpoolSync],
+                Setting::ZfsSnapshot => &[Setting::ZfsSnapshot],
+                Setting::Suspend => &[Setting::Suspend],
+                Setting::AppAutoThaw => &[Setting::AppAutoThaw],
+                Setting::AppFreezeBudget => &[Setting::AppFreezeBudget],
+            },
         }
     }
 }
@@ -112,6 +140,28 @@ impl RuleError {
 /// which normally thaws first (and says why).
 pub fn freezer_backstop(watchdog: Duration) -> Duration {
     watchdog.saturating_add(VSS_FREEZER_BACKSTOP)
+}
+
+/// The longest watchdog: with the freezer's backstop after it, it fits in
+/// [`VSS_MAX_FROZEN`].
+pub fn max_watchdog() -> Duration {
+    VSS_MAX_FROZEN.saturating_sub(VSS_FREEZER_BACKSTOP)
+}
+
+fn at_most(
+    setting: Setting,
+    value: Duration,
+    max: Duration,
+    why: impl FnOnce() -> String,
+) -> Result<(), RuleError> {
+    if value > max {
+        return Err(RuleError::TooLong {
+            setting,
+            max,
+            why: why(),
+        });
+    }
+    Ok(())
 }
 
 /// The daemon's rules alone (what [`VssMachine::new`] asserts).
@@ -125,10 +175,31 @@ pub fn check_daemon(cfg: &VssConfig) -> Result<(), RuleError> {
             kernel: b.kernel,
         });
     }
+    at_most(Setting::Watchdog, cfg.watchdog, max_watchdog(), || {
+        format!(
+            "with the freezer's {} backstop after it, file systems stay frozen at most {}",
+            show(VSS_FREEZER_BACKSTOP),
+            show(VSS_MAX_FROZEN)
+        )
+    })?;
     check_budget(b)
 }
 
 fn check_budget(b: &Budget) -> Result<(), RuleError> {
+    at_most(Setting::HookTimeout, b.hook, b.kernel, || {
+        "a freeze hook runs inside the kernel's deadline".into()
+    })?;
+    at_most(
+        Setting::ThawHookTimeout,
+        b.thaw_hook,
+        VSS_MAX_THAW_HOOK,
+        || {
+            format!(
+                "one thaw hook must still fit in the {} a daemon takes at most to exit",
+                show(VSS_EXIT_LIMIT)
+            )
+        },
+    )?;
     let fixed = b.margin.saturating_add(b.rollback);
     let sum = [b.hooks_total, b.sync, b.snapshot, b.suspend]
         .into_iter()
@@ -153,6 +224,12 @@ pub fn check_app(app: &AppConfig) -> Result<(), RuleError> {
             kernel: app.budget.kernel,
         });
     }
+    at_most(
+        Setting::AppAutoThaw,
+        app.auto_thaw,
+        VSS_MAX_APP_AUTO_THAW,
+        || "applications stay quiesced at most this long without a THAW".into(),
+    )?;
     check_budget(&app.budget)
 }
 
@@ -252,7 +329,57 @@ mod tests {
         };
         assert!(matches!(
             check(&vss, &AppConfig::default()),
-            Err(RuleError::AutoThawTooEarly { .. })
+            Err(RuleError::TooLong {
+                setting: Setting::Watchdog,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn upper_bounds() {
+        let (vss, app) = (VssConfig::default(), AppConfig::default());
+        let w = |watchdog| VssConfig {
+            watchdog,
+            ..vss.clone()
+        };
+        assert_eq!(max_watchdog(), secs(59));
+        assert_eq!(check_daemon(&w(secs(59))), Ok(()));
+        let e = check_daemon(&w(Duration::from_millis(59_001))).unwrap_err();
+        assert_eq!(e.settings(), &[Setting::Watchdog]);
+        assert!(e.to_string().starts_with("must be at most 59s ("), "{e}");
+        let thaw = Budget {
+            thaw_hook: VSS_MAX_THAW_HOOK + Duration::from_millis(1),
+            ..Budget::default()
+        };
+        assert!(matches!(
+            check_budget(&thaw),
+            Err(RuleError::TooLong {
+                setting: Setting::ThawHookTimeout,
+                ..
+            })
+        ));
+        let hook = Budget {
+            hook: secs(16),
+            ..Budget::default()
+        };
+        assert!(matches!(
+            check_budget(&hook),
+            Err(RuleError::TooLong {
+                setting: Setting::HookTimeout,
+                ..
+            })
+        ));
+        let late = AppConfig {
+            auto_thaw: VSS_MAX_APP_AUTO_THAW + Duration::from_millis(1),
+            ..app
+        };
+        assert!(matches!(
+            check_app(&late),
+            Err(RuleError::TooLong {
+                setting: Setting::AppAutoThaw,
+                ..
+            })
         ));
     }
 }

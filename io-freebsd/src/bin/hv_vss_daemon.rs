@@ -32,7 +32,8 @@ struct Cli {
     /// The configuration file (a missing one means the documented defaults).
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
     config: PathBuf,
-    /// Emulation: take the mount table from FILE (`<fstype> <mountpoint> <rw|ro> [<source>]`).
+    /// Emulation: take the mount table from FILE (`<fstype> <mountpoint> <rw|ro> [<source>]`,
+    /// a space in a field written `\040`).
     #[arg(long, value_name = "FILE")]
     emulate_mounts: Option<PathBuf>,
     /// Emulation: write every action to FILE instead of doing it.
@@ -58,7 +59,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.freezer {
         let mode = match &cli.emulate_actions {
-            Some(a) => Mode::Emulated { actions: a.clone() },
+            Some(a) => Mode::Emulated {
+                actions: a.clone(),
+                mounts: cli.emulate_mounts.clone(),
+            },
             None => Mode::Real,
         };
         return ExitCode::from(u8::try_from(freezer_main(mode)).unwrap_or(1));

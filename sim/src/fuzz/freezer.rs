@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use hvguest_core::kvp::effect::IoError;
+use hvguest_core::limits::VSS_MAX_FROZEN;
 use hvguest_core::vss::freezer::{
     Command, FreezerCore, FreezerInput, FreezerOutput, LineBuffer, Reply,
 };
@@ -43,7 +44,7 @@ fn feed(core: &mut FreezerCore, now: Instant, input: FreezerInput, fail_next: &m
         core.handle(now, i);
         while let Some(out) = core.poll_output() {
             match out {
-                FreezerOutput::Suspend(mount) => {
+                FreezerOutput::Suspend { mount, .. } => {
                     assert!(!core.holds(&mount), "{mount} suspended twice");
                     let result = if std::mem::take(fail_next) {
                         Err(IoError::EIO)
@@ -67,8 +68,15 @@ fn feed(core: &mut FreezerCore, now: Instant, input: FreezerInput, fail_next: &m
             }
         }
     }
-    // Whatever is held has a deadline: nothing stays suspended without an auto-thaw.
+    // Whatever is held has a deadline: nothing stays suspended without an auto-thaw,
+    // and none later than the cap after the first suspension still held.
     assert!(!core.is_holding() || core.poll_timeout().is_some());
+    if let (Some((_, first)), Some(t)) = (core.held().next(), core.poll_timeout()) {
+        assert!(
+            t <= first.saturating_add(VSS_MAX_FROZEN),
+            "auto-thaw {t:?} past the cap after the first suspension at {first:?}"
+        );
+    }
     replies
 }
 

@@ -145,9 +145,10 @@ fn healthy(effect: &VssEffect) -> VssResult {
     match effect {
         VssEffect::ListMounts => VssResult::Mounts(Vec::new()),
         VssEffect::ListHooks => VssResult::Hooks(Vec::new()),
-        VssEffect::Run { .. } | VssEffect::ZpoolSync { .. } | VssEffect::ZfsSnapshot { .. } => {
-            VssResult::Exit(ExitStatus::Code(0))
-        }
+        VssEffect::Run { .. }
+        | VssEffect::RunHook { .. }
+        | VssEffect::ZpoolSync { .. }
+        | VssEffect::ZfsSnapshot { .. } => VssResult::Exit(ExitStatus::Code(0)),
         VssEffect::Suspend { .. }
         | VssEffect::ResumeAll
         | VssEffect::KillFreezer

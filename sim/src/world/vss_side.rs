@@ -12,6 +12,7 @@ use hvguest_core::vss::policy::PolicyError;
 use hvguest_core::vss::wire::{OptMsg, VssOp};
 use hvguest_core::Instant;
 
+use hvguest_core::limits::{VSS_FREEZER_BACKSTOP, VSS_MAX_FROZEN};
 use hvguest_core::vss::rules::freezer_backstop;
 
 use super::World;
@@ -20,8 +21,8 @@ use super::World;
 const SIM_SLACK: Duration = Duration::from_secs(1);
 use crate::prng::Prng;
 use crate::vss::{
-    mount_of, program_result, simple_result, KOut, Machine, Pending, SimFreezer, SimVssKernel,
-    SimVssProc, SuspendOutcome, VssSetup, KVP_POOL_DIR,
+    mount_of, program_argv, program_result, simple_result, KOut, Machine, Pending, SimFreezer,
+    SimVssKernel, SimVssProc, SuspendOutcome, VssSetup, KVP_POOL_DIR,
 };
 use crate::vss_model::{self, FreezeChecker};
 
@@ -46,6 +47,13 @@ pub struct VssPart {
     pub plan: VecDeque<(Duration, VssOp)>,
     /// When a FREEZE was last answered OK: the watchdog counts from there.
     pub last_freeze_ok: Option<Instant>,
+    /// When the current freeze began to hold anything: the kernel's first suspension of
+    /// it, or its first OK answer when it suspends nothing. `VSS_MAX_FROZEN` counts from
+    /// here. Over once the daemon is thawed and the kernel holds nothing.
+    pub frozen_from: Option<Instant>,
+    /// The start of the last freeze that is over (the daemon's events, held while
+    /// anything is suspended, may speak of it after it ended).
+    pub ended_freeze_from: Option<Instant>,
     pub next_at: Instant,
     pub stats_ops: u64,
     /// The daemon's FREEZE steps held against the simulator's own policy model.
@@ -82,6 +90,8 @@ impl VssPart {
             disturbed: false,
             plan: VecDeque::new(),
             last_freeze_ok: None,
+            frozen_from: None,
+            ended_freeze_from: None,
             next_at: Instant::ZERO,
             stats_ops: 0,
             checker: FreezeChecker::new(
@@ -202,7 +212,10 @@ impl World {
                     let who = if app { "app" } else { "daemon" };
                     self.vss_log(format!("{who} event {e:?}"));
                     if let (VssEvent::WatchdogThaw { .. }, false) = (&e, app) {
-                        self.vss_watchdog_fired("the daemon's watchdog");
+                        self.vss_watchdog_fired("the daemon's watchdog", None);
+                    }
+                    if let (VssEvent::FreezeCapReached { .. }, false) = (&e, app) {
+                        self.vss_cap_reached();
                     }
                     if let (VssEvent::Vetoed(why), false) = (&e, app) {
                         self.vss_check_veto(why);
@@ -262,6 +275,7 @@ impl World {
         // started"). Catches a step deadline that ignores the rollback reserve, which
         // the simulator's quick rollbacks would hide.
         let step_deadline = match &effect {
+            VssEffect::RunHook { arg, deadline, .. } if arg == "freeze" => Some(*deadline),
             VssEffect::Run { argv, deadline } if argv.last().is_some_and(|a| a == "freeze") => {
                 Some(*deadline)
             }
@@ -283,8 +297,9 @@ impl World {
             }
         }
         let pending = match &effect {
-            VssEffect::Run { argv, deadline } => {
-                let (took, status, name, arg) = program_result(&v.setup, argv, *deadline);
+            VssEffect::Run { deadline, .. } | VssEffect::RunHook { deadline, .. } => {
+                let argv = program_argv(&effect).unwrap_or_default();
+                let (took, status, name, arg) = program_result(&v.setup, &argv, *deadline);
                 v.last_run.insert(name.clone(), arg.clone());
                 let open = &mut v.open_hooks[usize::from(app)];
                 if arg == "thaw" {
@@ -397,18 +412,41 @@ impl World {
     /// A watchdog (the daemon's, or the freezer's backstop) thawed: never before the
     /// watchdog period after the last FREEZE answered OK. Catches a FREEZE while frozen
     /// that answers OK without restarting the watchdog (it would thaw early, during the
-    /// host's backup).
-    fn vss_watchdog_fired(&mut self, who: &str) {
+    /// host's backup). The freezer's backstop may come sooner only at the cap, counted
+    /// from `first_held`, the first suspension it held.
+    fn vss_watchdog_fired(&mut self, who: &str, first_held: Option<Instant>) {
         let Some(v) = self.vss.as_ref() else { return };
         let Some(ok_at) = v.last_freeze_ok else {
             return;
         };
-        let due = ok_at.saturating_add(v.setup.config.watchdog);
+        let mut due = ok_at.saturating_add(v.setup.config.watchdog);
+        if let Some(first) = first_held {
+            due = due.min(first.saturating_add(VSS_MAX_FROZEN));
+        }
         if self.now < due {
             let msg = format!(
                 "{who} thawed {:?} after the last FREEZE answered OK, before its {:?}",
                 self.now.saturating_since(ok_at),
                 v.setup.config.watchdog
+            );
+            self.fail(msg);
+        }
+    }
+
+    /// The daemon thaws at the cap (or refuses a FREEZE past it): never before the cap,
+    /// less the freezer's backstop, after the freeze began. Catches a cap counted from
+    /// the wrong moment, which would thaw during the host's backup.
+    fn vss_cap_reached(&mut self) {
+        let Some(v) = self.vss.as_ref() else { return };
+        let Some(from) = v.frozen_from.or(v.ended_freeze_from) else {
+            self.fail("the daemon reports the freeze cap reached, but nothing is frozen".into());
+            return;
+        };
+        let due = from.saturating_add(VSS_MAX_FROZEN.saturating_sub(VSS_FREEZER_BACKSTOP));
+        if self.now < due {
+            let msg = format!(
+                "the daemon reports the freeze cap reached {:?} after the freeze began",
+                self.now.saturating_since(from)
             );
             self.fail(msg);
         }
@@ -512,6 +550,7 @@ impl World {
         match op {
             VssOp::Freeze if ok => {
                 v.last_freeze_ok = Some(self.now);
+                v.frozen_from.get_or_insert(self.now);
                 let want = v.checker.expected.suspend.clone();
                 if let Err(e) = v.checker.answered_ok() {
                     self.fail(e);
@@ -597,10 +636,14 @@ impl World {
             self.vss_start();
         }
         // The freezer's own watchdog: it exits, resuming everything.
+        let first_held = self
+            .vss
+            .as_ref()
+            .and_then(|v| v.freezer.held().first().map(|h| h.1));
         let auto = self.vss.as_mut().is_some_and(|v| v.freezer.on_timer(now));
         if auto {
             self.vss_log("freezer's own watchdog fires: it exits".into());
-            self.vss_watchdog_fired("the freezer's backstop");
+            self.vss_watchdog_fired("the freezer's backstop", first_held);
             self.vss_freezer_crash();
         }
         let crash = self
@@ -711,6 +754,27 @@ impl World {
     /// VSS invariants after every step.
     pub(super) fn vss_check(&mut self) {
         let now = self.now;
+        if let Some(v) = self.vss.as_mut() {
+            // The freeze's start, as the world sees it: the kernel's first suspension
+            // (an OK answer sets it when nothing is suspended); over when nothing is
+            // held and the daemon is not frozen.
+            let first = v.freezer.held().first().map(|h| h.1);
+            let frozen = v
+                .daemon
+                .as_ref()
+                .is_some_and(|d| matches!(&d.machine, Machine::Daemon(m) if m.frozen()));
+            match first {
+                Some(t) => {
+                    v.frozen_from.get_or_insert(t);
+                }
+                None if !frozen => {
+                    if let Some(from) = v.frozen_from.take() {
+                        v.ended_freeze_from = Some(from);
+                    }
+                }
+                None => {}
+            }
+        }
         let Some(v) = self.vss.as_ref() else { return };
         if let Some(due) = v.thaw_due_by.filter(|t| now > *t) {
             let msg = format!(
@@ -724,6 +788,20 @@ impl World {
         // notice.
         let limit = freezer_backstop(v.setup.config.watchdog).saturating_add(SIM_SLACK);
         let held = v.freezer.held();
+        // However often the host repeats FREEZE: nothing stays suspended past the cap
+        // after the first suspension the kernel still holds (issue 11). Catches a
+        // watchdog or a freezer backstop that every FREEZE moves on without end.
+        if let Some((m, first)) = held.first() {
+            if now > first.saturating_add(VSS_MAX_FROZEN) {
+                let msg = format!(
+                    "{m} suspended for {:?} since the first suspension, past the {:?} cap",
+                    now.saturating_since(*first),
+                    VSS_MAX_FROZEN
+                );
+                self.fail(msg);
+                return;
+            }
+        }
         if let Some((m, since)) = held
             .iter()
             // A FREEZE answered OK later (while frozen) starts the watchdog again.
@@ -767,9 +845,9 @@ fn describe(e: &VssEffect) -> String {
     match e {
         VssEffect::ListMounts => "list mounts".into(),
         VssEffect::ListHooks => "list hooks".into(),
-        VssEffect::Run { argv, deadline } => format!(
+        VssEffect::Run { deadline, .. } | VssEffect::RunHook { deadline, .. } => format!(
             "run {} (deadline {} ms)",
-            argv.join(" "),
+            crate::vss::program_argv(e).unwrap_or_default().join(" "),
             deadline.as_millis()
         ),
         VssEffect::ZpoolSync { pools, deadline } => format!(
