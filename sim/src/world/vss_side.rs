@@ -95,7 +95,11 @@ impl VssPart {
             next_at: Instant::ZERO,
             stats_ops: 0,
             checker: FreezeChecker::new(
-                vss_model::expect(&setup.mounts, &setup.policy_overrides),
+                vss_model::expect(
+                    &setup.mounts,
+                    &setup.policy_overrides,
+                    &setup.mount_overrides,
+                ),
                 setup.config.snapshot_prefix.clone(),
             ),
             setup,
@@ -234,7 +238,7 @@ impl World {
     /// reason, e.g. a nullfs mount judged by its own path instead of its source's.
     fn vss_check_veto(&mut self, why: &PolicyError) {
         let named = match why {
-            PolicyError::Veto { path, .. } => path.clone(),
+            PolicyError::Veto { path, .. } | PolicyError::Misfit { path, .. } => path.clone(),
             PolicyError::NoMounts => String::new(),
         };
         let want = self
