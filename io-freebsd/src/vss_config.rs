@@ -25,6 +25,7 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `hook_dir` | `/usr/local/etc/hvguest/hooks.d` | absolute path of the hook directory, or `none` for no hooks; it and every directory above it must be root's and not writable by group or others (checked when hooks are listed and run, `programs.rs`) |
+//! | `hook_failure` | `veto` | a freeze hook that exits non-zero or overruns `hook_timeout`: `veto` fails the FREEZE (rolled back, no backup); `filesystems` goes on freezing, answers OK and logs that the backup is only crash-consistent for that hook's application (the hook still gets its `thaw`) |
 //! | `path` | `/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin` | `PATH` of hooks and commands (their only environment variable); absolute directories separated by `:` |
 //! | `policy.<fstype>` | see below | what FREEZE does with writable mounts of that type: `suspend` (`ufs` only), `sync` or `snapshot` (`zfs` only), `ignore`, `veto` |
 //! | `policy.default` | `veto` | for types not listed: `veto` or `ignore` |
@@ -61,6 +62,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hvguest_core::vss::app::AppConfig;
+use hvguest_core::vss::hooks::HookFailure;
 use hvguest_core::vss::machine::{Budget, VssConfig};
 use hvguest_core::vss::policy::{FsAction, Mount, Reason};
 use hvguest_core::vss::rules::{self, RuleError};
@@ -90,6 +92,13 @@ pub const SAMPLE: &str = "\
 # or others; the directory and every one above it must be owned by root and
 # not writable by group or others. `none` runs no hooks.
 hook_dir = /usr/local/etc/hvguest/hooks.d
+
+# A freeze hook that fails (exits non-zero or overruns hook_timeout):
+#   veto         the FREEZE fails and is undone: no backup this time
+#   filesystems  the file systems are frozen anyway and the backup goes on,
+#                crash-consistent for that hook's application (its thaw
+#                still runs; the log names the hook)
+hook_failure = veto
 
 # PATH of hooks and commands: the only variable in their environment.
 path = /sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin
@@ -421,6 +430,7 @@ fn is_known(key: &str) -> bool {
     matches!(
         key,
         "hook_dir"
+            | "hook_failure"
             | "path"
             | "snapshot_prefix"
             | "zpool"
@@ -456,6 +466,10 @@ fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
             } else {
                 Some(absolute_path(value)?.to_string())
             }
+        }
+        "hook_failure" => {
+            cfg.vss.hook_failure = HookFailure::parse(value)
+                .ok_or_else(|| "must be `veto` or `filesystems`".to_string())?
         }
         "path" => {
             if let Some(dir) = value.split(':').find(|d| !d.starts_with('/')) {
@@ -654,6 +668,7 @@ mod tests {
             "app_auto_thaw",
             "app_freeze_budget",
             "policy.default",
+            "hook_failure",
         ] {
             assert!(set.contains(&key), "{key} missing from SAMPLE");
         }
@@ -665,7 +680,7 @@ mod tests {
         }
         assert_eq!(
             set.len(),
-            15 + defaults().vss.policy.by_type.len(),
+            16 + defaults().vss.policy.by_type.len(),
             "{set:?}"
         );
     }
@@ -769,6 +784,20 @@ mod tests {
             err("policy = ignore").problem,
             Problem::UnknownKey("policy".into())
         );
+    }
+
+    #[test]
+    fn hook_failure() {
+        assert_eq!(defaults().vss.hook_failure, HookFailure::Veto);
+        assert_eq!(
+            ok("hook_failure = filesystems").vss.hook_failure,
+            HookFailure::Filesystems
+        );
+        assert_eq!(
+            ok("hook_failure = veto").vss.hook_failure,
+            HookFailure::Veto
+        );
+        assert!(why("hook_failure = ignore").contains("`veto` or `filesystems`"));
     }
 
     #[test]

@@ -812,6 +812,73 @@ fn a_hook_veto_fails_the_freeze_and_thaws_the_hooks_that_started() {
     assert_eq!(targets(after, "suspend"), Vec::<String>::new());
 }
 
+/// Issue 12: with `hook_failure = filesystems`, a failing freeze hook and one past its
+/// timeout do not fail the backup: the other hooks run, `/` is suspended, the FREEZE is
+/// answered OK, the log says the backup is crash-consistent for each, and THAW runs
+/// every hook's `thaw`, the failed ones too.
+#[test]
+fn hook_failure_filesystems_freezes_anyway_and_thaws_every_hook() {
+    if skip_without_root("hook_failure = filesystems") {
+        return;
+    }
+    let mut vss = Vss::new(
+        "hook-failure-fs",
+        UFS_ONLY,
+        "hook_failure = filesystems\nhook_timeout = 1s\n",
+    );
+    vss.hook("10-fails", "[ \"$1\" = freeze ] && exit 1\nexit 0");
+    vss.hook("20-slow", "[ \"$1\" = freeze ] && sleep 5\nexit 0");
+    vss.hook("30-fine", "exit 0");
+    let daemon = vss.daemon();
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Check);
+    vss.ok(VssOp::Freeze);
+    let frozen = vss.since(mark);
+    assert_eq!(targets(&frozen, "suspend"), ["/"], "{}", show(&frozen));
+    let run = |n: &str, a: &str| (n.to_string(), a.to_string());
+    assert_eq!(
+        hook_runs(&frozen),
+        [
+            run("10-fails", "freeze"),
+            run("20-slow", "freeze"),
+            run("30-fine", "freeze")
+        ],
+        "{}",
+        show(&frozen)
+    );
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Thaw);
+    let acts = vss.wait_for("thaw of 10-fails", SOON, |acts| {
+        hook_runs(&acts[mark.min(acts.len())..]).contains(&run("10-fails", "thaw"))
+    });
+    let thawed = &acts[mark..];
+    assert_eq!(targets(thawed, "resume"), ["/"], "{}", show(thawed));
+    assert_eq!(
+        hook_runs(thawed),
+        [
+            run("30-fine", "thaw"),
+            run("20-slow", "thaw"),
+            run("10-fails", "thaw")
+        ],
+        "{}",
+        show(thawed)
+    );
+    let log = daemon.log_text();
+    for (hook, how) in [
+        ("10-fails", "exited with status 1"),
+        ("20-slow", "did not finish in time and was killed"),
+    ] {
+        assert!(
+            log.contains(&format!(
+                "Freeze hook {hook} {how}; hook_failure = filesystems, so the file systems \
+                 are frozen anyway and this backup is only crash-consistent for what {hook} \
+                 quiesces"
+            )),
+            "{log}"
+        );
+    }
+}
+
 #[test]
 fn a_hook_past_its_timeout_fails_the_freeze_in_time() {
     if skip_without_root("hook timeout") {

@@ -58,6 +58,8 @@ pub struct VssSetup {
     /// The per-mount-point actions (`mount.<path>`) `config.policy` was given, as data
     /// for the model likewise.
     pub mount_overrides: Vec<(String, hvguest_core::vss::policy::FsAction)>,
+    /// `config.hook_failure` is `filesystems`, as plain data for the model likewise.
+    pub model_tolerates_hook_failure: bool,
     /// How long one `zfs snapshot` takes.
     pub snapshot_takes: Duration,
     /// A program killed at its deadline takes this long to die (`zpool sync` sleeping
@@ -87,6 +89,7 @@ impl Default for VssSetup {
             app_auto_thaw: hvguest_core::limits::VSS_APP_AUTO_THAW,
             policy_overrides: Vec::new(),
             mount_overrides: Vec::new(),
+            model_tolerates_hook_failure: false,
             snapshot_takes: Duration::from_millis(20),
             kill_lag: Duration::ZERO,
             suspend_takes: Duration::from_millis(1),
@@ -100,6 +103,12 @@ impl VssSetup {
     pub fn set_policy(&mut self, fstype: &str, action: hvguest_core::vss::policy::FsAction) {
         self.config.policy.by_type.insert(fstype.into(), action);
         self.policy_overrides.push((fstype.into(), action));
+    }
+
+    /// `hook_failure = filesystems`, in the daemon's configuration and for the model.
+    pub fn tolerate_hook_failure(&mut self) {
+        self.config.hook_failure = hvguest_core::vss::hooks::HookFailure::Filesystems;
+        self.model_tolerates_hook_failure = true;
     }
 
     /// Sets a per-mount-point action, in the daemon's policy and in the model's.
@@ -575,6 +584,10 @@ pub fn random_setup(prng: &mut crate::prng::Prng) -> VssSetup {
             *prng.choose(&fitting)
         };
         s.set_mount_policy(&path, action);
+    }
+    // One world in four goes on freezing when a freeze hook fails.
+    if prng.chance(1, 4) {
+        s.tolerate_hook_failure();
     }
     // Now and then another watchdog, up to the longest allowed (its backstop then ends
     // right at the freeze cap); the helper's auto-thaw stays after the backstop.

@@ -193,6 +193,8 @@ struct Attempt {
     /// The daemon already held a FREEZE: nothing may be done again.
     was_frozen: bool,
     hooks: Vec<String>,
+    /// Freeze hooks of this attempt that failed (as the world ran them).
+    hooks_failed: Vec<String>,
     synced: bool,
     snapshots: Vec<String>,
     suspended: Vec<String>,
@@ -203,6 +205,9 @@ struct Attempt {
 pub struct FreezeChecker {
     pub expected: Expected,
     pub snapshot_prefix: String,
+    /// `hook_failure = filesystems`: a failed freeze hook does not end the FREEZE.
+    /// Otherwise nothing more may be done after one, and no OK may follow it.
+    pub tolerate_hook_failure: bool,
     attempt: Option<Attempt>,
 }
 
@@ -211,6 +216,7 @@ impl FreezeChecker {
         FreezeChecker {
             expected,
             snapshot_prefix,
+            tolerate_hook_failure: false,
             attempt: None,
         }
     }
@@ -223,6 +229,20 @@ impl FreezeChecker {
             was_frozen,
             ..Attempt::default()
         });
+    }
+
+    /// The same checker, for a daemon with `hook_failure = filesystems` (`yes`).
+    pub fn tolerating_hook_failure(mut self, yes: bool) -> FreezeChecker {
+        self.tolerate_hook_failure = yes;
+        self
+    }
+
+    /// A freeze hook of the daemon's FREEZE ended so (`ok` false: non-zero, killed, not
+    /// started).
+    pub fn hook_ended(&mut self, name: &str, ok: bool) {
+        if let (Some(a), false) = (self.attempt.as_mut(), ok) {
+            a.hooks_failed.push(name.to_string());
+        }
     }
 
     /// One effect of the daemon: an error says which rule it breaks.
@@ -250,6 +270,12 @@ impl FreezeChecker {
         }
         if a.was_frozen {
             return Err(format!("{e:?} for a FREEZE while already frozen"));
+        }
+        if !self.tolerate_hook_failure && !a.hooks_failed.is_empty() {
+            return Err(format!(
+                "{e:?} after freeze hook {:?} failed (hook_failure = veto)",
+                a.hooks_failed
+            ));
         }
         match e {
             VssEffect::Run { .. } | VssEffect::RunHook { .. } => {
@@ -352,6 +378,12 @@ impl FreezeChecker {
         };
         if a.was_frozen {
             return Ok(());
+        }
+        if !self.tolerate_hook_failure && !a.hooks_failed.is_empty() {
+            return Err(format!(
+                "FREEZE answered OK although freeze hook {:?} failed (hook_failure = veto)",
+                a.hooks_failed
+            ));
         }
         let mut done = a.suspended.clone();
         done.sort();

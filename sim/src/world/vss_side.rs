@@ -101,7 +101,8 @@ impl VssPart {
                     &setup.mount_overrides,
                 ),
                 setup.config.snapshot_prefix.clone(),
-            ),
+            )
+            .tolerating_hook_failure(setup.model_tolerates_hook_failure),
             setup,
             timing: None,
             snapshots: BTreeSet::new(),
@@ -304,6 +305,9 @@ impl World {
             VssEffect::Run { deadline, .. } | VssEffect::RunHook { deadline, .. } => {
                 let argv = program_argv(&effect).unwrap_or_default();
                 let (took, status, name, arg) = program_result(&v.setup, &argv, *deadline);
+                if !app && arg == "freeze" {
+                    v.checker.hook_ended(&name, status.success());
+                }
                 v.last_run.insert(name.clone(), arg.clone());
                 let open = &mut v.open_hooks[usize::from(app)];
                 if arg == "thaw" {
