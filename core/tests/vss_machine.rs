@@ -23,7 +23,7 @@ use hvguest_core::kvp::effect::{EffectId, IoError};
 use hvguest_core::time::Instant;
 use hvguest_core::vss::app::{AppConfig, AppMachine, AppWork};
 use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
-use hvguest_core::vss::hooks::{HookEntry, Skip};
+use hvguest_core::vss::hooks::{HookEntry, HookFailure, Skip};
 use hvguest_core::vss::machine::{Budget, VssConfig, VssEvent, VssMachine, VssOutput};
 use hvguest_core::vss::policy::{FsAction, Mount, PolicyError};
 use hvguest_core::vss::wire::{
@@ -1308,6 +1308,57 @@ fn freeze_hook_timeout_vetoes_and_thaws_both_hooks() {
     d.request(VssOp::Freeze);
     assert_eq!(d.trace(), vetoed_trace());
     assert!(!d.m.frozen());
+}
+
+/// Issue 12: `hook_failure = filesystems`: a freeze hook that exits non-zero or is
+/// killed at its deadline does not fail the FREEZE: the later hooks, the sync and the
+/// suspensions still run, the answer is OK, the event says which hook, and at THAW
+/// every hook, the failed one too, gets its `thaw`.
+#[test]
+fn hook_failure_filesystems_freezes_anyway_and_still_thaws_the_hook() {
+    for (status, prog) in [
+        (ExitStatus::Code(3), Prog::Exit(ExitStatus::Code(3), ms(20))),
+        (
+            ExitStatus::TimedOut,
+            Prog::Exit(ExitStatus::TimedOut, ms(900)),
+        ),
+        (ExitStatus::TimedOut, Prog::UntilKilled),
+    ] {
+        let cfg = VssConfig {
+            hook_dir: Some(HOOK_DIR.to_string()),
+            hook_failure: HookFailure::Filesystems,
+            ..VssConfig::default()
+        };
+        let mut d = Driver::with(VssMachine::new(cfg, START), mixed_guest(), two_hooks());
+        d.program(&format!("{} freeze", hook_path("10-a")), prog);
+        d.request(VssOp::Freeze);
+        assert_eq!(d.trace(), mixed_freeze_ok(), "{status:?}");
+        assert!(
+            d.events().contains(&VssEvent::HookFailureTolerated {
+                name: "10-a".into(),
+                status
+            }),
+            "{:?}",
+            d.events()
+        );
+        assert!(!d
+            .events()
+            .iter()
+            .any(|e| matches!(e, VssEvent::HookFailed { .. })));
+        assert!(d.m.frozen());
+        let mark = d.mark();
+        d.request(VssOp::Thaw);
+        let thawed = d.trace_since(mark);
+        assert_eq!(
+            thawed
+                .iter()
+                .filter(|l| l.starts_with("Run "))
+                .collect::<Vec<_>>(),
+            [&run_line("20-b", "thaw"), &run_line("10-a", "thaw")],
+            "{thawed:?}"
+        );
+        assert!(!d.m.frozen());
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -25,9 +25,11 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `hook_dir` | `/usr/local/etc/hvguest/hooks.d` | absolute path of the hook directory, or `none` for no hooks; it and every directory above it must be root's and not writable by group or others (checked when hooks are listed and run, `programs.rs`) |
+//! | `hook_failure` | `veto` | a freeze hook that exits non-zero or overruns `hook_timeout`: `veto` fails the FREEZE (rolled back, no backup); `filesystems` goes on freezing, answers OK and logs that the backup is only crash-consistent for that hook's application (the hook still gets its `thaw`) |
 //! | `path` | `/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin` | `PATH` of hooks and commands (their only environment variable); absolute directories separated by `:` |
 //! | `policy.<fstype>` | see below | what FREEZE does with writable mounts of that type: `suspend` (`ufs` only), `sync` or `snapshot` (`zfs` only), `ignore`, `veto` |
 //! | `policy.default` | `veto` | for types not listed: `veto` or `ignore` |
+//! | `mount.<path>` | none | what FREEZE does with the writable mount at exactly that mount point, instead of its type's policy: `suspend`, `sync`, `snapshot`, `ignore`, `veto` (whether the action fits the type mounted there is checked against the mount table: by `--check-config`, a warning at start-up, and a veto at CHECK/FREEZE) |
 //! | `snapshot_prefix` | `hvguest-` | snapshots are named `POOL@<prefix><msgid>`; letters, digits, `.`, `_`, `-`, at most 64 |
 //! | `zpool` | `/sbin/zpool` | absolute path of the `zpool` command |
 //! | `zfs` | `/sbin/zfs` | absolute path of the `zfs` command |
@@ -45,7 +47,9 @@
 //! `linprocfs`, `linsysfs`, `tmpfs`, `mqueuefs`, `autofs`, `nullfs` ignore. A
 //! `policy.<fstype>` line overrides one entry or adds a type. Read-only mounts are always
 //! ignored; a `nullfs` mount whose policy is `ignore` is vetoed if its source lies on a
-//! vetoed file system.
+//! vetoed file system. A `mount.<path>` line replaces the type's action for the mount
+//! at exactly that path (as the mount table writes it: no trailing `/`); read-only
+//! mounts are still ignored.
 //!
 //! The kernel fails a FREEZE 15 s after the host asked. So `hooks_total +
 //! zpool_sync_timeout + zfs_snapshot_timeout + suspend_timeout`, plus the fixed 1 s kept
@@ -58,8 +62,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hvguest_core::vss::app::AppConfig;
+use hvguest_core::vss::hooks::HookFailure;
 use hvguest_core::vss::machine::{Budget, VssConfig};
-use hvguest_core::vss::policy::FsAction;
+use hvguest_core::vss::policy::{FsAction, Mount, Reason};
 use hvguest_core::vss::rules::{self, RuleError};
 
 /// Where the daemons look when not told otherwise.
@@ -88,6 +93,13 @@ pub const SAMPLE: &str = "\
 # not writable by group or others. `none` runs no hooks.
 hook_dir = /usr/local/etc/hvguest/hooks.d
 
+# A freeze hook that fails (exits non-zero or overruns hook_timeout):
+#   veto         the FREEZE fails and is undone: no backup this time
+#   filesystems  the file systems are frozen anyway and the backup goes on,
+#                crash-consistent for that hook's application (its thaw
+#                still runs; the log names the hook)
+hook_failure = veto
+
 # PATH of hooks and commands: the only variable in their environment.
 path = /sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin
 
@@ -113,6 +125,14 @@ policy.autofs = ignore
 policy.nullfs = ignore
 # Every type not listed (nfs, msdosfs, fusefs...): veto or ignore.
 policy.default = veto
+
+# Per mount point, instead of its type's action: the mount point exactly as
+# mount(8) shows it (absolute, no trailing /). None by default, for example:
+#   mount./mnt/scratch = ignore
+#   mount./data = veto
+# Whether the action fits the file system mounted there is checked against
+# the mount table by `hv_vss_daemon --check-config` (which also shows what
+# CHECK and FREEZE would do to every mount), and a misfit vetoes the backup.
 
 # Snapshot names: letters, digits, `.`, `_`, `-`.
 snapshot_prefix = hvguest-
@@ -152,6 +172,41 @@ pub struct LoadedConfig {
     pub zfs: PathBuf,
     /// `PATH` for hooks and commands.
     pub path: String,
+    /// The line of each `mount.<path>` setting, by mount point: whether the action fits
+    /// is known only with the mount table ([`LoadedConfig::check_mounts`]), and that
+    /// error must name the line too.
+    pub mount_lines: BTreeMap<String, usize>,
+}
+
+impl LoadedConfig {
+    /// The `mount.<path>` settings against a mount table: the first line (in file
+    /// order) whose action does not fit the type mounted at its path. A setting for a
+    /// path not mounted now is no error (it may be mounted later, by autofs or by
+    /// hand).
+    pub fn check_mounts(&self, mounts: &[Mount]) -> Result<(), BadLine> {
+        let mut worst: Option<BadLine> = None;
+        for m in mounts {
+            let Some(&action) = self.vss.policy.by_mount.get(&m.path) else {
+                continue;
+            };
+            let Err(misfit) = rules::action_fits(action, &m.fstype) else {
+                continue;
+            };
+            let line = self.mount_lines.get(&m.path).copied().unwrap_or(0);
+            if worst.as_ref().is_some_and(|w| w.line <= line) {
+                continue;
+            }
+            worst = Some(BadLine {
+                line,
+                problem: Problem::BadValue {
+                    key: format!("mount.{}", m.path),
+                    value: action.name().to_string(),
+                    why: format!("{} is a `{}` file system, and {misfit}", m.path, m.fstype),
+                },
+            });
+        }
+        worst.map_or(Ok(()), Err)
+    }
 }
 
 /// Why a configuration was refused.
@@ -220,6 +275,7 @@ pub fn defaults() -> LoadedConfig {
         zpool: PathBuf::from(DEFAULT_ZPOOL),
         zfs: PathBuf::from(DEFAULT_ZFS),
         path: DEFAULT_ENV_PATH.to_string(),
+        mount_lines: BTreeMap::new(),
     }
 }
 
@@ -237,6 +293,87 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
             source,
         }),
     }
+}
+
+/// What `hv_vss_daemon --check-config` prints for a valid configuration and the
+/// current mount table: per mount, the action CHECK and FREEZE take and which setting
+/// decided it (the core's `Policy::decide`), then what CHECK answers and what FREEZE
+/// does, in order (the core's `Policy::plan`).
+pub fn plan_report(cfg: &LoadedConfig, mounts: &[Mount]) -> String {
+    let policy = &cfg.vss.policy;
+    let mut rows = vec![[
+        "mount point".to_string(),
+        "type".to_string(),
+        "action".to_string(),
+        "because".to_string(),
+    ]];
+    for m in mounts {
+        let (action, why) = match policy.decide(m, mounts) {
+            Ok(d) => (
+                d.action.name().to_string(),
+                match d.reason {
+                    Reason::ReadOnly => "read-only".to_string(),
+                    Reason::Mount => match cfg.mount_lines.get(&m.path) {
+                        Some(line) => format!("mount.{} (line {line})", m.path),
+                        None => format!("mount.{}", m.path),
+                    },
+                    Reason::Type => format!("policy.{}", m.fstype),
+                    Reason::Default => "policy.default".to_string(),
+                    Reason::NullfsSource(src) => {
+                        format!("nullfs over {src}, which vetoes")
+                    }
+                },
+            ),
+            Err(e) => ("veto".to_string(), e.to_string()),
+        };
+        rows.push([m.path.clone(), m.fstype.clone(), action, why]);
+    }
+    let mut widths = [0; 3];
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        out.push_str(&format!(
+            "{:w0$}  {:w1$}  {:w2$}  {}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        ));
+    }
+    match policy.plan(mounts) {
+        Err(e) => out.push_str(&format!("CHECK and FREEZE fail, nothing is frozen: {e}.\n")),
+        Ok(plan) => {
+            out.push_str("CHECK succeeds.\n");
+            let mut steps = Vec::new();
+            if let Some(dir) = &cfg.vss.hook_dir {
+                steps.push(format!("run the freeze hooks in {dir}"));
+            }
+            if !plan.sync_pools.is_empty() {
+                steps.push(format!("zpool sync {}", plan.sync_pools.join(" ")));
+            }
+            for pool in &plan.snapshot_pools {
+                steps.push(format!(
+                    "zfs snapshot -r {pool}@{}<msgid>",
+                    cfg.vss.snapshot_prefix
+                ));
+            }
+            if !plan.suspend.is_empty() {
+                steps.push(format!("suspend {}", plan.suspend.join(", ")));
+            }
+            if plan.is_empty() {
+                steps.push("no file system to sync, snapshot or suspend".to_string());
+            }
+            out.push_str(&format!("FREEZE: {}.\n", steps.join("; then ")));
+        }
+    }
+    out
 }
 
 /// The contents of a configuration file, over [`defaults`].
@@ -273,6 +410,9 @@ pub fn parse(text: &[u8]) -> Result<LoadedConfig, BadLine> {
         if value.contains('#') || value.chars().any(char::is_control) {
             return Err(bad(Problem::BadCharacter(key.to_string())));
         }
+        if let Some(point) = key.strip_prefix("mount.") {
+            cfg.mount_lines.insert(point.to_string(), line);
+        }
         set(&mut cfg, key, value).map_err(|why| {
             bad(Problem::BadValue {
                 key: key.to_string(),
@@ -290,6 +430,7 @@ fn is_known(key: &str) -> bool {
     matches!(
         key,
         "hook_dir"
+            | "hook_failure"
             | "path"
             | "snapshot_prefix"
             | "zpool"
@@ -304,6 +445,7 @@ fn is_known(key: &str) -> bool {
             | "app_auto_thaw"
             | "app_freeze_budget"
     ) || key.strip_prefix("policy.").is_some_and(is_fstype)
+        || key.strip_prefix("mount.").is_some_and(|p| !p.is_empty())
 }
 
 /// A file-system type name as `statfs` reports it (`ufs`, `zfs`, `fusefs.sshfs`).
@@ -324,6 +466,10 @@ fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
             } else {
                 Some(absolute_path(value)?.to_string())
             }
+        }
+        "hook_failure" => {
+            cfg.vss.hook_failure = HookFailure::parse(value)
+                .ok_or_else(|| "must be `veto` or `filesystems`".to_string())?
         }
         "path" => {
             if let Some(dir) = value.split(':').find(|d| !d.starts_with('/')) {
@@ -363,22 +509,20 @@ fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
             }
         }
         _ => {
-            let fstype = key
-                .strip_prefix("policy.")
-                .expect("is_known admits only policy.* besides the keys above");
             let action = FsAction::parse(value).ok_or_else(|| {
                 "must be one of `suspend`, `sync`, `snapshot`, `ignore`, `veto`".to_string()
             })?;
-            match (action, fstype) {
-                (FsAction::Suspend, t) if t != "ufs" => {
-                    return Err("`suspend` works on `ufs` only".into())
-                }
-                (FsAction::Sync | FsAction::Snapshot, t) if t != "zfs" => {
-                    return Err(format!("`{}` works on `zfs` only", action.name()))
-                }
-                _ => {}
+            if let Some(point) = key.strip_prefix("mount.") {
+                // Its type is known only with the mount table: `check_mounts`.
+                rules::check_mount_point(point).map_err(|e| e.to_string())?;
+                cfg.vss.policy.by_mount.insert(point.to_string(), action);
+            } else {
+                let fstype = key
+                    .strip_prefix("policy.")
+                    .expect("is_known admits only policy.* and mount.* besides the keys above");
+                rules::action_fits(action, fstype).map_err(|e| e.to_string())?;
+                cfg.vss.policy.by_type.insert(fstype.to_string(), action);
             }
-            cfg.vss.policy.by_type.insert(fstype.to_string(), action);
         }
     }
     // Both daemons plan with the same budget.
@@ -524,6 +668,7 @@ mod tests {
             "app_auto_thaw",
             "app_freeze_budget",
             "policy.default",
+            "hook_failure",
         ] {
             assert!(set.contains(&key), "{key} missing from SAMPLE");
         }
@@ -535,7 +680,7 @@ mod tests {
         }
         assert_eq!(
             set.len(),
-            15 + defaults().vss.policy.by_type.len(),
+            16 + defaults().vss.policy.by_type.len(),
             "{set:?}"
         );
     }
@@ -639,6 +784,111 @@ mod tests {
             err("policy = ignore").problem,
             Problem::UnknownKey("policy".into())
         );
+    }
+
+    #[test]
+    fn hook_failure() {
+        assert_eq!(defaults().vss.hook_failure, HookFailure::Veto);
+        assert_eq!(
+            ok("hook_failure = filesystems").vss.hook_failure,
+            HookFailure::Filesystems
+        );
+        assert_eq!(
+            ok("hook_failure = veto").vss.hook_failure,
+            HookFailure::Veto
+        );
+        assert!(why("hook_failure = ignore").contains("`veto` or `filesystems`"));
+    }
+
+    #[test]
+    fn mount_keys() {
+        let c = ok("# scratch\nmount./mnt/scratch = ignore\nmount./ = veto\nmount./a b = sync");
+        let by = &c.vss.policy.by_mount;
+        assert_eq!(by.get("/mnt/scratch"), Some(&FsAction::Ignore));
+        assert_eq!(by.get("/"), Some(&FsAction::Veto));
+        assert_eq!(by.get("/a b"), Some(&FsAction::Sync));
+        assert_eq!(c.mount_lines.get("/mnt/scratch"), Some(&2));
+        assert_eq!(c.mount_lines.get("/a b"), Some(&4));
+        // The type is not known yet: any action passes the file on its own.
+        assert_eq!(ok("mount./x = suspend").vss.policy.by_mount.len(), 1);
+        assert!(why("mount.x = ignore").contains("must be an absolute path"));
+        assert!(why("mount./x/ = ignore").contains("no trailing `/`"));
+        assert!(why("mount./x//y = ignore").contains("no trailing `/`"));
+        assert!(why("mount./x = freeze").contains("must be one of"));
+        assert_eq!(
+            err("mount. = ignore").problem,
+            Problem::UnknownKey("mount.".into())
+        );
+        assert_eq!(
+            err("mount./x = ignore\nmount./x = veto").problem,
+            Problem::Duplicate {
+                key: "mount./x".into(),
+                first: 1
+            }
+        );
+    }
+
+    #[test]
+    fn mount_keys_against_the_mount_table() {
+        let mount = |fstype: &str, path: &str| Mount {
+            fstype: fstype.into(),
+            path: path.into(),
+            read_only: false,
+            source: "s".into(),
+            fsid: None,
+        };
+        let table = [mount("ufs", "/"), mount("zfs", "/data"), mount("nfs", "/n")];
+        let c = ok("mount./n = ignore\nmount./data = snapshot\nmount./gone = suspend");
+        assert_eq!(c.check_mounts(&table), Ok(()));
+        let c = ok("mount./n = ignore\n\nmount./n2 = veto\nmount./data = suspend\nmount./ = sync");
+        // The first bad line in the file, not in the table.
+        let e = c.check_mounts(&table).unwrap_err();
+        assert_eq!(e.line, 4);
+        assert_eq!(
+            e.problem.to_string(),
+            "`mount./data = suspend`: /data is a `zfs` file system, and `suspend` works on \
+             `ufs` only"
+        );
+    }
+
+    #[test]
+    fn the_plan_report_says_what_decided_each_mount() {
+        let mount = |fstype: &str, path: &str, ro: bool, source: &str| Mount {
+            fstype: fstype.into(),
+            path: path.into(),
+            read_only: ro,
+            source: source.into(),
+            fsid: None,
+        };
+        let table = [
+            mount("zfs", "/", false, "zroot/ROOT/default"),
+            mount("nfs", "/mnt", false, "srv:/x"),
+            mount("nullfs", "/j", false, "/mnt/a"),
+            mount("fusefs.sshfs", "/s", false, "me@host:"),
+            mount("ufs", "/u", true, "/dev/da1"),
+        ];
+        let c = ok("hook_dir = none\npolicy.default = ignore\nmount./mnt = veto");
+        assert_eq!(
+            plan_report(&c, &table),
+            "\
+mount point  type          action  because
+/            zfs           sync    policy.zfs
+/mnt         nfs           veto    mount./mnt (line 3)
+/j           nullfs        veto    nullfs over /mnt, which vetoes
+/s           fusefs.sshfs  ignore  policy.default
+/u           ufs           ignore  read-only
+CHECK and FREEZE fail, nothing is frozen: nfs file system at /mnt is writable and its \
+policy is veto.
+"
+        );
+        let c = ok("hook_dir = none\npolicy.default = ignore\nmount./ = ignore");
+        assert!(plan_report(&c, &table)
+            .ends_with("CHECK succeeds.\nFREEZE: no file system to sync, snapshot or suspend.\n"));
+        let c = ok("hook_dir = none\nmount./ = suspend");
+        assert!(plan_report(&c, &table).contains(
+            "/            zfs           veto    `mount./ = suspend` does not fit the zfs file \
+             system mounted there: `suspend` works on `ufs` only\n"
+        ));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use hvguest_core::limits::VSS_ROLLBACK;
 use hvguest_core::vss::app::AppMachine;
 use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use hvguest_core::vss::freezer::Command;
-use hvguest_core::vss::machine::{VssMachine, VssOutput};
+use hvguest_core::vss::machine::{VssEvent, VssMachine, VssOutput};
 use hvguest_core::Instant;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -293,6 +293,13 @@ impl<M: VssLike> Loop<'_, M> {
                             error: io_error(&e),
                         });
                     }
+                }
+                VssOutput::Event(VssEvent::HookFailureTolerated { name, status }) => {
+                    self.log.warn(&format!(
+                        "Freeze hook {name} {status}; hook_failure = filesystems, so the file \
+                         systems are frozen anyway and this backup is only crash-consistent \
+                         for what {name} quiesces (it still gets its thaw)."
+                    ))
                 }
                 VssOutput::Event(e) => self.log.info(&format!("{e:?}")),
                 VssOutput::Exit => self.exit = true,

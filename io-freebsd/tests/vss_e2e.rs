@@ -352,6 +352,18 @@ impl Vss {
         }
     }
 
+    /// `hv_vss_daemon --check-config` on this test's files, run to its end.
+    fn check_config(&self) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_hv_vss_daemon"))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(self.path("vss.conf"))
+            .arg("--emulate-mounts")
+            .arg(self.path("mounts"))
+            .output()
+            .unwrap()
+    }
+
     fn all(&self) -> String {
         format!("actions:\n{}", show(&self.actions()))
     }
@@ -541,6 +553,149 @@ devfs /dev rw
     vss.ok(VssOp::Thaw);
 }
 
+/// Issue 12: `mount.<path>` replaces the type's policy for exactly that mount point: a
+/// scratch NFS mount no longer fails every backup, a UFS data mount set to `veto` does,
+/// and an action that does not fit what is mounted there vetoes (and the daemon warns
+/// at start-up, naming the line).
+#[test]
+fn a_mount_override_ignores_a_scratch_nfs_mount_and_vetoes_a_data_mount() {
+    let mounts = "\
+ufs / rw /dev/ada0p2
+ufs /data rw /dev/ada1p1
+nfs /mnt/scratch rw nas:/scratch
+nfs /mnt/scratch2 ro nas:/scratch2
+devfs /dev rw
+";
+    let mut vss = Vss::new("mount-override", mounts, "mount./mnt/scratch = ignore\n");
+    let mut daemon = vss.daemon();
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Check);
+    vss.ok(VssOp::Freeze);
+    let frozen = vss.since(mark);
+    assert_eq!(
+        targets(&frozen, "suspend"),
+        ["/data", "/"],
+        "{}",
+        show(&frozen)
+    );
+    vss.ok(VssOp::Thaw);
+    daemon.kill9();
+
+    let conf = vss.path("vss.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{text}mount./data = veto\n")).unwrap();
+    let mut daemon = vss.daemon();
+    let mark = vss.actions().len();
+    assert_eq!(vss.fails(VssOp::Check).0, Party::Daemon);
+    assert_eq!(vss.fails(VssOp::Freeze).0, Party::Daemon);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(vss.since(mark), [], "a veto touches nothing");
+    daemon.kill9();
+
+    // `snapshot` on a UFS mount: refused by --check-config with its line, a warning
+    // at start-up, a veto at CHECK.
+    std::fs::write(&conf, format!("{text}\nmount./data = snapshot\n")).unwrap();
+    let out = vss.check_config();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:4: `mount./data = snapshot`", conf.display()))
+            && err.contains("`snapshot` works on `zfs` only"),
+        "{err}"
+    );
+    let daemon = vss.daemon();
+    assert_eq!(vss.fails(VssOp::Check).0, Party::Daemon);
+    let log = daemon.log_text();
+    assert!(
+        log.contains(":4: `mount./data = snapshot`") && log.contains("every backup fails"),
+        "{log}"
+    );
+}
+
+/// Issue 12: `hv_vss_daemon --check-config` (`-t`) prints the plan for the (emulated)
+/// mount table and exits 0 for a valid file, 2 for an invalid one, 1 when the mount
+/// table cannot be read; it never opens the device or writes an action.
+#[test]
+fn check_config_prints_the_plan_and_exits_0_or_2() {
+    let mounts = "\
+ufs / rw /dev/ada0p2
+ufs /var rw /dev/ada0p3
+zfs /data rw tank/data
+nfs /mnt/scratch rw nas:/scratch
+ufs /usr ro /dev/ada0p4
+devfs /dev rw
+";
+    let vss = Vss::new(
+        "check-config",
+        mounts,
+        "policy.zfs = snapshot\nmount./mnt/scratch = ignore\n",
+    );
+    let out = vss.check_config();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let conf = vss.path("vss.conf");
+    let hooks = vss.path("hooks");
+    let want = format!(
+        "\
+{} is valid.
+mount point   type   action    because
+/             ufs    suspend   policy.ufs
+/var          ufs    suspend   policy.ufs
+/data         zfs    snapshot  policy.zfs
+/mnt/scratch  nfs    ignore    mount./mnt/scratch (line 3)
+/usr          ufs    ignore    read-only
+/dev          devfs  ignore    policy.devfs
+CHECK succeeds.
+FREEZE: run the freeze hooks in {}; then zpool sync tank; then zfs snapshot -r \
+tank@hvguest-<msgid>; then suspend /var, /.
+",
+        conf.display(),
+        hooks.display()
+    );
+    assert_eq!(stdout, want);
+    assert!(!vss.path("actions").exists(), "nothing done");
+
+    // Without the override, the NFS mount vetoes: still a valid file.
+    std::fs::write(&conf, "hook_dir = none\n").unwrap();
+    let out = vss.check_config();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("/mnt/scratch  nfs    veto     policy.default\n")
+            && stdout.ends_with(
+                "CHECK and FREEZE fail, nothing is frozen: nfs file system at /mnt/scratch \
+                 is writable and its policy is veto.\n"
+            ),
+        "{stdout}"
+    );
+
+    // Invalid on its own: 2, the line named, nothing on standard output.
+    std::fs::write(&conf, "hook_dir = none\nwatchdog = 10s\n").unwrap();
+    let out = vss.check_config();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("{}:2: `watchdog = 10s`", conf.display())),
+        "{out:?}"
+    );
+    // The short form; an unreadable mount table.
+    std::fs::remove_file(vss.path("mounts")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hv_vss_daemon"))
+        .arg("-t")
+        .arg("--config")
+        .arg(vss.path("missing.conf"))
+        .arg("--emulate-mounts")
+        .arg(vss.path("mounts"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read the mount table"),
+        "{out:?}"
+    );
+}
+
 /// Mount points with a space and a newline (written `\040` and `\012` in the mount
 /// table, as in fstab(5)) are suspended and resumed under their own names: the line to
 /// the freezer cannot be split or confused (issue 11, Low 8).
@@ -655,6 +810,73 @@ fn a_hook_veto_fails_the_freeze_and_thaws_the_hooks_that_started() {
         show(after)
     );
     assert_eq!(targets(after, "suspend"), Vec::<String>::new());
+}
+
+/// Issue 12: with `hook_failure = filesystems`, a failing freeze hook and one past its
+/// timeout do not fail the backup: the other hooks run, `/` is suspended, the FREEZE is
+/// answered OK, the log says the backup is crash-consistent for each, and THAW runs
+/// every hook's `thaw`, the failed ones too.
+#[test]
+fn hook_failure_filesystems_freezes_anyway_and_thaws_every_hook() {
+    if skip_without_root("hook_failure = filesystems") {
+        return;
+    }
+    let mut vss = Vss::new(
+        "hook-failure-fs",
+        UFS_ONLY,
+        "hook_failure = filesystems\nhook_timeout = 1s\n",
+    );
+    vss.hook("10-fails", "[ \"$1\" = freeze ] && exit 1\nexit 0");
+    vss.hook("20-slow", "[ \"$1\" = freeze ] && sleep 5\nexit 0");
+    vss.hook("30-fine", "exit 0");
+    let daemon = vss.daemon();
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Check);
+    vss.ok(VssOp::Freeze);
+    let frozen = vss.since(mark);
+    assert_eq!(targets(&frozen, "suspend"), ["/"], "{}", show(&frozen));
+    let run = |n: &str, a: &str| (n.to_string(), a.to_string());
+    assert_eq!(
+        hook_runs(&frozen),
+        [
+            run("10-fails", "freeze"),
+            run("20-slow", "freeze"),
+            run("30-fine", "freeze")
+        ],
+        "{}",
+        show(&frozen)
+    );
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Thaw);
+    let acts = vss.wait_for("thaw of 10-fails", SOON, |acts| {
+        hook_runs(&acts[mark.min(acts.len())..]).contains(&run("10-fails", "thaw"))
+    });
+    let thawed = &acts[mark..];
+    assert_eq!(targets(thawed, "resume"), ["/"], "{}", show(thawed));
+    assert_eq!(
+        hook_runs(thawed),
+        [
+            run("30-fine", "thaw"),
+            run("20-slow", "thaw"),
+            run("10-fails", "thaw")
+        ],
+        "{}",
+        show(thawed)
+    );
+    let log = daemon.log_text();
+    for (hook, how) in [
+        ("10-fails", "exited with status 1"),
+        ("20-slow", "did not finish in time and was killed"),
+    ] {
+        assert!(
+            log.contains(&format!(
+                "Freeze hook {hook} {how}; hook_failure = filesystems, so the file systems \
+                 are frozen anyway and this backup is only crash-consistent for what {hook} \
+                 quiesces"
+            )),
+            "{log}"
+        );
+    }
 }
 
 #[test]

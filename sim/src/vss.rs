@@ -55,6 +55,11 @@ pub struct VssSetup {
     /// The per-type actions `config.policy` was given on top of the defaults, as data
     /// for the simulator's own policy model (`vss_model`), which must not ask the core.
     pub policy_overrides: Vec<(String, hvguest_core::vss::policy::FsAction)>,
+    /// The per-mount-point actions (`mount.<path>`) `config.policy` was given, as data
+    /// for the model likewise.
+    pub mount_overrides: Vec<(String, hvguest_core::vss::policy::FsAction)>,
+    /// `config.hook_failure` is `filesystems`, as plain data for the model likewise.
+    pub model_tolerates_hook_failure: bool,
     /// How long one `zfs snapshot` takes.
     pub snapshot_takes: Duration,
     /// A program killed at its deadline takes this long to die (`zpool sync` sleeping
@@ -83,6 +88,8 @@ impl Default for VssSetup {
             },
             app_auto_thaw: hvguest_core::limits::VSS_APP_AUTO_THAW,
             policy_overrides: Vec::new(),
+            mount_overrides: Vec::new(),
+            model_tolerates_hook_failure: false,
             snapshot_takes: Duration::from_millis(20),
             kill_lag: Duration::ZERO,
             suspend_takes: Duration::from_millis(1),
@@ -96,6 +103,18 @@ impl VssSetup {
     pub fn set_policy(&mut self, fstype: &str, action: hvguest_core::vss::policy::FsAction) {
         self.config.policy.by_type.insert(fstype.into(), action);
         self.policy_overrides.push((fstype.into(), action));
+    }
+
+    /// `hook_failure = filesystems`, in the daemon's configuration and for the model.
+    pub fn tolerate_hook_failure(&mut self) {
+        self.config.hook_failure = hvguest_core::vss::hooks::HookFailure::Filesystems;
+        self.model_tolerates_hook_failure = true;
+    }
+
+    /// Sets a per-mount-point action, in the daemon's policy and in the model's.
+    pub fn set_mount_policy(&mut self, path: &str, action: hvguest_core::vss::policy::FsAction) {
+        self.config.policy.by_mount.insert(path.into(), action);
+        self.mount_overrides.push((path.into(), action));
     }
 }
 
@@ -524,6 +543,51 @@ pub fn random_setup(prng: &mut crate::prng::Prng) -> VssSetup {
     }
     if prng.chance(1, 4) {
         s.set_policy("zfs", crate::vss::policy_snapshot());
+    }
+    // One world in four sets one mount point's action (`mount.<path>`): mostly one
+    // that fits its type (ignoring an NFS mount, vetoing a data mount, snapshotting one
+    // dataset), now and then one that does not (which must veto), now and then a path
+    // mounted nowhere, or a prefix of a mount point (exact match only).
+    if prng.chance(1, 4) {
+        use hvguest_core::vss::policy::FsAction;
+        let actions = [
+            FsAction::Suspend,
+            FsAction::Sync,
+            FsAction::Snapshot,
+            FsAction::Ignore,
+            FsAction::Veto,
+        ];
+        let path = match prng.below(8) {
+            0 => "/nowhere".to_string(),
+            1 => "/va".to_string(),
+            _ => prng.choose(&s.mounts).path.clone(),
+        };
+        let fstype = s
+            .mounts
+            .iter()
+            .find(|m| m.path == path)
+            .map(|m| m.fstype.clone())
+            .unwrap_or_default();
+        let fitting = match fstype.as_str() {
+            "ufs" => vec![FsAction::Suspend, FsAction::Ignore, FsAction::Veto],
+            "zfs" => vec![
+                FsAction::Sync,
+                FsAction::Snapshot,
+                FsAction::Ignore,
+                FsAction::Veto,
+            ],
+            _ => vec![FsAction::Ignore, FsAction::Ignore, FsAction::Veto],
+        };
+        let action = if prng.chance(1, 6) {
+            *prng.choose(&actions)
+        } else {
+            *prng.choose(&fitting)
+        };
+        s.set_mount_policy(&path, action);
+    }
+    // One world in four goes on freezing when a freeze hook fails.
+    if prng.chance(1, 4) {
+        s.tolerate_hook_failure();
     }
     // Now and then another watchdog, up to the longest allowed (its backstop then ends
     // right at the freeze cap); the helper's auto-thaw stays after the backstop.

@@ -5,7 +5,9 @@
 //! asked that same function what to expect, every policy bug would be "expected". So this
 //! model is written separately and deliberately simply: a fixed table from file-system
 //! type to action, read-only mounts ignored, a nullfs mount as bad as the file system its
-//! source lives on. It shares only plain data types with the core (`Mount`, `FsAction`,
+//! source lives on; a per-mount-point action (`mount.<path>`) replaces the table's for
+//! the mounts at exactly that path, and vetoes when it cannot be done to the type
+//! mounted there (suspend is for UFS, sync and snapshot for ZFS), read-only or not. It shares only plain data types with the core (`Mount`, `FsAction`,
 //! `VssEffect`), never code.
 //!
 //! What it says about one FREEZE: veto (and so no hook, sync, snapshot or suspension at
@@ -72,19 +74,50 @@ pub fn strictly_under(inner: &str, outer: &str) -> bool {
     inner != outer && is_under(inner, outer)
 }
 
-/// The action for a mount that is not nullfs.
-fn plain_action(m: &Mount, overrides: &[(String, FsAction)]) -> FsAction {
+/// The setup's action for this very mount point (last one wins), if any.
+fn by_path(m: &Mount, by_mount: &[(String, FsAction)]) -> Option<FsAction> {
+    by_mount
+        .iter()
+        .rev()
+        .find(|(p, _)| *p == m.path)
+        .map(|(_, a)| *a)
+}
+
+/// Whether the action can be carried out on this type at all.
+fn possible(a: FsAction, fstype: &str) -> bool {
+    match a {
+        FsAction::Suspend => fstype == "ufs",
+        FsAction::Sync | FsAction::Snapshot => fstype == "zfs",
+        FsAction::Ignore | FsAction::Veto => true,
+    }
+}
+
+/// The action for a mount that is not nullfs (or whose own path has an action).
+fn plain_action(
+    m: &Mount,
+    overrides: &[(String, FsAction)],
+    by_mount: &[(String, FsAction)],
+) -> FsAction {
+    let own = by_path(m, by_mount);
+    if own.is_some_and(|a| !possible(a, &m.fstype)) {
+        return FsAction::Veto;
+    }
     if m.read_only {
         FsAction::Ignore
     } else {
-        table(&m.fstype, overrides)
+        own.unwrap_or_else(|| table(&m.fstype, overrides))
     }
 }
 
 /// The action for any mount.
-pub fn action(m: &Mount, all: &[Mount], overrides: &[(String, FsAction)]) -> FsAction {
-    if m.fstype != "nullfs" || m.read_only {
-        return plain_action(m, overrides);
+pub fn action(
+    m: &Mount,
+    all: &[Mount],
+    overrides: &[(String, FsAction)],
+    by_mount: &[(String, FsAction)],
+) -> FsAction {
+    if m.fstype != "nullfs" || m.read_only || by_path(m, by_mount).is_some() {
+        return plain_action(m, overrides, by_mount);
     }
     let own = table("nullfs", overrides);
     if own != FsAction::Ignore {
@@ -102,7 +135,7 @@ pub fn action(m: &Mount, all: &[Mount], overrides: &[(String, FsAction)]) -> FsA
         }
     }
     match holder {
-        Some(h) if plain_action(h, overrides) == FsAction::Veto => FsAction::Veto,
+        Some(h) if plain_action(h, overrides, by_mount) == FsAction::Veto => FsAction::Veto,
         _ => FsAction::Ignore,
     }
 }
@@ -121,14 +154,18 @@ fn add_once(v: &mut Vec<String>, x: String) {
 }
 
 /// The model's answer for one mount table.
-pub fn expect(mounts: &[Mount], overrides: &[(String, FsAction)]) -> Expected {
+pub fn expect(
+    mounts: &[Mount],
+    overrides: &[(String, FsAction)],
+    by_mount: &[(String, FsAction)],
+) -> Expected {
     let mut e = Expected::default();
     if mounts.is_empty() {
         e.veto = Some(String::new());
         return e;
     }
     for m in mounts {
-        match action(m, mounts, overrides) {
+        match action(m, mounts, overrides, by_mount) {
             FsAction::Veto => {
                 if e.veto.is_none() {
                     e.veto = Some(m.path.clone());
@@ -156,6 +193,8 @@ struct Attempt {
     /// The daemon already held a FREEZE: nothing may be done again.
     was_frozen: bool,
     hooks: Vec<String>,
+    /// Freeze hooks of this attempt that failed (as the world ran them).
+    hooks_failed: Vec<String>,
     synced: bool,
     snapshots: Vec<String>,
     suspended: Vec<String>,
@@ -166,6 +205,9 @@ struct Attempt {
 pub struct FreezeChecker {
     pub expected: Expected,
     pub snapshot_prefix: String,
+    /// `hook_failure = filesystems`: a failed freeze hook does not end the FREEZE.
+    /// Otherwise nothing more may be done after one, and no OK may follow it.
+    pub tolerate_hook_failure: bool,
     attempt: Option<Attempt>,
 }
 
@@ -174,6 +216,7 @@ impl FreezeChecker {
         FreezeChecker {
             expected,
             snapshot_prefix,
+            tolerate_hook_failure: false,
             attempt: None,
         }
     }
@@ -186,6 +229,20 @@ impl FreezeChecker {
             was_frozen,
             ..Attempt::default()
         });
+    }
+
+    /// The same checker, for a daemon with `hook_failure = filesystems` (`yes`).
+    pub fn tolerating_hook_failure(mut self, yes: bool) -> FreezeChecker {
+        self.tolerate_hook_failure = yes;
+        self
+    }
+
+    /// A freeze hook of the daemon's FREEZE ended so (`ok` false: non-zero, killed, not
+    /// started).
+    pub fn hook_ended(&mut self, name: &str, ok: bool) {
+        if let (Some(a), false) = (self.attempt.as_mut(), ok) {
+            a.hooks_failed.push(name.to_string());
+        }
     }
 
     /// One effect of the daemon: an error says which rule it breaks.
@@ -213,6 +270,12 @@ impl FreezeChecker {
         }
         if a.was_frozen {
             return Err(format!("{e:?} for a FREEZE while already frozen"));
+        }
+        if !self.tolerate_hook_failure && !a.hooks_failed.is_empty() {
+            return Err(format!(
+                "{e:?} after freeze hook {:?} failed (hook_failure = veto)",
+                a.hooks_failed
+            ));
         }
         match e {
             VssEffect::Run { .. } | VssEffect::RunHook { .. } => {
@@ -316,6 +379,12 @@ impl FreezeChecker {
         if a.was_frozen {
             return Ok(());
         }
+        if !self.tolerate_hook_failure && !a.hooks_failed.is_empty() {
+            return Err(format!(
+                "FREEZE answered OK although freeze hook {:?} failed (hook_failure = veto)",
+                a.hooks_failed
+            ));
+        }
         let mut done = a.suspended.clone();
         done.sort();
         if done != exp.suspend {
@@ -366,21 +435,59 @@ mod tests {
             m("nullfs", "/jail/mnt", "/mnt/a", false),
             m("tmpfs", "/tmp", "tmpfs", false),
         ];
-        let e = expect(&mounts, &[]);
+        let e = expect(&mounts, &[], &[]);
         assert_eq!(e.veto, None);
         assert_eq!(e.suspend, vec!["/"]);
         assert_eq!(e.sync_pools, vec!["tank", "zroot"]);
         let mut rw = mounts.to_vec();
         rw[5].read_only = false;
-        assert_eq!(expect(&rw, &[]).veto, Some("/mnt".into()));
+        assert_eq!(expect(&rw, &[], &[]).veto, Some("/mnt".into()));
         // An override for nfs makes it, and the nullfs over it, fine.
         let ov = [("nfs".to_string(), FsAction::Ignore)];
-        assert_eq!(expect(&rw, &ov).veto, None);
+        assert_eq!(expect(&rw, &ov, &[]).veto, None);
         let snap = [("zfs".to_string(), FsAction::Snapshot)];
-        assert_eq!(expect(&mounts, &snap).snapshot_pools, vec!["tank", "zroot"]);
+        assert_eq!(
+            expect(&mounts, &snap, &[]).snapshot_pools,
+            vec!["tank", "zroot"]
+        );
         assert!(strictly_under("/var/db", "/var"));
         assert!(!strictly_under("/variable", "/var"));
         assert!(strictly_under("/var", "/"));
-        assert_eq!(expect(&[], &[]).veto, Some(String::new()));
+        assert_eq!(expect(&[], &[], &[]).veto, Some(String::new()));
+
+        // Per mount point: exactly that path, over the type's action.
+        let by = |p: &str, a| vec![(p.to_string(), a)];
+        assert_eq!(
+            expect(&rw, &[], &by("/mnt", FsAction::Ignore)).veto,
+            None,
+            "the NFS mount and the nullfs over it"
+        );
+        assert_eq!(
+            expect(&rw, &[], &by("/mn", FsAction::Ignore)).veto,
+            Some("/mnt".into())
+        );
+        let e = expect(&mounts, &[], &by("/data", FsAction::Snapshot));
+        assert_eq!(
+            (e.sync_pools, e.snapshot_pools),
+            (vec!["tank".into(), "zroot".into()], vec!["tank".into()])
+        );
+        assert_eq!(
+            expect(&mounts, &[], &by("/", FsAction::Veto)).veto,
+            Some("/".into())
+        );
+        assert_eq!(
+            expect(&mounts, &[], &by("/", FsAction::Ignore)).suspend,
+            Vec::<String>::new()
+        );
+        // Read-only stays ignored, unless the action cannot be done to that type.
+        assert_eq!(expect(&mounts, &[], &by("/usr", FsAction::Veto)).veto, None);
+        assert_eq!(
+            expect(&mounts, &[], &by("/usr", FsAction::Sync)).veto,
+            Some("/usr".into())
+        );
+        assert_eq!(
+            expect(&mounts, &[], &by("/z", FsAction::Suspend)).veto,
+            Some("/z".into())
+        );
     }
 }

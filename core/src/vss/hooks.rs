@@ -13,6 +13,37 @@
 //! link; io-freebsd's `programs.rs`), and lists entries without following links: a
 //! link reaches [`judge`] as not a regular file.
 
+/// What a freeze hook that fails (exits non-zero or is killed at its deadline) does
+/// to the backup (`hook_failure` in `vss.conf`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HookFailure {
+    /// The FREEZE fails and is rolled back: the backup is consistent or absent.
+    #[default]
+    Veto,
+    /// The FREEZE goes on (the hook still gets its `thaw`, the file systems are still
+    /// frozen) and succeeds: the backup is crash-consistent for that hook's
+    /// application rather than absent (the Azure backup extension's
+    /// OnFailureDoFsFreeze). A hook the driver cannot even stop still fails it.
+    Filesystems,
+}
+
+impl HookFailure {
+    pub fn parse(s: &str) -> Option<HookFailure> {
+        match s {
+            "veto" => Some(HookFailure::Veto),
+            "filesystems" => Some(HookFailure::Filesystems),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HookFailure::Veto => "veto",
+            HookFailure::Filesystems => "filesystems",
+        }
+    }
+}
+
 /// A directory entry as the driver found it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]

@@ -37,7 +37,7 @@ use crate::limits::{
 };
 use crate::time::Instant;
 use crate::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
-use crate::vss::hooks::{self, Skip};
+use crate::vss::hooks::{self, HookFailure, Skip};
 use crate::vss::policy::{FreezePlan, Policy, PolicyError};
 use crate::vss::rules;
 use crate::vss::wire::{decode_read, OptMsg, VssOp, VssRead, VSS_MSG_SIZE};
@@ -103,6 +103,8 @@ pub struct VssConfig {
     pub watchdog: Duration,
     /// Snapshot names: `POOL@<prefix><msgid>`.
     pub snapshot_prefix: String,
+    /// Whether a failing freeze hook fails the FREEZE.
+    pub hook_failure: HookFailure,
 }
 
 impl Default for VssConfig {
@@ -113,6 +115,7 @@ impl Default for VssConfig {
             budget: Budget::default(),
             watchdog: VSS_WATCHDOG,
             snapshot_prefix: "hvguest-".into(),
+            hook_failure: HookFailure::Veto,
         }
     }
 }
@@ -138,6 +141,12 @@ pub enum VssEvent {
     HookFailed {
         name: String,
         arg: &'static str,
+        status: ExitStatus,
+    },
+    /// A freeze hook failed and `hook_failure = filesystems`: the FREEZE goes on, and
+    /// the backup is only crash-consistent for what this hook quiesces.
+    HookFailureTolerated {
+        name: String,
         status: ExitStatus,
     },
     StepFailed {
@@ -740,6 +749,12 @@ impl VssMachine {
             }
             (FreezeStage::FreezeHook, Some(VssResult::Exit(status))) => {
                 let name = f.hooks[f.next - 1].clone();
+                if self.cfg.hook_failure == HookFailure::Filesystems {
+                    // Its thaw still runs: it is in `hooks_started`.
+                    self.event(VssEvent::HookFailureTolerated { name, status });
+                    self.next_freeze_step();
+                    return;
+                }
                 self.event(VssEvent::HookFailed {
                     name,
                     arg: "freeze",

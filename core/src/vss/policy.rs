@@ -95,6 +95,13 @@ pub struct Policy {
     pub by_type: BTreeMap<String, FsAction>,
     /// For types not in the table.
     pub default: FsAction,
+    /// Per mount point (`mount.<path>` in `vss.conf`), matched exactly against the
+    /// mount table's path: one scratch NFS or fuse mount should not fail every backup
+    /// (the Azure backup extension's `MountsToSkip`), and one data mount may need a veto
+    /// its type does not have. It replaces the type's action; a read-only mount is still
+    /// ignored, and an action that does not fit the mount's type vetoes
+    /// ([`PolicyError::Misfit`]), since what the administrator asked cannot be done.
+    pub by_mount: BTreeMap<String, FsAction>,
 }
 
 /// Types ignored by default: in memory or synthetic, nothing of theirs is on a disk the
@@ -122,6 +129,7 @@ impl Default for Policy {
         Policy {
             by_type,
             default: FsAction::Veto,
+            by_mount: BTreeMap::new(),
         }
     }
 }
@@ -133,6 +141,37 @@ pub enum PolicyError {
     Veto { fstype: String, path: String },
     #[error("the mount table is empty")]
     NoMounts,
+    #[error(
+        "`mount.{path} = {}` does not fit the {fstype} file system mounted there: {}",
+        action.name(), crate::vss::rules::Misfit { action: *action }
+    )]
+    Misfit {
+        path: String,
+        fstype: String,
+        action: FsAction,
+    },
+}
+
+/// Why a mount gets its action: what `hv_vss_daemon --check-config` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Read-only: cannot change, whatever the policy says.
+    ReadOnly,
+    /// `mount.<path>`.
+    Mount,
+    /// `policy.<fstype>` (or the built-in table).
+    Type,
+    /// `policy.default`: the type is not in the table.
+    Default,
+    /// A nullfs mount whose source lies on this mount point, which vetoes.
+    NullfsSource(String),
+}
+
+/// One mount's action and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: FsAction,
+    pub reason: Reason,
 }
 
 /// What FREEZE will do, in order.
@@ -176,22 +215,50 @@ impl Policy {
         self.by_type.get(fstype).copied().unwrap_or(self.default)
     }
 
-    /// The action for one mount: read-only mounts cannot change; a nullfs mount is as
-    /// good as the file system its source lives on.
-    pub fn action_for(&self, m: &Mount, all: &[Mount]) -> FsAction {
-        if m.read_only {
-            return FsAction::Ignore;
+    /// The action for one mount: a `mount.<path>` setting that does not fit its type
+    /// is an error (even on a read-only mount: the setting is wrong either way);
+    /// read-only mounts cannot change; then the mount's own setting, then its type's;
+    /// a nullfs mount its type ignores is as good as the file system its source lives
+    /// on. An explicit `mount.<path> = ignore` on a nullfs mount is taken at its word.
+    pub fn decide(&self, m: &Mount, all: &[Mount]) -> Result<Decision, PolicyError> {
+        let own = self.by_mount.get(&m.path).copied();
+        if let Some(action) = own {
+            if crate::vss::rules::action_fits(action, &m.fstype).is_err() {
+                return Err(PolicyError::Misfit {
+                    path: m.path.clone(),
+                    fstype: m.fstype.clone(),
+                    action,
+                });
+            }
         }
+        let decision = |action, reason| Ok(Decision { action, reason });
+        if m.read_only {
+            return decision(FsAction::Ignore, Reason::ReadOnly);
+        }
+        if let Some(action) = own {
+            return decision(action, Reason::Mount);
+        }
+        let reason = if self.by_type.contains_key(&m.fstype) {
+            Reason::Type
+        } else {
+            Reason::Default
+        };
         let a = self.action(&m.fstype);
         if m.fstype == "nullfs" && a == FsAction::Ignore {
-            return match mount_of(all, &m.source)
-                .filter(|s| s.path != m.path && s.fstype != "nullfs")
+            if let Some(src) =
+                mount_of(all, &m.source).filter(|s| s.path != m.path && s.fstype != "nullfs")
             {
-                Some(src) if self.action_for(src, all) == FsAction::Veto => FsAction::Veto,
-                _ => FsAction::Ignore,
-            };
+                if self.action_for(src, all) == FsAction::Veto {
+                    return decision(FsAction::Veto, Reason::NullfsSource(src.path.clone()));
+                }
+            }
         }
-        a
+        decision(a, reason)
+    }
+
+    /// [`Policy::decide`]'s action, a misfit counting as a veto.
+    pub fn action_for(&self, m: &Mount, all: &[Mount]) -> FsAction {
+        self.decide(m, all).map_or(FsAction::Veto, |d| d.action)
     }
 
     /// CHECK and FREEZE both start here: a veto, or what to do.
@@ -201,7 +268,7 @@ impl Policy {
         }
         let mut plan = FreezePlan::default();
         for m in mounts {
-            match self.action_for(m, mounts) {
+            match self.decide(m, mounts)?.action {
                 FsAction::Veto => {
                     return Err(PolicyError::Veto {
                         fstype: m.fstype.clone(),
@@ -345,5 +412,78 @@ mod tests {
             matches!(Policy::default().plan(&bad), Err(PolicyError::Veto { fstype, .. }) if fstype == "nfs")
         );
         assert_eq!(Policy::default().plan(&[]), Err(PolicyError::NoMounts));
+    }
+
+    #[test]
+    fn a_mount_override_replaces_the_type_exactly_at_its_path() {
+        let mounts = [
+            m("ufs", "/", false, "/dev/da0p2"),
+            m("nfs", "/mnt/scratch", false, "srv:/scratch"),
+            m("nfs", "/mnt/scratch2", false, "srv:/scratch2"),
+            m("ufs", "/data", false, "/dev/da1p1"),
+            m("nullfs", "/jail/a", false, "/mnt/scratch/x"),
+        ];
+        let mut p = Policy::default();
+        p.by_mount.insert("/mnt/scratch".into(), FsAction::Ignore);
+        // The exact path only: /mnt/scratch2 still vetoes.
+        assert!(
+            matches!(p.plan(&mounts), Err(PolicyError::Veto { path, .. }) if path == "/mnt/scratch2")
+        );
+        p.by_mount.insert("/mnt/scratch2".into(), FsAction::Ignore);
+        p.by_mount.insert("/data".into(), FsAction::Ignore);
+        let plan = p.plan(&mounts).unwrap();
+        assert_eq!(plan.suspend, vec!["/"]);
+        // The nullfs mount over an ignored source is ignored too.
+        assert_eq!(
+            p.decide(&mounts[4], &mounts),
+            Ok(Decision {
+                action: FsAction::Ignore,
+                reason: Reason::Type
+            })
+        );
+        assert_eq!(p.decide(&mounts[1], &mounts).unwrap().reason, Reason::Mount);
+        // veto on a UFS mount the type would suspend.
+        p.by_mount.insert("/data".into(), FsAction::Veto);
+        assert!(matches!(p.plan(&mounts), Err(PolicyError::Veto { path, .. }) if path == "/data"));
+        // Read-only wins over the override.
+        let ro = [m("ufs", "/", false, "d"), m("ufs", "/data", true, "e")];
+        assert_eq!(p.plan(&ro).unwrap().suspend, vec!["/"]);
+        assert_eq!(p.decide(&ro[1], &ro).unwrap().reason, Reason::ReadOnly);
+    }
+
+    #[test]
+    fn an_override_that_does_not_fit_the_mounted_type_vetoes() {
+        let mut p = Policy::default();
+        p.by_mount.insert("/data".into(), FsAction::Suspend);
+        let zfs = [
+            m("ufs", "/", false, "d"),
+            m("zfs", "/data", true, "tank/data"),
+        ];
+        // Even read-only: the setting is wrong.
+        let e = p.plan(&zfs).unwrap_err();
+        assert_eq!(
+            e,
+            PolicyError::Misfit {
+                path: "/data".into(),
+                fstype: "zfs".into(),
+                action: FsAction::Suspend
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "`mount./data = suspend` does not fit the zfs file system mounted there: \
+             `suspend` works on `ufs` only"
+        );
+        let ufs = [m("ufs", "/", false, "d"), m("ufs", "/data", false, "e")];
+        assert_eq!(p.plan(&ufs).unwrap().suspend, vec!["/data", "/"]);
+        p.by_mount.insert("/data".into(), FsAction::Snapshot);
+        assert!(matches!(p.plan(&ufs), Err(PolicyError::Misfit { .. })));
+        // A nullfs mount over a misfit is vetoed as over a veto.
+        let j = [
+            m("ufs", "/", false, "d"),
+            m("ufs", "/data", false, "e"),
+            m("nullfs", "/j", false, "/data/x"),
+        ];
+        assert_eq!(p.action_for(&j[2], &j), FsAction::Veto);
     }
 }

@@ -17,6 +17,11 @@
 //!   [`VSS_MAX_THAW_HOOK`] (so one still runs within the exit limit), the application's
 //!   auto-thaw in [`VSS_MAX_APP_AUTO_THAW`]. No value, however large, reaches the
 //!   arithmetic further on.
+//! * An action fits the file system it is set for ([`action_fits`]: `suspend` on UFS,
+//!   `sync` and `snapshot` on ZFS), and a `mount.<path>` names a mount point as the
+//!   mount table writes it ([`check_mount_point`]). For `mount.<path>` the type is known
+//!   only with the mount table: `hv_vss_daemon --check-config` checks the current one,
+//!   and a CHECK or FREEZE finding a misfit vetoes (`PolicyError::Misfit`).
 //!
 //! [`VssMachine::new`]: crate::vss::machine::VssMachine::new
 //! [`AppMachine::new`]: crate::vss::app::AppMachine::new
@@ -28,6 +33,7 @@ use crate::limits::{
 };
 use crate::vss::app::AppConfig;
 use crate::vss::machine::{Budget, VssConfig};
+use crate::vss::policy::FsAction;
 
 /// `4s`, `500ms`, `1500ms`.
 pub fn show(d: Duration) -> String {
@@ -233,6 +239,60 @@ pub fn check_app(app: &AppConfig) -> Result<(), RuleError> {
     check_budget(&app.budget)
 }
 
+/// An action set for a file system it cannot work on: UFSSUSPEND exists only for UFS,
+/// `zpool sync` and `zfs snapshot` only for ZFS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{}` works on `{}` only", action.name(), if *.action == FsAction::Suspend { "ufs" } else { "zfs" })]
+pub struct Misfit {
+    pub action: FsAction,
+}
+
+/// Whether `action` can be done to a file system of type `fstype` (`policy.<fstype>`,
+/// and `mount.<path>` once the mount table says what is mounted there).
+pub fn action_fits(action: FsAction, fstype: &str) -> Result<(), Misfit> {
+    let fits = match action {
+        FsAction::Suspend => fstype == "ufs",
+        FsAction::Sync | FsAction::Snapshot => fstype == "zfs",
+        FsAction::Ignore | FsAction::Veto => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(Misfit { action })
+    }
+}
+
+/// Why a `mount.<path>` key names no mount point it could ever match exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadMountPoint {
+    #[error("the mount point must be an absolute path")]
+    NotAbsolute,
+    #[error(
+        "the mount point must be written as the mount table shows it: no trailing `/`, \
+         no empty, `.` or `..` component"
+    )]
+    NotCanonical,
+}
+
+/// A mount point as `getmntinfo` reports it: absolute, no trailing `/` (but `/`
+/// itself), no `//`, `.` or `..`. Matching is exact, so any other spelling would
+/// silently never match.
+pub fn check_mount_point(path: &str) -> Result<(), BadMountPoint> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(BadMountPoint::NotAbsolute);
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    if rest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(BadMountPoint::NotCanonical);
+    }
+    Ok(())
+}
+
 /// Every rule, in the order a reader meets the settings: the daemon's, the helper's,
 /// then the two together.
 pub fn check(vss: &VssConfig, app: &AppConfig) -> Result<(), RuleError> {
@@ -254,6 +314,29 @@ mod tests {
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    #[test]
+    fn actions_fit_their_types_and_mount_points_are_canonical() {
+        assert_eq!(action_fits(FsAction::Suspend, "ufs"), Ok(()));
+        assert_eq!(action_fits(FsAction::Snapshot, "zfs"), Ok(()));
+        assert_eq!(action_fits(FsAction::Veto, "nfs"), Ok(()));
+        let e = action_fits(FsAction::Suspend, "zfs").unwrap_err();
+        assert_eq!(e.to_string(), "`suspend` works on `ufs` only");
+        let e = action_fits(FsAction::Sync, "nfs").unwrap_err();
+        assert_eq!(e.to_string(), "`sync` works on `zfs` only");
+        for ok in ["/", "/data", "/mnt/scratch dir", "/a/b.c/..d"] {
+            assert_eq!(check_mount_point(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(check_mount_point("data"), Err(BadMountPoint::NotAbsolute));
+        assert_eq!(check_mount_point(""), Err(BadMountPoint::NotAbsolute));
+        for bad in ["/data/", "//data", "/a//b", "/a/./b", "/a/..", "/."] {
+            assert_eq!(
+                check_mount_point(bad),
+                Err(BadMountPoint::NotCanonical),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

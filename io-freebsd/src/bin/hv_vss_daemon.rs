@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hvguest_core::vss::machine::VssMachine;
+use hvguest_core::vss::policy::Mount;
 use hvguest_io::freezer::{freezer_main, Mode};
 use hvguest_io::logging::Logger;
+use hvguest_io::mounts::{self, MountsError};
 use hvguest_io::process::{absolute, close_inherited_descriptors, start_daemon};
-use hvguest_io::vss_config::{self, DEFAULT_CONFIG};
+use hvguest_io::vss_config::{self, LoadedConfig, DEFAULT_CONFIG};
 use hvguest_io::vss_daemon::{self, VssPaths};
 
 /// Freezes file systems for the Hyper-V host's backups, on /dev/hv_fsvss_dev.
@@ -42,12 +44,81 @@ struct Cli {
     /// Pidfile (taken when running as a daemon, or when given).
     #[arg(long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
+    /// Check the configuration file, print what CHECK and FREEZE would do to each mount
+    /// of the current mount table (or the emulated one), and exit: 0 when the
+    /// configuration is valid, 2 when it is not, 1 when the mount table cannot be read.
+    #[arg(short = 't', long)]
+    check_config: bool,
     /// Internal: run as the freezer child.
     #[arg(long, hide = true)]
     freezer: bool,
 }
 
 const DEFAULT_PIDFILE: &str = "/var/run/hv_vss_daemon.pid";
+
+/// The mount table `--emulate-mounts` names, else the system's.
+fn mount_table(cli: &Cli) -> Result<Vec<Mount>, MountsError> {
+    match &cli.emulate_mounts {
+        Some(f) => mounts::emulated(f),
+        None => mounts::system(),
+    }
+}
+
+/// `--check-config`: the file was valid on its own; now its `mount.<path>` settings
+/// against the mount table, then the plan.
+fn check_config(cli: &Cli, config: &LoadedConfig) -> ExitCode {
+    let table = match mount_table(cli) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("hv_vss_daemon: cannot read the mount table: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(bad) = config.check_mounts(&table) {
+        eprintln!(
+            "hv_vss_daemon: {}:{}: {}",
+            cli.config.display(),
+            bad.line,
+            bad.problem
+        );
+        return ExitCode::from(2);
+    }
+    let origin = if cli.config.exists() {
+        "is valid"
+    } else {
+        "does not exist: the defaults apply"
+    };
+    print!(
+        "{} {origin}.\n{}",
+        cli.config.display(),
+        vss_config::plan_report(config, &table)
+    );
+    ExitCode::SUCCESS
+}
+
+/// At start-up, a `mount.<path>` setting that does not fit what is mounted there now
+/// is worth a warning: every CHECK would veto until it is fixed (or the mount changes).
+fn warn_about_mount_settings(cli: &Cli, config: &LoadedConfig, log: &Logger) {
+    if config.vss.policy.by_mount.is_empty() {
+        return;
+    }
+    match mount_table(cli) {
+        Ok(table) => {
+            if let Err(bad) = config.check_mounts(&table) {
+                log.warn(&format!(
+                    "{}:{}: {}; every backup fails while this is mounted so.",
+                    cli.config.display(),
+                    bad.line,
+                    bad.problem
+                ));
+            }
+        }
+        Err(e) => log.warn(&format!(
+            "Cannot read the mount table to check the mount.<path> settings of {}: {e}.",
+            cli.config.display()
+        )),
+    }
+}
 
 fn main() -> ExitCode {
     // Before anything is opened: what the parent left open must not reach our hooks
@@ -74,6 +145,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.check_config {
+        return check_config(&cli, &config);
+    }
     let paths = VssPaths {
         device: absolute(&cli.device),
         hook_dir: config.vss.hook_dir.as_deref().map(PathBuf::from),
@@ -97,6 +171,7 @@ fn main() -> ExitCode {
         }
     };
     let log = Logger::new(cli.foreground, cli.debug, c"HV_VSS");
+    warn_about_mount_settings(&cli, &config, &log);
     let machine = VssMachine::new(config.vss, hvguest_io::clock::now());
     let result = vss_daemon::run(machine, &paths, &log);
     drop(lock);

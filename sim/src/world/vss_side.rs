@@ -95,9 +95,14 @@ impl VssPart {
             next_at: Instant::ZERO,
             stats_ops: 0,
             checker: FreezeChecker::new(
-                vss_model::expect(&setup.mounts, &setup.policy_overrides),
+                vss_model::expect(
+                    &setup.mounts,
+                    &setup.policy_overrides,
+                    &setup.mount_overrides,
+                ),
                 setup.config.snapshot_prefix.clone(),
-            ),
+            )
+            .tolerating_hook_failure(setup.model_tolerates_hook_failure),
             setup,
             timing: None,
             snapshots: BTreeSet::new(),
@@ -234,7 +239,7 @@ impl World {
     /// reason, e.g. a nullfs mount judged by its own path instead of its source's.
     fn vss_check_veto(&mut self, why: &PolicyError) {
         let named = match why {
-            PolicyError::Veto { path, .. } => path.clone(),
+            PolicyError::Veto { path, .. } | PolicyError::Misfit { path, .. } => path.clone(),
             PolicyError::NoMounts => String::new(),
         };
         let want = self
@@ -300,6 +305,9 @@ impl World {
             VssEffect::Run { deadline, .. } | VssEffect::RunHook { deadline, .. } => {
                 let argv = program_argv(&effect).unwrap_or_default();
                 let (took, status, name, arg) = program_result(&v.setup, &argv, *deadline);
+                if !app && arg == "freeze" {
+                    v.checker.hook_ended(&name, status.success());
+                }
                 v.last_run.insert(name.clone(), arg.clone());
                 let open = &mut v.open_hooks[usize::from(app)];
                 if arg == "thaw" {
