@@ -741,10 +741,12 @@ fn json_output_escapes_what_it_must_and_reads_back_exactly() {
     dir.run(&["set", "guest", tricky_key, tricky]).ok();
     dir.run(&["set", "guest", "empty", ""]).ok();
     let got = dir.run(&["get", "guest", tricky_key, "--json"]);
+    // serde_json's escaping: quote, backslash and the C0 controls; DEL, U+2028 and
+    // everything else as UTF-8.
     assert_eq!(
         got.ok(),
         "{\"pool\":\"guest\",\"key\":\"q\\\"uote\\\\key\",\"value\":\
-         \"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\\u001fh\\u007fé😀\\u2028/\"}\n"
+         \"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\\u001fh\u{7f}é😀\u{2028}/\"}\n"
     );
     let v = Json::parse(got.ok());
     assert_eq!(v.get("key").str(), tricky_key);
@@ -887,6 +889,13 @@ fn host_summarizes_what_the_host_publishes() {
     assert_eq!(j.get("host_service_pack"), &Json::Null);
     assert_eq!(j.get("host_processor_architecture").str(), "9");
     assert_eq!(j.get("records").keys().len(), 16);
+    // The summary in a fixed order, then the records in file order.
+    assert_eq!(&j.keys()[..2], ["vm_name", "vm_id"]);
+    assert_eq!(j.keys().last(), Some(&"records"));
+    assert_eq!(
+        &j.get("records").keys()[..2],
+        ["HostName", "HostingSystemEditionId"]
+    );
     assert_eq!(
         j.get("records")
             .get("HostingSystemProcessorThrottleMin")

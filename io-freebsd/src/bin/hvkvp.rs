@@ -12,6 +12,7 @@
 //! Exit status: 0 found or done, 1 key not found (`get`, `delete`, and `host` when the
 //! host published nothing), 2 usage, refusal or I/O error.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Read, Write};
@@ -31,6 +32,7 @@ use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::limits::{HOST_SAFE_KEY_UNITS, HOST_SAFE_VALUE_UNITS, MAX_POOL_RECORDS};
 use hvguest_io::pool_access::{AccessError, Change, PoolAccess};
 use hvguest_io::sysinfo;
+use serde::Serialize;
 
 const DEFAULT_POOL_DIR: &str = "/var/db/hyperv/pool";
 /// Keys longer than this (in characters) do not widen the key column (the longest key the
@@ -426,41 +428,59 @@ fn table(out: &mut String, rows: &[(String, String)]) {
     }
 }
 
-fn json_string(out: &mut String, bytes: &[u8]) {
-    out.push('"');
-    for c in String::from_utf8_lossy(bytes).chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            // Other controls must be escaped; U+2028/9 too, for JavaScript readers.
-            c if u32::from(c) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+/// Bytes as JSON text: lossy UTF-8 (a pool holds bytes; JSON holds text).
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
-/// `[{"key":…,"value":…},…]`, every record in file order.
-fn json_records(out: &mut String, pool: &Pool) {
-    out.push('[');
-    for (i, r) in pool.records().iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"key\":");
-        json_string(out, r.key.as_bytes());
-        out.push_str(",\"value\":");
-        json_string(out, r.value.as_bytes());
-        out.push('}');
+/// One record as `{"key":…,"value":…}`.
+#[derive(Serialize)]
+struct JsonRecord<'a> {
+    key: Cow<'a, str>,
+    value: Cow<'a, str>,
+}
+
+/// Every record of a pool, in file order.
+fn json_records(pool: &Pool) -> Vec<JsonRecord<'_>> {
+    pool.records()
+        .iter()
+        .map(|r| JsonRecord {
+            key: text(r.key.as_bytes()),
+            value: text(r.value.as_bytes()),
+        })
+        .collect()
+}
+
+/// Pools as `{"external":[…],"guest":[…],…}`, in the order given (`serde_json`'s own
+/// map would sort them).
+struct JsonPools<'a>(&'a [(PoolId, Pool)]);
+
+impl Serialize for JsonPools<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(
+            self.0
+                .iter()
+                .map(|(p, records)| (p.name(), json_records(records))),
+        )
     }
-    out.push(']');
+}
+
+/// Key/value pairs as one JSON object, in file order (`serde_json`'s own map would sort
+/// them).
+struct JsonPairs<'a>(&'a [(Vec<u8>, Vec<u8>)]);
+
+impl Serialize for JsonPairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (text(k), text(v))))
+    }
+}
+
+/// `value` as one line of compact JSON.
+fn json_line(value: &impl Serialize) -> Result<String, Fail> {
+    let mut line =
+        serde_json::to_string(value).map_err(|e| Fail::trouble(format!("writing JSON: {e}")))?;
+    line.push('\n');
+    Ok(line)
 }
 
 fn rows(pool: &Pool) -> Vec<(String, String)> {
@@ -664,39 +684,25 @@ fn list(dir: &Path, pool: Option<PoolId>, json: bool) -> Result<(), Fail> {
     // What was found on the way is worth telling even if a later pool failed.
     report(&mut access, Use::Read);
     result?;
+    if json {
+        return emit(&match (pool, &loaded[..]) {
+            // One pool named: its records alone.
+            (Some(_), [(_, only)]) => json_line(&json_records(only))?,
+            _ => json_line(&JsonPools(&loaded))?,
+        });
+    }
     let mut out = String::new();
     if let (Some(_), [(_, only)]) = (pool, &loaded[..]) {
-        // One pool named: its records alone.
-        if json {
-            json_records(&mut out, only);
-            out.push('\n');
-        } else {
-            table(&mut out, &rows(only));
-        }
+        table(&mut out, &rows(only));
         return emit(&out);
     }
-    if json {
-        out.push('{');
-    }
     for (i, (p, records)) in loaded.iter().enumerate() {
-        if json {
-            if i > 0 {
-                out.push(',');
-            }
-            json_string(&mut out, p.name().as_bytes());
-            out.push(':');
-            json_records(&mut out, records);
-        } else {
-            if i > 0 {
-                out.push('\n');
-            }
-            // Writing to a String cannot fail.
-            let _ = writeln!(out, "[{}]", p.name());
-            table(&mut out, &rows(records));
+        if i > 0 {
+            out.push('\n');
         }
-    }
-    if json {
-        out.push_str("}\n");
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "[{}]", p.name());
+        table(&mut out, &rows(records));
     }
     emit(&out)
 }
@@ -735,14 +741,17 @@ fn get(dir: &Path, pool: PoolId, key: &str, json: bool, raw: bool) -> Result<(),
         )));
     };
     if json {
-        let mut out = String::from("{\"pool\":");
-        json_string(&mut out, pool.name().as_bytes());
-        out.push_str(",\"key\":");
-        json_string(&mut out, k.as_bytes());
-        out.push_str(",\"value\":");
-        json_string(&mut out, v.as_bytes());
-        out.push_str("}\n");
-        emit(&out)
+        #[derive(Serialize)]
+        struct Got<'a> {
+            pool: &'a str,
+            key: Cow<'a, str>,
+            value: Cow<'a, str>,
+        }
+        emit(&json_line(&Got {
+            pool: pool.name(),
+            key: text(k.as_bytes()),
+            value: text(v.as_bytes()),
+        })?)
     } else if raw || !io::stdout().is_terminal() {
         // The value exactly as stored, for scripts: no escaping.
         let mut out = v.as_bytes().to_vec();
@@ -814,20 +823,23 @@ fn repair(dir: &Path, pool: Option<PoolId>) -> Result<(), Fail> {
     emit(&out)
 }
 
-/// What `host --json` shows as is: field name, pool-3 key.
-const HOST_FIELDS: [(&str, &str); 8] = [
-    ("vm_name", "VirtualMachineName"),
-    ("vm_id", "VirtualMachineId"),
-    ("host_name", "HostName"),
-    ("physical_host", "PhysicalHostName"),
-    ("physical_host_fqdn", "PhysicalHostNameFullyQualified"),
-    ("host_edition_id", "HostingSystemEditionId"),
-    ("nested_level", "HostingSystemNestedLevel"),
-    (
-        "dynamic_memory_balancing",
-        "VirtualMachineDynamicMemoryBalancingEnabled",
-    ),
-];
+/// `host --json`: the summary's fields (`null` when the host did not publish them),
+/// then every record of pool 3 as it is.
+#[derive(Serialize)]
+struct HostJson<'a> {
+    vm_name: Option<Cow<'a, str>>,
+    vm_id: Option<Cow<'a, str>>,
+    host_name: Option<Cow<'a, str>>,
+    physical_host: Option<Cow<'a, str>>,
+    physical_host_fqdn: Option<Cow<'a, str>>,
+    host_edition_id: Option<Cow<'a, str>>,
+    nested_level: Option<Cow<'a, str>>,
+    dynamic_memory_balancing: Option<Cow<'a, str>>,
+    host_os_version: Option<String>,
+    host_service_pack: Option<String>,
+    host_processor_architecture: Option<String>,
+    records: JsonPairs<'a>,
+}
 
 /// Windows' PROCESSOR_ARCHITECTURE_* numbers.
 fn architecture(n: &str) -> Option<&'static str> {
@@ -870,36 +882,23 @@ fn host(dir: &Path, json: bool) -> Result<(), Fail> {
         _ => None,
     };
     let arch = get("HostingSystemProcessorArchitecture").map(|a| a.into_owned());
-    let mut out = String::new();
     if json {
-        let field = |out: &mut String, name: &str, v: Option<&str>| {
-            json_string(out, name.as_bytes());
-            out.push(':');
-            match v {
-                Some(v) => json_string(out, v.as_bytes()),
-                None => out.push_str("null"),
-            }
-            out.push(',');
-        };
-        out.push('{');
-        for (name, key) in HOST_FIELDS {
-            field(&mut out, name, get(key).as_deref());
-        }
-        field(&mut out, "host_os_version", os.as_deref());
-        field(&mut out, "host_service_pack", sp.as_deref());
-        field(&mut out, "host_processor_architecture", arch.as_deref());
-        out.push_str("\"records\":{");
-        for (i, (k, v)) in records.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            json_string(&mut out, k);
-            out.push(':');
-            json_string(&mut out, v);
-        }
-        out.push_str("}}\n");
-        return emit(&out);
+        return emit(&json_line(&HostJson {
+            vm_name: get("VirtualMachineName"),
+            vm_id: get("VirtualMachineId"),
+            host_name: get("HostName"),
+            physical_host: get("PhysicalHostName"),
+            physical_host_fqdn: get("PhysicalHostNameFullyQualified"),
+            host_edition_id: get("HostingSystemEditionId"),
+            nested_level: get("HostingSystemNestedLevel"),
+            dynamic_memory_balancing: get("VirtualMachineDynamicMemoryBalancingEnabled"),
+            host_os_version: os,
+            host_service_pack: sp,
+            host_processor_architecture: arch,
+            records: JsonPairs(&records),
+        })?);
     }
+    let mut out = String::new();
     // Text: host names first, then the host's system, then this VM's settings.
     let text = |k: &str| map.get(k.as_bytes()).map(|v| shown(v));
     let os = os.map(|os| match sp {
@@ -980,24 +979,35 @@ fn diff<'a>(old: &'a [(Vec<u8>, Vec<u8>)], new: &'a [(Vec<u8>, Vec<u8>)]) -> Vec
     out
 }
 
-fn write_diff(out: &mut String, pool: PoolId, changes: &[Diff<'_>], json: bool, prefix: bool) {
+fn write_diff(
+    out: &mut String,
+    pool: PoolId,
+    changes: &[Diff<'_>],
+    json: bool,
+    prefix: bool,
+) -> Result<(), Fail> {
     for d in changes {
         if json {
+            #[derive(Serialize)]
+            struct Changed<'a> {
+                pool: &'a str,
+                change: &'a str,
+                key: Cow<'a, str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                value: Option<Cow<'a, str>>,
+            }
             let (change, key, value) = match d {
                 Diff::Added(k, v) => ("added", k, Some(v)),
                 Diff::Removed(k) => ("removed", k, None),
                 Diff::Changed(k, v) => ("changed", k, Some(v)),
             };
-            out.push_str("{\"pool\":");
-            json_string(out, pool.name().as_bytes());
-            // Writing to a String cannot fail.
-            let _ = write!(out, ",\"change\":\"{change}\",\"key\":");
-            json_string(out, key);
-            if let Some(v) = value {
-                out.push_str(",\"value\":");
-                json_string(out, v);
-            }
-            out.push_str("}\n");
+            let line = Changed {
+                pool: pool.name(),
+                change,
+                key: text(key),
+                value: value.map(|v| text(v)),
+            };
+            out.push_str(&json_line(&line)?);
         } else {
             if prefix {
                 // Writing to a String cannot fail.
@@ -1011,6 +1021,7 @@ fn write_diff(out: &mut String, pool: PoolId, changes: &[Diff<'_>], json: bool, 
             };
         }
     }
+    Ok(())
 }
 
 fn watch(
@@ -1030,7 +1041,7 @@ fn watch(
         report(&mut access, Use::Read);
         let (loaded, stamp) = r?;
         let records = first_records(&loaded);
-        write_diff(&mut out, p, &diff(&[], &records), json, prefix);
+        write_diff(&mut out, p, &diff(&[], &records), json, prefix)?;
         watched.push(Watched {
             pool: p,
             records,
@@ -1050,7 +1061,7 @@ fn watch(
                 continue;
             };
             let records = first_records(&loaded);
-            write_diff(&mut out, w.pool, &diff(&w.records, &records), json, prefix);
+            write_diff(&mut out, w.pool, &diff(&w.records, &records), json, prefix)?;
             w.records = records;
             w.stamp = stamp;
         }
