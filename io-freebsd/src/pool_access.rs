@@ -29,7 +29,9 @@
 //!   doubt. This module only executes the job's effects and words its outcome.
 //!
 //! A pool file that does not exist (and has no journal) reads as empty and is not
-//! created by reading or by a DELETE; the pool directory itself is never created here.
+//! created by reading or by a DELETE; a SET that creates it creates every missing pool
+//! file (all five, mode 0600), as the daemon does when it starts. The pool directory
+//! itself is never created here.
 //! The directory and every file are opened and checked by [`PoolFiles`] as the daemon
 //! opens them (the directory the effective user's and not writable by others, the
 //! files regular, ours, one link, never through a symbolic link): a refusal is an
@@ -167,6 +169,8 @@ pub trait Executor {
     fn exists(&self, id: FileId) -> bool;
     /// Why a file was refused, if an effect failed because of it since the last call.
     fn take_refusal(&mut self) -> Option<PoolFileError>;
+    /// Creates (mode 0600, empty) the files named that do not exist yet.
+    fn create_missing(&mut self, ids: &[FileId]) -> Result<(), PoolFileError>;
 }
 
 impl Executor for PoolFiles {
@@ -181,6 +185,9 @@ impl Executor for PoolFiles {
     }
     fn take_refusal(&mut self) -> Option<PoolFileError> {
         PoolFiles::take_refusal(self)
+    }
+    fn create_missing(&mut self, ids: &[FileId]) -> Result<(), PoolFileError> {
+        PoolFiles::create_missing(self, ids)
     }
 }
 
@@ -321,6 +328,9 @@ impl<E: Executor> PoolAccess<E> {
 
     fn mutate(&mut self, pool: PoolId, op: MutOp) -> Result<Change, AccessError> {
         file_backed(pool)?;
+        if matches!(op, MutOp::Set(..)) && !self.exists(FileId::pool(pool)) {
+            self.create_pool_files()?;
+        }
         let files_exist = self.exists(FileId::pool(pool)) || self.exists(FileId::journal(pool));
         let mut job = ToolWrite::new(pool, op, files_exist);
         let mut result = None;
@@ -350,6 +360,19 @@ impl<E: Executor> PoolAccess<E> {
                 source: Box::new(self.call_error(c, pool)),
             }),
         }
+    }
+
+    /// A SET that creates its pool file creates every missing pool file (all five,
+    /// mode 0600, empty), as `hv_kvp_daemon` does when it starts: other tools
+    /// (`hv_kvp_cmd`'s kind, test suites) refuse to list a pool directory with a file
+    /// missing. Files that exist are left alone, so a refused file of another pool
+    /// does not stop a write to this one.
+    fn create_pool_files(&mut self) -> Result<(), AccessError> {
+        let ids = PoolId::ALL.map(FileId::pool);
+        self.files.create_missing(&ids).map_err(|e| match e {
+            PoolFileError::NoDirectory { path } => AccessError::NoDirectory(path),
+            e => AccessError::Refused(e),
+        })
     }
 
     /// Words a failed call the job reported: the operation, the file, the errno; or,
@@ -516,6 +539,48 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[test]
+    fn a_set_that_creates_its_pool_file_creates_all_five() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmp("five");
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let mut a = PoolAccess::open(&dir).unwrap();
+        let names = |dir: &Path| {
+            let mut n: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(a.delete(PoolId::Guest, &k("a")).unwrap(), Change::NotFound);
+        assert!(names(&dir).is_empty(), "a DELETE creates nothing");
+        assert_eq!(
+            a.set(PoolId::External, &k("a"), &v("1")).unwrap(),
+            Change::Written
+        );
+        let pools: Vec<String> = PoolId::ALL
+            .iter()
+            .map(|&p| FileId::pool(p).file_name())
+            .collect();
+        for (i, name) in pools.iter().enumerate() {
+            let meta = std::fs::metadata(dir.join(name)).expect("every pool file");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+            assert_eq!(meta.len() == 0, i != 0, "{name}: only pool 0 was written");
+        }
+        // Another pool's missing file is created by the next SET that creates its own.
+        std::fs::remove_file(dir.join(&pools[4])).unwrap();
+        a.set(PoolId::External, &k("b"), &v("2")).unwrap();
+        assert!(
+            !dir.join(&pools[4]).exists(),
+            "pool 0 exists: nothing created"
+        );
+        std::fs::remove_file(dir.join(&pools[1])).unwrap();
+        a.set(PoolId::Guest, &k("b"), &v("2")).unwrap();
+        assert!(dir.join(&pools[4]).exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// `PoolFiles` with a fault: `fail` sees every effect and says which to fail (EIO)
     /// instead of executing it.
     struct Faulty {
@@ -539,6 +604,9 @@ mod tests {
         }
         fn take_refusal(&mut self) -> Option<PoolFileError> {
             self.inner.take_refusal()
+        }
+        fn create_missing(&mut self, ids: &[FileId]) -> Result<(), PoolFileError> {
+            self.inner.create_missing(ids)
         }
     }
 

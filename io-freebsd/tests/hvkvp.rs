@@ -483,8 +483,19 @@ fn set_get_list_delete_and_the_files_they_leave() {
     );
     assert!(!dir.file(PoolId::Guest).exists(), "reading creates nothing");
 
+    dir.run(&["delete", "guest", "color"]).code(1);
+    assert!(
+        !dir.file(PoolId::Guest).exists(),
+        "a DELETE creates nothing"
+    );
     let r = dir.run(&["set", "guest", "color", "blue"]);
     assert_eq!((r.ok(), r.stderr.as_str()), ("", ""), "silent on success");
+    // The SET that created its pool file created all five, as the daemon does.
+    for pool in PoolId::ALL {
+        let meta = std::fs::metadata(dir.file(pool)).expect("every pool file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{pool:?}");
+        assert_eq!(meta.len() == 0, pool != PoolId::Guest, "{pool:?}");
+    }
     dir.run(&["set", "guest", "size", "10"]).ok();
     dir.run(&["set", "guest", "color", "green"]).ok();
     dir.run(&["set", "guest", "color", "green"]).ok(); // already so: still 0
@@ -517,7 +528,7 @@ fn set_get_list_delete_and_the_files_they_leave() {
     dir.run(&["get", "guest", "color"]).code(1);
     assert_eq!(assert_clean(&dir, PoolId::Guest), pairs(&[("size", "10")]));
 
-    // Every pool kept in a file; the missing ones read as empty and are not created.
+    // Every pool kept in a file; the empty ones read as empty.
     assert_eq!(
         dir.run(&["list"]).ok(),
         "[external]\n\n[guest]\nsize  10\n\n[auto-external]\n\n[auto-internal]\n"
@@ -529,9 +540,6 @@ fn set_get_list_delete_and_the_files_they_leave() {
     );
     assert_eq!(all.get("guest").records(), pairs(&[("size", "10")]));
     assert!(all.get("external").arr().is_empty());
-    for pool in [PoolId::External, PoolId::AutoExternal, PoolId::AutoInternal] {
-        assert!(!dir.file(pool).exists(), "{pool:?} created by reading");
-    }
 }
 
 #[test]
