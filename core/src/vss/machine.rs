@@ -664,7 +664,7 @@ impl VssMachine {
                     other => {
                         self.event(VssEvent::StepFailed {
                             step: "list mounts",
-                            detail: format!("{other:?}"),
+                            detail: crate::vss::describe::result_text(other.as_ref()),
                         });
                         false
                     }
@@ -787,7 +787,7 @@ impl VssMachine {
             (_, Some(other)) => {
                 self.event(VssEvent::StepFailed {
                     step,
-                    detail: format!("{other:?}"),
+                    detail: crate::vss::describe::result_text(Some(&other)),
                 });
                 self.fail_freeze();
             }

@@ -23,8 +23,9 @@ use std::time::Duration;
 use clap::builder::PossibleValue;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use hvguest_core::kvp::auto::AutoPool;
+use hvguest_core::kvp::describe::pool_label;
 use hvguest_core::kvp::effect::FileStamp;
-use hvguest_core::kvp::jobs::{JobEvent, Pending};
+use hvguest_core::kvp::jobs::JobEvent;
 use hvguest_core::kvp::pool::Pool;
 use hvguest_core::kvp::record::{PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, TextError, Value};
@@ -253,10 +254,6 @@ impl From<AccessError> for Fail {
     }
 }
 
-fn pool_label(pool: PoolId) -> String {
-    format!("pool {} ({})", pool.index(), pool.name())
-}
-
 /// Standard output, written in whole pieces. A reader that went away ends us quietly.
 fn emit(text: &str) -> Result<(), Fail> {
     emit_bytes(text.as_bytes())
@@ -288,67 +285,17 @@ enum Use {
     Change,
 }
 
-/// The sentences worth telling about what the jobs found or did, in order.
+/// The sentences worth telling about what the jobs found or did, in order: the core's
+/// words for each event (`core::kvp::describe`, the daemon's log says the same), with
+/// what a reader of `hvkvp` can do about a change left waiting.
 fn findings(events: Vec<JobEvent>, how: Use) -> Vec<String> {
     let mut out = Vec::new();
     for e in events {
-        match e {
-            JobEvent::JournalFinished { pool, .. } => out.push(format!(
-                "finished a change to {} that an interrupted writer left in its journal",
-                pool_label(pool)
-            )),
-            JobEvent::JournalDiscarded { pool, reason, .. } => out.push(format!(
-                "discarded a change to {} left in its journal by an interrupted writer; \
-                 it had not taken effect ({reason})",
-                pool_label(pool)
-            )),
-            JobEvent::JournalFollowUp { pool, slot } => out.push(format!(
-                "removed record {slot} of {}, the end of an interrupted delete",
-                pool_label(pool)
-            )),
-            JobEvent::PartialRecordCut { pool, bytes } => out.push(format!(
-                "cut a torn record ({bytes} bytes) from the end of {}: a writer stopped in \
-                 the middle of an append",
-                pool_label(pool)
-            )),
-            JobEvent::JournalTornTail { pool, bytes } => out.push(format!(
-                "the journal of {} ends with a torn entry ({bytes} bytes), which recovery \
-                 ignores",
-                pool_label(pool)
-            )),
-            JobEvent::JournalTooLong { pool, bytes } => out.push(format!(
-                "the journal of {} is {bytes} bytes, longer than any writer makes; only its \
-                 start is read",
-                pool_label(pool)
-            )),
-            JobEvent::FollowUpSkipped { pool, slot, reason } => out.push(format!(
-                "left record {slot} of {} in place after an interrupted delete ({reason}); \
-                 it may duplicate another record",
-                pool_label(pool)
-            )),
-            JobEvent::StaleMemory { pool, slot } => out.push(format!(
-                "record {slot} of {} changed without a new timestamp; read the file again \
-                 before changing it",
-                pool_label(pool)
-            )),
-            JobEvent::JournalPending { pool, verdict, .. } => out.push(format!(
-                "{}: {}; shown as the file holds it now (run `hvkvp repair {}`, or let \
+        match &e {
+            JobEvent::JournalPending { pool, .. } => out.push(format!(
+                "{e}; shown as the file holds it now (run `hvkvp repair {}`, or let \
                  hv_kvp_daemon settle it: it does when it starts, and before it next \
                  changes the pool)",
-                pool_label(pool),
-                match verdict {
-                    Pending::Finish => "an interrupted writer left a change in the journal \
-                                        that is not finished: recovery would finish it"
-                        .to_string(),
-                    Pending::Discard(reason) => format!(
-                        "the journal holds a change an interrupted writer left that never \
-                         took effect ({reason}): recovery would discard it"
-                    ),
-                    Pending::Undo(reason) => format!(
-                        "an interrupted writer left a change half made ({reason}): recovery \
-                         would put back the records it touched"
-                    ),
-                },
                 pool.name()
             )),
             JobEvent::Loaded { pool, issues, .. } => {
@@ -360,19 +307,20 @@ fn findings(events: Vec<JobEvent>, how: Use) -> Vec<String> {
                                 "{} ends with a torn record ({bytes} bytes): a writer stopped \
                                  in the middle of an append; it is not shown, and recovery \
                                  would cut it (`hvkvp repair {}`, or hv_kvp_daemon)",
-                                pool_label(pool),
+                                pool_label(*pool),
                                 pool.name()
                             ))
                         }
                         PoolIssue::TooManyRecords { total } => out.push(format!(
                             "{} holds {total} records; only the first {MAX_POOL_RECORDS} are \
                              read and shown, and no new key can be added to it",
-                            pool_label(pool)
+                            pool_label(*pool)
                         )),
                         _ => {}
                     }
                 }
             }
+            _ => out.push(e.to_string()),
         }
     }
     out
