@@ -6,8 +6,8 @@
 //! journal, the same recovery. So `hvkvp`, `hv_kvp_daemon` and programs that append to
 //! the pools (cloud-init, azure-init) can run at the same time without losing a record.
 //! Reading never writes: `list`, `get`, `host` and `watch` show a pool file as it is and
-//! say what recovery would do; `set` and `delete` recover first, and `repair` only does
-//! that.
+//! say what recovery would do; `set`, `delete` and `clear` recover first, and `repair`
+//! only does that.
 //!
 //! Exit status: 0 found or done, 1 key not found (`get`, `delete`, and `host` when the
 //! host published nothing), 2 usage, refusal or I/O error.
@@ -62,7 +62,7 @@ about this system, computed by the same code; never stored or written), auto-ext
 auto-internal (4).\n\n\
 Exit status: 0 found or done, 1 key not found, 2 usage, refusal or I/O error.",
     after_help = "Examples:\n  hvkvp host\n  hvkvp list guest\n  hvkvp get parameters VirtualMachineName\n  \
-hvkvp set guest Role web-frontend\n  hvkvp delete guest Role\n  hvkvp watch external"
+hvkvp set guest Role web-frontend\n  hvkvp delete guest Role\n  hvkvp clear guest\n  hvkvp watch external"
 )]
 struct Cli {
     /// Where the pool files live.
@@ -140,6 +140,19 @@ enum Command {
         pool: PoolArg,
         /// The key (exact, case-sensitive).
         key: String,
+        #[command(flatten)]
+        force: Force,
+    },
+    /// Empty a pool: delete every record it holds, safely while hv_kvp_daemon and other
+    /// writers run (for image capture and deprovisioning).
+    ///
+    /// Each record is removed by a journaled DELETE, as `delete` does: an interrupted
+    /// clear leaves whole records, and running it again finishes. Records other programs
+    /// add meanwhile stay. Prints how many records were removed.
+    Clear {
+        /// The pool: guest (or 1, the default); others only with --force.
+        #[arg(value_enum)]
+        pool: Option<PoolArg>,
         #[command(flatten)]
         force: Force,
     },
@@ -586,6 +599,9 @@ fn run(cli: Cli) -> Result<(), Fail> {
             Ok(())
         }
         Command::Delete { pool, key, force } => delete(dir, pool.0, &key, force.force),
+        Command::Clear { pool, force } => {
+            clear(dir, pool.map_or(PoolId::Guest, |p| p.0), force.force)
+        }
         Command::Host { format } => host(dir, format.json),
         Command::Watch {
             pool,
@@ -739,6 +755,20 @@ fn delete(dir: &Path, pool: PoolId, key: &str, force: bool) -> Result<(), Fail> 
         ))),
         _ => Ok(()),
     }
+}
+
+/// Empties a pool, one journaled DELETE per record, and says how many went.
+fn clear(dir: &Path, pool: PoolId, force: bool) -> Result<(), Fail> {
+    writable(pool, force)?;
+    let mut access = PoolAccess::open(dir)?;
+    let result = access.clear(pool);
+    report(&mut access, Use::Change);
+    let removed = result?;
+    emit(&format!(
+        "{}: {removed} record{} removed\n",
+        pool_label(pool),
+        if removed == 1 { "" } else { "s" }
+    ))
 }
 
 /// Recovers each pool, as the daemon does at start, and says what that did.
