@@ -7,6 +7,7 @@
 //! lines here. An errno is shown by name: std words an OS error as `Input/output error
 //! (os error 5)`, and [`errno_names`] turns that into `Input/output error (EIO)`, the
 //! name administrators look up, wherever in a line (or a chain of errors) it appears.
+//! One event is one line: control characters a name brings are escaped ([`one_line`]).
 
 use std::ffi::CString;
 
@@ -47,7 +48,7 @@ impl Logger {
         if level == Level::Debug && !self.debug {
             return;
         }
-        let msg = errno_names(msg);
+        let msg = one_line(&errno_names(msg));
         let msg = msg.as_str();
         if self.syslog {
             let prio = match level {
@@ -118,6 +119,23 @@ pub fn errno_names(line: &str) -> String {
     out
 }
 
+/// One event, one line: control characters in a message (a mount point or a hook
+/// name may hold a newline) are shown escaped (`\n`, `\u{1b}`), so no line can be
+/// split or forged by a name.
+pub fn one_line(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// This system's name for errno `n`, if it has one.
 fn errno_name(n: i32) -> Option<String> {
     match nix::errno::Errno::from_raw(n) {
@@ -148,5 +166,13 @@ mod tests {
         ] {
             assert_eq!(errno_names(kept), kept);
         }
+    }
+
+    #[test]
+    fn one_event_one_line() {
+        assert_eq!(
+            one_line("suspended writes to /mnt/a\nb\r\u{1b}[2J\tx"),
+            "suspended writes to /mnt/a\\nb\\r\\u{1b}[2J\tx"
+        );
     }
 }

@@ -628,7 +628,7 @@ ufs /mnt/new\\012line\\134x rw /dev/ada2p1
 devfs /dev rw
 ";
     let mut vss = Vss::new("odd-names", mounts, "");
-    let _daemon = vss.daemon();
+    let daemon = vss.daemon();
     vss.ok(VssOp::Check);
     let mark = vss.actions().len();
     vss.ok(VssOp::Freeze);
@@ -646,6 +646,13 @@ devfs /dev rw
     let mut resumed = targets(&vss.since(mark), "resume");
     resumed.sort();
     assert_eq!(resumed, suspended);
+    // One event, one line: the newline in the name is shown escaped.
+    let log = daemon.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l == "info: suspended writes to /mnt/new\\nline\\x"),
+        "{log}"
+    );
 }
 
 /// A mount replaced between the daemon's look at the mount table and the suspension
