@@ -367,6 +367,23 @@ impl PoolFiles {
         Ok(())
     }
 
+    /// Creates (empty, mode 0600, through the same checks) each file named that has no
+    /// name in the directory now, even one opened before and since removed: a tool's
+    /// SET leaves all five pool files, as the daemon's start does. Nothing is created
+    /// when this was opened for reading only.
+    pub fn create_missing(&mut self, ids: &[FileId]) -> Result<(), PoolFileError> {
+        if !self.create {
+            return Ok(());
+        }
+        for &id in ids {
+            if !self.exists(id) {
+                let f = self.open_file(id)?;
+                self.open.insert(id, f);
+            }
+        }
+        Ok(())
+    }
+
     /// A whole file's bytes, read through its checked descriptor (for `--record`).
     pub fn contents(&mut self, id: FileId) -> Result<Vec<u8>, PoolFileError> {
         let path = self.path(id);

@@ -19,9 +19,7 @@ use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
 use hvguest_core::kvp::record::PoolIssue;
 use hvguest_core::kvp::recording::describe_request;
 use hvguest_core::kvp::wire::PoolId;
-use hvguest_core::limits::{
-    HOSTNAME_REFRESH, HOST_POOL_BYTES, HOST_POOL_RECORDS, KVP_MSG_SIZE, MAX_POOL_RECORDS,
-};
+use hvguest_core::limits::{HOSTNAME_REFRESH, KVP_MSG_SIZE, MAX_POOL_RECORDS};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -29,7 +27,7 @@ use crate::clock;
 use crate::device::{DeviceError, KvpDevice, ReadOutcome};
 use crate::files::{PoolFileError, PoolFiles};
 use crate::lanes::Lanes;
-use crate::logging::Logger;
+use crate::logging::{Level, Logger};
 use crate::recorder::{RecordError, Recorder};
 use crate::signals::SignalPipe;
 use crate::sysinfo;
@@ -106,7 +104,9 @@ impl Loop<'_> {
             _ => Ok(()),
         };
         if let Err(e) = recorded {
-            self.log.warn(&format!("recording stopped: {e}"));
+            self.log.warn(&format!(
+                "recording stopped: {e}; the daemon goes on serving without recording"
+            ));
             self.recorder = None;
         }
         if self.log.debug_enabled() {
@@ -132,13 +132,18 @@ impl Loop<'_> {
                 Output::DeviceWrite(bytes) => {
                     if let Some(r) = self.recorder.as_mut() {
                         if let Err(e) = r.message(clock::now(), false, &bytes[..]) {
-                            self.log.warn(&format!("recording stopped: {e}"));
+                            self.log.warn(&format!(
+                "recording stopped: {e}; the daemon goes on serving without recording"
+            ));
                             self.recorder = None;
                         }
                     }
                     if let Err(e) = self.device.write(&bytes[..]) {
                         // Not retried: the kernel already answered the host (K3).
-                        self.log.warn(&format!("device write failed: {e}"));
+                        self.log.warn(&format!(
+                            "writing an answer to the device failed: {e}; it is not \
+                             retried (the kernel answers the host by its deadline)"
+                        ));
                     }
                 }
                 Output::Effect { id, effect } => {
@@ -149,7 +154,11 @@ impl Loop<'_> {
                     if let Err(e) = self.lanes.submit(id, effect) {
                         // The lane's thread is gone: the effect fails, and the machine
                         // decides (a failed pool is recovered and retried).
-                        self.log.error(&format!("effect #{}: {e}", id.0));
+                        self.log.error(&format!(
+                            "effect #{} could not be handed to its worker thread: {e}; it \
+                             fails with EIO, and the pool is recovered and retried",
+                            id.0
+                        ));
                         self.later.push(Input::EffectDone {
                             id,
                             result: EffectResult::Failed(IoError::EIO),
@@ -162,45 +171,40 @@ impl Loop<'_> {
         }
     }
 
+    /// Every event in the core's words (`core::kvp::describe`), at the level its
+    /// consequence deserves: failures as errors, refusals and repairs as warnings, the
+    /// start as information, loads and findings of no consequence as debug detail.
     fn event(&mut self, e: &Event) {
-        match e {
+        let level = match e {
             Event::PoolFailed { .. } | Event::MutationInDoubt { .. } | Event::UnknownEffect(_) => {
-                self.log.error(&format!("{e:?}"))
+                Level::Error
             }
-            Event::IpConfigRefused(why) => self.log.warn(&format!(
-                "refused the host's SET_IP_INFO, nothing was changed: {why}"
-            )),
-            Event::EmptyKeyRefused { pool } => self.log.warn(&format!(
-                "refused the host's SET of an empty key in pool {} ({}) with INVALID_ARG: \
-                 nothing can look such a key up, and programs that split pool files at NUL \
-                 bytes lose their place on it",
-                pool.index(),
-                pool.name()
-            )),
-            Event::Malformed(_) | Event::DeadlineReply { .. } => self.log.warn(&format!("{e:?}")),
-            Event::PoolFull { pool, key, records } => self.log.warn(&format!(
-                "refused the host's SET of a new key {:?} in pool {} ({}) with S_CONT, \
-                 nothing was stored: the pool file holds {records} records, and the host may \
-                 fill a pool only up to {HOST_POOL_RECORDS} ({HOST_POOL_BYTES} bytes); \
-                 removing records (the host's RemoveKvpItems, or hvkvp delete --force) makes \
-                 room",
-                String::from_utf8_lossy(key.as_bytes()),
-                pool.index(),
-                pool.name()
-            )),
-            Event::Registered | Event::PoolRecovered { .. } => self.log.info(&format!("{e:?}")),
-            Event::Job(j) => {
-                if let JobEvent::Loaded {
+            Event::IpConfigRefused(_)
+            | Event::EmptyKeyRefused { .. }
+            | Event::Malformed(_)
+            | Event::DeadlineReply { .. }
+            | Event::PoolFull { .. } => Level::Warn,
+            Event::Registered | Event::PoolRecovered { .. } => Level::Info,
+            Event::Job(j) => match j {
+                JobEvent::Loaded {
                     pool,
                     records,
                     issues,
-                } = j
-                {
+                } => {
                     self.warn_over_limit(*pool, *records, issues);
+                    Level::Debug
                 }
-                self.log.debug(&format!("{j:?}"))
-            }
-        }
+                JobEvent::JournalFinished { .. }
+                | JobEvent::JournalDiscarded { .. }
+                | JobEvent::JournalFollowUp { .. }
+                | JobEvent::PartialRecordCut { .. } => Level::Info,
+                JobEvent::JournalTornTail { .. }
+                | JobEvent::JournalTooLong { .. }
+                | JobEvent::FollowUpSkipped { .. } => Level::Warn,
+                JobEvent::StaleMemory { .. } | JobEvent::JournalPending { .. } => Level::Debug,
+            },
+        };
+        self.log.log(level, &e.to_string());
     }
 }
 
@@ -258,7 +262,10 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
         .map_err(DaemonError::Poll)?;
     let infos = spawn_fqdn_refresh(waker).unwrap_or_else(|e| {
         // No fresh host name: the machine keeps the plain one it started with.
-        log.warn(&format!("host name refresh not started: {e}"));
+        log.warn(&format!(
+            "the host name refresh could not be started: {e}; the auto pool keeps the \
+             plain host name"
+        ));
         channel().1
     });
     let device_fd = device.raw_fd();
@@ -328,11 +335,17 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                         // No request can come any more: the machine finishes what it
                         // started (a mutation reaches the disk whole) and exits; the
                         // error is returned then.
-                        log.warn(&format!("device: {e}; finishing, then exiting"));
+                        log.warn(&format!(
+                            "the KVP device failed: {e}; finishing what was started, then \
+                             exiting"
+                        ));
                         device_live = false;
                         if let Err(d) = poll.registry().deregister(&mut SourceFd(&device_fd)) {
                             // Its events are ignored from now on anyway.
-                            log.warn(&format!("device: deregister: {d}"));
+                            log.warn(&format!(
+                                "removing the device from the event loop failed: {d}; \
+                                 exiting all the same"
+                            ));
                         }
                         result = Err(e);
                         lp.step(Input::Shutdown);
@@ -341,7 +354,7 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                 DEVICE => {}
                 SIGNAL => {
                     if signals.take() {
-                        log.info("signal: finishing what was started, then exiting");
+                        log.info("asked to stop: finishing what was started, then exiting");
                         lp.step(Input::Shutdown);
                     }
                 }

@@ -19,7 +19,8 @@
 //! * [`PoolAccess::refresh`] runs `Refresh`: a `Stat`, and a reload under the lock only
 //!   when the file's stamp changed (for polling); read-only too: a journal entry left
 //!   waiting is inspected, not recovered.
-//! * [`PoolAccess::set`] and [`PoolAccess::delete`] drive the core's [`ToolWrite`] job,
+//! * [`PoolAccess::set`] and [`PoolAccess::delete`] (and [`PoolAccess::clear`], one
+//!   DELETE per record) drive the core's [`ToolWrite`] job,
 //!   the whole write path: `Recover` (so a change left by a crashed writer is settled
 //!   before ours is journaled), then `Mutate`, which reloads the file under its own lock
 //!   before planning and refuses to journal over an entry another writer left in the
@@ -29,7 +30,9 @@
 //!   doubt. This module only executes the job's effects and words its outcome.
 //!
 //! A pool file that does not exist (and has no journal) reads as empty and is not
-//! created by reading or by a DELETE; the pool directory itself is never created here.
+//! created by reading or by a DELETE; a SET that creates it creates every missing pool
+//! file (all five, mode 0600), as the daemon does when it starts. The pool directory
+//! itself is never created here.
 //! The directory and every file are opened and checked by [`PoolFiles`] as the daemon
 //! opens them (the directory the effective user's and not writable by others, the
 //! files regular, ours, one link, never through a symbolic link): a refusal is an
@@ -167,6 +170,8 @@ pub trait Executor {
     fn exists(&self, id: FileId) -> bool;
     /// Why a file was refused, if an effect failed because of it since the last call.
     fn take_refusal(&mut self) -> Option<PoolFileError>;
+    /// Creates (mode 0600, empty) the files named that do not exist yet.
+    fn create_missing(&mut self, ids: &[FileId]) -> Result<(), PoolFileError>;
 }
 
 impl Executor for PoolFiles {
@@ -181,6 +186,9 @@ impl Executor for PoolFiles {
     }
     fn take_refusal(&mut self) -> Option<PoolFileError> {
         PoolFiles::take_refusal(self)
+    }
+    fn create_missing(&mut self, ids: &[FileId]) -> Result<(), PoolFileError> {
+        PoolFiles::create_missing(self, ids)
     }
 }
 
@@ -319,8 +327,44 @@ impl<E: Executor> PoolAccess<E> {
         self.mutate(pool, MutOp::Delete(key.clone()))
     }
 
+    /// Empties a pool (`hvkvp clear`): every record it holds when it is read (after
+    /// recovery) is removed by a DELETE of its key, each one the whole write path of
+    /// [`PoolAccess::delete`]: under the lock, journaled, durable before the next. So
+    /// the daemon and other writers may run meanwhile, and a crash or power loss at any
+    /// point leaves whole records, the change in progress finished or discarded by the
+    /// next recovery: the pool holds some of its old records, none torn, and running
+    /// it again finishes the job. Records another program adds meanwhile are theirs
+    /// and stay. Returns how many records were removed; a missing pool file is empty
+    /// and nothing is created.
+    pub fn clear(&mut self, pool: PoolId) -> Result<usize, AccessError> {
+        let (loaded, _) = self.load(pool)?;
+        // Each key once, in file order, with how many records hold it: a DELETE removes
+        // the first, so duplicates take one each (bounded by what the pool held).
+        let mut keys: Vec<(Key, usize)> = Vec::new();
+        for r in loaded.records() {
+            match keys.iter_mut().find(|(k, _)| *k == r.key) {
+                Some((_, n)) => *n += 1,
+                None => keys.push((r.key.clone(), 1)),
+            }
+        }
+        let mut removed = 0;
+        for (key, held) in keys {
+            for _ in 0..held {
+                match self.delete(pool, &key)? {
+                    Change::Written => removed += 1,
+                    // Someone else removed it meanwhile: nothing left to do for it.
+                    Change::NotFound | Change::Unchanged => break,
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn mutate(&mut self, pool: PoolId, op: MutOp) -> Result<Change, AccessError> {
         file_backed(pool)?;
+        if matches!(op, MutOp::Set(..)) && !self.exists(FileId::pool(pool)) {
+            self.create_pool_files()?;
+        }
         let files_exist = self.exists(FileId::pool(pool)) || self.exists(FileId::journal(pool));
         let mut job = ToolWrite::new(pool, op, files_exist);
         let mut result = None;
@@ -350,6 +394,19 @@ impl<E: Executor> PoolAccess<E> {
                 source: Box::new(self.call_error(c, pool)),
             }),
         }
+    }
+
+    /// A SET that creates its pool file creates every missing pool file (all five,
+    /// mode 0600, empty), as `hv_kvp_daemon` does when it starts: other tools
+    /// (`hv_kvp_cmd`'s kind, test suites) refuse to list a pool directory with a file
+    /// missing. Files that exist are left alone, so a refused file of another pool
+    /// does not stop a write to this one.
+    fn create_pool_files(&mut self) -> Result<(), AccessError> {
+        let ids = PoolId::ALL.map(FileId::pool);
+        self.files.create_missing(&ids).map_err(|e| match e {
+            PoolFileError::NoDirectory { path } => AccessError::NoDirectory(path),
+            e => AccessError::Refused(e),
+        })
     }
 
     /// Words a failed call the job reported: the operation, the file, the errno; or,
@@ -516,6 +573,85 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[test]
+    fn a_set_that_creates_its_pool_file_creates_all_five() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmp("five");
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let mut a = PoolAccess::open(&dir).unwrap();
+        let names = |dir: &Path| {
+            let mut n: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(a.delete(PoolId::Guest, &k("a")).unwrap(), Change::NotFound);
+        assert!(names(&dir).is_empty(), "a DELETE creates nothing");
+        assert_eq!(
+            a.set(PoolId::External, &k("a"), &v("1")).unwrap(),
+            Change::Written
+        );
+        let pools: Vec<String> = PoolId::ALL
+            .iter()
+            .map(|&p| FileId::pool(p).file_name())
+            .collect();
+        for (i, name) in pools.iter().enumerate() {
+            let meta = std::fs::metadata(dir.join(name)).expect("every pool file");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+            assert_eq!(meta.len() == 0, i != 0, "{name}: only pool 0 was written");
+        }
+        // Another pool's missing file is created by the next SET that creates its own.
+        std::fs::remove_file(dir.join(&pools[4])).unwrap();
+        a.set(PoolId::External, &k("b"), &v("2")).unwrap();
+        assert!(
+            !dir.join(&pools[4]).exists(),
+            "pool 0 exists: nothing created"
+        );
+        std::fs::remove_file(dir.join(&pools[1])).unwrap();
+        a.set(PoolId::Guest, &k("b"), &v("2")).unwrap();
+        assert!(dir.join(&pools[4]).exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn clear_removes_every_record_duplicates_too_and_creates_nothing() {
+        let dir = tmp("clear");
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let mut a = PoolAccess::open(&dir).unwrap();
+        assert_eq!(a.clear(PoolId::Guest).unwrap(), 0);
+        assert!(!a.path(PoolId::Guest).exists(), "nothing created");
+        let recs = [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("a", "5")];
+        let recs: Vec<Record> = recs.iter().map(|(x, y)| Record::new(k(x), v(y))).collect();
+        std::fs::write(a.path(PoolId::Guest), encode_pool(&recs)).unwrap();
+        assert_eq!(a.clear(PoolId::Guest).unwrap(), 5);
+        assert_eq!(std::fs::metadata(a.path(PoolId::Guest)).unwrap().len(), 0);
+        let journal = dir.join(FileId::journal(PoolId::Guest).file_name());
+        assert_eq!(std::fs::metadata(journal).unwrap().len(), 0);
+        assert_eq!(a.clear(PoolId::Guest).unwrap(), 0, "already empty");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_clear_stopped_by_a_failure_leaves_whole_records_and_a_second_one_finishes() {
+        // The third journal write fails: two records are gone, the rest whole.
+        let (dir, mut a) = faulty(
+            "clear-fails",
+            nth(3, |e| matches!(e, Effect::Write { .. }) && journal_file(e)),
+        );
+        for x in ["b", "c", "d"] {
+            set(&dir, PoolId::Guest, &k(x), &v(x)).unwrap();
+        }
+        let e = a.clear(PoolId::Guest).unwrap_err();
+        assert!(matches!(e, AccessError::NotApplied { .. }), "{e:?}");
+        let left = on_disk(&dir);
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert_eq!(a.clear(PoolId::Guest).unwrap(), 2);
+        assert!(on_disk(&dir).is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// `PoolFiles` with a fault: `fail` sees every effect and says which to fail (EIO)
     /// instead of executing it.
     struct Faulty {
@@ -539,6 +675,9 @@ mod tests {
         }
         fn take_refusal(&mut self) -> Option<PoolFileError> {
             self.inner.take_refusal()
+        }
+        fn create_missing(&mut self, ids: &[FileId]) -> Result<(), PoolFileError> {
+            self.inner.create_missing(ids)
         }
     }
 

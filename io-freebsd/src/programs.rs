@@ -374,7 +374,7 @@ pub enum HookError {
     NotADirectory(String),
     #[error("hook {0} is a symbolic link; a hook must be a regular file in the hook directory")]
     HookLink(String),
-    #[error("hook {path} is not run: {why:?} (it changed since the directory was listed)")]
+    #[error("hook {path} is not run: {why} (it changed since the directory was listed)")]
     Refused { path: String, why: Skip },
     #[error("hook {path}: {source}")]
     Hook {

@@ -32,7 +32,7 @@ use crate::actions::ActionLog;
 use crate::clock;
 use crate::device::DeviceError;
 use crate::freezer::{FreezerHandle, Reaped};
-use crate::logging::Logger;
+use crate::logging::{Level, Logger};
 use crate::mounts;
 use crate::programs;
 use crate::signals::SignalPipe;
@@ -286,7 +286,8 @@ impl<M: VssLike> Loop<'_, M> {
             match out {
                 VssOutput::DeviceWrite(m) => {
                     if let Err(e) = self.device.write(&m) {
-                        self.log.warn(&format!("device write failed: {e}"));
+                        self.log
+                            .warn(&format!("writing an answer to the device failed: {e}"));
                         // The core decides what a lost answer means.
                         self.later.push(VssInput::AnswerLost {
                             bytes: m.to_vec(),
@@ -294,14 +295,7 @@ impl<M: VssLike> Loop<'_, M> {
                         });
                     }
                 }
-                VssOutput::Event(VssEvent::HookFailureTolerated { name, status }) => {
-                    self.log.warn(&format!(
-                        "Freeze hook {name} {status}; hook_failure = filesystems, so the file \
-                         systems are frozen anyway and this backup is only crash-consistent \
-                         for what {name} quiesces (it still gets its thaw)."
-                    ))
-                }
-                VssOutput::Event(e) => self.log.info(&format!("{e:?}")),
+                VssOutput::Event(e) => self.log.log(event_level(&e), &e.to_string()),
                 VssOutput::Exit => self.exit = true,
                 VssOutput::Effect { id, effect } => self.effect(id, effect),
             }
@@ -314,7 +308,10 @@ impl<M: VssLike> Loop<'_, M> {
     fn freezer_gone(&mut self, h: FreezerHandle, killed: bool) {
         if let Err(e) = self.registry.deregister(&mut SourceFd(&h.stdout_fd())) {
             // Its descriptor is closed below either way, which removes it from the poll.
-            self.log.warn(&format!("freezer: deregister: {e}"));
+            self.log.warn(&format!(
+                "removing the freezer from the event loop failed: {e}; its descriptor is \
+                 closed all the same"
+            ));
         }
         let waker = Some(self.freezer.waker.clone());
         let reaping = if killed {
@@ -369,7 +366,10 @@ impl<M: VssLike> Loop<'_, M> {
                         Interest::READABLE,
                     ) {
                         // Unheard replies would look like a hung freezer: give up on it.
-                        self.log.warn(&format!("freezer: register: {e}"));
+                        self.log.warn(&format!(
+                            "the freezer's replies cannot be listened to: {e}; killing it, \
+                             and the step fails"
+                        ));
                         let waker = Some(self.freezer.waker.clone());
                         self.freezer.reaping.push(h.kill(waker));
                         self.later.push(VssInput::EffectDone {
@@ -449,12 +449,16 @@ impl<M: VssLike> Loop<'_, M> {
             Ok(status) if r.killed || status.success() => {}
             Ok(status) => self
                 .log
-                .warn(&format!("freezer {} ended with {status}", r.pid)),
-            Err(e) => self.log.warn(&format!("freezer {}: wait: {e}", r.pid)),
+                .warn(&format!("the freezer (pid {}) ended with {status}", r.pid)),
+            Err(e) => self.log.warn(&format!(
+                "waiting for the freezer (pid {}) failed: {e}",
+                r.pid
+            )),
         }
         if let (true, Some(a)) = (r.killed, self.actions.as_mut()) {
             if let Err(e) = a.record("freezer-exit", &r.pid.to_string(), "killed") {
-                self.log.warn(&format!("action log: {e}"));
+                self.log
+                    .warn(&format!("writing the emulated action log failed: {e}"));
             }
         }
     }
@@ -506,6 +510,33 @@ impl<M: VssLike> Loop<'_, M> {
 }
 
 /// An I/O error as the core sees it.
+/// The level of a machine's event (its words are the core's, `core::vss::describe`):
+/// what failed or was given up as a warning, a thaw forced by a limit too, the rest
+/// (requests, answers, each step done) as information.
+fn event_level(e: &VssEvent) -> Level {
+    match e {
+        VssEvent::ExitLimit { .. } | VssEvent::DeviceFailed(_) => Level::Error,
+        VssEvent::Invalid(_)
+        | VssEvent::Vetoed(_)
+        | VssEvent::HookFailed { .. }
+        | VssEvent::HookFailureTolerated { .. }
+        | VssEvent::StepFailed { .. }
+        | VssEvent::Abandoned { .. }
+        | VssEvent::ResumeFailed(_)
+        | VssEvent::WatchdogThaw { .. }
+        | VssEvent::FreezeCapReached { .. }
+        | VssEvent::FreezerExited { .. }
+        | VssEvent::AnswerLost { .. } => Level::Warn,
+        VssEvent::Request { .. }
+        | VssEvent::Answered { .. }
+        | VssEvent::HookSkipped { .. }
+        | VssEvent::Suspended { .. }
+        | VssEvent::Resumed { .. }
+        | VssEvent::SnapshotTaken { .. }
+        | VssEvent::AlreadyFrozen => Level::Info,
+    }
+}
+
 fn io_error(e: &std::io::Error) -> IoError {
     IoError(e.raw_os_error().unwrap_or(IoError::EIO.0))
 }
@@ -628,7 +659,10 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                         device_live = false;
                         if let Err(d) = poll.registry().deregister(&mut SourceFd(&device_fd)) {
                             // Events from it are ignored from now on anyway.
-                            log.warn(&format!("device: deregister: {d}"));
+                            log.warn(&format!(
+                                "removing the device from the event loop failed: {d}; \
+                                 going on without it"
+                            ));
                         }
                         let errno = match &e {
                             VssDaemonError::DeviceRead(io) | VssDaemonError::Poll(io) => {
@@ -643,7 +677,7 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                 DEVICE => {}
                 SIGNAL => {
                     if signals.take() {
-                        log.info("signal: thawing if frozen, then exiting");
+                        log.info("asked to stop: thawing if frozen, then exiting");
                         lp.step(VssInput::Shutdown);
                     }
                 }

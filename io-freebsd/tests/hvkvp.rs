@@ -483,8 +483,19 @@ fn set_get_list_delete_and_the_files_they_leave() {
     );
     assert!(!dir.file(PoolId::Guest).exists(), "reading creates nothing");
 
+    dir.run(&["delete", "guest", "color"]).code(1);
+    assert!(
+        !dir.file(PoolId::Guest).exists(),
+        "a DELETE creates nothing"
+    );
     let r = dir.run(&["set", "guest", "color", "blue"]);
     assert_eq!((r.ok(), r.stderr.as_str()), ("", ""), "silent on success");
+    // The SET that created its pool file created all five, as the daemon does.
+    for pool in PoolId::ALL {
+        let meta = std::fs::metadata(dir.file(pool)).expect("every pool file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{pool:?}");
+        assert_eq!(meta.len() == 0, pool != PoolId::Guest, "{pool:?}");
+    }
     dir.run(&["set", "guest", "size", "10"]).ok();
     dir.run(&["set", "guest", "color", "green"]).ok();
     dir.run(&["set", "guest", "color", "green"]).ok(); // already so: still 0
@@ -517,7 +528,7 @@ fn set_get_list_delete_and_the_files_they_leave() {
     dir.run(&["get", "guest", "color"]).code(1);
     assert_eq!(assert_clean(&dir, PoolId::Guest), pairs(&[("size", "10")]));
 
-    // Every pool kept in a file; the missing ones read as empty and are not created.
+    // Every pool kept in a file; the empty ones read as empty.
     assert_eq!(
         dir.run(&["list"]).ok(),
         "[external]\n\n[guest]\nsize  10\n\n[auto-external]\n\n[auto-internal]\n"
@@ -529,9 +540,6 @@ fn set_get_list_delete_and_the_files_they_leave() {
     );
     assert_eq!(all.get("guest").records(), pairs(&[("size", "10")]));
     assert!(all.get("external").arr().is_empty());
-    for pool in [PoolId::External, PoolId::AutoExternal, PoolId::AutoInternal] {
-        assert!(!dir.file(pool).exists(), "{pool:?} created by reading");
-    }
 }
 
 #[test]
@@ -741,10 +749,12 @@ fn json_output_escapes_what_it_must_and_reads_back_exactly() {
     dir.run(&["set", "guest", tricky_key, tricky]).ok();
     dir.run(&["set", "guest", "empty", ""]).ok();
     let got = dir.run(&["get", "guest", tricky_key, "--json"]);
+    // serde_json's escaping: quote, backslash and the C0 controls; DEL, U+2028 and
+    // everything else as UTF-8.
     assert_eq!(
         got.ok(),
         "{\"pool\":\"guest\",\"key\":\"q\\\"uote\\\\key\",\"value\":\
-         \"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\\u001fh\\u007fé😀\\u2028/\"}\n"
+         \"a\\\"b\\\\c\\nd\\re\\tf\\u0001g\\u001fh\u{7f}é😀\u{2028}/\"}\n"
     );
     let v = Json::parse(got.ok());
     assert_eq!(v.get("key").str(), tricky_key);
@@ -887,6 +897,13 @@ fn host_summarizes_what_the_host_publishes() {
     assert_eq!(j.get("host_service_pack"), &Json::Null);
     assert_eq!(j.get("host_processor_architecture").str(), "9");
     assert_eq!(j.get("records").keys().len(), 16);
+    // The summary in a fixed order, then the records in file order.
+    assert_eq!(&j.keys()[..2], ["vm_name", "vm_id"]);
+    assert_eq!(j.keys().last(), Some(&"records"));
+    assert_eq!(
+        &j.get("records").keys()[..2],
+        ["HostName", "HostingSystemEditionId"]
+    );
     assert_eq!(
         j.get("records")
             .get("HostingSystemProcessorThrottleMin")
@@ -1637,4 +1654,163 @@ fn concurrent_set_with_flock_appends_and_the_daemon_serving_host_sets() {
     );
     let list = Json::parse(dir.run(&["list", "guest", "--json"]).ok());
     assert_eq!(list.records(), on_disk);
+
+    // `hvkvp clear` while the host goes on setting keys through the daemon: every
+    // record that was there is gone, what is left is whole and the host's, and the
+    // daemon answers from the cleared file.
+    let late = thread::spawn(move || {
+        let mut acked = BTreeMap::new();
+        for i in 0..40 {
+            let (k, v) = (format!("late-{i:02}"), format!("late {i}"));
+            let req = Request::Set {
+                pool: PoolId::Guest,
+                key: key(&k),
+                value: value(&v),
+            };
+            if call(&mut link, &req) == Reply::Status(Status::OK) {
+                acked.insert(k, v);
+            }
+        }
+        (link, acked)
+    });
+    let r = dir.run(&["clear"]);
+    assert!(r.ok().starts_with("pool 1 (guest): "), "{r:?}");
+    let (mut link, late_acked) = late.join().unwrap();
+    let left = assert_clean(&dir, PoolId::Guest);
+    for (k, v) in &left {
+        assert_eq!(late_acked.get(k), Some(v), "left after clear: {k}");
+    }
+    for (k, v) in on_disk.iter().take(20).chain(&left) {
+        let want = if left.iter().any(|(l, _)| l == k) {
+            Reply::Value(value(v))
+        } else {
+            Reply::Status(Status::S_CONT)
+        };
+        let got = call(
+            &mut link,
+            &Request::Get {
+                pool: PoolId::Guest,
+                key: key(k),
+            },
+        );
+        assert_eq!(got, want, "daemon GET {k} after clear");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// clear: a pool emptied through the journaled write path.
+
+#[test]
+fn clear_empties_the_guest_pool_and_others_only_with_force() {
+    let dir = TestDir::new("clear");
+    let r = dir.run(&["clear"]);
+    assert_eq!(r.ok(), "pool 1 (guest): 0 records removed\n");
+    assert!(!dir.file(PoolId::Guest).exists(), "nothing created");
+    // Duplicates too (appenders do not de-duplicate).
+    dir.write_pool(
+        PoolId::Guest,
+        &[("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("a", "5")],
+    );
+    dir.write_pool(PoolId::External, &[("pushed", "by admin")]);
+    let r = dir.run(&["clear"]);
+    assert_eq!(
+        (r.ok(), r.stderr.as_str()),
+        ("pool 1 (guest): 5 records removed\n", "")
+    );
+    assert_eq!(assert_clean(&dir, PoolId::Guest), pairs(&[]));
+    assert_eq!(
+        dir.run(&["clear", "guest"]).ok(),
+        "pool 1 (guest): 0 records removed\n"
+    );
+    // The host's pools: only with --force; the auto pool never.
+    for pool in ["external", "0", "parameters", "auto-internal"] {
+        dir.run(&["clear", pool])
+            .refused(&["belongs to the host", "--force"]);
+    }
+    assert_eq!(
+        strict_records(&dir.file(PoolId::External)),
+        pairs(&[("pushed", "by admin")])
+    );
+    assert_eq!(
+        dir.run(&["clear", "--force", "external"]).ok(),
+        "pool 0 (external): 1 record removed\n"
+    );
+    assert_eq!(assert_clean(&dir, PoolId::External), pairs(&[]));
+    dir.run(&["clear", "auto", "--force"])
+        .refused(&["cannot be written"]);
+}
+
+/// `hvkvp clear` killed at random points while cloud-init's kind of appender writes:
+/// every stop leaves whole records, never a torn one, and only records of the pool as
+/// it was or appended; a repair and a last clear, once the appender is done, leave the
+/// pool empty and clean.
+#[test]
+fn clear_killed_midway_and_beside_an_appender_leaves_whole_records() {
+    const RECORDS: usize = 120;
+    const APPENDS: usize = 60;
+    let dir = TestDir::new("clear-kill");
+    let old: Vec<(String, String)> = (0..RECORDS)
+        .map(|i| (format!("old-{i:03}"), format!("value {i}")))
+        .collect();
+    let old_refs: Vec<(&str, &str)> = old.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    dir.write_pool(PoolId::Guest, &old_refs);
+    let path = dir.file(PoolId::Guest);
+    // cloud-init: open for append, flock(LOCK_EX), one whole record, unlock.
+    let appender = {
+        let path = path.clone();
+        thread::spawn(move || {
+            let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+            for i in 0..APPENDS {
+                let r = rec(&format!("CLOUD_INIT|{i:04}"), &format!("event {i}"));
+                let mut locked = Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| e)
+                    .unwrap();
+                locked.write_all(&r.encode()).unwrap();
+                file = locked.unlock().map_err(|(_, e)| e).unwrap();
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    // Kill clears after growing delays, until one finishes by itself.
+    let mut delay = Duration::from_millis(5);
+    let mut kills = 0;
+    loop {
+        let mut child = dir
+            .command(&["clear"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hvkvp");
+        thread::sleep(delay);
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        // Whatever the point: whole records, each an old one or an appended one.
+        let now = std::fs::read(&path).unwrap();
+        assert_eq!(now.len() % POOL_RECORD_SIZE, 0, "a torn pool after a kill");
+        delay += Duration::from_millis(5);
+    }
+    appender.join().unwrap();
+    assert!(
+        kills > 0,
+        "no clear was stopped midway: the test tests nothing"
+    );
+    // A repair settles what the last kill left; a last clear empties what was old.
+    dir.run(&["repair", "guest"]).ok();
+    let left = assert_clean(&dir, PoolId::Guest);
+    assert!(
+        left.iter()
+            .all(|(k, _)| k.starts_with("old-") || k.starts_with("CLOUD_INIT|")),
+        "{left:?}"
+    );
+    let plural = if left.len() == 1 { "" } else { "s" };
+    assert_eq!(
+        dir.run(&["clear"]).ok(),
+        format!("pool 1 (guest): {} record{plural} removed\n", left.len())
+    );
+    assert_eq!(assert_clean(&dir, PoolId::Guest), pairs(&[]));
 }

@@ -78,6 +78,9 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// Kills the process; prints its log if the test failed, and fails the test if a
+    /// line of it shows a Rust value instead of a sentence (every test, so every path
+    /// the tests take, common or failing, is held to it).
     fn drop(&mut self) {
         self.kill9();
         if thread::panicking() {
@@ -87,8 +90,77 @@ impl Drop for Proc {
                 self.log.display(),
                 self.log_text()
             );
+            return;
         }
+        let log = self.log_text();
+        let values = rust_values(&log);
+        assert!(
+            values.is_empty(),
+            "{} logged Rust values, not sentences:\n{}",
+            self.name,
+            values.join("\n")
+        );
     }
+}
+
+/// The lines of a daemon's log that show a Rust value instead of a sentence (issue
+/// 12: an administrator must be able to act on every line): a `{` followed by a field
+/// name (`StepFailed { step: ...`), `Some(`, `Ok(`, `Err(`, or a capitalised name
+/// directly followed by `(` or ` {` (`Failed(IoError(5))`, `Veto {`).
+fn rust_values(log: &str) -> Vec<&str> {
+    fn ident(s: &str) -> usize {
+        s.bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+            .count()
+    }
+    let shows_a_value = |line: &str| {
+        if ["Some(", "Ok(", "Err("].iter().any(|w| line.contains(w)) {
+            return true;
+        }
+        let b = line.as_bytes();
+        for (i, &c) in b.iter().enumerate() {
+            if c == b'{' {
+                // `{ name:` or `{name:`
+                let rest = line[i + 1..].trim_start();
+                let n = ident(rest);
+                if n > 0 && rest[n..].starts_with(':') && !rest[n..].starts_with("::") {
+                    return true;
+                }
+            }
+            if c.is_ascii_uppercase() && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
+                let n = ident(&line[i..]);
+                let rest = &line[i + n..];
+                let camel = line[i + 1..i + n].bytes().any(|b| b.is_ascii_lowercase());
+                if camel && (rest.starts_with('(') || rest.starts_with(" {")) {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    log.lines().filter(|l| shows_a_value(l)).collect()
+}
+
+#[test]
+fn rust_values_are_found_and_sentences_pass() {
+    for dump in [
+        "info: StepFailed { step: \"list mounts\", detail: \"Failed(IoError(5))\" }",
+        "error: PoolFailed { pool: Guest, error: IoError(5) }",
+        "warning: DeadlineReply {op: Set, status: E_FAIL}",
+        "info: Resumed { mounts: [\"/\"] }",
+        "debug: Some(3)",
+        "warning: Err(Refused)",
+        "info: Vetoed(Veto { fstype: \"nfs\", path: \"/mnt\" })",
+    ] {
+        assert_eq!(rust_values(dump), [dump], "not caught: {dump}");
+    }
+    let sentences = "info: the host sent FREEZE (message 42)\n\
+                     warning: list mounts failed: EIO\n\
+                     warning: hook /etc/hooks/10-app failed with argument freeze: exit status 3\n\
+                     warning: device: read: Input/output error (EIO); thawing what is frozen\n\
+                     info: refused the host's SET of a new key \"over\" in pool 0 (external)\n\
+                     debug: effect #3: write .kvp_pool_1 @0 2560B\n";
+    assert_eq!(rust_values(sentences), Vec::<&str>::new());
 }
 
 /// One line of the actions file: `<monotonic ms> <action> <target> <result>`.
@@ -225,6 +297,8 @@ impl Vss {
             env!("CARGO_BIN_EXE_hv_vss_daemon"),
             &[
                 Path::new("-n"),
+                // Debug lines too: they must be sentences as well.
+                Path::new("-d"),
                 Path::new("--device"),
                 &dev,
                 Path::new("--config"),
@@ -264,6 +338,7 @@ impl Vss {
             "hv_vss_app",
             env!("CARGO_BIN_EXE_hv_vss_app"),
             &[
+                Path::new("-d"),
                 Path::new("--device"),
                 &dev,
                 Path::new("--config"),
@@ -708,7 +783,7 @@ ufs /mnt/new\\012line\\134x rw /dev/ada2p1
 devfs /dev rw
 ";
     let mut vss = Vss::new("odd-names", mounts, "");
-    let _daemon = vss.daemon();
+    let daemon = vss.daemon();
     vss.ok(VssOp::Check);
     let mark = vss.actions().len();
     vss.ok(VssOp::Freeze);
@@ -726,6 +801,13 @@ devfs /dev rw
     let mut resumed = targets(&vss.since(mark), "resume");
     resumed.sort();
     assert_eq!(resumed, suspended);
+    // One event, one line: the newline in the name is shown escaped.
+    let log = daemon.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l == "info: suspended writes to /mnt/new\\nline\\x"),
+        "{log}"
+    );
 }
 
 /// A mount replaced between the daemon's look at the mount table and the suspension
@@ -1067,8 +1149,8 @@ fn a_device_failure_while_frozen_thaws_hooks_and_file_systems_then_exits() {
     assert_eq!(status.code(), Some(1), "{}", daemon.log_text());
     let log = daemon.log_text();
     // The lines held while frozen are written.
-    assert!(log.contains("Suspended"), "{log}");
-    assert!(log.contains("DeviceFailed"), "{log}");
+    assert!(log.contains("suspended writes to /"), "{log}");
+    assert!(log.contains("the VSS device failed"), "{log}");
     assert!(
         log.contains("the device was closed by the other side"),
         "{log}"
@@ -1112,7 +1194,7 @@ fn watchdog_thaws_when_the_host_never_does_takes_16s() {
     }
     // The daemon's own watchdog, not the freezer's backstop a second later.
     vss.wait_for("the daemon's log", SOON, |_| {
-        daemon.log_text().contains("WatchdogThaw")
+        daemon.log_text().contains("the host sent no THAW in time")
     });
     // A THAW that finally comes finds nothing to do.
     let mark = vss.actions().len();
@@ -1148,7 +1230,7 @@ fn repeated_freeze_is_capped_takes_60s() {
     );
     assert_eq!(targets(&acts[mark..], "suspend"), ["/"], "suspended once");
     vss.wait_for("the daemon's log", SOON, |_| {
-        daemon.log_text().contains("FreezeCapReached")
+        daemon.log_text().contains("a freeze lasts at most 60.0 s")
     });
     vss.ok(VssOp::Thaw);
 }

@@ -1,9 +1,19 @@
 //! Human-readable renderings of requests, replies and effects: for the daemon's debug
-//! log, the simulator's traces and the comments in recording files. One place, so
-//! a trace line reads the same wherever it is printed.
+//! log, the simulator's traces and the comments in recording files; and the KVP events
+//! ([`Event`], [`JobEvent`], [`PoolIssue`]) as the sentences logs and `hvkvp` show. One
+//! place, so a line reads the same wherever it is printed.
+
+use std::fmt;
 
 use crate::kvp::effect::{Effect, EffectResult};
-use crate::kvp::wire::{self, Op, Reply, Request};
+use crate::kvp::jobs::{JobEvent, Pending};
+use crate::kvp::machine::Event;
+use crate::kvp::record::{FieldFlaw, PoolIssue};
+use crate::kvp::text::Key;
+use crate::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
+use crate::limits::{
+    HOST_POOL_BYTES, HOST_POOL_RECORDS, KVP_REPLY_BUDGET, MAX_POOL_RECORDS, RECOVERY_RETRY,
+};
 
 /// Text shown for keys and values: quoted, long ones shortened with their length.
 pub fn text(bytes: &[u8]) -> String {
@@ -81,7 +91,14 @@ pub fn effect(e: &Effect) -> String {
         Effect::SetLen { file, len } => format!("set-len {} {len}", file.file_name()),
         Effect::Fsync(f) => format!("fsync {}", f.file_name()),
         Effect::QueryAdapter(m) => format!("query-adapter {m}"),
-        Effect::ApplyIpConfig { config: c, .. } => format!("apply-ip {} {:?}", c.adapter, c.addrs),
+        Effect::ApplyIpConfig { config: c, .. } => {
+            let mut words = vec![c.adapter.clone()];
+            if c.dhcp {
+                words.push("dhcp".to_string());
+            }
+            words.extend(c.addrs.iter().map(|a| format!("{}/{}", a.addr, a.prefix)));
+            format!("apply-ip {}", words.join(" "))
+        }
     }
 }
 
@@ -94,5 +111,219 @@ pub fn result(r: &EffectResult) -> String {
             (if a.is_some() { "adapter" } else { "no adapter" }).to_string()
         }
         EffectResult::Failed(e) => format!("failed {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Events as log sentences: what happened, to which pool, what follows. Written once here
+// and shown with `{}` by every driver (the daemon's log, `hvkvp`'s notes), so an
+// administrator reads the same words wherever an event is told.
+
+/// `pool 1 (guest)`.
+pub fn pool_label(pool: PoolId) -> String {
+    format!("pool {} ({})", pool.index(), pool.name())
+}
+
+/// A status by its name (`E_FAIL`), or in hex when it has none.
+pub fn status_text(s: Status) -> String {
+    match s.name() {
+        Some(n) => n.to_string(),
+        None => format!("status {:#010x}", s.0),
+    }
+}
+
+/// A key for a log line: quoted, control characters escaped, long ones shortened.
+fn key_text(key: &Key) -> String {
+    text(key.as_bytes())
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Job(j) => j.fmt(f),
+            Event::Registered => f.write_str(
+                "registered with the KVP device: every pool file is recovered (or its \
+                 recovery is being retried); answering the host's requests",
+            ),
+            Event::Malformed(e) => write!(
+                f,
+                "answered a device message that is no request we can carry out with {}: {e}",
+                status_text(e.status())
+            ),
+            Event::IpConfigRefused(why) => write!(
+                f,
+                "refused the host's SET_IP_INFO, nothing was changed: {why}"
+            ),
+            Event::EmptyKeyRefused { pool } => write!(
+                f,
+                "refused the host's SET of an empty key in {} with INVALID_ARG: nothing can \
+                 look such a key up, and programs that split pool files at NUL bytes lose \
+                 their place on it",
+                pool_label(*pool)
+            ),
+            Event::PoolFull { pool, key, records } => write!(
+                f,
+                "refused the host's SET of a new key {} in {} with S_CONT, nothing was \
+                 stored: the pool file holds {records} records, and the host may fill a \
+                 pool only up to {HOST_POOL_RECORDS} ({HOST_POOL_BYTES} bytes); removing \
+                 records (the host's RemoveKvpItems, or hvkvp delete --force) makes room",
+                key_text(key),
+                pool_label(*pool)
+            ),
+            Event::DeadlineReply { op, status } => write!(
+                f,
+                "the host's {} could not be finished within {} ms, answered {}; a change \
+                 still running goes on, and memory follows the file when it ends",
+                op.name(),
+                KVP_REPLY_BUDGET.as_millis(),
+                status_text(*status)
+            ),
+            Event::PoolFailed { pool, error } => write!(
+                f,
+                "{} could not be brought to a known state ({error}); the host's requests on \
+                 it are answered E_FAIL until its recovery, retried every {} ms, succeeds",
+                pool_label(*pool),
+                RECOVERY_RETRY.as_millis()
+            ),
+            Event::PoolRecovered { pool, records } => {
+                write!(f, "{} is ready: {records} records", pool_label(*pool))
+            }
+            Event::MutationInDoubt { pool, error } => write!(
+                f,
+                "a change to {} failed part-way ({error}); recovering the pool, which \
+                 finishes or discards the change (the host was answered E_FAIL or gets it)",
+                pool_label(*pool)
+            ),
+            Event::UnknownEffect(id) => write!(
+                f,
+                "a result came for effect #{}, which was never started (a driver bug); \
+                 ignored",
+                id.0
+            ),
+        }
+    }
+}
+
+impl fmt::Display for JobEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobEvent::JournalFinished { pool, .. } => write!(
+                f,
+                "finished a change to {} that an interrupted writer left in its journal",
+                pool_label(*pool)
+            ),
+            JobEvent::JournalDiscarded { pool, reason, .. } => write!(
+                f,
+                "discarded a change to {} left in its journal by an interrupted writer; it \
+                 had not taken effect ({reason})",
+                pool_label(*pool)
+            ),
+            JobEvent::JournalFollowUp { pool, slot } => write!(
+                f,
+                "removed record {slot} of {}, the end of an interrupted delete",
+                pool_label(*pool)
+            ),
+            JobEvent::PartialRecordCut { pool, bytes } => write!(
+                f,
+                "cut a torn record ({bytes} bytes) from the end of {}: a writer stopped in \
+                 the middle of an append",
+                pool_label(*pool)
+            ),
+            JobEvent::JournalTornTail { pool, bytes } => write!(
+                f,
+                "the journal of {} ends with a torn entry ({bytes} bytes), which recovery \
+                 ignores",
+                pool_label(*pool)
+            ),
+            JobEvent::JournalTooLong { pool, bytes } => write!(
+                f,
+                "the journal of {} is {bytes} bytes, longer than any writer makes; only its \
+                 start is read",
+                pool_label(*pool)
+            ),
+            JobEvent::FollowUpSkipped { pool, slot, reason } => write!(
+                f,
+                "left record {slot} of {} in place after an interrupted delete ({reason}); \
+                 it may duplicate another record",
+                pool_label(*pool)
+            ),
+            JobEvent::StaleMemory { pool, slot } => write!(
+                f,
+                "record {slot} of {} changed without a new timestamp; read the file again \
+                 before changing it",
+                pool_label(*pool)
+            ),
+            JobEvent::JournalPending { pool, verdict, .. } => {
+                write!(f, "{}: ", pool_label(*pool))?;
+                match verdict {
+                    Pending::Finish => f.write_str(
+                        "an interrupted writer left a change in the journal that is not \
+                         finished: recovery would finish it",
+                    ),
+                    Pending::Discard(reason) => write!(
+                        f,
+                        "the journal holds a change an interrupted writer left that never \
+                         took effect ({reason}): recovery would discard it"
+                    ),
+                    Pending::Undo(reason) => write!(
+                        f,
+                        "an interrupted writer left a change half made ({reason}): recovery \
+                         would put back the records it touched"
+                    ),
+                }
+            }
+            JobEvent::Loaded {
+                pool,
+                records,
+                issues,
+            } => {
+                write!(f, "read {}: {records} records", pool_label(*pool))?;
+                for (i, issue) in issues.iter().enumerate() {
+                    f.write_str(if i == 0 { "; " } else { ", " })?;
+                    issue.fmt(f)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Display for PoolIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolIssue::PartialRecord { bytes } => write!(
+                f,
+                "a torn record of {bytes} bytes at the end (a writer stopped in the middle \
+                 of an append), not read"
+            ),
+            PoolIssue::Flawed { index, flaws } => {
+                write!(f, "record {index} is flawed:")?;
+                let field = |flaw: FieldFlaw| match flaw {
+                    FieldFlaw::None => None,
+                    FieldFlaw::GarbageAfterTerminator => Some("bytes after its terminator"),
+                    FieldFlaw::Unterminated => Some("no terminator"),
+                };
+                let mut said = Vec::new();
+                if let Some(w) = field(flaws.key) {
+                    said.push(format!("its key has {w}"));
+                }
+                if let Some(w) = field(flaws.value) {
+                    said.push(format!("its value has {w}"));
+                }
+                if flaws.empty_key {
+                    said.push("its key is empty".to_string());
+                }
+                write!(f, " {}", said.join(" and "))
+            }
+            PoolIssue::Duplicate { index, first } => write!(
+                f,
+                "record {index} repeats the key of record {first} (lookups see the first)"
+            ),
+            PoolIssue::TooManyRecords { total } => write!(
+                f,
+                "the file holds {total} records, only the first {MAX_POOL_RECORDS} are read"
+            ),
+            PoolIssue::NotReported { count } => write!(f, "{count} more issues not listed"),
+        }
     }
 }

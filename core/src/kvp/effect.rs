@@ -136,14 +136,60 @@ impl IoError {
     pub const WRONG_RESULT: IoError = IoError(-1);
 }
 
+impl IoError {
+    /// The errno's symbolic name, for the numbers FreeBSD and Linux share (1 to 34 but
+    /// 11, the historical Unix table both kept) and the ones the core itself reports;
+    /// `None` for the others, whose names differ between systems.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            1 => "EPERM",
+            2 => "ENOENT",
+            3 => "ESRCH",
+            4 => "EINTR",
+            5 => "EIO",
+            6 => "ENXIO",
+            7 => "E2BIG",
+            8 => "ENOEXEC",
+            9 => "EBADF",
+            10 => "ECHILD",
+            12 => "ENOMEM",
+            13 => "EACCES",
+            14 => "EFAULT",
+            15 => "ENOTBLK",
+            16 => "EBUSY",
+            17 => "EEXIST",
+            18 => "EXDEV",
+            19 => "ENODEV",
+            20 => "ENOTDIR",
+            21 => "EISDIR",
+            22 => "EINVAL",
+            23 => "ENFILE",
+            24 => "EMFILE",
+            25 => "ENOTTY",
+            26 => "ETXTBSY",
+            27 => "EFBIG",
+            28 => "ENOSPC",
+            29 => "ESPIPE",
+            30 => "EROFS",
+            31 => "EMLINK",
+            32 => "EPIPE",
+            33 => "EDOM",
+            34 => "ERANGE",
+            // The core's own deadline error (FreeBSD's number).
+            60 => "ETIMEDOUT",
+            _ => return None,
+        })
+    }
+}
+
+/// The errno by name (`EIO`, `ENOSPC`), as administrators look them up; a number the
+/// core cannot name portably as `errno N`.
 impl std::fmt::Display for IoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            IoError::EIO => f.write_str("EIO"),
-            IoError::ENOSPC => f.write_str("ENOSPC"),
-            IoError::ETIMEDOUT => f.write_str("ETIMEDOUT"),
-            IoError::WRONG_RESULT => f.write_str("wrong result kind"),
-            IoError(n) => write!(f, "errno {n}"),
+        match (*self, self.name()) {
+            (IoError::WRONG_RESULT, _) => f.write_str("a result of the wrong kind"),
+            (_, Some(name)) => f.write_str(name),
+            (IoError(n), None) => write!(f, "errno {n}"),
         }
     }
 }

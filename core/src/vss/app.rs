@@ -496,7 +496,7 @@ impl AppMachine {
                     self.outputs
                         .push_back(VssOutput::Event(VssEvent::StepFailed {
                             step: "list hooks",
-                            detail: format!("{other:?}"),
+                            detail: crate::vss::describe::result_text(other.as_ref()),
                         }));
                 }
             }

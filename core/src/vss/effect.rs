@@ -82,18 +82,6 @@ impl ExitStatus {
     }
 }
 
-impl std::fmt::Display for ExitStatus {
-    /// How a program ended, as a log sentence's predicate: "`hook` {status}".
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExitStatus::Code(c) => write!(f, "exited with status {c}"),
-            ExitStatus::Signal(s) => write!(f, "was killed by signal {s}"),
-            ExitStatus::TimedOut => write!(f, "did not finish in time and was killed"),
-            ExitStatus::NotStarted(e) => write!(f, "could not be started (errno {})", e.0),
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum VssResult {

@@ -703,10 +703,7 @@ mod tests {
         f.handle(at(3), line("suspend 1000 - /\n"));
         drain(&mut f);
         f.handle(at(4), FreezerInput::Suspended(Err(IoError(16))));
-        assert_eq!(
-            drain(&mut f),
-            vec![reply("err 16 suspending /: errno 16\n")]
-        );
+        assert_eq!(drain(&mut f), vec![reply("err 16 suspending /: EBUSY\n")]);
         // A failed suspension leaves the auto-thaw where it was.
         assert_eq!(f.poll_timeout(), Some(at(1002)));
         f.handle(at(5), line("suspend 1000 - /var\n"));

@@ -673,7 +673,7 @@ impl VssMachine {
                     other => {
                         self.event(VssEvent::StepFailed {
                             step: "list mounts",
-                            detail: format!("{other:?}"),
+                            detail: crate::vss::describe::result_text(other.as_ref()),
                         });
                         false
                     }
@@ -802,7 +802,7 @@ impl VssMachine {
             (_, Some(other)) => {
                 self.event(VssEvent::StepFailed {
                     step,
-                    detail: format!("{other:?}"),
+                    detail: crate::vss::describe::result_text(Some(&other)),
                 });
                 self.fail_freeze();
             }

@@ -7,6 +7,7 @@
 //! the timing rules every configuration must keep.
 
 pub mod app;
+pub mod describe;
 pub mod effect;
 pub mod freezer;
 pub mod hooks;

@@ -6,12 +6,13 @@
 //! journal, the same recovery. So `hvkvp`, `hv_kvp_daemon` and programs that append to
 //! the pools (cloud-init, azure-init) can run at the same time without losing a record.
 //! Reading never writes: `list`, `get`, `host` and `watch` show a pool file as it is and
-//! say what recovery would do; `set` and `delete` recover first, and `repair` only does
-//! that.
+//! say what recovery would do; `set`, `delete` and `clear` recover first, and `repair`
+//! only does that.
 //!
 //! Exit status: 0 found or done, 1 key not found (`get`, `delete`, and `host` when the
 //! host published nothing), 2 usage, refusal or I/O error.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Read, Write};
@@ -22,8 +23,9 @@ use std::time::Duration;
 use clap::builder::PossibleValue;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use hvguest_core::kvp::auto::AutoPool;
+use hvguest_core::kvp::describe::pool_label;
 use hvguest_core::kvp::effect::FileStamp;
-use hvguest_core::kvp::jobs::{JobEvent, Pending};
+use hvguest_core::kvp::jobs::JobEvent;
 use hvguest_core::kvp::pool::Pool;
 use hvguest_core::kvp::record::{PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, TextError, Value};
@@ -31,6 +33,7 @@ use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::limits::{HOST_SAFE_KEY_UNITS, HOST_SAFE_VALUE_UNITS, MAX_POOL_RECORDS};
 use hvguest_io::pool_access::{AccessError, Change, PoolAccess};
 use hvguest_io::sysinfo;
+use serde::Serialize;
 
 const DEFAULT_POOL_DIR: &str = "/var/db/hyperv/pool";
 /// Keys longer than this (in characters) do not widen the key column (the longest key the
@@ -59,7 +62,7 @@ about this system, computed by the same code; never stored or written), auto-ext
 auto-internal (4).\n\n\
 Exit status: 0 found or done, 1 key not found, 2 usage, refusal or I/O error.",
     after_help = "Examples:\n  hvkvp host\n  hvkvp list guest\n  hvkvp get parameters VirtualMachineName\n  \
-hvkvp set guest Role web-frontend\n  hvkvp delete guest Role\n  hvkvp watch external"
+hvkvp set guest Role web-frontend\n  hvkvp delete guest Role\n  hvkvp clear guest\n  hvkvp watch external"
 )]
 struct Cli {
     /// Where the pool files live.
@@ -137,6 +140,19 @@ enum Command {
         pool: PoolArg,
         /// The key (exact, case-sensitive).
         key: String,
+        #[command(flatten)]
+        force: Force,
+    },
+    /// Empty a pool: delete every record it holds, safely while hv_kvp_daemon and other
+    /// writers run (for image capture and deprovisioning).
+    ///
+    /// Each record is removed by a journaled DELETE, as `delete` does: an interrupted
+    /// clear leaves whole records, and running it again finishes. Records other programs
+    /// add meanwhile stay. Prints how many records were removed.
+    Clear {
+        /// The pool: guest (or 1, the default); others only with --force.
+        #[arg(value_enum)]
+        pool: Option<PoolArg>,
         #[command(flatten)]
         force: Force,
     },
@@ -251,10 +267,6 @@ impl From<AccessError> for Fail {
     }
 }
 
-fn pool_label(pool: PoolId) -> String {
-    format!("pool {} ({})", pool.index(), pool.name())
-}
-
 /// Standard output, written in whole pieces. A reader that went away ends us quietly.
 fn emit(text: &str) -> Result<(), Fail> {
     emit_bytes(text.as_bytes())
@@ -286,67 +298,17 @@ enum Use {
     Change,
 }
 
-/// The sentences worth telling about what the jobs found or did, in order.
+/// The sentences worth telling about what the jobs found or did, in order: the core's
+/// words for each event (`core::kvp::describe`, the daemon's log says the same), with
+/// what a reader of `hvkvp` can do about a change left waiting.
 fn findings(events: Vec<JobEvent>, how: Use) -> Vec<String> {
     let mut out = Vec::new();
     for e in events {
-        match e {
-            JobEvent::JournalFinished { pool, .. } => out.push(format!(
-                "finished a change to {} that an interrupted writer left in its journal",
-                pool_label(pool)
-            )),
-            JobEvent::JournalDiscarded { pool, reason, .. } => out.push(format!(
-                "discarded a change to {} left in its journal by an interrupted writer; \
-                 it had not taken effect ({reason})",
-                pool_label(pool)
-            )),
-            JobEvent::JournalFollowUp { pool, slot } => out.push(format!(
-                "removed record {slot} of {}, the end of an interrupted delete",
-                pool_label(pool)
-            )),
-            JobEvent::PartialRecordCut { pool, bytes } => out.push(format!(
-                "cut a torn record ({bytes} bytes) from the end of {}: a writer stopped in \
-                 the middle of an append",
-                pool_label(pool)
-            )),
-            JobEvent::JournalTornTail { pool, bytes } => out.push(format!(
-                "the journal of {} ends with a torn entry ({bytes} bytes), which recovery \
-                 ignores",
-                pool_label(pool)
-            )),
-            JobEvent::JournalTooLong { pool, bytes } => out.push(format!(
-                "the journal of {} is {bytes} bytes, longer than any writer makes; only its \
-                 start is read",
-                pool_label(pool)
-            )),
-            JobEvent::FollowUpSkipped { pool, slot, reason } => out.push(format!(
-                "left record {slot} of {} in place after an interrupted delete ({reason}); \
-                 it may duplicate another record",
-                pool_label(pool)
-            )),
-            JobEvent::StaleMemory { pool, slot } => out.push(format!(
-                "record {slot} of {} changed without a new timestamp; read the file again \
-                 before changing it",
-                pool_label(pool)
-            )),
-            JobEvent::JournalPending { pool, verdict, .. } => out.push(format!(
-                "{}: {}; shown as the file holds it now (run `hvkvp repair {}`, or let \
+        match &e {
+            JobEvent::JournalPending { pool, .. } => out.push(format!(
+                "{e}; shown as the file holds it now (run `hvkvp repair {}`, or let \
                  hv_kvp_daemon settle it: it does when it starts, and before it next \
                  changes the pool)",
-                pool_label(pool),
-                match verdict {
-                    Pending::Finish => "an interrupted writer left a change in the journal \
-                                        that is not finished: recovery would finish it"
-                        .to_string(),
-                    Pending::Discard(reason) => format!(
-                        "the journal holds a change an interrupted writer left that never \
-                         took effect ({reason}): recovery would discard it"
-                    ),
-                    Pending::Undo(reason) => format!(
-                        "an interrupted writer left a change half made ({reason}): recovery \
-                         would put back the records it touched"
-                    ),
-                },
                 pool.name()
             )),
             JobEvent::Loaded { pool, issues, .. } => {
@@ -358,19 +320,20 @@ fn findings(events: Vec<JobEvent>, how: Use) -> Vec<String> {
                                 "{} ends with a torn record ({bytes} bytes): a writer stopped \
                                  in the middle of an append; it is not shown, and recovery \
                                  would cut it (`hvkvp repair {}`, or hv_kvp_daemon)",
-                                pool_label(pool),
+                                pool_label(*pool),
                                 pool.name()
                             ))
                         }
                         PoolIssue::TooManyRecords { total } => out.push(format!(
                             "{} holds {total} records; only the first {MAX_POOL_RECORDS} are \
                              read and shown, and no new key can be added to it",
-                            pool_label(pool)
+                            pool_label(*pool)
                         )),
                         _ => {}
                     }
                 }
             }
+            _ => out.push(e.to_string()),
         }
     }
     out
@@ -426,41 +389,59 @@ fn table(out: &mut String, rows: &[(String, String)]) {
     }
 }
 
-fn json_string(out: &mut String, bytes: &[u8]) {
-    out.push('"');
-    for c in String::from_utf8_lossy(bytes).chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            // Other controls must be escaped; U+2028/9 too, for JavaScript readers.
-            c if u32::from(c) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+/// Bytes as JSON text: lossy UTF-8 (a pool holds bytes; JSON holds text).
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
-/// `[{"key":…,"value":…},…]`, every record in file order.
-fn json_records(out: &mut String, pool: &Pool) {
-    out.push('[');
-    for (i, r) in pool.records().iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"key\":");
-        json_string(out, r.key.as_bytes());
-        out.push_str(",\"value\":");
-        json_string(out, r.value.as_bytes());
-        out.push('}');
+/// One record as `{"key":…,"value":…}`.
+#[derive(Serialize)]
+struct JsonRecord<'a> {
+    key: Cow<'a, str>,
+    value: Cow<'a, str>,
+}
+
+/// Every record of a pool, in file order.
+fn json_records(pool: &Pool) -> Vec<JsonRecord<'_>> {
+    pool.records()
+        .iter()
+        .map(|r| JsonRecord {
+            key: text(r.key.as_bytes()),
+            value: text(r.value.as_bytes()),
+        })
+        .collect()
+}
+
+/// Pools as `{"external":[…],"guest":[…],…}`, in the order given (`serde_json`'s own
+/// map would sort them).
+struct JsonPools<'a>(&'a [(PoolId, Pool)]);
+
+impl Serialize for JsonPools<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(
+            self.0
+                .iter()
+                .map(|(p, records)| (p.name(), json_records(records))),
+        )
     }
-    out.push(']');
+}
+
+/// Key/value pairs as one JSON object, in file order (`serde_json`'s own map would sort
+/// them).
+struct JsonPairs<'a>(&'a [(Vec<u8>, Vec<u8>)]);
+
+impl Serialize for JsonPairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (text(k), text(v))))
+    }
+}
+
+/// `value` as one line of compact JSON.
+fn json_line(value: &impl Serialize) -> Result<String, Fail> {
+    let mut line =
+        serde_json::to_string(value).map_err(|e| Fail::trouble(format!("writing JSON: {e}")))?;
+    line.push('\n');
+    Ok(line)
 }
 
 fn rows(pool: &Pool) -> Vec<(String, String)> {
@@ -618,6 +599,9 @@ fn run(cli: Cli) -> Result<(), Fail> {
             Ok(())
         }
         Command::Delete { pool, key, force } => delete(dir, pool.0, &key, force.force),
+        Command::Clear { pool, force } => {
+            clear(dir, pool.map_or(PoolId::Guest, |p| p.0), force.force)
+        }
         Command::Host { format } => host(dir, format.json),
         Command::Watch {
             pool,
@@ -664,39 +648,25 @@ fn list(dir: &Path, pool: Option<PoolId>, json: bool) -> Result<(), Fail> {
     // What was found on the way is worth telling even if a later pool failed.
     report(&mut access, Use::Read);
     result?;
+    if json {
+        return emit(&match (pool, &loaded[..]) {
+            // One pool named: its records alone.
+            (Some(_), [(_, only)]) => json_line(&json_records(only))?,
+            _ => json_line(&JsonPools(&loaded))?,
+        });
+    }
     let mut out = String::new();
     if let (Some(_), [(_, only)]) = (pool, &loaded[..]) {
-        // One pool named: its records alone.
-        if json {
-            json_records(&mut out, only);
-            out.push('\n');
-        } else {
-            table(&mut out, &rows(only));
-        }
+        table(&mut out, &rows(only));
         return emit(&out);
     }
-    if json {
-        out.push('{');
-    }
     for (i, (p, records)) in loaded.iter().enumerate() {
-        if json {
-            if i > 0 {
-                out.push(',');
-            }
-            json_string(&mut out, p.name().as_bytes());
-            out.push(':');
-            json_records(&mut out, records);
-        } else {
-            if i > 0 {
-                out.push('\n');
-            }
-            // Writing to a String cannot fail.
-            let _ = writeln!(out, "[{}]", p.name());
-            table(&mut out, &rows(records));
+        if i > 0 {
+            out.push('\n');
         }
-    }
-    if json {
-        out.push_str("}\n");
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "[{}]", p.name());
+        table(&mut out, &rows(records));
     }
     emit(&out)
 }
@@ -735,14 +705,17 @@ fn get(dir: &Path, pool: PoolId, key: &str, json: bool, raw: bool) -> Result<(),
         )));
     };
     if json {
-        let mut out = String::from("{\"pool\":");
-        json_string(&mut out, pool.name().as_bytes());
-        out.push_str(",\"key\":");
-        json_string(&mut out, k.as_bytes());
-        out.push_str(",\"value\":");
-        json_string(&mut out, v.as_bytes());
-        out.push_str("}\n");
-        emit(&out)
+        #[derive(Serialize)]
+        struct Got<'a> {
+            pool: &'a str,
+            key: Cow<'a, str>,
+            value: Cow<'a, str>,
+        }
+        emit(&json_line(&Got {
+            pool: pool.name(),
+            key: text(k.as_bytes()),
+            value: text(v.as_bytes()),
+        })?)
     } else if raw || !io::stdout().is_terminal() {
         // The value exactly as stored, for scripts: no escaping.
         let mut out = v.as_bytes().to_vec();
@@ -784,6 +757,20 @@ fn delete(dir: &Path, pool: PoolId, key: &str, force: bool) -> Result<(), Fail> 
     }
 }
 
+/// Empties a pool, one journaled DELETE per record, and says how many went.
+fn clear(dir: &Path, pool: PoolId, force: bool) -> Result<(), Fail> {
+    writable(pool, force)?;
+    let mut access = PoolAccess::open(dir)?;
+    let result = access.clear(pool);
+    report(&mut access, Use::Change);
+    let removed = result?;
+    emit(&format!(
+        "{}: {removed} record{} removed\n",
+        pool_label(pool),
+        if removed == 1 { "" } else { "s" }
+    ))
+}
+
 /// Recovers each pool, as the daemon does at start, and says what that did.
 fn repair(dir: &Path, pool: Option<PoolId>) -> Result<(), Fail> {
     if pool == Some(PoolId::Auto) {
@@ -814,20 +801,23 @@ fn repair(dir: &Path, pool: Option<PoolId>) -> Result<(), Fail> {
     emit(&out)
 }
 
-/// What `host --json` shows as is: field name, pool-3 key.
-const HOST_FIELDS: [(&str, &str); 8] = [
-    ("vm_name", "VirtualMachineName"),
-    ("vm_id", "VirtualMachineId"),
-    ("host_name", "HostName"),
-    ("physical_host", "PhysicalHostName"),
-    ("physical_host_fqdn", "PhysicalHostNameFullyQualified"),
-    ("host_edition_id", "HostingSystemEditionId"),
-    ("nested_level", "HostingSystemNestedLevel"),
-    (
-        "dynamic_memory_balancing",
-        "VirtualMachineDynamicMemoryBalancingEnabled",
-    ),
-];
+/// `host --json`: the summary's fields (`null` when the host did not publish them),
+/// then every record of pool 3 as it is.
+#[derive(Serialize)]
+struct HostJson<'a> {
+    vm_name: Option<Cow<'a, str>>,
+    vm_id: Option<Cow<'a, str>>,
+    host_name: Option<Cow<'a, str>>,
+    physical_host: Option<Cow<'a, str>>,
+    physical_host_fqdn: Option<Cow<'a, str>>,
+    host_edition_id: Option<Cow<'a, str>>,
+    nested_level: Option<Cow<'a, str>>,
+    dynamic_memory_balancing: Option<Cow<'a, str>>,
+    host_os_version: Option<String>,
+    host_service_pack: Option<String>,
+    host_processor_architecture: Option<String>,
+    records: JsonPairs<'a>,
+}
 
 /// Windows' PROCESSOR_ARCHITECTURE_* numbers.
 fn architecture(n: &str) -> Option<&'static str> {
@@ -870,36 +860,23 @@ fn host(dir: &Path, json: bool) -> Result<(), Fail> {
         _ => None,
     };
     let arch = get("HostingSystemProcessorArchitecture").map(|a| a.into_owned());
-    let mut out = String::new();
     if json {
-        let field = |out: &mut String, name: &str, v: Option<&str>| {
-            json_string(out, name.as_bytes());
-            out.push(':');
-            match v {
-                Some(v) => json_string(out, v.as_bytes()),
-                None => out.push_str("null"),
-            }
-            out.push(',');
-        };
-        out.push('{');
-        for (name, key) in HOST_FIELDS {
-            field(&mut out, name, get(key).as_deref());
-        }
-        field(&mut out, "host_os_version", os.as_deref());
-        field(&mut out, "host_service_pack", sp.as_deref());
-        field(&mut out, "host_processor_architecture", arch.as_deref());
-        out.push_str("\"records\":{");
-        for (i, (k, v)) in records.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            json_string(&mut out, k);
-            out.push(':');
-            json_string(&mut out, v);
-        }
-        out.push_str("}}\n");
-        return emit(&out);
+        return emit(&json_line(&HostJson {
+            vm_name: get("VirtualMachineName"),
+            vm_id: get("VirtualMachineId"),
+            host_name: get("HostName"),
+            physical_host: get("PhysicalHostName"),
+            physical_host_fqdn: get("PhysicalHostNameFullyQualified"),
+            host_edition_id: get("HostingSystemEditionId"),
+            nested_level: get("HostingSystemNestedLevel"),
+            dynamic_memory_balancing: get("VirtualMachineDynamicMemoryBalancingEnabled"),
+            host_os_version: os,
+            host_service_pack: sp,
+            host_processor_architecture: arch,
+            records: JsonPairs(&records),
+        })?);
     }
+    let mut out = String::new();
     // Text: host names first, then the host's system, then this VM's settings.
     let text = |k: &str| map.get(k.as_bytes()).map(|v| shown(v));
     let os = os.map(|os| match sp {
@@ -980,24 +957,35 @@ fn diff<'a>(old: &'a [(Vec<u8>, Vec<u8>)], new: &'a [(Vec<u8>, Vec<u8>)]) -> Vec
     out
 }
 
-fn write_diff(out: &mut String, pool: PoolId, changes: &[Diff<'_>], json: bool, prefix: bool) {
+fn write_diff(
+    out: &mut String,
+    pool: PoolId,
+    changes: &[Diff<'_>],
+    json: bool,
+    prefix: bool,
+) -> Result<(), Fail> {
     for d in changes {
         if json {
+            #[derive(Serialize)]
+            struct Changed<'a> {
+                pool: &'a str,
+                change: &'a str,
+                key: Cow<'a, str>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                value: Option<Cow<'a, str>>,
+            }
             let (change, key, value) = match d {
                 Diff::Added(k, v) => ("added", k, Some(v)),
                 Diff::Removed(k) => ("removed", k, None),
                 Diff::Changed(k, v) => ("changed", k, Some(v)),
             };
-            out.push_str("{\"pool\":");
-            json_string(out, pool.name().as_bytes());
-            // Writing to a String cannot fail.
-            let _ = write!(out, ",\"change\":\"{change}\",\"key\":");
-            json_string(out, key);
-            if let Some(v) = value {
-                out.push_str(",\"value\":");
-                json_string(out, v);
-            }
-            out.push_str("}\n");
+            let line = Changed {
+                pool: pool.name(),
+                change,
+                key: text(key),
+                value: value.map(|v| text(v)),
+            };
+            out.push_str(&json_line(&line)?);
         } else {
             if prefix {
                 // Writing to a String cannot fail.
@@ -1011,6 +999,7 @@ fn write_diff(out: &mut String, pool: PoolId, changes: &[Diff<'_>], json: bool, 
             };
         }
     }
+    Ok(())
 }
 
 fn watch(
@@ -1030,7 +1019,7 @@ fn watch(
         report(&mut access, Use::Read);
         let (loaded, stamp) = r?;
         let records = first_records(&loaded);
-        write_diff(&mut out, p, &diff(&[], &records), json, prefix);
+        write_diff(&mut out, p, &diff(&[], &records), json, prefix)?;
         watched.push(Watched {
             pool: p,
             records,
@@ -1050,7 +1039,7 @@ fn watch(
                 continue;
             };
             let records = first_records(&loaded);
-            write_diff(&mut out, w.pool, &diff(&w.records, &records), json, prefix);
+            write_diff(&mut out, w.pool, &diff(&w.records, &records), json, prefix)?;
             w.records = records;
             w.stamp = stamp;
         }
