@@ -123,21 +123,40 @@ pub fn action(
     if own != FsAction::Ignore {
         return own;
     }
-    // The non-nullfs mount holding the source: the one with the longest mount point
-    // that contains it.
-    let mut holder: Option<&Mount> = None;
-    for cand in all {
-        if cand.fstype == "nullfs" || !is_under(&m.source, &cand.path) {
-            continue;
-        }
-        if holder.is_none_or(|h| cand.path.len() > h.path.len()) {
-            holder = Some(cand);
-        }
-    }
-    match holder {
+    match backing(all, &m.source) {
         Some(h) if plain_action(h, overrides, by_mount) == FsAction::Veto => FsAction::Veto,
         _ => FsAction::Ignore,
     }
+}
+
+/// Where the bytes at `path` live: the mount with the longest mount point containing
+/// it; when that is a nullfs mount, the same question for the path under its source,
+/// at most eight times (a loop of nullfs mounts holds nothing).
+fn backing<'a>(all: &'a [Mount], path: &str) -> Option<&'a Mount> {
+    let mut at = path.to_string();
+    for _ in 0..8 {
+        let mut holder: Option<&Mount> = None;
+        for cand in all.iter().filter(|c| is_under(&at, &c.path)) {
+            if holder.is_none_or(|h| cand.path.len() > h.path.len()) {
+                holder = Some(cand);
+            }
+        }
+        let h = holder?;
+        if h.fstype != "nullfs" {
+            return Some(h);
+        }
+        let below = if h.path == "/" {
+            &at[..]
+        } else {
+            &at[h.path.len()..]
+        };
+        at = if below.is_empty() {
+            h.source.clone()
+        } else {
+            format!("{}{below}", h.source.trim_end_matches('/'))
+        };
+    }
+    None
 }
 
 fn pool_of(source: &str) -> String {

@@ -210,6 +210,29 @@ fn mount_of<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
         .max_by_key(|m| m.path.len())
 }
 
+/// Hops through nullfs mounts before giving up on finding where a nullfs mount's
+/// files live (a loop, or absurd nesting).
+const NULLFS_HOPS: usize = 8;
+
+/// The file system a nullfs mount's files live on: the mount holding its source,
+/// followed through other nullfs mounts (a path inside one lives under that mount's
+/// own source). `None` for a loop or nesting deeper than [`NULLFS_HOPS`].
+fn nullfs_backing<'a>(mounts: &'a [Mount], m: &Mount) -> Option<&'a Mount> {
+    let mut path = m.source.clone();
+    for _ in 0..NULLFS_HOPS {
+        let holder = mount_of(mounts, &path)?;
+        if holder.fstype != "nullfs" {
+            return Some(holder);
+        }
+        let rest = path
+            .strip_prefix(holder.path.trim_end_matches('/'))
+            .unwrap_or("")
+            .to_string();
+        path = format!("{}{rest}", holder.source.trim_end_matches('/'));
+    }
+    None
+}
+
 impl Policy {
     pub fn action(&self, fstype: &str) -> FsAction {
         self.by_type.get(fstype).copied().unwrap_or(self.default)
@@ -219,7 +242,7 @@ impl Policy {
     /// is an error (even on a read-only mount: the setting is wrong either way);
     /// read-only mounts cannot change; then the mount's own setting, then its type's;
     /// a nullfs mount its type ignores is as good as the file system its source lives
-    /// on. An explicit `mount.<path> = ignore` on a nullfs mount is taken at its word.
+    /// on (followed through other nullfs mounts). An explicit `mount.<path> = ignore` on a nullfs mount is taken at its word.
     pub fn decide(&self, m: &Mount, all: &[Mount]) -> Result<Decision, PolicyError> {
         let own = self.by_mount.get(&m.path).copied();
         if let Some(action) = own {
@@ -245,9 +268,7 @@ impl Policy {
         };
         let a = self.action(&m.fstype);
         if m.fstype == "nullfs" && a == FsAction::Ignore {
-            if let Some(src) =
-                mount_of(all, &m.source).filter(|s| s.path != m.path && s.fstype != "nullfs")
-            {
+            if let Some(src) = nullfs_backing(all, m) {
                 if self.action_for(src, all) == FsAction::Veto {
                     return decision(FsAction::Veto, Reason::NullfsSource(src.path.clone()));
                 }
@@ -412,6 +433,26 @@ mod tests {
             matches!(Policy::default().plan(&bad), Err(PolicyError::Veto { fstype, .. }) if fstype == "nfs")
         );
         assert_eq!(Policy::default().plan(&[]), Err(PolicyError::NoMounts));
+    }
+
+    #[test]
+    fn a_nullfs_source_inside_another_nullfs_mount_is_followed_to_its_file_system() {
+        // /jail/1 shows /jail/0/shared, which is /data/shared, on a writable NFS.
+        let mounts = vec![
+            m("nullfs", "/jail/1", false, "/jail/0/shared"),
+            m("nullfs", "/jail/0", false, "/data"),
+            m("nfs", "/data", false, "srv:/d"),
+            m("ufs", "/", false, "/dev/da0p2"),
+        ];
+        let p = Policy::default();
+        assert_eq!(p.action_for(&mounts[0], &mounts), FsAction::Veto);
+        // A loop of nullfs mounts reaches no file system: ignored like any nullfs.
+        let looped = vec![
+            m("nullfs", "/a", false, "/b/x"),
+            m("nullfs", "/b", false, "/a/y"),
+            m("ufs", "/", false, "/dev/da0p2"),
+        ];
+        assert_eq!(p.action_for(&looped[0], &looped), FsAction::Ignore);
     }
 
     #[test]
