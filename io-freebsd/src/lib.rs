@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod clock;
+pub mod conf;
 pub mod device;
 pub mod files;
 pub mod freezer;

@@ -8,14 +8,10 @@
 //!
 //! # Format
 //!
-//! * One setting per line: `key = value`. Spaces around the key and the value are
-//!   ignored; the value is the rest of the line and may contain spaces.
-//! * Blank lines, and lines whose first non-blank character is `#`, are ignored.
-//!   Comments go on lines of their own: a value containing `#` (or a control
-//!   character) is an error, so `watchdog = 30s # half a minute` is refused rather than
-//!   misread.
-//! * Keys are case-sensitive. An unknown key is an error (a typo must not pass
-//!   silently), and so is a key set twice.
+//! The lines are those of every hvguest configuration file ([`crate::conf`]): one
+//! `key = value` per line, comments on lines of their own, unknown keys and keys set
+//! twice refused.
+//!
 //! * Durations are a whole number followed by `ms`, `s` or `m`: `500ms`, `4s`, `2m`.
 //!   Zero is refused, and so is a value above its setting's bound (below; the rules
 //!   are `core::vss::rules`), with the line named.
@@ -65,7 +61,10 @@ use hvguest_core::vss::app::AppConfig;
 use hvguest_core::vss::hooks::HookFailure;
 use hvguest_core::vss::machine::{Budget, VssConfig};
 use hvguest_core::vss::policy::{FsAction, Mount, Reason};
-use hvguest_core::vss::rules::{self, RuleError};
+use hvguest_core::vss::rules;
+
+use crate::conf;
+pub use crate::conf::{BadLine, Problem};
 
 /// Where the daemons look when not told otherwise.
 pub const DEFAULT_CONFIG: &str = "/usr/local/etc/hvguest/vss.conf";
@@ -227,40 +226,6 @@ pub enum ConfigError {
     },
 }
 
-/// A bad line, as [`parse`] reports it (without the file's name).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {problem}")]
-pub struct BadLine {
-    /// 1-based.
-    pub line: usize,
-    pub problem: Problem,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
-    #[error("expected `key = value`")]
-    NotKeyValue,
-    #[error("not valid UTF-8")]
-    NotUtf8,
-    #[error("unknown key `{0}`")]
-    UnknownKey(String),
-    #[error("`{key}` is set twice (first on line {first})")]
-    Duplicate { key: String, first: usize },
-    #[error("`{0}` has no value")]
-    Empty(String),
-    #[error("the value of `{0}` contains `#` or a control character (comments go on lines of their own)")]
-    BadCharacter(String),
-    #[error("`{key} = {value}`: {why}")]
-    BadValue {
-        key: String,
-        value: String,
-        why: String,
-    },
-    /// A rule between several settings (`hvguest_core::vss::rules`).
-    #[error(transparent)]
-    Rule(RuleError),
-}
-
 /// The configuration a missing file means.
 pub fn defaults() -> LoadedConfig {
     LoadedConfig {
@@ -381,45 +346,12 @@ pub fn parse(text: &[u8]) -> Result<LoadedConfig, BadLine> {
     let mut cfg = defaults();
     // Every key set, with its line.
     let mut seen: BTreeMap<String, (usize, String)> = BTreeMap::new();
-    for (i, raw) in text.split(|b| *b == b'\n').enumerate() {
-        let line = i + 1;
-        let bad = |problem| BadLine { line, problem };
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let s = std::str::from_utf8(raw).map_err(|_| bad(Problem::NotUtf8))?;
-        let s = s.trim();
-        if s.is_empty() || s.starts_with('#') {
-            continue;
-        }
-        let (key, value) = s.split_once('=').ok_or(bad(Problem::NotKeyValue))?;
-        let (key, value) = (key.trim(), value.trim());
-        if key.is_empty() {
-            return Err(bad(Problem::NotKeyValue));
-        }
-        if !is_known(key) {
-            return Err(bad(Problem::UnknownKey(key.to_string())));
-        }
-        if let Some(&(first, _)) = seen.get(key) {
-            return Err(bad(Problem::Duplicate {
-                key: key.to_string(),
-                first,
-            }));
-        }
-        if value.is_empty() {
-            return Err(bad(Problem::Empty(key.to_string())));
-        }
-        if value.contains('#') || value.chars().any(char::is_control) {
-            return Err(bad(Problem::BadCharacter(key.to_string())));
-        }
+    for setting in conf::settings(text, is_known)? {
+        let (line, key, value) = (setting.line, setting.key, setting.value);
         if let Some(point) = key.strip_prefix("mount.") {
             cfg.mount_lines.insert(point.to_string(), line);
         }
-        set(&mut cfg, key, value).map_err(|why| {
-            bad(Problem::BadValue {
-                key: key.to_string(),
-                value: value.to_string(),
-                why,
-            })
-        })?;
+        set(&mut cfg, key, value).map_err(|why| setting.bad_value(why))?;
         seen.insert(key.to_string(), (line, value.to_string()));
     }
     check_whole(&cfg, &seen)?;
@@ -592,6 +524,7 @@ fn check_whole(
 mod tests {
     use super::*;
     use hvguest_core::vss::policy::PSEUDO_TYPES;
+    use hvguest_core::vss::rules::RuleError;
 
     fn ok(text: &str) -> LoadedConfig {
         match parse(text.as_bytes()) {
