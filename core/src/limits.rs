@@ -37,6 +37,13 @@ pub const MAX_POOL_BYTES: u64 = (MAX_POOL_RECORDS * POOL_RECORD_SIZE) as u64;
 /// most 1023. Without a budget the host could make each of four pools hold
 /// [`MAX_POOL_RECORDS`] (421 MB resident measured with all four full).
 pub const HOST_POOL_RECORDS: usize = 1024;
+/// `max_records` when kvp.conf does not set it: the most records a SET through us (the
+/// host's or `hvkvp set`'s) may grow one pool file to. The host's own limit is the
+/// smaller of this and [`HOST_POOL_RECORDS`] ([`KvpConfig::host_limit`]), so by default
+/// the host keeps its budget and only tools may go beyond it.
+///
+/// [`KvpConfig::host_limit`]: crate::kvp::machine::KvpConfig::host_limit
+pub const DEFAULT_MAX_RECORDS: usize = 10_000;
 /// The same budget in bytes of pool file (2.5 MiB): what the host can make each of the
 /// four pool files it may write take on disk.
 pub const HOST_POOL_BYTES: u64 = (HOST_POOL_RECORDS * POOL_RECORD_SIZE) as u64;
@@ -100,6 +107,8 @@ pub const PROGRAM_OUTPUT_GRACE: Duration = Duration::from_millis(100);
 // The host's budget lies within what we hold, so a pool the host fills to its budget is
 // always wholly in memory and can be changed; and the bound hv_kvp_daemon(8) states holds.
 const _: () = assert!(0 < HOST_POOL_RECORDS && HOST_POOL_RECORDS <= MAX_POOL_RECORDS);
+// A default a configuration could not set would be refused by its own parser.
+const _: () = assert!(0 < DEFAULT_MAX_RECORDS && DEFAULT_MAX_RECORDS <= MAX_POOL_RECORDS);
 const _: () = assert!(HOST_POOL_BYTES <= MAX_POOL_BYTES);
 const _: () =
     assert!(2 * (KVP_KEY_FIELD - 1) + (KVP_VALUE_FIELD - 1) + 512 <= HELD_RECORD_MAX_BYTES);

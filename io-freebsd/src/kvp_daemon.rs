@@ -38,6 +38,8 @@ const WAKE: Token = Token(2);
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
+    /// What kvp.conf decided (the core acts on it; `stamp_granularity` is set here).
+    pub kvp: KvpConfig,
     pub device: PathBuf,
     pub pool_dir: PathBuf,
     pub scripts_dir: PathBuf,
@@ -281,7 +283,7 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
             KvpConfig {
                 // Same-size changes within one timestamp tick must not hide.
                 stamp_granularity: hvguest_core::limits::STAMP_GRANULARITY,
-                ..KvpConfig::default()
+                ..cfg.kvp.clone()
             },
             clock::now(),
             &info,

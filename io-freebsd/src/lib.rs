@@ -11,6 +11,7 @@ pub mod files;
 pub mod freezer;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod kvp_config;
 pub mod kvp_daemon;
 pub mod lanes;
 pub mod logging;

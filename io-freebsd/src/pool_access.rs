@@ -49,7 +49,7 @@ use hvguest_core::kvp::pool::Pool;
 use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::tool_write::{call_of, Call, FailedCall, ToolOutcome, ToolStep, ToolWrite};
 use hvguest_core::kvp::wire::PoolId;
-use hvguest_core::limits::MAX_POOL_RECORDS;
+use hvguest_core::limits::DEFAULT_MAX_RECORDS;
 
 use crate::files::{PoolFileError, PoolFiles};
 
@@ -83,10 +83,10 @@ pub enum AccessError {
         source: io::Error,
     },
     #[error(
-        "{}: the pool holds {MAX_POOL_RECORDS} records or more, the most hvguest changes; nothing was written",
+        "{}: the pool file holds {limit} records or more, and a new key may not grow it past max_records = {limit} (kvp.conf); nothing was written",
         path.display()
     )]
-    Full { path: PathBuf },
+    Full { path: PathBuf, limit: usize },
     /// Another writer keeps leaving journal entries between our recovery and our change.
     #[error("{}: another writer keeps leaving journal entries; try again", .path.display())]
     JournalBusy { path: PathBuf },
@@ -196,6 +196,8 @@ impl Executor for PoolFiles {
 pub struct PoolAccess<E = PoolFiles> {
     files: E,
     events: Vec<JobEvent>,
+    /// kvp.conf's `max_records`: a SET may not grow a pool file past it.
+    max_records: usize,
 }
 
 impl PoolAccess<PoolFiles> {
@@ -225,7 +227,15 @@ impl<E: Executor> PoolAccess<E> {
         PoolAccess {
             files,
             events: Vec::new(),
+            max_records: DEFAULT_MAX_RECORDS,
         }
+    }
+
+    /// A SET that would append to a pool file already holding `max_records` records is
+    /// refused (`AccessError::Full`): kvp.conf binds `hvkvp` as it binds the host.
+    pub fn within(mut self, max_records: usize) -> PoolAccess<E> {
+        self.max_records = max_records;
+        self
     }
 
     /// The pool file's path.
@@ -366,7 +376,7 @@ impl<E: Executor> PoolAccess<E> {
             self.create_pool_files()?;
         }
         let files_exist = self.exists(FileId::pool(pool)) || self.exists(FileId::journal(pool));
-        let mut job = ToolWrite::new(pool, op, files_exist);
+        let mut job = ToolWrite::new(pool, op, files_exist).within(self.max_records);
         let mut result = None;
         let outcome = loop {
             let step = job.resume(result.take());
@@ -382,6 +392,7 @@ impl<E: Executor> PoolAccess<E> {
             ToolOutcome::NotFound => Ok(Change::NotFound),
             ToolOutcome::Full => Err(AccessError::Full {
                 path: self.path(pool),
+                limit: self.max_records,
             }),
             ToolOutcome::JournalBusy => Err(AccessError::JournalBusy {
                 path: self.path(pool),

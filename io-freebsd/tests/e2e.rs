@@ -74,6 +74,12 @@ impl TestDir {
     fn pidfile(&self) -> PathBuf {
         self.path.join("pid")
     }
+
+    /// The daemon's kvp.conf: missing (the defaults) unless a test writes it; never the
+    /// machine's.
+    fn config(&self) -> PathBuf {
+        self.path.join("kvp.conf")
+    }
 }
 
 impl Drop for TestDir {
@@ -113,6 +119,8 @@ impl Daemon {
             .arg(dir.pool_dir())
             .arg("--pidfile")
             .arg(dir.pidfile())
+            .arg("--config")
+            .arg(dir.config())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1332,4 +1340,56 @@ fn a_host_set_that_would_grow_a_pool_past_its_budget_is_refused() {
         log.contains("refused the host's SET of a new key \"over\" in pool 0 (external)"),
         "no log line says why: {log}"
     );
+}
+
+#[test]
+fn max_records_of_kvp_conf_lowers_the_hosts_limit() {
+    let dir = TestDir::new("max-records");
+    std::fs::write(dir.config(), "max_records = 2\n").unwrap();
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    let len = || {
+        std::fs::metadata(dir.pool_file(PoolId::External))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(set(&mut link, PoolId::External, "a", "1"), Status::OK);
+    assert_eq!(set(&mut link, PoolId::External, "b", "2"), Status::OK);
+    // A third record would grow the pool past max_records: refused, nothing stored.
+    assert_eq!(set(&mut link, PoolId::External, "c", "3"), Status::S_CONT);
+    assert_eq!(len(), (2 * POOL_RECORD_SIZE) as u64);
+    assert_eq!(get(&mut link, PoolId::External, "c"), Err(Status::S_CONT));
+    // In place and DELETE stay allowed; then there is room again.
+    assert_eq!(set(&mut link, PoolId::External, "a", "x"), Status::OK);
+    assert_eq!(delete(&mut link, PoolId::External, "b"), Status::OK);
+    assert_eq!(set(&mut link, PoolId::External, "c", "3"), Status::OK);
+    // Each pool has its own limit.
+    assert_eq!(set(&mut link, PoolId::Guest, "a", "1"), Status::OK);
+    let log = daemon.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused the host's SET"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line per refusal: {log}");
+    assert!(
+        lines[0].contains("new key \"c\" in pool 0 (external)")
+            && lines[0].contains("holds 2 records")
+            && lines[0].contains("only up to 2 (max_records in kvp.conf)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_bad_kvp_conf_stops_the_daemon_naming_the_line() {
+    let dir = TestDir::new("bad-conf");
+    std::fs::write(dir.config(), "# limits\nmax_records = 0\n").unwrap();
+    let mut daemon = Daemon::spawn(&dir, &[]);
+    let status = daemon.wait(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(2));
+    let log = daemon.log_text();
+    assert!(
+        log.contains("kvp.conf:2: `max_records = 0`: must be a whole number from 1 to 32768"),
+        "{log}"
+    );
+    assert!(!dir.pool_dir().exists(), "nothing done before the check");
 }

@@ -96,8 +96,18 @@ impl TestDir {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_hvkvp"));
-        c.arg("--pool-dir").arg(&self.pool).args(args);
+        // The test's own kvp.conf (missing unless a test writes it), never the
+        // machine's.
+        c.arg("--pool-dir")
+            .arg(&self.pool)
+            .arg("--config")
+            .arg(self.config())
+            .args(args);
         c
+    }
+
+    fn config(&self) -> PathBuf {
+        self.root.join("kvp.conf")
     }
 }
 
@@ -601,6 +611,41 @@ fn pools_by_name_alias_and_number() {
     // Not a pool: clap's usage error, exit 2.
     dir.run(&["get", "5", "k"]).refused(&["invalid value '5'"]);
     dir.run(&["list", "guests"]).refused(&["possible values"]);
+}
+
+#[test]
+fn set_keeps_to_max_records_of_kvp_conf() {
+    let dir = TestDir::new("max-records");
+    std::fs::write(dir.config(), "# three at most\nmax_records = 3\n").unwrap();
+    dir.write_pool(PoolId::Guest, &[("a", "1"), ("b", "2")]);
+    dir.run(&["set", "guest", "c", "3"]).ok();
+    // A fourth record would grow the pool past max_records: refused, with the reason.
+    dir.run(&["set", "guest", "d", "4"]).refused(&[
+        "holds 3 records or more",
+        "max_records = 3",
+        "kvp.conf",
+        "nothing was written",
+    ]);
+    assert_eq!(
+        assert_clean(&dir, PoolId::Guest),
+        pairs(&[("a", "1"), ("b", "2"), ("c", "3")])
+    );
+    // Changing a key in place grows nothing; after a DELETE there is room again.
+    dir.run(&["set", "guest", "a", "changed"]).ok();
+    dir.run(&["delete", "guest", "b"]).ok();
+    dir.run(&["set", "guest", "d", "4"]).ok();
+    // Without the file, the default (10000) applies: the same SET goes through.
+    std::fs::remove_file(dir.config()).unwrap();
+    dir.run(&["set", "guest", "e", "5"]).ok();
+    assert_eq!(assert_clean(&dir, PoolId::Guest).len(), 4);
+    // A bad file is refused naming its line, and nothing is written.
+    std::fs::write(dir.config(), "\nmax_records = lots\n").unwrap();
+    dir.run(&["set", "guest", "f", "6"]).refused(&[
+        "kvp.conf:2:",
+        "`max_records = lots`",
+        "whole number",
+    ]);
+    assert_eq!(assert_clean(&dir, PoolId::Guest).len(), 4);
 }
 
 #[test]

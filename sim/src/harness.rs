@@ -42,11 +42,15 @@ impl KvpHarness {
         Self::with_latency(fs, Latency::default())
     }
 
-    pub fn with_latency(mut fs: SimFs, latency: Latency) -> KvpHarness {
+    pub fn with_latency(fs: SimFs, latency: Latency) -> KvpHarness {
+        Self::with_config(fs, latency, KvpConfig::default())
+    }
+
+    /// A daemon with a configuration of its own (what kvp.conf gives it).
+    pub fn with_config(mut fs: SimFs, latency: Latency, config: KvpConfig) -> KvpHarness {
         let mut net = SimNet::default();
         let mut log = Vec::new();
         let info = test_info();
-        let config = KvpConfig::default();
         let now = Instant::from_millis(1);
         let setup = DaemonSetup {
             config: config.clone(),

@@ -613,3 +613,38 @@ fn a_read_never_answers_from_a_change_another_writer_left_half_made() {
     );
     assert_eq!(file_records(&h.fs, PoolId::Guest)[0], rec("a", &long));
 }
+
+/// kvp.conf's `max_records` lowers the host's limit below its budget, never raises it.
+#[test]
+fn max_records_limits_host_sets_and_never_raises_the_budget() {
+    use hvguest_core::kvp::machine::KvpConfig;
+    use hvguest_core::limits::HOST_POOL_RECORDS;
+    let config = |max_records| KvpConfig {
+        max_records,
+        ..KvpConfig::default()
+    };
+    assert_eq!(config(2).host_limit(), 2);
+    assert_eq!(config(5000).host_limit(), HOST_POOL_RECORDS);
+    assert_eq!(KvpConfig::default().host_limit(), HOST_POOL_RECORDS);
+
+    let start = [rec("a", "1")];
+    let mut h = KvpHarness::with_config(
+        fs_with(PoolId::External, &start),
+        Latency::default(),
+        config(2),
+    );
+    assert_eq!(h.request(&set(PoolId::External, "b", "2")), ok());
+    assert_eq!(
+        h.request(&set(PoolId::External, "c", "3")),
+        status(Status::S_CONT)
+    );
+    assert_eq!(
+        file_records(&h.fs, PoolId::External),
+        vec![rec("a", "1"), rec("b", "2")]
+    );
+    assert_eq!(h.request(&set(PoolId::External, "a", "x")), ok());
+    assert_eq!(h.request(&del(PoolId::External, "b")), ok());
+    assert_eq!(h.request(&set(PoolId::External, "c", "3")), ok());
+    // Another pool has its own count.
+    assert_eq!(h.request(&set(PoolId::Guest, "c", "3")), ok());
+}

@@ -12,6 +12,7 @@
 //! | `etc/rc.d/<name>` for each name in the Makefile's `USE_RC_SUBR` | `packaging/rc.d/<name>`, `%%PREFIX%%` replaced as the framework does (these entries are implied, not listed in `pkg-plist`) |
 //! | `etc/devd/hvguest.conf` | `packaging/devd/hvguest.conf` |
 //! | `etc/hvguest/vss.conf.sample` | `packaging/vss.conf.sample` (a copy of `vss_config::SAMPLE`) |
+//! | `etc/hvguest/kvp.conf.sample` | `packaging/kvp.conf.sample` (a copy of `kvp_config::SAMPLE`) |
 //! | `etc/hvguest/hooks.d/`, `etc/hvguest/app.d/` (empty, `@dir`) | |
 //! | `libexec/hvguest/hv_set_ifconfig` | `io-freebsd/scripts/hv_set_ifconfig` |
 //!
@@ -40,18 +41,24 @@ const PROGRAMS: [(&str, &str); 4] = [
     ("hvkvp", "bin"),
 ];
 /// Manual pages in `packaging/man/`; the section is the file name's last extension.
-const MAN_PAGES: [&str; 5] = [
+const MAN_PAGES: [&str; 6] = [
     "hvkvp.1",
+    "kvp.conf.5",
     "vss.conf.5",
     "hv_kvp_daemon.8",
     "hv_vss_daemon.8",
     "hv_vss_app.8",
 ];
 /// Other files: source (from the workspace root), destination (under the prefix), mode.
-const FILES: [(&str, &str, u32); 3] = [
+const FILES: [(&str, &str, u32); 4] = [
     (
         "packaging/devd/hvguest.conf",
         "etc/devd/hvguest.conf",
+        0o444,
+    ),
+    (
+        "packaging/kvp.conf.sample",
+        "etc/hvguest/kvp.conf.sample",
         0o444,
     ),
     (

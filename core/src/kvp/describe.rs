@@ -161,14 +161,24 @@ impl fmt::Display for Event {
                  their place on it",
                 pool_label(*pool)
             ),
-            Event::PoolFull { pool, key, records } => write!(
+            Event::PoolFull {
+                pool,
+                key,
+                records,
+                limit,
+            } => write!(
                 f,
                 "refused the host's SET of a new key {} in {} with S_CONT, nothing was \
                  stored: the pool file holds {records} records, and the host may fill a \
-                 pool only up to {HOST_POOL_RECORDS} ({HOST_POOL_BYTES} bytes); removing \
-                 records (the host's RemoveKvpItems, or hvkvp delete --force) makes room",
+                 pool only up to {limit} ({}); removing records (the host's \
+                 RemoveKvpItems, or hvkvp delete --force) makes room",
                 key_text(key),
-                pool_label(*pool)
+                pool_label(*pool),
+                if *limit < HOST_POOL_RECORDS {
+                    "max_records in kvp.conf".to_string()
+                } else {
+                    format!("the host's budget, {HOST_POOL_BYTES} bytes of pool file")
+                }
             ),
             Event::DeadlineReply { op, status } => write!(
                 f,

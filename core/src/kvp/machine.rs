@@ -30,8 +30,8 @@ use crate::kvp::pool::{Outcome, Pool};
 use crate::kvp::text::Key;
 use crate::kvp::wire::{self, DecodeError, Message, Op, PoolId, Reply, Request, Status};
 use crate::limits::{
-    HOST_POOL_RECORDS, KVP_EFFECT_MARGIN, KVP_REPLY_BUDGET, KVP_SET_IP_SCRIPT, MAX_QUEUED_OUTPUTS,
-    RECOVERY_RETRY,
+    DEFAULT_MAX_RECORDS, HOST_POOL_RECORDS, KVP_EFFECT_MARGIN, KVP_REPLY_BUDGET, KVP_SET_IP_SCRIPT,
+    MAX_QUEUED_OUTPUTS, RECOVERY_RETRY,
 };
 use crate::time::Instant;
 
@@ -46,6 +46,20 @@ pub struct KvpConfig {
     /// stamp as it was, so a stamp is trusted only once the file has been read at least
     /// this long after the stamp was first seen. Zero: every change moves the stamp.
     pub stamp_granularity: Duration,
+    /// kvp.conf's `max_records`: a SET (the host's, or a tool's) that would append to a
+    /// pool file already holding this many records is refused. At most
+    /// [`MAX_POOL_RECORDS`](crate::limits::MAX_POOL_RECORDS), the most we hold.
+    pub max_records: usize,
+}
+
+impl KvpConfig {
+    /// How many records a host SET may grow a pool file to: the smaller of the
+    /// administrator's `max_records` and the host's own budget ([`HOST_POOL_RECORDS`]).
+    /// The administrator can lower what the host may store, never raise it past the
+    /// budget that bounds the daemon's memory (`HOST_HELD_MAX_BYTES`).
+    pub fn host_limit(&self) -> usize {
+        self.max_records.min(HOST_POOL_RECORDS)
+    }
 }
 
 impl Default for KvpConfig {
@@ -54,6 +68,7 @@ impl Default for KvpConfig {
             reply_budget: KVP_REPLY_BUDGET,
             recovery_retry: RECOVERY_RETRY,
             stamp_granularity: Duration::ZERO,
+            max_records: DEFAULT_MAX_RECORDS,
         }
     }
 }
@@ -84,11 +99,13 @@ pub enum Event {
         pool: PoolId,
     },
     /// A SET of a new key refused with `S_CONT`: the pool file holds `records` records,
-    /// as many as the host may fill ([`HOST_POOL_RECORDS`]) or more than we hold.
+    /// as many as the host may fill (`limit`, [`KvpConfig::host_limit`]) or more than
+    /// we hold.
     PoolFull {
         pool: PoolId,
         key: Key,
         records: usize,
+        limit: usize,
     },
     /// The request could not be finished in time; answered with this status.
     DeadlineReply {
@@ -450,7 +467,7 @@ impl KvpMachine {
             }
         } else {
             let known = self.pools[pool.index()].known(self.config.stamp_granularity);
-            let job = Mutate::new(pool, op, known).within(HOST_POOL_RECORDS);
+            let job = Mutate::new(pool, op, known).within(self.config.host_limit());
             self.start_job(Job::Mutate(job), Some(seq));
         }
     }
@@ -628,6 +645,7 @@ impl KvpMachine {
                                 pool,
                                 key,
                                 records: slot.pool.file_records(),
+                                limit: self.config.host_limit(),
                             }));
                             Status::S_CONT
                         }

@@ -23,7 +23,7 @@ use crate::kvp::effect::{Effect, EffectResult, FileId, IoError};
 use crate::kvp::jobs::{JobEvent, JobOutcome, MutOp, Mutate, MutateResult, Recover, Step};
 use crate::kvp::pool::{Outcome, Pool};
 use crate::kvp::wire::PoolId;
-use crate::limits::TOOL_WRITE_ATTEMPTS;
+use crate::limits::{MAX_POOL_RECORDS, TOOL_WRITE_ATTEMPTS};
 
 /// The kind of call that failed, for messages ("locking", "writing" ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +111,8 @@ pub struct ToolWrite {
     failure: Option<FailedCall>,
     /// Repairs and loads noted by the sub-jobs, oldest first (drain them freely).
     pub events: Vec<JobEvent>,
+    /// The most records a SET may grow the pool file to ([`ToolWrite::within`]).
+    max_records: usize,
 }
 
 /// The call an effect makes and the file it makes it on.
@@ -153,7 +155,16 @@ impl ToolWrite {
             last: None,
             failure: None,
             events: Vec::new(),
+            max_records: MAX_POOL_RECORDS,
         }
+    }
+
+    /// A SET that would append to a pool file already holding `max_records` records is
+    /// not made (`ToolOutcome::Full`): kvp.conf's `max_records` binds tools as it binds
+    /// the host.
+    pub fn within(mut self, max_records: usize) -> ToolWrite {
+        self.max_records = max_records;
+        self
     }
 
     pub fn pool(&self) -> PoolId {
@@ -207,7 +218,8 @@ impl ToolWrite {
                             self.failure = None;
                             // No known stamp: the job reloads under its lock whatever
                             // the stamp says.
-                            let job = Mutate::new(self.pool, self.op.clone(), None);
+                            let job = Mutate::new(self.pool, self.op.clone(), None)
+                                .within(self.max_records);
                             self.phase = Phase::Mutate(job, pool);
                         }
                         Step::Finished(JobOutcome::Recovered { result: Err(e), .. }) => {
@@ -407,9 +419,18 @@ mod tests {
     fn run(
         mem: &mut Mem,
         op: MutOp,
+        hook: impl FnMut(usize, &Effect, &mut Mem) -> Option<EffectResult>,
+    ) -> ToolOutcome {
+        run_within(mem, op, MAX_POOL_RECORDS, hook)
+    }
+
+    fn run_within(
+        mem: &mut Mem,
+        op: MutOp,
+        max_records: usize,
         mut hook: impl FnMut(usize, &Effect, &mut Mem) -> Option<EffectResult>,
     ) -> ToolOutcome {
-        let mut job = ToolWrite::new(PoolId::Guest, op, true);
+        let mut job = ToolWrite::new(PoolId::Guest, op, true).within(max_records);
         let mut r = None;
         let mut n = 0;
         loop {
@@ -422,6 +443,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// kvp.conf's `max_records`: a new key that would grow the file past it is not
+    /// written; an update in place is.
+    #[test]
+    fn a_set_past_max_records_is_full_and_writes_nothing() {
+        let start = [Record::new(k("a"), v("1")), Record::new(k("b"), v("2"))];
+        let mut m = Mem::new(&start);
+        let o = run_within(&mut m, MutOp::Set(k("c"), v("3")), 2, |_, _, _| None);
+        assert_eq!(o, ToolOutcome::Full);
+        assert_eq!(m.pool(), start.to_vec());
+        assert_eq!(m.journal_len(), 0);
+        let o = run_within(&mut m, MutOp::Set(k("a"), v("x")), 2, |_, _, _| None);
+        assert_eq!(o, ToolOutcome::Written);
+        let o = run_within(&mut m, MutOp::Set(k("c"), v("3")), 3, |_, _, _| None);
+        assert_eq!(o, ToolOutcome::Written);
+        assert_eq!(m.pool().len(), 3);
     }
 
     #[test]

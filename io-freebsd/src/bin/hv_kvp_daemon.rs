@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use hvguest_io::kvp_config;
 use hvguest_io::kvp_daemon::{self, DaemonConfig};
 use hvguest_io::logging::Logger;
 use hvguest_io::process::{absolute, close_inherited_descriptors, start_daemon};
@@ -23,6 +24,9 @@ struct Cli {
     /// Log debug messages too (the stock daemon's -d).
     #[arg(short = 'd')]
     debug: bool,
+    /// The configuration file, kvp.conf(5) (a missing one means the documented defaults).
+    #[arg(long, value_name = "FILE", default_value = kvp_config::DEFAULT_CONFIG)]
+    config: PathBuf,
     /// The KVP device, or a Unix socket emulating it.
     #[arg(long, value_name = "PATH", default_value = "/dev/hv_kvp_dev")]
     device: PathBuf,
@@ -50,7 +54,16 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let cli = Cli::parse();
+    // Before detaching, so a bad file is said where the administrator looks.
+    let kvp = match kvp_config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hv_kvp_daemon: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = DaemonConfig {
+        kvp,
         device: absolute(&cli.device),
         pool_dir: absolute(&cli.pool_dir),
         scripts_dir: absolute(&cli.scripts_dir),

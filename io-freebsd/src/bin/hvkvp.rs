@@ -31,6 +31,7 @@ use hvguest_core::kvp::record::{PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, TextError, Value};
 use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::limits::{HOST_SAFE_KEY_UNITS, HOST_SAFE_VALUE_UNITS, MAX_POOL_RECORDS};
+use hvguest_io::kvp_config;
 use hvguest_io::pool_access::{AccessError, Change, PoolAccess};
 use hvguest_io::sysinfo;
 use serde::Serialize;
@@ -65,6 +66,10 @@ Exit status: 0 found or done, 1 key not found, 2 usage, refusal or I/O error.",
 hvkvp set guest Role web-frontend\n  hvkvp delete guest Role\n  hvkvp clear guest\n  hvkvp watch external"
 )]
 struct Cli {
+    /// The configuration file, kvp.conf(5): `set` keeps to its max_records (a missing
+    /// file means the defaults).
+    #[arg(long, global = true, value_name = "FILE", default_value = kvp_config::DEFAULT_CONFIG)]
+    config: PathBuf,
     /// Where the pool files live.
     #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_POOL_DIR)]
     pool_dir: PathBuf,
@@ -592,7 +597,8 @@ fn run(cli: Cli) -> Result<(), Fail> {
                 (None, None) => return Err(Fail::trouble("no value given")),
             };
             let value = value_to_write(&raw, force.force)?;
-            let mut access = PoolAccess::open(dir)?;
+            let conf = kvp_config::load(&cli.config).map_err(|e| Fail::trouble(e.to_string()))?;
+            let mut access = PoolAccess::open(dir)?.within(conf.max_records);
             let r = access.set(pool, &key, &value);
             report(&mut access, Use::Change);
             r?;

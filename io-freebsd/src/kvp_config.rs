@@ -1,0 +1,190 @@
+//! The configuration file of `hv_kvp_daemon` and `hvkvp`, by default
+//! [`DEFAULT_CONFIG`] (`/usr/local/etc/hvguest/kvp.conf`).
+//!
+//! A missing file means the defaults ([`defaults`]); [`SAMPLE`], installed as
+//! `kvp.conf.sample`, spells every one of them out. A file that cannot be read, or any
+//! line that is not understood, is an error naming the file and the line: the daemon
+//! refuses to start and `hvkvp` to write rather than guess. The lines are those of
+//! every hvguest configuration file ([`crate::conf`]), as in `vss.conf`.
+//!
+//! This module only reads the file: what each setting does is decided in
+//! `hvguest_core::kvp` (`KvpConfig`), which both programs are handed.
+//!
+//! # Keys
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `max_records` | `10000` | the most records a SET may grow one pool file to, the host's or `hvkvp set`'s; 1 to 32768. The host's own limit is the smaller of this and its budget of 1024 records (`KvpConfig::host_limit`) |
+
+use std::path::{Path, PathBuf};
+
+use hvguest_core::kvp::machine::KvpConfig;
+use hvguest_core::limits::MAX_POOL_RECORDS;
+
+use crate::conf::{self, BadLine, Problem};
+
+/// Where the daemon and `hvkvp` look when not told otherwise.
+pub const DEFAULT_CONFIG: &str = "/usr/local/etc/hvguest/kvp.conf";
+
+/// A complete configuration equal to the defaults, with comments: installed as
+/// `kvp.conf.sample`.
+pub const SAMPLE: &str = "\
+# kvp.conf: configuration of hv_kvp_daemon and hvkvp.
+#
+# Every setting below is the default; a missing file means the same.
+# One `key = value` per line. Lines starting with # are comments; a value
+# cannot contain #. Unknown keys and keys set twice are errors.
+
+# The most records a SET may grow one pool file to (1 to 32768), whoever asks:
+# the host's SET is refused with a failure status (S_CONT, nothing stored) and
+# one log line naming the pool; `hvkvp set` is refused with the reason.
+# Changing a key in place and deleting are always allowed. The host may never
+# fill a pool past 1024 records (its budget, which bounds the daemon's memory):
+# its limit is the smaller of the two, so only a value under 1024 changes what
+# the host may store.
+max_records = 10000
+";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KvpConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {problem}", path.display())]
+    Bad {
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        problem: Problem,
+    },
+}
+
+/// The configuration a missing file means.
+pub fn defaults() -> KvpConfig {
+    KvpConfig::default()
+}
+
+/// Reads `path`: the defaults if it does not exist, else [`parse`] of its contents.
+pub fn load(path: &Path) -> Result<KvpConfig, KvpConfigError> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse(&bytes).map_err(|b| KvpConfigError::Bad {
+            path: path.to_path_buf(),
+            line: b.line,
+            problem: b.problem,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(defaults()),
+        Err(source) => Err(KvpConfigError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The contents of a configuration file, over [`defaults`].
+pub fn parse(text: &[u8]) -> Result<KvpConfig, BadLine> {
+    let mut cfg = defaults();
+    for setting in conf::settings(text, is_known)? {
+        match setting.key {
+            "max_records" => {
+                cfg.max_records =
+                    count(setting.value, MAX_POOL_RECORDS).map_err(|why| setting.bad_value(why))?
+            }
+            other => unreachable!("is_known admitted `{other}`, which has no setting"),
+        }
+    }
+    Ok(cfg)
+}
+
+fn is_known(key: &str) -> bool {
+    matches!(key, "max_records")
+}
+
+/// A whole number from 1 to `max`.
+fn count(value: &str, max: usize) -> Result<usize, String> {
+    let bad = || format!("must be a whole number from 1 to {max}");
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match value.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(text: &str) -> BadLine {
+        match parse(text.as_bytes()) {
+            Ok(c) => panic!("{text:?} accepted: {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn the_sample_is_the_defaults() {
+        assert_eq!(parse(SAMPLE.as_bytes()), Ok(defaults()));
+    }
+
+    #[test]
+    fn the_sample_is_the_packaged_file() {
+        let packaged = include_str!("../../packaging/kvp.conf.sample");
+        assert_eq!(
+            packaged, SAMPLE,
+            "packaging/kvp.conf.sample differs from SAMPLE"
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(parse(b"\n# nothing\n"), Ok(defaults()));
+        assert_eq!(defaults().max_records, 10_000);
+    }
+
+    #[test]
+    fn a_missing_file_is_the_defaults_and_an_unreadable_one_an_error() {
+        let dir = std::env::temp_dir().join(format!("hvguest-kvpconf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(load(&dir.join("absent.conf")).unwrap(), defaults());
+        // A directory cannot be read as a file.
+        let e = load(&dir).unwrap_err();
+        assert!(matches!(e, KvpConfigError::Unreadable { .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn max_records() {
+        assert_eq!(parse(b"max_records = 50").unwrap().max_records, 50);
+        assert_eq!(parse(b"max_records=32768").unwrap().max_records, 32768);
+        for v in ["0", "32769", "-1", "+5", "1e3", "10 000", "many"] {
+            let e = bad(&format!("# c\nmax_records = {v}"));
+            assert_eq!(e.line, 2, "{v}");
+            assert_eq!(
+                e.to_string(),
+                format!("line 2: `max_records = {v}`: must be a whole number from 1 to 32768")
+            );
+        }
+    }
+
+    #[test]
+    fn lines_follow_the_shared_syntax() {
+        assert_eq!(
+            bad("max_record = 5").to_string(),
+            "line 1: unknown key `max_record`"
+        );
+        assert_eq!(
+            bad("max_records = 5\nmax_records = 6").to_string(),
+            "line 2: `max_records` is set twice (first on line 1)"
+        );
+        assert_eq!(
+            bad("max_records = 5 # five").problem,
+            Problem::BadCharacter("max_records".into())
+        );
+        assert_eq!(bad("\n\nmax_records").problem, Problem::NotKeyValue);
+    }
+}
