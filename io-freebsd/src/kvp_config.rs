@@ -14,10 +14,12 @@
 //!
 //! | key | default | meaning |
 //! |---|---|---|
+//! | `auto.<Key>` | none | shown as `<Key>` in the auto pool (pool 2) instead of what the system says; `<Key>` is one of the ten auto-pool keys, exactly (`hvguest_core::kvp::auto::AUTO_KEYS`), another is an unknown key; the value is the rest of the line, at most 1022 UTF-16 units and 2047 bytes |
 //! | `max_records` | `10000` | the most records a SET may grow one pool file to, the host's or `hvkvp set`'s; 1 to 32768. The host's own limit is the smaller of this and its budget of 1024 records (`KvpConfig::host_limit`) |
 
 use std::path::{Path, PathBuf};
 
+use hvguest_core::kvp::auto::AUTO_KEYS;
 use hvguest_core::kvp::machine::KvpConfig;
 use hvguest_core::limits::MAX_POOL_RECORDS;
 
@@ -43,6 +45,15 @@ pub const SAMPLE: &str = "\
 # its limit is the smaller of the two, so only a value under 1024 changes what
 # the host may store.
 max_records = 10000
+
+# What the auto pool (pool 2) shows the host, key by key, instead of what the
+# system says: FullyQualifiedDomainName, IntegrationServicesVersion,
+# NetworkAddressIPv4, NetworkAddressIPv6, OSBuildNumber, OSName,
+# OSMajorVersion, OSMinorVersion, OSVersion, ProcessorArchitecture (exactly so
+# spelled; any other auto.<Key> is an error). The value is the rest of the
+# line. None by default, for example:
+#   auto.FullyQualifiedDomainName = web1.contoso.com
+#   auto.OSName = FreeBSD (web tier)
 ";
 
 /// Why a configuration was refused.
@@ -93,7 +104,14 @@ pub fn parse(text: &[u8]) -> Result<KvpConfig, BadLine> {
                 cfg.max_records =
                     count(setting.value, MAX_POOL_RECORDS).map_err(|why| setting.bad_value(why))?
             }
-            other => unreachable!("is_known admitted `{other}`, which has no setting"),
+            key => {
+                let name = key
+                    .strip_prefix("auto.")
+                    .expect("is_known admits only auto.<Key> besides the keys above");
+                cfg.auto
+                    .set(name, setting.value)
+                    .map_err(|e| setting.bad_value(e.to_string()))?
+            }
         }
     }
     Ok(cfg)
@@ -101,6 +119,9 @@ pub fn parse(text: &[u8]) -> Result<KvpConfig, BadLine> {
 
 fn is_known(key: &str) -> bool {
     matches!(key, "max_records")
+        || key
+            .strip_prefix("auto.")
+            .is_some_and(|k| AUTO_KEYS.contains(&k))
 }
 
 /// A whole number from 1 to `max`.
@@ -169,6 +190,48 @@ mod tests {
                 format!("line 2: `max_records = {v}`: must be a whole number from 1 to 32768")
             );
         }
+    }
+
+    #[test]
+    fn auto_keys() {
+        let c = parse(
+            b"auto.OSName = FreeBSD (web tier)\nauto.FullyQualifiedDomainName=web1.contoso.com",
+        )
+        .unwrap();
+        assert_eq!(
+            c.auto.get("OSName").unwrap().to_string(),
+            "FreeBSD (web tier)"
+        );
+        assert_eq!(
+            c.auto.get("FullyQualifiedDomainName").unwrap().to_string(),
+            "web1.contoso.com"
+        );
+        assert!(c.auto.get("OSVersion").is_none());
+        // Not one of the ten: an unknown key, naming the line.
+        for k in ["auto.OSname", "auto.", "auto.Foo", "Auto.OSName"] {
+            assert_eq!(
+                bad(&format!("\n{k} = x")),
+                BadLine {
+                    line: 2,
+                    problem: Problem::UnknownKey(k.to_string())
+                }
+            );
+        }
+        let long = format!("auto.OSName = {}", "x".repeat(1023));
+        assert_eq!(
+            bad(&long).to_string(),
+            format!(
+                "line 1: `auto.OSName = {}`: 1023 UTF-16 units long; the host reads at most 1022",
+                "x".repeat(1023)
+            )
+        );
+        assert_eq!(
+            bad("auto.OSName = a\nauto.OSName = b").problem,
+            Problem::Duplicate {
+                key: "auto.OSName".into(),
+                first: 1
+            }
+        );
     }
 
     #[test]

@@ -1393,3 +1393,31 @@ fn a_bad_kvp_conf_stops_the_daemon_naming_the_line() {
     );
     assert!(!dir.pool_dir().exists(), "nothing done before the check");
 }
+
+#[test]
+fn auto_values_of_kvp_conf_are_what_the_host_reads() {
+    let dir = TestDir::new("auto-overrides");
+    std::fs::write(
+        dir.config(),
+        "auto.OSName = FreeBSD (web tier)\nauto.FullyQualifiedDomainName = web1.contoso.com\n",
+    )
+    .unwrap();
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    assert_eq!(
+        get(&mut link, PoolId::Auto, "OSName"),
+        Ok("FreeBSD (web tier)".to_string())
+    );
+    let (auto, _) = walk(&mut link, PoolId::Auto);
+    assert_eq!(auto.len(), 10, "{auto:?}");
+    let value = |k: &str| {
+        auto.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(value("FullyQualifiedDomainName"), "web1.contoso.com");
+    assert_eq!(value("OSName"), "FreeBSD (web tier)");
+    // The rest is the system's: FreeBSD, or whatever runs the test.
+    assert!(!value("ProcessorArchitecture").is_empty());
+}

@@ -614,6 +614,38 @@ fn pools_by_name_alias_and_number() {
 }
 
 #[test]
+fn the_auto_pool_shows_the_auto_values_of_kvp_conf() {
+    let dir = TestDir::new("auto-overrides");
+    let plain = dir.run(&["get", "auto", "OSName"]).ok().to_string();
+    let arch = dir
+        .run(&["get", "auto", "ProcessorArchitecture"])
+        .ok()
+        .to_string();
+    std::fs::write(
+        dir.config(),
+        "auto.OSName = FreeBSD (web tier)\nauto.FullyQualifiedDomainName = web1.contoso.com\n",
+    )
+    .unwrap();
+    assert_eq!(
+        dir.run(&["get", "auto", "OSName"]).ok(),
+        "FreeBSD (web tier)\n"
+    );
+    let list = dir.run(&["list", "auto"]).ok().to_string();
+    assert!(list.contains("web1.contoso.com"), "{list}");
+    assert!(list.contains("FreeBSD (web tier)"), "{list}");
+    // The others are the system's, as without the file.
+    assert_ne!(plain, "FreeBSD (web tier)\n");
+    assert_eq!(
+        dir.run(&["get", "auto", "ProcessorArchitecture"]).ok(),
+        arch
+    );
+    // Not one of the ten: refused naming the line.
+    std::fs::write(dir.config(), "\nauto.OSname = x\n").unwrap();
+    dir.run(&["get", "auto", "OSName"])
+        .refused(&["kvp.conf:2:", "unknown key `auto.OSname`"]);
+}
+
+#[test]
 fn set_keeps_to_max_records_of_kvp_conf() {
     let dir = TestDir::new("max-records");
     std::fs::write(dir.config(), "# three at most\nmax_records = 3\n").unwrap();

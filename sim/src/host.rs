@@ -264,7 +264,7 @@ pub fn model_pools() -> [PoolId; 4] {
 /// predecessor may already have carried it out, so a DELETE may find nothing.
 pub fn check_reply(
     model: &mut Model,
-    auto: &AutoPool,
+    auto: &ExpectedAuto,
     req: &Request,
     reply: &Reply,
     failed_ok: bool,
@@ -586,7 +586,65 @@ impl Workload {
     }
 }
 
-/// The auto pool the host expects, from the system information the daemon was given.
-pub fn expected_auto(info: &SystemInfo) -> AutoPool {
-    AutoPool::new(info)
+/// The auto pool the host expects: ten keys in order, each with its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedAuto {
+    entries: Vec<(Key, Value)>,
+}
+
+impl ExpectedAuto {
+    pub fn get(&self, key: &Key) -> Option<&Value> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn entry(&self, index: u32) -> Option<(&Key, &Value)> {
+        self.entries.get(index as usize).map(|(k, v)| (k, v))
+    }
+}
+
+/// The auto pool the host expects, from the system information the daemon was given
+/// and the world's kvp.conf `auto.<Key>` values (`overrides`, key name and value). The
+/// override is applied here, by name, not by the core's `AutoOverrides`: a core that
+/// put a value under the wrong key, or kept the system's, disagrees with this.
+pub fn expected_auto(info: &SystemInfo, overrides: &[(String, String)]) -> ExpectedAuto {
+    let base = AutoPool::new(info);
+    let entries = (0..)
+        .map_while(|i| base.entry(i))
+        .map(|(k, v)| {
+            let set = overrides
+                .iter()
+                .find(|(name, _)| name.as_bytes() == k.as_bytes());
+            let value = match set {
+                Some((_, text)) => Value::new(text.as_bytes()).expect("generated overrides fit"),
+                None => v.clone(),
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    ExpectedAuto { entries }
+}
+
+/// One kvp.conf `auto.<Key>` setting for a random world: the key, spelled here from
+/// the spec's table (docs/protocol/kvp.md §4.1), and a value.
+pub fn random_auto_override(prng: &mut Prng) -> (String, String) {
+    let key = *prng.choose(&[
+        "FullyQualifiedDomainName",
+        "IntegrationServicesVersion",
+        "NetworkAddressIPv4",
+        "NetworkAddressIPv6",
+        "OSBuildNumber",
+        "OSName",
+        "OSMajorVersion",
+        "OSMinorVersion",
+        "OSVersion",
+        "ProcessorArchitecture",
+    ]);
+    let value = match prng.below(4) {
+        0 => "web1.contoso.com".to_string(),
+        1 => "FreeBSD (web tier)".to_string(),
+        2 => format!("valeur-é-{}-中文", prng.below(1000)),
+        // The longest value the host reads back whole.
+        _ => "x".repeat(1022),
+    };
+    (key.to_string(), value)
 }

@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use hvguest_core::kvp::auto::AutoPool;
 use hvguest_core::kvp::effect::{FileId, Input, IoError};
 use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac};
 use hvguest_core::kvp::machine::{Event, KvpConfig};
@@ -18,7 +17,8 @@ use crate::daemon::{DaemonSetup, Latency, Observed, SimDaemon, SimNet};
 use crate::fs::{FsCall, Owner, SimFs};
 use crate::harness::test_info;
 use crate::host::{
-    check_reply, check_walk, model_pools, Mismatch, Model, Next, Walk, Workload, OUTSIDE_PREFIX,
+    check_reply, check_walk, expected_auto, model_pools, random_auto_override, ExpectedAuto,
+    Mismatch, Model, Next, Walk, Workload, OUTSIDE_PREFIX,
 };
 use crate::host_wire;
 use crate::kernel::{HostRequest, KernelOut, SimKernel};
@@ -145,7 +145,7 @@ pub struct World {
     thaw_at: Option<Instant>,
     crash_pending: bool,
     model: Model,
-    auto: AutoPool,
+    auto: ExpectedAuto,
     workload: Workload,
     faults_prng: Prng,
     crash_prng: Prng,
@@ -218,7 +218,7 @@ impl World {
         };
         World {
             now: Instant::from_millis(0),
-            auto: AutoPool::new(&info),
+            auto: expected_auto(&info, &[]),
             workload: Workload::new(master.fork("host")),
             faults_prng: master.fork("faults"),
             crash_prng: master.fork("crash"),
@@ -1290,6 +1290,23 @@ impl World {
                 self.opts.seed, self.opts.requests, self.opts.faults
             ),
         );
+        // One world in four has a kvp.conf `auto.<Key>` value (its own stream); the
+        // host expects it where the model puts it, by name.
+        let mut conf_prng = Prng::new(self.opts.seed).fork("kvp-config");
+        if self.daemon.is_none() && conf_prng.chance(1, 4) {
+            let (key, value) = random_auto_override(&mut conf_prng);
+            self.log(
+                "world",
+                &format!("kvp.conf: auto.{key} = {value:?} ({} bytes)", value.len()),
+            );
+            if let Err(e) = self.setup.config.auto.set(&key, &value) {
+                self.fail(format!(
+                    "the core refused kvp.conf's auto.{key} ({} bytes): {e}",
+                    value.len()
+                ));
+            }
+            self.auto = expected_auto(&self.setup.info, &[(key, value)]);
+        }
         if self.opts.faults {
             self.tool = Some(ToolPart::new(Prng::new(self.opts.seed).fork("tool")));
             // Per seed: Linux's page dropping after a failed fsync, and coarse stamps.

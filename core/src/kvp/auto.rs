@@ -68,6 +68,58 @@ fn join_bounded(items: impl Iterator<Item = String>) -> String {
     out
 }
 
+/// The administrator's values for auto-pool keys (kvp.conf's `auto.<Key>`), shown
+/// instead of what the system says: the name Hyper-V Manager shows, say, when the
+/// host name is not the one the administrators know the VM by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoOverrides {
+    /// By position in [`AUTO_KEYS`].
+    values: [Option<Value>; AUTO_KEYS.len()],
+}
+
+/// Why an `auto.<Key>` value was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AutoOverrideError {
+    #[error("not one of the ten auto-pool keys ({})", AUTO_KEYS.join(", "))]
+    UnknownKey,
+    /// The host reads back at most this much of a value.
+    #[error("{units} UTF-16 units long; the host reads at most {HOST_SAFE_VALUE_UNITS}")]
+    TooLong { units: usize },
+    #[error("contains a NUL byte, which ends a value on the wire")]
+    Nul,
+}
+
+impl AutoOverrides {
+    /// Shows `value` as `key` (one of [`AUTO_KEYS`], exactly).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), AutoOverrideError> {
+        let at = AUTO_KEYS
+            .iter()
+            .position(|k| *k == key)
+            .ok_or(AutoOverrideError::UnknownKey)?;
+        let units = value.encode_utf16().count();
+        if units > HOST_SAFE_VALUE_UNITS {
+            return Err(AutoOverrideError::TooLong { units });
+        }
+        // At most 1022 units is at most 3066 bytes, which may not fit the field.
+        let value = Value::new(value.as_bytes()).map_err(|e| match e {
+            crate::kvp::text::TextError::Nul { .. } => AutoOverrideError::Nul,
+            _ => AutoOverrideError::TooLong { units },
+        })?;
+        self.values[at] = Some(value);
+        Ok(())
+    }
+
+    /// The value set for `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        let at = AUTO_KEYS.iter().position(|k| *k == key)?;
+        self.values[at].as_ref()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.iter().all(Option::is_none)
+    }
+}
+
 /// The ten values, computed once per `SystemInfo`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AutoPool {
@@ -76,6 +128,11 @@ pub struct AutoPool {
 
 impl AutoPool {
     pub fn new(info: &SystemInfo) -> AutoPool {
+        AutoPool::with_overrides(info, &AutoOverrides::default())
+    }
+
+    /// The values `info` gives, except where `overrides` sets one.
+    pub fn with_overrides(info: &SystemInfo, overrides: &AutoOverrides) -> AutoPool {
         let build = info.os_release.split('-').next().unwrap_or("").to_string();
         let mut version = build.split('.');
         let major = version.next().unwrap_or("").to_string();
@@ -105,7 +162,14 @@ impl AutoPool {
         let entries = AUTO_KEYS
             .iter()
             .zip(values)
-            .map(|(k, v)| (Key::truncated(k.as_bytes()), Value::truncated(v.as_bytes())))
+            .zip(&overrides.values)
+            .map(|((k, v), set)| {
+                let value = match set {
+                    Some(set) => set.clone(),
+                    None => Value::truncated(v.as_bytes()),
+                };
+                (Key::truncated(k.as_bytes()), value)
+            })
             .collect();
         AutoPool { entries }
     }
@@ -168,6 +232,46 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert!(a.entry(10).is_none());
+    }
+
+    #[test]
+    fn overrides_replace_exactly_their_keys() {
+        let info = SystemInfo {
+            fqdn: "vm1.example.net".into(),
+            os_name: "FreeBSD".into(),
+            ..Default::default()
+        };
+        let mut o = AutoOverrides::default();
+        assert!(o.is_empty());
+        o.set("OSName", "FreeBSD (web tier)").unwrap();
+        o.set("FullyQualifiedDomainName", "web1.contoso.com")
+            .unwrap();
+        let a = AutoPool::with_overrides(&info, &o);
+        let get = |k: &str| a.get(&Key::new(k.as_bytes()).unwrap()).unwrap().to_string();
+        assert_eq!(get("OSName"), "FreeBSD (web tier)");
+        assert_eq!(get("FullyQualifiedDomainName"), "web1.contoso.com");
+        assert_eq!(get("ProcessorArchitecture"), "");
+        // The same order and keys as without.
+        let plain = AutoPool::new(&info);
+        for i in 0..10 {
+            assert_eq!(a.entry(i).unwrap().0, plain.entry(i).unwrap().0);
+        }
+        assert_eq!(
+            o.set("OSname", "x"),
+            Err(AutoOverrideError::UnknownKey),
+            "keys are exact"
+        );
+        assert_eq!(
+            o.set("OSName", &"é".repeat(1023)),
+            Err(AutoOverrideError::TooLong { units: 1023 })
+        );
+        // 1022 three-byte characters fit the host's units but not the 2048-byte field.
+        assert_eq!(
+            o.set("OSName", &"€".repeat(1022)),
+            Err(AutoOverrideError::TooLong { units: 1022 })
+        );
+        assert!(o.set("OSName", &"é".repeat(1022)).is_ok());
+        assert_eq!(o.set("OSName", "a\0b"), Err(AutoOverrideError::Nul));
     }
 
     #[test]

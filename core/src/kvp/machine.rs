@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::kvp::auto::{AutoPool, SystemInfo};
+use crate::kvp::auto::{AutoOverrides, AutoPool, SystemInfo};
 use crate::kvp::effect::{Effect, EffectId, EffectResult, FileStamp, Input, IoError, Lane};
 use crate::kvp::ip::{IpConfig, IpConfigError, Mac};
 use crate::kvp::jobs::{JobEvent, JobOutcome, MutOp, Mutate, MutateResult, Recover, Refresh, Step};
@@ -50,6 +50,8 @@ pub struct KvpConfig {
     /// pool file already holding this many records is refused. At most
     /// [`MAX_POOL_RECORDS`](crate::limits::MAX_POOL_RECORDS), the most we hold.
     pub max_records: usize,
+    /// kvp.conf's `auto.<Key>` values, shown in the auto pool instead of the system's.
+    pub auto: AutoOverrides,
 }
 
 impl KvpConfig {
@@ -69,6 +71,7 @@ impl Default for KvpConfig {
             recovery_retry: RECOVERY_RETRY,
             stamp_granularity: Duration::ZERO,
             max_records: DEFAULT_MAX_RECORDS,
+            auto: AutoOverrides::default(),
         }
     }
 }
@@ -235,12 +238,13 @@ impl KvpMachine {
             read_at: now,
             health: Health::Unknown,
         };
+        let auto = AutoPool::with_overrides(info, &config.auto);
         let mut m = KvpMachine {
             config,
             now,
             phase: Phase::Recovering,
             pools: [slot(), slot(), slot(), slot(), slot()],
-            auto: AutoPool::new(info),
+            auto,
             current: None,
             next_seq: 0,
             file: None,
@@ -314,7 +318,9 @@ impl KvpMachine {
         match input {
             Input::DeviceRead(bytes) => self.on_device_read(&bytes),
             Input::EffectDone { id, result } => self.on_effect(id, result),
-            Input::SystemInfo(info) => self.auto = AutoPool::new(&info),
+            Input::SystemInfo(info) => {
+                self.auto = AutoPool::with_overrides(&info, &self.config.auto)
+            }
             Input::Timer => self.on_timer(),
             Input::Shutdown => {
                 if self.phase != Phase::Exited {

@@ -22,10 +22,11 @@ use std::time::Duration;
 
 use clap::builder::PossibleValue;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use hvguest_core::kvp::auto::AutoPool;
+use hvguest_core::kvp::auto::{AutoOverrides, AutoPool};
 use hvguest_core::kvp::describe::pool_label;
 use hvguest_core::kvp::effect::FileStamp;
 use hvguest_core::kvp::jobs::JobEvent;
+use hvguest_core::kvp::machine::KvpConfig;
 use hvguest_core::kvp::pool::Pool;
 use hvguest_core::kvp::record::{PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, TextError, Value};
@@ -66,8 +67,8 @@ Exit status: 0 found or done, 1 key not found, 2 usage, refusal or I/O error.",
 hvkvp set guest Role web-frontend\n  hvkvp delete guest Role\n  hvkvp clear guest\n  hvkvp watch external"
 )]
 struct Cli {
-    /// The configuration file, kvp.conf(5): `set` keeps to its max_records (a missing
-    /// file means the defaults).
+    /// The configuration file, kvp.conf(5): `set` keeps to its max_records, the auto
+    /// pool shows its auto.<Key> values (a missing file means the defaults).
     #[arg(long, global = true, value_name = "FILE", default_value = kvp_config::DEFAULT_CONFIG)]
     config: PathBuf,
     /// Where the pool files live.
@@ -574,13 +575,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Fail> {
     let dir = cli.pool_dir.as_path();
     match cli.command {
-        Command::List { pool, format } => list(dir, pool.map(|p| p.0), format.json),
+        Command::List { pool, format } => list(dir, &cli.config, pool.map(|p| p.0), format.json),
         Command::Get {
             pool,
             key,
             format,
             raw,
-        } => get(dir, pool.0, &key, format.json, raw),
+        } => get(dir, &cli.config, pool.0, &key, format.json, raw),
         Command::Set {
             pool,
             key,
@@ -597,7 +598,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
                 (None, None) => return Err(Fail::trouble("no value given")),
             };
             let value = value_to_write(&raw, force.force)?;
-            let conf = kvp_config::load(&cli.config).map_err(|e| Fail::trouble(e.to_string()))?;
+            let conf = load_config(&cli.config)?;
             let mut access = PoolAccess::open(dir)?.within(conf.max_records);
             let r = access.set(pool, &key, &value);
             report(&mut access, Use::Change);
@@ -638,12 +639,19 @@ fn pools_or_all(pool: Option<PoolId>) -> Vec<PoolId> {
     }
 }
 
-fn list(dir: &Path, pool: Option<PoolId>, json: bool) -> Result<(), Fail> {
+fn list(dir: &Path, conf: &Path, pool: Option<PoolId>, json: bool) -> Result<(), Fail> {
+    // The auto pool shows kvp.conf's `auto.<Key>` values, as the daemon does.
+    // (Listing every pool means the pools kept in files.)
+    let overrides = if pool == Some(PoolId::Auto) {
+        load_config(conf)?.auto
+    } else {
+        AutoOverrides::default()
+    };
     let mut access = PoolAccess::open_existing(dir)?;
     let mut loaded = Vec::new();
     let mut result = Ok(());
     for p in pools_or_all(pool) {
-        match read_pool(&mut access, p) {
+        match read_pool(&mut access, p, &overrides) {
             Ok(records) => loaded.push((p, records)),
             Err(e) => {
                 result = Err(e);
@@ -681,12 +689,17 @@ fn list(dir: &Path, pool: Option<PoolId>, json: bool) -> Result<(), Fail> {
 /// for the auto pool, computed from the running system by the daemon's own code
 /// (`sysinfo` and the core's `AutoPool`), so what is shown is what the host's GET and
 /// ENUMERATE on pool 2 get (the daemon may hold an older FQDN or address list: it
-/// refreshes them in the background).
-fn read_pool(access: &mut PoolAccess, pool: PoolId) -> Result<Pool, AccessError> {
+/// refreshes them in the background), with kvp.conf's `auto.<Key>` values.
+fn read_pool(
+    access: &mut PoolAccess,
+    pool: PoolId,
+    overrides: &AutoOverrides,
+) -> Result<Pool, AccessError> {
     if pool != PoolId::Auto {
         return access.inspect(pool).map(|(records, _)| records);
     }
-    let auto = AutoPool::new(&sysinfo::system_info(&sysinfo::lookup_fqdn()));
+    let info = sysinfo::system_info(&sysinfo::lookup_fqdn());
+    let auto = AutoPool::with_overrides(&info, overrides);
     let records = (0..)
         .map_while(|i| auto.entry(i))
         .map(|(key, value)| Record {
@@ -697,10 +710,27 @@ fn read_pool(access: &mut PoolAccess, pool: PoolId) -> Result<Pool, AccessError>
     Ok(Pool::from_records(records))
 }
 
-fn get(dir: &Path, pool: PoolId, key: &str, json: bool, raw: bool) -> Result<(), Fail> {
+/// kvp.conf, or why it was refused (naming the file and line).
+fn load_config(path: &Path) -> Result<KvpConfig, Fail> {
+    kvp_config::load(path).map_err(|e| Fail::trouble(e.to_string()))
+}
+
+fn get(
+    dir: &Path,
+    conf: &Path,
+    pool: PoolId,
+    key: &str,
+    json: bool,
+    raw: bool,
+) -> Result<(), Fail> {
+    let overrides = if pool == PoolId::Auto {
+        load_config(conf)?.auto
+    } else {
+        AutoOverrides::default()
+    };
     let k = key_arg(key)?;
     let mut access = PoolAccess::open_existing(dir)?;
-    let r = read_pool(&mut access, pool);
+    let r = read_pool(&mut access, pool, &overrides);
     report(&mut access, Use::Read);
     let loaded = r?;
     let Some(v) = loaded.get(&k) else {
