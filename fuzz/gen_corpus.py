@@ -367,6 +367,20 @@ freezer = {
     "cap": b"suspend 31000 - /\n" + (FF + b"\xfe\xff" + FF + b"ping 31000\n") * 3 + FF + b"\xfe\xff",
 }
 
+kvp_config = {
+    "sample": (REPO / "packaging/kvp.conf.sample").read_bytes(),
+    "empty": b"",
+    "max_records": b"max_records = 100\n",
+    "max_records_zero": b"max_records = 0\n",
+    "max_records_too_many": b"max_records = 32769\n",
+    "auto": b"auto.OSName = FreeBSD (web tier)\nauto.FullyQualifiedDomainName = web1.contoso.com\n",
+    "auto_unknown": b"auto.OSname = x\n",
+    "auto_too_long": b"auto.OSName = " + b"x" * 1023 + b"\n",
+    "auto_duplicate": b"auto.OSName = a\nauto.OSName = b\n",
+    "crlf": b"max_records = 5\r\nauto.OSVersion = 14\r\n",
+    "not_utf8": b"auto.OSName = \xff\n",
+}
+
 TARGETS = {
     "kvp_message": kvp_message,
     "pool_file": pool_file,
@@ -379,6 +393,7 @@ TARGETS = {
     "journal": journal,
     "scenario": scenario,
     "recording": recording,
+    "kvp_config": kvp_config,
     "vss_config": vss_config,
     "mounts": mounts,
     "resolv_conf": resolv_conf,

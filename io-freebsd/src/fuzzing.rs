@@ -11,7 +11,7 @@ use hvguest_core::vss::app::AppMachine;
 use hvguest_core::vss::machine::VssMachine;
 use hvguest_core::Instant;
 
-use crate::{mounts, sysinfo, vss_config};
+use crate::{kvp_config, mounts, sysinfo, vss_config};
 
 /// `vss.conf`: a refusal names a line of the file; an accepted configuration is one
 /// both VSS machines start with (their constructors assert what they rely on).
@@ -21,6 +21,29 @@ pub fn vss_config(data: &[u8]) {
             let now = Instant::from_millis(0);
             let _ = VssMachine::new(cfg.vss, now);
             let _ = AppMachine::new(cfg.app, now);
+        }
+        Err(bad) => {
+            let lines = data.split(|b| *b == b'\n').count();
+            assert!(
+                (1..=lines).contains(&bad.line),
+                "line {} of {lines}",
+                bad.line
+            );
+            let _ = bad.to_string();
+        }
+    }
+}
+
+/// `kvp.conf`: a refusal names a line of the file; an accepted configuration keeps
+/// `max_records` within what the daemon holds, and the auto pool it gives has its ten
+/// keys.
+pub fn kvp_config(data: &[u8]) {
+    match kvp_config::parse(data) {
+        Ok(cfg) => {
+            assert!((1..=hvguest_core::limits::MAX_POOL_RECORDS).contains(&cfg.max_records));
+            let info = hvguest_core::kvp::auto::SystemInfo::default();
+            let auto = hvguest_core::kvp::auto::AutoPool::with_overrides(&info, &cfg.auto);
+            assert!(auto.entry(9).is_some() && auto.entry(10).is_none());
         }
         Err(bad) => {
             let lines = data.split(|b| *b == b'\n').count();

@@ -11,6 +11,11 @@ fn vss_config() {
 }
 
 #[test]
+fn kvp_config() {
+    run_committed("kvp_config", fuzzing::kvp_config);
+}
+
+#[test]
 fn mounts() {
     run_committed("mounts", fuzzing::mounts);
 }
@@ -36,6 +41,7 @@ fn every_io_target_has_a_test() {
     assert_eq!(
         targets_calling("hvguest_io::fuzzing"),
         [
+            "kvp_config",
             "mounts",
             "proc_route",
             "resolv_conf",
