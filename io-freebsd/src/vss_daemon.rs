@@ -533,6 +533,8 @@ fn event_level(e: &VssEvent) -> Level {
         | VssEvent::Suspended { .. }
         | VssEvent::Resumed { .. }
         | VssEvent::SnapshotTaken { .. }
+        | VssEvent::SnapshotDestroyed { .. }
+        | VssEvent::PruneInterrupted
         | VssEvent::AlreadyFrozen => Level::Info,
     }
 }

@@ -344,6 +344,31 @@ impl World {
                     done(v.setup.snapshot_takes, VssResult::Exit(ExitStatus::Code(0)))
                 }
             }
+            VssEffect::ListSnapshots { pool, .. } => {
+                let at = format!("{pool}@");
+                let names = v
+                    .snapshots
+                    .iter()
+                    .filter(|n| n.starts_with(&at))
+                    .cloned()
+                    .collect();
+                done(Duration::from_millis(5), VssResult::Snapshots(names))
+            }
+            VssEffect::ZfsDestroy { snapshot, .. } => {
+                // `zfs destroy` of a snapshot that is not there fails ("could not find").
+                if v.snapshots.remove(snapshot) {
+                    done(
+                        Duration::from_millis(5),
+                        VssResult::Exit(ExitStatus::Code(0)),
+                    )
+                } else {
+                    line.push_str(": no such snapshot");
+                    done(
+                        Duration::from_millis(5),
+                        VssResult::Exit(ExitStatus::Code(1)),
+                    )
+                }
+            }
             VssEffect::KillFreezer => {
                 v.freezer.die();
                 // Its exit closes every suspend descriptor: the kernel resumes each, as
@@ -864,6 +889,8 @@ fn describe(e: &VssEffect) -> String {
             deadline.as_millis()
         ),
         VssEffect::ZfsSnapshot { snapshot, .. } => format!("zfs snapshot -r {snapshot}"),
+        VssEffect::ListSnapshots { pool, .. } => format!("zfs list snapshots of {pool}"),
+        VssEffect::ZfsDestroy { snapshot, .. } => format!("zfs destroy -r {snapshot}"),
         VssEffect::Suspend { mount, .. } => format!("suspend {mount}"),
         VssEffect::ResumeAll => "resume all".into(),
         VssEffect::KillFreezer => "kill freezer".into(),
