@@ -31,6 +31,7 @@
 //! | `policy.default` | `veto` | for types not listed: `veto` or `ignore` |
 //! | `mount.<path>` | none | what FREEZE does with the writable mount at exactly that mount point, instead of its type's policy: `suspend`, `sync`, `snapshot`, `ignore`, `veto` (whether the action fits the type mounted there is checked against the mount table: by `--check-config`, a warning at start-up, and a veto at CHECK/FREEZE) |
 //! | `snapshot_prefix` | `hvguest-` | snapshots are named `POOL@<prefix><msgid>`; letters, digits, `.`, `_`, `-`, at most 64 |
+//! | `snapshot_keep` | `3` | after a THAW answered OK, keep this many of our own snapshots per pool (`POOL@<prefix>` followed by digits only; nothing else is ever destroyed) and `zfs destroy -r` the older; `0` keeps all; at most 1000 |
 //! | `zpool` | `/sbin/zpool` | absolute path of the `zpool` command |
 //! | `zfs` | `/sbin/zfs` | absolute path of the `zfs` command |
 //! | `watchdog` | `30s` | thaw by ourselves this long after a FREEZE with no THAW; more than 15 s (a THAW can come no earlier), at most 59 s (with the freezer's 1 s backstop, a freeze lasts at most `VSS_MAX_FROZEN`, 60 s, however often FREEZE repeats) |
@@ -136,6 +137,11 @@ policy.default = veto
 
 # Snapshot names: letters, digits, `.`, `_`, `-`.
 snapshot_prefix = hvguest-
+# After a backup ends well (THAW answered OK), keep this many of our own
+# snapshots per pool, <snapshot_prefix> followed by digits only, and destroy
+# the older ones (`zfs destroy -r`). Snapshots of other programs, and names
+# with anything but digits after the prefix, are never touched. 0 keeps all.
+snapshot_keep = 3
 zpool = /sbin/zpool
 zfs = /sbin/zfs
 
@@ -433,6 +439,7 @@ fn is_known(key: &str) -> bool {
             | "hook_failure"
             | "path"
             | "snapshot_prefix"
+            | "snapshot_keep"
             | "zpool"
             | "zfs"
             | "watchdog"
@@ -490,6 +497,14 @@ fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
                 return Err(format!("longer than {MAX_SNAPSHOT_PREFIX} characters"));
             }
             cfg.vss.snapshot_prefix = value.to_string();
+        }
+        "snapshot_keep" => {
+            let max = hvguest_core::limits::VSS_MAX_SNAPSHOT_KEEP;
+            cfg.vss.snapshot_keep = value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("must be a whole number from 0 (keep all) to {max}"))?;
         }
         "zpool" => cfg.zpool = PathBuf::from(absolute_path(value)?),
         "zfs" => cfg.zfs = PathBuf::from(absolute_path(value)?),
@@ -656,6 +671,7 @@ mod tests {
             "hook_dir",
             "path",
             "snapshot_prefix",
+            "snapshot_keep",
             "zpool",
             "zfs",
             "watchdog",
@@ -680,7 +696,7 @@ mod tests {
         }
         assert_eq!(
             set.len(),
-            16 + defaults().vss.policy.by_type.len(),
+            17 + defaults().vss.policy.by_type.len(),
             "{set:?}"
         );
     }
@@ -889,6 +905,19 @@ policy is veto.
             "/            zfs           veto    `mount./ = suspend` does not fit the zfs file \
              system mounted there: `suspend` works on `ufs` only\n"
         ));
+    }
+
+    #[test]
+    fn snapshot_keep_is_a_bounded_count() {
+        assert_eq!(ok("snapshot_keep = 0").vss.snapshot_keep, 0);
+        assert_eq!(ok("snapshot_keep = 1000").vss.snapshot_keep, 1000);
+        assert_eq!(defaults().vss.snapshot_keep, 3);
+        for bad in ["1001", "-1", "3 snapshots", "x"] {
+            assert!(
+                why(&format!("snapshot_keep = {bad}")).contains("from 0 (keep all) to 1000"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
