@@ -2886,7 +2886,10 @@ fn a_request_during_a_prune_stops_it_and_gets_its_whole_time() {
     let mark = d.mark();
     d.send_late(VssOp::Check as u32, Duration::ZERO);
     assert!(!d.m.pruning());
-    assert_eq!(d.events_since(mark)[1], VssEvent::PruneInterrupted);
+    assert_eq!(
+        d.events_since(mark)[1],
+        VssEvent::PruneInterrupted { by_request: true }
+    );
     d.settle();
     // The CHECK is answered; no destroy follows, and the killed one's late result is
     // ignored.

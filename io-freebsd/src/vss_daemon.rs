@@ -578,7 +578,7 @@ fn event_level(e: &VssEvent) -> Level {
         | VssEvent::Resumed { .. }
         | VssEvent::SnapshotTaken { .. }
         | VssEvent::SnapshotDestroyed { .. }
-        | VssEvent::PruneInterrupted
+        | VssEvent::PruneInterrupted { .. }
         | VssEvent::AlreadyFrozen => Level::Info,
     }
 }

@@ -116,10 +116,15 @@ impl fmt::Display for VssEvent {
                 f,
                 "destroyed the old ZFS snapshot {snapshot} (snapshot_keep keeps only the newest)"
             ),
-            VssEvent::PruneInterrupted => write!(
+            VssEvent::PruneInterrupted { by_request } => write!(
                 f,
-                "stopped destroying old ZFS snapshots to serve the host's request; the rest \
-                 are destroyed after the next successful backup"
+                "stopped destroying old ZFS snapshots {}; the rest are destroyed after the \
+                 next successful backup",
+                if *by_request {
+                    "to serve the host's request"
+                } else {
+                    "as the daemon is stopping"
+                }
             ),
             VssEvent::WatchdogThaw { frozen_for } => write!(
                 f,

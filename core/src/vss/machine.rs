@@ -181,8 +181,11 @@ pub enum VssEvent {
     SnapshotDestroyed {
         snapshot: String,
     },
-    /// A host request came while pruning: the prune stops (the request must not wait).
-    PruneInterrupted,
+    /// The prune stopped before its end: a host request came (it must not wait), or
+    /// the daemon is stopping. The rest waits for the next successful THAW.
+    PruneInterrupted {
+        by_request: bool,
+    },
     WatchdogThaw {
         frozen_for: Duration,
     },
@@ -519,7 +522,9 @@ impl VssMachine {
                 self.shutting_down = true;
                 self.exit_by
                     .get_or_insert(now.saturating_add(VSS_EXIT_LIMIT));
-                self.stop_prune();
+                if self.stop_prune() {
+                    self.event(VssEvent::PruneInterrupted { by_request: false });
+                }
                 if matches!(self.chain, Some(Chain::Freeze(_))) {
                     // Never answer OK to a FREEZE we are about to undo: roll it back now
                     // (the effect in flight is abandoned; its result will be ignored).
@@ -586,11 +591,10 @@ impl VssMachine {
             op,
             msgid: msg.msgid,
         });
-        if self.pruning() {
-            // The request gets its whole time: the rest of the prune waits for the next
-            // successful THAW.
-            self.stop_prune();
-            self.event(VssEvent::PruneInterrupted);
+        // The request gets its whole time: the rest of the prune waits for the next
+        // successful THAW.
+        if self.stop_prune() {
+            self.event(VssEvent::PruneInterrupted { by_request: true });
         }
         if self.chain.is_some() {
             // The kernel sends one at a time; this can only follow our answer while we
@@ -1147,12 +1151,15 @@ impl VssMachine {
         self.next_prune_step();
     }
 
-    /// Drops a running prune at once; a result still to come for it is ignored.
-    fn stop_prune(&mut self) {
-        if self.pruning() {
-            self.chain = None;
-            self.in_flight = None;
+    /// Drops a running prune at once (a result still to come for it is ignored); true
+    /// if there was one.
+    fn stop_prune(&mut self) -> bool {
+        if !self.pruning() {
+            return false;
         }
+        self.chain = None;
+        self.in_flight = None;
+        true
     }
 
     fn advance_thaw(&mut self, result: Option<VssResult>) {
@@ -1251,8 +1258,6 @@ impl VssMachine {
     }
 
     fn on_freezer_exit(&mut self) {
-        // Nothing is frozen during a prune; what follows a freezer's death comes first.
-        self.stop_prune();
         let had = !self.suspended.is_empty();
         match self.chain.as_ref() {
             Some(Chain::Thaw(_)) => self.on_freezer_gone(),
@@ -1275,8 +1280,10 @@ impl VssMachine {
                 self.on_freezer_gone();
                 self.thaw_after_chain = had || self.frozen_since.is_some();
             }
-            // (A prune was stopped above.)
-            Some(Chain::Prune(_)) | None => {
+            // Nothing is frozen during a prune (it starts after a complete thaw): a new
+            // freezer comes with the next FREEZE, and the prune goes on.
+            Some(Chain::Prune(_)) => self.on_freezer_gone(),
+            None => {
                 self.on_freezer_gone();
                 if had || self.frozen_since.is_some() {
                     // Frozen, and the freezer died: the freeze is over; thaw hooks run.
