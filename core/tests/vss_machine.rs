@@ -2899,6 +2899,53 @@ fn a_request_during_a_prune_stops_it_and_gets_its_whole_time() {
 }
 
 #[test]
+fn a_freezer_death_during_a_prune_does_not_stop_it_and_a_shutdown_says_it_does() {
+    let mut d = snapshot_guest(1);
+    d.program("zfs destroy", Prog::Exit(ExitStatus::Code(0), ms(300)));
+    d.request(VssOp::Freeze);
+    d.send_late(VssOp::Thaw as u32, Duration::ZERO);
+    for _ in 0..100 {
+        if d.trace()
+            .last()
+            .is_some_and(|l| l.starts_with("ZfsDestroy"))
+        {
+            break;
+        }
+        assert!(d.step(None));
+    }
+    d.freezer_crash();
+    assert!(d.m.pruning());
+    d.settle();
+    // All four older ones of ours went; the newest (this backup's) stays.
+    let ours = d
+        .snapshots
+        .iter()
+        .filter(|n| n.starts_with("zroot@hvguest-") && !others().contains(n))
+        .count();
+    assert_eq!(ours, 1);
+
+    let mut d = snapshot_guest(1);
+    d.program("zfs destroy", Prog::UntilKilled);
+    d.request(VssOp::Freeze);
+    d.send_late(VssOp::Thaw as u32, Duration::ZERO);
+    for _ in 0..100 {
+        if d.trace()
+            .last()
+            .is_some_and(|l| l.starts_with("ZfsDestroy"))
+        {
+            break;
+        }
+        assert!(d.step(None));
+    }
+    let mark = d.mark();
+    d.input(VssInput::Shutdown);
+    assert!(d
+        .events_since(mark)
+        .contains(&VssEvent::PruneInterrupted { by_request: false }));
+    assert!(d.m.is_idle() && !d.m.pruning());
+}
+
+#[test]
 fn a_failing_destroy_or_listing_is_said_and_the_prune_goes_on_or_ends() {
     let mut d = snapshot_guest(3);
     d.program("zfs destroy", Prog::Exit(ExitStatus::Code(1), ms(10)));
