@@ -377,9 +377,36 @@ pub fn plan_report(cfg: &LoadedConfig, mounts: &[Mount]) -> String {
                 steps.push("no file system to sync, snapshot or suspend".to_string());
             }
             out.push_str(&format!("FREEZE: {}.\n", steps.join("; then ")));
+            if !plan.snapshot_pools.is_empty() {
+                out.push_str(&prune_report(
+                    &plan.snapshot_pools,
+                    &cfg.vss.snapshot_prefix,
+                    cfg.vss.snapshot_keep,
+                ));
+            }
         }
     }
     out
+}
+
+/// What a successful THAW does to the snapshots afterwards (`snapshot_keep`).
+fn prune_report(pools: &[String], prefix: &str, keep: u32) -> String {
+    let ours = pools
+        .iter()
+        .map(|p| format!("{p}@{prefix}<digits>"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match keep {
+        0 => "After a successful THAW: no snapshot is destroyed (snapshot_keep = 0).\n".to_string(),
+        1 => format!(
+            "After a successful THAW: keep the newest of {ours} per pool and destroy the older \
+             ones.\n"
+        ),
+        n => format!(
+            "After a successful THAW: keep the newest {n} of {ours} per pool and destroy the \
+             older ones.\n"
+        ),
+    }
 }
 
 /// The contents of a configuration file, over [`defaults`].
@@ -900,6 +927,18 @@ policy is veto.
         let c = ok("hook_dir = none\npolicy.default = ignore\nmount./ = ignore");
         assert!(plan_report(&c, &table)
             .ends_with("CHECK succeeds.\nFREEZE: no file system to sync, snapshot or suspend.\n"));
+        let both = [
+            mount("zfs", "/", false, "zroot/ROOT/default"),
+            mount("zfs", "/t", false, "tank/t"),
+        ];
+        let c = ok("hook_dir = none\npolicy.zfs = snapshot\nsnapshot_keep = 2");
+        assert!(plan_report(&c, &both).ends_with(
+            "After a successful THAW: keep the newest 2 of tank@hvguest-<digits>, \
+             zroot@hvguest-<digits> per pool and destroy the older ones.\n"
+        ));
+        let c = ok("hook_dir = none\npolicy.zfs = snapshot\nsnapshot_keep = 0");
+        assert!(plan_report(&c, &both)
+            .ends_with("After a successful THAW: no snapshot is destroyed (snapshot_keep = 0).\n"));
         let c = ok("hook_dir = none\nmount./ = suspend");
         assert!(plan_report(&c, &table).contains(
             "/            zfs           veto    `mount./ = suspend` does not fit the zfs file \

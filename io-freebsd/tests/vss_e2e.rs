@@ -781,6 +781,8 @@ mount point   type   action    because
 CHECK succeeds.
 FREEZE: run the freeze hooks in {}; then zpool sync tank; then zfs snapshot -r \
 tank@hvguest-<msgid>; then suspend /var, /.
+After a successful THAW: keep the newest 3 of tank@hvguest-<digits> per pool and destroy \
+the older ones.
 ",
         conf.display(),
         hooks.display()
