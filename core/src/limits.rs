@@ -163,6 +163,22 @@ pub const VSS_APP_AUTO_THAW: Duration = Duration::from_secs(45);
 pub const VSS_APP_FREEZE_BUDGET: Duration = Duration::from_secs(10);
 /// Default: what `hv_vss_app` leaves of the 15 s to the file-system daemon.
 pub const VSS_APP_DAEMON_RESERVE: Duration = Duration::from_secs(3);
+/// Default: our own snapshots kept per pool by the prune after a successful THAW
+/// (`snapshot_keep`; 0 keeps all).
+pub const VSS_SNAPSHOT_KEEP: u32 = 3;
+/// The largest `snapshot_keep` allowed (more is as good as keeping all, and a bound on
+/// what one prune considers).
+pub const VSS_MAX_SNAPSHOT_KEEP: u32 = 1000;
+/// Listing one pool's snapshots for a prune (`zfs list`).
+pub const VSS_SNAPSHOT_LIST: Duration = Duration::from_millis(1000);
+/// Each `zfs destroy` of a prune. Short on purpose: the core drops a prune the moment a
+/// request comes, but the driver may still be running this program; the request's own
+/// first step waits at most this long (plus the output grace) behind it.
+pub const VSS_SNAPSHOT_DESTROY: Duration = Duration::from_millis(1000);
+/// The most snapshot names the driver reads from one pool's listing; the rest are not
+/// considered (a partial listing never makes a prune destroy one of the newest kept:
+/// `vss::prune::select`).
+pub const VSS_MAX_LISTED_SNAPSHOTS: usize = 4096;
 /// Longest line between the daemon and its freezer (a mount point is at most 1024).
 pub const FREEZER_MAX_LINE: usize = 2048;
 /// However often the host repeats FREEZE (each one starts the watchdog again), file
@@ -213,6 +229,23 @@ const _: () =
 const _: () = assert!(
     VSS_KERNEL_DEADLINE.as_nanos() + VSS_FREEZER_BACKSTOP.as_nanos() < VSS_MAX_FROZEN.as_nanos()
 );
+// A request that arrives while a prune program still runs in the driver waits at most
+// one prune step (the listing is no longer than a destroy) and its output grace: with
+// the default FREEZE budgets that still fits in the kernel's 15 s.
+const _: () = assert!(
+    VSS_HOOKS_TOTAL.as_nanos()
+        + VSS_SYNC.as_nanos()
+        + VSS_SNAPSHOT.as_nanos()
+        + VSS_SUSPEND.as_nanos()
+        + VSS_ANSWER_MARGIN.as_nanos()
+        + VSS_ROLLBACK.as_nanos()
+        + VSS_SNAPSHOT_DESTROY.as_nanos()
+        + PROGRAM_OUTPUT_GRACE.as_nanos()
+        <= VSS_KERNEL_DEADLINE.as_nanos()
+);
+const _: () = assert!(VSS_SNAPSHOT_LIST.as_nanos() <= VSS_SNAPSHOT_DESTROY.as_nanos());
+const _: () = assert!(0 < VSS_SNAPSHOT_KEEP && VSS_SNAPSHOT_KEEP <= VSS_MAX_SNAPSHOT_KEEP);
+const _: () = assert!(VSS_MAX_SNAPSHOT_KEEP as usize <= VSS_MAX_LISTED_SNAPSHOTS);
 // Applications are thawed after the file systems whatever watchdog is configured.
 const _: () = assert!(VSS_MAX_APP_AUTO_THAW.as_nanos() > VSS_MAX_FROZEN.as_nanos());
 const _: () = assert!(VSS_APP_AUTO_THAW.as_nanos() <= VSS_MAX_APP_AUTO_THAW.as_nanos());

@@ -205,6 +205,8 @@ struct Driver<M: Machine> {
     /// What the machine did on its own when started.
     startup: Vec<Rec>,
     next_msgid: u64,
+    /// The pools' snapshots (`pool@name`): `zfs snapshot` adds, `zfs destroy` removes.
+    snapshots: Vec<String>,
 }
 
 impl<M: Machine> Driver<M> {
@@ -227,6 +229,7 @@ impl<M: Machine> Driver<M> {
             log: Vec::new(),
             startup: Vec::new(),
             next_msgid: MSGID,
+            snapshots: Vec::new(),
         };
         d.drain();
         d.settle();
@@ -296,10 +299,42 @@ impl<M: Machine> Driver<M> {
                 self.run_answer("zpool sync", "zpool", *deadline),
                 Touch::Nothing,
             ),
-            VssEffect::ZfsSnapshot { deadline, .. } => (
-                self.run_answer("zfs snapshot", "zfs", *deadline),
-                Touch::Nothing,
-            ),
+            VssEffect::ZfsSnapshot { snapshot, deadline } => {
+                let answer = self.run_answer("zfs snapshot", "zfs", *deadline);
+                if answer
+                    .as_ref()
+                    .is_some_and(|a| a.1 == VssResult::Exit(ExitStatus::Code(0)))
+                {
+                    self.snapshots.push(snapshot.clone());
+                }
+                (answer, Touch::Nothing)
+            }
+            VssEffect::ListSnapshots { pool, deadline } => {
+                let at = format!("{pool}@");
+                let names = self
+                    .snapshots
+                    .iter()
+                    .filter(|n| n.starts_with(&at))
+                    .cloned()
+                    .collect();
+                let answer = match self.run_answer("zfs list", "zfs list", *deadline) {
+                    Some((took, VssResult::Exit(ExitStatus::Code(0)))) => {
+                        Some((took, VssResult::Snapshots(names)))
+                    }
+                    other => other,
+                };
+                (answer, Touch::Nothing)
+            }
+            VssEffect::ZfsDestroy { snapshot, deadline } => {
+                let answer = self.run_answer("zfs destroy", "zfs destroy", *deadline);
+                if answer
+                    .as_ref()
+                    .is_some_and(|a| a.1 == VssResult::Exit(ExitStatus::Code(0)))
+                {
+                    self.snapshots.retain(|n| n != snapshot);
+                }
+                (answer, Touch::Nothing)
+            }
             VssEffect::Suspend { mount, .. } => {
                 let op = self
                     .suspend
@@ -542,6 +577,8 @@ fn line(out: &VssOutput) -> Option<String> {
             }
             VssEffect::ZpoolSync { pools, .. } => format!("ZpoolSync {}", pools.join(" ")),
             VssEffect::ZfsSnapshot { snapshot, .. } => format!("ZfsSnapshot {snapshot}"),
+            VssEffect::ListSnapshots { pool, .. } => format!("ListSnapshots {pool}"),
+            VssEffect::ZfsDestroy { snapshot, .. } => format!("ZfsDestroy {snapshot}"),
             VssEffect::Suspend { mount, .. } => format!("Suspend {mount}"),
             VssEffect::ResumeAll => "ResumeAll".to_string(),
             VssEffect::KillFreezer => "KillFreezer".to_string(),
@@ -2251,7 +2288,9 @@ impl Fuzz {
         match effect {
             VssEffect::ListMounts => VssResult::Mounts(fuzz_mounts()),
             VssEffect::ListHooks => VssResult::Hooks(two_hooks()),
+            VssEffect::ListSnapshots { .. } => VssResult::Snapshots(Vec::new()),
             VssEffect::Run { .. }
+            | VssEffect::ZfsDestroy { .. }
             | VssEffect::RunHook { .. }
             | VssEffect::ZpoolSync { .. }
             | VssEffect::ZfsSnapshot { .. } => VssResult::Exit(ExitStatus::Code(0)),
@@ -2720,4 +2759,223 @@ fn the_freezer_backstop_follows_the_watchdog() {
     let want = hvguest_core::vss::rules::freezer_backstop(VssConfig::default().watchdog);
     assert!(backstops.iter().all(|b| *b == want), "{backstops:?}");
     assert!(want > VssConfig::default().watchdog);
+}
+
+// ---- Pruning our old snapshots after a successful THAW (issue 12) -------------------
+
+fn snapshot_guest(keep: u32) -> Driver<VssMachine> {
+    let mut cfg = VssConfig::default();
+    cfg.policy.by_type.insert("zfs".into(), FsAction::Snapshot);
+    cfg.snapshot_keep = keep;
+    let mut d = Driver::with(VssMachine::new(cfg, START), zfs_root_guest(), Vec::new());
+    d.snapshots = s(&[
+        "zroot@hvguest-100",
+        "zroot@hvguest-300",
+        "zroot@hvguest-200",
+        "zroot@hvguest-400",
+        "zroot@zrepl_20260101_000000_000",
+        "zroot@hvguest-manual",
+        "zroot@hvguest-1.bak",
+        "zroot@beadm-hvguest-5",
+    ]);
+    d
+}
+
+fn others() -> Vec<String> {
+    s(&[
+        "zroot@zrepl_20260101_000000_000",
+        "zroot@hvguest-manual",
+        "zroot@hvguest-1.bak",
+        "zroot@beadm-hvguest-5",
+    ])
+}
+
+#[test]
+fn a_successful_thaw_destroys_our_oldest_snapshots_and_nothing_else() {
+    let mut d = snapshot_guest(3);
+    let msgid = d.request(VssOp::Freeze);
+    let mark = d.mark();
+    d.request(VssOp::Thaw);
+    assert_eq!(
+        d.trace_since(mark),
+        s(&[
+            "Write THAW ok",
+            "ListSnapshots zroot",
+            "ZfsDestroy zroot@hvguest-100",
+            "ZfsDestroy zroot@hvguest-200",
+        ])
+    );
+    let mut left = others();
+    left.extend(s(&["zroot@hvguest-300", "zroot@hvguest-400"]));
+    left.push(format!("zroot@hvguest-{msgid}"));
+    let mut have = d.snapshots.clone();
+    have.sort();
+    left.sort();
+    assert_eq!(have, left);
+    let destroyed: Vec<VssEvent> = d
+        .events_since(mark)
+        .into_iter()
+        .filter(|e| matches!(e, VssEvent::SnapshotDestroyed { .. }))
+        .collect();
+    assert_eq!(destroyed.len(), 2);
+    assert!(d.m.is_idle() && !d.m.pruning());
+}
+
+#[test]
+fn keep_zero_keeps_every_snapshot() {
+    let mut d = snapshot_guest(0);
+    d.request(VssOp::Freeze);
+    let mark = d.mark();
+    d.request(VssOp::Thaw);
+    assert_eq!(d.trace_since(mark), s(&["Write THAW ok"]));
+    assert_eq!(d.snapshots.len(), 9);
+}
+
+#[test]
+fn no_prune_after_a_freeze_that_failed_or_a_watchdog_thaw() {
+    // The FREEZE took its snapshot, then a suspend failed: rolled back, nothing pruned.
+    let mut d = snapshot_guest(1);
+    d.mounts.push(mnt("ufs", "/var", false, "/dev/da0p3"));
+    d.suspend
+        .insert("/var".into(), FreezerOp::Fail(IoError::EIO, ms(5)));
+    let mark = d.mark();
+    d.request(VssOp::Freeze);
+    assert!(!d
+        .trace_since(mark)
+        .iter()
+        .any(|l| l.starts_with("ListSnapshots")));
+    // A freeze that the watchdog ends is no finished backup either.
+    let mut d = snapshot_guest(1);
+    d.request(VssOp::Freeze);
+    let mark = d.mark();
+    d.advance_to(START.saturating_add(Duration::from_secs(40)));
+    let trace = d.trace_since(mark);
+    assert!(!d.m.frozen());
+    assert!(
+        !trace.iter().any(|l| l.starts_with("ListSnapshots")),
+        "{trace:?}"
+    );
+    // The next successful backup prunes, its own snapshot counting as the newest.
+    let msgid = d.request(VssOp::Freeze);
+    d.request(VssOp::Thaw);
+    let ours: Vec<&String> = d
+        .snapshots
+        .iter()
+        .filter(|n| n.starts_with("zroot@hvguest-") && !others().contains(n))
+        .collect();
+    assert_eq!(ours, vec![&format!("zroot@hvguest-{msgid}")]);
+}
+
+#[test]
+fn a_request_during_a_prune_stops_it_and_gets_its_whole_time() {
+    let mut d = snapshot_guest(1);
+    d.program("zfs destroy", Prog::UntilKilled);
+    d.request(VssOp::Freeze);
+    d.send_late(VssOp::Thaw as u32, Duration::ZERO);
+    // Until the first destroy is running.
+    for _ in 0..100 {
+        if d.trace()
+            .last()
+            .is_some_and(|l| l.starts_with("ZfsDestroy"))
+        {
+            break;
+        }
+        assert!(d.step(None));
+    }
+    assert!(d.m.pruning());
+    let mark = d.mark();
+    d.send_late(VssOp::Check as u32, Duration::ZERO);
+    assert!(!d.m.pruning());
+    assert_eq!(
+        d.events_since(mark)[1],
+        VssEvent::PruneInterrupted { by_request: true }
+    );
+    d.settle();
+    // The CHECK is answered; no destroy follows, and the killed one's late result is
+    // ignored.
+    assert_eq!(d.trace_since(mark), s(&["ListMounts", "Write CHECK ok"]));
+    d.advance_to(d.now.saturating_add(Duration::from_secs(5)));
+    assert_eq!(d.trace_since(mark), s(&["ListMounts", "Write CHECK ok"]));
+}
+
+#[test]
+fn a_freezer_death_during_a_prune_does_not_stop_it_and_a_shutdown_says_it_does() {
+    let mut d = snapshot_guest(1);
+    d.program("zfs destroy", Prog::Exit(ExitStatus::Code(0), ms(300)));
+    d.request(VssOp::Freeze);
+    d.send_late(VssOp::Thaw as u32, Duration::ZERO);
+    for _ in 0..100 {
+        if d.trace()
+            .last()
+            .is_some_and(|l| l.starts_with("ZfsDestroy"))
+        {
+            break;
+        }
+        assert!(d.step(None));
+    }
+    d.freezer_crash();
+    assert!(d.m.pruning());
+    d.settle();
+    // All four older ones of ours went; the newest (this backup's) stays.
+    let ours = d
+        .snapshots
+        .iter()
+        .filter(|n| n.starts_with("zroot@hvguest-") && !others().contains(n))
+        .count();
+    assert_eq!(ours, 1);
+
+    let mut d = snapshot_guest(1);
+    d.program("zfs destroy", Prog::UntilKilled);
+    d.request(VssOp::Freeze);
+    d.send_late(VssOp::Thaw as u32, Duration::ZERO);
+    for _ in 0..100 {
+        if d.trace()
+            .last()
+            .is_some_and(|l| l.starts_with("ZfsDestroy"))
+        {
+            break;
+        }
+        assert!(d.step(None));
+    }
+    let mark = d.mark();
+    d.input(VssInput::Shutdown);
+    assert!(d
+        .events_since(mark)
+        .contains(&VssEvent::PruneInterrupted { by_request: false }));
+    assert!(d.m.is_idle() && !d.m.pruning());
+}
+
+#[test]
+fn a_failing_destroy_or_listing_is_said_and_the_prune_goes_on_or_ends() {
+    let mut d = snapshot_guest(3);
+    d.program("zfs destroy", Prog::Exit(ExitStatus::Code(1), ms(10)));
+    d.request(VssOp::Freeze);
+    let mark = d.mark();
+    d.request(VssOp::Thaw);
+    let failed = d
+        .events_since(mark)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                VssEvent::StepFailed {
+                    step: "zfs destroy",
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(failed, 2);
+    assert!(d.m.is_idle());
+
+    let mut d = snapshot_guest(3);
+    d.program("zfs list", Prog::Hang);
+    d.request(VssOp::Freeze);
+    let mark = d.mark();
+    d.request(VssOp::Thaw);
+    assert!(d.events_since(mark).contains(&VssEvent::Abandoned {
+        step: "list snapshots"
+    }));
+    assert!(d.m.is_idle());
+    assert_eq!(d.snapshots.len(), 9);
 }

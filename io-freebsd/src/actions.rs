@@ -59,9 +59,86 @@ pub fn escape(field: &str) -> String {
     out
 }
 
+/// A field as it was before [`escape`]; `None` for an escape that `escape` never writes.
+pub fn unescape(field: &str) -> Option<String> {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next()? {
+            '\\' => '\\',
+            's' => ' ',
+            't' => '\t',
+            'n' => '\n',
+            'r' => '\r',
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+/// The emulated snapshots of `pool` (`pool@name`): those an action log's `snapshot`
+/// lines took and no later `snapshot-destroy` line destroyed, in the order taken. A test
+/// seeds another program's snapshots by writing `snapshot` lines before the daemon runs.
+/// Lines that do not split into four fields are not ours to judge and are skipped.
+pub fn emulated_snapshots(log: &str, pool: &str) -> Vec<String> {
+    let at = format!("{pool}@");
+    let mut have: Vec<String> = Vec::new();
+    for line in log.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [_, action, target, "ok"] = fields[..] else {
+            continue;
+        };
+        let Some(target) = unescape(target) else {
+            continue;
+        };
+        if !target.starts_with(&at) {
+            continue;
+        }
+        match action {
+            "snapshot" if !have.contains(&target) => have.push(target),
+            "snapshot-destroy" => have.retain(|n| *n != target),
+            _ => {}
+        }
+    }
+    have
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unescape_undoes_escape() {
+        for f in ["/mnt/Backup Disk", "a\\b\nc\td\re", "/var", ""] {
+            assert_eq!(unescape(&escape(f)).as_deref(), Some(f));
+        }
+        assert_eq!(unescape("a\\x"), None);
+        assert_eq!(unescape("a\\"), None);
+    }
+
+    #[test]
+    fn emulated_snapshots_follow_the_log() {
+        let log = "0 snapshot zroot@zrepl_1 ok\n\
+                   5 snapshot zroot@hvguest-1 ok\n\
+                   6 snapshot tank@hvguest-1 ok\n\
+                   7 snapshot zroot@hvguest-2 failed\n\
+                   8 zpool-sync zroot ok\n\
+                   9 snapshot zroot@hvguest-3 ok\n\
+                   10 snapshot-destroy zroot@hvguest-1 ok\n\
+                   garbage\n";
+        assert_eq!(
+            emulated_snapshots(log, "zroot"),
+            vec!["zroot@zrepl_1".to_string(), "zroot@hvguest-3".into()]
+        );
+        assert_eq!(
+            emulated_snapshots(log, "tank"),
+            vec!["tank@hvguest-1".to_string()]
+        );
+    }
 
     #[test]
     fn fields_hold_no_separator() {

@@ -140,7 +140,7 @@ fn run_image(argv: &[String], deadline: Duration, env_path: &str, image: Option<
         Err(e) => return not_started_merged(e, start),
     };
     let (tx, rx) = mpsc::channel();
-    let readers = usize::from(spawn_reader(File::from(read), 0, tx));
+    let readers = usize::from(spawn_reader(File::from(read), 0, OUTPUT_LIMIT, tx));
     let status = wait_until(&mut child, start + deadline);
     let took = start.elapsed();
     let [output, _] = collect(&rx, readers);
@@ -153,6 +153,47 @@ fn run_image(argv: &[String], deadline: Duration, env_path: &str, image: Option<
 
 /// [`run`], with stdout and stderr captured separately (each up to [`OUTPUT_LIMIT`]).
 pub fn run_split(argv: &[String], deadline: Duration, env_path: &str) -> RanSplit {
+    run_split_keeping(argv, deadline, env_path, OUTPUT_LIMIT)
+}
+
+/// The most of `zfs list`'s output a prune reads: its longest listing of names (a ZFS
+/// name is at most 255 bytes, plus the line break).
+pub const SNAPSHOT_LISTING_LIMIT: usize = hvguest_core::limits::VSS_MAX_LISTED_SNAPSHOTS * 256;
+
+/// `zfs list -H -o name -t snapshot -d 1 POOL` (the pool's own snapshots, one name a
+/// line, no header), up to [`SNAPSHOT_LISTING_LIMIT`] bytes of it read.
+pub fn list_snapshots(zfs: &str, pool: &str, deadline: Duration, env_path: &str) -> RanSplit {
+    let argv: Vec<String> = [
+        zfs, "list", "-H", "-o", "name", "-t", "snapshot", "-d", "1", pool,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    run_split_keeping(&argv, deadline, env_path, SNAPSHOT_LISTING_LIMIT)
+}
+
+/// The names in `zfs list` output: whole lines only (a listing cut at the limit may end
+/// in part of a name, which could spell another snapshot's name), at most
+/// `VSS_MAX_LISTED_SNAPSHOTS`, lines that are not UTF-8 left out (never ours).
+pub fn snapshot_names(stdout: &[u8]) -> Vec<String> {
+    let mut lines: Vec<&[u8]> = stdout.split(|b| *b == b'\n').collect();
+    // What follows the last line break is an unfinished line (or nothing).
+    lines.pop();
+    lines
+        .into_iter()
+        .filter_map(|l| std::str::from_utf8(l).ok())
+        .filter(|l| !l.is_empty())
+        .take(hvguest_core::limits::VSS_MAX_LISTED_SNAPSHOTS)
+        .map(str::to_string)
+        .collect()
+}
+
+fn run_split_keeping(
+    argv: &[String],
+    deadline: Duration,
+    env_path: &str,
+    limit: usize,
+) -> RanSplit {
     let start = Instant::now();
     let mut child = match spawn(argv, env_path, Stdio::piped(), Stdio::piped(), None) {
         Ok(c) => c,
@@ -168,10 +209,10 @@ pub fn run_split(argv: &[String], deadline: Duration, env_path: &str) -> RanSpli
     let (tx, rx) = mpsc::channel();
     let mut readers = 0;
     if let Some(out) = child.stdout.take() {
-        readers += usize::from(spawn_reader(out, 0, tx.clone()));
+        readers += usize::from(spawn_reader(out, 0, limit, tx.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        readers += usize::from(spawn_reader(err, 1, tx.clone()));
+        readers += usize::from(spawn_reader(err, 1, OUTPUT_LIMIT, tx.clone()));
     }
     drop(tx);
     let status = wait_until(&mut child, start + deadline);
@@ -313,6 +354,7 @@ fn kill_group(child: &mut Child) {
 fn spawn_reader(
     mut pipe: impl Read + Send + 'static,
     which: usize,
+    limit: usize,
     tx: mpsc::Sender<(usize, Vec<u8>)>,
 ) -> bool {
     std::thread::Builder::new()
@@ -324,7 +366,7 @@ fn spawn_reader(
                 match pipe.read(&mut chunk) {
                     Ok(0) => break,
                     Ok(n) => {
-                        let room = OUTPUT_LIMIT - kept.len();
+                        let room = limit - kept.len();
                         kept.extend_from_slice(&chunk[..n.min(room)]);
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -724,6 +766,20 @@ pub(crate) mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Mutex;
+
+    #[test]
+    fn snapshot_names_are_whole_lines_only() {
+        assert_eq!(
+            snapshot_names(b"zroot@a\nzroot@hvguest-12\n\nzroot@\xff\nzroot@hvguest-1"),
+            vec!["zroot@a".to_string(), "zroot@hvguest-12".into()]
+        );
+        assert!(snapshot_names(b"").is_empty());
+        let many = "p@x1\n".repeat(hvguest_core::limits::VSS_MAX_LISTED_SNAPSHOTS + 5);
+        assert_eq!(
+            snapshot_names(many.as_bytes()).len(),
+            hvguest_core::limits::VSS_MAX_LISTED_SNAPSHOTS
+        );
+    }
 
     /// Held by every test in this crate that writes an executable and runs it: a file
     /// open for writing while another thread forks can make its exec fail with ETXTBSY.

@@ -27,6 +27,7 @@
 //! | `policy.default` | `veto` | for types not listed: `veto` or `ignore` |
 //! | `mount.<path>` | none | what FREEZE does with the writable mount at exactly that mount point, instead of its type's policy: `suspend`, `sync`, `snapshot`, `ignore`, `veto` (whether the action fits the type mounted there is checked against the mount table: by `--check-config`, a warning at start-up, and a veto at CHECK/FREEZE) |
 //! | `snapshot_prefix` | `hvguest-` | snapshots are named `POOL@<prefix><msgid>`; letters, digits, `.`, `_`, `-`, at most 64 |
+//! | `snapshot_keep` | `3` | after a THAW answered OK, keep this many of our own snapshots per pool (`POOL@<prefix>` followed by digits only; nothing else is ever destroyed) and `zfs destroy -r` the older; `0` keeps all; at most 1000 |
 //! | `zpool` | `/sbin/zpool` | absolute path of the `zpool` command |
 //! | `zfs` | `/sbin/zfs` | absolute path of the `zfs` command |
 //! | `watchdog` | `30s` | thaw by ourselves this long after a FREEZE with no THAW; more than 15 s (a THAW can come no earlier), at most 59 s (with the freezer's 1 s backstop, a freeze lasts at most `VSS_MAX_FROZEN`, 60 s, however often FREEZE repeats) |
@@ -135,6 +136,11 @@ policy.default = veto
 
 # Snapshot names: letters, digits, `.`, `_`, `-`.
 snapshot_prefix = hvguest-
+# After a backup ends well (THAW answered OK), keep this many of our own
+# snapshots per pool, <snapshot_prefix> followed by digits only, and destroy
+# the older ones (`zfs destroy -r`). Snapshots of other programs, and names
+# with anything but digits after the prefix, are never touched. 0 keeps all.
+snapshot_keep = 3
 zpool = /sbin/zpool
 zfs = /sbin/zfs
 
@@ -336,9 +342,36 @@ pub fn plan_report(cfg: &LoadedConfig, mounts: &[Mount]) -> String {
                 steps.push("no file system to sync, snapshot or suspend".to_string());
             }
             out.push_str(&format!("FREEZE: {}.\n", steps.join("; then ")));
+            if !plan.snapshot_pools.is_empty() {
+                out.push_str(&prune_report(
+                    &plan.snapshot_pools,
+                    &cfg.vss.snapshot_prefix,
+                    cfg.vss.snapshot_keep,
+                ));
+            }
         }
     }
     out
+}
+
+/// What a successful THAW does to the snapshots afterwards (`snapshot_keep`).
+fn prune_report(pools: &[String], prefix: &str, keep: u32) -> String {
+    let ours = pools
+        .iter()
+        .map(|p| format!("{p}@{prefix}<digits>"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match keep {
+        0 => "After a successful THAW: no snapshot is destroyed (snapshot_keep = 0).\n".to_string(),
+        1 => format!(
+            "After a successful THAW: keep the newest of {ours} per pool and destroy the older \
+             ones.\n"
+        ),
+        n => format!(
+            "After a successful THAW: keep the newest {n} of {ours} per pool and destroy the \
+             older ones.\n"
+        ),
+    }
 }
 
 /// The contents of a configuration file, over [`defaults`].
@@ -365,6 +398,7 @@ fn is_known(key: &str) -> bool {
             | "hook_failure"
             | "path"
             | "snapshot_prefix"
+            | "snapshot_keep"
             | "zpool"
             | "zfs"
             | "watchdog"
@@ -422,6 +456,14 @@ fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
                 return Err(format!("longer than {MAX_SNAPSHOT_PREFIX} characters"));
             }
             cfg.vss.snapshot_prefix = value.to_string();
+        }
+        "snapshot_keep" => {
+            let max = hvguest_core::limits::VSS_MAX_SNAPSHOT_KEEP;
+            cfg.vss.snapshot_keep = value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("must be a whole number from 0 (keep all) to {max}"))?;
         }
         "zpool" => cfg.zpool = PathBuf::from(absolute_path(value)?),
         "zfs" => cfg.zfs = PathBuf::from(absolute_path(value)?),
@@ -589,6 +631,7 @@ mod tests {
             "hook_dir",
             "path",
             "snapshot_prefix",
+            "snapshot_keep",
             "zpool",
             "zfs",
             "watchdog",
@@ -613,7 +656,7 @@ mod tests {
         }
         assert_eq!(
             set.len(),
-            16 + defaults().vss.policy.by_type.len(),
+            17 + defaults().vss.policy.by_type.len(),
             "{set:?}"
         );
     }
@@ -817,11 +860,36 @@ policy is veto.
         let c = ok("hook_dir = none\npolicy.default = ignore\nmount./ = ignore");
         assert!(plan_report(&c, &table)
             .ends_with("CHECK succeeds.\nFREEZE: no file system to sync, snapshot or suspend.\n"));
+        let both = [
+            mount("zfs", "/", false, "zroot/ROOT/default"),
+            mount("zfs", "/t", false, "tank/t"),
+        ];
+        let c = ok("hook_dir = none\npolicy.zfs = snapshot\nsnapshot_keep = 2");
+        assert!(plan_report(&c, &both).ends_with(
+            "After a successful THAW: keep the newest 2 of tank@hvguest-<digits>, \
+             zroot@hvguest-<digits> per pool and destroy the older ones.\n"
+        ));
+        let c = ok("hook_dir = none\npolicy.zfs = snapshot\nsnapshot_keep = 0");
+        assert!(plan_report(&c, &both)
+            .ends_with("After a successful THAW: no snapshot is destroyed (snapshot_keep = 0).\n"));
         let c = ok("hook_dir = none\nmount./ = suspend");
         assert!(plan_report(&c, &table).contains(
             "/            zfs           veto    `mount./ = suspend` does not fit the zfs file \
              system mounted there: `suspend` works on `ufs` only\n"
         ));
+    }
+
+    #[test]
+    fn snapshot_keep_is_a_bounded_count() {
+        assert_eq!(ok("snapshot_keep = 0").vss.snapshot_keep, 0);
+        assert_eq!(ok("snapshot_keep = 1000").vss.snapshot_keep, 1000);
+        assert_eq!(defaults().vss.snapshot_keep, 3);
+        for bad in ["1001", "-1", "3 snapshots", "x"] {
+            assert!(
+                why(&format!("snapshot_keep = {bad}")).contains("from 0 (keep all) to 1000"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

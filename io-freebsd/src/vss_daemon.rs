@@ -6,7 +6,10 @@
 //! Programs (hooks, `zpool`, `zfs`) and directory listings run on one worker thread, one
 //! at a time; the daemon process may have threads. The suspensions themselves live in
 //! the freezer child ([`crate::freezer`]), which must be single-threaded; it is never
-//! waited for on this loop (a reaper thread collects it).
+//! waited for on this loop (a reaper thread collects it). The prune after a THAW (`zfs
+//! list`, `zfs destroy`) runs on that worker too: a request read meanwhile waits behind
+//! the program at most its deadline and the output grace (`VSS_SNAPSHOT_DESTROY`,
+//! `VSS_SNAPSHOT_LIST`, which `core/src/limits.rs` keeps inside the kernel's 15 s).
 //!
 //! After SIGTERM, a failed device, or even a failed poll, the loop keeps running the
 //! machine without the device until it says `Exit` (it thaws what it froze, thaw hooks
@@ -225,6 +228,47 @@ fn spawn_worker(
                             let argv = vec![
                                 paths.zfs.display().to_string(),
                                 "snapshot".into(),
+                                "-r".into(),
+                                snapshot.clone(),
+                            ];
+                            VssResult::Exit(programs::run(&argv, *deadline, &paths.path).status)
+                        }
+                    }
+                    VssEffect::ListSnapshots { pool, deadline } => {
+                        if emulating {
+                            // The emulated pool holds what the action log took and did
+                            // not destroy.
+                            match paths
+                                .emulate_actions
+                                .as_deref()
+                                .map(std::fs::read_to_string)
+                            {
+                                Some(Ok(log)) => VssResult::Snapshots(
+                                    crate::actions::emulated_snapshots(&log, pool),
+                                ),
+                                Some(Err(e)) => VssResult::Failed(io_error(&e)),
+                                None => VssResult::Snapshots(Vec::new()),
+                            }
+                        } else {
+                            let zfs = paths.zfs.display().to_string();
+                            let ran = programs::list_snapshots(&zfs, pool, *deadline, &paths.path);
+                            if ran.status.success() {
+                                VssResult::Snapshots(programs::snapshot_names(&ran.stdout))
+                            } else {
+                                VssResult::Exit(ran.status)
+                            }
+                        }
+                    }
+                    VssEffect::ZfsDestroy { snapshot, deadline } => {
+                        if emulating {
+                            match record("snapshot-destroy", snapshot, "ok") {
+                                Ok(()) => VssResult::Exit(ExitStatus::Code(0)),
+                                Err(e) => VssResult::Failed(e),
+                            }
+                        } else {
+                            let argv = vec![
+                                paths.zfs.display().to_string(),
+                                "destroy".into(),
                                 "-r".into(),
                                 snapshot.clone(),
                             ];
@@ -533,6 +577,8 @@ fn event_level(e: &VssEvent) -> Level {
         | VssEvent::Suspended { .. }
         | VssEvent::Resumed { .. }
         | VssEvent::SnapshotTaken { .. }
+        | VssEvent::SnapshotDestroyed { .. }
+        | VssEvent::PruneInterrupted { .. }
         | VssEvent::AlreadyFrozen => Level::Info,
     }
 }

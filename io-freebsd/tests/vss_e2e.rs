@@ -1,8 +1,8 @@
 //! End-to-end tests: the real `hv_vss_daemon` and `hv_vss_app` binaries against the
 //! emulated VSS devices (`hvguest_sim::vss_emulator`, the kernel's ordering and 15 s
 //! timer in real time), in emulation: the mount table comes from a file and every
-//! action (suspend, resume, zpool-sync, snapshot, hook, freezer-exit) is a line in an
-//! actions file instead of touching the machine.
+//! action (suspend, resume, zpool-sync, snapshot, snapshot-destroy, hook, freezer-exit)
+//! is a line in an actions file instead of touching the machine.
 //!
 //! Each test has its own directory holding the two device sockets, `vss.conf` (with
 //! `hook_dir` pointing at its own `hooks/`), the hook scripts it writes, the mounts file
@@ -602,6 +602,64 @@ tmpfs /tmp rw
     assert_eq!(effects(&vss.since(mark)), [], "nothing to resume");
 }
 
+/// Issue 12: after a THAW answered OK, our older snapshots beyond `snapshot_keep` are
+/// destroyed, one `snapshot-destroy` line each, and nothing else is: not another
+/// program's snapshot, not our prefix followed by anything but digits, not another
+/// pool's. The emulated pools hold what the action log's `snapshot` lines took (the
+/// lines written before the daemon starts stand for snapshots made by others earlier).
+#[test]
+fn a_successful_thaw_prunes_our_oldest_snapshots_and_nothing_else() {
+    let mounts = "\
+zfs / rw zroot/ROOT/default
+devfs /dev rw
+";
+    let mut vss = Vss::new(
+        "prune",
+        mounts,
+        "policy.zfs = snapshot\nsnapshot_keep = 2\n",
+    );
+    let before = [
+        "zroot@hvguest-100",
+        "zroot@zrepl_20260101_000000_000",
+        "zroot@hvguest-300",
+        "zroot@hvguest-200",
+        "zroot@hvguest-manual",
+        "zroot@hvguest-12.old",
+        "tank@hvguest-1",
+    ];
+    let seeded: String = before
+        .iter()
+        .map(|n| format!("0 snapshot {n} ok\n"))
+        .collect();
+    std::fs::write(vss.path("actions"), seeded).unwrap();
+    let _daemon = vss.daemon();
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Freeze);
+    let taken = targets(&vss.since(mark), "snapshot");
+    assert_eq!(taken.len(), 1, "{}", vss.all());
+    assert!(taken[0].starts_with("zroot@hvguest-"), "{taken:?}");
+    assert_eq!(
+        targets(&vss.since(mark), "snapshot-destroy"),
+        Vec::<String>::new()
+    );
+    vss.ok(VssOp::Thaw);
+    let acts = vss.wait_for("two snapshot-destroy lines", SOON, |a| {
+        targets(a, "snapshot-destroy").len() >= 2
+    });
+    assert_eq!(
+        targets(&acts[mark..], "snapshot-destroy"),
+        ["zroot@hvguest-100", "zroot@hvguest-200"],
+        "{}",
+        show(&acts)
+    );
+    // Nothing more follows; a CHECK still does nothing.
+    thread::sleep(Duration::from_millis(300));
+    let mark = vss.actions().len();
+    vss.ok(VssOp::Check);
+    assert_eq!(effects(&vss.since(mark)), [], "{}", vss.all());
+    assert_eq!(targets(&vss.actions(), "snapshot-destroy").len(), 2);
+}
+
 #[test]
 fn writable_nfs_vetoes_check_and_freeze() {
     let mounts = "\
@@ -723,6 +781,8 @@ mount point   type   action    because
 CHECK succeeds.
 FREEZE: run the freeze hooks in {}; then zpool sync tank; then zfs snapshot -r \
 tank@hvguest-<msgid>; then suspend /var, /.
+After a successful THAW: keep the newest 3 of tank@hvguest-<digits> per pool and destroy \
+the older ones.
 ",
         conf.display(),
         hooks.display()

@@ -69,6 +69,10 @@ pub struct VssSetup {
     pub suspend_takes: Duration,
     /// How long the freezer takes to resume everything (a superblock reload each).
     pub resume_takes: Duration,
+    /// Snapshots in the pools before the daemon starts: other programs' (other
+    /// prefixes, our prefix followed by more than digits, child datasets) and older ones
+    /// of ours. The prune may destroy only the last kind.
+    pub snapshots: Vec<String>,
 }
 
 pub const HOOK_DIR: &str = "/usr/local/etc/hvguest/hooks.d";
@@ -94,6 +98,7 @@ impl Default for VssSetup {
             kill_lag: Duration::ZERO,
             suspend_takes: Duration::from_millis(1),
             resume_takes: Duration::from_millis(1),
+            snapshots: Vec::new(),
         }
     }
 }
@@ -337,6 +342,55 @@ impl Machine {
             Machine::App(m) => m.is_idle(),
         }
     }
+    /// Whether the daemon prunes old snapshots now (the helper never does).
+    pub fn pruning(&self) -> bool {
+        matches!(self, Machine::Daemon(m) if m.pruning())
+    }
+    /// Whether the daemon holds a FREEZE (the helper's freezes are not ours to judge).
+    pub fn frozen(&self) -> bool {
+        matches!(self, Machine::Daemon(m) if m.frozen())
+    }
+}
+
+/// Whether `name` is one of our snapshots under `prefix` (`POOL@<prefix><digits>`, a
+/// pool, not a child dataset): the only kind a prune may destroy. Written apart from
+/// `core::vss::prune` on purpose.
+pub fn our_snapshot(name: &str, prefix: &str) -> bool {
+    let Some((dataset, snap)) = name.split_once('@') else {
+        return false;
+    };
+    let Some(digits) = snap.strip_prefix(prefix) else {
+        return false;
+    };
+    !dataset.is_empty()
+        && !dataset.contains('/')
+        && !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+}
+
+/// Other programs' snapshots and older ones of ours in `pools`, for a world that
+/// snapshots: what the prune must tell apart.
+fn seed_snapshots(prng: &mut crate::prng::Prng, pools: &[String], prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for pool in pools {
+        for other in [
+            format!("{pool}@zrepl_20260101_000000_000"),
+            format!("{pool}@{prefix}manual"),
+            format!("{pool}@{prefix}12.old"),
+            format!("{pool}@{prefix}"),
+            format!("{pool}@x{prefix}7"),
+            format!("{pool}/home@{prefix}5"),
+        ] {
+            if prng.chance(1, 2) {
+                out.push(other);
+            }
+        }
+        for _ in 0..prng.below(6) {
+            // Older than any msgid the simulated host sends.
+            out.push(format!("{pool}@{prefix}{}", prng.range(1, 1_000_000)));
+        }
+    }
+    out
 }
 
 /// A VSS machine in a simulated process, with its effects in flight.
@@ -543,6 +597,19 @@ pub fn random_setup(prng: &mut crate::prng::Prng) -> VssSetup {
     }
     if prng.chance(1, 4) {
         s.set_policy("zfs", crate::vss::policy_snapshot());
+        // Any number kept, 0 (keep all) included; mostly the default.
+        if prng.chance(1, 2) {
+            s.config.snapshot_keep = u32::try_from(prng.below(5)).unwrap_or(0);
+        }
+        let mut pools: Vec<String> = s
+            .mounts
+            .iter()
+            .filter(|m| m.fstype == "zfs")
+            .map(|m| m.source.split('/').next().unwrap_or_default().to_string())
+            .collect();
+        pools.sort();
+        pools.dedup();
+        s.snapshots = seed_snapshots(prng, &pools, &s.config.snapshot_prefix);
     }
     // One world in four sets one mount point's action (`mount.<path>`): mostly one
     // that fits its type (ignoring an NFS mount, vetoing a data mount, snapshotting one

@@ -32,9 +32,9 @@ pub fn result_text(result: Option<&VssResult>) -> String {
         None => "no result by its deadline".to_string(),
         Some(VssResult::Failed(e)) => e.to_string(),
         Some(VssResult::Exit(status)) => status.to_string(),
-        Some(VssResult::Mounts(_) | VssResult::Hooks(_) | VssResult::Done) => {
-            "a result of the wrong kind (a driver bug)".to_string()
-        }
+        Some(
+            VssResult::Mounts(_) | VssResult::Hooks(_) | VssResult::Snapshots(_) | VssResult::Done,
+        ) => "a result of the wrong kind (a driver bug)".to_string(),
     }
 }
 
@@ -112,6 +112,20 @@ impl fmt::Display for VssEvent {
                  whose exit resumes them"
             ),
             VssEvent::SnapshotTaken { snapshot } => write!(f, "took ZFS snapshot {snapshot}"),
+            VssEvent::SnapshotDestroyed { snapshot } => write!(
+                f,
+                "destroyed the old ZFS snapshot {snapshot} (snapshot_keep keeps only the newest)"
+            ),
+            VssEvent::PruneInterrupted { by_request } => write!(
+                f,
+                "stopped destroying old ZFS snapshots {}; the rest are destroyed after the \
+                 next successful backup",
+                if *by_request {
+                    "to serve the host's request"
+                } else {
+                    "as the daemon is stopping"
+                }
+            ),
             VssEvent::WatchdogThaw { frozen_for } => write!(
                 f,
                 "thawing after {} frozen: the host sent no THAW in time",

@@ -43,6 +43,18 @@ pub enum VssEffect {
         snapshot: String,
         deadline: Duration,
     },
+    /// `zfs list -H -o name -t snapshot -d 1 POOL`: the pool's own snapshots (not its
+    /// children's), killed at `deadline`, at most `VSS_MAX_LISTED_SNAPSHOTS` names read.
+    /// Answered with `Snapshots`, or `Exit` if it failed. Only ever asked for outside a
+    /// freeze, to prune.
+    ListSnapshots { pool: String, deadline: Duration },
+    /// `zfs destroy -r SNAPSHOT` (`pool@name`, one of ours chosen by `prune::select`;
+    /// `-r` because `zfs snapshot -r` made one of that name in every child dataset too),
+    /// killed at `deadline`. Answered with `Exit`. Only ever asked for outside a freeze.
+    ZfsDestroy {
+        snapshot: String,
+        deadline: Duration,
+    },
     /// To the freezer: open `/dev/ufssuspend` for this mount and UFSSUSPEND it: the file
     /// system `fsid` when the mount table gave one (the one planned, even if the path
     /// now leads elsewhere), else the one at `mount`. The freezer resumes everything by
@@ -87,6 +99,8 @@ impl ExitStatus {
 pub enum VssResult {
     Mounts(Vec<Mount>),
     Hooks(Vec<HookEntry>),
+    /// Full snapshot names (`pool@name`), as `zfs list` printed them.
+    Snapshots(Vec<String>),
     Exit(ExitStatus),
     Done,
     Failed(IoError),

@@ -13,6 +13,9 @@
 //!   the thaw hooks of every hook that was started.
 //! * THAW (and the watchdog, and shutdown): resume everything, run the thaw hooks in
 //!   reverse order, answer OK unless resuming failed.
+//! * PRUNE: after a THAW answered OK of a freeze that took snapshots, outside any freeze:
+//!   per pool, list its snapshots and destroy our older ones (`prune::select`, keeping
+//!   `snapshot_keep`). A request that comes meanwhile stops it at once.
 //!
 //! The suspend descriptors live in a separate single-threaded freezer process (UFSSUSPEND
 //! refuses a multi-threaded caller). Its exit resumes everything; the machine is told
@@ -33,12 +36,14 @@ use crate::kvp::effect::{EffectId, IoError};
 use crate::limits::{
     VSS_ANSWER_MARGIN, VSS_EXIT_LIMIT, VSS_FREEZER_BACKSTOP, VSS_GRACE, VSS_HOOK, VSS_HOOKS_TOTAL,
     VSS_KERNEL_DEADLINE, VSS_LISTING, VSS_MAX_FROZEN, VSS_MIN_STEP, VSS_ROLLBACK, VSS_SNAPSHOT,
-    VSS_SUSPEND, VSS_SYNC, VSS_THAW_HOOK, VSS_WATCHDOG,
+    VSS_SNAPSHOT_DESTROY, VSS_SNAPSHOT_KEEP, VSS_SNAPSHOT_LIST, VSS_SUSPEND, VSS_SYNC,
+    VSS_THAW_HOOK, VSS_WATCHDOG,
 };
 use crate::time::Instant;
 use crate::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use crate::vss::hooks::{self, HookFailure, Skip};
 use crate::vss::policy::{FreezePlan, Policy, PolicyError};
+use crate::vss::prune;
 use crate::vss::rules;
 use crate::vss::wire::{decode_read, OptMsg, VssOp, VssRead, VSS_MSG_SIZE};
 
@@ -105,6 +110,10 @@ pub struct VssConfig {
     pub snapshot_prefix: String,
     /// Whether a failing freeze hook fails the FREEZE.
     pub hook_failure: HookFailure,
+    /// After a successful THAW of a freeze that took snapshots, keep this many of our
+    /// own (`POOL@<prefix><digits>`) per pool and destroy the older; 0 keeps all. Without
+    /// it every backup leaves a snapshot behind and the pool fills up.
+    pub snapshot_keep: u32,
 }
 
 impl Default for VssConfig {
@@ -116,6 +125,7 @@ impl Default for VssConfig {
             watchdog: VSS_WATCHDOG,
             snapshot_prefix: "hvguest-".into(),
             hook_failure: HookFailure::Veto,
+            snapshot_keep: VSS_SNAPSHOT_KEEP,
         }
     }
 }
@@ -166,6 +176,15 @@ pub enum VssEvent {
     ResumeFailed(IoError),
     SnapshotTaken {
         snapshot: String,
+    },
+    /// One of our older snapshots destroyed by the prune after a THAW.
+    SnapshotDestroyed {
+        snapshot: String,
+    },
+    /// The prune stopped before its end: a host request came (it must not wait), or
+    /// the daemon is stopping. The rest waits for the next successful THAW.
+    PruneInterrupted {
+        by_request: bool,
     },
     WatchdogThaw {
         frozen_for: Duration,
@@ -264,6 +283,8 @@ struct Thaw {
     hooks: Vec<String>,
     next: usize,
     resume_failed: bool,
+    /// Pools the freeze took snapshots of: pruned once a requested THAW ends well.
+    prune: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -273,6 +294,23 @@ enum Chain {
     Refreeze(Req),
     Freeze(Freeze),
     Thaw(Thaw),
+    /// After a successful THAW, outside any freeze: destroy our older snapshots.
+    Prune(Prune),
+}
+
+/// The prune after a successful THAW: per pool, list its snapshots, then destroy the
+/// ones `prune::select` chooses. Dropped the moment a request comes.
+#[derive(Debug)]
+struct Prune {
+    /// Pools the thawed freeze took a snapshot of.
+    pools: Vec<String>,
+    /// The next pool to list.
+    next_pool: usize,
+    /// Whether the effect in flight is a listing (else a destroy).
+    listing: bool,
+    /// The current pool's snapshots to destroy, oldest first.
+    destroy: Vec<String>,
+    next: usize,
 }
 
 pub struct VssMachine {
@@ -287,6 +325,8 @@ pub struct VssMachine {
     suspended: Vec<String>,
     /// Freeze hooks started since the last thaw: each gets its `thaw`.
     hooks_started: Vec<String>,
+    /// Pools snapshotted since the last thaw (what a successful THAW prunes).
+    snapshotted: Vec<String>,
     frozen_since: Option<Instant>,
     /// When this freeze began to hold anything: its first suspension (or, with nothing
     /// to suspend, its OK answer). The cap counts from here.
@@ -345,6 +385,7 @@ impl VssMachine {
             queued: None,
             suspended: Vec::new(),
             hooks_started: Vec::new(),
+            snapshotted: Vec::new(),
             frozen_since: None,
             frozen_from: None,
             watchdog_at: None,
@@ -370,6 +411,11 @@ impl VssMachine {
     /// Whether a FREEZE holds (answered OK, not yet thawed).
     pub fn frozen(&self) -> bool {
         self.frozen_since.is_some()
+    }
+
+    /// Whether a prune (after a THAW) is running.
+    pub fn pruning(&self) -> bool {
+        matches!(self.chain, Some(Chain::Prune(_)))
     }
 
     pub fn is_idle(&self) -> bool {
@@ -476,6 +522,9 @@ impl VssMachine {
                 self.shutting_down = true;
                 self.exit_by
                     .get_or_insert(now.saturating_add(VSS_EXIT_LIMIT));
+                if self.stop_prune() {
+                    self.event(VssEvent::PruneInterrupted { by_request: false });
+                }
                 if matches!(self.chain, Some(Chain::Freeze(_))) {
                     // Never answer OK to a FREEZE we are about to undo: roll it back now
                     // (the effect in flight is abandoned; its result will be ignored).
@@ -542,6 +591,11 @@ impl VssMachine {
             op,
             msgid: msg.msgid,
         });
+        // The request gets its whole time: the rest of the prune waits for the next
+        // successful THAW.
+        if self.stop_prune() {
+            self.event(VssEvent::PruneInterrupted { by_request: true });
+        }
         if self.chain.is_some() {
             // The kernel sends one at a time; this can only follow our answer while we
             // still run thaw hooks. It waits for them, up to its deadline.
@@ -709,6 +763,10 @@ impl VssMachine {
                 self.chain = Some(Chain::Thaw(t));
                 self.advance_thaw(result);
             }
+            Some(Chain::Prune(p)) => {
+                self.chain = Some(Chain::Prune(p));
+                self.advance_prune(result);
+            }
         }
     }
 
@@ -766,12 +824,12 @@ impl VssMachine {
                 if status.success() =>
             {
                 if stage == FreezeStage::Snapshot {
-                    let snapshot = format!(
-                        "{}@{}{}",
-                        f.plan.snapshot_pools[f.next - 1],
-                        self.cfg.snapshot_prefix,
-                        f.req.msg.msgid
-                    );
+                    let pool = f.plan.snapshot_pools[f.next - 1].clone();
+                    let snapshot =
+                        format!("{pool}@{}{}", self.cfg.snapshot_prefix, f.req.msg.msgid);
+                    if !self.snapshotted.contains(&pool) {
+                        self.snapshotted.push(pool);
+                    }
                     self.event(VssEvent::SnapshotTaken { snapshot });
                 }
                 self.next_freeze_step();
@@ -918,6 +976,14 @@ impl VssMachine {
     fn thaw_chain(&mut self, why: ThawWhy, req: Option<Req>, stage: ThawStage) {
         let mut hooks = std::mem::take(&mut self.hooks_started);
         hooks.reverse();
+        // Only a requested THAW prunes: after a failed FREEZE, a watchdog or a shutdown
+        // the backup did not complete, and its predecessors are the ones to keep.
+        let prune = std::mem::take(&mut self.snapshotted);
+        let prune = if why == ThawWhy::Requested {
+            prune
+        } else {
+            Vec::new()
+        };
         self.frozen_since = None;
         self.frozen_from = None;
         self.watchdog_at = None;
@@ -928,6 +994,7 @@ impl VssMachine {
             hooks,
             next: 0,
             resume_failed: false,
+            prune,
         }));
     }
 
@@ -980,6 +1047,119 @@ impl VssMachine {
         if let Some(req) = t.req {
             self.answer(req, !t.resume_failed);
         }
+        let ended_well = t.why == ThawWhy::Requested && !t.resume_failed;
+        if ended_well
+            && self.cfg.snapshot_keep > 0
+            && !t.prune.is_empty()
+            && !self.shutting_down
+            && self.queued.is_none()
+            && self.frozen_since.is_none()
+        {
+            self.chain = Some(Chain::Prune(Prune {
+                pools: t.prune,
+                next_pool: 0,
+                listing: false,
+                destroy: Vec::new(),
+                next: 0,
+            }));
+            self.next_prune_step();
+        }
+    }
+
+    /// Issues the prune's next effect: a destroy of the current pool's list, else the
+    /// next pool's listing; ends the prune when both are done.
+    fn next_prune_step(&mut self) {
+        let Some(Chain::Prune(p)) = self.chain.as_mut() else {
+            return;
+        };
+        let grace = self.cfg.budget.grace;
+        if let Some(snapshot) = p.destroy.get(p.next).cloned() {
+            p.next += 1;
+            p.listing = false;
+            self.effect(
+                VssEffect::ZfsDestroy {
+                    snapshot,
+                    deadline: VSS_SNAPSHOT_DESTROY,
+                },
+                self.now
+                    .saturating_add(VSS_SNAPSHOT_DESTROY)
+                    .saturating_add(grace),
+                "zfs destroy",
+            );
+            return;
+        }
+        if let Some(pool) = p.pools.get(p.next_pool).cloned() {
+            p.next_pool += 1;
+            p.listing = true;
+            p.destroy.clear();
+            p.next = 0;
+            self.effect(
+                VssEffect::ListSnapshots {
+                    pool,
+                    deadline: VSS_SNAPSHOT_LIST,
+                },
+                self.now
+                    .saturating_add(VSS_SNAPSHOT_LIST)
+                    .saturating_add(grace),
+                "list snapshots",
+            );
+            return;
+        }
+        self.chain = None;
+    }
+
+    fn advance_prune(&mut self, result: Option<VssResult>) {
+        let Some(Chain::Prune(p)) = self.chain.as_mut() else {
+            return;
+        };
+        let step = if p.listing {
+            "list snapshots"
+        } else {
+            "zfs destroy"
+        };
+        match (p.listing, result) {
+            (true, Some(VssResult::Snapshots(names))) => {
+                let pool = &p.pools[p.next_pool - 1];
+                p.destroy = prune::select(
+                    pool,
+                    &self.cfg.snapshot_prefix,
+                    &names,
+                    self.cfg.snapshot_keep,
+                );
+            }
+            (false, Some(VssResult::Exit(status))) if status.success() => {
+                let snapshot = p.destroy[p.next - 1].clone();
+                self.event(VssEvent::SnapshotDestroyed { snapshot });
+            }
+            (_, None) => {
+                // Something is slow: pile nothing more on it now; the next THAW retries.
+                self.event(VssEvent::Abandoned { step });
+                self.chain = None;
+                return;
+            }
+            (listing, Some(other)) => {
+                if listing {
+                    // Nothing known of this pool: go on with the next.
+                    p.destroy.clear();
+                }
+                self.event(VssEvent::StepFailed {
+                    step,
+                    detail: crate::vss::describe::result_text(Some(&other)),
+                });
+            }
+        }
+        self.next_prune_step();
+    }
+
+    /// Drops a running prune at once (a result still to come for it is ignored); true
+    /// if there was one.
+    fn stop_prune(&mut self) -> bool {
+        if !self.pruning() {
+            return false;
+        }
+        self.chain = None;
+        self.in_flight = None;
+        true
     }
 
     fn advance_thaw(&mut self, result: Option<VssResult>) {
@@ -1100,6 +1280,9 @@ impl VssMachine {
                 self.on_freezer_gone();
                 self.thaw_after_chain = had || self.frozen_since.is_some();
             }
+            // Nothing is frozen during a prune (it starts after a complete thaw): a new
+            // freezer comes with the next FREEZE, and the prune goes on.
+            Some(Chain::Prune(_)) => self.on_freezer_gone(),
             None => {
                 self.on_freezer_gone();
                 if had || self.frozen_since.is_some() {

@@ -29,7 +29,8 @@
 use std::time::Duration;
 
 use crate::limits::{
-    VSS_EXIT_LIMIT, VSS_FREEZER_BACKSTOP, VSS_MAX_APP_AUTO_THAW, VSS_MAX_FROZEN, VSS_MAX_THAW_HOOK,
+    VSS_EXIT_LIMIT, VSS_FREEZER_BACKSTOP, VSS_MAX_APP_AUTO_THAW, VSS_MAX_FROZEN,
+    VSS_MAX_SNAPSHOT_KEEP, VSS_MAX_THAW_HOOK,
 };
 use crate::vss::app::AppConfig;
 use crate::vss::machine::{Budget, VssConfig};
@@ -56,6 +57,7 @@ pub enum Setting {
     Suspend,
     AppAutoThaw,
     AppFreezeBudget,
+    SnapshotKeep,
 }
 
 impl Setting {
@@ -71,6 +73,7 @@ impl Setting {
             Setting::Suspend => "suspend_timeout",
             Setting::AppAutoThaw => "app_auto_thaw",
             Setting::AppFreezeBudget => "app_freeze_budget",
+            Setting::SnapshotKeep => "snapshot_keep",
         }
     }
 }
@@ -106,6 +109,8 @@ pub enum RuleError {
     },
     #[error("must be under {} (the kernel's deadline)", show(*.kernel))]
     AppFreezeBudgetTooLong { budget: Duration, kernel: Duration },
+    #[error("must be at most {max} (0 keeps every snapshot)")]
+    KeepTooMany { keep: u32, max: u32 },
     #[error("must be at most {} ({why})", show(*.max))]
     TooLong {
         setting: Setting,
@@ -137,7 +142,9 @@ impl RuleError {
                 Setting::Suspend => &[Setting::Suspend],
                 Setting::AppAutoThaw => &[Setting::AppAutoThaw],
                 Setting::AppFreezeBudget => &[Setting::AppFreezeBudget],
+                Setting::SnapshotKeep => &[Setting::SnapshotKeep],
             },
+            RuleError::KeepTooMany { .. } => &[Setting::SnapshotKeep],
         }
     }
 }
@@ -188,6 +195,12 @@ pub fn check_daemon(cfg: &VssConfig) -> Result<(), RuleError> {
             show(VSS_MAX_FROZEN)
         )
     })?;
+    if cfg.snapshot_keep > VSS_MAX_SNAPSHOT_KEEP {
+        return Err(RuleError::KeepTooMany {
+            keep: cfg.snapshot_keep,
+            max: VSS_MAX_SNAPSHOT_KEEP,
+        });
+    }
     check_budget(b)
 }
 
@@ -337,6 +350,24 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn snapshot_keep_is_bounded() {
+        let mut cfg = VssConfig {
+            snapshot_keep: VSS_MAX_SNAPSHOT_KEEP,
+            ..VssConfig::default()
+        };
+        assert_eq!(check_daemon(&cfg), Ok(()));
+        cfg.snapshot_keep = 0;
+        assert_eq!(check_daemon(&cfg), Ok(()));
+        cfg.snapshot_keep = VSS_MAX_SNAPSHOT_KEEP + 1;
+        let e = check_daemon(&cfg).unwrap_err();
+        assert_eq!(e.settings(), &[Setting::SnapshotKeep]);
+        assert_eq!(
+            e.to_string(),
+            "must be at most 1000 (0 keeps every snapshot)"
+        );
     }
 
     #[test]

@@ -145,7 +145,9 @@ fn healthy(effect: &VssEffect) -> VssResult {
     match effect {
         VssEffect::ListMounts => VssResult::Mounts(Vec::new()),
         VssEffect::ListHooks => VssResult::Hooks(Vec::new()),
+        VssEffect::ListSnapshots { .. } => VssResult::Snapshots(Vec::new()),
         VssEffect::Run { .. }
+        | VssEffect::ZfsDestroy { .. }
         | VssEffect::RunHook { .. }
         | VssEffect::ZpoolSync { .. }
         | VssEffect::ZfsSnapshot { .. } => VssResult::Exit(ExitStatus::Code(0)),

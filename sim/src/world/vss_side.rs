@@ -73,10 +73,14 @@ pub struct VssPart {
     ping_in_flight: Option<EffectId>,
     /// A freezer crash scheduled a moment after a request (racing the daemon's ping).
     pub freezer_crash_at: Option<Instant>,
+    /// The daemon's prune under way: the pools it listed, and whether it has gone
+    /// without a hitch so far (then at most `snapshot_keep` of ours may survive it).
+    prune_watch: Option<(BTreeSet<String>, bool)>,
 }
 
 impl VssPart {
     pub fn new(setup: VssSetup) -> VssPart {
+        let snapshots = setup.snapshots.iter().cloned().collect();
         VssPart {
             kernel: SimVssKernel::default(),
             daemon: None,
@@ -105,11 +109,12 @@ impl VssPart {
             .tolerating_hook_failure(setup.model_tolerates_hook_failure),
             setup,
             timing: None,
-            snapshots: BTreeSet::new(),
+            snapshots,
             open_hooks: [Vec::new(), Vec::new()],
             thaw_due_by: None,
             ping_in_flight: None,
             freezer_crash_at: None,
+            prune_watch: None,
         }
     }
 
@@ -156,6 +161,8 @@ impl World {
     pub(super) fn vss_start(&mut self) {
         let Some(v) = self.vss.as_mut() else { return };
         v.restart_at = None;
+        // A prune of the daemon that went away ended with it.
+        v.prune_watch = None;
         v.daemon = Some(SimVssProc::daemon(&v.setup, self.now));
         v.kernel.open_daemon();
         if v.app.is_none() && v.setup.app.is_some() {
@@ -225,12 +232,65 @@ impl World {
                     if let (VssEvent::Vetoed(why), false) = (&e, app) {
                         self.vss_check_veto(why);
                     }
+                    if !app
+                        && matches!(
+                            e,
+                            VssEvent::PruneInterrupted { .. }
+                                | VssEvent::Abandoned { .. }
+                                | VssEvent::StepFailed { .. }
+                        )
+                    {
+                        if let Some(w) = self.vss.as_mut().and_then(|v| v.prune_watch.as_mut()) {
+                            w.1 = false;
+                        }
+                    }
                 }
                 VssOutput::Exit => self.vss_log("exit".into()),
             }
         }
+        if !app {
+            self.vss_prune_ended();
+        }
         for k in kout {
             self.vss_kernel_out(k);
+        }
+    }
+
+    /// A prune that ran to its end without a hitch leaves at most `snapshot_keep` of
+    /// our snapshots in each pool it listed. Catches a selection that keeps the wrong
+    /// ones or too many, and a prune that stops early without saying so.
+    fn vss_prune_ended(&mut self) {
+        let Some(v) = self.vss.as_mut() else { return };
+        if v.daemon.as_ref().is_some_and(|d| d.machine.pruning()) {
+            return;
+        }
+        let Some((pools, clean)) = v.prune_watch.take() else {
+            return;
+        };
+        let keep = usize::try_from(v.setup.config.snapshot_keep).unwrap_or(usize::MAX);
+        if !clean || keep == 0 {
+            return;
+        }
+        let prefix = &v.setup.config.snapshot_prefix;
+        let mut broken = None;
+        for pool in &pools {
+            let ours: Vec<&String> = v
+                .snapshots
+                .iter()
+                .filter(|n| {
+                    n.starts_with(&format!("{pool}@")) && crate::vss::our_snapshot(n, prefix)
+                })
+                .collect();
+            if ours.len() > keep {
+                broken.get_or_insert(format!(
+                    "after a complete prune {} of our snapshots of {pool} survive, \
+                     snapshot_keep is {keep}: {ours:?}",
+                    ours.len()
+                ));
+            }
+        }
+        if let Some(b) = broken {
+            self.fail(b);
         }
     }
 
@@ -301,6 +361,41 @@ impl World {
                 ));
             }
         }
+        // The prune: never anything but ours destroyed, and never a prune program while
+        // frozen or while a request waits at the daemon.
+        if !app
+            && matches!(
+                effect,
+                VssEffect::ListSnapshots { .. } | VssEffect::ZfsDestroy { .. }
+            )
+        {
+            // (`frozen_from` is brought up to date after this drain: not asked here.)
+            let frozen = !v.freezer.held().is_empty()
+                || v.daemon.as_ref().is_some_and(|d| d.machine.frozen());
+            if frozen {
+                broken.get_or_insert(format!("{} while frozen", describe(&effect)));
+            }
+            if v.kernel.holder() == Some(crate::vss::Party::Daemon) {
+                broken.get_or_insert(format!(
+                    "{} while a request waits for the daemon",
+                    describe(&effect)
+                ));
+            }
+            match &effect {
+                VssEffect::ZfsDestroy { snapshot, .. }
+                    if !crate::vss::our_snapshot(snapshot, &v.setup.config.snapshot_prefix) =>
+                {
+                    broken.get_or_insert(format!("destroyed {snapshot}, which is not ours"));
+                }
+                VssEffect::ListSnapshots { pool, .. } => {
+                    v.prune_watch
+                        .get_or_insert_with(|| (BTreeSet::new(), true))
+                        .0
+                        .insert(pool.clone());
+                }
+                _ => {}
+            }
+        }
         let pending = match &effect {
             VssEffect::Run { deadline, .. } | VssEffect::RunHook { deadline, .. } => {
                 let argv = program_argv(&effect).unwrap_or_default();
@@ -342,6 +437,31 @@ impl World {
                     done(died, VssResult::Exit(ExitStatus::TimedOut))
                 } else {
                     done(v.setup.snapshot_takes, VssResult::Exit(ExitStatus::Code(0)))
+                }
+            }
+            VssEffect::ListSnapshots { pool, .. } => {
+                let at = format!("{pool}@");
+                let names = v
+                    .snapshots
+                    .iter()
+                    .filter(|n| n.starts_with(&at))
+                    .cloned()
+                    .collect();
+                done(Duration::from_millis(5), VssResult::Snapshots(names))
+            }
+            VssEffect::ZfsDestroy { snapshot, .. } => {
+                // `zfs destroy` of a snapshot that is not there fails ("could not find").
+                if v.snapshots.remove(snapshot) {
+                    done(
+                        Duration::from_millis(5),
+                        VssResult::Exit(ExitStatus::Code(0)),
+                    )
+                } else {
+                    line.push_str(": no such snapshot");
+                    done(
+                        Duration::from_millis(5),
+                        VssResult::Exit(ExitStatus::Code(1)),
+                    )
                 }
             }
             VssEffect::KillFreezer => {
@@ -864,6 +984,8 @@ fn describe(e: &VssEffect) -> String {
             deadline.as_millis()
         ),
         VssEffect::ZfsSnapshot { snapshot, .. } => format!("zfs snapshot -r {snapshot}"),
+        VssEffect::ListSnapshots { pool, .. } => format!("zfs list snapshots of {pool}"),
+        VssEffect::ZfsDestroy { snapshot, .. } => format!("zfs destroy -r {snapshot}"),
         VssEffect::Suspend { mount, .. } => format!("suspend {mount}"),
         VssEffect::ResumeAll => "resume all".into(),
         VssEffect::KillFreezer => "kill freezer".into(),
