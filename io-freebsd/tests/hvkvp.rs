@@ -1866,8 +1866,18 @@ fn clear_killed_midway_and_beside_an_appender_leaves_whole_records() {
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
-        // Whatever the point: whole records, each an old one or an appended one.
-        let now = std::fs::read(&path).unwrap();
+        // Whatever the point: whole records, each an old one or an appended one. Read
+        // under the appender's lock: a read beside its write may see half a record
+        // (Linux does not order a read after a concurrent write).
+        let now = {
+            let f = std::fs::File::open(&path).unwrap();
+            let locked = Flock::lock(f, FlockArg::LockShared)
+                .map_err(|(_, e)| e)
+                .unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            drop(locked);
+            bytes
+        };
         assert_eq!(now.len() % POOL_RECORD_SIZE, 0, "a torn pool after a kill");
         delay += Duration::from_millis(5);
     }
