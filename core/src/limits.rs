@@ -84,6 +84,15 @@ pub const HOST_SAFE_VALUE_UNITS: usize = 1022;
 
 /// Longest list (addresses, gateways, DNS servers) accepted in SET_IP_INFO.
 pub const MAX_IP_LIST: usize = 64;
+/// Longest interface name: `IFNAMSIZ` less its terminator, 16 - 1 on FreeBSD and Linux.
+pub const MAX_INTERFACE_NAME: usize = 15;
+/// Most patterns in kvp.conf's `exclude_interfaces`.
+pub const MAX_EXCLUDE_PATTERNS: usize = 64;
+/// Most addresses a driver reports in `SystemInfo` (the auto pool shows at most 1022
+/// UTF-16 units of them per family anyway).
+pub const MAX_SYSTEM_ADDRS: usize = 1024;
+/// Most interfaces a driver reports as holding one MAC for GET_IP_INFO.
+pub const MAX_ADAPTER_CANDIDATES: usize = 16;
 /// Outputs that may queue between two drains; `handle` never produces more.
 pub const MAX_QUEUED_OUTPUTS: usize = 16;
 

@@ -98,8 +98,10 @@ fn sample_info() -> SystemInfo {
         os_name: "FreeBSD".into(),
         os_release: "14.1-RELEASE-p3".into(),
         machine: "amd64".into(),
-        ipv4: vec!["10.0.0.4".parse().unwrap()],
-        ipv6: vec![],
+        addrs: vec![hvguest_core::kvp::addresses::InterfaceAddr {
+            interface: "hn0".into(),
+            addr: "10.0.0.4".parse().unwrap(),
+        }],
     }
 }
 
@@ -456,7 +458,7 @@ fn vector_06_enumerate_auto_request_decodes() {
 
 #[test]
 fn vector_06_enumerate_auto_index_0() {
-    let auto = AutoPool::new(&sample_info());
+    let auto = AutoPool::new(&sample_info(), &Default::default(), &Default::default());
     let (k, v) = auto.entry(0).expect("index 0");
     assert_eq!(k.as_bytes(), b"FullyQualifiedDomainName");
     assert_eq!(v.as_bytes(), b"vm1.example.net");
@@ -487,7 +489,7 @@ fn vector_06_enumerate_auto_index_0() {
 
 #[test]
 fn vector_06_enumerate_auto_index_9_and_10() {
-    let auto = AutoPool::new(&sample_info());
+    let auto = AutoPool::new(&sample_info(), &Default::default(), &Default::default());
     for (i, name) in AUTO_KEYS.iter().enumerate() {
         let (k, _) = auto.entry(i as u32).expect("ten entries");
         assert_eq!(k.as_bytes(), name.as_bytes(), "index {i}");

@@ -35,14 +35,27 @@ pub fn vss_config(data: &[u8]) {
 }
 
 /// `kvp.conf`: a refusal names a line of the file; an accepted configuration keeps
-/// `max_records` within what the daemon holds, and the auto pool it gives has its ten
-/// keys.
+/// `max_records` within what the daemon holds, its interface patterns match (or not)
+/// without panicking, each matching itself when it has no special byte, and the auto
+/// pool it gives has its ten keys.
 pub fn kvp_config(data: &[u8]) {
+    use hvguest_core::kvp::addresses::InterfaceAddr;
+    use hvguest_core::kvp::auto::{AutoPool, SystemInfo};
     match kvp_config::parse(data) {
         Ok(cfg) => {
             assert!((1..=hvguest_core::limits::MAX_POOL_RECORDS).contains(&cfg.max_records));
-            let info = hvguest_core::kvp::auto::SystemInfo::default();
-            let auto = hvguest_core::kvp::auto::AutoPool::with_overrides(&info, &cfg.auto);
+            let mut info = SystemInfo::default();
+            for glob in cfg.addresses.exclude() {
+                let text = glob.as_str();
+                if !text.contains(['*', '?', '[']) {
+                    assert!(glob.matches(text), "{text}");
+                }
+                info.addrs.push(InterfaceAddr {
+                    interface: text.to_string(),
+                    addr: core::net::Ipv4Addr::new(10, 0, 0, 4).into(),
+                });
+            }
+            let auto = AutoPool::new(&info, &cfg.addresses, &cfg.auto);
             assert!(auto.entry(9).is_some() && auto.entry(10).is_none());
         }
         Err(bad) => {

@@ -16,9 +16,12 @@
 //! |---|---|---|
 //! | `auto.<Key>` | none | shown as `<Key>` in the auto pool (pool 2) instead of what the system says; `<Key>` is one of the ten auto-pool keys, exactly (`hvguest_core::kvp::auto::AUTO_KEYS`), another is an unknown key; the value is the rest of the line, at most 1022 UTF-16 units and 2047 bytes |
 //! | `max_records` | `10000` | the most records a SET may grow one pool file to, the host's or `hvkvp set`'s; 1 to 32768. The host's own limit is the smaller of this and its budget of 1024 records (`KvpConfig::host_limit`) |
+//! | `exclude_interfaces` | `lo*` | interfaces (shell globs against the whole name, space-separated, at most 64; `none`: none) whose addresses never appear in the auto pool and which GET_IP_INFO never answers for (`hvguest_core::kvp::addresses`) |
+//! | `address_order` | `ipv4-first` | `ipv4-first`, `ipv6-first` or `kernel`: the order of an adapter's addresses in GET_IP_INFO; within a family the kernel's order (primary address first), link-local last |
 
 use std::path::{Path, PathBuf};
 
+use hvguest_core::kvp::addresses::{AddressOrder, Glob};
 use hvguest_core::kvp::auto::AUTO_KEYS;
 use hvguest_core::kvp::machine::KvpConfig;
 use hvguest_core::limits::MAX_POOL_RECORDS;
@@ -45,6 +48,23 @@ pub const SAMPLE: &str = "\
 # its limit is the smaller of the two, so only a value under 1024 changes what
 # the host may store.
 max_records = 10000
+
+# Interfaces the host is never shown: their addresses stay out of the auto
+# pool's NetworkAddressIPv4/IPv6, and GET_IP_INFO never answers with them (it
+# takes the next interface holding the MAC, a vlan(4) over hn0 or a lagg, or
+# fails when there is none).
+# Shell patterns (* ? [a-z] [!a-z]) matched against the whole name, separated
+# by spaces; `none` excludes none. Loopback, link-local and unspecified
+# addresses are never shown, whatever this says. For example:
+#   exclude_interfaces = lo* bridge* tap* epair* wg*
+exclude_interfaces = lo*
+
+# The order of an adapter's addresses in GET_IP_INFO, which is what Hyper-V
+# Manager, Get-VMNetworkAdapter and the Vagrant and Packer providers show
+# (they connect to the first): ipv4-first, ipv6-first, or kernel (as
+# ifconfig lists them). Within a family the interface's primary address
+# comes first and link-local addresses last.
+address_order = ipv4-first
 
 # What the auto pool (pool 2) shows the host, key by key, instead of what the
 # system says: FullyQualifiedDomainName, IntegrationServicesVersion,
@@ -104,6 +124,24 @@ pub fn parse(text: &[u8]) -> Result<KvpConfig, BadLine> {
                 cfg.max_records =
                     count(setting.value, MAX_POOL_RECORDS).map_err(|why| setting.bad_value(why))?
             }
+            "exclude_interfaces" => {
+                // A value cannot be empty: `none` spells the empty list.
+                let words = match setting.value {
+                    "none" => "",
+                    list => list,
+                };
+                let patterns = words
+                    .split_ascii_whitespace()
+                    .map(Glob::new)
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|p| cfg.addresses.set_exclude(p));
+                patterns.map_err(|e| setting.bad_value(e.to_string()))?
+            }
+            "address_order" => {
+                cfg.addresses.order = AddressOrder::parse(setting.value).ok_or_else(|| {
+                    setting.bad_value(format!("must be one of {}", AddressOrder::NAMES.join(", ")))
+                })?
+            }
             key => {
                 let name = key
                     .strip_prefix("auto.")
@@ -118,7 +156,7 @@ pub fn parse(text: &[u8]) -> Result<KvpConfig, BadLine> {
 }
 
 fn is_known(key: &str) -> bool {
-    matches!(key, "max_records")
+    matches!(key, "max_records" | "exclude_interfaces" | "address_order")
         || key
             .strip_prefix("auto.")
             .is_some_and(|k| AUTO_KEYS.contains(&k))
@@ -190,6 +228,26 @@ mod tests {
                 format!("line 2: `max_records = {v}`: must be a whole number from 1 to 32768")
             );
         }
+    }
+
+    #[test]
+    fn interfaces_and_order() {
+        let c =
+            parse(b"exclude_interfaces = lo* bridge* tap[0-9]\naddress_order = kernel").unwrap();
+        let names: Vec<&str> = c.addresses.exclude().iter().map(Glob::as_str).collect();
+        assert_eq!(names, ["lo*", "bridge*", "tap[0-9]"]);
+        assert!(!c.addresses.shows("tap3") && c.addresses.shows("hn0"));
+        assert_eq!(c.addresses.order, AddressOrder::Kernel);
+        let none = parse(b"exclude_interfaces = none").unwrap();
+        assert!(none.addresses.exclude().is_empty());
+        assert_eq!(
+            bad("exclude_interfaces = tap[0-9").to_string(),
+            "line 1: `exclude_interfaces = tap[0-9`: `[` opens a set that no `]` closes"
+        );
+        assert_eq!(
+            bad("address_order = ipv6").to_string(),
+            "line 1: `address_order = ipv6`: must be one of ipv4-first, ipv6-first, kernel"
+        );
     }
 
     #[test]

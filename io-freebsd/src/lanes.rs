@@ -73,7 +73,7 @@ impl Lanes {
             },
         )?;
         let sys_thread = worker("kvp-system", sys_rx, done_tx, waker, move |e| match e {
-            Effect::QueryAdapter(mac) => EffectResult::Adapter(sysinfo::query_adapter(*mac)),
+            Effect::QueryAdapter(mac) => EffectResult::Adapters(sysinfo::query_adapter(*mac)),
             Effect::ApplyIpConfig { config, deadline } => {
                 match sysinfo::apply_ip_config(config, &scripts_dir, *deadline) {
                     Ok(()) => EffectResult::Done,

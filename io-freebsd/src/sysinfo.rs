@@ -10,8 +10,8 @@
 //!
 //! # What each function reads
 //!
-//! * [`system_info`]: `uname(3)` and `getifaddrs(3)`. Loopback, link-local and
-//!   unspecified addresses are left out (the core filters them too).
+//! * [`system_info`]: `uname(3)` and `getifaddrs(3)`: every address with its
+//!   interface's name, in the kernel's order; the core chooses what the host sees.
 //! * [`lookup_fqdn`]: `gethostname(3)`, then `getaddrinfo(3)` with `AI_CANONNAME`.
 //! * [`query_adapter`]: `getifaddrs(3)` (link-layer address, addresses, netmasks);
 //!   the default routes (FreeBSD: the `net.route` sysctl, `NET_RT_DUMP`; Linux:
@@ -49,10 +49,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hvguest_core::kvp::addresses::{InterfaceAddr, NamedAdapter};
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::effect::IoError;
 use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, IpConfig, Mac};
-use hvguest_core::limits::MAX_IP_LIST;
+use hvguest_core::limits::{MAX_ADAPTER_CANDIDATES, MAX_IP_LIST, MAX_SYSTEM_ADDRS};
 use hvguest_core::vss::effect::ExitStatus;
 use nix::ifaddrs::{getifaddrs, InterfaceAddress};
 use nix::libc;
@@ -64,8 +65,11 @@ use crate::programs;
 // ---------------------------------------------------------------------------------
 // The auto pool
 
-/// Operating system names and every reported address, for the auto pool. `fqdn` is
-/// passed in: it comes from [`lookup_fqdn`], run off the request path.
+/// Operating system names and every address of every interface, for the auto pool.
+/// `fqdn` is passed in: it comes from [`lookup_fqdn`], run off the request path. The
+/// addresses are the kernel's, in its order and unfiltered (link-local ones without an
+/// embedded scope): which of them the host sees is the core's choice
+/// (`AddressSelection`).
 pub fn system_info(fqdn: &str) -> SystemInfo {
     let (os_name, os_release, machine) = match nix::sys::utsname::uname() {
         Ok(u) => (
@@ -75,16 +79,16 @@ pub fn system_info(fqdn: &str) -> SystemInfo {
         ),
         Err(_) => Default::default(),
     };
-    let mut ipv4 = Vec::new();
-    let mut ipv6 = Vec::new();
+    let mut addrs = Vec::new();
     for ifa in getifaddrs().into_iter().flatten() {
-        if ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK) {
-            continue;
+        if addrs.len() == MAX_SYSTEM_ADDRS {
+            break;
         }
-        match ifa.address.as_ref().and_then(ip_of) {
-            Some(IpAddr::V4(a)) if reported_v4(&a) && !ipv4.contains(&a) => ipv4.push(a),
-            Some(IpAddr::V6(a)) if reported_v6(&a) && !ipv6.contains(&a) => ipv6.push(a),
-            _ => {}
+        if let Some(addr) = ifa.address.as_ref().and_then(ip_of) {
+            addrs.push(InterfaceAddr {
+                interface: ifa.interface_name.clone(),
+                addr,
+            });
         }
     }
     SystemInfo {
@@ -92,17 +96,8 @@ pub fn system_info(fqdn: &str) -> SystemInfo {
         os_name,
         os_release,
         machine,
-        ipv4,
-        ipv6,
+        addrs,
     }
-}
-
-fn reported_v4(a: &Ipv4Addr) -> bool {
-    !a.is_loopback() && !a.is_link_local() && !a.is_unspecified()
-}
-
-fn reported_v6(a: &Ipv6Addr) -> bool {
-    !a.is_loopback() && !a.is_unspecified() && !is_link_local_v6(a)
 }
 
 fn is_link_local_v6(a: &Ipv6Addr) -> bool {
@@ -222,21 +217,25 @@ impl Paths {
     }
 }
 
-/// Addresses, gateways, DNS servers and DHCP state of the interface whose link-layer
-/// address is `mac`, or `None` if no interface has it. Reads the real system files.
-pub fn query_adapter(mac: Mac) -> Option<AdapterInfo> {
+/// Addresses, gateways, DNS servers and DHCP state of every interface whose
+/// link-layer address is `mac`, in `getifaddrs` order; empty if none has it. Reads the
+/// real system files.
+pub fn query_adapter(mac: Mac) -> Vec<NamedAdapter> {
     query_adapter_in(mac, &Paths::system())
 }
 
 /// [`query_adapter`] reading the files named in `paths`.
 ///
-/// Interfaces sharing the MAC (lagg members, an SR-IOV VF beside its `hn`;
-/// docs/protocol/kvp.md §7, K4):
-/// the first one in `getifaddrs` order that has an IP address wins; if none has one,
-/// the first one. Loopback interfaces never match. Every address of the interface is
-/// reported, link-local included; each list stops at `MAX_IP_LIST` items.
-pub fn query_adapter_in(mac: Mac, paths: &Paths) -> Option<AdapterInfo> {
-    let list: Vec<InterfaceAddress> = getifaddrs().ok()?.collect();
+/// Several interfaces may share the MAC (a vlan(4) over `hn0`, lagg members, an SR-IOV
+/// VF beside its `hn`; docs/protocol/kvp.md §7, K4): all are reported, at most
+/// `MAX_ADAPTER_CANDIDATES`, and the core chooses (`AddressSelection::choose`).
+/// Loopback interfaces never match. Every address of an interface is reported,
+/// link-local included, in the kernel's order; each list stops at `MAX_IP_LIST` items.
+pub fn query_adapter_in(mac: Mac, paths: &Paths) -> Vec<NamedAdapter> {
+    let Ok(list) = getifaddrs() else {
+        return Vec::new();
+    };
+    let list: Vec<InterfaceAddress> = list.collect();
     let mut candidates: Vec<(&str, usize)> = Vec::new();
     for ifa in &list {
         if ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK) {
@@ -245,30 +244,35 @@ pub fn query_adapter_in(mac: Mac, paths: &Paths) -> Option<AdapterInfo> {
         let Some((found, index)) = ifa.address.as_ref().and_then(link_mac) else {
             continue;
         };
-        if found == mac.0 && !candidates.iter().any(|(n, _)| *n == ifa.interface_name) {
+        let new = !candidates.iter().any(|(n, _)| *n == ifa.interface_name);
+        if found == mac.0 && new && candidates.len() < MAX_ADAPTER_CANDIDATES {
             candidates.push((ifa.interface_name.as_str(), index));
         }
     }
-    let with_addrs: Vec<(&str, usize, Vec<IfAddr>)> = candidates
-        .into_iter()
-        .map(|(name, index)| (name, index, addresses_of(&list, name)))
-        .collect();
-    let (name, index, addrs) = match with_addrs.iter().position(|c| !c.2.is_empty()) {
-        Some(i) => with_addrs.into_iter().nth(i)?,
-        None => with_addrs.into_iter().next()?,
+    let mut dns = match candidates.is_empty() {
+        true => Vec::new(),
+        false => std::fs::read_to_string(&paths.resolv_conf)
+            .map(|t| parse_resolv_conf(&t))
+            .unwrap_or_default(),
     };
-    let mut gateways = gateways(name, index, paths);
-    gateways.truncate(MAX_IP_LIST);
-    let mut dns = std::fs::read_to_string(&paths.resolv_conf)
-        .map(|t| parse_resolv_conf(&t))
-        .unwrap_or_default();
     dns.truncate(MAX_IP_LIST);
-    Some(AdapterInfo {
-        addrs,
-        gateways,
-        dns,
-        dhcp: dhcp_enabled(name, index, paths),
-    })
+    candidates
+        .into_iter()
+        .map(|(name, index)| {
+            let mut gateways = gateways(name, index, paths);
+            gateways.truncate(MAX_IP_LIST);
+            let info = AdapterInfo {
+                addrs: addresses_of(&list, name),
+                gateways,
+                dns: dns.clone(),
+                dhcp: dhcp_enabled(name, index, paths),
+            };
+            NamedAdapter {
+                interface: name.to_string(),
+                info,
+            }
+        })
+        .collect()
 }
 
 /// The MAC and interface index of a link-layer address of Ethernet length.
@@ -1136,14 +1140,22 @@ garbage line
     // ------------------------------------------------------------------ the system
 
     #[test]
-    fn system_info_has_uname_and_no_loopback() {
+    fn system_info_has_uname_and_every_address() {
         let info = system_info("vm1.example.net");
         assert_eq!(info.fqdn, "vm1.example.net");
         assert!(!info.os_name.is_empty());
         assert!(!info.os_release.is_empty());
         assert!(!info.machine.is_empty());
-        assert!(info.ipv4.iter().all(reported_v4));
-        assert!(info.ipv6.iter().all(reported_v6));
+        // Every machine has a loopback interface, and its addresses are listed with
+        // its name: excluding them is the core's choice.
+        assert!(
+            info.addrs
+                .iter()
+                .any(|a| a.addr.is_loopback() && !a.interface.is_empty()),
+            "{:?}",
+            info.addrs
+        );
+        assert!(info.addrs.len() <= MAX_SYSTEM_ADDRS);
     }
 
     #[test]
@@ -1157,10 +1169,15 @@ garbage line
 
     #[test]
     fn unknown_mac_is_none() {
-        assert_eq!(
-            query_adapter(Mac([0xfe, 0xed, 0xfa, 0xce, 0xbe, 0xef])),
-            None
-        );
+        assert_eq!(query_adapter(Mac([0xfe, 0xed, 0xfa, 0xce, 0xbe, 0xef])), []);
+    }
+
+    /// The one interface holding a MAC no other interface holds.
+    fn only(mut found: Vec<NamedAdapter>, name: &str) -> AdapterInfo {
+        assert_eq!(found.len(), 1, "{found:?}");
+        let one = found.remove(0);
+        assert_eq!(one.interface, name);
+        one.info
     }
 
     /// An interface with a MAC and at least one address, with those addresses.
@@ -1204,7 +1221,7 @@ garbage line
             eprintln!("no non-loopback interface with a MAC and an address; skipped");
             return;
         };
-        let info = query_adapter(mac).expect("the interface exists");
+        let info = only(query_adapter(mac), &name);
         let got: Vec<IpAddr> = info.addrs.iter().map(|a| a.addr).collect();
         assert_eq!(got, addrs, "addresses of {name}");
         for a in &info.addrs {
@@ -1237,7 +1254,7 @@ garbage line
             lease_dirs: vec![d.join("leases"), d.join("missing")],
             networkd_leases: d.join("networkd"),
         };
-        let info = query_adapter_in(mac, &paths).unwrap();
+        let info = only(query_adapter_in(mac, &paths), &name);
         assert_eq!(info.dns, ips(&["10.9.9.9", "::9"]));
         #[cfg(target_os = "linux")]
         {
@@ -1251,14 +1268,14 @@ garbage line
                 u32::from_ne_bytes([10, 0, 0, 1])
             );
             std::fs::write(d.join("route"), route).unwrap();
-            let info = query_adapter_in(mac, &paths).unwrap();
+            let info = only(query_adapter_in(mac, &paths), &name);
             assert!(info.dhcp);
             assert_eq!(info.gateways, ips(&["10.0.0.1"]));
         }
         #[cfg(target_os = "freebsd")]
         assert!(info.dhcp);
         paths.resolv_conf = d.join("no-such-file");
-        assert!(query_adapter_in(mac, &paths).unwrap().dns.is_empty());
+        assert!(only(query_adapter_in(mac, &paths), &name).dns.is_empty());
     }
 
     // ------------------------------------------------------------------ the script

@@ -1364,3 +1364,90 @@ fn auto_values_of_kvp_conf_are_what_the_host_reads() {
     // The rest is the system's: FreeBSD, or whatever runs the test.
     assert!(!value("ProcessorArchitecture").is_empty());
 }
+
+/// A non-loopback interface of this machine with a MAC and an IPv4 address: its name,
+/// its MAC in the host's form, and its addresses (IPv4 and IPv6) as text.
+fn an_interface_with_ipv4() -> Option<(String, String, Vec<String>)> {
+    let list: Vec<_> = nix::ifaddrs::getifaddrs().ok()?.collect();
+    for ifa in &list {
+        let name = &ifa.interface_name;
+        let Ok(mac) = std::fs::read_to_string(format!("/sys/class/net/{name}/address")) else {
+            continue;
+        };
+        let mac = mac.trim().to_ascii_uppercase();
+        if name.starts_with("lo") || mac.len() != 17 || mac == "00:00:00:00:00:00" {
+            continue;
+        }
+        let addrs: Vec<String> = list
+            .iter()
+            .filter(|o| &o.interface_name == name)
+            .filter_map(|o| o.address.as_ref())
+            .filter_map(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                (Some(v4), _) => Some(v4.ip().to_string()),
+                (_, Some(v6)) => Some(v6.ip().to_string()),
+                _ => None,
+            })
+            .collect();
+        if addrs.iter().any(|a| !a.contains(':')) {
+            return Some((name.clone(), mac, addrs));
+        }
+    }
+    None
+}
+
+fn get_ip_info(link: &mut DaemonLink, mac: &str) -> Result<(String, String), Status> {
+    let ask = Request::GetIpInfo {
+        adapter_id: mac.as_bytes().to_vec(),
+        addr_family: 0,
+    };
+    match call(link, &ask) {
+        Reply::IpInfo(f) => Ok((
+            String::from_utf8(f.ip_addr).unwrap(),
+            String::from_utf8(f.sub_net).unwrap(),
+        )),
+        Reply::Status(s) => Err(s),
+        other => panic!("GET_IP_INFO answered {other:?}"),
+    }
+}
+
+/// kvp.conf's `exclude_interfaces` and `address_order`, through the real daemon and
+/// this machine's real interfaces: an excluded interface's addresses leave the auto
+/// pool and GET_IP_INFO no longer answers for its MAC; the order puts a family first.
+#[test]
+fn interfaces_of_kvp_conf_shape_what_the_host_reads() {
+    let Some((name, mac, addrs)) = an_interface_with_ipv4() else {
+        eprintln!("no interface with a MAC and an IPv4 address here; skipped");
+        return;
+    };
+    let v4: Vec<&String> = addrs.iter().filter(|a| !a.contains(':')).collect();
+    let dir = TestDir::new("interfaces");
+    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    {
+        std::fs::write(dir.config(), "address_order = ipv6-first\n").unwrap();
+        let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+        let shown = get(&mut link, PoolId::Auto, "NetworkAddressIPv4").unwrap();
+        assert!(
+            shown.contains(v4[0].as_str()),
+            "{shown} lacks {name}'s {}",
+            v4[0]
+        );
+        let (listed, masks) = get_ip_info(&mut link, &mac).unwrap();
+        let listed: Vec<&str> = listed.split(';').collect();
+        assert_eq!(listed.len(), masks.split(';').count(), "a mask per address");
+        let first_v4 = listed.iter().position(|a| !a.contains(':')).unwrap();
+        assert!(
+            listed[..first_v4].len() == addrs.len() - v4.len(),
+            "IPv6 first: {listed:?}"
+        );
+    }
+    std::fs::write(dir.config(), format!("exclude_interfaces = lo* {name}\n")).unwrap();
+    let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    let shown = get(&mut link, PoolId::Auto, "NetworkAddressIPv4").unwrap();
+    for a in &v4 {
+        assert!(
+            !shown.split(';').any(|s| s == a.as_str()),
+            "{shown} shows {a} of {name}"
+        );
+    }
+    assert_eq!(get_ip_info(&mut link, &mac), Err(Status::E_FAIL));
+}

@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use hvguest_core::kvp::addresses::NamedAdapter;
 use hvguest_core::kvp::auto::SystemInfo;
-use hvguest_core::kvp::effect::{Effect, EffectId, EffectResult, FileId, Input};
-use hvguest_core::kvp::ip::{AdapterInfo, IpConfig, Mac};
+use hvguest_core::kvp::effect::{Effect, EffectId, EffectResult, FileId, Input, Lane};
+use hvguest_core::kvp::ip::{IpConfig, Mac};
 use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
 use hvguest_core::kvp::wire::Message;
 use hvguest_core::Instant;
@@ -75,7 +76,8 @@ impl Latency {
 /// The guest's network as `QueryAdapter` and `ApplyIpConfig` see it.
 #[derive(Clone, Debug, Default)]
 pub struct SimNet {
-    pub adapters: BTreeMap<Mac, AdapterInfo>,
+    /// Every interface holding each MAC, in the kernel's order.
+    pub adapters: BTreeMap<Mac, Vec<NamedAdapter>>,
     pub applied: Vec<IpConfig>,
     /// `ApplyIpConfig` fails (the script exits non-zero).
     pub apply_fails: bool,
@@ -96,6 +98,9 @@ pub struct SimDaemon {
     /// Results on their way back, by completion time then issue order.
     completions: Vec<(Instant, EffectId, EffectResult)>,
     parked: Vec<(EffectId, Effect)>,
+    /// The system-lane effect (an adapter query, an IP script) not yet completed: the
+    /// host's next GET/SET_IP_INFO is refused while it runs.
+    system_in_flight: Option<EffectId>,
     pub exited: bool,
     /// Effects still allowed to execute; `None` = unlimited. At zero, further effects
     /// park forever: the crash-at-every-step tests stop the world there.
@@ -122,6 +127,7 @@ impl SimDaemon {
             latency: setup.latency.clone(),
             completions: Vec::new(),
             parked: Vec::new(),
+            system_in_flight: None,
             exited: false,
             effect_budget: None,
         };
@@ -175,6 +181,9 @@ impl SimDaemon {
         net: &mut SimNet,
         out: &mut Vec<Observed>,
     ) {
+        if effect.lane() == Lane::System {
+            self.system_in_flight = Some(id);
+        }
         if let Some(b) = self.effect_budget.as_mut() {
             if *b == 0 {
                 out.push(Observed::Parked(id));
@@ -192,6 +201,11 @@ impl SimDaemon {
                 self.parked.push((id, effect));
             }
         }
+    }
+
+    /// Whether a system-lane effect (an adapter query, an IP script) is still running.
+    pub fn system_busy(&self) -> bool {
+        self.system_in_flight.is_some()
     }
 
     /// Runs one effect against the world; `None` if it cannot complete now.
@@ -219,7 +233,9 @@ impl SimDaemon {
                 .set_len(&file_name(file), *len)
                 .map(|_| EffectResult::Done),
             Effect::Fsync(f) => fs.fsync(&file_name(f)).map(|_| EffectResult::Done),
-            Effect::QueryAdapter(mac) => Ok(EffectResult::Adapter(net.adapters.get(mac).cloned())),
+            Effect::QueryAdapter(mac) => Ok(EffectResult::Adapters(
+                net.adapters.get(mac).cloned().unwrap_or_default(),
+            )),
             Effect::ApplyIpConfig { config: cfg, .. } => {
                 if net.apply_fails {
                     Ok(EffectResult::Failed(hvguest_core::kvp::effect::IoError(1)))
@@ -285,6 +301,9 @@ impl SimDaemon {
             match due {
                 Some(i) => {
                     let (_, id, result) = self.completions.remove(i);
+                    if self.system_in_flight == Some(id) {
+                        self.system_in_flight = None;
+                    }
                     out.push(Observed::Result(id, result.clone()));
                     self.handle(now, Input::EffectDone { id, result }, fs, net, out);
                 }

@@ -32,8 +32,7 @@ pub fn test_info() -> SystemInfo {
         os_name: "FreeBSD".into(),
         os_release: "14.1-RELEASE".into(),
         machine: "amd64".into(),
-        ipv4: vec![core::net::Ipv4Addr::new(10, 0, 0, 4)],
-        ipv6: vec![],
+        addrs: crate::network::Network::fixed().system_addrs(),
     }
 }
 

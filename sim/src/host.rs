@@ -8,10 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use hvguest_core::kvp::auto::{AutoPool, SystemInfo};
+use hvguest_core::kvp::auto::{SystemInfo, INTEGRATION_VERSION};
 use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::wire::{IpFields, PoolId, Reply, Request, Status};
 
+use crate::network::Network;
 use crate::prng::Prng;
 
 /// Keys the host owns never start with this; outside writers' keys always do.
@@ -602,23 +603,41 @@ impl ExpectedAuto {
     }
 }
 
-/// The auto pool the host expects, from the system information the daemon was given
-/// and the world's kvp.conf `auto.<Key>` values (`overrides`, key name and value). The
-/// override is applied here, by name, not by the core's `AutoOverrides`: a core that
-/// put a value under the wrong key, or kept the system's, disagrees with this.
-pub fn expected_auto(info: &SystemInfo, overrides: &[(String, String)]) -> ExpectedAuto {
-    let base = AutoPool::new(info);
-    let entries = (0..)
-        .map_while(|i| base.entry(i))
-        .map(|(k, v)| {
-            let set = overrides
-                .iter()
-                .find(|(name, _)| name.as_bytes() == k.as_bytes());
-            let value = match set {
-                Some((_, text)) => Value::new(text.as_bytes()).expect("generated overrides fit"),
-                None => v.clone(),
-            };
-            (k.clone(), value)
+/// The auto pool the host expects, from the system information the daemon was given,
+/// the world's interfaces (`network`, with kvp.conf's choice among them) and its
+/// kvp.conf `auto.<Key>` values (`overrides`, key name and value). Written from the
+/// spec's table (docs/protocol/kvp.md §4.1) and kvp.conf(5), not with the core's
+/// `AutoPool`; overrides are applied by name: a core that put a value under the wrong
+/// key, or kept the system's, disagrees with this.
+pub fn expected_auto(
+    info: &SystemInfo,
+    network: &Network,
+    overrides: &[(String, String)],
+) -> ExpectedAuto {
+    let release = info.os_release.as_str();
+    let version = release.split('-').next().unwrap_or_default();
+    let mut numbers = version.split('.');
+    let (major, minor) = (numbers.next(), numbers.next());
+    let (v4, v6) = network.expected_auto_lists();
+    let system: [(&str, &str); 10] = [
+        ("FullyQualifiedDomainName", &info.fqdn),
+        ("IntegrationServicesVersion", INTEGRATION_VERSION),
+        ("NetworkAddressIPv4", &v4),
+        ("NetworkAddressIPv6", &v6),
+        ("OSBuildNumber", version),
+        ("OSName", &info.os_name),
+        ("OSMajorVersion", major.unwrap_or_default()),
+        ("OSMinorVersion", minor.unwrap_or_default()),
+        ("OSVersion", version),
+        ("ProcessorArchitecture", &info.machine),
+    ];
+    let entries = system
+        .iter()
+        .map(|(name, value)| {
+            let set = overrides.iter().find(|(k, _)| k == name);
+            let text = set.map_or(*value, |(_, v)| v.as_str());
+            let key = Key::new(name.as_bytes()).expect("the spec's keys fit");
+            (key, Value::truncated(text.as_bytes()))
         })
         .collect();
     ExpectedAuto { entries }

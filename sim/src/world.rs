@@ -4,13 +4,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::network::Network;
 use hvguest_core::kvp::effect::{FileId, Input, IoError};
-use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac};
 use hvguest_core::kvp::machine::{Event, KvpConfig};
 use hvguest_core::kvp::record::{decode_pool, PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
-use hvguest_core::limits::{HOST_POOL_RECORDS, POOL_RECORD_SIZE};
+use hvguest_core::limits::{HOST_POOL_RECORDS, KVP_REPLY_BUDGET, POOL_RECORD_SIZE};
 use hvguest_core::Instant;
 
 use crate::daemon::{DaemonSetup, Latency, Observed, SimDaemon, SimNet};
@@ -125,6 +125,9 @@ struct Outstanding {
     /// answered from memory (by design: reads go on while a write is stuck), which may
     /// miss what other programs wrote since the last look.
     busy_at_delivery: bool,
+    /// A system-lane effect of an earlier request was still running when this one
+    /// arrived: a GET/SET_IP_INFO is then refused (E_FAIL) rather than queued.
+    system_busy_at_delivery: bool,
     /// When the request was first handed to a daemon.
     delivered_at: Option<Instant>,
     /// A malformed message with one defect, or a SET the daemon must refuse (an empty
@@ -146,6 +149,9 @@ pub struct World {
     crash_pending: bool,
     model: Model,
     auto: ExpectedAuto,
+    /// The guest's interfaces and kvp.conf's choice among them; `net` is what the
+    /// daemon's queries see of it.
+    network: Network,
     workload: Workload,
     faults_prng: Prng,
     crash_prng: Prng,
@@ -198,19 +204,11 @@ impl World {
     pub fn new(opts: SimOptions, fs: SimFs) -> World {
         let master = Prng::new(opts.seed);
         let info = test_info();
-        let mut net = SimNet::default();
-        net.adapters.insert(
-            Mac([0, 0x15, 0x5d, 1, 2, 3]),
-            AdapterInfo {
-                addrs: vec![IfAddr {
-                    addr: "10.0.0.4".parse().expect("literal"),
-                    prefix: 24,
-                }],
-                gateways: vec!["10.0.0.1".parse().expect("literal")],
-                dns: vec!["168.63.129.16".parse().expect("literal")],
-                dhcp: true,
-            },
-        );
+        let network = Network::fixed();
+        let net = SimNet {
+            adapters: network.adapters(),
+            ..SimNet::default()
+        };
         let setup = DaemonSetup {
             config: KvpConfig::default(),
             info: info.clone(),
@@ -218,7 +216,8 @@ impl World {
         };
         World {
             now: Instant::from_millis(0),
-            auto: expected_auto(&info, &[]),
+            auto: expected_auto(&info, &network, &[]),
+            network,
             workload: Workload::new(master.fork("host")),
             faults_prng: master.fork("faults"),
             crash_prng: master.fork("crash"),
@@ -399,8 +398,10 @@ impl World {
                     ),
                 );
                 let busy = self.daemon.as_ref().is_some_and(|d| !d.machine.is_idle());
+                let system_busy = self.daemon.as_ref().is_some_and(SimDaemon::system_busy);
                 if let Some(o) = self.outstanding.as_mut().filter(|o| Some(o.id) == id) {
                     o.busy_at_delivery |= busy;
+                    o.system_busy_at_delivery |= system_busy;
                     o.delivered_at.get_or_insert(self.now);
                     // A re-delivery after a restart keeps its first hand-off: the kernel's 5 s
                     // run from there, not from the new daemon's read.
@@ -490,6 +491,11 @@ impl World {
             self.stats.replies_ok += 1;
         }
         let failed_ok = timed_out || self.errors_possible;
+        // Answered at its deadline: a system query that took too long (a slow effect)
+        // is answered E_FAIL, as the kernel's own timeout would be.
+        let late = o
+            .delivered_at
+            .is_some_and(|t| self.now >= t.saturating_add(KVP_REPLY_BUDGET));
         let residue = match (&req, &reply) {
             (Request::Get { pool, key }, r) => {
                 let v = match r {
@@ -554,6 +560,11 @@ impl World {
             // A residue record, a tool key's stale read (accepted, see `tool_side`), or
             // memory from before another program emptied the pool (see `emptied`):
             // not an observation.
+        } else if let Err(m) =
+            self.network
+                .check_ip_info(&req, &reply, failed_ok || late || o.system_busy_at_delivery)
+        {
+            self.fail(m);
         } else if let Err(Mismatch(m)) = check_reply(
             &mut self.model,
             &self.auto,
@@ -642,6 +653,7 @@ impl World {
             redelivered: false,
             walk_step,
             busy_at_delivery: false,
+            system_busy_at_delivery: false,
             delivered_at: None,
             malformed_status,
         });
@@ -1260,6 +1272,29 @@ impl World {
         self.random()
     }
 
+    /// The guest's interfaces and kvp.conf's `exclude_interfaces` and `address_order`,
+    /// from their own stream: what the daemon is told and queries, and what the host
+    /// must be shown.
+    fn random_network(&mut self) {
+        let network = Network::random(&mut Prng::new(self.opts.seed).fork("network"));
+        let names: Vec<&str> = network.interfaces.iter().map(|i| i.name.as_str()).collect();
+        self.log(
+            "world",
+            &format!(
+                "interfaces {}; kvp.conf: {}",
+                names.join(" "),
+                network.conf_lines().join("; ")
+            ),
+        );
+        match network.selection() {
+            Ok(s) => self.setup.config.addresses = s,
+            Err(e) => self.fail(format!("the core refused kvp.conf's interface lines: {e}")),
+        }
+        self.setup.info.addrs = network.system_addrs();
+        self.net.adapters = network.adapters();
+        self.network = network;
+    }
+
     fn random(&mut self) -> Result<Stats, Failure> {
         // Two seeds in three also have the VSS side, with its own stream.
         let mut vss_prng = Prng::new(self.opts.seed).fork("vss");
@@ -1293,6 +1328,7 @@ impl World {
         // One world in four has a kvp.conf `auto.<Key>` value (its own stream); the
         // host expects it where the model puts it, by name.
         let mut conf_prng = Prng::new(self.opts.seed).fork("kvp-config");
+        let mut overrides = Vec::new();
         if self.daemon.is_none() && conf_prng.chance(1, 4) {
             let (key, value) = random_auto_override(&mut conf_prng);
             self.log(
@@ -1305,8 +1341,12 @@ impl World {
                     value.len()
                 ));
             }
-            self.auto = expected_auto(&self.setup.info, &[(key, value)]);
+            overrides.push((key, value));
         }
+        if self.daemon.is_none() {
+            self.random_network();
+        }
+        self.auto = expected_auto(&self.setup.info, &self.network, &overrides);
         if self.opts.faults {
             self.tool = Some(ToolPart::new(Prng::new(self.opts.seed).fork("tool")));
             // Per seed: Linux's page dropping after a failed fsync, and coarse stamps.

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use hvguest_core::kvp::addresses::{AddressOrder, Glob, NamedAdapter};
 use hvguest_core::kvp::effect::{FileId, IoError};
 use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac};
+use hvguest_core::kvp::machine::KvpConfig;
 use hvguest_core::kvp::record::{decode_pool, encode_pool, PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::wire::{IpFields, PoolId, Reply, Request, Status};
@@ -426,21 +428,91 @@ fn a_persistent_error_fails_the_pool_until_recovery_succeeds() {
     assert_eq!(h.daemon.machine.pool(PoolId::Guest).records(), &got[..]);
 }
 
+/// kvp.conf's `exclude_interfaces` and `address_order` reach GET_IP_INFO through the
+/// machine: a vlan(4) sharing hn0's MAC and listed first is skipped once excluded, and
+/// the addresses come in the configured order with their masks beside them.
+#[test]
+fn ip_info_follows_the_configured_interfaces_and_order() {
+    let holder = |name: &str, addrs: &[(&str, u8)], gw: &str| NamedAdapter {
+        interface: name.into(),
+        info: AdapterInfo {
+            addrs: addrs
+                .iter()
+                .map(|(a, prefix)| IfAddr {
+                    addr: a.parse().unwrap(),
+                    prefix: *prefix,
+                })
+                .collect(),
+            gateways: vec![gw.parse().unwrap()],
+            dns: vec![],
+            dhcp: false,
+        },
+    };
+    let holders = vec![
+        holder("vlan10", &[("10.10.0.4", 24)], "10.10.0.1"),
+        holder(
+            "hn0",
+            &[("fe80::1", 64), ("2001:db8::4", 64), ("10.0.0.4", 24)],
+            "10.0.0.1",
+        ),
+    ];
+    let ask = Request::GetIpInfo {
+        adapter_id: b"00:15:5D:01:02:03".to_vec(),
+        addr_family: 0,
+    };
+    let run = |config: KvpConfig| {
+        let mut h = KvpHarness::with_config(SimFs::new(), Latency::default(), config);
+        h.net
+            .adapters
+            .insert(Mac([0, 0x15, 0x5d, 1, 2, 3]), holders.clone());
+        match h.request(&ask) {
+            Some(Reply::IpInfo(f)) => {
+                [f.ip_addr, f.sub_net, f.gate_way].map(|b| String::from_utf8(b).unwrap())
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        run(KvpConfig::default()),
+        ["10.10.0.4", "255.255.255.0", "10.10.0.1"]
+    );
+    let mut config = KvpConfig::default();
+    config
+        .addresses
+        .set_exclude(vec![Glob::new("vlan*").unwrap()])
+        .unwrap();
+    assert_eq!(
+        run(config.clone()),
+        [
+            "10.0.0.4;2001:db8::4;fe80::1",
+            "255.255.255.0;64;64",
+            "10.0.0.1"
+        ]
+    );
+    config.addresses.order = AddressOrder::Ipv6First;
+    assert_eq!(run(config.clone())[0], "2001:db8::4;fe80::1;10.0.0.4");
+    config.addresses.order = AddressOrder::Kernel;
+    assert_eq!(run(config)[0], "fe80::1;2001:db8::4;10.0.0.4");
+}
+
 #[test]
 fn ip_info_is_answered_from_the_driver_and_bad_config_never_reaches_it() {
     let mut h = KvpHarness::new(SimFs::new());
     let mac = Mac([0, 0x15, 0x5d, 1, 2, 3]);
     h.net.adapters.insert(
         mac,
-        AdapterInfo {
-            addrs: vec![IfAddr {
-                addr: "10.0.0.4".parse().unwrap(),
-                prefix: 24,
-            }],
-            gateways: vec!["10.0.0.1".parse().unwrap()],
-            dns: vec!["168.63.129.16".parse().unwrap()],
-            dhcp: true,
-        },
+        vec![NamedAdapter {
+            interface: "hn0".into(),
+            info: AdapterInfo {
+                addrs: vec![IfAddr {
+                    addr: "10.0.0.4".parse().unwrap(),
+                    prefix: 24,
+                }],
+                gateways: vec!["10.0.0.1".parse().unwrap()],
+                dns: vec!["168.63.129.16".parse().unwrap()],
+                dhcp: true,
+            },
+        }],
     );
     let get_ip = |m: &str| Request::GetIpInfo {
         adapter_id: m.as_bytes().to_vec(),

@@ -5,11 +5,12 @@
 //! committed traces by recording the simulated daemon (do it only on purpose: a trace
 //! that stops replaying is a behaviour change to look at).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use hvguest_core::kvp::addresses::{InterfaceAddr, NamedAdapter};
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac};
 use hvguest_core::kvp::record::{encode_pool, Record};
@@ -84,8 +85,18 @@ fn guest_info() -> SystemInfo {
         os_name: "FreeBSD".into(),
         os_release: "14.1-RELEASE-p3".into(),
         machine: "amd64".into(),
-        ipv4: vec![Ipv4Addr::new(10, 0, 0, 4), Ipv4Addr::new(127, 0, 0, 1)],
-        ipv6: vec!["fd00::4".parse().unwrap()],
+        addrs: [
+            ("lo0", "127.0.0.1"),
+            ("lo0", "::1"),
+            ("hn0", "10.0.0.4"),
+            ("hn0", "fd00::4"),
+        ]
+        .iter()
+        .map(|(interface, addr)| InterfaceAddr {
+            interface: interface.to_string(),
+            addr: addr.parse().unwrap(),
+        })
+        .collect(),
     }
 }
 
@@ -161,21 +172,24 @@ fn malformed_and_ip_info() -> (Recording, Vec<Vec<u8>>) {
     };
     world.adapters.insert(
         Mac([0x00, 0x15, 0x5d, 0x01, 0x02, 0x03]),
-        AdapterInfo {
-            addrs: vec![
-                IfAddr {
-                    addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 4)),
-                    prefix: 24,
-                },
-                IfAddr {
-                    addr: IpAddr::V6("fd00::4".parse().unwrap()),
-                    prefix: 64,
-                },
-            ],
-            gateways: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))],
-            dns: vec![IpAddr::V4(Ipv4Addr::new(168, 63, 129, 16))],
-            dhcp: true,
-        },
+        vec![NamedAdapter {
+            interface: "hn0".into(),
+            info: AdapterInfo {
+                addrs: vec![
+                    IfAddr {
+                        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 4)),
+                        prefix: 24,
+                    },
+                    IfAddr {
+                        addr: IpAddr::V6("fd00::4".parse().unwrap()),
+                        prefix: 64,
+                    },
+                ],
+                gateways: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))],
+                dns: vec![IpAddr::V4(Ipv4Addr::new(168, 63, 129, 16))],
+                dhcp: true,
+            },
+        }],
     );
     let mut unknown_op = vec![0u8; KVP_MSG_SIZE];
     unknown_op[0] = 7;
@@ -489,8 +503,9 @@ fn a_hand_written_trace_parses() {
     let text = "# hvguest kvp recording v1\n\
         # a comment\n\
         \n\
-        sysinfo fqdn=my%20host os_name=FreeBSD ipv4=10.0.0.4,10.0.0.5 ipv6=\n\
-        adapter 00:15:5d:01:02:03 addrs=10.0.0.4/24,fd00::4/64 dhcp=1\n\
+        sysinfo fqdn=my%20host os_name=FreeBSD addrs=10.0.0.4%hn0,fe80::1%lo%2C0 ipv4=10.0.0.5 ipv6=\n\
+        adapter 00:15:5d:01:02:03 name=vlan10 dhcp=1\n\
+        adapter 00:15:5d:01:02:03 name=hn0 addrs=10.0.0.4/24,fd00::4/64 dhcp=1\n\
         pool 1 6b~511 76~2047\n\
         pool 1 61~2559\n\
         5 out 04~7429\n\
@@ -498,9 +513,24 @@ fn a_hand_written_trace_parses() {
     let t = Recording::parse(text).unwrap();
     assert_eq!(t.info.fqdn, "my host");
     assert_eq!(t.info.os_release, "");
-    assert_eq!(t.info.ipv4.len(), 2);
-    assert!(t.info.ipv6.is_empty());
-    let a = &t.adapters[&Mac([0, 0x15, 0x5d, 1, 2, 3])];
+    let listed: Vec<(String, String)> = t
+        .info
+        .addrs
+        .iter()
+        .map(|a| (a.interface.clone(), a.addr.to_string()))
+        .collect();
+    let want = [("hn0", "10.0.0.4"), ("lo,0", "fe80::1"), ("", "10.0.0.5")];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(i, a)| (i.to_string(), a.to_string()))
+        .collect();
+    assert_eq!(listed, want, "addrs= first, then the older ipv4= and ipv6=");
+    let holders = &t.adapters[&Mac([0, 0x15, 0x5d, 1, 2, 3])];
+    assert_eq!(
+        holders[0].interface, "vlan10",
+        "the file's order is the kernel's"
+    );
+    let a = &holders[1].info;
     assert!(a.dhcp && a.addrs.len() == 2 && a.gateways.is_empty());
     assert_eq!(t.pools[1].len(), 2 * 2560);
     assert_eq!(t.messages.len(), 2);
@@ -605,19 +635,18 @@ fn system_info() -> impl Strategy<Value = SystemInfo> {
         "[ -~]{0,12}",
         any::<String>(),
         "[a-z0-9=% ]{0,8}",
-        prop::collection::vec(any::<u32>().prop_map(Ipv4Addr::from), 0..3),
-        prop::collection::vec(any::<u128>().prop_map(Ipv6Addr::from), 0..3),
+        prop::collection::vec((any::<String>(), ip()), 0..4),
     )
-        .prop_map(
-            |(fqdn, os_name, os_release, machine, ipv4, ipv6)| SystemInfo {
-                fqdn,
-                os_name,
-                os_release,
-                machine,
-                ipv4,
-                ipv6,
-            },
-        )
+        .prop_map(|(fqdn, os_name, os_release, machine, addrs)| SystemInfo {
+            fqdn,
+            os_name,
+            os_release,
+            machine,
+            addrs: addrs
+                .into_iter()
+                .map(|(interface, addr)| InterfaceAddr { interface, addr })
+                .collect(),
+        })
 }
 
 fn if_addr() -> impl Strategy<Value = IfAddr> {
@@ -640,31 +669,34 @@ fn ip() -> impl Strategy<Value = IpAddr> {
     ]
 }
 
-fn adapter() -> impl Strategy<Value = (Mac, AdapterInfo)> {
+/// The holders of one MAC: distinct names (a second line for a name is refused).
+fn holders() -> impl Strategy<Value = Vec<NamedAdapter>> {
+    prop::collection::btree_map(any::<String>(), adapter(), 1..3).prop_map(|m| {
+        m.into_iter()
+            .map(|(interface, info)| NamedAdapter { interface, info })
+            .collect()
+    })
+}
+
+fn adapter() -> impl Strategy<Value = AdapterInfo> {
     (
-        any::<[u8; 6]>(),
         prop::collection::vec(if_addr(), 0..3),
         prop::collection::vec(ip(), 0..3),
         prop::collection::vec(ip(), 0..3),
         any::<bool>(),
     )
-        .prop_map(|(mac, addrs, gateways, dns, dhcp)| {
-            (
-                Mac(mac),
-                AdapterInfo {
-                    addrs,
-                    gateways,
-                    dns,
-                    dhcp,
-                },
-            )
+        .prop_map(|(addrs, gateways, dns, dhcp)| AdapterInfo {
+            addrs,
+            gateways,
+            dns,
+            dhcp,
         })
 }
 
 fn trace() -> impl Strategy<Value = Recording> {
     (
         system_info(),
-        prop::collection::btree_map(any::<[u8; 6]>(), adapter(), 0..3),
+        prop::collection::btree_map(any::<[u8; 6]>().prop_map(Mac), holders(), 0..3),
         prop::collection::vec(message_bytes(), 5),
         prop::collection::vec((0u64..1_000_000, any::<bool>(), message_bytes()), 0..12),
     )
@@ -687,7 +719,7 @@ fn trace() -> impl Strategy<Value = Recording> {
                 .collect();
             Recording {
                 info,
-                adapters: adapters.into_values().collect(),
+                adapters,
                 pools: pools.try_into().unwrap(),
                 messages,
                 info_changes: Vec::new(),
@@ -841,7 +873,7 @@ fn a_recorded_sysinfo_change_is_replayed_at_its_time() {
         ..before.clone()
     };
     let fqdn_reply = |info: &SystemInfo| {
-        let auto = AutoPool::new(info);
+        let auto = AutoPool::new(info, &Default::default(), &Default::default());
         let (k, v) = auto.entry(0).unwrap();
         encode_reply(&Reply::Entry {
             key: k.clone(),

@@ -1,12 +1,15 @@
 //! The auto pool (pool 2): ten keys generated from system information (docs/protocol/kvp.md §4.1).
 //!
-//! Differences from the stock FreeBSD daemon, on purpose: loopback and link-local
-//! addresses are left out and lists have no trailing `;` (as the Linux daemon); the host
-//! name is whatever the driver looked up in the background, never looked up on the
-//! request path (problem K2); OSMajorVersion/OSMinorVersion are filled from the release.
+//! The OS fields are the stock FreeBSD daemon's: OSName `uname -s`, OSVersion and
+//! OSBuildNumber `kern.osrelease` up to its first `-`, ProcessorArchitecture `uname -m`
+//! (`hw.machine`). Differences from it, on purpose: OSMajorVersion and OSMinorVersion
+//! are the release's two numbers (the stock daemon leaves them empty; they agree with
+//! `kern.osreldate`, 1401000 for 14.1); loopback and link-local addresses, and
+//! interfaces kvp.conf excludes, are left out, and lists have no trailing `;` (as the
+//! Linux daemon); the host name is whatever the driver looked up in the background,
+//! never looked up on the request path (problem K2).
 
-use core::net::{Ipv4Addr, Ipv6Addr};
-
+use crate::kvp::addresses::{AddressSelection, InterfaceAddr};
 use crate::kvp::text::{Key, Value};
 use crate::limits::HOST_SAFE_VALUE_UNITS;
 
@@ -22,8 +25,9 @@ pub struct SystemInfo {
     pub os_release: String,
     /// `uname -m`, e.g. `amd64`.
     pub machine: String,
-    pub ipv4: Vec<Ipv4Addr>,
-    pub ipv6: Vec<Ipv6Addr>,
+    /// Every address of every interface, in the kernel's order, unfiltered (at most
+    /// `MAX_SYSTEM_ADDRS`): which ones the host sees is the core's choice.
+    pub addrs: Vec<InterfaceAddr>,
 }
 
 /// The auto pool's keys, in enumeration order.
@@ -42,15 +46,6 @@ pub const AUTO_KEYS: [&str; 10] = [
 
 /// Reported as IntegrationServicesVersion.
 pub const INTEGRATION_VERSION: &str = concat!("hvguest ", env!("CARGO_PKG_VERSION"));
-
-fn is_reported_v4(a: &Ipv4Addr) -> bool {
-    !a.is_loopback() && !a.is_link_local() && !a.is_unspecified()
-}
-
-fn is_reported_v6(a: &Ipv6Addr) -> bool {
-    // fe80::/10 is link-local.
-    !a.is_loopback() && !a.is_unspecified() && (a.segments()[0] & 0xffc0) != 0xfe80
-}
 
 /// Joins with `;`, stopping before the host-safe value length would be passed.
 fn join_bounded(items: impl Iterator<Item = String>) -> String {
@@ -127,32 +122,20 @@ pub struct AutoPool {
 }
 
 impl AutoPool {
-    pub fn new(info: &SystemInfo) -> AutoPool {
-        AutoPool::with_overrides(info, &AutoOverrides::default())
-    }
-
-    /// The values `info` gives, except where `overrides` sets one.
-    pub fn with_overrides(info: &SystemInfo, overrides: &AutoOverrides) -> AutoPool {
+    /// The values `info` gives, its addresses as `shown` selects them, except where
+    /// `overrides` sets a value.
+    pub fn new(info: &SystemInfo, shown: &AddressSelection, overrides: &AutoOverrides) -> AutoPool {
         let build = info.os_release.split('-').next().unwrap_or("").to_string();
         let mut version = build.split('.');
         let major = version.next().unwrap_or("").to_string();
         let minor = version.next().unwrap_or("").to_string();
+        let (v4, v6) = shown.auto_addresses(&info.addrs);
         let values = [
             info.fqdn.clone(),
             INTEGRATION_VERSION.to_string(),
-            join_bounded(
-                info.ipv4
-                    .iter()
-                    .filter(|a| is_reported_v4(a))
-                    .map(|a| a.to_string()),
-            ),
-            join_bounded(
-                info.ipv6
-                    .iter()
-                    .filter(|a| is_reported_v6(a))
-                    .map(|a| a.to_string()),
-            ),
-            info.os_release.clone(),
+            join_bounded(v4.iter().map(ToString::to_string)),
+            join_bounded(v6.iter().map(ToString::to_string)),
+            build.clone(),
             info.os_name.clone(),
             major,
             minor,
@@ -186,6 +169,22 @@ impl AutoPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kvp::addresses::Glob;
+
+    fn at(interface: &str, addr: &str) -> InterfaceAddr {
+        InterfaceAddr {
+            interface: interface.into(),
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    fn plain(info: &SystemInfo) -> AutoPool {
+        AutoPool::new(
+            info,
+            &AddressSelection::default(),
+            &AutoOverrides::default(),
+        )
+    }
 
     #[test]
     fn ten_keys_in_order_with_documented_values() {
@@ -194,19 +193,22 @@ mod tests {
             os_name: "FreeBSD".into(),
             os_release: "14.1-RELEASE-p3".into(),
             machine: "amd64".into(),
-            ipv4: vec![
-                Ipv4Addr::LOCALHOST,
-                Ipv4Addr::new(10, 0, 0, 4),
-                Ipv4Addr::new(169, 254, 1, 1),
-                Ipv4Addr::new(10, 1, 0, 4),
-            ],
-            ipv6: vec![
-                Ipv6Addr::LOCALHOST,
-                "fe80::1".parse().unwrap(),
-                "2001:db8::4".parse().unwrap(),
+            addrs: vec![
+                at("lo0", "127.0.0.1"),
+                at("lo0", "::1"),
+                at("hn0", "fe80::1"),
+                at("hn0", "10.0.0.4"),
+                at("hn0", "169.254.1.1"),
+                at("hn0", "2001:db8::4"),
+                at("hn1", "10.1.0.4"),
+                at("tap0", "192.168.9.1"),
             ],
         };
-        let a = AutoPool::new(&info);
+        let mut shown = AddressSelection::default();
+        shown
+            .set_exclude(vec![Glob::new("lo*").unwrap(), Glob::new("tap*").unwrap()])
+            .unwrap();
+        let a = AutoPool::new(&info, &shown, &AutoOverrides::default());
         let got: Vec<(String, String)> = (0..10)
             .map(|i| {
                 a.entry(i)
@@ -219,7 +221,7 @@ mod tests {
             ("IntegrationServicesVersion", INTEGRATION_VERSION),
             ("NetworkAddressIPv4", "10.0.0.4;10.1.0.4"),
             ("NetworkAddressIPv6", "2001:db8::4"),
-            ("OSBuildNumber", "14.1-RELEASE-p3"),
+            ("OSBuildNumber", "14.1"),
             ("OSName", "FreeBSD"),
             ("OSMajorVersion", "14"),
             ("OSMinorVersion", "1"),
@@ -246,13 +248,13 @@ mod tests {
         o.set("OSName", "FreeBSD (web tier)").unwrap();
         o.set("FullyQualifiedDomainName", "web1.contoso.com")
             .unwrap();
-        let a = AutoPool::with_overrides(&info, &o);
+        let a = AutoPool::new(&info, &AddressSelection::default(), &o);
         let get = |k: &str| a.get(&Key::new(k.as_bytes()).unwrap()).unwrap().to_string();
         assert_eq!(get("OSName"), "FreeBSD (web tier)");
         assert_eq!(get("FullyQualifiedDomainName"), "web1.contoso.com");
         assert_eq!(get("ProcessorArchitecture"), "");
         // The same order and keys as without.
-        let plain = AutoPool::new(&info);
+        let plain = plain(&info);
         for i in 0..10 {
             assert_eq!(a.entry(i).unwrap().0, plain.entry(i).unwrap().0);
         }
@@ -277,12 +279,15 @@ mod tests {
     #[test]
     fn long_address_lists_stay_within_host_limit() {
         let info = SystemInfo {
-            ipv6: (0..200u16)
-                .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0xffff, i))
+            addrs: (0..200u16)
+                .map(|i| InterfaceAddr {
+                    interface: "hn0".into(),
+                    addr: core::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0xffff, i).into(),
+                })
                 .collect(),
             ..Default::default()
         };
-        let a = AutoPool::new(&info);
+        let a = plain(&info);
         let v = a.get(&Key::new(b"NetworkAddressIPv6").unwrap()).unwrap();
         assert!(v.len() <= HOST_SAFE_VALUE_UNITS);
         assert!(!v.to_string().ends_with(';'));

@@ -107,8 +107,10 @@ pub fn result(r: &EffectResult) -> String {
         EffectResult::Done => "done".into(),
         EffectResult::Stamp(s) => format!("len={} v{}", s.len, s.change),
         EffectResult::Data(d) => format!("{}B", d.len()),
-        EffectResult::Adapter(a) => {
-            (if a.is_some() { "adapter" } else { "no adapter" }).to_string()
+        EffectResult::Adapters(found) if found.is_empty() => "no adapter".into(),
+        EffectResult::Adapters(found) => {
+            let names: Vec<&str> = found.iter().map(|a| a.interface.as_str()).collect();
+            format!("adapters {}", names.join(","))
         }
         EffectResult::Failed(e) => format!("failed {e}"),
     }

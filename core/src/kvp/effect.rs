@@ -8,8 +8,9 @@
 
 use std::time::Duration;
 
+use crate::kvp::addresses::NamedAdapter;
 use crate::kvp::auto::SystemInfo;
-use crate::kvp::ip::{AdapterInfo, IpConfig, Mac};
+use crate::kvp::ip::{IpConfig, Mac};
 use crate::kvp::wire::PoolId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,9 +90,10 @@ pub enum Effect {
         len: u64,
     },
     Fsync(FileId),
-    /// Addresses, gateways, DNS and DHCP state of the interface with this MAC (exact,
-    /// case-insensitive match; the interface that has the addresses). Answered with
-    /// [`EffectResult::Adapter`].
+    /// Addresses, gateways, DNS and DHCP state of every interface whose link-layer
+    /// address is this MAC, in the kernel's order (at most `MAX_ADAPTER_CANDIDATES`;
+    /// loopback has no MAC). Answered with [`EffectResult::Adapters`]; the machine
+    /// chooses among them (`AddressSelection::choose`).
     QueryAdapter(Mac),
     /// Apply a validated configuration: the driver runs the configured script with the
     /// values as separate arguments and kills it at `deadline` (chosen by the machine to
@@ -200,7 +202,8 @@ pub enum EffectResult {
     Done,
     Stamp(FileStamp),
     Data(Vec<u8>),
-    Adapter(Option<AdapterInfo>),
+    /// Every interface holding the MAC asked for, possibly none.
+    Adapters(Vec<NamedAdapter>),
     Failed(IoError),
 }
 

@@ -22,6 +22,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::kvp::addresses::AddressSelection;
 use crate::kvp::auto::{AutoOverrides, AutoPool, SystemInfo};
 use crate::kvp::effect::{Effect, EffectId, EffectResult, FileStamp, Input, IoError, Lane};
 use crate::kvp::ip::{IpConfig, IpConfigError, Mac};
@@ -52,6 +53,9 @@ pub struct KvpConfig {
     pub max_records: usize,
     /// kvp.conf's `auto.<Key>` values, shown in the auto pool instead of the system's.
     pub auto: AutoOverrides,
+    /// kvp.conf's `exclude_interfaces` and `address_order`: which interfaces and
+    /// addresses the auto pool and GET_IP_INFO show, in which order.
+    pub addresses: AddressSelection,
 }
 
 impl KvpConfig {
@@ -72,6 +76,7 @@ impl Default for KvpConfig {
             stamp_granularity: Duration::ZERO,
             max_records: DEFAULT_MAX_RECORDS,
             auto: AutoOverrides::default(),
+            addresses: AddressSelection::default(),
         }
     }
 }
@@ -238,7 +243,7 @@ impl KvpMachine {
             read_at: now,
             health: Health::Unknown,
         };
-        let auto = AutoPool::with_overrides(info, &config.auto);
+        let auto = AutoPool::new(info, &config.addresses, &config.auto);
         let mut m = KvpMachine {
             config,
             now,
@@ -319,7 +324,7 @@ impl KvpMachine {
             Input::DeviceRead(bytes) => self.on_device_read(&bytes),
             Input::EffectDone { id, result } => self.on_effect(id, result),
             Input::SystemInfo(info) => {
-                self.auto = AutoPool::with_overrides(&info, &self.config.auto)
+                self.auto = AutoPool::new(&info, &self.config.addresses, &self.config.auto)
             }
             Input::Timer => self.on_timer(),
             Input::Shutdown => {
@@ -743,10 +748,11 @@ impl KvpMachine {
                     return;
                 };
                 let reply = match (request, result) {
-                    (Request::GetIpInfo { adapter_id, .. }, EffectResult::Adapter(Some(info))) => {
-                        match Mac::parse(adapter_id) {
-                            Some(mac) => Reply::IpInfo(info.to_fields(mac)),
-                            None => Reply::Status(Status::E_FAIL),
+                    (Request::GetIpInfo { adapter_id, .. }, EffectResult::Adapters(found)) => {
+                        let chosen = self.config.addresses.choose(&found);
+                        match (Mac::parse(adapter_id), chosen) {
+                            (Some(mac), Some(info)) => Reply::IpInfo(info.to_fields(mac)),
+                            _ => Reply::Status(Status::E_FAIL),
                         }
                     }
                     (Request::SetIpInfo(_), EffectResult::Done) => Reply::Status(Status::OK),

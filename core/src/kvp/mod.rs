@@ -5,8 +5,9 @@
 //! [`journal`] (crash safety) → [`jobs`] (the persistence protocol as effects) →
 //! [`machine`] (requests, deadlines, lanes); [`tool_write`] runs the same jobs as a
 //! tool's (`hvkvp`'s) whole SET/DELETE. [`auto`] and [`ip`] hold the auto pool and
-//! IP configuration rules.
+//! IP configuration rules, [`addresses`] which interfaces and addresses the host sees.
 
+pub mod addresses;
 pub mod auto;
 pub mod describe;
 pub mod effect;

@@ -17,8 +17,8 @@
 //! separated by spaces or tabs. The other lines are:
 //!
 //! ```text
-//! sysinfo fqdn=<text> os_name=<text> os_release=<text> machine=<text> ipv4=<a,b> ipv6=<a,b>
-//! adapter <MAC> addrs=<ip/prefix,..> gateways=<ip,..> dns=<ip,..> dhcp=<0|1>
+//! sysinfo fqdn=<text> os_name=<text> os_release=<text> machine=<text> addrs=<ip%if,..>
+//! adapter <MAC> name=<text> addrs=<ip/prefix,..> gateways=<ip,..> dns=<ip,..> dhcp=<0|1>
 //! pool <0..4> <bytes>
 //! <t_ns> in <bytes>
 //! <t_ns> out <bytes>
@@ -26,12 +26,18 @@
 //!
 //! * `sysinfo` (at most one): what the daemon started with (`SystemInfo`). `<text>` is
 //!   percent-encoded: space, `%`, `=`, control bytes and every byte outside printable
-//!   ASCII are written `%XX` (two hex digits, the byte of the UTF-8 encoding). Lists are
-//!   comma-separated addresses, possibly empty (`ipv6=`). A missing field, or a missing
+//!   ASCII, and `,`, are written `%XX` (two hex digits, the byte of the UTF-8
+//!   encoding). `addrs` lists every address of every interface in the kernel's order,
+//!   comma-separated, each as the address, `%` and the interface's name as `<text>`
+//!   (`10.0.0.4%hn0,fe80::1%lo0`, the zone notation of RFC 4007; possibly empty). The
+//!   fields `ipv4=<a,b>` and `ipv6=<a,b>` of older recordings are still read: their
+//!   addresses, IPv4 first, with no interface name. A missing field, or a missing
 //!   line, means empty.
-//! * `adapter` (zero or more, one per MAC): what querying that interface returns for
-//!   GET_IP_INFO. The MAC is six hex pairs separated by `:` (the host's form,
-//!   `00:15:5D:01:02:03`). Missing fields mean empty lists and `dhcp=0`.
+//! * `adapter` (zero or more): one interface holding a MAC, and what querying it returns
+//!   for GET_IP_INFO. Several interfaces may hold one MAC (a vlan(4) over `hn0`); their
+//!   lines keep the kernel's order. The MAC is six hex pairs separated by `:` (the
+//!   host's form, `00:15:5D:01:02:03`). Missing fields mean an empty name, empty lists
+//!   and `dhcp=0`.
 //! * `pool N` (zero or more): the bytes of `.kvp_pool_N` when the daemon started. Several
 //!   lines for the same pool are concatenated in order (the writer puts one 2560-byte
 //!   record per line); a pool with no line started empty (or absent, which is the same
@@ -68,11 +74,14 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
+use crate::kvp::addresses::{InterfaceAddr, NamedAdapter};
 use crate::kvp::auto::SystemInfo;
 use crate::kvp::effect::FileId;
 use crate::kvp::ip::{AdapterInfo, IfAddr, Mac};
 use crate::kvp::wire::{self, Op, PoolId};
-use crate::limits::{KVP_KEY_FIELD, KVP_MSG_SIZE, POOL_RECORD_SIZE};
+use crate::limits::{
+    KVP_KEY_FIELD, KVP_MSG_SIZE, MAX_ADAPTER_CANDIDATES, MAX_SYSTEM_ADDRS, POOL_RECORD_SIZE,
+};
 
 /// The first line of every recording.
 pub const HEADER: &str = "# hvguest kvp recording v1";
@@ -117,7 +126,8 @@ pub struct DeviceMessage {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recording {
     pub info: SystemInfo,
-    pub adapters: BTreeMap<Mac, AdapterInfo>,
+    /// Every interface holding each MAC, in the kernel's order.
+    pub adapters: BTreeMap<Mac, Vec<NamedAdapter>>,
     /// Initial bytes of `.kvp_pool_N`, indexed by pool number.
     pub pools: [Vec<u8>; 5],
     pub messages: Vec<DeviceMessage>,
@@ -154,6 +164,8 @@ pub enum ParseErrorKind {
     DuplicateSysinfo,
     #[error("a second adapter line for {0}")]
     DuplicateAdapter(String),
+    #[error("more than {MAX_ADAPTER_CANDIDATES} interfaces hold {0}")]
+    TooManyAdapters(String),
     /// A `name=value` token whose name the line does not have.
     #[error("unknown field `{0}`")]
     UnknownField(String),
@@ -261,10 +273,10 @@ pub fn decode_bytes(text: &str) -> Result<Vec<u8>, String> {
 // Percent-encoded text.
 
 fn needs_escape(b: u8) -> bool {
-    b <= b' ' || b >= 0x7f || b == b'%' || b == b'='
+    b <= b' ' || b >= 0x7f || b == b'%' || b == b'=' || b == b','
 }
 
-/// Percent-encodes space, `%`, `=`, control and non-ASCII bytes.
+/// Percent-encodes space, `%`, `=`, `,`, control and non-ASCII bytes.
 pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for &b in text.as_bytes() {
@@ -357,7 +369,15 @@ fn fields<'a>(
 fn sysinfo<'a>(tokens: impl Iterator<Item = &'a str>) -> Result<SystemInfo, ParseErrorKind> {
     let f = fields(
         tokens,
-        &["fqdn", "os_name", "os_release", "machine", "ipv4", "ipv6"],
+        &[
+            "fqdn",
+            "os_name",
+            "os_release",
+            "machine",
+            "addrs",
+            "ipv4",
+            "ipv6",
+        ],
     )?;
     let text = |name: &str| -> Result<String, ParseErrorKind> {
         f.get(name)
@@ -372,20 +392,55 @@ fn sysinfo<'a>(tokens: impl Iterator<Item = &'a str>) -> Result<SystemInfo, Pars
         os_name: text("os_name")?,
         os_release: text("os_release")?,
         machine: text("machine")?,
-        ipv4: list::<Ipv4Addr>("ipv4", f.get("ipv4").copied().unwrap_or(""))?,
-        ipv6: list::<Ipv6Addr>("ipv6", f.get("ipv6").copied().unwrap_or(""))?,
+        addrs: system_addrs(&f)?,
     })
+}
+
+/// `addrs=`, then the older `ipv4=` and `ipv6=` (no interface names).
+fn system_addrs(f: &BTreeMap<&str, &str>) -> Result<Vec<InterfaceAddr>, ParseErrorKind> {
+    let get = |name: &str| f.get(name).copied().unwrap_or("");
+    let mut out = Vec::new();
+    for item in get("addrs").split(',').filter(|s| !s.is_empty()) {
+        let bad = |reason: String| ParseErrorKind::BadValue {
+            field: "addrs".into(),
+            reason,
+        };
+        let (addr, interface) = item
+            .split_once('%')
+            .ok_or_else(|| bad(format!("`{item}` is not address%interface")))?;
+        out.push(InterfaceAddr {
+            addr: addr
+                .parse()
+                .map_err(|_| bad(format!("`{addr}` is not an address")))?,
+            interface: percent_decode(interface).map_err(bad)?,
+        });
+    }
+    let unnamed = |addr: IpAddr| InterfaceAddr {
+        interface: String::new(),
+        addr,
+    };
+    let v4 = list::<Ipv4Addr>("ipv4", get("ipv4"))?;
+    let v6 = list::<Ipv6Addr>("ipv6", get("ipv6"))?;
+    out.extend(v4.into_iter().map(|a| unnamed(IpAddr::V4(a))));
+    out.extend(v6.into_iter().map(|a| unnamed(IpAddr::V6(a))));
+    if out.len() > MAX_SYSTEM_ADDRS {
+        return Err(ParseErrorKind::BadValue {
+            field: "addrs".into(),
+            reason: format!("more than {MAX_SYSTEM_ADDRS} addresses"),
+        });
+    }
+    Ok(out)
 }
 
 fn adapter<'a>(
     mut tokens: impl Iterator<Item = &'a str>,
-) -> Result<(Mac, AdapterInfo), ParseErrorKind> {
+) -> Result<(Mac, NamedAdapter), ParseErrorKind> {
     let mac_text = tokens.next().unwrap_or("");
     let mac = Some(mac_text)
         .filter(|m| m.len() == 17 && m.split(':').count() == 6)
         .and_then(|m| Mac::parse(m.as_bytes()))
         .ok_or_else(|| ParseErrorKind::BadMac(mac_text.into()))?;
-    let f = fields(tokens, &["addrs", "gateways", "dns", "dhcp"])?;
+    let f = fields(tokens, &["name", "addrs", "gateways", "dns", "dhcp"])?;
     let get = |name: &str| f.get(name).copied().unwrap_or("");
     let dhcp = match get("dhcp") {
         "" | "0" => false,
@@ -397,15 +452,17 @@ fn adapter<'a>(
             })
         }
     };
-    Ok((
-        mac,
-        AdapterInfo {
-            addrs: if_addrs(get("addrs"))?,
-            gateways: list("gateways", get("gateways"))?,
-            dns: list("dns", get("dns"))?,
-            dhcp,
-        },
-    ))
+    let interface = percent_decode(get("name")).map_err(|reason| ParseErrorKind::BadValue {
+        field: "name".into(),
+        reason,
+    })?;
+    let info = AdapterInfo {
+        addrs: if_addrs(get("addrs"))?,
+        gateways: list("gateways", get("gateways"))?,
+        dns: list("dns", get("dns"))?,
+        dhcp,
+    };
+    Ok((mac, NamedAdapter { interface, info }))
 }
 
 fn rest_as_bytes<'a>(
@@ -475,10 +532,16 @@ impl Recording {
                     recording.info = sysinfo(tokens).map_err(at_line)?;
                 }
                 "adapter" => {
-                    let (mac, info) = adapter(tokens).map_err(at_line)?;
-                    if recording.adapters.insert(mac, info).is_some() {
-                        return Err(at_line(ParseErrorKind::DuplicateAdapter(mac.to_string())));
+                    let (mac, named) = adapter(tokens).map_err(at_line)?;
+                    let holders = recording.adapters.entry(mac).or_default();
+                    if holders.iter().any(|h| h.interface == named.interface) {
+                        let what = format!("{mac} named `{}`", named.interface);
+                        return Err(at_line(ParseErrorKind::DuplicateAdapter(what)));
                     }
+                    if holders.len() == MAX_ADAPTER_CANDIDATES {
+                        return Err(at_line(ParseErrorKind::TooManyAdapters(mac.to_string())));
+                    }
+                    holders.push(named);
                 }
                 "pool" => {
                     let n = tokens.next().unwrap_or("");
@@ -540,10 +603,16 @@ impl Recording {
         s.push('\n');
         let join = |items: Vec<String>| items.join(",");
         let _ = writeln!(s, "{}", sysinfo_line(&self.info));
-        for (mac, a) in &self.adapters {
+        for (mac, a) in self
+            .adapters
+            .iter()
+            .flat_map(|(m, all)| all.iter().map(move |a| (m, a)))
+        {
+            let name = percent_encode(&a.interface);
+            let a = &a.info;
             let _ = writeln!(
                 s,
-                "adapter {mac} addrs={} gateways={} dns={} dhcp={}",
+                "adapter {mac} name={name} addrs={} gateways={} dns={} dhcp={}",
                 join(
                     a.addrs
                         .iter()
@@ -601,13 +670,17 @@ impl Recording {
 pub fn sysinfo_line(i: &SystemInfo) -> String {
     let join = |items: Vec<String>| items.join(",");
     format!(
-        "sysinfo fqdn={} os_name={} os_release={} machine={} ipv4={} ipv6={}",
+        "sysinfo fqdn={} os_name={} os_release={} machine={} addrs={}",
         percent_encode(&i.fqdn),
         percent_encode(&i.os_name),
         percent_encode(&i.os_release),
         percent_encode(&i.machine),
-        join(i.ipv4.iter().map(ToString::to_string).collect()),
-        join(i.ipv6.iter().map(ToString::to_string).collect()),
+        join(
+            i.addrs
+                .iter()
+                .map(|a| format!("{}%{}", a.addr, percent_encode(&a.interface)))
+                .collect()
+        ),
     )
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clap::builder::PossibleValue;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use hvguest_core::kvp::auto::{AutoOverrides, AutoPool};
+use hvguest_core::kvp::auto::AutoPool;
 use hvguest_core::kvp::describe::pool_label;
 use hvguest_core::kvp::effect::FileStamp;
 use hvguest_core::kvp::jobs::JobEvent;
@@ -642,16 +642,16 @@ fn pools_or_all(pool: Option<PoolId>) -> Vec<PoolId> {
 fn list(dir: &Path, conf: &Path, pool: Option<PoolId>, json: bool) -> Result<(), Fail> {
     // The auto pool shows kvp.conf's `auto.<Key>` values, as the daemon does.
     // (Listing every pool means the pools kept in files.)
-    let overrides = if pool == Some(PoolId::Auto) {
-        load_config(conf)?.auto
+    let config = if pool == Some(PoolId::Auto) {
+        load_config(conf)?
     } else {
-        AutoOverrides::default()
+        KvpConfig::default()
     };
     let mut access = PoolAccess::open_existing(dir)?;
     let mut loaded = Vec::new();
     let mut result = Ok(());
     for p in pools_or_all(pool) {
-        match read_pool(&mut access, p, &overrides) {
+        match read_pool(&mut access, p, &config) {
             Ok(records) => loaded.push((p, records)),
             Err(e) => {
                 result = Err(e);
@@ -689,17 +689,18 @@ fn list(dir: &Path, conf: &Path, pool: Option<PoolId>, json: bool) -> Result<(),
 /// for the auto pool, computed from the running system by the daemon's own code
 /// (`sysinfo` and the core's `AutoPool`), so what is shown is what the host's GET and
 /// ENUMERATE on pool 2 get (the daemon may hold an older FQDN or address list: it
-/// refreshes them in the background), with kvp.conf's `auto.<Key>` values.
+/// refreshes them in the background), with kvp.conf's `auto.<Key>` values and its
+/// choice of interfaces.
 fn read_pool(
     access: &mut PoolAccess,
     pool: PoolId,
-    overrides: &AutoOverrides,
+    config: &KvpConfig,
 ) -> Result<Pool, AccessError> {
     if pool != PoolId::Auto {
         return access.inspect(pool).map(|(records, _)| records);
     }
     let info = sysinfo::system_info(&sysinfo::lookup_fqdn());
-    let auto = AutoPool::with_overrides(&info, overrides);
+    let auto = AutoPool::new(&info, &config.addresses, &config.auto);
     let records = (0..)
         .map_while(|i| auto.entry(i))
         .map(|(key, value)| Record {
@@ -723,14 +724,14 @@ fn get(
     json: bool,
     raw: bool,
 ) -> Result<(), Fail> {
-    let overrides = if pool == PoolId::Auto {
-        load_config(conf)?.auto
+    let config = if pool == PoolId::Auto {
+        load_config(conf)?
     } else {
-        AutoOverrides::default()
+        KvpConfig::default()
     };
     let k = key_arg(key)?;
     let mut access = PoolAccess::open_existing(dir)?;
-    let r = read_pool(&mut access, pool, &overrides);
+    let r = read_pool(&mut access, pool, &config);
     report(&mut access, Use::Read);
     let loaded = r?;
     let Some(v) = loaded.get(&k) else {
