@@ -120,6 +120,9 @@ pub struct PoolFiles {
     dir_fd: OwnedFd,
     euid: u32,
     open: BTreeMap<FileId, File>,
+    /// (device, inode) of each held file, once a stat has looked: while the name still
+    /// shows this identity, one `fstatat` of the name is the whole stat.
+    held_identity: BTreeMap<FileId, (u64, u64)>,
     /// The latest refusal not yet taken by `take_refusal`: the core only sees its errno.
     refusal: Option<PoolFileError>,
     /// Whether a missing file is created on first use (mode 0600). A tool that only
@@ -151,6 +154,31 @@ fn is_symlink(st: &FileStat) -> bool {
 #[allow(clippy::useless_conversion)]
 fn identity(st: &FileStat) -> (u64, u64) {
     (u64::from(st.st_dev), u64::from(st.st_ino))
+}
+
+/// A file's stamp: its length, and a hash of what changes when anyone writes it (the
+/// identity, the modification and status-change times).
+// The time fields are i64 on 64-bit targets and narrower elsewhere.
+#[allow(clippy::useless_conversion)]
+fn stamp(
+    identity: (u64, u64),
+    len: u64,
+    mtime: (impl Into<i64>, impl Into<i64>),
+    ctime: (impl Into<i64>, impl Into<i64>),
+) -> FileStamp {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        identity,
+        mtime.0.into(),
+        mtime.1.into(),
+        ctime.0.into(),
+        ctime.1.into(),
+    )
+        .hash(&mut h);
+    FileStamp {
+        len,
+        change: h.finish(),
+    }
 }
 
 /// The permission bits (set-id and sticky included).
@@ -236,6 +264,7 @@ impl PoolFiles {
             dir_fd,
             euid,
             open: BTreeMap::new(),
+            held_identity: BTreeMap::new(),
             refusal: None,
             create: true,
         })
@@ -344,9 +373,15 @@ impl PoolFiles {
     fn file(&mut self, id: FileId) -> io::Result<&File> {
         if !self.open.contains_key(&id) {
             let f = self.checked(id)?;
-            self.open.insert(id, f);
+            self.hold(id, f);
         }
         Ok(&self.open[&id])
+    }
+
+    /// Keeps `f` as the descriptor of `id`; what is known of the one it replaces goes.
+    fn hold(&mut self, id: FileId, f: File) {
+        self.held_identity.remove(&id);
+        self.open.insert(id, f);
     }
 
     /// The latest refusal since the previous call (an effect on that file failed with
@@ -361,7 +396,7 @@ impl PoolFiles {
         for id in ids {
             if !self.open.contains_key(&id) {
                 let f = self.open_file(id)?;
-                self.open.insert(id, f);
+                self.hold(id, f);
             }
         }
         Ok(())
@@ -378,7 +413,7 @@ impl PoolFiles {
         for &id in ids {
             if !self.exists(id) {
                 let f = self.open_file(id)?;
-                self.open.insert(id, f);
+                self.hold(id, f);
             }
         }
         Ok(())
@@ -408,40 +443,46 @@ impl PoolFiles {
         })
     }
 
+    /// One `fstatat` of the name when it still shows the file we hold (the common case,
+    /// and the whole cost of a GET's freshness check); otherwise the held descriptor
+    /// too, following a replacement.
     fn stat(&mut self, id: FileId) -> io::Result<FileStamp> {
-        // If another program replaced the file (a new inode at its name), follow it,
-        // through the same checks. If the name cannot be examined (gone, say), the
-        // descriptor we hold is all there is.
         let at_name = fstatat(
             &self.dir_fd,
             id.file_name().as_str(),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .ok();
+        if let Some(p) = at_name.as_ref() {
+            if self.open.contains_key(&id) && self.held_identity.get(&id) == Some(&identity(p)) {
+                return Ok(stamp(
+                    identity(p),
+                    p.st_size as u64,
+                    (p.st_mtime, p.st_mtime_nsec),
+                    (p.st_ctime, p.st_ctime_nsec),
+                ));
+            }
+        }
+        // If another program replaced the file (a new inode at its name), follow it,
+        // through the same checks. If the name cannot be examined (gone, say), the
+        // descriptor we hold is all there is.
         let held = self.file(id)?.metadata()?;
         let meta = match at_name {
             Some(p) if identity(&p) != (held.dev(), held.ino()) => {
                 let f = self.checked(id)?;
                 let m = f.metadata()?;
-                self.open.insert(id, f);
+                self.hold(id, f);
                 m
             }
             _ => held,
         };
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
-            meta.dev(),
-            meta.ino(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-            meta.ctime(),
-            meta.ctime_nsec(),
-        )
-            .hash(&mut h);
-        Ok(FileStamp {
-            len: meta.len(),
-            change: h.finish(),
-        })
+        self.held_identity.insert(id, (meta.dev(), meta.ino()));
+        Ok(stamp(
+            (meta.dev(), meta.ino()),
+            meta.len(),
+            (meta.mtime(), meta.mtime_nsec()),
+            (meta.ctime(), meta.ctime_nsec()),
+        ))
     }
 
     fn read(&mut self, id: FileId, offset: u64, len: u32) -> io::Result<Vec<u8>> {

@@ -89,7 +89,8 @@ struct Loop<'a> {
     log: &'a Logger,
     recorder: Option<Recorder>,
     exit: bool,
-    /// Inputs produced while executing outputs (an effect no lane could take).
+    /// Inputs produced while executing outputs (the result of an effect run here, or
+    /// the failure of one no lane could take).
     later: Vec<Input>,
     /// Per pool, the record count of the last warning that its file holds more records
     /// than we read: said again only when it changes, not at every reload.
@@ -118,6 +119,12 @@ impl Loop<'_> {
             }
         }
         self.machine.handle(now, input);
+        self.settle();
+    }
+
+    /// Executes every queued output, then feeds back the results produced on the way
+    /// (an effect run here, or one no lane could take), until none is left.
+    fn settle(&mut self) {
         self.drain();
         while !self.later.is_empty() {
             for input in std::mem::take(&mut self.later) {
@@ -153,7 +160,11 @@ impl Loop<'_> {
                         self.log
                             .debug(&format!("effect #{}: {}", id.0, describe::effect(&effect)));
                     }
-                    if let Err(e) = self.lanes.submit(id, effect) {
+                    if effect.never_waits() {
+                        // On this thread: no hop to the file lane and back.
+                        let result = self.lanes.run_here(&effect);
+                        self.later.push(Input::EffectDone { id, result });
+                    } else if let Err(e) = self.lanes.submit(id, effect) {
                         // The lane's thread is gone: the effect fails, and the machine
                         // decides (a failed pool is recovered and retried).
                         self.log.error(&format!(
@@ -296,7 +307,7 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
         later: Vec::new(),
         over_limit: [None; 5],
     };
-    lp.drain(); // the machine starts recovery as it is made
+    lp.settle(); // the machine starts recovery as it is made
     let mut events = Events::with_capacity(16);
     let mut buf = vec![0u8; KVP_MSG_SIZE + 1];
     let mut result = Ok(());

@@ -2,11 +2,12 @@
 //! effects (interface queries, IP configuration). The event loop hands effects over a
 //! channel and is woken through mio's `Waker` when a result is back, so a write stuck
 //! on a suspended file system never stops the loop from answering GET and ENUMERATE.
+//! A file effect that never waits (a stat) the loop runs itself ([`Lanes::run_here`]).
 //! (Only the KVP daemon has threads; the VSS freezer must be single-threaded.)
 
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use hvguest_core::kvp::effect::{Effect, EffectId, EffectResult, IoError, Lane};
@@ -20,6 +21,8 @@ use crate::sysinfo;
 pub type Completion = (EffectId, EffectResult);
 
 pub struct Lanes {
+    files: Arc<Mutex<PoolFiles>>,
+    log: Logger,
     file: Sender<(EffectId, Effect)>,
     system: Sender<(EffectId, Effect)>,
     pub done: Receiver<Completion>,
@@ -47,9 +50,25 @@ fn worker(
         })
 }
 
+/// Runs one file effect on the pool files, wherever the caller is (the file lane's
+/// thread, or the event loop for an effect that never waits); a refusal found on the
+/// way is logged in words, since the machine sees only an errno.
+fn run_file_effect(files: &Mutex<PoolFiles>, effect: &Effect, log: &Logger) -> EffectResult {
+    let Ok(mut files) = files.lock() else {
+        // Only a panic while holding it poisons the lock; what it held may be half
+        // done, so nothing more is done with it.
+        return EffectResult::Failed(IoError::EIO);
+    };
+    let result = files.execute(effect);
+    if let Some(refusal) = files.take_refusal() {
+        log.error(&refusal.to_string());
+    }
+    result
+}
+
 impl Lanes {
     pub fn start(
-        mut files: PoolFiles,
+        files: PoolFiles,
         scripts_dir: PathBuf,
         waker: Arc<Waker>,
         log: Logger,
@@ -57,20 +76,17 @@ impl Lanes {
         let (file_tx, file_rx) = channel();
         let (sys_tx, sys_rx) = channel();
         let (done_tx, done) = channel();
+        // Shared with the event loop, which runs effects that never wait itself; the
+        // machine keeps one file effect in flight, so the lock is never contended.
+        let files = Arc::new(Mutex::new(files));
+        let worker_files = files.clone();
+        let worker_log = log.clone();
         let file_thread = worker(
             "kvp-files",
             file_rx,
             done_tx.clone(),
             waker.clone(),
-            move |e| {
-                let result = files.execute(e);
-                // The machine sees only an errno; the administrator is told what was
-                // found (a pool file replaced by a link, say).
-                if let Some(refusal) = files.take_refusal() {
-                    log.error(&refusal.to_string());
-                }
-                result
-            },
+            move |e| run_file_effect(&worker_files, e, &worker_log),
         )?;
         let sys_thread = worker("kvp-system", sys_rx, done_tx, waker, move |e| match e {
             Effect::QueryAdapter(mac) => EffectResult::Adapters(sysinfo::query_adapter(*mac)),
@@ -83,11 +99,20 @@ impl Lanes {
             _ => EffectResult::Failed(IoError::WRONG_RESULT),
         })?;
         Ok(Lanes {
+            files,
+            log,
             file: file_tx,
             system: sys_tx,
             done,
             threads: vec![file_thread, sys_thread],
         })
+    }
+
+    /// Runs a file effect that never waits (`Effect::never_waits`) on the caller's
+    /// thread: a GET's freshness check costs one `fstatat` and no thread hop.
+    pub fn run_here(&self, effect: &Effect) -> EffectResult {
+        debug_assert!(effect.never_waits());
+        run_file_effect(&self.files, effect, &self.log)
     }
 
     /// Hands the effect to its lane's thread; an error if that thread is gone (it

@@ -111,6 +111,18 @@ impl Effect {
             _ => Lane::File,
         }
     }
+
+    /// Whether the effect never waits on a suspended or frozen file system, so a driver
+    /// may run it on its event loop instead of handing it to the file lane's thread
+    /// (the thread hop is most of a GET's cost). A `Stat` is a name lookup and an
+    /// attribute read: FreeBSD's write suspension stops only callers of
+    /// `vn_start_write`, and Linux's freeze only callers of `sb_start_write`, neither of
+    /// which a stat is (docs/protocol/vss.md §1.3 and §1.4). The lane
+    /// is idle whenever the machine issues a file effect (one in flight per lane), so
+    /// running it elsewhere races with nothing.
+    pub fn never_waits(&self) -> bool {
+        matches!(self, Effect::Stat(_))
+    }
 }
 
 /// What identifies a file's contents cheaply: the length and a token the driver derives
