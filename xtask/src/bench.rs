@@ -1,6 +1,6 @@
 //! `bench`: builds the release daemon and the benchmark, then runs
 //! `kvp-bench --daemon target/release/hv_kvp_daemon [ARGS...]`, which starts the real
-//! daemon against the emulated device and prints the table and the issue's targets.
+//! daemon against the emulated device and prints its tables and the targets of issues 4 and 13.
 //!
 //! The two binaries are built by two cargo invocations on purpose: built together, cargo
 //! would unify features across both packages (the simulator turns on `hvguest-core`'s

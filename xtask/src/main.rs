@@ -42,8 +42,10 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "bench",
-        "build the release daemon and run kvp-bench against the emulated device (a few minutes);\n\
-         \x20        flags pass through: [--sizes 10,1000,10000] [--seed S] [--idle-secs S] [--no-pin]",
+        "build the release daemon and run kvp-bench against the emulated device (about 5 minutes;\n\
+         \x20        system calls counted with /usr/bin/strace if it can attach); flags pass through:\n\
+         \x20        [--sizes 10,1000,10000] [--seed S] [--idle-secs S] [--churn-ops N] [--churn-secs S]\n\
+         \x20        [--no-pin] [--tmp DIR]",
     ),
     (
         "dist",
