@@ -113,6 +113,7 @@ impl Network {
             push("mce0", Some(HN1_MAC), vec![], "10.1.0.254");
         }
         let hn0 = random_addrs(prng, "10.0.0", "2001:db8::", "fe80::215:5dff:fe01:203");
+        let hn0_v4 = hn0.iter().find(|a| a.addr.is_ipv4()).copied();
         push("hn0", Some(HN0_MAC), hn0, "10.0.0.1");
         if prng.chance(1, 2) {
             let hn1 = random_addrs(prng, "10.1.0", "2001:db8:1::", "fe80::215:5dff:feaa:bbcc");
@@ -133,6 +134,11 @@ impl Network {
         }
         if prng.chance(1, 3) {
             push("wg0", None, vec![addr("10.99.0.2", 32)], "10.99.0.1");
+        }
+        // The same address on a second interface (a jail's epair given the host's
+        // address, a CARP address): the auto pool lists it once.
+        if let Some(a) = hn0_v4.filter(|_| prng.chance(1, 4)) {
+            push("epair1b", Some([2, 0, 0, 0, 1, 0xb]), vec![a], "10.0.0.1");
         }
         // Interfaces come and go: the kernel's order is not always creation order.
         if prng.chance(1, 3) {
@@ -316,7 +322,21 @@ impl Network {
             }
             (Reply::Status(Status::E_FAIL), None) => Ok(()),
             (Reply::Status(Status::E_FAIL), Some(_)) if failed_ok => Ok(()),
-            (r, want) => Err(format!("GET_IP_INFO {shown}: {r:?}, want {want:?}")),
+            (r, want) => {
+                let got = match r {
+                    Reply::IpInfo(f) => format!(
+                        "addresses {:?} via {:?}",
+                        String::from_utf8_lossy(&f.ip_addr),
+                        String::from_utf8_lossy(&f.gate_way)
+                    ),
+                    other => format!("{other:?}"),
+                };
+                let want = match want {
+                    Some((addrs, gateway)) => format!("addresses {addrs:?} via {gateway}"),
+                    None => "E_FAIL (no interface not excluded holds the MAC)".into(),
+                };
+                Err(format!("GET_IP_INFO {shown}: {got}, want {want}"))
+            }
         }
     }
 }

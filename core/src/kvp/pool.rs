@@ -19,9 +19,35 @@ use crate::limits::{MAX_POOL_RECORDS, MAX_REPORTED_POOL_ISSUES, POOL_RECORD_SIZE
 pub struct Pool {
     records: Vec<Record>,
     /// Slots holding each key, ascending; the first is the match.
-    index: BTreeMap<Key, Vec<u32>>,
+    index: BTreeMap<IndexKey, Vec<u32>>,
     /// Whole records in the file, which may exceed what we hold (`records.len()`).
     file_records: usize,
+}
+
+/// A key as the index orders it: by a hash first, so that a lookup compares integers
+/// held in the tree's nodes and reads one key's bytes at the end, instead of following
+/// a pointer to the bytes of every key it passes (a GET in a pool of 10,000 records
+/// passed about 40). The order is deterministic (FNV-1a), and nothing iterates the
+/// index but its own check.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct IndexKey {
+    hash: u64,
+    key: Key,
+}
+
+impl IndexKey {
+    fn of(key: &Key) -> IndexKey {
+        let hash = key
+            .as_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        IndexKey {
+            hash,
+            key: key.clone(),
+        }
+    }
 }
 
 /// One record written at one slot, with what the slot held before.
@@ -93,7 +119,7 @@ impl Pool {
         let mut issues = Vec::new();
         let mut unreported = 0;
         for (i, r) in pool.records.iter().enumerate() {
-            let slots = pool.index.entry(r.key.clone()).or_default();
+            let slots = pool.index.entry(IndexKey::of(&r.key)).or_default();
             if let Some(&first) = slots.first() {
                 if issues.len() < MAX_REPORTED_POOL_ISSUES {
                     issues.push(PoolIssue::Duplicate {
@@ -141,7 +167,9 @@ impl Pool {
     }
 
     fn first_slot(&self, key: &Key) -> Option<u32> {
-        self.index.get(key).and_then(|s| s.first().copied())
+        self.index
+            .get(&IndexKey::of(key))
+            .and_then(|s| s.first().copied())
     }
 
     /// First match.
@@ -209,7 +237,7 @@ impl Pool {
         if hole != last {
             let moving = &self.records[last as usize];
             // The first slot of the moving key other than the hole and the last slot.
-            let earliest = self.index[&moving.key]
+            let earliest = self.index[&IndexKey::of(&moving.key)]
                 .iter()
                 .copied()
                 .find(|&s| s != hole && s != last);
@@ -252,7 +280,7 @@ impl Pool {
                 let old = std::mem::replace(&mut self.records[slot], w.post.clone());
                 self.unindex(&old.key, w.slot);
             }
-            let slots = self.index.entry(w.post.key.clone()).or_default();
+            let slots = self.index.entry(IndexKey::of(&w.post.key)).or_default();
             let at = slots.partition_point(|&s| s < w.slot);
             slots.insert(at, w.slot);
         }
@@ -269,11 +297,12 @@ impl Pool {
     }
 
     fn unindex(&mut self, key: &Key, slot: u32) {
-        let slots = self.index.get_mut(key).expect("indexed key");
+        let at_key = IndexKey::of(key);
+        let slots = self.index.get_mut(&at_key).expect("indexed key");
         let at = slots.iter().position(|&s| s == slot).expect("indexed slot");
         slots.remove(at);
         if slots.is_empty() {
-            self.index.remove(key);
+            self.index.remove(&at_key);
         }
     }
 
@@ -281,10 +310,11 @@ impl Pool {
     fn check(&self) {
         if cfg!(debug_assertions) && self.records.len() <= 4096 {
             let mut count = 0;
-            for (key, slots) in &self.index {
+            for (at_key, slots) in &self.index {
                 assert!(!slots.is_empty() && slots.windows(2).all(|w| w[0] < w[1]));
+                assert_eq!(IndexKey::of(&at_key.key).hash, at_key.hash);
                 for &s in slots {
-                    assert_eq!(&self.records[s as usize].key, key);
+                    assert_eq!(&self.records[s as usize].key, &at_key.key);
                     count += 1;
                 }
             }
