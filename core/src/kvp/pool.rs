@@ -18,34 +18,72 @@ use crate::limits::{MAX_POOL_RECORDS, MAX_REPORTED_POOL_ISSUES, POOL_RECORD_SIZE
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pool {
     records: Vec<Record>,
-    /// Slots holding each key, ascending; the first is the match.
-    index: BTreeMap<IndexKey, Vec<u32>>,
+    /// By key hash, the slots holding keys with that hash, ascending: a key's first
+    /// slot among them is its match.
+    index: BTreeMap<u64, Slots>,
     /// Whole records in the file, which may exceed what we hold (`records.len()`).
     file_records: usize,
 }
 
-/// A key as the index orders it: by a hash first, so that a lookup compares integers
-/// held in the tree's nodes and reads one key's bytes at the end, instead of following
-/// a pointer to the bytes of every key it passes (a GET in a pool of 10,000 records
-/// passed about 40). The order is deterministic (FNV-1a), and nothing iterates the
-/// index but its own check.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct IndexKey {
-    hash: u64,
-    key: Key,
+/// A key's place in the index: its FNV-1a hash. A lookup compares integers held in
+/// the tree's nodes and reads record keys only for the slots under one hash (almost
+/// always the key's own), instead of following a pointer to the bytes of every key it
+/// passes (about 40 at 10,000 records); and the index holds no copy of any key. The
+/// order is deterministic, and nothing iterates the index but its own check.
+fn key_hash(key: &Key) -> u64 {
+    key.as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }
 
-impl IndexKey {
-    fn of(key: &Key) -> IndexKey {
-        let hash = key
-            .as_bytes()
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
-        IndexKey {
-            hash,
-            key: key.clone(),
+/// The slots of the records whose keys have one hash, ascending: nearly always a
+/// single slot, held without an allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Slots {
+    One(u32),
+    /// Two or more.
+    Many(Vec<u32>),
+}
+
+impl Slots {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Slots::One(s) => std::slice::from_ref(s),
+            Slots::Many(v) => v,
+        }
+    }
+
+    fn insert(&mut self, slot: u32) {
+        match self {
+            Slots::One(s) => {
+                let mut v = vec![*s, slot];
+                v.sort_unstable();
+                *self = Slots::Many(v);
+            }
+            Slots::Many(v) => {
+                let at = v.partition_point(|&s| s < slot);
+                v.insert(at, slot);
+            }
+        }
+    }
+
+    /// Removes `slot`; true when none is left.
+    fn remove(&mut self, slot: u32) -> bool {
+        match self {
+            Slots::One(s) => {
+                assert_eq!(*s, slot, "indexed slot");
+                true
+            }
+            Slots::Many(v) => {
+                let at = v.iter().position(|&s| s == slot).expect("indexed slot");
+                v.remove(at);
+                if let [only] = v[..] {
+                    *self = Slots::One(only);
+                }
+                false
+            }
         }
     }
 }
@@ -118,9 +156,9 @@ impl Pool {
         };
         let mut issues = Vec::new();
         let mut unreported = 0;
-        for (i, r) in pool.records.iter().enumerate() {
-            let slots = pool.index.entry(IndexKey::of(&r.key)).or_default();
-            if let Some(&first) = slots.first() {
+        for i in 0..pool.records.len() {
+            let key = &pool.records[i].key;
+            if let Some(first) = pool.first_slot(key) {
                 if issues.len() < MAX_REPORTED_POOL_ISSUES {
                     issues.push(PoolIssue::Duplicate {
                         index: i,
@@ -130,7 +168,7 @@ impl Pool {
                     unreported += 1;
                 }
             }
-            slots.push(i as u32);
+            pool.index_slot(i as u32);
         }
         if unreported > 0 {
             issues.push(PoolIssue::NotReported { count: unreported });
@@ -167,9 +205,23 @@ impl Pool {
     }
 
     fn first_slot(&self, key: &Key) -> Option<u32> {
-        self.index
-            .get(&IndexKey::of(key))
-            .and_then(|s| s.first().copied())
+        let slots = self.index.get(&key_hash(key))?;
+        slots
+            .as_slice()
+            .iter()
+            .copied()
+            .find(|&s| self.records[s as usize].key == *key)
+    }
+
+    /// Indexes the record now at `slot` under its key's hash.
+    fn index_slot(&mut self, slot: u32) {
+        let hash = key_hash(&self.records[slot as usize].key);
+        match self.index.get_mut(&hash) {
+            Some(slots) => slots.insert(slot),
+            None => {
+                self.index.insert(hash, Slots::One(slot));
+            }
+        }
     }
 
     /// First match.
@@ -237,10 +289,11 @@ impl Pool {
         if hole != last {
             let moving = &self.records[last as usize];
             // The first slot of the moving key other than the hole and the last slot.
-            let earliest = self.index[&IndexKey::of(&moving.key)]
+            let earliest = self.index[&key_hash(&moving.key)]
+                .as_slice()
                 .iter()
                 .copied()
-                .find(|&s| s != hole && s != last);
+                .find(|&s| s != hole && s != last && self.records[s as usize].key == moving.key);
             match earliest {
                 Some(f) if f > hole => {
                     writes.push(SlotWrite {
@@ -280,9 +333,7 @@ impl Pool {
                 let old = std::mem::replace(&mut self.records[slot], w.post.clone());
                 self.unindex(&old.key, w.slot);
             }
-            let slots = self.index.entry(IndexKey::of(&w.post.key)).or_default();
-            let at = slots.partition_point(|&s| s < w.slot);
-            slots.insert(at, w.slot);
+            self.index_slot(w.slot);
         }
         if let Some(dropped) = m.dropped_slot() {
             let old = self
@@ -297,12 +348,10 @@ impl Pool {
     }
 
     fn unindex(&mut self, key: &Key, slot: u32) {
-        let at_key = IndexKey::of(key);
-        let slots = self.index.get_mut(&at_key).expect("indexed key");
-        let at = slots.iter().position(|&s| s == slot).expect("indexed slot");
-        slots.remove(at);
-        if slots.is_empty() {
-            self.index.remove(&at_key);
+        let hash = key_hash(key);
+        let slots = self.index.get_mut(&hash).expect("indexed key");
+        if slots.remove(slot) {
+            self.index.remove(&hash);
         }
     }
 
@@ -310,11 +359,11 @@ impl Pool {
     fn check(&self) {
         if cfg!(debug_assertions) && self.records.len() <= 4096 {
             let mut count = 0;
-            for (at_key, slots) in &self.index {
+            for (&hash, slots) in &self.index {
+                let slots = slots.as_slice();
                 assert!(!slots.is_empty() && slots.windows(2).all(|w| w[0] < w[1]));
-                assert_eq!(IndexKey::of(&at_key.key).hash, at_key.hash);
                 for &s in slots {
-                    assert_eq!(&self.records[s as usize].key, &at_key.key);
+                    assert_eq!(key_hash(&self.records[s as usize].key), hash);
                     count += 1;
                 }
             }
@@ -326,6 +375,20 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_under_one_hash_stay_ascending_and_collapse_to_one() {
+        let mut s = Slots::One(7);
+        s.insert(3);
+        s.insert(9);
+        s.insert(5);
+        assert_eq!(s.as_slice(), [3, 5, 7, 9]);
+        assert!(!s.remove(7));
+        assert!(!s.remove(3));
+        assert!(!s.remove(9));
+        assert_eq!(s, Slots::One(5));
+        assert!(s.remove(5), "the last one");
+    }
 
     fn k(s: &str) -> Key {
         Key::new(s.as_bytes()).unwrap()
