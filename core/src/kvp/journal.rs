@@ -283,8 +283,9 @@ pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) 
             }
         };
     }
-    // We extend (and sync the length) before writing anything else: a growing entry
-    // whose extension is gone either never started, or someone has since shortened
+    // We extend before writing anything else, and an append writes only inside the
+    // extension: a growing entry whose extension is gone either never reached the
+    // disk, or someone has since shortened
     // the file (a delete that copies records down and truncates). Finishing would
     // resurrect what they deleted, or duplicate our record they moved down.
     if entry.new_len > entry.old_len && len < entry.new_len {
