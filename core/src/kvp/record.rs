@@ -84,7 +84,7 @@ impl RecordFlaws {
 fn field(f: &[u8]) -> (&[u8], FieldFlaw) {
     match f.iter().position(|&b| b == 0) {
         Some(end) => {
-            let flaw = if f[end..].iter().any(|&b| b != 0) {
+            let flaw = if !all_zero(&f[end..]) {
                 FieldFlaw::GarbageAfterTerminator
             } else {
                 FieldFlaw::None
@@ -93,6 +93,14 @@ fn field(f: &[u8]) -> (&[u8], FieldFlaw) {
         }
         None => (&f[..f.len() - 1], FieldFlaw::Unterminated),
     }
+}
+
+/// Whether every byte is zero. The padding after a terminator is most of a record (2.5 KB
+/// of zeros for a short key and value) and is checked on every load, so this ORs the bytes
+/// together, which the compiler turns into wide vector operations, instead of testing
+/// them one at a time the way `any` must (it stops early). Same answer either way.
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |acc, &b| acc | b) == 0
 }
 
 /// Something about a pool file worth telling the administrator. None of these stop the
