@@ -4,7 +4,7 @@
 //! re-run that writes a failure's recording).
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use hvguest_core::Instant;
 
@@ -28,15 +28,38 @@ impl Trace {
     }
 
     pub fn line(&mut self, now: Instant, who: &str, text: &str) {
-        let mut s = String::with_capacity(24 + text.len());
-        let _ = write!(s, "{:>11} {:<7} {}", now.to_string(), who, text);
+        self.line_args(now, who, format_args!("{text}"));
+    }
+
+    /// [`Trace::line`] with the text still unformatted: it is written straight into the
+    /// line, with no string of its own. A random run writes millions of lines, most never
+    /// read (only hashed, and kept until 200 newer ones push them out), so the line's
+    /// buffer is the one the oldest line in the ring gave back. The text is exactly what
+    /// `format!("{:>11} {:<7} {}", now.to_string(), who, text)` makes.
+    pub fn line_args(&mut self, now: Instant, who: &str, text: fmt::Arguments<'_>) {
+        let mut s = if self.tail.len() == TAIL {
+            let mut old = self.tail.pop_front().expect("the ring is full");
+            old.clear();
+            old
+        } else {
+            String::with_capacity(96)
+        };
+        let _ = write!(s, "{now}");
+        let width = s.chars().count();
+        if width < 11 {
+            s.insert_str(0, &"           "[..11 - width]);
+        }
+        s.push(' ');
+        s.push_str(who);
+        for _ in who.chars().count()..7 {
+            s.push(' ');
+        }
+        s.push(' ');
+        let _ = s.write_fmt(text);
         for b in s.bytes().chain([b'\n']) {
             self.hash = (self.hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
         self.lines += 1;
-        if self.tail.len() == TAIL {
-            self.tail.pop_front();
-        }
         if let Some(full) = self.full.as_mut() {
             full.push(s.clone());
         }

@@ -27,6 +27,15 @@ use crate::trace::{self, Trace};
 use crate::vss::VssSetup;
 use hvguest_core::vss::wire::VssOp;
 
+/// `logf!(world, who, "format", args…)`: a trace line formatted straight into the trace
+/// (see [`Trace::line_args`]), for the lines every request writes; `log` with a
+/// `format!` would make and drop a string per line.
+macro_rules! logf {
+    ($w:expr, $who:expr, $($arg:tt)*) => {
+        $w.trace.line_args($w.now, $who, format_args!($($arg)*))
+    };
+}
+
 mod outside;
 mod tool_side;
 mod vss_side;
@@ -288,7 +297,7 @@ impl World {
 
     fn start_daemon(&mut self) {
         self.generation += 1;
-        self.log("world", &format!("daemon #{} starts", self.generation));
+        logf!(self, "world", "daemon #{} starts", self.generation);
         let mut obs = std::mem::take(&mut self.obs);
         self.daemon = Some(SimDaemon::start(
             self.generation,
@@ -328,15 +337,12 @@ impl World {
                     .outstanding
                     .as_ref()
                     .and_then(|o| o.request.as_ref().map(Request::op));
-                let text = if bytes[0] == 4
-                    && bytes[1..].iter().all(|&b| b == 0)
-                    && !self.kernel.registered()
+                if bytes[0] == 4 && bytes[1..].iter().all(|&b| b == 0) && !self.kernel.registered()
                 {
-                    "write registration".to_string()
+                    self.log("daemon", "write registration");
                 } else {
-                    format!("reply {}", trace::reply(op, &bytes[..]))
-                };
-                self.log("daemon", &text);
+                    logf!(self, "daemon", "reply {}", trace::reply(op, &bytes[..]));
+                }
                 if let Err(v) = self
                     .kernel
                     .on_daemon_write(self.now, &bytes[..], kernel_out)
@@ -352,18 +358,18 @@ impl World {
                         return; // noisy and implied by the effects
                     }
                 }
-                self.log("event", &format!("{e:?}"));
+                logf!(self, "event", "{e:?}");
             }
             Observed::Effect(id, e) => {
-                self.log("effect", &format!("#{} {}", id.0, trace::effect(&e)));
+                logf!(self, "effect", "#{} {}", id.0, trace::effect(&e));
             }
             // `done` is implied by the next line; other results carry information.
             Observed::Result(_, hvguest_core::kvp::effect::EffectResult::Done) => {}
             Observed::Result(id, r) => {
-                self.log("result", &format!("#{} {}", id.0, trace::result(&r)))
+                logf!(self, "result", "#{} {}", id.0, trace::result(&r))
             }
             Observed::Parked(id) => {
-                self.log("effect", &format!("#{} blocked", id.0));
+                logf!(self, "effect", "#{} blocked", id.0);
                 if self
                     .daemon
                     .as_ref()
@@ -380,7 +386,7 @@ impl World {
         match k {
             KernelOut::Registered => self.log("kernel", "registered"),
             KernelOut::NotForwarded { id } => {
-                self.log("kernel", &format!("#{id} not forwarded: daemon busy"))
+                logf!(self, "kernel", "#{id} not forwarded: daemon busy")
             }
             KernelOut::LateReplyDropped { id, stale } => {
                 self.log("kernel", &format!("late reply dropped (request {id:?})"));
@@ -391,13 +397,10 @@ impl World {
                 }
             }
             KernelOut::Deliver { id, bytes } => {
-                self.log(
-                    "kernel",
-                    &format!(
-                        "deliver {}",
-                        id.map_or("stale request".into(), |i| format!("#{i}"))
-                    ),
-                );
+                match id {
+                    Some(i) => logf!(self, "kernel", "deliver #{i}"),
+                    None => self.log("kernel", "deliver stale request"),
+                }
                 let busy = self.daemon.as_ref().is_some_and(|d| !d.machine.is_idle());
                 if let Some(o) = self.outstanding.as_mut().filter(|o| Some(o.id) == id) {
                     o.busy_at_delivery |= busy;
@@ -447,7 +450,7 @@ impl World {
             }
         }
         let Some(req) = o.request else {
-            self.log("host", &format!("#{id} <- {}", trace::reply(None, bytes)));
+            logf!(self, "host", "#{id} <- {}", trace::reply(None, bytes));
             // Malformed: the status our decisions give its one defect, else any status
             // but OK; never a crash. (A timed-out request got the kernel's E_FAIL.)
             let got = Status(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
@@ -464,9 +467,11 @@ impl World {
             // A request the daemon must refuse (a SET of an empty key): exactly its
             // status, and nothing stored (the model is left as it was).
             let got = Status(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
-            self.log(
+            logf!(
+                self,
                 "host",
-                &format!("#{id} <- {}", trace::reply(Some(req.op()), bytes)),
+                "#{id} <- {}",
+                trace::reply(Some(req.op()), bytes)
             );
             if got != want && !timed_out {
                 self.fail(format!(
@@ -482,9 +487,11 @@ impl World {
             Ok(r) => r,
             Err(e) => return self.fail(format!("undecodable reply: {}", e.0)),
         };
-        self.log(
+        logf!(
+            self,
             "host",
-            &format!("#{id} <- {}", trace::reply(Some(req.op()), bytes)),
+            "#{id} <- {}",
+            trace::reply(Some(req.op()), bytes)
         );
         if reply.status() == Status::OK {
             self.stats.replies_ok += 1;
@@ -619,17 +626,16 @@ impl World {
         };
         // Raw bytes with one defect, and a well-formed SET of an empty key.
         let malformed_status = host_wire::malformed_status(&bytes);
-        let text = request.as_ref().map_or_else(
-            || {
-                format!(
-                    "raw {} bytes op={}",
-                    bytes.len(),
-                    bytes.first().copied().unwrap_or(0)
-                )
-            },
-            trace::request,
-        );
-        self.log("host", &format!("#{id} {text}"));
+        match &request {
+            Some(r) => logf!(self, "host", "#{id} {}", trace::request(r)),
+            None => logf!(
+                self,
+                "host",
+                "#{id} raw {} bytes op={}",
+                bytes.len(),
+                bytes.first().copied().unwrap_or(0)
+            ),
+        }
         if let (Some(r), Some(w)) = (&request, self.walk.as_mut()) {
             if !walk_step && matches!(r, Request::Set { .. } | Request::Delete { .. }) {
                 w.disturbed = true;
