@@ -102,8 +102,8 @@ pub struct SimDaemon {
     pub effect_budget: Option<u64>,
 }
 
-pub fn file_name(f: &FileId) -> String {
-    f.file_name()
+pub fn file_name(f: &FileId) -> &'static str {
+    crate::fs::name_of(*f)
 }
 
 impl SimDaemon {

@@ -4,11 +4,31 @@
 //! (a suspended file system) under which writes cannot complete.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
-use hvguest_core::kvp::effect::{FileStamp, IoError};
+use hvguest_core::kvp::effect::{FileId, FileKind, FileStamp, IoError};
+use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::limits::SECTOR_SIZE;
 
 use crate::prng::Prng;
+
+/// A file's name, as core's [`FileId::file_name`] gives it, made once per file: building
+/// the name allocates, and the simulator needs one for every effect it executes and
+/// every check it makes.
+pub fn name_of(f: FileId) -> &'static str {
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        PoolId::ALL
+            .iter()
+            .flat_map(|&p| [FileId::pool(p).file_name(), FileId::journal(p).file_name()])
+            .collect()
+    });
+    let kind = match f.kind {
+        FileKind::Pool => 0,
+        FileKind::Journal => 1,
+    };
+    &names[f.pool.index() * 2 + kind]
+}
 
 /// One change not yet made durable.
 #[derive(Clone, Debug)]
@@ -120,7 +140,12 @@ impl SimFs {
     }
 
     fn file(&mut self, name: &str) -> &mut SimFile {
-        self.files.entry(name.to_string()).or_default()
+        // Looked up before inserting: `entry` would need an owned name on every call, and
+        // files are created once and then used thousands of times.
+        if !self.files.contains_key(name) {
+            self.files.insert(name.to_string(), SimFile::default());
+        }
+        self.files.get_mut(name).expect("inserted above")
     }
 
     pub fn exists(&self, name: &str) -> bool {

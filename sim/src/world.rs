@@ -199,8 +199,8 @@ pub struct World {
     violation: Option<String>,
 }
 
-fn path(p: PoolId) -> String {
-    FileId::pool(p).file_name()
+fn path(p: PoolId) -> &'static str {
+    crate::fs::name_of(FileId::pool(p))
 }
 
 impl World {

@@ -235,7 +235,7 @@ impl World {
                 })
             }
             OutsideOp::StrangerJournal { defect } => {
-                let journal = hvguest_core::kvp::effect::FileId::journal(pool).file_name();
+                let journal = crate::fs::name_of(hvguest_core::kvp::effect::FileId::journal(pool));
                 let entry = stranger_entry(pool, &bytes, *defect);
                 let empty = self.fs.contents(&journal).is_empty();
                 empty
@@ -319,7 +319,7 @@ impl World {
         let key = Key::new(format!("hot{}", f.below(4)).as_bytes()).expect("short");
         self.outside_seq += 1;
         let value = Value::new(format!("dup{}", self.outside_seq).as_bytes()).expect("short");
-        let journal = hvguest_core::kvp::effect::FileId::journal(pool).file_name();
+        let journal = crate::fs::name_of(hvguest_core::kvp::effect::FileId::journal(pool));
         let cell = self.model.possible(pool, &key).to_vec();
         // One duplicate per key at most: our DELETE keeps every key's first match but
         // may reorder later duplicates, so with two the model could not say which
@@ -466,7 +466,7 @@ impl World {
             return;
         }
         let name = path(PoolId::Guest);
-        let journal = hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name();
+        let journal = crate::fs::name_of(hvguest_core::kvp::effect::FileId::journal(PoolId::Guest));
         if self.fs.lock_holder(&name).is_some() {
             return;
         }
@@ -500,9 +500,9 @@ impl World {
     /// header the first write's slot, pre and post images.
     /// Also whether the entry shrinks the file (old length at 16, new at 24).
     fn pending_growth_post(&self) -> Option<(Vec<u8>, bool)> {
-        let j = self
-            .fs
-            .contents(&hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name());
+        let j = self.fs.contents(&crate::fs::name_of(
+            hvguest_core::kvp::effect::FileId::journal(PoolId::Guest),
+        ));
         let ok = j.len() >= 40 + 2 * REC && &j[..8] == b"HVKVPJ1\0" && j[13] >= 1;
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
@@ -517,9 +517,9 @@ impl World {
     /// journal, read from the journal's layout: write count at 13, writes from byte 36,
     /// each a 4-byte slot, then the pre and post images.
     fn pending_in_place_writes(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let j = self
-            .fs
-            .contents(&hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name());
+        let j = self.fs.contents(&crate::fs::name_of(
+            hvguest_core::kvp::effect::FileId::journal(PoolId::Guest),
+        ));
         if j.len() < 36 || &j[..8] != b"HVKVPJ1\0" {
             return Vec::new();
         }
