@@ -24,9 +24,29 @@ pub enum Observed {
     DeviceWrite(Box<Message>),
     Event(Event),
     Effect(EffectId, Effect),
-    Result(EffectId, EffectResult),
+    Result(EffectId, ResultSeen),
     Parked(EffectId),
     Exit,
+}
+
+/// An effect's result as observed: the result itself, but data read only by its length.
+/// The machine takes the bytes (often a whole pool file), and a copy made only so the
+/// trace can say how many there were was a visible part of a random run's time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResultSeen {
+    /// `EffectResult::Data` of this many bytes.
+    Data(usize),
+    /// Any other result.
+    Other(EffectResult),
+}
+
+impl ResultSeen {
+    fn of(result: &EffectResult) -> ResultSeen {
+        match result {
+            EffectResult::Data(d) => ResultSeen::Data(d.len()),
+            other => ResultSeen::Other(other.clone()),
+        }
+    }
 }
 
 /// How long effects take, in simulated time.
@@ -158,10 +178,7 @@ impl SimDaemon {
                     self.exited = true;
                     out.push(Observed::Exit);
                 }
-                Output::Effect { id, effect } => {
-                    out.push(Observed::Effect(id, effect.clone()));
-                    self.start_effect(now, id, effect, fs, net, out);
-                }
+                Output::Effect { id, effect } => self.start_effect(now, id, effect, fs, net, out),
             }
         }
     }
@@ -175,8 +192,11 @@ impl SimDaemon {
         net: &mut SimNet,
         out: &mut Vec<Observed>,
     ) {
+        // The effect is observed before anything it leads to (its `Parked`); it is moved
+        // into the observation once executed, not copied (a write carries its data).
         if let Some(b) = self.effect_budget.as_mut() {
             if *b == 0 {
+                out.push(Observed::Effect(id, effect));
                 out.push(Observed::Parked(id));
                 return; // never executed: the world stops here
             }
@@ -186,8 +206,10 @@ impl SimDaemon {
             Some(result) => {
                 let at = now.saturating_add(self.latency.of(&effect));
                 self.completions.push((at, id, result));
+                out.push(Observed::Effect(id, effect));
             }
             None => {
+                out.push(Observed::Effect(id, effect.clone()));
                 out.push(Observed::Parked(id));
                 self.parked.push((id, effect));
             }
@@ -285,7 +307,7 @@ impl SimDaemon {
             match due {
                 Some(i) => {
                     let (_, id, result) = self.completions.remove(i);
-                    out.push(Observed::Result(id, result.clone()));
+                    out.push(Observed::Result(id, ResultSeen::of(&result)));
                     self.handle(now, Input::EffectDone { id, result }, fs, net, out);
                 }
                 None => break,
@@ -294,5 +316,18 @@ impl SimDaemon {
         if self.machine.poll_timeout().is_some_and(|t| t <= now) {
             self.handle(now, Input::Timer, fs, net, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_seen_by_length_reads_as_the_core_describes_it() {
+        // The world writes `ResultSeen::Data(n)` as `{n}B`: what `describe::result` says.
+        let data = EffectResult::Data(vec![7; 2560]);
+        assert_eq!(ResultSeen::of(&data), ResultSeen::Data(2560));
+        assert_eq!(hvguest_core::kvp::describe::result(&data), "2560B");
     }
 }

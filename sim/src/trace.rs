@@ -44,14 +44,15 @@ impl Trace {
         } else {
             String::with_capacity(96)
         };
-        let _ = write!(s, "{now}");
-        let width = s.chars().count();
-        if width < 11 {
-            s.insert_str(0, &"           "[..11 - width]);
-        }
+        push_instant(&mut s, now);
         s.push(' ');
         s.push_str(who);
-        for _ in who.chars().count()..7 {
+        let who_width = if who.is_ascii() {
+            who.len()
+        } else {
+            who.chars().count()
+        };
+        for _ in who_width..7 {
             s.push(' ');
         }
         s.push(' ');
@@ -80,6 +81,66 @@ impl Trace {
 
     pub fn full(&self) -> Option<&[String]> {
         self.full.as_deref()
+    }
+}
+
+/// Appends `now` as `format!("{:>11}", now.to_string())` would (`12.345678s`, seconds
+/// with microseconds, right-aligned in 11 columns), with plain digit arithmetic: every
+/// trace line starts with it, and the formatting machinery was a visible part of a
+/// random run's time. A test compares the two.
+fn push_instant(s: &mut String, now: Instant) {
+    let us = now.as_nanos() / 1_000;
+    let (mut secs, frac) = (us / 1_000_000, us % 1_000_000);
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (secs % 10) as u8;
+        secs /= 10;
+        if secs == 0 {
+            break;
+        }
+    }
+    // The seconds' digits, the point, six digits and the `s`.
+    let width = (digits.len() - start) + 8;
+    for _ in width..11 {
+        s.push(' ');
+    }
+    for &d in &digits[start..] {
+        s.push(char::from(d));
+    }
+    s.push('.');
+    let mut div = 100_000;
+    while div > 0 {
+        s.push(char::from(b'0' + ((frac / div) % 10) as u8));
+        div /= 10;
+    }
+    s.push('s');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_are_written_as_display_pads_them() {
+        for ns in [
+            0,
+            999,
+            1_000,
+            1_500_000_000,
+            9_999_999_999,
+            10_000_000_000,
+            123_456_789_012,
+            99_999_999_999_999,
+            123_456_789_012_345_678,
+            u64::MAX,
+        ] {
+            let now = Instant(ns);
+            let mut s = String::new();
+            push_instant(&mut s, now);
+            assert_eq!(s, format!("{:>11}", now.to_string()), "{ns} ns");
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use hvguest_core::kvp::effect::{FileId, Input, IoError};
+use hvguest_core::kvp::effect::{EffectResult, FileId, Input, IoError};
 use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac};
 use hvguest_core::kvp::machine::{Event, KvpConfig};
 use hvguest_core::kvp::record::{decode_pool, PoolIssue, Record};
@@ -13,7 +13,7 @@ use hvguest_core::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
 use hvguest_core::limits::{HOST_POOL_RECORDS, POOL_RECORD_SIZE};
 use hvguest_core::Instant;
 
-use crate::daemon::{DaemonSetup, Latency, Observed, SimDaemon, SimNet};
+use crate::daemon::{DaemonSetup, Latency, Observed, ResultSeen, SimDaemon, SimNet};
 use crate::fs::{FsCall, Owner, SimFs};
 use crate::harness::test_info;
 use crate::host::{
@@ -364,8 +364,12 @@ impl World {
                 logf!(self, "effect", "#{} {}", id.0, trace::effect(&e));
             }
             // `done` is implied by the next line; other results carry information.
-            Observed::Result(_, hvguest_core::kvp::effect::EffectResult::Done) => {}
-            Observed::Result(id, r) => {
+            Observed::Result(_, ResultSeen::Other(EffectResult::Done)) => {}
+            // As `trace::result` tells `EffectResult::Data`.
+            Observed::Result(id, ResultSeen::Data(len)) => {
+                logf!(self, "result", "#{} {len}B", id.0)
+            }
+            Observed::Result(id, ResultSeen::Other(r)) => {
                 logf!(self, "result", "#{} {}", id.0, trace::result(&r))
             }
             Observed::Parked(id) => {
