@@ -196,6 +196,10 @@ pub struct World {
     pub trace: Trace,
     pub stats: Stats,
     obs: Vec<Observed>,
+    /// The daemon's last reply with the trace's words for it: the host's line for the
+    /// same bytes says the same, and decoding and describing every reply twice was a
+    /// visible part of a random run's time.
+    last_reply: Option<(Option<Op>, Box<wire::Message>, String)>,
     violation: Option<String>,
 }
 
@@ -261,6 +265,7 @@ impl World {
             tool: None,
             stats: Stats::default(),
             obs: Vec::new(),
+            last_reply: None,
             violation: None,
         }
     }
@@ -337,12 +342,17 @@ impl World {
                     .outstanding
                     .as_ref()
                     .and_then(|o| o.request.as_ref().map(Request::op));
-                if bytes[0] == 4 && bytes[1..].iter().all(|&b| b == 0) && !self.kernel.registered()
+                let text = if bytes[0] == 4
+                    && bytes[1..].iter().all(|&b| b == 0)
+                    && !self.kernel.registered()
                 {
                     self.log("daemon", "write registration");
+                    None
                 } else {
-                    logf!(self, "daemon", "reply {}", trace::reply(op, &bytes[..]));
-                }
+                    let text = trace::reply(op, &bytes[..]);
+                    logf!(self, "daemon", "reply {text}");
+                    Some(text)
+                };
                 if let Err(v) = self
                     .kernel
                     .on_daemon_write(self.now, &bytes[..], kernel_out)
@@ -351,6 +361,7 @@ impl World {
                     // or a reply the kernel would not accept.
                     self.fail(format!("device contract: {v:?}"));
                 }
+                self.last_reply = text.map(|t| (op, bytes, t));
             }
             Observed::Event(e) => {
                 if let Event::Job(j) = &e {
@@ -454,7 +465,8 @@ impl World {
             }
         }
         let Some(req) = o.request else {
-            logf!(self, "host", "#{id} <- {}", trace::reply(None, bytes));
+            let text = self.reply_text(None, bytes);
+            logf!(self, "host", "#{id} <- {text}");
             // Malformed: the status our decisions give its one defect, else any status
             // but OK; never a crash. (A timed-out request got the kernel's E_FAIL.)
             let got = Status(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
@@ -471,12 +483,8 @@ impl World {
             // A request the daemon must refuse (a SET of an empty key): exactly its
             // status, and nothing stored (the model is left as it was).
             let got = Status(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
-            logf!(
-                self,
-                "host",
-                "#{id} <- {}",
-                trace::reply(Some(req.op()), bytes)
-            );
+            let text = self.reply_text(Some(req.op()), bytes);
+            logf!(self, "host", "#{id} <- {text}");
             if got != want && !timed_out {
                 self.fail(format!(
                     "{} answered {got:?}, expected {want:?}",
@@ -491,12 +499,8 @@ impl World {
             Ok(r) => r,
             Err(e) => return self.fail(format!("undecodable reply: {}", e.0)),
         };
-        logf!(
-            self,
-            "host",
-            "#{id} <- {}",
-            trace::reply(Some(req.op()), bytes)
-        );
+        let text = self.reply_text(Some(req.op()), bytes);
+        logf!(self, "host", "#{id} <- {text}");
         if reply.status() == Status::OK {
             self.stats.replies_ok += 1;
         }
@@ -581,6 +585,15 @@ impl World {
             if let Some(w) = self.walk.as_mut() {
                 w.disturbed = true;
             }
+        }
+    }
+
+    /// `trace::reply(op, bytes)`, taken from the daemon's last reply when these are its
+    /// bytes (the kernel forwards them unchanged unless it answered by itself).
+    fn reply_text(&mut self, op: Option<Op>, bytes: &[u8]) -> String {
+        match self.last_reply.take() {
+            Some((o, b, text)) if o == op && b[..] == *bytes => text,
+            _ => trace::reply(op, bytes),
         }
     }
 
