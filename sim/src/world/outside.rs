@@ -118,11 +118,13 @@ fn is_mix(rec: &[u8], pre: &[u8], post: &[u8]) -> bool {
 }
 
 /// The first match of `key` in a pool file: what a GET must answer (docs/protocol/kvp.md §3.5).
+/// The records are read in place, as [`parse`] reads them, and only the value found is
+/// copied: every GET of another program's key and every checkpoint asks this.
 pub fn first_match(bytes: &[u8], key: &[u8]) -> Option<Vec<u8>> {
-    parse(bytes)
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
+    bytes
+        .chunks_exact(REC)
+        .find(|r| field(&r[..512]) == key)
+        .map(|r| field(&r[512..]).to_vec())
 }
 
 impl World {
