@@ -57,9 +57,7 @@ impl Trace {
         }
         s.push(' ');
         let _ = s.write_fmt(text);
-        for b in s.bytes().chain([b'\n']) {
-            self.hash = (self.hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        self.hash = hash_line(self.hash, s.as_bytes());
         self.lines += 1;
         if let Some(full) = self.full.as_mut() {
             full.push(s.clone());
@@ -82,6 +80,26 @@ impl Trace {
     pub fn full(&self) -> Option<&[String]> {
         self.full.as_deref()
     }
+}
+
+/// Folds one line into the running hash, eight bytes per step, then its length (so a
+/// line boundary counts too). Each step is a multiply and a rotation: every byte moves
+/// the hash. The hash is only ever compared with the same build's second run of a seed
+/// (the determinism check), never with a stored value, so it need not be FNV; a byte at
+/// a time (FNV-1a, as it was) was a visible part of a random run's time.
+fn hash_line(mut h: u64, line: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut words = line.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    h = (h ^ u64::from_le_bytes(last))
+        .wrapping_mul(K)
+        .rotate_left(29);
+    (h ^ line.len() as u64).wrapping_mul(K).rotate_left(29)
 }
 
 /// Appends `now` as `format!("{:>11}", now.to_string())` would (`12.345678s`, seconds
@@ -121,6 +139,23 @@ fn push_instant(s: &mut String, now: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_byte_and_line_boundary_moves_the_hash() {
+        let line = b"  1.000000s daemon  reply OK \"value\"";
+        let h = hash_line(1, line);
+        for i in 0..line.len() {
+            let mut other = line.to_vec();
+            other[i] ^= 1;
+            assert_ne!(hash_line(1, &other), h, "byte {i}");
+        }
+        // "ab" + "c" is not "a" + "bc".
+        assert_ne!(
+            hash_line(hash_line(1, b"ab"), b"c"),
+            hash_line(hash_line(1, b"a"), b"bc")
+        );
+        assert_ne!(hash_line(1, b"x"), hash_line(1, b"x\0"));
+    }
 
     #[test]
     fn instants_are_written_as_display_pads_them() {
