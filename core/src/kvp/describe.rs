@@ -81,15 +81,15 @@ pub fn reply(op: Option<Op>, bytes: &[u8]) -> String {
 
 pub fn effect(e: &Effect) -> String {
     match e {
-        Effect::Lock(f) => format!("lock {}", f.file_name()),
-        Effect::Unlock(f) => format!("unlock {}", f.file_name()),
-        Effect::Stat(f) => format!("stat {}", f.file_name()),
-        Effect::Read { file, offset, len } => format!("read {} @{offset} {len}B", file.file_name()),
+        Effect::Lock(f) => format!("lock {f}"),
+        Effect::Unlock(f) => format!("unlock {f}"),
+        Effect::Stat(f) => format!("stat {f}"),
+        Effect::Read { file, offset, len } => format!("read {file} @{offset} {len}B"),
         Effect::Write { file, offset, data } => {
-            format!("write {} @{offset} {}B", file.file_name(), data.len())
+            format!("write {file} @{offset} {}B", data.len())
         }
-        Effect::SetLen { file, len } => format!("set-len {} {len}", file.file_name()),
-        Effect::Fsync(f) => format!("fsync {}", f.file_name()),
+        Effect::SetLen { file, len } => format!("set-len {file} {len}"),
+        Effect::Fsync(f) => format!("fsync {f}"),
         Effect::QueryAdapter(m) => format!("query-adapter {m}"),
         Effect::ApplyIpConfig { config: c, .. } => {
             let mut words = vec![c.adapter.clone()];
