@@ -17,37 +17,47 @@ use crate::limits::{
 
 /// Text shown for keys and values: quoted, long ones shortened with their length.
 pub fn text(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    let n = s.chars().count();
-    if n > 24 {
-        let head: String = s.chars().take(12).collect();
-        format!("{head:?}…({} bytes)", bytes.len())
-    } else {
-        format!("{s:?}")
+    Text(bytes).to_string()
+}
+
+/// [`text`] written where it is wanted: a request or reply line with a key and a value
+/// then builds one string, not three (the simulator writes millions of them).
+pub struct Text<'a>(pub &'a [u8]);
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = String::from_utf8_lossy(self.0);
+        let n = s.chars().count();
+        if n > 24 {
+            let head: String = s.chars().take(12).collect();
+            write!(f, "{head:?}…({} bytes)", self.0.len())
+        } else {
+            write!(f, "{s:?}")
+        }
     }
 }
 
 pub fn request(r: &Request) -> String {
     match r {
-        Request::Get { pool, key } => format!("GET {} {}", pool.name(), text(key.as_bytes())),
+        Request::Get { pool, key } => format!("GET {} {}", pool.name(), Text(key.as_bytes())),
         Request::Set { pool, key, value } => {
             format!(
                 "SET {} {} = {}",
                 pool.name(),
-                text(key.as_bytes()),
-                text(value.as_bytes())
+                Text(key.as_bytes()),
+                Text(value.as_bytes())
             )
         }
-        Request::Delete { pool, key } => format!("DELETE {} {}", pool.name(), text(key.as_bytes())),
+        Request::Delete { pool, key } => format!("DELETE {} {}", pool.name(), Text(key.as_bytes())),
         Request::Enumerate { pool, index } => format!("ENUMERATE {} #{index}", pool.name()),
-        Request::GetIpInfo { adapter_id, .. } => format!("GET_IP_INFO {}", text(adapter_id)),
+        Request::GetIpInfo { adapter_id, .. } => format!("GET_IP_INFO {}", Text(adapter_id)),
         Request::SetIpInfo(f) => format!(
             "SET_IP_INFO {} ip={} mask={} gw={} dns={} dhcp={}",
-            text(&f.adapter_id),
-            text(&f.ip_addr),
-            text(&f.sub_net),
-            text(&f.gate_way),
-            text(&f.dns_addr),
+            Text(&f.adapter_id),
+            Text(&f.ip_addr),
+            Text(&f.sub_net),
+            Text(&f.gate_way),
+            Text(&f.dns_addr),
             f.dhcp_enabled
         ),
     }
@@ -62,16 +72,16 @@ pub fn reply(op: Option<Op>, bytes: &[u8]) -> String {
     };
     match wire::decode_reply(op, bytes) {
         Ok(Reply::Status(s)) => format!("{s:?}"),
-        Ok(Reply::Value(v)) => format!("OK {}", text(v.as_bytes())),
+        Ok(Reply::Value(v)) => format!("OK {}", Text(v.as_bytes())),
         Ok(Reply::Entry { key, value }) => {
-            format!("OK {} = {}", text(key.as_bytes()), text(value.as_bytes()))
+            format!("OK {} = {}", Text(key.as_bytes()), Text(value.as_bytes()))
         }
         Ok(Reply::IpInfo(f)) => format!(
             "OK ip={} mask={} gw={} dns={} family={} dhcp={}",
-            text(&f.ip_addr),
-            text(&f.sub_net),
-            text(&f.gate_way),
-            text(&f.dns_addr),
+            Text(&f.ip_addr),
+            Text(&f.sub_net),
+            Text(&f.gate_way),
+            Text(&f.dns_addr),
             f.addr_family,
             f.dhcp_enabled
         ),
