@@ -179,4 +179,6 @@ mod tests {
     }
 }
 
-pub use hvguest_core::kvp::describe::{effect, reply, request, result, text};
+pub use hvguest_core::kvp::describe::{
+    effect, reply, request, result, text, EffectText, ResultText,
+};

@@ -320,12 +320,15 @@ impl World {
     /// Moves observations from the daemon to the kernel and back until quiet.
     fn route(&mut self) {
         let mut kernel_out = Vec::new();
+        // Observations are swapped out in batches; the emptied batch goes back to the
+        // daemon's side, so the two buffers are reused instead of allocated per round.
+        let mut obs = Vec::new();
         loop {
-            let obs = std::mem::take(&mut self.obs);
+            std::mem::swap(&mut obs, &mut self.obs);
             if obs.is_empty() && kernel_out.is_empty() {
                 break;
             }
-            for o in obs {
+            for o in obs.drain(..) {
                 self.observe(o, &mut kernel_out);
             }
             let outs = std::mem::take(&mut kernel_out);
@@ -372,7 +375,7 @@ impl World {
                 logf!(self, "event", "{e:?}");
             }
             Observed::Effect(id, e) => {
-                logf!(self, "effect", "#{} {}", id.0, trace::effect(&e));
+                logf!(self, "effect", "#{} {}", id.0, trace::EffectText(&e));
             }
             // `done` is implied by the next line; other results carry information.
             Observed::Result(_, ResultSeen::Other(EffectResult::Done)) => {}
@@ -381,7 +384,7 @@ impl World {
                 logf!(self, "result", "#{} {len}B", id.0)
             }
             Observed::Result(id, ResultSeen::Other(r)) => {
-                logf!(self, "result", "#{} {}", id.0, trace::result(&r))
+                logf!(self, "result", "#{} {}", id.0, trace::ResultText(&r))
             }
             Observed::Parked(id) => {
                 logf!(self, "effect", "#{} blocked", id.0);

@@ -90,37 +90,56 @@ pub fn reply(op: Option<Op>, bytes: &[u8]) -> String {
 }
 
 pub fn effect(e: &Effect) -> String {
-    match e {
-        Effect::Lock(f) => format!("lock {f}"),
-        Effect::Unlock(f) => format!("unlock {f}"),
-        Effect::Stat(f) => format!("stat {f}"),
-        Effect::Read { file, offset, len } => format!("read {file} @{offset} {len}B"),
-        Effect::Write { file, offset, data } => {
-            format!("write {file} @{offset} {}B", data.len())
-        }
-        Effect::SetLen { file, len } => format!("set-len {file} {len}"),
-        Effect::Fsync(f) => format!("fsync {f}"),
-        Effect::QueryAdapter(m) => format!("query-adapter {m}"),
-        Effect::ApplyIpConfig { config: c, .. } => {
-            let mut words = vec![c.adapter.clone()];
-            if c.dhcp {
-                words.push("dhcp".to_string());
+    EffectText(e).to_string()
+}
+
+/// [`effect`] written where it is wanted, with no string of its own (a trace line per
+/// effect).
+pub struct EffectText<'a>(pub &'a Effect);
+
+impl fmt::Display for EffectText<'_> {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Effect::Lock(f) => write!(out, "lock {f}"),
+            Effect::Unlock(f) => write!(out, "unlock {f}"),
+            Effect::Stat(f) => write!(out, "stat {f}"),
+            Effect::Read { file, offset, len } => write!(out, "read {file} @{offset} {len}B"),
+            Effect::Write { file, offset, data } => {
+                write!(out, "write {file} @{offset} {}B", data.len())
             }
-            words.extend(c.addrs.iter().map(|a| format!("{}/{}", a.addr, a.prefix)));
-            format!("apply-ip {}", words.join(" "))
+            Effect::SetLen { file, len } => write!(out, "set-len {file} {len}"),
+            Effect::Fsync(f) => write!(out, "fsync {f}"),
+            Effect::QueryAdapter(m) => write!(out, "query-adapter {m}"),
+            Effect::ApplyIpConfig { config: c, .. } => {
+                let mut words = vec![c.adapter.clone()];
+                if c.dhcp {
+                    words.push("dhcp".to_string());
+                }
+                words.extend(c.addrs.iter().map(|a| format!("{}/{}", a.addr, a.prefix)));
+                write!(out, "apply-ip {}", words.join(" "))
+            }
         }
     }
 }
 
 pub fn result(r: &EffectResult) -> String {
-    match r {
-        EffectResult::Done => "done".into(),
-        EffectResult::Stamp(s) => format!("len={} v{}", s.len, s.change),
-        EffectResult::Data(d) => format!("{}B", d.len()),
-        EffectResult::Adapter(a) => {
-            (if a.is_some() { "adapter" } else { "no adapter" }).to_string()
+    ResultText(r).to_string()
+}
+
+/// [`result`] written where it is wanted, with no string of its own.
+pub struct ResultText<'a>(pub &'a EffectResult);
+
+impl fmt::Display for ResultText<'_> {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            EffectResult::Done => out.write_str("done"),
+            EffectResult::Stamp(s) => write!(out, "len={} v{}", s.len, s.change),
+            EffectResult::Data(d) => write!(out, "{}B", d.len()),
+            EffectResult::Adapter(a) => {
+                out.write_str(if a.is_some() { "adapter" } else { "no adapter" })
+            }
+            EffectResult::Failed(e) => write!(out, "failed {e}"),
         }
-        EffectResult::Failed(e) => format!("failed {e}"),
     }
 }
 
