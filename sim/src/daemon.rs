@@ -225,22 +225,22 @@ impl SimDaemon {
     ) -> Option<EffectResult> {
         let who = self.owner();
         let r = match effect {
-            Effect::Lock(f) => fs.lock(&file_name(f), who).map(|_| EffectResult::Done),
+            Effect::Lock(f) => fs.lock(file_name(f), who).map(|_| EffectResult::Done),
             Effect::Unlock(f) => {
-                fs.unlock(&file_name(f), who);
+                fs.unlock(file_name(f), who);
                 Ok(EffectResult::Done)
             }
-            Effect::Stat(f) => fs.stat(&file_name(f)).map(EffectResult::Stamp),
+            Effect::Stat(f) => fs.stat(file_name(f)).map(EffectResult::Stamp),
             Effect::Read { file, offset, len } => fs
-                .read(&file_name(file), *offset, *len)
+                .read(file_name(file), *offset, *len)
                 .map(EffectResult::Data),
             Effect::Write { file, offset, data } => fs
-                .write(&file_name(file), *offset, data)
+                .write(file_name(file), *offset, data)
                 .map(|_| EffectResult::Done),
             Effect::SetLen { file, len } => fs
-                .set_len(&file_name(file), *len)
+                .set_len(file_name(file), *len)
                 .map(|_| EffectResult::Done),
-            Effect::Fsync(f) => fs.fsync(&file_name(f)).map(|_| EffectResult::Done),
+            Effect::Fsync(f) => fs.fsync(file_name(f)).map(|_| EffectResult::Done),
             Effect::QueryAdapter(mac) => Ok(EffectResult::Adapter(net.adapters.get(mac).cloned())),
             Effect::ApplyIpConfig { config: cfg, .. } => {
                 if net.apply_fails {

@@ -136,6 +136,10 @@ fn push_instant(s: &mut String, now: Instant) {
     s.push('s');
 }
 
+pub use hvguest_core::kvp::describe::{
+    effect, reply, request, result, text, EffectText, ResultText,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,7 +182,3 @@ mod tests {
         }
     }
 }
-
-pub use hvguest_core::kvp::describe::{
-    effect, reply, request, result, text, EffectText, ResultText,
-};

@@ -284,7 +284,7 @@ impl World {
     /// Seeds the model with what the initial files hold (scenarios start from them).
     fn adopt_initial_files(&mut self) {
         for p in model_pools() {
-            let d = decode_pool(self.fs.contents(&path(p)));
+            let d = decode_pool(self.fs.contents(path(p)));
             for r in &d.records {
                 if !r.key.as_bytes().starts_with(OUTSIDE_PREFIX.as_bytes()) {
                     self.model.adopt(p, &r.key, r.value.clone());
@@ -548,7 +548,7 @@ impl World {
             (Request::Set { pool, key, .. }, Reply::Status(Status::S_CONT))
                 if *pool != PoolId::Auto =>
             {
-                let records = self.fs.contents(&path(*pool)).len() / POOL_RECORD_SIZE;
+                let records = self.fs.contents(path(*pool)).len() / POOL_RECORD_SIZE;
                 if records < HOST_POOL_RECORDS {
                     self.fail(format!(
                         "SET {pool:?} {key:?} refused as full while the file holds {records} \
@@ -699,8 +699,8 @@ impl World {
             Action::Outside(pool, op) => self.outside(pool, op),
             Action::Truncate(p) => {
                 self.log("outside", &format!("truncate {}", path(p)));
-                if self.fs.set_len(&path(p), 0).is_ok() {
-                    while self.fs.fsync(&path(p)).is_err() {}
+                if self.fs.set_len(path(p), 0).is_ok() {
+                    while self.fs.fsync(path(p)).is_err() {}
                     self.emptied(p);
                     self.outside_records.clear();
                 }
@@ -778,7 +778,7 @@ impl World {
 
     fn outside_append(&mut self, pool: PoolId, key: Key, value: Value) {
         let name = path(pool);
-        if self.fs.lock_holder(&name).is_some() || self.fs.frozen {
+        if self.fs.lock_holder(name).is_some() || self.fs.frozen {
             self.log(
                 "outside",
                 &format!("append to {name} skipped: locked or frozen"),
@@ -786,12 +786,12 @@ impl World {
             return;
         }
         let r = Record::new(key, value);
-        let _ = self.fs.lock(&name, Owner::Outside(1));
-        let ok = self.fs.append(&name, &r.encode()).is_ok();
+        let _ = self.fs.lock(name, Owner::Outside(1));
+        let ok = self.fs.append(name, &r.encode()).is_ok();
         if ok {
-            while self.fs.fsync(&name).is_err() {}
+            while self.fs.fsync(name).is_err() {}
         }
-        self.fs.unlock(&name, Owner::Outside(1));
+        self.fs.unlock(name, Owner::Outside(1));
         self.log(
             "outside",
             &format!(
@@ -924,7 +924,7 @@ impl World {
         // daemon registers, and from then on files are whole records.
         let registered = self.daemon.as_ref().is_some_and(|d| d.machine.registered());
         for p in model_pools().into_iter().filter(|_| registered) {
-            let len = self.fs.contents(&path(p)).len();
+            let len = self.fs.contents(path(p)).len();
             if p == PoolId::Guest && self.outside_torn {
                 // Another program's torn tail stays until the daemon next writes.
                 self.outside_torn = len % POOL_RECORD_SIZE != 0;
@@ -971,10 +971,10 @@ impl World {
         };
         let mut problems = Vec::new();
         for p in model_pools() {
-            let dec = decode_pool(self.fs.contents(&path(p)));
+            let dec = decode_pool(self.fs.contents(path(p)));
             // Another program's torn tail stays until the daemon next writes the pool.
             let torn_ok = p == PoolId::Guest && self.outside_torn;
-            let bytes = self.fs.contents(&path(p));
+            let bytes = self.fs.contents(path(p));
             let residue_at = |i: usize| {
                 p == PoolId::Guest
                     && bytes
@@ -1018,7 +1018,7 @@ impl World {
             if p == PoolId::Guest {
                 // Catches recovery or a DELETE that loses, or un-does, another
                 // program's append or in-place rewrite (parsed here, not by the core).
-                let bytes = &self.without_torn_residue(self.fs.contents(&path(p)));
+                let bytes = &self.without_torn_residue(self.fs.contents(path(p)));
                 for (k, v) in &self.outside_records {
                     let got = outside::first_match(bytes, k.as_bytes());
                     if got.as_deref() != Some(v.as_bytes()) {
@@ -1043,7 +1043,7 @@ impl World {
             // When the file is as the daemon last saw it, memory must equal it: catches
             // a Mutation applied to memory differently from the disk (pool.apply vs the
             // script), and stamps trusted while a same-tick change hides behind them.
-            let unchanged = d.machine.pool_stamp(p) == Some(self.fs.peek_stamp(&path(p)));
+            let unchanged = d.machine.pool_stamp(p) == Some(self.fs.peek_stamp(path(p)));
             if d.machine.pool_ready(p)
                 && unchanged
                 && d.machine.pool(p).records() != &dec.records[..]
@@ -1399,7 +1399,7 @@ impl World {
     /// Ends a scenario's trace with what each pool file holds.
     fn final_summary(&mut self) {
         for p in model_pools() {
-            let bytes = self.fs.contents(&path(p)).to_vec();
+            let bytes = self.fs.contents(path(p)).to_vec();
             if bytes.is_empty() {
                 continue;
             }

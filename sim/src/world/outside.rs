@@ -133,17 +133,17 @@ impl World {
     /// here it gives up, which keeps the world's clock moving).
     pub(super) fn outside(&mut self, pool: PoolId, op: OutsideOp) {
         let name = path(pool);
-        if self.fs.lock_holder(&name).is_some() || self.fs.frozen {
+        if self.fs.lock_holder(name).is_some() || self.fs.frozen {
             self.log("outside", &format!("{op:?} skipped: locked or frozen"));
             return;
         }
         let me = Owner::Outside(2);
-        if self.fs.lock(&name, me).is_err() {
+        if self.fs.lock(name, me).is_err() {
             return;
         }
         // Faults injected for the daemon are not for other programs to hit.
         let faults = self.fs.take_faults();
-        let bytes = self.fs.contents(&name).to_vec();
+        let bytes = self.fs.contents(name).to_vec();
         let whole = bytes.len() - bytes.len() % REC;
         let text = |k: &Key| trace::text(k.as_bytes());
         let done = match &op {
@@ -154,7 +154,7 @@ impl World {
             }
             OutsideOp::Append { key, value } => {
                 let r = record_bytes(key.as_bytes(), value.as_bytes());
-                self.fs.write(&name, bytes.len() as u64, &r).ok().map(|_| {
+                self.fs.write(name, bytes.len() as u64, &r).ok().map(|_| {
                     self.stats.appends += 1;
                     if pool == PoolId::Guest
                         && key.as_bytes().starts_with(OUTSIDE_PREFIX.as_bytes())
@@ -172,7 +172,7 @@ impl World {
                 let r = record_bytes(key.as_bytes(), value.as_bytes());
                 let n = (*n as usize).clamp(1, REC - 1);
                 self.fs
-                    .write(&name, bytes.len() as u64, &r[..n])
+                    .write(name, bytes.len() as u64, &r[..n])
                     .ok()
                     .map(|_| {
                         self.outside_torn = true;
@@ -185,7 +185,7 @@ impl World {
                     .position(|(k, _)| k == key.as_bytes());
                 slot.and_then(|s| {
                     let r = record_bytes(key.as_bytes(), value.as_bytes());
-                    self.fs.write(&name, (s * REC) as u64, &r).ok()?;
+                    self.fs.write(name, (s * REC) as u64, &r).ok()?;
                     for o in self.outside_records.iter_mut().filter(|o| o.0 == *key) {
                         o.1 = value.clone();
                     }
@@ -219,9 +219,9 @@ impl World {
                     // Copy every later record down by one, then cut the last.
                     let later = bytes[(s + 1) * REC..whole].to_vec();
                     if !later.is_empty() {
-                        self.fs.write(&name, (s * REC) as u64, &later).ok()?;
+                        self.fs.write(name, (s * REC) as u64, &later).ok()?;
                     }
-                    self.fs.set_len(&name, (whole - REC) as u64).ok()?;
+                    self.fs.set_len(name, (whole - REC) as u64).ok()?;
                     self.outside_records.retain(|o| o.0 != *key);
                     // A crashed daemon's half-made DELETE may have copied the record
                     // (two copies): removing the first leaves the other, which is no
@@ -239,18 +239,18 @@ impl World {
             OutsideOp::StrangerJournal { defect } => {
                 let journal = crate::fs::name_of(hvguest_core::kvp::effect::FileId::journal(pool));
                 let entry = stranger_entry(pool, &bytes, *defect);
-                let empty = self.fs.contents(&journal).is_empty();
+                let empty = self.fs.contents(journal).is_empty();
                 empty
-                    .then(|| self.fs.write(&journal, 0, &entry).ok())
+                    .then(|| self.fs.write(journal, 0, &entry).ok())
                     .flatten()
                     .map(|_| {
-                        self.fs.flush(&journal);
+                        self.fs.flush(journal);
                         // Reads fail until a recovery clears it.
                         self.errors_possible = true;
                         format!("leaves a stranger's journal entry (defect {defect})")
                     })
             }
-            OutsideOp::Truncate => self.fs.set_len(&name, 0).ok().map(|_| {
+            OutsideOp::Truncate => self.fs.set_len(name, 0).ok().map(|_| {
                 self.emptied(pool);
                 self.residue.clear();
                 self.torn_residue.clear();
@@ -261,7 +261,7 @@ impl World {
             }),
         };
         if let Some(what) = &done {
-            self.fs.flush(&name);
+            self.fs.flush(name);
             // Records moved under an ENUMERATE walk: its completeness is not checked.
             if matches!(op, OutsideOp::Remove { .. } | OutsideOp::Truncate) {
                 if let Some(w) = self.walk.as_mut() {
@@ -272,7 +272,7 @@ impl World {
         } else {
             self.log("outside", &format!("{op:?} on {name}: nothing done"));
         }
-        self.fs.unlock(&name, me);
+        self.fs.unlock(name, me);
         self.fs.restore_faults(faults);
     }
 
@@ -334,14 +334,14 @@ impl World {
             || self.model.dups_unsure(pool, &key)
             || self.model.has_in_flight()
             || !self.daemon_quiet()
-            || !self.fs.contents(&journal).is_empty()
-            || self.fs.lock_holder(&path(pool)).is_some()
+            || !self.fs.contents(journal).is_empty()
+            || self.fs.lock_holder(path(pool)).is_some()
             || self.fs.frozen
-            || self.fs.contents(&path(pool)).len() % REC != 0
+            || self.fs.contents(path(pool)).len() % REC != 0
         {
             return None;
         }
-        let before = self.fs.contents(&path(pool)).len();
+        let before = self.fs.contents(path(pool)).len();
         self.outside(
             pool,
             OutsideOp::Append {
@@ -349,7 +349,7 @@ impl World {
                 value: value.clone(),
             },
         );
-        if self.fs.contents(&path(pool)).len() > before {
+        if self.fs.contents(path(pool)).len() > before {
             // (`appended` ignores keys whose duplicates are unsure; none are chosen.)
             self.model.appended(pool, &key, value);
         }
@@ -395,7 +395,7 @@ impl World {
         }
         let (daemon, fs) = (self.daemon.as_ref(), &self.fs);
         self.emptied_in_memory.retain(|(p, _, _)| {
-            daemon.is_some_and(|d| d.machine.pool_stamp(*p) != Some(fs.peek_stamp(&path(*p))))
+            daemon.is_some_and(|d| d.machine.pool_stamp(*p) != Some(fs.peek_stamp(path(*p))))
         });
     }
 
@@ -469,12 +469,12 @@ impl World {
         }
         let name = path(PoolId::Guest);
         let journal = crate::fs::name_of(hvguest_core::kvp::effect::FileId::journal(PoolId::Guest));
-        if self.fs.lock_holder(&name).is_some() {
+        if self.fs.lock_holder(name).is_some() {
             return;
         }
-        let pending = !self.fs.contents(&journal).is_empty();
-        let want = first_match(self.fs.contents(&name), key.as_bytes());
-        let want_durable = first_match(self.fs.durable(&name), key.as_bytes());
+        let pending = !self.fs.contents(journal).is_empty();
+        let want = first_match(self.fs.contents(name), key.as_bytes());
+        let want_durable = first_match(self.fs.durable(name), key.as_bytes());
         let got = match reply {
             Reply::Value(v) => Some(v.as_bytes().to_vec()),
             Reply::Status(Status::S_CONT) => None,
@@ -502,7 +502,7 @@ impl World {
     /// header the first write's slot, pre and post images.
     /// Also whether the entry shrinks the file (old length at 16, new at 24).
     fn pending_growth_post(&self) -> Option<(Vec<u8>, bool)> {
-        let j = self.fs.contents(&crate::fs::name_of(
+        let j = self.fs.contents(crate::fs::name_of(
             hvguest_core::kvp::effect::FileId::journal(PoolId::Guest),
         ));
         let ok = j.len() >= 40 + 2 * REC && &j[..8] == b"HVKVPJ1\0" && j[13] >= 1;
@@ -519,7 +519,7 @@ impl World {
     /// journal, read from the journal's layout: write count at 13, writes from byte 36,
     /// each a 4-byte slot, then the pre and post images.
     fn pending_in_place_writes(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let j = self.fs.contents(&crate::fs::name_of(
+        let j = self.fs.contents(crate::fs::name_of(
             hvguest_core::kvp::effect::FileId::journal(PoolId::Guest),
         ));
         if j.len() < 36 || &j[..8] != b"HVKVPJ1\0" {
