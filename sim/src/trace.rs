@@ -137,7 +137,7 @@ fn push_instant(s: &mut String, now: Instant) {
 }
 
 pub use hvguest_core::kvp::describe::{
-    effect, reply, request, result, text, EffectText, ResultText,
+    effect, reply, request, result, text, EffectText, RequestText, ResultText,
 };
 
 #[cfg(test)]

@@ -647,7 +647,7 @@ impl World {
         // Raw bytes with one defect, and a well-formed SET of an empty key.
         let malformed_status = host_wire::malformed_status(&bytes);
         match &request {
-            Some(r) => logf!(self, "host", "#{id} {}", trace::request(r)),
+            Some(r) => logf!(self, "host", "#{id} {}", trace::RequestText(r)),
             None => logf!(
                 self,
                 "host",

@@ -38,28 +38,45 @@ impl fmt::Display for Text<'_> {
 }
 
 pub fn request(r: &Request) -> String {
-    match r {
-        Request::Get { pool, key } => format!("GET {} {}", pool.name(), Text(key.as_bytes())),
-        Request::Set { pool, key, value } => {
-            format!(
-                "SET {} {} = {}",
-                pool.name(),
-                Text(key.as_bytes()),
-                Text(value.as_bytes())
-            )
+    RequestText(r).to_string()
+}
+
+/// [`request`] written where it is wanted, with no string of its own.
+pub struct RequestText<'a>(pub &'a Request);
+
+impl fmt::Display for RequestText<'_> {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Request::Get { pool, key } => {
+                write!(out, "GET {} {}", pool.name(), Text(key.as_bytes()))
+            }
+            Request::Set { pool, key, value } => {
+                write!(
+                    out,
+                    "SET {} {} = {}",
+                    pool.name(),
+                    Text(key.as_bytes()),
+                    Text(value.as_bytes())
+                )
+            }
+            Request::Delete { pool, key } => {
+                write!(out, "DELETE {} {}", pool.name(), Text(key.as_bytes()))
+            }
+            Request::Enumerate { pool, index } => write!(out, "ENUMERATE {} #{index}", pool.name()),
+            Request::GetIpInfo { adapter_id, .. } => {
+                write!(out, "GET_IP_INFO {}", Text(adapter_id))
+            }
+            Request::SetIpInfo(ip) => write!(
+                out,
+                "SET_IP_INFO {} ip={} mask={} gw={} dns={} dhcp={}",
+                Text(&ip.adapter_id),
+                Text(&ip.ip_addr),
+                Text(&ip.sub_net),
+                Text(&ip.gate_way),
+                Text(&ip.dns_addr),
+                ip.dhcp_enabled
+            ),
         }
-        Request::Delete { pool, key } => format!("DELETE {} {}", pool.name(), Text(key.as_bytes())),
-        Request::Enumerate { pool, index } => format!("ENUMERATE {} #{index}", pool.name()),
-        Request::GetIpInfo { adapter_id, .. } => format!("GET_IP_INFO {}", Text(adapter_id)),
-        Request::SetIpInfo(f) => format!(
-            "SET_IP_INFO {} ip={} mask={} gw={} dns={} dhcp={}",
-            Text(&f.adapter_id),
-            Text(&f.ip_addr),
-            Text(&f.sub_net),
-            Text(&f.gate_way),
-            Text(&f.dns_addr),
-            f.dhcp_enabled
-        ),
     }
 }
 
