@@ -52,10 +52,8 @@ impl Trace {
         } else {
             who.chars().count()
         };
-        for _ in who_width..7 {
-            s.push(' ');
-        }
-        s.push(' ');
+        // `who` padded to 7 columns, then the space before the text.
+        s.push_str(&"        "[who_width.min(7)..]);
         let _ = s.write_fmt(text);
         self.hash = hash_line(self.hash, s.as_bytes());
         self.lines += 1;
@@ -108,32 +106,30 @@ fn hash_line(mut h: u64, line: &[u8]) -> u64 {
 /// random run's time. A test compares the two.
 fn push_instant(s: &mut String, now: Instant) {
     let us = now.as_nanos() / 1_000;
-    let (mut secs, frac) = (us / 1_000_000, us % 1_000_000);
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
+    let (mut secs, mut frac) = (us / 1_000_000, us % 1_000_000);
+    // Built from the right in a buffer, then appended at once: seconds (at most 14
+    // digits for a u64 of nanoseconds), the point, six digits and the `s`; padded on the
+    // left to 11 columns.
+    let mut buf = [b' '; 24];
+    let mut start = buf.len() - 1;
+    buf[start] = b's';
+    for _ in 0..6 {
+        start -= 1;
+        buf[start] = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    start -= 1;
+    buf[start] = b'.';
     loop {
         start -= 1;
-        digits[start] = b'0' + (secs % 10) as u8;
+        buf[start] = b'0' + (secs % 10) as u8;
         secs /= 10;
         if secs == 0 {
             break;
         }
     }
-    // The seconds' digits, the point, six digits and the `s`.
-    let width = (digits.len() - start) + 8;
-    for _ in width..11 {
-        s.push(' ');
-    }
-    for &d in &digits[start..] {
-        s.push(char::from(d));
-    }
-    s.push('.');
-    let mut div = 100_000;
-    while div > 0 {
-        s.push(char::from(b'0' + ((frac / div) % 10) as u8));
-        div /= 10;
-    }
-    s.push('s');
+    let start = start.min(buf.len() - 11);
+    s.push_str(std::str::from_utf8(&buf[start..]).expect("ASCII digits"));
 }
 
 pub use hvguest_core::kvp::describe::{
