@@ -757,10 +757,11 @@ mod tests {
 
     #[test]
     fn a_change_in_doubt_that_reached_the_journal_is_finished_at_once() {
-        // The slot is written, then its fsync fails: the journal holds the change.
+        // The slot is written, then its fsync (the append's only one) fails: the
+        // journal holds the change.
         let (dir, mut a) = faulty(
             "in-doubt-finished",
-            nth(2, |e| matches!(e, Effect::Fsync(_)) && pool_file(e)),
+            nth(1, |e| matches!(e, Effect::Fsync(_)) && pool_file(e)),
         );
         assert_eq!(
             a.set(PoolId::Guest, &k("b"), &v("2")).unwrap(),

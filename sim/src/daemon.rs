@@ -25,9 +25,29 @@ pub enum Observed {
     DeviceWrite(Box<Message>),
     Event(Event),
     Effect(EffectId, Effect),
-    Result(EffectId, EffectResult),
+    Result(EffectId, ResultSeen),
     Parked(EffectId),
     Exit,
+}
+
+/// An effect's result as observed: the result itself, but data read only by its length.
+/// The machine takes the bytes (often a whole pool file), and a copy made only so the
+/// trace can say how many there were was a visible part of a random run's time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResultSeen {
+    /// `EffectResult::Data` of this many bytes.
+    Data(usize),
+    /// Any other result.
+    Other(EffectResult),
+}
+
+impl ResultSeen {
+    fn of(result: &EffectResult) -> ResultSeen {
+        match result {
+            EffectResult::Data(d) => ResultSeen::Data(d.len()),
+            other => ResultSeen::Other(other.clone()),
+        }
+    }
 }
 
 /// How long effects take, in simulated time.
@@ -107,8 +127,8 @@ pub struct SimDaemon {
     pub effect_budget: Option<u64>,
 }
 
-pub fn file_name(f: &FileId) -> String {
-    f.file_name()
+pub fn file_name(f: &FileId) -> &'static str {
+    crate::fs::name_of(*f)
 }
 
 impl SimDaemon {
@@ -164,10 +184,7 @@ impl SimDaemon {
                     self.exited = true;
                     out.push(Observed::Exit);
                 }
-                Output::Effect { id, effect } => {
-                    out.push(Observed::Effect(id, effect.clone()));
-                    self.start_effect(now, id, effect, fs, net, out);
-                }
+                Output::Effect { id, effect } => self.start_effect(now, id, effect, fs, net, out),
             }
         }
     }
@@ -184,8 +201,11 @@ impl SimDaemon {
         if effect.lane() == Lane::System {
             self.system_in_flight = Some(id);
         }
+        // The effect is observed before anything it leads to (its `Parked`); it is moved
+        // into the observation once executed, not copied (a write carries its data).
         if let Some(b) = self.effect_budget.as_mut() {
             if *b == 0 {
+                out.push(Observed::Effect(id, effect));
                 out.push(Observed::Parked(id));
                 return; // never executed: the world stops here
             }
@@ -195,8 +215,10 @@ impl SimDaemon {
             Some(result) => {
                 let at = now.saturating_add(self.latency.of(&effect));
                 self.completions.push((at, id, result));
+                out.push(Observed::Effect(id, effect));
             }
             None => {
+                out.push(Observed::Effect(id, effect.clone()));
                 out.push(Observed::Parked(id));
                 self.parked.push((id, effect));
             }
@@ -217,22 +239,22 @@ impl SimDaemon {
     ) -> Option<EffectResult> {
         let who = self.owner();
         let r = match effect {
-            Effect::Lock(f) => fs.lock(&file_name(f), who).map(|_| EffectResult::Done),
+            Effect::Lock(f) => fs.lock(file_name(f), who).map(|_| EffectResult::Done),
             Effect::Unlock(f) => {
-                fs.unlock(&file_name(f), who);
+                fs.unlock(file_name(f), who);
                 Ok(EffectResult::Done)
             }
-            Effect::Stat(f) => fs.stat(&file_name(f)).map(EffectResult::Stamp),
+            Effect::Stat(f) => fs.stat(file_name(f)).map(EffectResult::Stamp),
             Effect::Read { file, offset, len } => fs
-                .read(&file_name(file), *offset, *len)
+                .read(file_name(file), *offset, *len)
                 .map(EffectResult::Data),
             Effect::Write { file, offset, data } => fs
-                .write(&file_name(file), *offset, data)
+                .write(file_name(file), *offset, data)
                 .map(|_| EffectResult::Done),
             Effect::SetLen { file, len } => fs
-                .set_len(&file_name(file), *len)
+                .set_len(file_name(file), *len)
                 .map(|_| EffectResult::Done),
-            Effect::Fsync(f) => fs.fsync(&file_name(f)).map(|_| EffectResult::Done),
+            Effect::Fsync(f) => fs.fsync(file_name(f)).map(|_| EffectResult::Done),
             Effect::QueryAdapter(mac) => Ok(EffectResult::Adapters(
                 net.adapters.get(mac).cloned().unwrap_or_default(),
             )),
@@ -304,7 +326,7 @@ impl SimDaemon {
                     if self.system_in_flight == Some(id) {
                         self.system_in_flight = None;
                     }
-                    out.push(Observed::Result(id, result.clone()));
+                    out.push(Observed::Result(id, ResultSeen::of(&result)));
                     self.handle(now, Input::EffectDone { id, result }, fs, net, out);
                 }
                 None => break,
@@ -313,5 +335,18 @@ impl SimDaemon {
         if self.machine.poll_timeout().is_some_and(|t| t <= now) {
             self.handle(now, Input::Timer, fs, net, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_seen_by_length_reads_as_the_core_describes_it() {
+        // The world writes `ResultSeen::Data(n)` as `{n}B`: what `describe::result` says.
+        let data = EffectResult::Data(vec![7; 2560]);
+        assert_eq!(ResultSeen::of(&data), ResultSeen::Data(2560));
+        assert_eq!(hvguest_core::kvp::describe::result(&data), "2560B");
     }
 }

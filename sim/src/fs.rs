@@ -4,11 +4,31 @@
 //! (a suspended file system) under which writes cannot complete.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
-use hvguest_core::kvp::effect::{FileStamp, IoError};
+use hvguest_core::kvp::effect::{FileId, FileKind, FileStamp, IoError};
+use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::limits::SECTOR_SIZE;
 
 use crate::prng::Prng;
+
+/// A file's name, as core's [`FileId::file_name`] gives it, made once per file: building
+/// the name allocates, and the simulator needs one for every effect it executes and
+/// every check it makes.
+pub fn name_of(f: FileId) -> &'static str {
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        PoolId::ALL
+            .iter()
+            .flat_map(|&p| [FileId::pool(p).file_name(), FileId::journal(p).file_name()])
+            .collect()
+    });
+    let kind = match f.kind {
+        FileKind::Pool => 0,
+        FileKind::Journal => 1,
+    };
+    &names[f.pool.index() * 2 + kind]
+}
 
 /// One change not yet made durable.
 #[derive(Clone, Debug)]
@@ -24,6 +44,34 @@ struct SimFile {
     pending: Vec<Pending>,
     /// Bumped on every change: the `change` part of a stamp.
     version: u64,
+}
+
+/// The files by name, in name order (a crash visits them in that order, drawing from the
+/// seed's stream per file, so the order is part of the run). A sorted list rather than a
+/// map: there are a handful of files, looked up several times per simulated step, and
+/// names of one length differ near their end (`.kvp_pool_0`, `.kvp_pool_1`), so
+/// comparing the last byte before the rest rules out all but the one file.
+#[derive(Clone, Debug, Default)]
+struct Files(Vec<(String, SimFile)>);
+
+impl Files {
+    fn find(&self, name: &str) -> Option<usize> {
+        let last = name.as_bytes().last();
+        self.0.iter().position(|(n, _)| {
+            n.len() == name.len() && n.as_bytes().last() == last && n.as_str() == name
+        })
+    }
+
+    fn get(&self, name: &str) -> Option<&SimFile> {
+        self.find(name).map(|i| &self.0[i].1)
+    }
+
+    /// Adds an empty file (not there yet) at its place in name order.
+    fn insert(&mut self, name: &str) -> usize {
+        let at = self.0.partition_point(|(n, _)| n.as_str() < name);
+        self.0.insert(at, (name.to_string(), SimFile::default()));
+        at
+    }
 }
 
 /// Who holds a lock: the daemon (by its process generation) or an outside writer.
@@ -46,7 +94,7 @@ pub enum FsCall {
 
 #[derive(Clone, Debug, Default)]
 pub struct SimFs {
-    files: BTreeMap<String, SimFile>,
+    files: Files,
     locks: BTreeMap<String, Owner>,
     /// Faults to inject: the next call of this kind on this file (or any file) fails.
     faults: Vec<(FsCall, Option<String>, IoError)>,
@@ -120,11 +168,15 @@ impl SimFs {
     }
 
     fn file(&mut self, name: &str) -> &mut SimFile {
-        self.files.entry(name.to_string()).or_default()
+        let i = match self.files.find(name) {
+            Some(i) => i,
+            None => self.files.insert(name),
+        };
+        &mut self.files.0[i].1
     }
 
     pub fn exists(&self, name: &str) -> bool {
-        self.files.contains_key(name)
+        self.files.find(name).is_some()
     }
 
     /// The bytes a reader sees now.
@@ -138,7 +190,7 @@ impl SimFs {
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.files.keys().map(String::as_str)
+        self.files.0.iter().map(|(n, _)| n.as_str())
     }
 
     /// The stamp `stat` would return, without fault injection (for checks).
@@ -255,7 +307,7 @@ impl SimFs {
 
     /// Makes every file durable (a clean shutdown or a scenario's starting state).
     pub fn sync_all(&mut self) {
-        for f in self.files.values_mut() {
+        for (_, f) in self.files.0.iter_mut() {
             for p in std::mem::take(&mut f.pending) {
                 apply(&mut f.durable, &p);
             }
@@ -296,7 +348,7 @@ impl SimFs {
         let mut notes = Vec::new();
         self.locks.clear();
         self.frozen = false;
-        for (name, f) in self.files.iter_mut() {
+        for (name, f) in self.files.0.iter_mut() {
             let n = f.pending.len() as u64;
             let keep = if n == 0 {
                 0
@@ -362,6 +414,35 @@ impl SimFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_kept_in_name_order_and_found_by_name() {
+        let mut fs = SimFs::new();
+        for name in [
+            ".kvp_pool_1",
+            ".kvp_pool_0.journal",
+            "b",
+            ".kvp_pool_0",
+            "a",
+        ] {
+            fs.write(name, 0, name.as_bytes()).unwrap();
+        }
+        let names: Vec<&str> = fs.names().collect();
+        assert_eq!(
+            names,
+            [
+                ".kvp_pool_0",
+                ".kvp_pool_0.journal",
+                ".kvp_pool_1",
+                "a",
+                "b"
+            ]
+        );
+        for name in names {
+            assert_eq!(fs.contents(name), name.as_bytes());
+        }
+        assert!(!fs.exists(".kvp_pool_2") && fs.contents("c").is_empty());
+    }
 
     #[test]
     fn fsync_makes_durable_and_crash_keeps_it() {

@@ -139,7 +139,15 @@ pub fn mount(fstype: &str, path: &str, source: &str, read_only: bool) -> Mount {
 pub fn mount_of<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
     mounts
         .iter()
-        .filter(|m| path == m.path || m.path == "/" || path.starts_with(&format!("{}/", m.path)))
+        .filter(|m| {
+            // `path` is under `m.path` when it goes on with a `/` (no string built: this
+            // runs for every mount after every step).
+            path == m.path
+                || m.path == "/"
+                || path
+                    .strip_prefix(m.path.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
         .max_by_key(|m| m.path.len())
 }
 

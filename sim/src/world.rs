@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::network::Network;
-use hvguest_core::kvp::effect::{FileId, Input, IoError};
+use hvguest_core::kvp::effect::{EffectResult, FileId, Input, IoError};
 use hvguest_core::kvp::machine::{Event, KvpConfig};
 use hvguest_core::kvp::record::{decode_pool, PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, Value};
@@ -13,7 +13,7 @@ use hvguest_core::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
 use hvguest_core::limits::{HOST_POOL_RECORDS, KVP_REPLY_BUDGET, POOL_RECORD_SIZE};
 use hvguest_core::Instant;
 
-use crate::daemon::{DaemonSetup, Latency, Observed, SimDaemon, SimNet};
+use crate::daemon::{DaemonSetup, Latency, Observed, ResultSeen, SimDaemon, SimNet};
 use crate::fs::{FsCall, Owner, SimFs};
 use crate::harness::test_info;
 use crate::host::{
@@ -26,6 +26,15 @@ use crate::prng::Prng;
 use crate::trace::{self, Trace};
 use crate::vss::VssSetup;
 use hvguest_core::vss::wire::VssOp;
+
+/// `logf!(world, who, "format", args…)`: a trace line formatted straight into the trace
+/// (see [`Trace::line_args`]), for the lines every request writes; `log` with a
+/// `format!` would make and drop a string per line.
+macro_rules! logf {
+    ($w:expr, $who:expr, $($arg:tt)*) => {
+        $w.trace.line_args($w.now, $who, format_args!($($arg)*))
+    };
+}
 
 mod outside;
 mod tool_side;
@@ -193,11 +202,15 @@ pub struct World {
     pub trace: Trace,
     pub stats: Stats,
     obs: Vec<Observed>,
+    /// The daemon's last reply with the trace's words for it: the host's line for the
+    /// same bytes says the same, and decoding and describing every reply twice was a
+    /// visible part of a random run's time.
+    last_reply: Option<(Option<Op>, Box<wire::Message>, String)>,
     violation: Option<String>,
 }
 
-fn path(p: PoolId) -> String {
-    FileId::pool(p).file_name()
+fn path(p: PoolId) -> &'static str {
+    crate::fs::name_of(FileId::pool(p))
 }
 
 impl World {
@@ -251,6 +264,7 @@ impl World {
             tool: None,
             stats: Stats::default(),
             obs: Vec::new(),
+            last_reply: None,
             violation: None,
         }
     }
@@ -269,7 +283,7 @@ impl World {
     /// Seeds the model with what the initial files hold (scenarios start from them).
     fn adopt_initial_files(&mut self) {
         for p in model_pools() {
-            let d = decode_pool(self.fs.contents(&path(p)));
+            let d = decode_pool(self.fs.contents(path(p)));
             for r in &d.records {
                 if !r.key.as_bytes().starts_with(OUTSIDE_PREFIX.as_bytes()) {
                     self.model.adopt(p, &r.key, r.value.clone());
@@ -287,7 +301,7 @@ impl World {
 
     fn start_daemon(&mut self) {
         self.generation += 1;
-        self.log("world", &format!("daemon #{} starts", self.generation));
+        logf!(self, "world", "daemon #{} starts", self.generation);
         let mut obs = std::mem::take(&mut self.obs);
         self.daemon = Some(SimDaemon::start(
             self.generation,
@@ -305,12 +319,15 @@ impl World {
     /// Moves observations from the daemon to the kernel and back until quiet.
     fn route(&mut self) {
         let mut kernel_out = Vec::new();
+        // Observations are swapped out in batches; the emptied batch goes back to the
+        // daemon's side, so the two buffers are reused instead of allocated per round.
+        let mut obs = Vec::new();
         loop {
-            let obs = std::mem::take(&mut self.obs);
+            std::mem::swap(&mut obs, &mut self.obs);
             if obs.is_empty() && kernel_out.is_empty() {
                 break;
             }
-            for o in obs {
+            for o in obs.drain(..) {
                 self.observe(o, &mut kernel_out);
             }
             let outs = std::mem::take(&mut kernel_out);
@@ -331,11 +348,13 @@ impl World {
                     && bytes[1..].iter().all(|&b| b == 0)
                     && !self.kernel.registered()
                 {
-                    "write registration".to_string()
+                    self.log("daemon", "write registration");
+                    None
                 } else {
-                    format!("reply {}", trace::reply(op, &bytes[..]))
+                    let text = trace::reply(op, &bytes[..]);
+                    logf!(self, "daemon", "reply {text}");
+                    Some(text)
                 };
-                self.log("daemon", &text);
                 if let Err(v) = self
                     .kernel
                     .on_daemon_write(self.now, &bytes[..], kernel_out)
@@ -344,6 +363,7 @@ impl World {
                     // or a reply the kernel would not accept.
                     self.fail(format!("device contract: {v:?}"));
                 }
+                self.last_reply = text.map(|t| (op, bytes, t));
             }
             Observed::Event(e) => {
                 if let Event::Job(j) = &e {
@@ -351,18 +371,22 @@ impl World {
                         return; // noisy and implied by the effects
                     }
                 }
-                self.log("event", &format!("{e:?}"));
+                logf!(self, "event", "{e:?}");
             }
             Observed::Effect(id, e) => {
-                self.log("effect", &format!("#{} {}", id.0, trace::effect(&e)));
+                logf!(self, "effect", "#{} {}", id.0, trace::EffectText(&e));
             }
             // `done` is implied by the next line; other results carry information.
-            Observed::Result(_, hvguest_core::kvp::effect::EffectResult::Done) => {}
-            Observed::Result(id, r) => {
-                self.log("result", &format!("#{} {}", id.0, trace::result(&r)))
+            Observed::Result(_, ResultSeen::Other(EffectResult::Done)) => {}
+            // As `trace::result` tells `EffectResult::Data`.
+            Observed::Result(id, ResultSeen::Data(len)) => {
+                logf!(self, "result", "#{} {len}B", id.0)
+            }
+            Observed::Result(id, ResultSeen::Other(r)) => {
+                logf!(self, "result", "#{} {}", id.0, trace::ResultText(&r))
             }
             Observed::Parked(id) => {
-                self.log("effect", &format!("#{} blocked", id.0));
+                logf!(self, "effect", "#{} blocked", id.0);
                 if self
                     .daemon
                     .as_ref()
@@ -379,7 +403,7 @@ impl World {
         match k {
             KernelOut::Registered => self.log("kernel", "registered"),
             KernelOut::NotForwarded { id } => {
-                self.log("kernel", &format!("#{id} not forwarded: daemon busy"))
+                logf!(self, "kernel", "#{id} not forwarded: daemon busy")
             }
             KernelOut::LateReplyDropped { id, stale } => {
                 self.log("kernel", &format!("late reply dropped (request {id:?})"));
@@ -390,13 +414,10 @@ impl World {
                 }
             }
             KernelOut::Deliver { id, bytes } => {
-                self.log(
-                    "kernel",
-                    &format!(
-                        "deliver {}",
-                        id.map_or("stale request".into(), |i| format!("#{i}"))
-                    ),
-                );
+                match id {
+                    Some(i) => logf!(self, "kernel", "deliver #{i}"),
+                    None => self.log("kernel", "deliver stale request"),
+                }
                 let busy = self.daemon.as_ref().is_some_and(|d| !d.machine.is_idle());
                 let system_busy = self.daemon.as_ref().is_some_and(SimDaemon::system_busy);
                 if let Some(o) = self.outstanding.as_mut().filter(|o| Some(o.id) == id) {
@@ -448,7 +469,8 @@ impl World {
             }
         }
         let Some(req) = o.request else {
-            self.log("host", &format!("#{id} <- {}", trace::reply(None, bytes)));
+            let text = self.reply_text(None, bytes);
+            logf!(self, "host", "#{id} <- {text}");
             // Malformed: the status our decisions give its one defect, else any status
             // but OK; never a crash. (A timed-out request got the kernel's E_FAIL.)
             let got = Status(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
@@ -465,10 +487,8 @@ impl World {
             // A request the daemon must refuse (a SET of an empty key): exactly its
             // status, and nothing stored (the model is left as it was).
             let got = Status(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
-            self.log(
-                "host",
-                &format!("#{id} <- {}", trace::reply(Some(req.op()), bytes)),
-            );
+            let text = self.reply_text(Some(req.op()), bytes);
+            logf!(self, "host", "#{id} <- {text}");
             if got != want && !timed_out {
                 self.fail(format!(
                     "{} answered {got:?}, expected {want:?}",
@@ -483,10 +503,8 @@ impl World {
             Ok(r) => r,
             Err(e) => return self.fail(format!("undecodable reply: {}", e.0)),
         };
-        self.log(
-            "host",
-            &format!("#{id} <- {}", trace::reply(Some(req.op()), bytes)),
-        );
+        let text = self.reply_text(Some(req.op()), bytes);
+        logf!(self, "host", "#{id} <- {text}");
         if reply.status() == Status::OK {
             self.stats.replies_ok += 1;
         }
@@ -536,7 +554,7 @@ impl World {
             (Request::Set { pool, key, .. }, Reply::Status(Status::S_CONT))
                 if *pool != PoolId::Auto =>
             {
-                let records = self.fs.contents(&path(*pool)).len() / POOL_RECORD_SIZE;
+                let records = self.fs.contents(path(*pool)).len() / POOL_RECORD_SIZE;
                 if records < HOST_POOL_RECORDS {
                     self.fail(format!(
                         "SET {pool:?} {key:?} refused as full while the file holds {records} \
@@ -581,6 +599,15 @@ impl World {
             if let Some(w) = self.walk.as_mut() {
                 w.disturbed = true;
             }
+        }
+    }
+
+    /// `trace::reply(op, bytes)`, taken from the daemon's last reply when these are its
+    /// bytes (the kernel forwards them unchanged unless it answered by itself).
+    fn reply_text(&mut self, op: Option<Op>, bytes: &[u8]) -> String {
+        match self.last_reply.take() {
+            Some((o, b, text)) if o == op && b[..] == *bytes => text,
+            _ => trace::reply(op, bytes),
         }
     }
 
@@ -630,17 +657,16 @@ impl World {
         };
         // Raw bytes with one defect, and a well-formed SET of an empty key.
         let malformed_status = host_wire::malformed_status(&bytes);
-        let text = request.as_ref().map_or_else(
-            || {
-                format!(
-                    "raw {} bytes op={}",
-                    bytes.len(),
-                    bytes.first().copied().unwrap_or(0)
-                )
-            },
-            trace::request,
-        );
-        self.log("host", &format!("#{id} {text}"));
+        match &request {
+            Some(r) => logf!(self, "host", "#{id} {}", trace::RequestText(r)),
+            None => logf!(
+                self,
+                "host",
+                "#{id} raw {} bytes op={}",
+                bytes.len(),
+                bytes.first().copied().unwrap_or(0)
+            ),
+        }
         if let (Some(r), Some(w)) = (&request, self.walk.as_mut()) {
             if !walk_step && matches!(r, Request::Set { .. } | Request::Delete { .. }) {
                 w.disturbed = true;
@@ -685,8 +711,8 @@ impl World {
             Action::Outside(pool, op) => self.outside(pool, op),
             Action::Truncate(p) => {
                 self.log("outside", &format!("truncate {}", path(p)));
-                if self.fs.set_len(&path(p), 0).is_ok() {
-                    while self.fs.fsync(&path(p)).is_err() {}
+                if self.fs.set_len(path(p), 0).is_ok() {
+                    while self.fs.fsync(path(p)).is_err() {}
                     self.emptied(p);
                     self.outside_records.clear();
                 }
@@ -764,7 +790,7 @@ impl World {
 
     fn outside_append(&mut self, pool: PoolId, key: Key, value: Value) {
         let name = path(pool);
-        if self.fs.lock_holder(&name).is_some() || self.fs.frozen {
+        if self.fs.lock_holder(name).is_some() || self.fs.frozen {
             self.log(
                 "outside",
                 &format!("append to {name} skipped: locked or frozen"),
@@ -772,12 +798,12 @@ impl World {
             return;
         }
         let r = Record::new(key, value);
-        let _ = self.fs.lock(&name, Owner::Outside(1));
-        let ok = self.fs.append(&name, &r.encode()).is_ok();
+        let _ = self.fs.lock(name, Owner::Outside(1));
+        let ok = self.fs.append(name, &r.encode()).is_ok();
         if ok {
-            while self.fs.fsync(&name).is_err() {}
+            while self.fs.fsync(name).is_err() {}
         }
-        self.fs.unlock(&name, Owner::Outside(1));
+        self.fs.unlock(name, Owner::Outside(1));
         self.log(
             "outside",
             &format!(
@@ -910,7 +936,7 @@ impl World {
         // daemon registers, and from then on files are whole records.
         let registered = self.daemon.as_ref().is_some_and(|d| d.machine.registered());
         for p in model_pools().into_iter().filter(|_| registered) {
-            let len = self.fs.contents(&path(p)).len();
+            let len = self.fs.contents(path(p)).len();
             if p == PoolId::Guest && self.outside_torn {
                 // Another program's torn tail stays until the daemon next writes.
                 self.outside_torn = len % POOL_RECORD_SIZE != 0;
@@ -957,10 +983,10 @@ impl World {
         };
         let mut problems = Vec::new();
         for p in model_pools() {
-            let dec = decode_pool(self.fs.contents(&path(p)));
+            let dec = decode_pool(self.fs.contents(path(p)));
             // Another program's torn tail stays until the daemon next writes the pool.
             let torn_ok = p == PoolId::Guest && self.outside_torn;
-            let bytes = self.fs.contents(&path(p));
+            let bytes = self.fs.contents(path(p));
             let residue_at = |i: usize| {
                 p == PoolId::Guest
                     && bytes
@@ -1004,7 +1030,7 @@ impl World {
             if p == PoolId::Guest {
                 // Catches recovery or a DELETE that loses, or un-does, another
                 // program's append or in-place rewrite (parsed here, not by the core).
-                let bytes = &self.without_torn_residue(self.fs.contents(&path(p)));
+                let bytes = &self.without_torn_residue(self.fs.contents(path(p)));
                 for (k, v) in &self.outside_records {
                     let got = outside::first_match(bytes, k.as_bytes());
                     if got.as_deref() != Some(v.as_bytes()) {
@@ -1029,7 +1055,7 @@ impl World {
             // When the file is as the daemon last saw it, memory must equal it: catches
             // a Mutation applied to memory differently from the disk (pool.apply vs the
             // script), and stamps trusted while a same-tick change hides behind them.
-            let unchanged = d.machine.pool_stamp(p) == Some(self.fs.peek_stamp(&path(p)));
+            let unchanged = d.machine.pool_stamp(p) == Some(self.fs.peek_stamp(path(p)));
             if d.machine.pool_ready(p)
                 && unchanged
                 && d.machine.pool(p).records() != &dec.records[..]
@@ -1413,7 +1439,7 @@ impl World {
     /// Ends a scenario's trace with what each pool file holds.
     fn final_summary(&mut self) {
         for p in model_pools() {
-            let bytes = self.fs.contents(&path(p)).to_vec();
+            let bytes = self.fs.contents(path(p)).to_vec();
             if bytes.is_empty() {
                 continue;
             }

@@ -17,39 +17,66 @@ use crate::limits::{
 
 /// Text shown for keys and values: quoted, long ones shortened with their length.
 pub fn text(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    let n = s.chars().count();
-    if n > 24 {
-        let head: String = s.chars().take(12).collect();
-        format!("{head:?}…({} bytes)", bytes.len())
-    } else {
-        format!("{s:?}")
+    Text(bytes).to_string()
+}
+
+/// [`text`] written where it is wanted: a request or reply line with a key and a value
+/// then builds one string, not three (the simulator writes millions of them).
+pub struct Text<'a>(pub &'a [u8]);
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = String::from_utf8_lossy(self.0);
+        let n = s.chars().count();
+        if n > 24 {
+            let head: String = s.chars().take(12).collect();
+            write!(f, "{head:?}…({} bytes)", self.0.len())
+        } else {
+            write!(f, "{s:?}")
+        }
     }
 }
 
 pub fn request(r: &Request) -> String {
-    match r {
-        Request::Get { pool, key } => format!("GET {} {}", pool.name(), text(key.as_bytes())),
-        Request::Set { pool, key, value } => {
-            format!(
-                "SET {} {} = {}",
-                pool.name(),
-                text(key.as_bytes()),
-                text(value.as_bytes())
-            )
+    RequestText(r).to_string()
+}
+
+/// [`request`] written where it is wanted, with no string of its own.
+pub struct RequestText<'a>(pub &'a Request);
+
+impl fmt::Display for RequestText<'_> {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Request::Get { pool, key } => {
+                write!(out, "GET {} {}", pool.name(), Text(key.as_bytes()))
+            }
+            Request::Set { pool, key, value } => {
+                write!(
+                    out,
+                    "SET {} {} = {}",
+                    pool.name(),
+                    Text(key.as_bytes()),
+                    Text(value.as_bytes())
+                )
+            }
+            Request::Delete { pool, key } => {
+                write!(out, "DELETE {} {}", pool.name(), Text(key.as_bytes()))
+            }
+            Request::Enumerate { pool, index } => write!(out, "ENUMERATE {} #{index}", pool.name()),
+            Request::GetIpInfo { adapter_id, .. } => {
+                write!(out, "GET_IP_INFO {}", Text(adapter_id))
+            }
+            Request::SetIpInfo(ip) => write!(
+                out,
+                "SET_IP_INFO {} ip={} mask={} gw={} dns={} dhcp={}",
+                Text(&ip.adapter_id),
+                Text(&ip.ip_addr),
+                Text(&ip.sub_net),
+                Text(&ip.gate_way),
+                Text(&ip.dns_addr),
+                ip.dhcp_enabled
+            ),
         }
-        Request::Delete { pool, key } => format!("DELETE {} {}", pool.name(), text(key.as_bytes())),
-        Request::Enumerate { pool, index } => format!("ENUMERATE {} #{index}", pool.name()),
-        Request::GetIpInfo { adapter_id, .. } => format!("GET_IP_INFO {}", text(adapter_id)),
-        Request::SetIpInfo(f) => format!(
-            "SET_IP_INFO {} ip={} mask={} gw={} dns={} dhcp={}",
-            text(&f.adapter_id),
-            text(&f.ip_addr),
-            text(&f.sub_net),
-            text(&f.gate_way),
-            text(&f.dns_addr),
-            f.dhcp_enabled
-        ),
     }
 }
 
@@ -62,16 +89,16 @@ pub fn reply(op: Option<Op>, bytes: &[u8]) -> String {
     };
     match wire::decode_reply(op, bytes) {
         Ok(Reply::Status(s)) => format!("{s:?}"),
-        Ok(Reply::Value(v)) => format!("OK {}", text(v.as_bytes())),
+        Ok(Reply::Value(v)) => format!("OK {}", Text(v.as_bytes())),
         Ok(Reply::Entry { key, value }) => {
-            format!("OK {} = {}", text(key.as_bytes()), text(value.as_bytes()))
+            format!("OK {} = {}", Text(key.as_bytes()), Text(value.as_bytes()))
         }
         Ok(Reply::IpInfo(f)) => format!(
             "OK ip={} mask={} gw={} dns={} family={} dhcp={}",
-            text(&f.ip_addr),
-            text(&f.sub_net),
-            text(&f.gate_way),
-            text(&f.dns_addr),
+            Text(&f.ip_addr),
+            Text(&f.sub_net),
+            Text(&f.gate_way),
+            Text(&f.dns_addr),
             f.addr_family,
             f.dhcp_enabled
         ),
@@ -80,39 +107,64 @@ pub fn reply(op: Option<Op>, bytes: &[u8]) -> String {
 }
 
 pub fn effect(e: &Effect) -> String {
-    match e {
-        Effect::Lock(f) => format!("lock {}", f.file_name()),
-        Effect::Unlock(f) => format!("unlock {}", f.file_name()),
-        Effect::Stat(f) => format!("stat {}", f.file_name()),
-        Effect::Read { file, offset, len } => format!("read {} @{offset} {len}B", file.file_name()),
-        Effect::Write { file, offset, data } => {
-            format!("write {} @{offset} {}B", file.file_name(), data.len())
-        }
-        Effect::SetLen { file, len } => format!("set-len {} {len}", file.file_name()),
-        Effect::Fsync(f) => format!("fsync {}", f.file_name()),
-        Effect::QueryAdapter(m) => format!("query-adapter {m}"),
-        Effect::ApplyIpConfig { config: c, .. } => {
-            let mut words = vec![c.adapter.clone()];
-            if c.dhcp {
-                words.push("dhcp".to_string());
+    EffectText(e).to_string()
+}
+
+/// [`effect`] written where it is wanted, with no string of its own (a trace line per
+/// effect).
+pub struct EffectText<'a>(pub &'a Effect);
+
+impl fmt::Display for EffectText<'_> {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Effect::Lock(f) => write!(out, "lock {f}"),
+            Effect::Unlock(f) => write!(out, "unlock {f}"),
+            Effect::Stat(f) => write!(out, "stat {f}"),
+            Effect::Read { file, offset, len } => write!(out, "read {file} @{offset} {len}B"),
+            Effect::Write { file, offset, data } => {
+                write!(out, "write {file} @{offset} {}B", data.len())
             }
-            words.extend(c.addrs.iter().map(|a| format!("{}/{}", a.addr, a.prefix)));
-            format!("apply-ip {}", words.join(" "))
+            Effect::SetLen { file, len } => write!(out, "set-len {file} {len}"),
+            Effect::Fsync(f) => write!(out, "fsync {f}"),
+            Effect::QueryAdapter(m) => write!(out, "query-adapter {m}"),
+            Effect::ApplyIpConfig { config: c, .. } => {
+                let mut words = vec![c.adapter.clone()];
+                if c.dhcp {
+                    words.push("dhcp".to_string());
+                }
+                words.extend(c.addrs.iter().map(|a| format!("{}/{}", a.addr, a.prefix)));
+                write!(out, "apply-ip {}", words.join(" "))
+            }
         }
     }
 }
 
 pub fn result(r: &EffectResult) -> String {
-    match r {
-        EffectResult::Done => "done".into(),
-        EffectResult::Stamp(s) => format!("len={} v{}", s.len, s.change),
-        EffectResult::Data(d) => format!("{}B", d.len()),
-        EffectResult::Adapters(found) if found.is_empty() => "no adapter".into(),
-        EffectResult::Adapters(found) => {
-            let names: Vec<&str> = found.iter().map(|a| a.interface.as_str()).collect();
-            format!("adapters {}", names.join(","))
+    ResultText(r).to_string()
+}
+
+/// [`result`] written where it is wanted, with no string of its own.
+pub struct ResultText<'a>(pub &'a EffectResult);
+
+impl fmt::Display for ResultText<'_> {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            EffectResult::Done => out.write_str("done"),
+            EffectResult::Stamp(s) => write!(out, "len={} v{}", s.len, s.change),
+            EffectResult::Data(d) => write!(out, "{}B", d.len()),
+            EffectResult::Adapters(found) if found.is_empty() => out.write_str("no adapter"),
+            EffectResult::Adapters(found) => {
+                out.write_str("adapters ")?;
+                for (i, a) in found.iter().enumerate() {
+                    if i > 0 {
+                        out.write_str(",")?;
+                    }
+                    out.write_str(&a.interface)?;
+                }
+                Ok(())
+            }
+            EffectResult::Failed(e) => write!(out, "failed {e}"),
         }
-        EffectResult::Failed(e) => format!("failed {e}"),
     }
 }
 

@@ -49,9 +49,17 @@ impl FileId {
     }
     /// The file's name in the pool directory.
     pub fn file_name(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The file's name, as [`FileId::file_name`] gives it, written where it is wanted: the
+/// traces and debug lines that name a file per effect need not build a string for it.
+impl std::fmt::Display for FileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.kind {
-            FileKind::Pool => self.pool.file_name(),
-            FileKind::Journal => format!("{}.journal", self.pool.file_name()),
+            FileKind::Pool => write!(f, ".kvp_pool_{}", self.pool.index()),
+            FileKind::Journal => write!(f, ".kvp_pool_{}.journal", self.pool.index()),
         }
     }
 }
@@ -233,4 +241,20 @@ pub enum Input {
     Timer,
     /// SIGTERM/SIGINT: finish what was started, then exit.
     Shutdown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_the_pools_names() {
+        for p in PoolId::ALL {
+            assert_eq!(FileId::pool(p).to_string(), p.file_name());
+            assert_eq!(
+                FileId::journal(p).to_string(),
+                format!("{}.journal", p.file_name())
+            );
+        }
+    }
 }

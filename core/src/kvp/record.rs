@@ -82,9 +82,9 @@ impl RecordFlaws {
 }
 
 fn field(f: &[u8]) -> (&[u8], FieldFlaw) {
-    match f.iter().position(|&b| b == 0) {
+    match nul_at(f) {
         Some(end) => {
-            let flaw = if f[end..].iter().any(|&b| b != 0) {
+            let flaw = if !all_zero(&f[end..]) {
                 FieldFlaw::GarbageAfterTerminator
             } else {
                 FieldFlaw::None
@@ -93,6 +93,26 @@ fn field(f: &[u8]) -> (&[u8], FieldFlaw) {
         }
         None => (&f[..f.len() - 1], FieldFlaw::Unterminated),
     }
+}
+
+/// Where the first NUL is. Values run up to 2 KB; each 64-byte block is first tested
+/// with `contains`, which searches a word at a time, and only the block holding the NUL
+/// a byte at a time. Same answer as `position`.
+fn nul_at(bytes: &[u8]) -> Option<usize> {
+    let block = bytes.chunks(64).position(|c| c.contains(&0))?;
+    let start = block * 64;
+    bytes[start..]
+        .iter()
+        .position(|&b| b == 0)
+        .map(|i| start + i)
+}
+
+/// Whether every byte is zero. The padding after a terminator is most of a record (2.5 KB
+/// of zeros for a short key and value) and is checked on every load, so this ORs the bytes
+/// together, which the compiler turns into wide vector operations, instead of testing
+/// them one at a time the way `any` must (it stops early). Same answer either way.
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |acc, &b| acc | b) == 0
 }
 
 /// Something about a pool file worth telling the administrator. None of these stop the
@@ -272,6 +292,22 @@ mod tests {
         assert_eq!(d.records.len(), MAX_REPORTED_POOL_ISSUES + 8);
         assert_eq!(d.issues.len(), MAX_REPORTED_POOL_ISSUES + 1);
         assert_eq!(d.issues.last(), Some(&PoolIssue::NotReported { count: 8 }));
+    }
+
+    #[test]
+    fn nul_at_and_all_zero_answer_as_the_plain_scans() {
+        let mut f = vec![b'x'; 700];
+        for at in [0, 1, 63, 64, 65, 127, 128, 500, 699] {
+            f[at] = 0;
+            assert_eq!(nul_at(&f), f.iter().position(|&b| b == 0), "{at}");
+            f[at] = b'x';
+        }
+        assert_eq!(nul_at(&f), None);
+        assert_eq!(nul_at(&[]), None);
+        let mut z = vec![0u8; 2048];
+        assert!(all_zero(&z));
+        z[2047] = 1;
+        assert!(!all_zero(&z));
     }
 
     #[test]

@@ -33,7 +33,10 @@ macro_rules! bounded_text {
                         field: Self::FIELD,
                     });
                 }
-                if let Some(at) = bytes.iter().position(|&b| b == 0) {
+                // `contains` on bytes searches a word at a time; `position` only to
+                // report where (every decoded record comes through here).
+                if bytes.contains(&0) {
+                    let at = bytes.iter().position(|&b| b == 0).unwrap_or_default();
                     return Err(TextError::Nul { at });
                 }
                 Ok(Self(bytes.into()))

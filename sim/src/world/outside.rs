@@ -118,11 +118,13 @@ fn is_mix(rec: &[u8], pre: &[u8], post: &[u8]) -> bool {
 }
 
 /// The first match of `key` in a pool file: what a GET must answer (docs/protocol/kvp.md §3.5).
+/// The records are read in place, as [`parse`] reads them, and only the value found is
+/// copied: every GET of another program's key and every checkpoint asks this.
 pub fn first_match(bytes: &[u8], key: &[u8]) -> Option<Vec<u8>> {
-    parse(bytes)
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
+    bytes
+        .chunks_exact(REC)
+        .find(|r| field(&r[..512]) == key)
+        .map(|r| field(&r[512..]).to_vec())
 }
 
 impl World {
@@ -131,17 +133,17 @@ impl World {
     /// here it gives up, which keeps the world's clock moving).
     pub(super) fn outside(&mut self, pool: PoolId, op: OutsideOp) {
         let name = path(pool);
-        if self.fs.lock_holder(&name).is_some() || self.fs.frozen {
+        if self.fs.lock_holder(name).is_some() || self.fs.frozen {
             self.log("outside", &format!("{op:?} skipped: locked or frozen"));
             return;
         }
         let me = Owner::Outside(2);
-        if self.fs.lock(&name, me).is_err() {
+        if self.fs.lock(name, me).is_err() {
             return;
         }
         // Faults injected for the daemon are not for other programs to hit.
         let faults = self.fs.take_faults();
-        let bytes = self.fs.contents(&name).to_vec();
+        let bytes = self.fs.contents(name).to_vec();
         let whole = bytes.len() - bytes.len() % REC;
         let text = |k: &Key| trace::text(k.as_bytes());
         let done = match &op {
@@ -152,7 +154,7 @@ impl World {
             }
             OutsideOp::Append { key, value } => {
                 let r = record_bytes(key.as_bytes(), value.as_bytes());
-                self.fs.write(&name, bytes.len() as u64, &r).ok().map(|_| {
+                self.fs.write(name, bytes.len() as u64, &r).ok().map(|_| {
                     self.stats.appends += 1;
                     if pool == PoolId::Guest
                         && key.as_bytes().starts_with(OUTSIDE_PREFIX.as_bytes())
@@ -170,7 +172,7 @@ impl World {
                 let r = record_bytes(key.as_bytes(), value.as_bytes());
                 let n = (*n as usize).clamp(1, REC - 1);
                 self.fs
-                    .write(&name, bytes.len() as u64, &r[..n])
+                    .write(name, bytes.len() as u64, &r[..n])
                     .ok()
                     .map(|_| {
                         self.outside_torn = true;
@@ -183,7 +185,7 @@ impl World {
                     .position(|(k, _)| k == key.as_bytes());
                 slot.and_then(|s| {
                     let r = record_bytes(key.as_bytes(), value.as_bytes());
-                    self.fs.write(&name, (s * REC) as u64, &r).ok()?;
+                    self.fs.write(name, (s * REC) as u64, &r).ok()?;
                     for o in self.outside_records.iter_mut().filter(|o| o.0 == *key) {
                         o.1 = value.clone();
                     }
@@ -217,9 +219,9 @@ impl World {
                     // Copy every later record down by one, then cut the last.
                     let later = bytes[(s + 1) * REC..whole].to_vec();
                     if !later.is_empty() {
-                        self.fs.write(&name, (s * REC) as u64, &later).ok()?;
+                        self.fs.write(name, (s * REC) as u64, &later).ok()?;
                     }
-                    self.fs.set_len(&name, (whole - REC) as u64).ok()?;
+                    self.fs.set_len(name, (whole - REC) as u64).ok()?;
                     self.outside_records.retain(|o| o.0 != *key);
                     // A crashed daemon's half-made DELETE may have copied the record
                     // (two copies): removing the first leaves the other, which is no
@@ -235,20 +237,20 @@ impl World {
                 })
             }
             OutsideOp::StrangerJournal { defect } => {
-                let journal = hvguest_core::kvp::effect::FileId::journal(pool).file_name();
+                let journal = crate::fs::name_of(hvguest_core::kvp::effect::FileId::journal(pool));
                 let entry = stranger_entry(pool, &bytes, *defect);
-                let empty = self.fs.contents(&journal).is_empty();
+                let empty = self.fs.contents(journal).is_empty();
                 empty
-                    .then(|| self.fs.write(&journal, 0, &entry).ok())
+                    .then(|| self.fs.write(journal, 0, &entry).ok())
                     .flatten()
                     .map(|_| {
-                        self.fs.flush(&journal);
+                        self.fs.flush(journal);
                         // Reads fail until a recovery clears it.
                         self.errors_possible = true;
                         format!("leaves a stranger's journal entry (defect {defect})")
                     })
             }
-            OutsideOp::Truncate => self.fs.set_len(&name, 0).ok().map(|_| {
+            OutsideOp::Truncate => self.fs.set_len(name, 0).ok().map(|_| {
                 self.emptied(pool);
                 self.residue.clear();
                 self.torn_residue.clear();
@@ -259,7 +261,7 @@ impl World {
             }),
         };
         if let Some(what) = &done {
-            self.fs.flush(&name);
+            self.fs.flush(name);
             // Records moved under an ENUMERATE walk: its completeness is not checked.
             if matches!(op, OutsideOp::Remove { .. } | OutsideOp::Truncate) {
                 if let Some(w) = self.walk.as_mut() {
@@ -270,7 +272,7 @@ impl World {
         } else {
             self.log("outside", &format!("{op:?} on {name}: nothing done"));
         }
-        self.fs.unlock(&name, me);
+        self.fs.unlock(name, me);
         self.fs.restore_faults(faults);
     }
 
@@ -319,7 +321,7 @@ impl World {
         let key = Key::new(format!("hot{}", f.below(4)).as_bytes()).expect("short");
         self.outside_seq += 1;
         let value = Value::new(format!("dup{}", self.outside_seq).as_bytes()).expect("short");
-        let journal = hvguest_core::kvp::effect::FileId::journal(pool).file_name();
+        let journal = crate::fs::name_of(hvguest_core::kvp::effect::FileId::journal(pool));
         let cell = self.model.possible(pool, &key).to_vec();
         // One duplicate per key at most: our DELETE keeps every key's first match but
         // may reorder later duplicates, so with two the model could not say which
@@ -332,14 +334,14 @@ impl World {
             || self.model.dups_unsure(pool, &key)
             || self.model.has_in_flight()
             || !self.daemon_quiet()
-            || !self.fs.contents(&journal).is_empty()
-            || self.fs.lock_holder(&path(pool)).is_some()
+            || !self.fs.contents(journal).is_empty()
+            || self.fs.lock_holder(path(pool)).is_some()
             || self.fs.frozen
-            || self.fs.contents(&path(pool)).len() % REC != 0
+            || self.fs.contents(path(pool)).len() % REC != 0
         {
             return None;
         }
-        let before = self.fs.contents(&path(pool)).len();
+        let before = self.fs.contents(path(pool)).len();
         self.outside(
             pool,
             OutsideOp::Append {
@@ -347,7 +349,7 @@ impl World {
                 value: value.clone(),
             },
         );
-        if self.fs.contents(&path(pool)).len() > before {
+        if self.fs.contents(path(pool)).len() > before {
             // (`appended` ignores keys whose duplicates are unsure; none are chosen.)
             self.model.appended(pool, &key, value);
         }
@@ -393,7 +395,7 @@ impl World {
         }
         let (daemon, fs) = (self.daemon.as_ref(), &self.fs);
         self.emptied_in_memory.retain(|(p, _, _)| {
-            daemon.is_some_and(|d| d.machine.pool_stamp(*p) != Some(fs.peek_stamp(&path(*p))))
+            daemon.is_some_and(|d| d.machine.pool_stamp(*p) != Some(fs.peek_stamp(path(*p))))
         });
     }
 
@@ -466,13 +468,13 @@ impl World {
             return;
         }
         let name = path(PoolId::Guest);
-        let journal = hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name();
-        if self.fs.lock_holder(&name).is_some() {
+        let journal = crate::fs::name_of(hvguest_core::kvp::effect::FileId::journal(PoolId::Guest));
+        if self.fs.lock_holder(name).is_some() {
             return;
         }
-        let pending = !self.fs.contents(&journal).is_empty();
-        let want = first_match(self.fs.contents(&name), key.as_bytes());
-        let want_durable = first_match(self.fs.durable(&name), key.as_bytes());
+        let pending = !self.fs.contents(journal).is_empty();
+        let want = first_match(self.fs.contents(name), key.as_bytes());
+        let want_durable = first_match(self.fs.durable(name), key.as_bytes());
         let got = match reply {
             Reply::Value(v) => Some(v.as_bytes().to_vec()),
             Reply::Status(Status::S_CONT) => None,
@@ -500,9 +502,9 @@ impl World {
     /// header the first write's slot, pre and post images.
     /// Also whether the entry shrinks the file (old length at 16, new at 24).
     fn pending_growth_post(&self) -> Option<(Vec<u8>, bool)> {
-        let j = self
-            .fs
-            .contents(&hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name());
+        let j = self.fs.contents(crate::fs::name_of(
+            hvguest_core::kvp::effect::FileId::journal(PoolId::Guest),
+        ));
         let ok = j.len() >= 40 + 2 * REC && &j[..8] == b"HVKVPJ1\0" && j[13] >= 1;
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
@@ -517,9 +519,9 @@ impl World {
     /// journal, read from the journal's layout: write count at 13, writes from byte 36,
     /// each a 4-byte slot, then the pre and post images.
     fn pending_in_place_writes(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let j = self
-            .fs
-            .contents(&hvguest_core::kvp::effect::FileId::journal(PoolId::Guest).file_name());
+        let j = self.fs.contents(crate::fs::name_of(
+            hvguest_core::kvp::effect::FileId::journal(PoolId::Guest),
+        ));
         if j.len() < 36 || &j[..8] != b"HVKVPJ1\0" {
             return Vec::new();
         }

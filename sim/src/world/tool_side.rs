@@ -194,8 +194,8 @@ impl World {
         };
         let who = tool_owner(t.generation);
         let Some(mut r) = t.running.take() else {
-            let journal = FileId::journal(TOOL_POOL).file_name();
-            if self.fs.contents(&journal).is_empty() {
+            let journal = crate::fs::name_of(FileId::journal(TOOL_POOL));
+            if self.fs.contents(journal).is_empty() {
                 // Recovered (by us or the daemon): what is left is settled.
                 t.unsettled.clear();
             }
@@ -396,13 +396,13 @@ impl World {
 
     /// After every step: settles what a recovery settled, holds the rest.
     pub(super) fn tool_check(&mut self) {
-        let journal = FileId::journal(TOOL_POOL).file_name();
-        let settled = self.fs.contents(&journal).is_empty();
-        let pool = FileId::pool(TOOL_POOL).file_name();
+        let journal = crate::fs::name_of(FileId::journal(TOOL_POOL));
+        let settled = self.fs.contents(journal).is_empty();
+        let pool = crate::fs::name_of(FileId::pool(TOOL_POOL));
         let fresh = self
             .daemon
             .as_ref()
-            .is_some_and(|d| d.machine.pool_stamp(TOOL_POOL) == Some(self.fs.peek_stamp(&pool)));
+            .is_some_and(|d| d.machine.pool_stamp(TOOL_POOL) == Some(self.fs.peek_stamp(pool)));
         if let Some(t) = self.tool.as_mut() {
             if settled && t.running.is_none() {
                 t.unsettled.clear();

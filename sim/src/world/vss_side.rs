@@ -124,16 +124,20 @@ impl VssPart {
     }
 
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let mut t: Vec<Instant> = Vec::new();
-        t.extend(self.daemon.as_ref().and_then(SimVssProc::next_wakeup));
-        t.extend(self.app.as_ref().and_then(SimVssProc::next_wakeup));
-        t.extend(self.kernel.next_deadline());
-        t.extend(self.restart_at);
-        t.extend(self.freezer_notice_at);
-        t.extend(self.freezer_crash_at);
-        t.extend(self.thaw_due_by);
-        t.extend(self.freezer.auto_thaw_at());
-        t.into_iter().min()
+        // An array, not a vector: the world asks this every step.
+        [
+            self.daemon.as_ref().and_then(SimVssProc::next_wakeup),
+            self.app.as_ref().and_then(SimVssProc::next_wakeup),
+            self.kernel.next_deadline(),
+            self.restart_at,
+            self.freezer_notice_at,
+            self.freezer_crash_at,
+            self.thaw_due_by,
+            self.freezer.auto_thaw_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Idle: nothing in flight anywhere on the VSS side.
@@ -583,8 +587,8 @@ impl World {
     /// The KVP pool files block while the file system holding them is suspended.
     pub(super) fn vss_update_fs(&mut self) {
         let Some(v) = self.vss.as_ref() else { return };
-        let holding = mount_of(&v.setup.mounts, KVP_POOL_DIR).map(|m| m.path.clone());
-        let frozen = holding.is_some_and(|m| v.freezer.holds(&m));
+        let frozen =
+            mount_of(&v.setup.mounts, KVP_POOL_DIR).is_some_and(|m| v.freezer.holds(&m.path));
         if frozen != self.fs.frozen {
             self.fs.frozen = frozen;
             self.log(
