@@ -443,26 +443,42 @@ impl PoolFiles {
         })
     }
 
-    /// One `fstatat` of the name when it still shows the file we hold (the common case,
-    /// and the whole cost of a GET's freshness check); otherwise the held descriptor
-    /// too, following a replacement.
+    /// The stamp from one `fstatat` of the name, when the name still shows the file we
+    /// hold; `None` when anything more is needed (the first look, a replaced or
+    /// missing file), which may open or close a file and so must run on the file
+    /// lane. This part never waits on a suspended or frozen file system: a lookup and
+    /// an attribute read (`Effect::never_waits`).
+    pub fn stat_if_held(&mut self, id: FileId) -> Option<FileStamp> {
+        let p = fstatat(
+            &self.dir_fd,
+            id.file_name().as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()?;
+        let held =
+            self.open.contains_key(&id) && self.held_identity.get(&id) == Some(&identity(&p));
+        held.then(|| {
+            stamp(
+                identity(&p),
+                p.st_size as u64,
+                (p.st_mtime, p.st_mtime_nsec),
+                (p.st_ctime, p.st_ctime_nsec),
+            )
+        })
+    }
+
+    /// [`PoolFiles::stat_if_held`], else the held descriptor too, following a
+    /// replacement.
     fn stat(&mut self, id: FileId) -> io::Result<FileStamp> {
+        if let Some(s) = self.stat_if_held(id) {
+            return Ok(s);
+        }
         let at_name = fstatat(
             &self.dir_fd,
             id.file_name().as_str(),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .ok();
-        if let Some(p) = at_name.as_ref() {
-            if self.open.contains_key(&id) && self.held_identity.get(&id) == Some(&identity(p)) {
-                return Ok(stamp(
-                    identity(p),
-                    p.st_size as u64,
-                    (p.st_mtime, p.st_mtime_nsec),
-                    (p.st_ctime, p.st_ctime_nsec),
-                ));
-            }
-        }
         // If another program replaced the file (a new inode at its name), follow it,
         // through the same checks. If the name cannot be examined (gone, say), the
         // descriptor we hold is all there is.

@@ -54,8 +54,10 @@ max_records = 10000
 # takes the next interface holding the MAC, a vlan(4) over hn0 or a lagg, or
 # fails when there is none).
 # Shell patterns (* ? [a-z] [!a-z]) matched against the whole name, separated
-# by spaces; `none` excludes none. Loopback, link-local and unspecified
-# addresses are never shown, whatever this says. For example:
+# by spaces; `none` excludes none. A list replaces the default, so keep lo*
+# in it (a cloned loopback such as lo1 for jails matches it; a renamed one
+# must be listed by its name). Loopback, link-local and unspecified addresses
+# are never shown in the auto pool, whatever this says. For example:
 #   exclude_interfaces = lo* bridge* tap* epair* wg*
 exclude_interfaces = lo*
 

@@ -160,9 +160,12 @@ impl Loop<'_> {
                         self.log
                             .debug(&format!("effect #{}: {}", id.0, describe::effect(&effect)));
                     }
-                    if effect.never_waits() {
+                    let here = match effect.never_waits() {
                         // On this thread: no hop to the file lane and back.
-                        let result = self.lanes.run_here(&effect);
+                        true => self.lanes.run_here(&effect),
+                        false => None,
+                    };
+                    if let Some(result) = here {
                         self.later.push(Input::EffectDone { id, result });
                     } else if let Err(e) = self.lanes.submit(id, effect) {
                         // The lane's thread is gone: the effect fails, and the machine

@@ -22,7 +22,6 @@ pub type Completion = (EffectId, EffectResult);
 
 pub struct Lanes {
     files: Arc<Mutex<PoolFiles>>,
-    log: Logger,
     file: Sender<(EffectId, Effect)>,
     system: Sender<(EffectId, Effect)>,
     pub done: Receiver<Completion>,
@@ -80,13 +79,12 @@ impl Lanes {
         // machine keeps one file effect in flight, so the lock is never contended.
         let files = Arc::new(Mutex::new(files));
         let worker_files = files.clone();
-        let worker_log = log.clone();
         let file_thread = worker(
             "kvp-files",
             file_rx,
             done_tx.clone(),
             waker.clone(),
-            move |e| run_file_effect(&worker_files, e, &worker_log),
+            move |e| run_file_effect(&worker_files, e, &log),
         )?;
         let sys_thread = worker("kvp-system", sys_rx, done_tx, waker, move |e| match e {
             Effect::QueryAdapter(mac) => EffectResult::Adapters(sysinfo::query_adapter(*mac)),
@@ -100,7 +98,6 @@ impl Lanes {
         })?;
         Ok(Lanes {
             files,
-            log,
             file: file_tx,
             system: sys_tx,
             done,
@@ -108,11 +105,18 @@ impl Lanes {
         })
     }
 
-    /// Runs a file effect that never waits (`Effect::never_waits`) on the caller's
-    /// thread: a GET's freshness check costs one `fstatat` and no thread hop.
-    pub fn run_here(&self, effect: &Effect) -> EffectResult {
-        debug_assert!(effect.never_waits());
-        run_file_effect(&self.files, effect, &self.log)
+    /// The result of a file effect that never waits (`Effect::never_waits`), computed
+    /// on the caller's thread when that needs nothing that could wait: a GET's
+    /// freshness check costs one `fstatat` and no thread hop. `None`: hand it to the
+    /// lane (the first look at a file, or one replaced since, opens a file).
+    pub fn run_here(&self, effect: &Effect) -> Option<EffectResult> {
+        let Effect::Stat(id) = effect else {
+            return None;
+        };
+        // A poisoned lock (a panic on the lane) leaves the effect to the lane, which
+        // answers it with EIO.
+        let mut files = self.files.lock().ok()?;
+        files.stat_if_held(*id).map(EffectResult::Stamp)
     }
 
     /// Hands the effect to its lane's thread; an error if that thread is gone (it

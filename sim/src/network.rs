@@ -259,6 +259,31 @@ impl Network {
         Some((self.ordered(&addrs), chosen.gateway))
     }
 
+    /// The `sub_net` text GET_IP_INFO must give beside `addrs` (in their order): the
+    /// dotted mask of an IPv4 address, the prefix length of an IPv6 one.
+    fn expected_masks(&self, adapter_id: &[u8], addrs: &[IpAddr]) -> String {
+        let prefix_of = |addr: &IpAddr| {
+            self.interfaces
+                .iter()
+                .filter(|i| i.mac.is_some_and(|m| mac_text_is(adapter_id, &m)))
+                .flat_map(|i| i.addrs.iter())
+                .find(|a| a.addr == *addr)
+                .map_or(0, |a| a.prefix)
+        };
+        let mask = |addr: &IpAddr| {
+            let p = u32::from(prefix_of(addr));
+            match addr {
+                IpAddr::V4(_) => {
+                    let bits: u64 = ((1u64 << p) - 1) << (32 - p);
+                    let b = (bits as u32).to_be_bytes();
+                    format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
+                }
+                IpAddr::V6(_) => p.to_string(),
+            }
+        };
+        addrs.iter().map(mask).collect::<Vec<_>>().join(";")
+    }
+
     /// Four passes (IPv4 usable, IPv4 link-local, IPv6 usable, IPv6 link-local), or
     /// IPv6's two first, or the kernel's order.
     fn ordered(&self, addrs: &[IpAddr]) -> Vec<IpAddr> {
@@ -308,12 +333,17 @@ impl Network {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(";");
-                if f.ip_addr != text.as_bytes() || f.gate_way != gateway.to_string().as_bytes() {
+                let masks = self.expected_masks(adapter_id, addrs);
+                if f.ip_addr != text.as_bytes()
+                    || f.sub_net != masks.as_bytes()
+                    || f.gate_way != gateway.to_string().as_bytes()
+                {
                     return Err(format!(
-                        "GET_IP_INFO {shown}: addresses {:?} via {:?}, want {text:?} via \
-                         {gateway} (the holder of the MAC, excluded interfaces skipped, \
-                         addresses in {} order)",
+                        "GET_IP_INFO {shown}: addresses {:?} masks {:?} via {:?}, want \
+                         {text:?} masks {masks:?} via {gateway} (the holder of the MAC, \
+                         excluded interfaces skipped, addresses in {} order)",
                         String::from_utf8_lossy(&f.ip_addr),
+                        String::from_utf8_lossy(&f.sub_net),
                         String::from_utf8_lossy(&f.gate_way),
                         self.order.unwrap_or("ipv4-first"),
                     ));

@@ -580,7 +580,7 @@ impl World {
             // not an observation.
         } else if let Err(m) =
             self.network
-                .check_ip_info(&req, &reply, failed_ok || late || o.system_busy_at_delivery)
+                .check_ip_info(&req, &reply, timed_out || late || o.system_busy_at_delivery)
         {
             self.fail(m);
         } else if let Err(Mismatch(m)) = check_reply(

@@ -86,6 +86,10 @@ impl AddressOrder {
     }
 }
 
+/// A pattern may be a little longer than a name (`[0-9]` stands for one byte), but one
+/// much longer can only be a mistake.
+const MAX_PATTERN_BYTES: usize = 4 * MAX_INTERFACE_NAME;
+
 /// An interface-name pattern of kvp.conf's `exclude_interfaces`: a shell glob (`*`,
 /// `?`, `[abc]`, `[a-z]`, `[!a-z]`), matched against the whole name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +98,11 @@ pub struct Glob(String);
 /// Why an `exclude_interfaces` pattern was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GlobError {
-    #[error("a pattern is {0} bytes long; interface names are at most {MAX_INTERFACE_NAME}")]
+    #[error(
+        "a pattern is {0} bytes long; patterns are at most {max} bytes (interface names \
+         at most {MAX_INTERFACE_NAME})",
+        max = MAX_PATTERN_BYTES
+    )]
     TooLong(usize),
     #[error("`[` opens a set that no `]` closes")]
     OpenSet,
@@ -104,9 +112,7 @@ pub enum GlobError {
 
 impl Glob {
     pub fn new(pattern: &str) -> Result<Glob, GlobError> {
-        // A pattern may be a little longer than a name (`[0-9]` stands for one byte),
-        // but one much longer can only be a mistake.
-        if pattern.len() > 4 * MAX_INTERFACE_NAME {
+        if pattern.len() > MAX_PATTERN_BYTES {
             return Err(GlobError::TooLong(pattern.len()));
         }
         let bytes = pattern.as_bytes();

@@ -127,7 +127,9 @@ impl Effect {
     /// `vn_start_write`, and Linux's freeze only callers of `sb_start_write`, neither of
     /// which a stat is (docs/protocol/vss.md §1.3 and §1.4). The lane
     /// is idle whenever the machine issues a file effect (one in flight per lane), so
-    /// running it elsewhere races with nothing.
+    /// running it elsewhere races with nothing. Only the stat itself never waits: a
+    /// driver that does more for it (opening a file that replaced the one it holds)
+    /// does that part on the lane.
     pub fn never_waits(&self) -> bool {
         matches!(self, Effect::Stat(_))
     }

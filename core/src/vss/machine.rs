@@ -525,9 +525,18 @@ impl VssMachine {
                 if self.stop_prune() {
                     self.event(VssEvent::PruneInterrupted { by_request: false });
                 }
-                if matches!(self.chain, Some(Chain::Freeze(_))) {
+                if let Some(Chain::Freeze(f)) = &self.chain {
                     // Never answer OK to a FREEZE we are about to undo: roll it back now
                     // (the effect in flight is abandoned; its result will be ignored).
+                    // An abandoned suspension may still happen after we stop listening:
+                    // count its mount as suspended, so the rollback resumes it too (the
+                    // freezer takes the resume after it).
+                    if f.stage == FreezeStage::Suspend && self.in_flight.is_some() {
+                        let mount = f.plan.suspend[f.next - 1].clone();
+                        if !self.suspended.contains(&mount) {
+                            self.suspended.push(mount);
+                        }
+                    }
                     self.in_flight = None;
                     self.fail_freeze();
                 }
