@@ -93,6 +93,10 @@ pub const MAX_EXCLUDE_PATTERNS: usize = 64;
 pub const MAX_SYSTEM_ADDRS: usize = 1024;
 /// Most interfaces a driver reports as holding one MAC for GET_IP_INFO.
 pub const MAX_ADAPTER_CANDIDATES: usize = 16;
+/// Most addresses a driver reports for one such interface, in the kernel's order; the
+/// core orders them, then keeps the first `MAX_IP_LIST` (so `ipv6-first` still finds
+/// the IPv6 addresses of an interface with many IPv4 aliases).
+pub const MAX_ADAPTER_ADDRS: usize = 4 * MAX_IP_LIST;
 /// Outputs that may queue between two drains; `handle` never produces more.
 pub const MAX_QUEUED_OUTPUTS: usize = 16;
 

@@ -53,7 +53,9 @@ use hvguest_core::kvp::addresses::{InterfaceAddr, NamedAdapter};
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::effect::IoError;
 use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, IpConfig, Mac};
-use hvguest_core::limits::{MAX_ADAPTER_CANDIDATES, MAX_IP_LIST, MAX_SYSTEM_ADDRS};
+use hvguest_core::limits::{
+    MAX_ADAPTER_ADDRS, MAX_ADAPTER_CANDIDATES, MAX_IP_LIST, MAX_SYSTEM_ADDRS,
+};
 use hvguest_core::vss::effect::ExitStatus;
 use nix::ifaddrs::{getifaddrs, InterfaceAddress};
 use nix::libc;
@@ -230,7 +232,8 @@ pub fn query_adapter(mac: Mac) -> Vec<NamedAdapter> {
 /// VF beside its `hn`; docs/protocol/kvp.md §7, K4): all are reported, at most
 /// `MAX_ADAPTER_CANDIDATES`, and the core chooses (`AddressSelection::choose`).
 /// Loopback interfaces never match. Every address of an interface is reported,
-/// link-local included, in the kernel's order; each list stops at `MAX_IP_LIST` items.
+/// link-local included, in the kernel's order, at most `MAX_ADAPTER_ADDRS` (the core
+/// orders them and keeps `MAX_IP_LIST`); gateway and DNS lists stop at `MAX_IP_LIST`.
 pub fn query_adapter_in(mac: Mac, paths: &Paths) -> Vec<NamedAdapter> {
     let Ok(list) = getifaddrs() else {
         return Vec::new();
@@ -295,7 +298,7 @@ fn addresses_of(list: &[InterfaceAddress], name: &str) -> Vec<IfAddr> {
         let Some(addr) = ifa.address.as_ref().and_then(ip_of) else {
             continue;
         };
-        if out.len() < MAX_IP_LIST && !out.iter().any(|a| a.addr == addr) {
+        if out.len() < MAX_ADAPTER_ADDRS && !out.iter().any(|a| a.addr == addr) {
             let prefix = prefix_len(addr, ifa.netmask.as_ref());
             out.push(IfAddr { addr, prefix });
         }

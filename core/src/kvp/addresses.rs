@@ -18,7 +18,7 @@ use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::kvp::ip::{AdapterInfo, IfAddr};
-use crate::limits::{MAX_EXCLUDE_PATTERNS, MAX_INTERFACE_NAME};
+use crate::limits::{MAX_EXCLUDE_PATTERNS, MAX_INTERFACE_NAME, MAX_IP_LIST};
 
 /// One address of one interface, as the kernel lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,13 +275,15 @@ impl AddressSelection {
     /// GET_IP_INFO's answer from every interface holding the MAC (kernel order): the
     /// first shown one that has an address, else the first shown one (K4: a lagg
     /// member or VF without addresses must not hide its `hn`), its addresses in
-    /// `order`. `None` when no shown interface holds the MAC.
+    /// `order`, the first `MAX_IP_LIST` of them. `None` when no shown interface holds
+    /// the MAC.
     pub fn choose(&self, candidates: &[NamedAdapter]) -> Option<AdapterInfo> {
         let mut shown = candidates.iter().filter(|c| self.shows(&c.interface));
         let first = shown.clone().next()?;
         let chosen = shown.find(|c| !c.info.addrs.is_empty()).unwrap_or(first);
         let mut info = chosen.info.clone();
         self.order_addrs(&mut info.addrs);
+        info.addrs.truncate(MAX_IP_LIST);
         Some(info)
     }
 
@@ -481,6 +483,19 @@ mod tests {
         s.set_exclude(vec![glob("*")]).unwrap();
         assert_eq!(s.choose(&c), None);
         assert_eq!(AddressSelection::default().choose(&[]), None);
+    }
+
+    #[test]
+    fn the_list_is_cut_after_ordering() {
+        let mut many: Vec<String> = (0..70).map(|i| format!("10.0.{i}.4")).collect();
+        many.push("2001:db8::4".into());
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let c = [adapter("hn0", &refs)];
+        let mut s = AddressSelection::default();
+        s.order = AddressOrder::Ipv6First;
+        let got = addrs_of(&s.choose(&c).unwrap());
+        assert_eq!(got.len(), MAX_IP_LIST);
+        assert_eq!(got[0], "2001:db8::4", "IPv6 first although listed last");
     }
 
     #[test]
