@@ -491,8 +491,10 @@ mod tests {
         many.push("2001:db8::4".into());
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         let c = [adapter("hn0", &refs)];
-        let mut s = AddressSelection::default();
-        s.order = AddressOrder::Ipv6First;
+        let s = AddressSelection {
+            order: AddressOrder::Ipv6First,
+            ..AddressSelection::default()
+        };
         let got = addrs_of(&s.choose(&c).unwrap());
         assert_eq!(got.len(), MAX_IP_LIST);
         assert_eq!(got[0], "2001:db8::4", "IPv6 first although listed last");
