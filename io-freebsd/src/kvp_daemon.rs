@@ -199,7 +199,8 @@ impl Loop<'_> {
             | Event::EmptyKeyRefused { .. }
             | Event::Malformed(_)
             | Event::DeadlineReply { .. }
-            | Event::PoolFull { .. } => Level::Warn,
+            | Event::PoolFull { .. }
+            | Event::AdapterExcluded { .. } => Level::Warn,
             Event::Registered | Event::PoolRecovered { .. } => Level::Info,
             Event::Job(j) => match j {
                 JobEvent::Loaded {

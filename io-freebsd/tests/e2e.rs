@@ -1441,7 +1441,7 @@ fn interfaces_of_kvp_conf_shape_what_the_host_reads() {
         );
     }
     std::fs::write(dir.config(), format!("exclude_interfaces = lo* {name}\n")).unwrap();
-    let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    let (daemon, mut link) = Daemon::start(&dir, &dev, &[]);
     let shown = get(&mut link, PoolId::Auto, "NetworkAddressIPv4").unwrap();
     for a in &v4 {
         assert!(
@@ -1450,4 +1450,10 @@ fn interfaces_of_kvp_conf_shape_what_the_host_reads() {
         );
     }
     assert_eq!(get_ip_info(&mut link, &mac), Err(Status::E_FAIL));
+    // The administrator is told why the host shows no address for the adapter.
+    let log = daemon.log_text();
+    assert!(
+        log.contains(&format!("every interface holding it ({name}) is excluded")),
+        "{log}"
+    );
 }

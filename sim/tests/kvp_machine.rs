@@ -493,6 +493,24 @@ fn ip_info_follows_the_configured_interfaces_and_order() {
     assert_eq!(run(config.clone())[0], "2001:db8::4;fe80::1;10.0.0.4");
     config.addresses.order = AddressOrder::Kernel;
     assert_eq!(run(config)[0], "fe80::1;2001:db8::4;10.0.0.4");
+    // Every holder excluded: E_FAIL, and an event naming them.
+    let mut config = KvpConfig::default();
+    config
+        .addresses
+        .set_exclude(vec![Glob::new("*").unwrap()])
+        .unwrap();
+    let mut h = KvpHarness::with_config(SimFs::new(), Latency::default(), config);
+    h.net
+        .adapters
+        .insert(Mac([0, 0x15, 0x5d, 1, 2, 3]), holders.clone());
+    assert_eq!(h.request(&ask), Some(Reply::Status(Status::E_FAIL)));
+    let named = h.log.iter().find_map(|o| match o {
+        Observed::Event(hvguest_core::kvp::Event::AdapterExcluded { interfaces, .. }) => {
+            Some(interfaces.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(named, Some(vec!["vlan10".to_string(), "hn0".to_string()]));
 }
 
 #[test]

@@ -234,6 +234,13 @@ impl fmt::Display for Event {
                     format!("the host's budget, {HOST_POOL_BYTES} bytes of pool file")
                 }
             ),
+            Event::AdapterExcluded { mac, interfaces } => write!(
+                f,
+                "answered the host's GET_IP_INFO for {mac} with E_FAIL: every interface \
+                 holding it ({}) is excluded by exclude_interfaces in kvp.conf, so the host \
+                 shows no address for that adapter",
+                interfaces.join(", ")
+            ),
             Event::DeadlineReply { op, status } => write!(
                 f,
                 "the host's {} could not be finished within {} ms, answered {}; a change \

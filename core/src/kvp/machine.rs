@@ -137,6 +137,12 @@ pub enum Event {
     },
     /// A reply came for an effect we did not start (a driver bug, ignored).
     UnknownEffect(EffectId),
+    /// GET_IP_INFO answered `E_FAIL` because every interface holding the MAC is
+    /// excluded by kvp.conf's `exclude_interfaces` (named here, kernel order).
+    AdapterExcluded {
+        mac: Mac,
+        interfaces: Vec<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -752,6 +758,17 @@ impl KvpMachine {
                         let chosen = self.config.addresses.choose(&found);
                         match (Mac::parse(adapter_id), chosen) {
                             (Some(mac), Some(info)) => Reply::IpInfo(info.to_fields(mac)),
+                            (Some(mac), None) if !found.is_empty() => {
+                                // Said, or the administrator sees only a VM without
+                                // addresses in Hyper-V Manager.
+                                let interfaces = found.into_iter().map(|a| a.interface).collect();
+                                self.outputs
+                                    .push_back(Output::Event(Event::AdapterExcluded {
+                                        mac,
+                                        interfaces,
+                                    }));
+                                Reply::Status(Status::E_FAIL)
+                            }
                             _ => Reply::Status(Status::E_FAIL),
                         }
                     }
