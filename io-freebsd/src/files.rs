@@ -22,10 +22,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use hvguest_core::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError};
+use hvguest_core::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError, WriteNews};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, openat, AtFlags, FcntlArg, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
+
+use crate::watch::Watch;
 
 /// A pool directory or file that is not safe to use, or could not be opened. Each names
 /// the path, what was found and what is required.
@@ -128,6 +130,9 @@ pub struct PoolFiles {
     /// Whether a missing file is created on first use (mode 0600). A tool that only
     /// reads opens existing files only, and a missing one is `ENOENT`.
     create: bool,
+    /// The pool files' write news (`TakeWrites`), once [`PoolFiles::watch_writes`]
+    /// set it up; without it every take answers `NotWatched` (tools).
+    watch: Option<Watch>,
 }
 
 fn io_error(e: &io::Error) -> IoError {
@@ -267,6 +272,7 @@ impl PoolFiles {
             held_identity: BTreeMap::new(),
             refusal: None,
             create: true,
+            watch: None,
         })
     }
 
@@ -381,7 +387,23 @@ impl PoolFiles {
     /// Keeps `f` as the descriptor of `id`; what is known of the one it replaces goes.
     fn hold(&mut self, id: FileId, f: File) {
         self.held_identity.remove(&id);
+        if let Some(w) = self.watch.as_mut() {
+            w.held(id, &f);
+        }
         self.open.insert(id, f);
+    }
+
+    /// Starts watching the pool files for writes (the daemon, before its first load),
+    /// so that `TakeWrites` answers from the kernel's news rather than `NotWatched`.
+    /// Files already held are watched from now on. On failure nothing changes: every
+    /// take answers `NotWatched` and the core relies on file stamps.
+    pub fn watch_writes(&mut self) -> io::Result<()> {
+        let mut w = Watch::new(&self.dir, &self.dir_fd)?;
+        for (id, f) in &self.open {
+            w.held(*id, f);
+        }
+        self.watch = Some(w);
+        Ok(())
     }
 
     /// The latest refusal since the previous call (an effect on that file failed with
@@ -583,6 +605,10 @@ impl PoolFiles {
                 .file(*f)
                 .and_then(|f| f.sync_all())
                 .map(|_| EffectResult::Done),
+            Effect::TakeWrites(f) => Ok(EffectResult::Writes(match self.watch.as_mut() {
+                Some(w) => w.take(*f),
+                None => WriteNews::NotWatched,
+            })),
             Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => {
                 Err(io::Error::other("system effect sent to the file lane"))
             }
@@ -602,6 +628,66 @@ mod tests {
         // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    /// The write news on real files: every write counts, ours and another program's
+    /// (through its own descriptor), a truncation too, and each is told once; without
+    /// a watch (a tool) the answer is `NotWatched`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn write_news_on_real_files() {
+        use std::io::Write;
+        let dir = tmp("news");
+        let mut pf = PoolFiles::create(&dir).unwrap();
+        let f = FileId::pool(PoolId::Guest);
+        let other = FileId::pool(PoolId::External);
+        let take = |pf: &mut PoolFiles, id| match pf.execute(&Effect::TakeWrites(id)) {
+            EffectResult::Writes(n) => n,
+            r => panic!("{r:?}"),
+        };
+        assert_eq!(take(&mut pf, f), WriteNews::NotWatched, "no watch yet");
+        pf.open_all([f, other]).unwrap();
+        pf.watch_writes().unwrap();
+        assert_eq!(
+            take(&mut pf, f),
+            WriteNews::Written,
+            "unknown before the watch"
+        );
+        assert_eq!(take(&mut pf, f), WriteNews::Quiet);
+        let write = Effect::Write {
+            file: f,
+            offset: 0,
+            data: vec![1; 10],
+        };
+        assert_eq!(pf.execute(&write), EffectResult::Done);
+        assert_eq!(take(&mut pf, f), WriteNews::Written, "our own write");
+        assert_eq!(take(&mut pf, f), WriteNews::Quiet, "told once");
+        // Another program appends through its own descriptor: told as soon as its
+        // write returned, with no wait.
+        let mut appender = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(f.file_name()))
+            .unwrap();
+        appender.write_all(&[2; 5]).unwrap();
+        assert_eq!(
+            take(&mut pf, other),
+            WriteNews::Written,
+            "unknown before the watch"
+        );
+        assert_eq!(
+            take(&mut pf, other),
+            WriteNews::Quiet,
+            "not the file written"
+        );
+        assert_eq!(
+            take(&mut pf, f),
+            WriteNews::Written,
+            "another program's append"
+        );
+        appender.set_len(3).unwrap();
+        assert_eq!(take(&mut pf, f), WriteNews::Written, "a truncation");
+        assert_eq!(take(&mut pf, f), WriteNews::Quiet);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

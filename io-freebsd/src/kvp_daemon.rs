@@ -262,6 +262,13 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
             .map(FileId::pool)
             .chain(PoolId::FILE_BACKED.into_iter().map(FileId::journal)),
     )?;
+    // Before the first load: recovery's own take then covers every write since.
+    if let Err(e) = files.watch_writes() {
+        log.warn(&format!(
+            "the pool files cannot be watched for writes ({e}); every read checks the \
+             file's stamp instead, and for a second after any write reloads the pool"
+        ));
+    }
     let device = KvpDevice::open(&cfg.device)?;
     // No DNS before the first reply: start with the plain host name.
     let info = sysinfo::system_info(

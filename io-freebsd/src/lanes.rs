@@ -106,17 +106,19 @@ impl Lanes {
     }
 
     /// The result of a file effect that never waits (`Effect::never_waits`), computed
-    /// on the caller's thread when that needs nothing that could wait: a GET's
-    /// freshness check costs one `fstatat` and no thread hop. `None`: hand it to the
-    /// lane (the first look at a file, or one replaced since, opens a file).
+    /// on the caller's thread when that needs nothing that could wait: a GET's news of
+    /// writes (a non-blocking drain of the watch) or its `fstatat`, and no thread hop.
+    /// `None`: hand it to the lane (a stat's first look at a file, or at one replaced
+    /// since, opens a file).
     pub fn run_here(&self, effect: &Effect) -> Option<EffectResult> {
-        let Effect::Stat(id) = effect else {
-            return None;
-        };
         // A poisoned lock (a panic on the lane) leaves the effect to the lane, which
         // answers it with EIO.
         let mut files = self.files.lock().ok()?;
-        files.stat_if_held(*id).map(EffectResult::Stamp)
+        match effect {
+            Effect::Stat(id) => files.stat_if_held(*id).map(EffectResult::Stamp),
+            Effect::TakeWrites(_) => Some(files.execute(effect)),
+            _ => None,
+        }
     }
 
     /// Hands the effect to its lane's thread; an error if that thread is gone (it

@@ -25,3 +25,4 @@ pub mod sysinfo;
 pub mod vss_config;
 pub mod vss_daemon;
 pub mod vss_device;
+pub mod watch;

@@ -308,7 +308,7 @@ impl<E: Executor> PoolAccess<E> {
         if !self.exists(FileId::pool(pool)) {
             return Ok(known.map(|_| (Pool::new(), None)));
         }
-        let mut job = Refresh::new(pool, known);
+        let mut job = Refresh::new(pool, known, false);
         let (outcome, failure) = self.run(&mut job);
         let JobOutcome::Refreshed {
             result,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hvguest_core::kvp::addresses::NamedAdapter;
 use hvguest_core::kvp::auto::SystemInfo;
-use hvguest_core::kvp::effect::{Effect, EffectId, EffectResult, FileId, Input, Lane};
+use hvguest_core::kvp::effect::{Effect, EffectId, EffectResult, FileId, Input, Lane, WriteNews};
 use hvguest_core::kvp::ip::{IpConfig, Mac};
 use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
 use hvguest_core::kvp::wire::Message;
@@ -109,11 +109,16 @@ pub struct DaemonSetup {
     pub config: KvpConfig,
     pub info: SystemInfo,
     pub latency: Latency,
+    /// The driver watches the pool files (inotify, kqueue) and answers `TakeWrites`;
+    /// otherwise `NotWatched`, as when no watch could be set up.
+    pub watches: bool,
 }
 
 pub struct SimDaemon {
     pub machine: KvpMachine,
     pub generation: u32,
+    /// As [`DaemonSetup::watches`].
+    pub watches: bool,
     pub latency: Latency,
     /// Results on their way back, by completion time then issue order.
     completions: Vec<(Instant, EffectId, EffectResult)>,
@@ -144,6 +149,7 @@ impl SimDaemon {
         let mut d = SimDaemon {
             machine: KvpMachine::new(setup.config.clone(), now, &setup.info),
             generation,
+            watches: setup.watches,
             latency: setup.latency.clone(),
             completions: Vec::new(),
             parked: Vec::new(),
@@ -255,6 +261,11 @@ impl SimDaemon {
                 .set_len(file_name(file), *len)
                 .map(|_| EffectResult::Done),
             Effect::Fsync(f) => fs.fsync(file_name(f)).map(|_| EffectResult::Done),
+            // Answered at once, frozen or not: it reads the driver's own queue.
+            Effect::TakeWrites(f) if self.watches => Ok(EffectResult::Writes(
+                fs.take_writes(file_name(f), self.generation),
+            )),
+            Effect::TakeWrites(_) => Ok(EffectResult::Writes(WriteNews::NotWatched)),
             Effect::QueryAdapter(mac) => Ok(EffectResult::Adapters(
                 net.adapters.get(mac).cloned().unwrap_or_default(),
             )),

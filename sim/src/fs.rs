@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use hvguest_core::kvp::effect::{FileId, FileKind, FileStamp, IoError};
+use hvguest_core::kvp::effect::{FileId, FileKind, FileStamp, IoError, WriteNews};
 use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::limits::SECTOR_SIZE;
 
@@ -44,6 +44,12 @@ struct SimFile {
     pending: Vec<Pending>,
     /// Bumped on every change: the `change` part of a stamp.
     version: u64,
+    /// The daemon process (by generation) whose latest `TakeWrites` of this file came
+    /// after every change to it, as inotify or kqueue would tell it: cleared by every
+    /// change, whoever makes it (the daemon itself, other programs, the tool, a crash).
+    /// One watcher at a time is enough: only the daemon watches, and a restarted one
+    /// (a new generation) finds every file written.
+    quiet_for: Option<u32>,
 }
 
 /// The files by name, in name order (a crash visits them in that order, drawing from the
@@ -219,6 +225,27 @@ impl SimFs {
         self.faults.len()
     }
 
+    /// `TakeWrites` by the daemon of generation `watcher`: whether anyone changed the
+    /// file since that daemon's previous take of it, consuming the news.
+    pub fn take_writes(&mut self, name: &str, watcher: u32) -> WriteNews {
+        let f = self.file(name);
+        let quiet = f.quiet_for == Some(watcher);
+        f.quiet_for = Some(watcher);
+        if quiet {
+            WriteNews::Quiet
+        } else {
+            WriteNews::Written
+        }
+    }
+
+    /// Whether the daemon of generation `watcher` has news of the file waiting (a
+    /// change since its latest take), without consuming it: for the checks.
+    pub fn has_news(&self, name: &str, watcher: u32) -> bool {
+        self.files
+            .get(name)
+            .is_none_or(|f| f.quiet_for != Some(watcher))
+    }
+
     pub fn stat(&mut self, name: &str) -> Result<FileStamp, FsError> {
         self.fault(FsCall::Stat, name)?;
         let f = self.file(name);
@@ -247,6 +274,7 @@ impl SimFs {
         apply(&mut f.current, &p);
         f.pending.push(p);
         f.version = stamp;
+        f.quiet_for = None;
         Ok(())
     }
 
@@ -394,6 +422,7 @@ impl SimFs {
             f.durable = bytes.clone();
             f.current = bytes;
             f.pending.clear();
+            f.quiet_for = None;
             // A crash changes the bytes, so the stamp moves as a change would: with coarse
             // stamps to the current tick (possibly the same one: that is what coarse
             // stamps do); otherwise to a fresh number from the shared clock, since

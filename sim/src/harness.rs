@@ -55,6 +55,7 @@ impl KvpHarness {
             config: config.clone(),
             info: info.clone(),
             latency,
+            watches: true,
         };
         let daemon = SimDaemon::start(1, now, &setup, &mut fs, &mut net, &mut log);
         let mut h = KvpHarness {
@@ -160,6 +161,7 @@ impl KvpHarness {
             config: self.config.clone(),
             info: self.info.clone(),
             latency: Latency::default(),
+            watches: true,
         };
         self.daemon = SimDaemon::start(
             self.generation,

@@ -50,6 +50,7 @@ impl Driver {
             config: KvpConfig::default(),
             info: world.info.clone(),
             latency,
+            watches: true,
         };
         let mut log = Vec::new();
         let daemon = SimDaemon::start(1, start, &setup, &mut fs, &mut net, &mut log);

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use hvguest_core::kvp::effect::{Effect, EffectResult, FileId, IoError};
+use hvguest_core::kvp::effect::{Effect, EffectResult, FileId, IoError, WriteNews};
 use hvguest_core::kvp::jobs::{JobOutcome, MutOp, Mutate, MutateResult, Recover, Step};
 use hvguest_core::kvp::pool::Pool;
 use hvguest_core::kvp::record::{decode_pool, encode_pool, PoolIssue, Record};
@@ -56,6 +56,8 @@ pub fn execute(fs: &mut SimFs, who: Owner, effect: &Effect) -> Result<EffectResu
             .map(|_| EffectResult::Done),
         Effect::SetLen { file, len } => fs.set_len(&name(file), *len).map(|_| EffectResult::Done),
         Effect::Fsync(f) => fs.fsync(&name(f)).map(|_| EffectResult::Done),
+        // A tool lives for one command and watches nothing (as `hvkvp` does).
+        Effect::TakeWrites(_) => Ok(EffectResult::Writes(WriteNews::NotWatched)),
         Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => {
             Ok(EffectResult::Failed(IoError::WRONG_RESULT))
         }
@@ -168,7 +170,7 @@ fn rival(
     dies_after: Option<usize>,
     possible: &mut Possible,
 ) -> Result<(), String> {
-    let mut job = Mutate::new(TOOL_POOL, op.clone(), None);
+    let mut job = Mutate::new(TOOL_POOL, op.clone(), None, false);
     let (k, v) = new_value(op);
     let mut r = None;
     let mut n = 0;

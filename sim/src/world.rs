@@ -179,6 +179,15 @@ pub struct World {
     outside_removed: Vec<Key>,
     /// Guest pool files another program left with a torn tail the daemon has not cut yet.
     outside_torn: bool,
+    /// Another program's append or same-size rewrite that found the pool locked and
+    /// waits for the lock (cloud-init blocks in `flock`): carried out the moment the
+    /// lock is free, between two of the daemon's effects, as a blocked writer would be.
+    /// Catches a daemon that relies on nobody writing right after it unlocks (write
+    /// news consumed after the unlock, say).
+    outside_waiting: Option<(PoolId, OutsideOp)>,
+    /// Draws for those waiting writers, a stream of its own so that every other draw
+    /// of a seed stays as it was.
+    waiting_prng: Prng,
     /// Post images of crashed appends another program may have moved before recovery.
     residue: Vec<(Vec<u8>, bool)>,
     /// Torn in-place writes of ours (a SET of a present key, a DELETE's fill of the
@@ -215,6 +224,7 @@ fn path(p: PoolId) -> &'static str {
 
 impl World {
     pub fn new(opts: SimOptions, fs: SimFs) -> World {
+        let waiting_prng = Prng::new(opts.seed).fork("waiting");
         let master = Prng::new(opts.seed);
         let info = test_info();
         let network = Network::fixed();
@@ -226,6 +236,7 @@ impl World {
             config: KvpConfig::default(),
             info: info.clone(),
             latency: Latency::default(),
+            watches: true,
         };
         World {
             now: Instant::from_millis(0),
@@ -254,6 +265,8 @@ impl World {
             outside_records: Vec::new(),
             outside_removed: Vec::new(),
             outside_torn: false,
+            outside_waiting: None,
+            waiting_prng,
             residue: Vec::new(),
             torn_residue: Vec::new(),
             emptied_in_memory: Vec::new(),
@@ -922,6 +935,7 @@ impl World {
             self.obs = obs;
         }
         self.route();
+        self.outside_unblocked();
         self.vss_advance();
         self.tool_advance();
         if self.crash_pending {
@@ -1061,6 +1075,21 @@ impl World {
                 && d.machine.pool(p).records() != &dec.records[..]
             {
                 problems.push(format!("{}: memory and disk differ while idle", path(p)));
+            }
+            // When memory is marked current and no write of the file has been reported
+            // to the daemon since it last took the news, memory must equal the file:
+            // catches memory marked current by a job that did not know the whole file,
+            // news taken before the job's own last write, or a write the news missed.
+            let quiet = !self.fs.has_news(path(p), d.generation);
+            if d.machine.pool_ready(p)
+                && d.machine.pool_current(p)
+                && quiet
+                && d.machine.pool(p).records() != &dec.records[..]
+            {
+                problems.push(format!(
+                    "{}: memory marked current differs from the disk, no write reported",
+                    path(p)
+                ));
             }
         }
         if let Some(first) = problems.into_iter().next() {
@@ -1209,10 +1238,21 @@ impl World {
             Some(r) => Next::Request(r),
             None => self.workload.next_action(),
         };
+        let mutates = matches!(
+            &next,
+            Next::Request(Request::Set { .. } | Request::Delete { .. })
+        );
         match next {
             Next::Request(r) => self.act(Action::Host(r)),
             Next::Raw(b) => self.act(Action::HostRaw(b)),
             Next::Walk(p) => self.act(Action::Walk(p)),
+        }
+        // Sometimes another program wants to append (or rewrite in place) while the
+        // daemon's SET or DELETE holds the lock: it waits, and writes the moment the
+        // daemon unlocks, before the daemon's next effect.
+        if mutates && self.opts.faults && self.waiting_prng.chance(1, 8) {
+            let op = self.waiting_outside();
+            self.outside(PoolId::Guest, op);
         }
         let think = self.workload.think_ms();
         self.next_host_at = self.now.saturating_add(Duration::from_millis(think));
@@ -1393,6 +1433,13 @@ impl World {
                     self.fs.fsync_error_drops, self.fs.stamp_tick_ms
                 ),
             );
+        }
+        // Per seed, from a stream of its own (the other draws stay as they were): a
+        // driver without a watch (none could be set up), so the stamp-only path that
+        // `NotWatched` falls back on stays covered.
+        self.setup.watches = !Prng::new(self.opts.seed).fork("watch").chance(1, 4);
+        if !self.setup.watches {
+            self.log("world", "fs: the daemon's driver watches no file");
         }
         self.adopt_initial_files();
         self.start_daemon();

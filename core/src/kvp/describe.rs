@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::kvp::effect::{Effect, EffectResult};
+use crate::kvp::effect::{Effect, EffectResult, WriteNews};
 use crate::kvp::jobs::{JobEvent, Pending};
 use crate::kvp::machine::Event;
 use crate::kvp::record::{FieldFlaw, PoolIssue};
@@ -126,6 +126,7 @@ impl fmt::Display for EffectText<'_> {
             }
             Effect::SetLen { file, len } => write!(out, "set-len {file} {len}"),
             Effect::Fsync(f) => write!(out, "fsync {f}"),
+            Effect::TakeWrites(f) => write!(out, "take-writes {f}"),
             Effect::QueryAdapter(m) => write!(out, "query-adapter {m}"),
             Effect::ApplyIpConfig { config: c, .. } => {
                 let mut words = vec![c.adapter.clone()];
@@ -163,6 +164,9 @@ impl fmt::Display for ResultText<'_> {
                 }
                 Ok(())
             }
+            EffectResult::Writes(WriteNews::Quiet) => out.write_str("quiet"),
+            EffectResult::Writes(WriteNews::Written) => out.write_str("written"),
+            EffectResult::Writes(WriteNews::NotWatched) => out.write_str("not watched"),
             EffectResult::Failed(e) => write!(out, "failed {e}"),
         }
     }

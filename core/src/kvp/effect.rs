@@ -98,6 +98,14 @@ pub enum Effect {
         len: u64,
     },
     Fsync(FileId),
+    /// Whether anyone (this process included) wrote, truncated, replaced or removed the
+    /// file since the previous `TakeWrites` of it, consuming that news: answered with
+    /// [`EffectResult::Writes`]. Lets a read skip the `Stat` and a mutation the reload
+    /// when nothing happened: the kernel queues the news inside the writer's own system
+    /// call (inotify, kqueue `EVFILT_VNODE`; docs/protocol/kvp.md §10), so a write that
+    /// finished before this effect ran is always in its answer, however coarse the
+    /// file system's timestamps.
+    TakeWrites(FileId),
     /// Addresses, gateways, DNS and DHCP state of every interface whose link-layer
     /// address is this MAC, in the kernel's order (at most `MAX_ADAPTER_CANDIDATES`;
     /// loopback has no MAC). Answered with [`EffectResult::Adapters`]; the machine
@@ -130,9 +138,26 @@ impl Effect {
     /// running it elsewhere races with nothing. Only the stat itself never waits: a
     /// driver that does more for it (opening a file that replaced the one it holds)
     /// does that part on the lane.
+    ///
+    /// `TakeWrites` only drains the driver's own event queue (a non-blocking `read` of
+    /// an inotify descriptor, a `kevent` with a zero timeout): no file system is entered.
     pub fn never_waits(&self) -> bool {
-        matches!(self, Effect::Stat(_))
+        matches!(self, Effect::Stat(_) | Effect::TakeWrites(_))
     }
+}
+
+/// The answer to [`Effect::TakeWrites`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum WriteNews {
+    /// Nobody wrote the file since the previous `TakeWrites` of it.
+    Quiet,
+    /// Someone (possibly we) wrote it since, or the driver cannot tell which file an
+    /// event was for (an overflowed queue): reported for every file then.
+    Written,
+    /// The driver watches nothing (no watch could be set up, or a tool that lives for
+    /// one command): the machine relies on file stamps alone, as without this effect.
+    NotWatched,
 }
 
 /// What identifies a file's contents cheaply: the length and a token the driver derives
@@ -224,6 +249,8 @@ pub enum EffectResult {
     Done,
     Stamp(FileStamp),
     Data(Vec<u8>),
+    /// The answer to `TakeWrites`.
+    Writes(WriteNews),
     /// Every interface holding the MAC asked for, possibly none.
     Adapters(Vec<NamedAdapter>),
     Failed(IoError),

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError};
+use crate::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError, WriteNews};
 use crate::kvp::journal::{judge, parse_journal, JournalEntry, JournalWrite, Verdict};
 use crate::kvp::pool::{Mutation, Outcome, Plan, Pool};
 use crate::kvp::record::{DecodedPool, PoolDecoder, PoolIssue, Record, RecordBytes};
@@ -111,19 +111,26 @@ pub enum JobOutcome {
     /// `journal_pending`: under the lock the journal held another writer's entry, so
     /// the file may hold a half-made change: nothing was read (`Ok(None)`) and the
     /// pool needs recovery before anyone answers from it.
+    ///
+    /// `current` in every outcome: whether memory (after applying this outcome) equals
+    /// the file as of the last `TakeWrites` the job consumed, so that until the next
+    /// `TakeWrites` reports a write, memory can be trusted without a look at the file.
     Refreshed {
         pool: PoolId,
         result: Result<Option<(Pool, FileStamp)>, IoError>,
         journal_pending: bool,
+        current: bool,
     },
     Mutated {
         pool: PoolId,
         reload: Option<(Pool, FileStamp)>,
         result: MutateResult,
+        current: bool,
     },
     Recovered {
         pool: PoolId,
         result: Result<(Pool, FileStamp), IoError>,
+        current: bool,
     },
 }
 
@@ -159,6 +166,25 @@ fn stamp(r: Option<EffectResult>) -> Result<FileStamp, IoError> {
     }
 }
 
+/// A `TakeWrites` answer. A failure or a result of the wrong kind tells nothing, so it
+/// counts as no watch at all: the job falls back on file stamps and leaves memory
+/// marked not current.
+fn news(r: Option<EffectResult>) -> WriteNews {
+    match r {
+        Some(EffectResult::Writes(n)) => n,
+        _ => WriteNews::NotWatched,
+    }
+}
+
+/// Whether a `TakeWrites` issued under the lock after a job's last write, by a job that
+/// knows the whole file (it loaded it under this lock, or found it unchanged since memory
+/// was last current), leaves memory current: any news it consumed is the job's own (other
+/// writers wait for the lock, and their earlier writes are in what the job loaded), and
+/// every later write is reported by the next `TakeWrites`.
+fn current_after(knows: bool, n: WriteNews) -> bool {
+    knows && matches!(n, WriteNews::Quiet | WriteNews::Written)
+}
+
 fn data(r: Option<EffectResult>) -> Result<Vec<u8>, IoError> {
     match r {
         Some(EffectResult::Data(d)) => Ok(d),
@@ -177,7 +203,7 @@ fn issue(held: &mut bool, e: Effect) -> Step {
             assert!(*held, "unlock without the pool lock");
             *held = false;
         }
-        Effect::Stat(_) => {}
+        Effect::Stat(_) | Effect::TakeWrites(_) => {}
         other => assert!(*held, "{other:?} without the pool lock"),
     }
     Step::Effect(e)
@@ -331,11 +357,18 @@ fn clear_journal_script(pool: PoolId) -> VecDeque<Effect> {
 
 // ---------------------------------------------------------------------------------------
 
-/// Stat, and reload if another program changed the file.
+/// Take the file's write news; if nobody wrote it and memory was current, done.
+/// Otherwise stat, and reload if another program changed the file.
 #[derive(Debug)]
 pub struct Refresh {
     pool: PoolId,
     known: Option<FileStamp>,
+    /// Memory was current as of the previous `TakeWrites` (the machine's flag).
+    was_current: bool,
+    /// The first `TakeWrites` answered Quiet or Written: the driver watches the file.
+    watched: bool,
+    /// What the outcome reports as `current`.
+    current: bool,
     state: RefreshState,
     error: Option<IoError>,
     journal_pending: bool,
@@ -348,20 +381,28 @@ pub struct Refresh {
 #[derive(Debug)]
 enum RefreshState {
     Start,
+    News,
     Stat,
     Lock,
     /// Checking, under the lock, that no other writer left a journal entry.
     Journal,
     StatLocked,
     Read(Loader, FileStamp),
+    /// The reload is done; its `TakeWrites` before unlocking is in flight.
+    NewsLocked(Pool, FileStamp),
     Unlock(Option<(Pool, FileStamp)>),
 }
 
 impl Refresh {
-    pub fn new(pool: PoolId, known: Option<FileStamp>) -> Refresh {
+    /// `current`: the machine's flag for the pool (memory equals the file as of the
+    /// last consumed write news).
+    pub fn new(pool: PoolId, known: Option<FileStamp>, current: bool) -> Refresh {
         Refresh {
             pool,
             known,
+            was_current: current,
+            watched: false,
+            current: false,
             state: RefreshState::Start,
             error: None,
             journal_pending: false,
@@ -385,6 +426,7 @@ impl Refresh {
                         pool: self.pool,
                         result: Err(e),
                         journal_pending: false,
+                        current: false,
                     })
                 }
             }
@@ -396,16 +438,35 @@ impl Refresh {
         let state = std::mem::replace(&mut self.state, RefreshState::Start);
         Ok(match state {
             RefreshState::Start => {
+                self.state = RefreshState::News;
+                issue(&mut self.locked, Effect::TakeWrites(f))
+            }
+            RefreshState::News => {
+                let n = news(r);
+                if n == WriteNews::Quiet && self.was_current {
+                    // Nobody wrote since memory was last the file: no stat, no lock.
+                    return Ok(Step::Finished(JobOutcome::Refreshed {
+                        pool: self.pool,
+                        result: Ok(None),
+                        journal_pending: false,
+                        current: true,
+                    }));
+                }
+                self.watched = n != WriteNews::NotWatched;
                 self.state = RefreshState::Stat;
                 issue(&mut self.locked, Effect::Stat(f))
             }
             RefreshState::Stat => {
                 let s = stamp(r)?;
                 if Some(s) == self.known {
+                    // A trusted stamp says memory is the file as of this stat, which
+                    // came after the news was taken: a write after the take is either
+                    // seen by the stat or reported by the next take.
                     return Ok(Step::Finished(JobOutcome::Refreshed {
                         pool: self.pool,
                         result: Ok(None),
                         journal_pending: false,
+                        current: self.watched,
                     }));
                 }
                 self.state = RefreshState::Lock;
@@ -451,11 +512,18 @@ impl Refresh {
                     Some(e) => Err(e),
                     None => Ok(reload),
                 };
+                let current = self.current && result.is_ok();
                 Step::Finished(JobOutcome::Refreshed {
                     pool: self.pool,
                     result,
                     journal_pending: self.journal_pending,
+                    current,
                 })
+            }
+            RefreshState::NewsLocked(pool, s) => {
+                self.current = current_after(true, news(r));
+                self.state = RefreshState::Unlock(Some((pool, s)));
+                issue(&mut self.locked, Effect::Unlock(f))
             }
         })
     }
@@ -466,10 +534,12 @@ impl Refresh {
             return Ok(issue(&mut self.locked, e));
         }
         let pool = load_events(self.pool, loader.finish(), &mut self.events);
-        self.state = RefreshState::Unlock(Some((pool, s)));
+        // Consume the news of every write up to this load while still holding the lock:
+        // the load saw them all, so only later writes should count as news.
+        self.state = RefreshState::NewsLocked(pool, s);
         Ok(issue(
             &mut self.locked,
-            Effect::Unlock(FileId::pool(self.pool)),
+            Effect::TakeWrites(FileId::pool(self.pool)),
         ))
     }
 }
@@ -488,6 +558,13 @@ pub struct Mutate {
     pool: PoolId,
     op: MutOp,
     known: Option<FileStamp>,
+    /// Memory was current as of the previous `TakeWrites` (the machine's flag).
+    was_current: bool,
+    /// Under the lock, the news said nobody wrote since memory was current: memory is
+    /// the file, so it is not read again.
+    fresh: bool,
+    /// What the outcome reports as `current`.
+    current: bool,
     state: MutateState,
     reload: Option<(Pool, FileStamp)>,
     /// Set once the journal write was issued: from then on a failure is in doubt.
@@ -504,6 +581,8 @@ pub struct Mutate {
 enum MutateState {
     Start,
     Lock,
+    /// The `TakeWrites` right after locking.
+    News,
     /// Checking, under the lock, that no other writer left a journal entry.
     Journal,
     Stat,
@@ -519,15 +598,22 @@ enum MutateState {
         script: VecDeque<Effect>,
     },
     StatAfter(Mutation),
+    /// The `TakeWrites` after the last write, before unlocking.
+    NewsAfter(MutateResult),
     Unlock(MutateResult),
 }
 
 impl Mutate {
-    pub fn new(pool: PoolId, op: MutOp, known: Option<FileStamp>) -> Mutate {
+    /// `current`: the machine's flag for the pool (memory equals the file as of the
+    /// last consumed write news).
+    pub fn new(pool: PoolId, op: MutOp, known: Option<FileStamp>, current: bool) -> Mutate {
         Mutate {
             pool,
             op,
             known,
+            was_current: current,
+            fresh: false,
+            current: false,
             state: MutateState::Start,
             reload: None,
             journaled: false,
@@ -586,11 +672,28 @@ impl Mutate {
             MutateState::Unlock(r) => r,
             _ => unreachable!("finish is only called from the unlock state"),
         };
+        let current = self.current
+            && matches!(
+                result,
+                MutateResult::Applied { .. } | MutateResult::Nothing(_)
+            );
         Step::Finished(JobOutcome::Mutated {
             pool: self.pool,
             reload: self.reload.take(),
             result,
+            current,
         })
+    }
+
+    /// Ends a job that holds the lock and wrote what it meant to (or nothing): the news
+    /// of its own writes is consumed first, so they do not send the next read to the
+    /// file, and so that memory may be marked current.
+    fn close(&mut self, result: MutateResult) -> Step {
+        self.state = MutateState::NewsAfter(result);
+        issue(
+            &mut self.locked,
+            Effect::TakeWrites(FileId::pool(self.pool)),
+        )
     }
 
     fn step(&mut self, r: Option<EffectResult>, current: &Pool) -> Result<Step, IoError> {
@@ -604,6 +707,13 @@ impl Mutate {
             MutateState::Lock => {
                 done(r)?;
                 self.locked = true;
+                // Taken under the lock: from here on only we write the file, so what
+                // this says covers everything up to the moment we read or plan.
+                self.state = MutateState::News;
+                issue(&mut self.locked, Effect::TakeWrites(f))
+            }
+            MutateState::News => {
+                self.fresh = self.was_current && news(r) == WriteNews::Quiet;
                 self.state = MutateState::Journal;
                 issue(&mut self.locked, Effect::Stat(FileId::journal(self.pool)))
             }
@@ -619,9 +729,10 @@ impl Mutate {
             MutateState::Stat => {
                 self.state = MutateState::Stat;
                 let s = stamp(r)?;
-                if Some(s) == self.known && s.len % REC == 0 {
+                if (self.fresh || Some(s) == self.known) && s.len % REC == 0 {
                     return self.plan(current);
                 }
+                self.fresh = false;
                 self.read(Loader::new(f, s.len), s, current)?
             }
             MutateState::Read(mut loader, s) => {
@@ -650,10 +761,17 @@ impl Mutate {
             }
             MutateState::StatAfter(m) => {
                 let s = stamp(r)?;
-                self.state = MutateState::Unlock(MutateResult::Applied {
+                self.close(MutateResult::Applied {
                     mutation: m,
                     stamp: s,
-                });
+                })
+            }
+            MutateState::NewsAfter(result) => {
+                // Memory after this job is the reload or memory, with the mutation
+                // applied: the file, if the job knew the whole file under this lock.
+                let knows = self.fresh || self.reload.is_some();
+                self.current = current_after(knows, news(r));
+                self.state = MutateState::Unlock(result);
                 issue(&mut self.locked, Effect::Unlock(f))
             }
             MutateState::Unlock(result) => {
@@ -698,10 +816,7 @@ impl Mutate {
             MutOp::Delete(k) => pool.plan_delete(k),
         };
         Ok(match plan {
-            Plan::Done(o) => {
-                self.state = MutateState::Unlock(MutateResult::Nothing(o));
-                issue(&mut self.locked, Effect::Unlock(FileId::pool(self.pool)))
-            }
+            Plan::Done(o) => self.close(MutateResult::Nothing(o)),
             Plan::Write(m) => {
                 let want: Vec<u32> = m.touched_existing_slots().collect();
                 assert_distinct(&want);
@@ -737,6 +852,7 @@ impl Mutate {
                     slot,
                 });
                 self.known = None;
+                self.fresh = false;
                 self.state = MutateState::Stat;
                 return issue(&mut self.locked, Effect::Stat(FileId::pool(self.pool)));
             }
@@ -790,6 +906,8 @@ pub struct Recover {
     /// We hold the pool file's lock (set by a successful `Lock`, cleared as `Unlock` is
     /// issued); checked on every effect.
     locked: bool,
+    /// What the outcome reports as `current`.
+    current: bool,
     pub events: Vec<JobEvent>,
 }
 
@@ -814,6 +932,8 @@ enum RecoverState {
     },
     FinalStat,
     FinalLoad(Loader, FileStamp),
+    /// The final load is done; its `TakeWrites` before unlocking is in flight.
+    FinalNews(Pool, FileStamp),
     Unlock(Result<(Pool, FileStamp), IoError>),
 }
 
@@ -839,6 +959,7 @@ impl Recover {
             len: 0,
             next_entry: 0,
             locked: false,
+            current: false,
             events: Vec::new(),
         }
     }
@@ -855,9 +976,11 @@ impl Recover {
                         RecoverState::Unlock(Ok(x)) => Ok(x),
                         _ => Err(e),
                     };
+                    let current = self.current && result.is_ok();
                     Step::Finished(JobOutcome::Recovered {
                         pool: self.pool,
                         result,
+                        current,
                     })
                 }
             }
@@ -949,12 +1072,19 @@ impl Recover {
                 loader.feed(&data(r)?);
                 self.final_load(loader, s)?
             }
+            RecoverState::FinalNews(pool, s) => {
+                self.current = current_after(true, news(r));
+                self.state = RecoverState::Unlock(Ok((pool, s)));
+                issue(&mut self.locked, Effect::Unlock(f))
+            }
             RecoverState::Unlock(result) => {
                 assert!(!self.locked);
                 // An unlock error does not change what we loaded.
+                let current = self.current && result.is_ok();
                 Step::Finished(JobOutcome::Recovered {
                     pool: self.pool,
                     result,
+                    current,
                 })
             }
         })
@@ -1200,10 +1330,12 @@ impl Recover {
             return Ok(issue(&mut self.locked, e));
         }
         let pool = load_events(self.pool, loader.finish(), &mut self.events);
-        self.state = RecoverState::Unlock(Ok((pool, s)));
+        // After recovery's last write and its load, still under the lock: the news it
+        // consumes is of writes the load saw (ours, or others' before we locked).
+        self.state = RecoverState::FinalNews(pool, s);
         Ok(issue(
             &mut self.locked,
-            Effect::Unlock(FileId::pool(self.pool)),
+            Effect::TakeWrites(FileId::pool(self.pool)),
         ))
     }
 }
@@ -1491,9 +1623,16 @@ mod tests {
         let b9 = Record::new(key("b"), value("9")).encode().to_vec();
         let mut file = Record::new(key("a"), value("1")).encode().to_vec();
         file.extend_from_slice(&b9);
-        let mut m = Mutate::new(PoolId::Guest, MutOp::Set(key("b"), value("3")), Some(known));
+        let mut m = Mutate::new(
+            PoolId::Guest,
+            MutOp::Set(key("b"), value("3")),
+            Some(known),
+            false,
+        );
         effect(m.resume(None, &memory)); // lock
-        effect(m.resume(Some(EffectResult::Done), &memory)); // stat journal
+        effect(m.resume(Some(EffectResult::Done), &memory)); // take writes
+        let news = Some(EffectResult::Writes(WriteNews::NotWatched));
+        effect(m.resume(news, &memory)); // stat journal
         effect(m.resume(stamp_of(0), &memory)); // stat pool
         let read = effect(m.resume(Some(EffectResult::Stamp(known)), &memory));
         assert!(
@@ -1523,7 +1662,7 @@ mod tests {
 
     #[test]
     fn a_failed_lock_is_never_unlocked() {
-        let mut m = Mutate::new(PoolId::Guest, MutOp::Delete(key("a")), None);
+        let mut m = Mutate::new(PoolId::Guest, MutOp::Delete(key("a")), None, false);
         let pool = Pool::new();
         assert!(matches!(effect(m.resume(None, &pool)), Effect::Lock(_)));
         match m.resume(Some(EffectResult::Failed(IoError::EIO)), &pool) {
@@ -1538,11 +1677,15 @@ mod tests {
 
     #[test]
     fn a_failure_under_the_lock_unlocks_once() {
-        let mut m = Mutate::new(PoolId::Guest, MutOp::Set(key("a"), value("1")), None);
+        let mut m = Mutate::new(PoolId::Guest, MutOp::Set(key("a"), value("1")), None, false);
         let pool = Pool::new();
         effect(m.resume(None, &pool));
         assert!(matches!(
             effect(m.resume(Some(EffectResult::Done), &pool)),
+            Effect::TakeWrites(_)
+        ));
+        assert!(matches!(
+            effect(m.resume(Some(EffectResult::Writes(WriteNews::Written)), &pool)),
             Effect::Stat(_)
         ));
         assert!(m.locked);
@@ -1562,8 +1705,10 @@ mod tests {
 
     #[test]
     fn a_refresh_stats_without_the_lock_and_unlocks_after_a_failed_read() {
-        let mut r = Refresh::new(PoolId::Guest, None);
-        assert!(matches!(effect(r.resume(None)), Effect::Stat(_)));
+        let mut r = Refresh::new(PoolId::Guest, None, false);
+        assert!(matches!(effect(r.resume(None)), Effect::TakeWrites(_)));
+        let news = Some(EffectResult::Writes(WriteNews::Written));
+        assert!(matches!(effect(r.resume(news)), Effect::Stat(_)));
         assert!(!r.locked);
         assert!(matches!(effect(r.resume(stamp_of(REC))), Effect::Lock(_)));
         effect(r.resume(Some(EffectResult::Done)));
@@ -1590,8 +1735,9 @@ mod tests {
     fn a_refresh_reads_no_further_than_the_record_limit() {
         let total = MAX_POOL_RECORDS + 1000;
         let len = total as u64 * REC + 7;
-        let mut r = Refresh::new(PoolId::External, None);
+        let mut r = Refresh::new(PoolId::External, None, false);
         effect(r.resume(None));
+        effect(r.resume(Some(EffectResult::Writes(WriteNews::NotWatched))));
         effect(r.resume(stamp_of(len)));
         effect(r.resume(Some(EffectResult::Done)));
         effect(r.resume(stamp_of(0)));
@@ -1603,6 +1749,9 @@ mod tests {
                     assert_eq!(offset, read_to, "reads in order");
                     read_to = offset + u64::from(len);
                     step = r.resume(Some(EffectResult::Data(vec![0; len as usize])));
+                }
+                Step::Effect(Effect::TakeWrites(_)) => {
+                    step = r.resume(Some(EffectResult::Writes(WriteNews::NotWatched)));
                 }
                 Step::Effect(Effect::Unlock(_)) => break,
                 other => panic!("{other:?}"),

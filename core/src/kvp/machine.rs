@@ -163,6 +163,12 @@ struct PoolSlot {
     stamp_since: Instant,
     /// When the last job that read the file with this stamp started.
     read_at: Instant,
+    /// Memory equals the file as of the last write news we consumed (`TakeWrites`):
+    /// while the next take says `Quiet`, a read is answered from memory with no look
+    /// at the file. Set only by a job that knew the whole file when it took the news;
+    /// cleared by anything uncertain (a failed job, news from an unwatched file, a
+    /// journal left by another writer); a new process starts without it.
+    current: bool,
     health: Health,
 }
 
@@ -247,6 +253,7 @@ impl KvpMachine {
             stamp: None,
             stamp_since: now,
             read_at: now,
+            current: false,
             health: Health::Unknown,
         };
         let auto = AutoPool::new(info, &config.addresses, &config.auto);
@@ -308,6 +315,13 @@ impl KvpMachine {
     /// our memory must equal the file (the simulator checks exactly that).
     pub fn pool_stamp(&self, id: PoolId) -> Option<FileStamp> {
         self.pools[id.index()].known(self.config.stamp_granularity)
+    }
+
+    /// Whether memory is marked current for a pool: then, while the driver has reported
+    /// no write of the pool file since, memory must equal the file (the simulator checks
+    /// exactly that).
+    pub fn pool_current(&self, id: PoolId) -> bool {
+        self.pools[id.index()].current
     }
 
     /// Whether a pool is loaded and usable.
@@ -449,7 +463,10 @@ impl KvpMachine {
                     let _ = self.answer_read();
                 } else {
                     let known = self.pools[pool.index()].known(self.config.stamp_granularity);
-                    self.start_job(Job::Refresh(Refresh::new(pool, known)), Some(seq));
+                    self.start_job(
+                        Job::Refresh(Refresh::new(pool, known, self.pools[pool.index()].current)),
+                        Some(seq),
+                    );
                 }
             }
             Request::Set { pool, key, value } => {
@@ -483,8 +500,9 @@ impl KvpMachine {
                 c.waiting = true;
             }
         } else {
-            let known = self.pools[pool.index()].known(self.config.stamp_granularity);
-            let job = Mutate::new(pool, op, known).within(self.config.host_limit());
+            let slot = &self.pools[pool.index()];
+            let known = slot.known(self.config.stamp_granularity);
+            let job = Mutate::new(pool, op, known, slot.current).within(self.config.host_limit());
             self.start_job(Job::Mutate(job), Some(seq));
         }
     }
@@ -611,6 +629,7 @@ impl KvpMachine {
                 journal_pending: true,
                 ..
             } => {
+                self.pools[pool.index()].current = false;
                 // Another writer's entry waits in the journal: recover before answering
                 // from this pool, and let the host ask again.
                 self.pools[pool.index()].health = Health::Unknown;
@@ -619,8 +638,14 @@ impl KvpMachine {
                     self.reply(Reply::Status(Status::E_FAIL));
                 }
             }
-            JobOutcome::Refreshed { pool, result, .. } => match result {
+            JobOutcome::Refreshed {
+                pool,
+                result,
+                current,
+                ..
+            } => match result {
                 Ok(reload) => {
+                    self.pools[pool.index()].current = current;
                     if let Some((p, s)) = reload {
                         let slot = &mut self.pools[pool.index()];
                         slot.pool = p;
@@ -632,15 +657,21 @@ impl KvpMachine {
                 }
                 // The file could not be read: memory may miss what others wrote, so say
                 // so rather than answer from it.
-                Err(_) if answer => self.reply(Reply::Status(Status::E_FAIL)),
-                Err(_) => {}
+                Err(_) => {
+                    self.pools[pool.index()].current = false;
+                    if answer {
+                        self.reply(Reply::Status(Status::E_FAIL));
+                    }
+                }
             },
             JobOutcome::Mutated {
                 pool,
                 reload,
                 result,
+                current,
             } => {
                 let slot = &mut self.pools[pool.index()];
+                slot.current = current;
                 if let Some((p, s)) = reload {
                     slot.pool = p;
                     slot.set_stamp(s, started, now);
@@ -689,8 +720,13 @@ impl KvpMachine {
                     self.reply(Reply::Status(status));
                 }
             }
-            JobOutcome::Recovered { pool, result } => {
+            JobOutcome::Recovered {
+                pool,
+                result,
+                current,
+            } => {
                 let slot = &mut self.pools[pool.index()];
+                slot.current = current;
                 match result {
                     Ok((p, s)) => {
                         let records = p.len();

@@ -122,6 +122,8 @@ pub fn call_of(effect: &Effect) -> (Call, Option<FileId>) {
         Effect::Unlock(f) => (Call::Unlock, Some(*f)),
         Effect::Stat(f) => (Call::Stat, Some(*f)),
         Effect::Fsync(f) => (Call::Fsync, Some(*f)),
+        // Never a failure to a job (no answer counts as no watch).
+        Effect::TakeWrites(f) => (Call::Other, Some(*f)),
         Effect::Read { file, .. } => (Call::Read, Some(*file)),
         Effect::Write { file, .. } => (Call::Write, Some(*file)),
         Effect::SetLen { file, .. } => (Call::SetLen, Some(*file)),
@@ -218,7 +220,7 @@ impl ToolWrite {
                             self.failure = None;
                             // No known stamp: the job reloads under its lock whatever
                             // the stamp says.
-                            let job = Mutate::new(self.pool, self.op.clone(), None)
+                            let job = Mutate::new(self.pool, self.op.clone(), None, false)
                                 .within(self.max_records);
                             self.phase = Phase::Mutate(job, pool);
                         }
@@ -339,7 +341,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::kvp::effect::{FileKind, FileStamp};
+    use crate::kvp::effect::{FileKind, FileStamp, WriteNews};
     use crate::kvp::jobs::journal_entry;
     use crate::kvp::pool::Plan;
     use crate::kvp::record::{decode_pool, encode_pool, Record};
@@ -375,6 +377,7 @@ mod tests {
             self.version += 1;
             match e {
                 Effect::Lock(_) | Effect::Unlock(_) | Effect::Fsync(_) => EffectResult::Done,
+                Effect::TakeWrites(_) => EffectResult::Writes(WriteNews::NotWatched),
                 Effect::Stat(f) => EffectResult::Stamp(FileStamp {
                     len: self.files.get(f).map_or(0, |b| b.len() as u64),
                     change: self.version,

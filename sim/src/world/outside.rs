@@ -133,6 +133,16 @@ impl World {
     /// here it gives up, which keeps the world's clock moving).
     pub(super) fn outside(&mut self, pool: PoolId, op: OutsideOp) {
         let name = path(pool);
+        let waits = matches!(op, OutsideOp::Append { .. } | OutsideOp::Rewrite { .. });
+        if self.fs.lock_holder(name).is_some() && !self.fs.frozen && waits {
+            if self.outside_waiting.is_none() {
+                self.log("outside", &format!("{op:?} waits for the lock"));
+                self.outside_waiting = Some((pool, op));
+            } else {
+                self.log("outside", &format!("{op:?} skipped: another one waits"));
+            }
+            return;
+        }
         if self.fs.lock_holder(name).is_some() || self.fs.frozen {
             self.log("outside", &format!("{op:?} skipped: locked or frozen"));
             return;
@@ -279,6 +289,23 @@ impl World {
     /// Picks a random outside change of the guest pool: mostly appends, sometimes a
     /// torn append, an in-place rewrite, a delete, a boot-time truncation or a
     /// stranger's journal entry.
+    /// An append of a fresh outside key, or a same-size rewrite of a known one, drawn
+    /// from the waiting writers' own stream.
+    pub(super) fn waiting_outside(&mut self) -> OutsideOp {
+        self.outside_seq += 1;
+        let seq = self.outside_seq;
+        let value =
+            Value::new(format!("{{\"result\":\"waited\",\"n\":{seq}}}").as_bytes()).expect("short");
+        let w = &mut self.waiting_prng;
+        if !self.outside_records.is_empty() && w.chance(1, 3) {
+            let key = w.choose(&self.outside_records).0.clone();
+            return OutsideOp::Rewrite { key, value };
+        }
+        let key = Key::new(format!("{OUTSIDE_PREFIX}{}|wait|{seq}", self.generation).as_bytes())
+            .expect("short");
+        OutsideOp::Append { key, value }
+    }
+
     pub(super) fn random_outside(&mut self) -> OutsideOp {
         self.outside_seq += 1;
         let seq = self.outside_seq;
@@ -439,6 +466,20 @@ impl World {
             "read from memory of an emptied pool's old record accepted",
         );
         true
+    }
+
+    /// Carries out the waiting outside change once the lock is free (and the file
+    /// system not suspended): right after whoever held it unlocked.
+    pub(super) fn outside_unblocked(&mut self) {
+        let Some((pool, _)) = self.outside_waiting.as_ref() else {
+            return;
+        };
+        if self.fs.lock_holder(path(*pool)).is_some() || self.fs.frozen {
+            return;
+        }
+        if let Some((pool, op)) = self.outside_waiting.take() {
+            self.outside(pool, op);
+        }
     }
 
     /// An outside key for the host to GET: one present, or one removed.
