@@ -14,7 +14,7 @@
 //! (`openat`, `O_NOFOLLOW|O_CLOEXEC`, never by path), and must be a regular file of the
 //! effective user with one link (another name elsewhere would be written through too).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io;
@@ -133,6 +133,12 @@ pub struct PoolFiles {
     /// The pool files' write news (`TakeWrites`), once [`PoolFiles::watch_writes`]
     /// set it up; without it every take answers `NotWatched` (tools).
     watch: Option<Watch>,
+    /// Files whose name did not show the descriptor we hold at a stat (another program
+    /// replaced or removed it): a lock taken before held the old inode, and writes
+    /// through another name reach no watch we have, so `TakeWrites` answers
+    /// `NotWatched` (the machine falls back to stamps) until a lock is taken on the
+    /// held descriptor while the name shows it.
+    unsettled: BTreeSet<FileId>,
 }
 
 fn io_error(e: &io::Error) -> IoError {
@@ -273,6 +279,7 @@ impl PoolFiles {
             refusal: None,
             create: true,
             watch: None,
+            unsettled: BTreeSet::new(),
         })
     }
 
@@ -507,12 +514,17 @@ impl PoolFiles {
         let held = self.file(id)?.metadata()?;
         let meta = match at_name {
             Some(p) if identity(&p) != (held.dev(), held.ino()) => {
+                self.unsettled.insert(id);
                 let f = self.checked(id)?;
                 let m = f.metadata()?;
                 self.hold(id, f);
                 m
             }
-            _ => held,
+            Some(_) => held,
+            None => {
+                self.unsettled.insert(id);
+                held
+            }
         };
         self.held_identity.insert(id, (meta.dev(), meta.ino()));
         Ok(stamp(
@@ -573,7 +585,14 @@ impl PoolFiles {
             // SAFETY: fd is owned by self.open and outlives the call.
             let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
             match fcntl(borrowed, arg) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    // Locked on the descriptor the name shows: writers that honour the
+                    // lock are ours to see again.
+                    if kind != nix::libc::F_UNLCK as i16 && self.stat_if_held(id).is_some() {
+                        self.unsettled.remove(&id);
+                    }
+                    return Ok(());
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(io::Error::from(e)),
             }
@@ -606,8 +625,8 @@ impl PoolFiles {
                 .and_then(|f| f.sync_all())
                 .map(|_| EffectResult::Done),
             Effect::TakeWrites(f) => Ok(EffectResult::Writes(match self.watch.as_mut() {
-                Some(w) => w.take(*f),
-                None => WriteNews::NotWatched,
+                Some(w) if !self.unsettled.contains(f) => w.take(*f),
+                _ => WriteNews::NotWatched,
             })),
             Effect::QueryAdapter(_) | Effect::ApplyIpConfig { .. } => {
                 Err(io::Error::other("system effect sent to the file lane"))
@@ -687,6 +706,29 @@ mod tests {
         appender.set_len(3).unwrap();
         assert_eq!(take(&mut pf, f), WriteNews::Written, "a truncation");
         assert_eq!(take(&mut pf, f), WriteNews::Quiet);
+        // Another program renames a new file over the name: once a stat has followed
+        // it, our earlier lock (and a watch by name) cannot be trusted for it, so the
+        // news is NotWatched until a lock is taken on the file the name shows.
+        let stat = |pf: &mut PoolFiles| {
+            assert!(matches!(
+                pf.execute(&Effect::Stat(f)),
+                EffectResult::Stamp(_)
+            ))
+        };
+        stat(&mut pf);
+        let fresh = dir.join("replacement");
+        std::fs::write(&fresh, [9; 2560]).unwrap();
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&fresh, dir.join(f.file_name())).unwrap();
+        stat(&mut pf);
+        assert_eq!(take(&mut pf, f), WriteNews::NotWatched, "replaced");
+        assert_eq!(pf.execute(&Effect::Lock(f)), EffectResult::Done);
+        assert_ne!(
+            take(&mut pf, f),
+            WriteNews::NotWatched,
+            "locked where the name shows"
+        );
+        assert_eq!(pf.execute(&Effect::Unlock(f)), EffectResult::Done);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

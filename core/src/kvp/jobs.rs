@@ -729,7 +729,12 @@ impl Mutate {
             MutateState::Stat => {
                 self.state = MutateState::Stat;
                 let s = stamp(r)?;
-                if (self.fresh || Some(s) == self.known) && s.len % REC == 0 {
+                // News can miss a write the kernel never reports (a write through a
+                // shared mapping, another name): a length that is not memory's turns
+                // "fresh" into a reload, never into a change planned on stale memory
+                // (an append would overwrite the record someone added).
+                let same_len = s.len == current.file_records() as u64 * REC;
+                if (self.fresh && same_len || Some(s) == self.known) && s.len % REC == 0 {
                     return self.plan(current);
                 }
                 self.fresh = false;
