@@ -13,6 +13,17 @@ use hvguest_core::Instant;
 
 use crate::{kvp_config, mounts, sysinfo, vss_config};
 
+/// A configuration file's refusal names one of its lines, and can be said in words.
+fn names_a_line(data: &[u8], bad: &crate::conf::BadLine) {
+    let lines = data.split(|b| *b == b'\n').count();
+    assert!(
+        (1..=lines).contains(&bad.line),
+        "line {} of {lines}",
+        bad.line
+    );
+    let _ = bad.to_string();
+}
+
 /// `vss.conf`: a refusal names a line of the file; an accepted configuration is one
 /// both VSS machines start with (their constructors assert what they rely on).
 pub fn vss_config(data: &[u8]) {
@@ -22,15 +33,7 @@ pub fn vss_config(data: &[u8]) {
             let _ = VssMachine::new(cfg.vss, now);
             let _ = AppMachine::new(cfg.app, now);
         }
-        Err(bad) => {
-            let lines = data.split(|b| *b == b'\n').count();
-            assert!(
-                (1..=lines).contains(&bad.line),
-                "line {} of {lines}",
-                bad.line
-            );
-            let _ = bad.to_string();
-        }
+        Err(bad) => names_a_line(data, &bad),
     }
 }
 
@@ -58,15 +61,7 @@ pub fn kvp_config(data: &[u8]) {
             let auto = AutoPool::new(&info, &cfg.addresses, &cfg.auto);
             assert!(auto.entry(9).is_some() && auto.entry(10).is_none());
         }
-        Err(bad) => {
-            let lines = data.split(|b| *b == b'\n').count();
-            assert!(
-                (1..=lines).contains(&bad.line),
-                "line {} of {lines}",
-                bad.line
-            );
-            let _ = bad.to_string();
-        }
+        Err(bad) => names_a_line(data, &bad),
     }
 }
 
