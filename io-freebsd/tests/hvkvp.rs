@@ -1178,7 +1178,8 @@ fn reading_changes_no_file_and_says_what_recovery_would_do() {
     );
 
     // An in-place SET journaled before any pool write: reading shows the old value and
-    // says the change would be finished; repair finishes it.
+    // says the change would be discarded (the file shows none of it: it never started,
+    // or it finished and another program put the old value back); repair discards it.
     let pool = Pool::from_records(vec![rec("a", "1"), rec("b", "2")]);
     let Plan::Write(m) = pool.plan_set(&key("a"), &value("7")) else {
         panic!("an update")
@@ -1188,9 +1189,34 @@ fn reading_changes_no_file_and_says_what_recovery_would_do() {
     write_file(&dir.journal(PoolId::External), &entry.encode());
     dir.write_pool(PoolId::External, &[("a", "1"), ("b", "2")]);
     let files = snapshot(&dir);
-    let list = Json::parse(dir.run(&["list", "external", "--json"]).ok());
-    assert_eq!(list.records(), pairs(&[("a", "1"), ("b", "2")]));
+    let r = dir.run(&["list", "external", "--json"]);
+    assert!(
+        r.stderr
+            .contains("the file shows none of the change): recovery would discard it"),
+        "{r:?}"
+    );
+    assert_eq!(
+        Json::parse(r.ok()).records(),
+        pairs(&[("a", "1"), ("b", "2")])
+    );
     assert_eq!(snapshot(&dir), files);
+    dir.run(&["repair", "external"]).ok();
+    assert_eq!(
+        assert_clean(&dir, PoolId::External),
+        pairs(&[("a", "1"), ("b", "2")])
+    );
+
+    // The same entry with its pool write made but not known durable (a crash before
+    // its fsync): reading shows the new value and says recovery would finish it;
+    // repair finishes it.
+    write_file(&dir.journal(PoolId::External), &entry.encode());
+    dir.write_pool(PoolId::External, &[("a", "7"), ("b", "2")]);
+    let r = dir.run(&["list", "external", "--json"]);
+    assert!(r.stderr.contains("recovery would finish it"), "{r:?}");
+    assert_eq!(
+        Json::parse(r.ok()).records(),
+        pairs(&[("a", "7"), ("b", "2")])
+    );
     dir.run(&["repair", "external"]).ok();
     assert_eq!(
         assert_clean(&dir, PoolId::External),

@@ -108,6 +108,14 @@ impl Model {
         self.cells.insert((p, k.clone()), cell);
     }
 
+    /// Another program rewrote the first match of a key the host also writes, in place
+    /// and durably: its value is the latest, as if a read had seen it.
+    pub fn rewritten(&mut self, p: PoolId, k: &Key, v: Value) {
+        if self.cells.contains_key(&(p, k.clone())) {
+            self.observe(p, k, Some(v));
+        }
+    }
+
     /// Adopts a record found in a file, in file order.
     pub fn adopt(&mut self, p: PoolId, k: &Key, v: Value) {
         if self.cells.contains_key(&(p, k.clone())) {

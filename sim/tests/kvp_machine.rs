@@ -409,9 +409,10 @@ fn an_io_error_at_any_call_fails_the_request_and_recovery_restores_agreement() {
 fn a_persistent_error_fails_the_pool_until_recovery_succeeds() {
     let mut h = KvpHarness::new(fs_with(PoolId::Guest, &start_pool()));
     // The journal is durable, then the pool write fails, and so does recovery's first
-    // attempt to finish it.
+    // attempt to read the journal.
+    let journal = FileId::journal(PoolId::Guest).file_name();
     h.fs.inject(FsCall::Write, Some(&path(PoolId::Guest)), IoError::EIO);
-    h.fs.inject(FsCall::Write, Some(&path(PoolId::Guest)), IoError::EIO);
+    h.fs.inject(FsCall::Read, Some(&journal), IoError::EIO);
     assert_eq!(
         h.request(&set(PoolId::Guest, "a", "x")),
         status(Status::E_FAIL)
@@ -422,9 +423,11 @@ fn a_persistent_error_fails_the_pool_until_recovery_succeeds() {
     assert_eq!(h.request(&set(PoolId::External, "k", "v")), ok());
     h.advance(Duration::from_secs(2));
     assert!(h.daemon.machine.pool_ready(PoolId::Guest));
-    // Recovery finished the journaled write: the disk holds it, and so does memory.
+    // Recovery found none of the journaled change in the file and left it so (the
+    // SET was answered E_FAIL): the disk holds the old value, and so does memory.
     let got = file_records(&h.fs, PoolId::Guest);
-    assert_eq!(got[0], rec("a", "x"));
+    assert_eq!(got, start_pool());
+    assert!(h.fs.contents(&journal).is_empty());
     assert_eq!(h.daemon.machine.pool(PoolId::Guest).records(), &got[..]);
 }
 

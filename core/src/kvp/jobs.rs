@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::kvp::effect::{Effect, EffectResult, FileId, FileStamp, IoError, WriteNews};
-use crate::kvp::journal::{judge, parse_journal, JournalEntry, JournalWrite, Verdict};
+use crate::kvp::journal::{judge, parse_journal, EntryRole, JournalEntry, JournalWrite, Verdict};
 use crate::kvp::pool::{Mutation, Outcome, Plan, Pool};
 use crate::kvp::record::{DecodedPool, PoolDecoder, PoolIssue, Record, RecordBytes};
 use crate::kvp::text::{Key, Value};
@@ -350,9 +350,23 @@ fn apply_script(
     s
 }
 
+/// Recovery's clear: durable, because its follow-up entries must never be judged again
+/// as if they were a mutation's (`EntryRole`).
 fn clear_journal_script(pool: PoolId) -> VecDeque<Effect> {
     let j = FileId::journal(pool);
     VecDeque::from([Effect::SetLen { file: j, len: 0 }, Effect::Fsync(j)])
+}
+
+/// A mutation's clear, once its change is durable: no fsync. A running process sees the
+/// journal empty at once (the page cache); after a power loss the entry may be back,
+/// stale, and recovery judges it against a file that already shows it (finishing it
+/// again changes nothing) or that others changed since (`EntryRole::Mutation`). The
+/// next mutation's journal fsync makes the clear durable before it touches the pool.
+fn lazy_clear_journal(pool: PoolId) -> Effect {
+    Effect::SetLen {
+        file: FileId::journal(pool),
+        len: 0,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -875,7 +889,7 @@ impl Mutate {
             Effect::Fsync(j),
         ]);
         script.extend(apply_script(self.pool, &entry, extend, cut));
-        script.extend(clear_journal_script(self.pool));
+        script.push_back(lazy_clear_journal(self.pool));
         self.journaled = true;
         self.run_script(m, script)
     }
@@ -894,6 +908,15 @@ impl Mutate {
     }
 }
 
+/// The journal's first entry is a mutation's; any later one is recovery's follow-up.
+fn role_of(entry: usize) -> EntryRole {
+    if entry == 0 {
+        EntryRole::Mutation
+    } else {
+        EntryRole::FollowUp
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 
 /// Brings a pool file to a state the journal vouches for, then loads it.
@@ -908,6 +931,9 @@ pub struct Recover {
     journal_end: u64,
     len: u64,
     next_entry: usize,
+    /// The slot a finished entry still needs removed while its follow-up, already in the
+    /// journal, is judged (`after_unfinished`).
+    follow_up_owed: Option<u32>,
     /// We hold the pool file's lock (set by a successful `Lock`, cleared as `Unlock` is
     /// issued); checked on every effect.
     locked: bool,
@@ -963,6 +989,7 @@ impl Recover {
             journal_end: 0,
             len: 0,
             next_entry: 0,
+            follow_up_owed: None,
             locked: false,
             current: false,
             events: Vec::new(),
@@ -1180,7 +1207,9 @@ impl Recover {
         self.next_entry += 1;
         let e = &self.entries[idx];
         let zero = [0u8; POOL_RECORD_SIZE];
-        let verdict = judge(e, self.len, &|s| got.get(&s).copied().unwrap_or(zero));
+        let verdict = judge(e, role_of(idx), self.len, &|s| {
+            got.get(&s).copied().unwrap_or(zero)
+        });
         match verdict {
             Verdict::Discard(reason) => {
                 self.events.push(JobEvent::JournalDiscarded {
@@ -1190,7 +1219,8 @@ impl Recover {
                 });
                 self.state = RecoverState::StatPool;
                 // Later entries are judged on their own; the script is empty.
-                self.script(VecDeque::new(), After::NextEntry)
+                let after = self.after_unfinished();
+                self.script(VecDeque::new(), after)
             }
             Verdict::Undo { reason, slots } => {
                 self.events.push(JobEvent::JournalDiscarded {
@@ -1211,7 +1241,8 @@ impl Recover {
                     .collect();
                 script.push_back(Effect::Fsync(f));
                 self.state = RecoverState::StatPool;
-                self.script(script, After::NextEntry)
+                let after = self.after_unfinished();
+                self.script(script, after)
             }
             Verdict::Finish {
                 truncate_to,
@@ -1227,13 +1258,35 @@ impl Recover {
                     self.len = len;
                 }
                 // A follow-up entry may already be in the journal (a crash during an
-                // earlier recovery); otherwise plan one.
+                // earlier recovery): it is judged next, and if it cannot be finished the
+                // removal is owed and planned again; otherwise plan one now.
+                self.follow_up_owed = None;
                 let after = match remove_slot {
                     Some(slot) if self.next_entry >= self.entries.len() => After::FollowUp(slot),
-                    _ => After::NextEntry,
+                    Some(slot) => {
+                        self.follow_up_owed = Some(slot);
+                        After::NextEntry
+                    }
+                    None => After::NextEntry,
                 };
                 self.script(script, after)
             }
+        }
+    }
+
+    /// After an entry that was not finished: a removal the entry before it owed (it was
+    /// that removal's follow-up, planned before a crash against a file that others have
+    /// changed since) is planned again against the file as it is now. Leaving it would
+    /// leave the cut record twice in the file.
+    /// While later entries remain, the next one is that removal planned again by an
+    /// earlier recovery: the debt passes to it.
+    fn after_unfinished(&mut self) -> After {
+        match self.follow_up_owed {
+            Some(slot) if self.next_entry >= self.entries.len() => {
+                self.follow_up_owed = None;
+                After::FollowUp(slot)
+            }
+            _ => After::NextEntry,
         }
     }
 
@@ -1562,7 +1615,7 @@ impl Inspect {
         let idx = self.next_entry;
         self.next_entry += 1;
         let zero = [0u8; POOL_RECORD_SIZE];
-        let verdict = match judge(&self.entries[idx], self.whole_len(), &|s| {
+        let verdict = match judge(&self.entries[idx], role_of(idx), self.whole_len(), &|s| {
             got.get(&s).copied().unwrap_or(zero)
         }) {
             Verdict::Finish { .. } => Pending::Finish,
@@ -1591,7 +1644,7 @@ impl Inspect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kvp::record::Record;
+    use crate::kvp::record::{encode_pool, Record};
 
     fn key(s: &str) -> Key {
         Key::new(s.as_bytes()).expect("a valid key")
@@ -1875,6 +1928,105 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Runs a recovery over files held in memory and returns them as it leaves them.
+    fn recover(pool: Vec<u8>, journal: Vec<u8>) -> (Vec<u8>, Vec<u8>, Vec<JobEvent>) {
+        use crate::kvp::effect::FileKind;
+        let mut files = [pool, journal];
+        let at = |f: FileId| match f.kind {
+            FileKind::Pool => 0,
+            FileKind::Journal => 1,
+        };
+        let mut job = Recover::new(PoolId::Guest);
+        let mut result = None;
+        loop {
+            let e = match job.resume(result.take()) {
+                Step::Finished(JobOutcome::Recovered { result, .. }) => {
+                    assert!(result.is_ok(), "{result:?}");
+                    let [pool, journal] = files;
+                    return (pool, journal, job.events);
+                }
+                Step::Finished(other) => panic!("{other:?}"),
+                Step::Effect(e) => e,
+            };
+            result = Some(match e {
+                Effect::Lock(_) | Effect::Unlock(_) | Effect::Fsync(_) => EffectResult::Done,
+                Effect::TakeWrites(_) => EffectResult::Writes(WriteNews::NotWatched),
+                Effect::Stat(f) => stamp_of(files[at(f)].len() as u64).expect("a stamp"),
+                Effect::Read { file, offset, len } => {
+                    let b = &files[at(file)];
+                    let from = (offset as usize).min(b.len());
+                    let to = (from + len as usize).min(b.len());
+                    EffectResult::Data(b[from..to].to_vec())
+                }
+                Effect::Write { file, offset, data } => {
+                    let b = &mut files[at(file)];
+                    let end = offset as usize + data.len();
+                    if b.len() < end {
+                        b.resize(end, 0);
+                    }
+                    b[offset as usize..end].copy_from_slice(&data);
+                    EffectResult::Done
+                }
+                Effect::SetLen { file, len } => {
+                    files[at(file)].resize(len as usize, 0);
+                    EffectResult::Done
+                }
+                other => panic!("{other:?}"),
+            });
+        }
+    }
+
+    #[test]
+    fn a_follow_up_that_cannot_be_finished_is_planned_again() {
+        let rec = |k: &str| Record::new(key(k), value(k));
+        // The pre images a mutation reads: the slots it touches, as the file holds them.
+        let pre = |m: &Mutation, records: &[Record]| -> BTreeMap<u32, RecordBytes> {
+            m.touched_existing_slots()
+                .map(|s| (s, records[s as usize].encode()))
+                .collect()
+        };
+        // A DELETE of "b" from [a b c L]: "L" moves into the hole, slot 3 is cut.
+        let before = vec![rec("a"), rec("b"), rec("c"), rec("L")];
+        let Plan::Write(delete) = Pool::from_records(before.clone()).plan_delete(&key("b")) else {
+            panic!("a delete")
+        };
+        let e0 = journal_entry(PoolId::Guest, &delete, &pre(&delete, &before));
+        // It crashed with its post written and the cut not made; another program
+        // appended "x". A recovery journaled the follow-up removal of slot 3 (moving
+        // "x" down) and lost the power before writing it.
+        let crashed = vec![rec("a"), rec("L"), rec("c"), rec("L"), rec("x")];
+        let follow_up = Pool::from_records(crashed.clone()).plan_remove_slot(3);
+        let e1 = journal_entry(PoolId::Guest, &follow_up, &pre(&follow_up, &crashed));
+        // Then the other program rewrote "x" in place: the follow-up's record to cut is
+        // no longer there, so that entry cannot be finished.
+        let now = vec![
+            rec("a"),
+            rec("L"),
+            rec("c"),
+            rec("L"),
+            Record::new(key("x"), value("x2")),
+        ];
+        let mut journal = e0.encode();
+        journal.extend(e1.encode());
+        let (pool, journal, events) = recover(encode_pool(&now), journal);
+        assert!(journal.is_empty());
+        assert!(
+            events.contains(&JobEvent::JournalFollowUp {
+                pool: PoolId::Guest,
+                slot: 3
+            }),
+            "{events:?}"
+        );
+        // "L" once, "x" with its new value, nothing lost.
+        let want = vec![
+            rec("a"),
+            rec("L"),
+            rec("c"),
+            Record::new(key("x"), value("x2")),
+        ];
+        assert_eq!(pool, encode_pool(&want));
     }
 
     #[test]

@@ -230,6 +230,20 @@ pub enum Verdict {
     },
 }
 
+/// The file is exactly as it was before `entry`: same length, every slot it writes
+/// and the slot it cuts holding their old bytes. Not asked of a growing entry: its old
+/// bytes are the zeros beyond the end, and an extension holding zeros must be finished
+/// (or recovery would leave an empty record), while no other program writes zeros.
+fn shows_none_of(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) -> bool {
+    entry.new_len <= entry.old_len
+        && len == entry.old_len
+        && entry.writes.iter().all(|w| slot(w.slot) == *w.pre)
+        && entry
+            .dropped
+            .as_ref()
+            .is_none_or(|(s, pre)| slot(*s) == **pre)
+}
+
 fn sectors_match(actual: &RecordBytes, a: &RecordBytes, b: &RecordBytes) -> bool {
     actual
         .chunks(SECTOR_SIZE)
@@ -237,11 +251,36 @@ fn sectors_match(actual: &RecordBytes, a: &RecordBytes, b: &RecordBytes) -> bool
         .all(|(x, (p, q))| x == p || x == q)
 }
 
+/// Which writer put an entry in the journal: it decides what an untouched file means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryRole {
+    /// The journal's first entry: a mutation's (the daemon's or `hvkvp`'s). A mutation
+    /// clears the journal without an fsync once its change is durable, so after a power
+    /// loss the entry may be a finished one, stale (ARCHITECTURE.md, "The persistence
+    /// protocol").
+    Mutation,
+    /// A later entry: recovery's follow-up removal, which completes a change whose post
+    /// images are already in the file, so it is always finished when it can be.
+    FollowUp,
+}
+
 /// Judges `entry` against the file: `len` is its length now (whole records: recovery
 /// cuts a partial tail first) and `slot(s)` returns the current bytes of slot `s`,
 /// zeros beyond the end; it is asked only for [`JournalEntry::slots_to_judge`].
-pub fn judge(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) -> Verdict {
+pub fn judge(
+    entry: &JournalEntry,
+    role: EntryRole,
+    len: u64,
+    slot: &dyn Fn(u32) -> RecordBytes,
+) -> Verdict {
     let rec = POOL_RECORD_SIZE as u64;
+    if role == EntryRole::Mutation && shows_none_of(entry, len, slot) {
+        // Either nothing of ours reached the file, or the change finished, its journal
+        // clear was lost with the power, and another program has since put the old
+        // bytes back. Finishing is allowed only in the first case and would overwrite
+        // their write in the second; leaving the file alone is right in both.
+        return Verdict::Discard("the file shows none of the change");
+    }
     let undo = |reason| {
         let slots: Vec<u32> = entry
             .writes
@@ -497,7 +536,7 @@ mod tests {
         assert_eq!(e.slots_to_judge(2 * rec), vec![0, 2, 1]);
         assert_eq!(e.slots_to_judge(5 * rec), vec![0, 2, 1]);
         assert_eq!(
-            judge(&e, 2 * rec, &slot),
+            judge(&e, EntryRole::Mutation, 2 * rec, &slot),
             Verdict::Finish {
                 truncate_to: None,
                 remove_slot: Some(1)
@@ -510,7 +549,7 @@ mod tests {
                 .map_or([0u8; POOL_RECORD_SIZE], |b| **b)
         };
         assert_eq!(
-            judge(&e, 3 * rec, &slot),
+            judge(&e, EntryRole::Mutation, 3 * rec, &slot),
             Verdict::Finish {
                 truncate_to: None,
                 remove_slot: Some(1)
@@ -523,7 +562,7 @@ mod tests {
                 .map_or([0u8; POOL_RECORD_SIZE], |b| **b)
         };
         assert_eq!(
-            judge(&e, 2 * rec, &slot),
+            judge(&e, EntryRole::Mutation, 2 * rec, &slot),
             Verdict::Finish {
                 truncate_to: None,
                 remove_slot: None
@@ -549,7 +588,7 @@ mod tests {
             }
         };
         assert_eq!(
-            judge(&e, 3 * rec, &slots),
+            judge(&e, EntryRole::Mutation, 3 * rec, &slots),
             Verdict::Finish {
                 truncate_to: Some(2 * rec),
                 remove_slot: None
@@ -557,7 +596,7 @@ mod tests {
         );
         // Someone appended after the crash: remove the slot, keep their record.
         assert_eq!(
-            judge(&e, 4 * rec, &slots),
+            judge(&e, EntryRole::Mutation, 4 * rec, &slots),
             Verdict::Finish {
                 truncate_to: None,
                 remove_slot: Some(2)
@@ -565,19 +604,23 @@ mod tests {
         );
         // Someone else's bytes in slot 0: leave the file alone.
         assert!(matches!(
-            judge(&e, 3 * rec, &|_| [9u8; POOL_RECORD_SIZE]),
+            judge(&e, EntryRole::Mutation, 3 * rec, &|_| [9u8;
+                POOL_RECORD_SIZE]),
             Verdict::Discard(_)
         ));
         // Truncated by another program: gone with the file, or its torn slot put back.
-        assert!(matches!(judge(&e, 0, &slots), Verdict::Discard(_)));
         assert!(matches!(
-            judge(&e, rec, &slots),
+            judge(&e, EntryRole::Mutation, 0, &slots),
+            Verdict::Discard(_)
+        ));
+        assert!(matches!(
+            judge(&e, EntryRole::Mutation, rec, &slots),
             Verdict::Undo { slots, .. } if slots == vec![0]
         ));
         // Our change finished (slot 0 holds its post), then another program deleted
         // the record after it: nothing of ours is half made, so nothing is undone.
         assert!(matches!(
-            judge(&e, rec, &|_| [3u8; POOL_RECORD_SIZE]),
+            judge(&e, EntryRole::Mutation, rec, &|_| [3u8; POOL_RECORD_SIZE]),
             Verdict::Discard(_)
         ));
     }
@@ -605,7 +648,10 @@ mod tests {
                 [0u8; POOL_RECORD_SIZE]
             }
         };
-        assert!(matches!(judge(&e, 3 * rec, &moved), Verdict::Discard(_)));
+        assert!(matches!(
+            judge(&e, EntryRole::Mutation, 3 * rec, &moved),
+            Verdict::Discard(_)
+        ));
         // Our DELETE (3 -> 2 records) half-written at slot 0, then the record we were to
         // cut rewritten by another program: put our slot's old bytes back.
         let d = entry();
@@ -622,7 +668,7 @@ mod tests {
             }
         };
         assert_eq!(
-            judge(&d, 3 * rec, &rewritten),
+            judge(&d, EntryRole::Mutation, 3 * rec, &rewritten),
             Verdict::Undo {
                 reason: "the slot to cut holds someone else's bytes",
                 slots: vec![0]
@@ -637,7 +683,76 @@ mod tests {
             }
         };
         assert!(matches!(
-            judge(&d, 3 * rec, &appended),
+            judge(&d, EntryRole::Mutation, 3 * rec, &appended),
+            Verdict::Finish { .. }
+        ));
+    }
+
+    #[test]
+    fn a_mutation_entry_over_its_old_bytes_is_left_alone() {
+        let rec = POOL_RECORD_SIZE as u64;
+        // An in-place SET of slot 1 (5s -> 7s): finished, its lazy journal clear lost
+        // with the power, then another program wrote the old value back. Or it never
+        // started. Either way the file is left as it is.
+        let e = JournalEntry {
+            pool: PoolId::Guest,
+            old_len: 2 * rec,
+            new_len: 2 * rec,
+            writes: vec![JournalWrite {
+                slot: 1,
+                pre: rb(5),
+                post: rb(7),
+            }],
+            dropped: None,
+        };
+        let old = |_| [5u8; POOL_RECORD_SIZE];
+        assert_eq!(
+            judge(&e, EntryRole::Mutation, 2 * rec, &old),
+            Verdict::Discard("the file shows none of the change")
+        );
+        // A follow-up removal in the same state is recovery's own unfinished work.
+        assert!(matches!(
+            judge(&e, EntryRole::FollowUp, 2 * rec, &old),
+            Verdict::Finish { .. }
+        ));
+        // Our finished change: finishing again writes the same bytes.
+        let new = |_| [7u8; POOL_RECORD_SIZE];
+        assert!(matches!(
+            judge(&e, EntryRole::Mutation, 2 * rec, &new),
+            Verdict::Finish { .. }
+        ));
+        // A DELETE (3 -> 2 records) with nothing written and nothing cut.
+        let d = entry();
+        let untouched = |s: u32| {
+            if s == 0 {
+                *d.writes[0].pre
+            } else {
+                *d.dropped.as_ref().unwrap().1
+            }
+        };
+        assert!(matches!(
+            judge(&d, EntryRole::Mutation, 3 * rec, &untouched),
+            Verdict::Discard(_)
+        ));
+        // An append whose extension holds zeros is still finished: nobody else writes
+        // zeros, and leaving them would leave an empty record.
+        let a = JournalEntry {
+            pool: PoolId::Guest,
+            old_len: rec,
+            new_len: 2 * rec,
+            writes: vec![JournalWrite {
+                slot: 1,
+                pre: rb(0),
+                post: rb(7),
+            }],
+            dropped: None,
+        };
+        assert!(matches!(
+            judge(&a, EntryRole::Mutation, 2 * rec, &|s| if s == 1 {
+                [0u8; POOL_RECORD_SIZE]
+            } else {
+                [5u8; POOL_RECORD_SIZE]
+            }),
             Verdict::Finish { .. }
         ));
     }
@@ -664,15 +779,21 @@ mod tests {
             }
         };
         // The extension never happened (or was undone): nothing of ours to finish.
-        assert!(matches!(judge(&e, rec, &ours), Verdict::Discard(_)));
+        assert!(matches!(
+            judge(&e, EntryRole::Mutation, rec, &ours),
+            Verdict::Discard(_)
+        ));
         assert_eq!(
-            judge(&e, 2 * rec, &ours),
+            judge(&e, EntryRole::Mutation, 2 * rec, &ours),
             Verdict::Finish {
                 truncate_to: None,
                 remove_slot: None
             }
         );
         let theirs = |_| [8u8; POOL_RECORD_SIZE];
-        assert!(matches!(judge(&e, 2 * rec, &theirs), Verdict::Discard(_)));
+        assert!(matches!(
+            judge(&e, EntryRole::Mutation, 2 * rec, &theirs),
+            Verdict::Discard(_)
+        ));
     }
 }

@@ -199,6 +199,7 @@ impl World {
                     for o in self.outside_records.iter_mut().filter(|o| o.0 == *key) {
                         o.1 = value.clone();
                     }
+                    self.model.rewritten(pool, key, value.clone());
                     Some(format!(
                         "rewrite slot {s}: {} = {}",
                         text(key),
