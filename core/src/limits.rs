@@ -8,6 +8,9 @@ use std::time::Duration;
 
 /// One `hv_kvp_msg` on `/dev/hv_kvp_dev` (docs/protocol/kvp.md §1.3).
 pub const KVP_MSG_SIZE: usize = 7430;
+/// One `hv_kvp_msg` on Linux's `/dev/vmbus/hv_kvp`: the same fields, but the body union
+/// is 4-aligned there and rounded up (docs/protocol/linux.md §1.2).
+pub const LINUX_KVP_MSG_SIZE: usize = 7432;
 /// Key array in a message and in a pool record; a key holds at most 511 bytes plus NUL.
 pub const KVP_KEY_FIELD: usize = 512;
 /// Value array in a message and in a pool record.
@@ -22,6 +25,11 @@ pub const KVP_KERNEL_DEADLINE: Duration = Duration::from_secs(5);
 /// We answer by this long after reading a request, leaving margin for scheduling and
 /// the write itself.
 pub const KVP_REPLY_BUDGET: Duration = Duration::from_millis(4500);
+/// Linux's kernel waits 30 s for the daemon (`HV_UTIL_TIMEOUT`, docs/protocol/linux.md
+/// §1.3).
+pub const LINUX_KVP_KERNEL_DEADLINE: Duration = Duration::from_secs(30);
+/// Our answer on Linux: the same half-second margin as on FreeBSD.
+pub const LINUX_KVP_REPLY_BUDGET: Duration = Duration::from_millis(29_500);
 
 /// Largest number of records the daemon holds for one pool (80 MiB of file). A file
 /// larger than this is served up to the limit and never grown by us; nothing is cut, and
@@ -130,6 +138,7 @@ const _: () = assert!(HOST_HELD_MAX_BYTES <= 20 * 1024 * 1024);
 const _: () = assert!(MAX_POOL_BYTES % (READ_CHUNK as u64) == 0);
 const _: () = assert!(READ_CHUNK % POOL_RECORD_SIZE == 0);
 const _: () = assert!(KVP_REPLY_BUDGET.as_nanos() < KVP_KERNEL_DEADLINE.as_nanos());
+const _: () = assert!(LINUX_KVP_REPLY_BUDGET.as_nanos() < LINUX_KVP_KERNEL_DEADLINE.as_nanos());
 const _: () = assert!(PROGRAM_OUTPUT_GRACE.as_nanos() < KVP_EFFECT_MARGIN.as_nanos());
 const _: () = assert!(
     KVP_SET_IP_SCRIPT.as_nanos() + KVP_EFFECT_MARGIN.as_nanos() <= KVP_REPLY_BUDGET.as_nanos()

@@ -200,8 +200,11 @@ impl Loop<'_> {
             | Event::Malformed(_)
             | Event::DeadlineReply { .. }
             | Event::PoolFull { .. }
-            | Event::AdapterExcluded { .. } => Level::Warn,
+            | Event::AdapterExcluded { .. }
+            | Event::RegistrationUnanswered
+            | Event::RequestLostToReopen { .. } => Level::Warn,
             Event::Registered | Event::PoolRecovered { .. } => Level::Info,
+            Event::RegistrationAnswered { .. } => Level::Debug,
             Event::Job(j) => match j {
                 JobEvent::Loaded {
                     pool,

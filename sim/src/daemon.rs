@@ -22,7 +22,7 @@ use crate::fs::{FsError, Owner, SimFs};
 /// Everything the daemon did that crosses a boundary, in order, for traces and checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observed {
-    DeviceWrite(Box<Message>),
+    DeviceWrite(Message),
     Event(Event),
     Effect(EffectId, Effect),
     Result(EffectId, ResultSeen),

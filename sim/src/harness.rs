@@ -99,7 +99,7 @@ impl KvpHarness {
     }
 
     /// Sends raw device bytes; returns the daemon's writes caused by it (its reply).
-    pub fn send_raw(&mut self, bytes: Vec<u8>) -> Vec<Box<Message>> {
+    pub fn send_raw(&mut self, bytes: Vec<u8>) -> Vec<Message> {
         let start = self.log.len();
         self.daemon.handle(
             self.now,

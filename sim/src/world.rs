@@ -214,7 +214,7 @@ pub struct World {
     /// The daemon's last reply with the trace's words for it: the host's line for the
     /// same bytes says the same, and decoding and describing every reply twice was a
     /// visible part of a random run's time.
-    last_reply: Option<(Option<Op>, Box<wire::Message>, String)>,
+    last_reply: Option<(Option<Op>, wire::Message, String)>,
     violation: Option<String>,
 }
 

@@ -203,6 +203,22 @@ impl fmt::Display for Event {
                 "registered with the KVP device: every pool file is recovered (or its \
                  recovery is being retried); answering the host's requests",
             ),
+            Event::RegistrationAnswered { version } => write!(
+                f,
+                "the kernel answered our registration (its KVP driver says version {}); \
+                 requests follow",
+                text(version)
+            ),
+            Event::RegistrationUnanswered => f.write_str(
+                "the kernel sent a request before answering our registration; serving it \
+                 anyway (a kernel that skips the answer is not one documented so far)",
+            ),
+            Event::RequestLostToReopen { op } => write!(
+                f,
+                "the KVP device was reopened after an error while a {} request was being \
+                 handled: the kernel has already failed it for the host, which may retry",
+                op.name()
+            ),
             Event::Malformed(e) => write!(
                 f,
                 "answered a device message that is no request we can carry out with {}: {e}",

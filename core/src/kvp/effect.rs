@@ -259,8 +259,12 @@ pub enum EffectResult {
 /// Everything that can happen to the machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
-    /// One read from the device (7430 bytes when the kernel behaves).
+    /// One read from the device (a message of the layout's size when the kernel
+    /// behaves).
     DeviceRead(Vec<u8>),
+    /// The driver closed the device after a read or write error and opened it again
+    /// (docs/protocol/linux.md §1.3): register again.
+    DeviceReopened,
     EffectDone {
         id: EffectId,
         result: EffectResult,

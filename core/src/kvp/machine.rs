@@ -29,7 +29,7 @@ use crate::kvp::ip::{IpConfig, IpConfigError, Mac};
 use crate::kvp::jobs::{JobEvent, JobOutcome, MutOp, Mutate, MutateResult, Recover, Refresh, Step};
 use crate::kvp::pool::{Outcome, Pool};
 use crate::kvp::text::Key;
-use crate::kvp::wire::{self, DecodeError, Message, Op, PoolId, Reply, Request, Status};
+use crate::kvp::wire::{DecodeError, Layout, Message, Op, PoolId, Reply, Request, Status};
 use crate::limits::{
     DEFAULT_MAX_RECORDS, HOST_POOL_RECORDS, KVP_EFFECT_MARGIN, KVP_REPLY_BUDGET, KVP_SET_IP_SCRIPT,
     MAX_QUEUED_OUTPUTS, RECOVERY_RETRY,
@@ -38,7 +38,11 @@ use crate::time::Instant;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvpConfig {
-    /// How long after reading a request we answer at the latest.
+    /// Which kernel's device: the message size, the registration and where a GET's
+    /// value goes.
+    pub layout: Layout,
+    /// How long after reading a request we answer at the latest
+    /// ([`Layout::reply_budget`] unless a test says otherwise).
     pub reply_budget: Duration,
     /// How long a failed pool waits before recovery is tried again.
     pub recovery_retry: Duration,
@@ -68,9 +72,21 @@ impl KvpConfig {
     }
 }
 
+impl KvpConfig {
+    /// The defaults for a device of this layout.
+    pub fn for_layout(layout: Layout) -> KvpConfig {
+        KvpConfig {
+            layout,
+            reply_budget: layout.reply_budget(),
+            ..KvpConfig::default()
+        }
+    }
+}
+
 impl Default for KvpConfig {
     fn default() -> Self {
         KvpConfig {
+            layout: Layout::FreeBsd,
             reply_budget: KVP_REPLY_BUDGET,
             recovery_retry: RECOVERY_RETRY,
             stamp_granularity: Duration::ZERO,
@@ -83,8 +99,8 @@ impl Default for KvpConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Exactly these 7430 bytes, in one write.
-    DeviceWrite(Box<Message>),
+    /// Exactly these bytes (one message of the layout's size), in one write.
+    DeviceWrite(Message),
     Effect {
         id: EffectId,
         effect: Effect,
@@ -100,6 +116,19 @@ pub enum Event {
     Job(JobEvent),
     /// Registration sent: every pool is recovered (or failed and will be retried).
     Registered,
+    /// The kernel answered the registration (Linux) and names its driver's version;
+    /// requests follow.
+    RegistrationAnswered {
+        version: Vec<u8>,
+    },
+    /// The first message after the registration was not the kernel's answer to it
+    /// (Linux): it is served as a request.
+    RegistrationUnanswered,
+    /// The device was reopened after an error; a request read before was lost (the
+    /// kernel answered it `E_FAIL` when the device closed).
+    RequestLostToReopen {
+        op: Op,
+    },
     Malformed(DecodeError),
     IpConfigRefused(IpConfigError),
     /// A SET with an empty key, refused with `INVALID_ARG`.
@@ -235,6 +264,8 @@ pub struct KvpMachine {
     pools: [PoolSlot; 5],
     auto: AutoPool,
     current: Option<Current>,
+    /// Registration written, the kernel's answer to it not read yet (Linux).
+    awaiting_answer: bool,
     next_seq: u64,
     file: Option<FileLane>,
     /// Pools waiting for the file lane to run recovery, in order.
@@ -261,6 +292,7 @@ impl KvpMachine {
             config,
             now,
             phase: Phase::Recovering,
+            awaiting_answer: false,
             pools: [slot(), slot(), slot(), slot(), slot()],
             auto,
             current: None,
@@ -342,6 +374,7 @@ impl KvpMachine {
         self.now = now;
         match input {
             Input::DeviceRead(bytes) => self.on_device_read(&bytes),
+            Input::DeviceReopened => self.on_reopened(),
             Input::EffectDone { id, result } => self.on_effect(id, result),
             Input::SystemInfo(info) => {
                 self.auto = AutoPool::new(&info, &self.config.addresses, &self.config.auto)
@@ -372,10 +405,61 @@ impl KvpMachine {
     fn reply(&mut self, reply: Reply) {
         self.current = None;
         self.outputs
-            .push_back(Output::DeviceWrite(wire::encode_reply(&reply)));
+            .push_back(Output::DeviceWrite(self.config.layout.encode_reply(&reply)));
+    }
+
+    /// Writes the registration; on Linux the kernel's answer is the next read.
+    fn register(&mut self) {
+        let layout = self.config.layout;
+        self.outputs
+            .push_back(Output::DeviceWrite(layout.registration()));
+        self.awaiting_answer = layout.registration_answered();
+    }
+
+    /// Consumes the kernel's answer to our registration (Linux). False: `bytes` is not
+    /// one, and is served as a request.
+    fn take_registration_answer(&mut self, bytes: &[u8]) -> bool {
+        let version = self.config.layout.registration_answer_version(bytes);
+        let awaited = std::mem::take(&mut self.awaiting_answer);
+        match version {
+            Some(version) => {
+                // An answer we did not wait for (a second one) is dropped too: writing a
+                // reply with no request outstanding would fail (EINVAL).
+                if awaited {
+                    self.outputs
+                        .push_back(Output::Event(Event::RegistrationAnswered { version }));
+                }
+                true
+            }
+            None => {
+                if awaited {
+                    self.outputs
+                        .push_back(Output::Event(Event::RegistrationUnanswered));
+                }
+                false
+            }
+        }
+    }
+
+    /// The driver closed and reopened the device after an error (Linux: the service
+    /// switched off and on, hibernation): the kernel has answered any request we held
+    /// `E_FAIL`, and a reply now would be taken for something else. Register again.
+    fn on_reopened(&mut self) {
+        if let Some(c) = self.current.take() {
+            self.outputs
+                .push_back(Output::Event(Event::RequestLostToReopen {
+                    op: c.request.op(),
+                }));
+        }
+        if self.registered() {
+            self.register();
+        }
     }
 
     fn on_device_read(&mut self, bytes: &[u8]) {
+        if self.config.layout.registration_answered() && self.take_registration_answer(bytes) {
+            return;
+        }
         if let Some(c) = self.current.take() {
             // The driver read again before we answered: the kernel handed us a new
             // request, so the old one is lost to the host. Answer it so that every read
@@ -383,14 +467,14 @@ impl KvpMachine {
             self.current = Some(c);
             self.reply(Reply::Status(Status::E_FAIL));
         }
-        let request = match wire::decode_request(bytes) {
+        let layout = self.config.layout;
+        let request = match layout.decode_request(bytes) {
             Ok(r) => r,
             Err(e) => {
                 self.outputs.push_back(Output::Event(Event::Malformed(e)));
-                self.outputs
-                    .push_back(Output::DeviceWrite(wire::encode_reply(&Reply::Status(
-                        e.status(),
-                    ))));
+                self.outputs.push_back(Output::DeviceWrite(
+                    layout.encode_reply(&Reply::Status(e.status())),
+                ));
                 return;
             }
         };
@@ -760,8 +844,7 @@ impl KvpMachine {
         }
         if self.phase == Phase::Recovering {
             self.phase = Phase::Serving;
-            self.outputs
-                .push_back(Output::DeviceWrite(wire::registration()));
+            self.register();
             self.outputs.push_back(Output::Event(Event::Registered));
         }
         if self.current.as_ref().is_some_and(|c| c.waiting) {

@@ -1,4 +1,8 @@
-//! The 7430-byte `hv_kvp_msg` on `/dev/hv_kvp_dev` (docs/protocol/kvp.md §1.3, §2.4, §2.5).
+//! The `hv_kvp_msg` on the KVP device: 7430 bytes on FreeBSD's `/dev/hv_kvp_dev`
+//! (docs/protocol/kvp.md §1.3, §2.4, §2.5), 7432 on Linux's `/dev/vmbus/hv_kvp`
+//! (docs/protocol/linux.md §1.2–§1.4). One codec, parameterised by [`Layout`]: the field
+//! offsets are the same on both; the size, the registration and where the kernel reads
+//! a GET's value differ.
 //!
 //! Decoding is total: any byte string decodes to a [`Request`] or to a [`DecodeError`]
 //! that carries the status to answer with. Strings are read up to their NUL and never
@@ -6,11 +10,123 @@
 //! computes them wrongly for non-ASCII text, docs/protocol/kvp.md §2.4). Replies are
 //! built from a zeroed buffer, so everything after each terminator is zero.
 
-use crate::kvp::text::{terminated, Key, Value};
-use crate::limits::{KVP_KEY_FIELD, KVP_MSG_SIZE, KVP_VALUE_FIELD};
+use std::time::Duration;
 
-/// One device message.
-pub type Message = [u8; KVP_MSG_SIZE];
+use crate::kvp::text::{terminated, Key, Value};
+use crate::limits::{
+    KVP_KEY_FIELD, KVP_MSG_SIZE, KVP_REPLY_BUDGET, KVP_VALUE_FIELD, LINUX_KVP_MSG_SIZE,
+    LINUX_KVP_REPLY_BUDGET,
+};
+
+/// Which kernel's KVP device the messages are for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Layout {
+    /// FreeBSD's `/dev/hv_kvp_dev` (docs/protocol/kvp.md).
+    #[default]
+    FreeBsd,
+    /// Linux's `/dev/vmbus/hv_kvp` (docs/protocol/linux.md §1).
+    Linux,
+}
+
+/// Linux's registration op (`KVP_OP_REGISTER1`, docs/protocol/linux.md §1.3); FreeBSD's
+/// is the legacy 4.
+const LINUX_REGISTER: u8 = 100;
+const FREEBSD_REGISTER: u8 = 4;
+/// The version field of a registration message (`hv_kvp_register`).
+const VERSION_FIELD: usize = 512;
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::FreeBsd => "freebsd",
+            Layout::Linux => "linux",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Layout> {
+        match name {
+            "freebsd" => Some(Layout::FreeBsd),
+            "linux" => Some(Layout::Linux),
+            _ => None,
+        }
+    }
+
+    /// Bytes per message, read and written whole.
+    pub const fn message_size(self) -> usize {
+        match self {
+            Layout::FreeBsd => KVP_MSG_SIZE,
+            Layout::Linux => LINUX_KVP_MSG_SIZE,
+        }
+    }
+
+    /// How long after reading a request we answer at the latest: inside the kernel's
+    /// own deadline (5 s on FreeBSD, 30 s on Linux) by half a second.
+    pub const fn reply_budget(self) -> Duration {
+        match self {
+            Layout::FreeBsd => KVP_REPLY_BUDGET,
+            Layout::Linux => LINUX_KVP_REPLY_BUDGET,
+        }
+    }
+
+    /// Where the kernel reads a GET's value from the reply: FreeBSD's at the GET
+    /// layout's value (528); Linux's kernel reads the ENUMERATE layout's (532,
+    /// docs/protocol/linux.md §1.4), which is why the stock Linux daemon's GETs answer
+    /// empty values.
+    const fn get_value(self) -> usize {
+        match self {
+            Layout::FreeBsd => offset::VALUE,
+            Layout::Linux => offset::ENUM_VALUE,
+        }
+    }
+
+    /// Whether the kernel answers the registration with a message of its own that the
+    /// daemon must read before any request comes (Linux: op 100 and the driver's
+    /// version, docs/protocol/linux.md §1.3). FreeBSD's kernel sends none.
+    pub const fn registration_answered(self) -> bool {
+        matches!(self, Layout::Linux)
+    }
+
+    /// The registration message: all zero but the op byte (FreeBSD: 4,
+    /// docs/protocol/kvp.md §1.6; Linux: 100, docs/protocol/linux.md §1.3).
+    pub fn registration(self) -> Vec<u8> {
+        let mut buf = vec![0u8; self.message_size()];
+        buf[offset::OPERATION] = match self {
+            Layout::FreeBsd => FREEBSD_REGISTER,
+            Layout::Linux => LINUX_REGISTER,
+        };
+        buf
+    }
+
+    /// The kernel's answer to a registration (Linux), as the emulated kernel sends it.
+    pub fn registration_answer(self, version: &[u8]) -> Vec<u8> {
+        let mut buf = self.registration();
+        put_text(&mut buf, 4, VERSION_FIELD, version);
+        buf
+    }
+
+    /// If `buf` is the kernel's answer to our registration, the driver version it names
+    /// (`"3.1"` from every Linux kernel so far; it carries no meaning). Linux's kernel
+    /// also accepts the legacy op 4, so its answer is recognised too.
+    pub fn registration_answer_version(self, buf: &[u8]) -> Option<Vec<u8>> {
+        let registers = [LINUX_REGISTER, FREEBSD_REGISTER];
+        if !self.registration_answered()
+            || buf.len() != self.message_size()
+            || !registers.contains(&buf[offset::OPERATION])
+        {
+            return None;
+        }
+        let field = &buf[4..4 + VERSION_FIELD];
+        Some(
+            terminated(field)
+                .unwrap_or(&field[..VERSION_FIELD - 1])
+                .to_vec(),
+        )
+    }
+}
+
+/// One device message, of its layout's size.
+pub type Message = Vec<u8>;
 
 /// Byte offsets inside a message (from the start of the message). Private to the core:
 /// the simulator's host writes its messages from its own table (`sim/src/host_wire.rs`),
@@ -346,9 +462,23 @@ fn ip_fields(buf: &[u8], op: Op) -> Result<IpFields, DecodeError> {
 /// Decodes one message read from the device. Total: never panics, never reads past a
 /// field, whatever the bytes.
 pub fn decode_request(buf: &[u8]) -> Result<Request, DecodeError> {
-    if buf.len() != KVP_MSG_SIZE {
-        return Err(DecodeError::WrongLength(buf.len()));
+    Layout::FreeBsd.decode_request(buf)
+}
+
+impl Layout {
+    /// Decodes one message read from the device. Total: never panics, never reads past
+    /// a field, whatever the bytes.
+    pub fn decode_request(self, buf: &[u8]) -> Result<Request, DecodeError> {
+        if buf.len() != self.message_size() {
+            return Err(DecodeError::WrongLength(buf.len()));
+        }
+        decode_fields(buf)
     }
+}
+
+/// The request in a message of the right length (every field offset is the same in
+/// both layouts).
+fn decode_fields(buf: &[u8]) -> Result<Request, DecodeError> {
     let op_byte = buf[offset::OPERATION];
     let op = Op::from_u8(op_byte).ok_or(DecodeError::UnknownOp(op_byte))?;
     let pool = || {
@@ -414,20 +544,30 @@ fn put_text(buf: &mut [u8], at: usize, len: usize, text: &[u8]) {
     buf[at..at + n].copy_from_slice(&text[..n]);
 }
 
-/// The registration message: 7430 bytes, all zero but byte 0 = 4 (docs/protocol/kvp.md §1.6).
-pub fn registration() -> Box<Message> {
-    let mut buf = Box::new([0u8; KVP_MSG_SIZE]);
-    buf[offset::OPERATION] = 4;
-    buf
+/// FreeBSD's registration message (`Layout::registration`).
+pub fn registration() -> Message {
+    Layout::FreeBsd.registration()
 }
 
-/// Encodes a reply into a fresh zeroed message.
-pub fn encode_reply(reply: &Reply) -> Box<Message> {
-    let mut buf = Box::new([0u8; KVP_MSG_SIZE]);
+/// Encodes a reply in FreeBSD's layout (`Layout::encode_reply`).
+pub fn encode_reply(reply: &Reply) -> Message {
+    Layout::FreeBsd.encode_reply(reply)
+}
+
+impl Layout {
+    /// Encodes a reply into a fresh zeroed message.
+    pub fn encode_reply(self, reply: &Reply) -> Message {
+        let mut buf = vec![0u8; self.message_size()];
+        encode_reply_into(&mut buf, self.get_value(), reply);
+        buf
+    }
+}
+
+fn encode_reply_into(buf: &mut [u8], get_value: usize, reply: &Reply) {
     put_u32(&mut buf[..], offset::STATUS, reply.status().0);
     match reply {
         Reply::Status(_) => {}
-        Reply::Value(v) => v.write_padded(&mut buf[offset::VALUE..offset::VALUE + KVP_VALUE_FIELD]),
+        Reply::Value(v) => v.write_padded(&mut buf[get_value..get_value + KVP_VALUE_FIELD]),
         Reply::Entry { key, value } => {
             key.write_padded(&mut buf[offset::ENUM_KEY..offset::ENUM_KEY + KVP_KEY_FIELD]);
             value.write_padded(&mut buf[offset::ENUM_VALUE..offset::ENUM_VALUE + KVP_VALUE_FIELD]);
@@ -448,16 +588,26 @@ pub fn encode_reply(reply: &Reply) -> Box<Message> {
             put_text(&mut buf[..], o::DNS_ADDR, ip_field::DNS_ADDR, &f.dns_addr);
         }
     }
-    buf
 }
 
 /// Reads a reply the way the kernel does for a request of `op` (the reply itself does not
 /// say which op it answers: the status overwrote the header). Used by the simulator and
 /// by trace replay. Unterminated text is cut at its field, as a reader must.
 pub fn decode_reply(op: Op, buf: &[u8]) -> Result<Reply, DecodeError> {
-    if buf.len() != KVP_MSG_SIZE {
-        return Err(DecodeError::WrongLength(buf.len()));
+    Layout::FreeBsd.decode_reply(op, buf)
+}
+
+impl Layout {
+    /// [`decode_reply`] for this layout's messages.
+    pub fn decode_reply(self, op: Op, buf: &[u8]) -> Result<Reply, DecodeError> {
+        if buf.len() != self.message_size() {
+            return Err(DecodeError::WrongLength(buf.len()));
+        }
+        decode_reply_fields(op, self.get_value(), buf)
     }
+}
+
+fn decode_reply_fields(op: Op, get_value: usize, buf: &[u8]) -> Result<Reply, DecodeError> {
     let status = Status(u32_at(buf, offset::STATUS));
     if status != Status::OK {
         return Ok(Reply::Status(status));
@@ -467,7 +617,7 @@ pub fn decode_reply(op: Op, buf: &[u8]) -> Result<Reply, DecodeError> {
         terminated(f).unwrap_or(&f[..len - 1]).to_vec()
     };
     Ok(match op {
-        Op::Get => Reply::Value(Value::truncated(&text(offset::VALUE, KVP_VALUE_FIELD))),
+        Op::Get => Reply::Value(Value::truncated(&text(get_value, KVP_VALUE_FIELD))),
         Op::Enumerate => Reply::Entry {
             key: Key::truncated(&text(offset::ENUM_KEY, KVP_KEY_FIELD)),
             value: Value::truncated(&text(offset::ENUM_VALUE, KVP_VALUE_FIELD)),
@@ -497,9 +647,22 @@ pub fn kernel_size_field(text: &[u8]) -> u32 {
     u32::try_from((text.len() + units + 2) / 2).unwrap_or(u32::MAX)
 }
 
-/// Encodes a request as the kernel hands it to the daemon (host and simulator side).
-pub fn encode_request(req: &Request) -> Box<Message> {
-    let mut buf = Box::new([0u8; KVP_MSG_SIZE]);
+/// Encodes a request in FreeBSD's layout (`Layout::encode_request`).
+pub fn encode_request(req: &Request) -> Message {
+    Layout::FreeBsd.encode_request(req)
+}
+
+impl Layout {
+    /// Encodes a request as the kernel hands it to the daemon (host and simulator
+    /// side).
+    pub fn encode_request(self, req: &Request) -> Message {
+        let mut buf = vec![0u8; self.message_size()];
+        encode_request_into(&mut buf, req);
+        buf
+    }
+}
+
+fn encode_request_into(buf: &mut [u8], req: &Request) {
     buf[offset::OPERATION] = req.op() as u8;
     match req {
         Request::Get { pool, key } => {
@@ -552,11 +715,10 @@ pub fn encode_request(req: &Request) -> Box<Message> {
             buf[offset::ADDR_FAMILY] = *addr_family;
         }
         Request::SetIpInfo(f) => {
-            let mut reply = *encode_reply(&Reply::IpInfo(f.clone()));
-            reply[offset::OPERATION] = Op::SetIpInfo as u8;
-            reply[1..4].fill(0);
-            *buf = reply;
+            // The same fields as a GET_IP_INFO reply's, under the op instead of a status.
+            encode_reply_into(buf, offset::VALUE, &Reply::IpInfo(f.clone()));
+            buf[..4].fill(0);
+            buf[offset::OPERATION] = Op::SetIpInfo as u8;
         }
     }
-    buf
 }

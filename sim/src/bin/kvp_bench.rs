@@ -604,7 +604,7 @@ struct Planned {
 fn plan(req: &Request, expect: Expect, label: String) -> Planned {
     Planned {
         op: req.op(),
-        bytes: encode_request(req),
+        bytes: encode_request(req).into(),
         expect,
         label,
     }

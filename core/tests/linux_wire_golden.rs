@@ -1,0 +1,255 @@
+//! Golden bytes for Linux's KVP device (docs/protocol/linux.md §1.2–§1.4), from the
+//! test vectors measured on Linux's headers. Requests are assembled byte by byte here,
+//! never with `encode_request`, so a layout mistake shared by encoder and decoder
+//! cannot hide; replies are compared whole (listed bytes, zero elsewhere).
+
+use hvguest_core::kvp::auto::SystemInfo;
+use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
+use hvguest_core::kvp::text::{Key, Value};
+use hvguest_core::kvp::wire::{DecodeError, Layout, PoolId, Reply, Request, Status};
+use hvguest_core::kvp::Input;
+use hvguest_core::limits::{LINUX_KVP_MSG_SIZE, LINUX_KVP_REPLY_BUDGET};
+use hvguest_core::Instant;
+
+const LINUX: Layout = Layout::Linux;
+
+/// A 7432-byte message, zero except for the given spans.
+fn message(spans: &[(usize, &[u8])]) -> Vec<u8> {
+    let mut buf = vec![0u8; LINUX_KVP_MSG_SIZE];
+    for &(at, bytes) in spans {
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+    buf
+}
+
+fn key(s: &str) -> Key {
+    Key::new(s.as_bytes()).expect("a valid key")
+}
+
+fn value(s: &str) -> Value {
+    Value::new(s.as_bytes()).expect("a valid value")
+}
+
+#[test]
+fn the_message_is_7432_bytes_and_the_budget_fits_the_30_second_timer() {
+    assert_eq!(LINUX.message_size(), 7432);
+    assert_eq!(Layout::FreeBsd.message_size(), 7430);
+    assert_eq!(LINUX.reply_budget(), LINUX_KVP_REPLY_BUDGET);
+    // A FreeBSD-sized message is not a Linux one, and the other way round.
+    let short = vec![0u8; 7430];
+    assert_eq!(
+        LINUX.decode_request(&short),
+        Err(DecodeError::WrongLength(7430))
+    );
+    assert_eq!(
+        Layout::FreeBsd.decode_request(&message(&[])),
+        Err(DecodeError::WrongLength(7432))
+    );
+}
+
+/// Vectors 1–3: registration, the kernel's answer, the legacy op.
+#[test]
+fn registration_and_the_kernels_answer() {
+    assert_eq!(LINUX.registration(), message(&[(0, &[0x64])]));
+    let answer = message(&[(0, &[0x64]), (4, b"3.1")]);
+    assert_eq!(LINUX.registration_answer(b"3.1"), answer);
+    assert_eq!(
+        LINUX.registration_answer_version(&answer),
+        Some(b"3.1".to_vec())
+    );
+    let legacy = message(&[(0, &[0x04]), (4, b"3.1")]);
+    assert_eq!(
+        LINUX.registration_answer_version(&legacy),
+        Some(b"3.1".to_vec())
+    );
+    // A request is no answer; FreeBSD's kernel sends none at all.
+    let get = message(&[(8, &[4]), (16, b"foo")]);
+    assert_eq!(LINUX.registration_answer_version(&get), None);
+    assert_eq!(Layout::FreeBsd.registration_answer_version(&answer), None);
+}
+
+/// Vector 5: GET pool 0 "foo". Found: status 0 and the value at 532, where Linux's
+/// kernel reads it. Not found: S_CONT.
+#[test]
+fn get_answers_its_value_at_offset_532() {
+    let req = message(&[(8, &[4]), (16, b"foo")]);
+    assert_eq!(
+        LINUX.decode_request(&req),
+        Ok(Request::Get {
+            pool: PoolId::External,
+            key: key("foo")
+        })
+    );
+    let found = LINUX.encode_reply(&Reply::Value(value("bar")));
+    assert_eq!(found, message(&[(532, b"bar")]));
+    assert_eq!(
+        LINUX.decode_reply(hvguest_core::kvp::wire::Op::Get, &found),
+        Ok(Reply::Value(value("bar")))
+    );
+    let missing = LINUX.encode_reply(&Reply::Status(Status::S_CONT));
+    assert_eq!(missing, message(&[(0, &[0x03, 0x01, 0x07, 0x80])]));
+}
+
+/// Vectors 6 and 7: SET pool 1 "foo"="bar" (value_type 0 from Linux's kernel), DELETE.
+#[test]
+fn set_and_delete_decode_from_linux_bytes() {
+    let set = message(&[
+        (0, &[0x01]),
+        (1, &[0x01]),
+        (8, &[4]),
+        (12, &[4]),
+        (16, b"foo"),
+        (528, b"bar"),
+    ]);
+    assert_eq!(
+        LINUX.decode_request(&set),
+        Ok(Request::Set {
+            pool: PoolId::Guest,
+            key: key("foo"),
+            value: value("bar")
+        })
+    );
+    assert_eq!(LINUX.encode_reply(&Reply::Status(Status::OK)), message(&[]));
+    let delete = message(&[(0, &[0x02]), (4, &[4]), (8, b"foo")]);
+    assert_eq!(
+        LINUX.decode_request(&delete),
+        Ok(Request::Delete {
+            pool: PoolId::External,
+            key: key("foo")
+        })
+    );
+}
+
+/// Vector 8: ENUMERATE pool 2 index 9 and the reply layout (key at 20, value at 532).
+#[test]
+fn enumerate_uses_the_same_offsets() {
+    let req = message(&[(0, &[0x03, 0x02]), (4, &[9])]);
+    assert_eq!(
+        LINUX.decode_request(&req),
+        Ok(Request::Enumerate {
+            pool: PoolId::Auto,
+            index: 9
+        })
+    );
+    let reply = LINUX.encode_reply(&Reply::Entry {
+        key: key("ProcessorArchitecture"),
+        value: value("x86_64"),
+    });
+    assert_eq!(
+        reply,
+        message(&[(20, b"ProcessorArchitecture"), (532, b"x86_64")])
+    );
+}
+
+/// Vector 9: a GET_IP_INFO reply's fields at FreeBSD's offsets, 7432 bytes long.
+#[test]
+fn ip_info_reply_fields() {
+    let req = message(&[(0, &[0x04]), (4, b"00:15:5D:01:02:03"), (260, &[1])]);
+    assert_eq!(
+        LINUX.decode_request(&req),
+        Ok(Request::GetIpInfo {
+            adapter_id: b"00:15:5D:01:02:03".to_vec(),
+            addr_family: 1
+        })
+    );
+    let reply = LINUX.encode_reply(&Reply::IpInfo(hvguest_core::kvp::wire::IpFields {
+        adapter_id: b"00:15:5D:01:02:03".to_vec(),
+        addr_family: 3,
+        dhcp_enabled: 1,
+        ip_addr: b"10.0.0.4;fe80::1".to_vec(),
+        sub_net: b"255.255.255.0;/64".to_vec(),
+        gate_way: b"10.0.0.1;".to_vec(),
+        dns_addr: b"168.63.129.16;".to_vec(),
+    }));
+    assert_eq!(
+        reply,
+        message(&[
+            (4, b"00:15:5D:01:02:03"),
+            (260, &[3, 1]),
+            (262, b"10.0.0.4;fe80::1"),
+            (2310, b"255.255.255.0;/64"),
+            (4358, b"10.0.0.1;"),
+            (5382, b"168.63.129.16;"),
+        ])
+    );
+}
+
+fn drain(m: &mut KvpMachine) -> Vec<Output> {
+    std::iter::from_fn(|| m.poll_output()).collect()
+}
+
+/// The machine on Linux: registers with op 100, takes the kernel's answer without
+/// replying to it, then serves requests with 7432-byte replies; a reopen registers
+/// again and drops the request it held.
+#[test]
+fn the_machine_registers_reads_the_answer_and_serves() {
+    let info = SystemInfo::default();
+    let mut m = KvpMachine::new(KvpConfig::for_layout(LINUX), Instant(0), &info);
+    // No pool files to recover in this test: the machine asks for them; answer that
+    // none exists.
+    let mut writes = Vec::new();
+    let mut events = Vec::new();
+    let mut now = 0;
+    for _ in 0..200 {
+        let outs = drain(&mut m);
+        if outs.is_empty() {
+            break;
+        }
+        for o in outs {
+            match o {
+                Output::DeviceWrite(b) => writes.push(b),
+                Output::Event(e) => events.push(e),
+                Output::Effect { id, effect } => {
+                    now += 1;
+                    let result = hvguest_core::kvp::effect::EffectResult::Failed(
+                        hvguest_core::kvp::effect::IoError::ENOENT,
+                    );
+                    let _ = effect;
+                    m.handle(Instant(now), Input::EffectDone { id, result });
+                }
+                Output::Exit => panic!("exit"),
+            }
+        }
+    }
+    assert_eq!(writes, vec![message(&[(0, &[100])])], "{events:?}");
+    assert!(m.registered());
+    // The kernel's answer is read and not replied to.
+    m.handle(
+        Instant(now + 1),
+        Input::DeviceRead(LINUX.registration_answer(b"3.1")),
+    );
+    let outs = drain(&mut m);
+    assert!(
+        outs.iter().all(|o| !matches!(o, Output::DeviceWrite(_))),
+        "{outs:?}"
+    );
+    assert!(outs.contains(&Output::Event(Event::RegistrationAnswered {
+        version: b"3.1".to_vec()
+    })));
+    // An auto-pool request is answered at once, 7432 bytes long.
+    m.handle(
+        Instant(now + 2),
+        Input::DeviceRead(message(&[(0, &[0x03, 0x02]), (4, &[10])])),
+    );
+    let outs = drain(&mut m);
+    assert_eq!(
+        outs,
+        vec![Output::DeviceWrite(message(&[(
+            0,
+            &[0x03, 0x01, 0x07, 0x80]
+        )]))]
+    );
+    // After a reopen: registration again, and the next answer is consumed again.
+    m.handle(Instant(now + 3), Input::DeviceReopened);
+    assert_eq!(
+        drain(&mut m),
+        vec![Output::DeviceWrite(message(&[(0, &[100])]))]
+    );
+    m.handle(
+        Instant(now + 4),
+        Input::DeviceRead(LINUX.registration_answer(b"3.1")),
+    );
+    assert!(drain(&mut m)
+        .iter()
+        .all(|o| !matches!(o, Output::DeviceWrite(_))));
+}
