@@ -447,6 +447,9 @@ pub fn check_walk(model: &mut Model, walk: &Walk) -> Result<(), Mismatch> {
 /// race mutations, and malformed requests.
 pub struct Workload {
     prng: Prng,
+    /// The device message size of the world's kernel: malformed messages are built at
+    /// it (one defect each) or cut short of it.
+    pub msg_len: usize,
 }
 
 pub enum Next {
@@ -458,7 +461,10 @@ pub enum Next {
 
 impl Workload {
     pub fn new(prng: Prng) -> Workload {
-        Workload { prng }
+        Workload {
+            prng,
+            msg_len: crate::host_wire::MSG_LEN,
+        }
     }
 
     pub fn think_ms(&mut self) -> u64 {
@@ -560,7 +566,7 @@ impl Workload {
     fn malformed(&mut self) -> Vec<u8> {
         // One defect each (the world holds the status to its expectation, see
         // `host_wire::malformed_status`); the fields are otherwise well-formed.
-        let mut m = vec![0u8; 7430];
+        let mut m = vec![0u8; self.msg_len];
         match self.prng.below(7) {
             0 => m[0] = self.prng.range(6, 255) as u8,
             1 => {
@@ -589,7 +595,7 @@ impl Workload {
                 m[1] = self.prng.below(5) as u8;
                 m[8..8 + 512].fill(b'D');
             }
-            _ => m.truncate(self.prng.below(7430) as usize),
+            _ => m.truncate(self.prng.below(self.msg_len as u64) as usize),
         }
         m
     }

@@ -13,6 +13,41 @@ use hvguest_core::kvp::wire::{IpFields, Op, Reply, Request, Status};
 /// `sizeof(struct hv_kvp_msg)` on FreeBSD (docs/protocol/kvp.md §1.3).
 pub const MSG_LEN: usize = 7430;
 
+/// Whose kernel hands the host's requests to the daemon: the offsets are the same, the
+/// rest of this table differs (docs/protocol/linux.md §1.2–§1.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernel {
+    #[default]
+    FreeBsd,
+    Linux,
+}
+
+impl Kernel {
+    /// Bytes per message: Linux's union is 4-aligned, 7432.
+    pub fn msg_len(self) -> usize {
+        match self {
+            Kernel::FreeBsd => MSG_LEN,
+            Kernel::Linux => 7432,
+        }
+    }
+
+    /// Where the kernel reads a GET reply's value: Linux's at the ENUMERATE layout's 532.
+    fn get_value_at(self) -> usize {
+        match self {
+            Kernel::FreeBsd => 528,
+            Kernel::Linux => 532,
+        }
+    }
+
+    /// The `key_size`/`value_size` this kernel stores: Linux's is the UTF-8 length + 1.
+    fn size_field(self, text: &[u8]) -> u32 {
+        match self {
+            Kernel::FreeBsd => kernel_size(text),
+            Kernel::Linux => u32::try_from(text.len() + 1).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// A reply the host cannot accept (the kernel would send garbage or read past a field).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BadReply(pub String);
@@ -43,30 +78,30 @@ fn kernel_size(text: &[u8]) -> u32 {
     u32::try_from(emitted / 2).unwrap_or(u32::MAX)
 }
 
-/// Encodes a request as the kernel hands it to the daemon.
-pub fn encode(req: &Request) -> Vec<u8> {
-    let mut m = vec![0u8; MSG_LEN];
+/// Encodes a request as `kernel` hands it to the daemon.
+pub fn encode(kernel: Kernel, req: &Request) -> Vec<u8> {
+    let mut m = vec![0u8; kernel.msg_len()];
     match req {
         Request::Get { pool, key } => {
             m[0] = 0;
             m[1] = *pool as u8;
             // value_type @4 and value_size @12 stay 0 for GET (docs/protocol/kvp.md §2.4).
-            put_u32(&mut m, 8, kernel_size(key.as_bytes()));
+            put_u32(&mut m, 8, kernel.size_field(key.as_bytes()));
             put_text(&mut m, 16, 511, key.as_bytes());
         }
         Request::Set { pool, key, value } => {
             m[0] = 1;
             m[1] = *pool as u8;
             // value_type @4 is not copied by the kernel: 0.
-            put_u32(&mut m, 8, kernel_size(key.as_bytes()));
-            put_u32(&mut m, 12, kernel_size(value.as_bytes()));
+            put_u32(&mut m, 8, kernel.size_field(key.as_bytes()));
+            put_u32(&mut m, 12, kernel.size_field(value.as_bytes()));
             put_text(&mut m, 16, 511, key.as_bytes());
             put_text(&mut m, 528, 2047, value.as_bytes());
         }
         Request::Delete { pool, key } => {
             m[0] = 2;
             m[1] = *pool as u8;
-            put_u32(&mut m, 4, kernel_size(key.as_bytes()));
+            put_u32(&mut m, 4, kernel.size_field(key.as_bytes()));
             put_text(&mut m, 8, 511, key.as_bytes());
         }
         Request::Enumerate { pool, index } => {
@@ -107,8 +142,8 @@ fn text(m: &[u8], at: usize, len: usize, what: &str) -> Result<Vec<u8>, BadReply
 }
 
 /// Decodes the daemon's reply to a request of `op`, as the kernel reads it (docs/protocol/kvp.md §2.4).
-pub fn decode(op: Op, m: &[u8]) -> Result<Reply, BadReply> {
-    if m.len() != MSG_LEN {
+pub fn decode(kernel: Kernel, op: Op, m: &[u8]) -> Result<Reply, BadReply> {
+    if m.len() != kernel.msg_len() {
         return Err(BadReply(format!("reply of {} bytes", m.len())));
     }
     let status = Status(get_u32(m, 0));
@@ -120,7 +155,7 @@ pub fn decode(op: Op, m: &[u8]) -> Result<Reply, BadReply> {
         Value::new(&t).map_err(|e| BadReply(format!("value at {at}: {e:?}")))
     };
     Ok(match op {
-        Op::Get => Reply::Value(value(528)?),
+        Op::Get => Reply::Value(value(kernel.get_value_at())?),
         Op::Enumerate => {
             let k = text(m, 20, 512, "key")?;
             Reply::Entry {
@@ -150,11 +185,11 @@ pub fn decode(op: Op, m: &[u8]) -> Result<Reply, BadReply> {
 /// in every pool. `None` when the message has no defect or more than one (then any
 /// status but OK will do). Catches a decoder that answers a malformed message with the
 /// wrong status, or with OK, and a daemon that stores an empty key.
-pub fn malformed_status(m: &[u8]) -> Option<Status> {
+pub fn malformed_status(kernel: Kernel, m: &[u8]) -> Option<Status> {
     const E_FAIL: Status = Status(0x8000_4005);
     const NOT_SUPPORTED: Status = Status(0x8007_0032);
     const INVALID_ARG: Status = Status(0x8007_0057);
-    if m.len() != MSG_LEN {
+    if m.len() != kernel.msg_len() {
         return Some(E_FAIL);
     }
     let unterminated = |at: usize, len: usize| !m[at..at + len].contains(&0);
@@ -215,26 +250,38 @@ mod tests {
 
     #[test]
     fn vector_2_get() {
-        let m = encode(&Request::Get {
-            pool: PoolId::External,
-            key: key("foo"),
-        });
+        let m = encode(
+            Kernel::FreeBsd,
+            &Request::Get {
+                pool: PoolId::External,
+                key: key("foo"),
+            },
+        );
         only(&m, &[(8, &[4, 0, 0, 0]), (16, b"foo\0")]);
         let mut r = m.clone();
         r[528..532].copy_from_slice(b"bar\0");
-        assert_eq!(decode(Op::Get, &r), Ok(Reply::Value(value("bar"))));
+        assert_eq!(
+            decode(Kernel::FreeBsd, Op::Get, &r),
+            Ok(Reply::Value(value("bar")))
+        );
         let mut nf = vec![0u8; MSG_LEN];
         nf[..4].copy_from_slice(&[0x03, 0x01, 0x07, 0x80]);
-        assert_eq!(decode(Op::Get, &nf), Ok(Reply::Status(Status::S_CONT)));
+        assert_eq!(
+            decode(Kernel::FreeBsd, Op::Get, &nf),
+            Ok(Reply::Status(Status::S_CONT))
+        );
     }
 
     #[test]
     fn vector_3_set() {
-        let m = encode(&Request::Set {
-            pool: PoolId::External,
-            key: key("foo"),
-            value: value("bar"),
-        });
+        let m = encode(
+            Kernel::FreeBsd,
+            &Request::Set {
+                pool: PoolId::External,
+                key: key("foo"),
+                value: value("bar"),
+            },
+        );
         only(
             &m,
             &[
@@ -246,37 +293,46 @@ mod tests {
             ],
         );
         assert_eq!(
-            decode(Op::Set, &[0u8; MSG_LEN]),
+            decode(Kernel::FreeBsd, Op::Set, &[0u8; MSG_LEN]),
             Ok(Reply::Status(Status::OK))
         );
     }
 
     #[test]
     fn vector_5_delete() {
-        let m = encode(&Request::Delete {
-            pool: PoolId::External,
-            key: key("foo"),
-        });
+        let m = encode(
+            Kernel::FreeBsd,
+            &Request::Delete {
+                pool: PoolId::External,
+                key: key("foo"),
+            },
+        );
         only(&m, &[(0, &[2]), (4, &[4]), (8, b"foo")]);
     }
 
     #[test]
     fn vectors_6_7_enumerate() {
-        let m = encode(&Request::Enumerate {
-            pool: PoolId::Auto,
-            index: 0,
-        });
+        let m = encode(
+            Kernel::FreeBsd,
+            &Request::Enumerate {
+                pool: PoolId::Auto,
+                index: 0,
+            },
+        );
         only(&m, &[(0, &[3]), (1, &[2])]);
-        let m = encode(&Request::Enumerate {
-            pool: PoolId::Guest,
-            index: 7,
-        });
+        let m = encode(
+            Kernel::FreeBsd,
+            &Request::Enumerate {
+                pool: PoolId::Guest,
+                index: 7,
+            },
+        );
         only(&m, &[(0, &[3]), (1, &[1]), (4, &[7])]);
         let mut r = vec![0u8; MSG_LEN];
         r[20..22].copy_from_slice(b"k\0");
         r[532..534].copy_from_slice(b"v\0");
         assert_eq!(
-            decode(Op::Enumerate, &r),
+            decode(Kernel::FreeBsd, Op::Enumerate, &r),
             Ok(Reply::Entry {
                 key: key("k"),
                 value: value("v")
@@ -286,10 +342,13 @@ mod tests {
 
     #[test]
     fn vector_8_get_ip_info() {
-        let m = encode(&Request::GetIpInfo {
-            adapter_id: b"00:15:5D:01:02:03".to_vec(),
-            addr_family: 0,
-        });
+        let m = encode(
+            Kernel::FreeBsd,
+            &Request::GetIpInfo {
+                adapter_id: b"00:15:5D:01:02:03".to_vec(),
+                addr_family: 0,
+            },
+        );
         only(&m, &[(0, &[4]), (4, b"00:15:5D:01:02:03\0")]);
         let mut r = vec![0u8; MSG_LEN];
         r[260] = 1;
@@ -298,7 +357,7 @@ mod tests {
         r[2310..2323].copy_from_slice(b"255.255.255.0");
         r[4358..4366].copy_from_slice(b"10.0.0.1");
         r[5382..5395].copy_from_slice(b"168.63.129.16");
-        let Ok(Reply::IpInfo(f)) = decode(Op::GetIpInfo, &r) else {
+        let Ok(Reply::IpInfo(f)) = decode(Kernel::FreeBsd, Op::GetIpInfo, &r) else {
             panic!("not decoded")
         };
         assert_eq!(
@@ -313,7 +372,7 @@ mod tests {
         let mut unknown = vec![0u8; MSG_LEN];
         unknown[..4].copy_from_slice(&[0x05, 0x40, 0x00, 0x80]);
         assert_eq!(
-            decode(Op::GetIpInfo, &unknown),
+            decode(Kernel::FreeBsd, Op::GetIpInfo, &unknown),
             Ok(Reply::Status(Status::E_FAIL))
         );
     }
@@ -321,64 +380,97 @@ mod tests {
     #[test]
     fn vector_12_non_ascii_size() {
         // "é": host size 4, kernel key_size 2 (docs/protocol/kvp.md §2.4; §8, vector 12).
-        let m = encode(&Request::Get {
-            pool: PoolId::External,
-            key: key("é"),
-        });
+        let m = encode(
+            Kernel::FreeBsd,
+            &Request::Get {
+                pool: PoolId::External,
+                key: key("é"),
+            },
+        );
         only(&m, &[(8, &[2]), (16, &[0xc3, 0xa9, 0])]);
     }
 
     #[test]
     fn malformed_statuses() {
-        let mut m = encode(&Request::Get {
-            pool: PoolId::Guest,
-            key: key("k"),
-        });
-        assert_eq!(malformed_status(&m), None);
+        let mut m = encode(
+            Kernel::FreeBsd,
+            &Request::Get {
+                pool: PoolId::Guest,
+                key: key("k"),
+            },
+        );
+        assert_eq!(malformed_status(Kernel::FreeBsd, &m), None);
         m[16..528].fill(b'Z');
-        assert_eq!(malformed_status(&m), Some(Status(0x8007_0057)));
+        assert_eq!(
+            malformed_status(Kernel::FreeBsd, &m),
+            Some(Status(0x8007_0057))
+        );
         m[1] = 9;
-        assert_eq!(malformed_status(&m), None, "two defects");
+        assert_eq!(malformed_status(Kernel::FreeBsd, &m), None, "two defects");
         let mut d = vec![0u8; MSG_LEN];
         d[0] = 2;
         d[8..520].fill(b'Z');
-        assert_eq!(malformed_status(&d), Some(Status(0x8007_0057)));
+        assert_eq!(
+            malformed_status(Kernel::FreeBsd, &d),
+            Some(Status(0x8007_0057))
+        );
         d[8] = 0;
-        assert_eq!(malformed_status(&d), None);
+        assert_eq!(malformed_status(Kernel::FreeBsd, &d), None);
         d[0] = 7;
-        assert_eq!(malformed_status(&d), Some(Status(0x8007_0032)));
-        assert_eq!(malformed_status(&d[..100]), Some(Status(0x8000_4005)));
+        assert_eq!(
+            malformed_status(Kernel::FreeBsd, &d),
+            Some(Status(0x8007_0032))
+        );
+        assert_eq!(
+            malformed_status(Kernel::FreeBsd, &d[..100]),
+            Some(Status(0x8000_4005))
+        );
         // A well-formed SET of an empty key, in any pool, even the auto pool.
         for pool in [PoolId::Guest, PoolId::Auto] {
-            let mut e = encode(&Request::Set {
-                pool,
-                key: key(""),
-                value: value("v"),
-            });
-            assert_eq!(malformed_status(&e), Some(Status(0x8007_0057)));
+            let mut e = encode(
+                Kernel::FreeBsd,
+                &Request::Set {
+                    pool,
+                    key: key(""),
+                    value: value("v"),
+                },
+            );
+            assert_eq!(
+                malformed_status(Kernel::FreeBsd, &e),
+                Some(Status(0x8007_0057))
+            );
             e[16] = b'k';
-            assert_eq!(malformed_status(&e), None);
+            assert_eq!(malformed_status(Kernel::FreeBsd, &e), None);
         }
         // An empty key behind a decoding defect: the decoding defect's status.
-        let mut e = encode(&Request::Set {
-            pool: PoolId::Guest,
-            key: key(""),
-            value: value("v"),
-        });
+        let mut e = encode(
+            Kernel::FreeBsd,
+            &Request::Set {
+                pool: PoolId::Guest,
+                key: key(""),
+                value: value("v"),
+            },
+        );
         e[1] = 9;
-        assert_eq!(malformed_status(&e), Some(Status(0x8000_4005)));
+        assert_eq!(
+            malformed_status(Kernel::FreeBsd, &e),
+            Some(Status(0x8000_4005))
+        );
         // GET and DELETE of an empty key are ordinary requests.
-        let g = encode(&Request::Get {
-            pool: PoolId::Guest,
-            key: key(""),
-        });
-        assert_eq!(malformed_status(&g), None);
+        let g = encode(
+            Kernel::FreeBsd,
+            &Request::Get {
+                pool: PoolId::Guest,
+                key: key(""),
+            },
+        );
+        assert_eq!(malformed_status(Kernel::FreeBsd, &g), None);
     }
 
     #[test]
     fn unterminated_value_is_refused() {
         let mut r = vec![0u8; MSG_LEN];
         r[528..528 + 2048].fill(b'x');
-        assert!(decode(Op::Get, &r).is_err());
+        assert!(decode(Kernel::FreeBsd, Op::Get, &r).is_err());
     }
 }

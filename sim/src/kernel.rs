@@ -10,8 +10,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use hvguest_core::limits::{KVP_KERNEL_DEADLINE, KVP_MSG_SIZE};
+use hvguest_core::limits::{KVP_KERNEL_DEADLINE, LINUX_KVP_KERNEL_DEADLINE};
 use hvguest_core::Instant;
+
+use crate::host_wire::Kernel;
 
 /// A host request waiting in the ring, or being processed.
 #[derive(Clone, Debug)]
@@ -63,7 +65,11 @@ pub enum KernelViolation {
 
 #[derive(Debug)]
 pub struct SimKernel {
-    /// From hand-off to the host's `E_FAIL`: `KVP_KERNEL_DEADLINE`, shorter only in
+    /// Whose driver this is: FreeBSD's, or Linux's (7432-byte messages, registration op
+    /// 100 answered by a message the daemon reads before any request, a 30 s deadline,
+    /// a close that fails the request held; docs/protocol/linux.md §1.1–§1.3).
+    os: Kernel,
+    /// From hand-off to the host's `E_FAIL`: the kernel's deadline, shorter only in
     /// unit tests.
     deadline: Duration,
     registered: bool,
@@ -91,9 +97,22 @@ impl SimKernel {
         SimKernel::default()
     }
 
+    /// The driver of `os`, with its own deadline.
+    pub fn of(os: Kernel) -> SimKernel {
+        let deadline = match os {
+            Kernel::FreeBsd => KVP_KERNEL_DEADLINE,
+            Kernel::Linux => LINUX_KVP_KERNEL_DEADLINE,
+        };
+        SimKernel {
+            os,
+            ..SimKernel::with_deadline(deadline)
+        }
+    }
+
     /// A kernel that fails a request `deadline` after hand-off instead of the kernel's 5 s.
     pub fn with_deadline(deadline: Duration) -> SimKernel {
         SimKernel {
+            os: Kernel::FreeBsd,
             deadline,
             registered: false,
             ring: VecDeque::new(),
@@ -164,7 +183,7 @@ impl SimKernel {
             let id = c.id;
             self.current = None;
             self.timed_out = true;
-            let mut fail = vec![0u8; KVP_MSG_SIZE];
+            let mut fail = vec![0u8; self.os.msg_len()];
             fail[..4].copy_from_slice(&0x8000_4005u32.to_le_bytes());
             out.push(KernelOut::HostReply {
                 id,
@@ -181,15 +200,30 @@ impl SimKernel {
         bytes: &[u8],
         out: &mut Vec<KernelOut>,
     ) -> Result<(), KernelViolation> {
-        if bytes.len() != KVP_MSG_SIZE {
+        if bytes.len() != self.os.msg_len() {
             return Err(KernelViolation::WrongWriteSize(bytes.len()));
         }
         if !self.registered {
-            if bytes[0] != 4 {
+            let op = match self.os {
+                Kernel::FreeBsd => 4,
+                Kernel::Linux => 100,
+            };
+            if bytes[0] != op {
                 return Err(KernelViolation::BadRegistration);
             }
             self.registered = true;
             out.push(KernelOut::Registered);
+            if self.os == Kernel::Linux {
+                // The answer comes first; reading it completes the registration, so the
+                // requests are delivered after it (a Deliver is the daemon's read).
+                let mut answer = vec![0u8; self.os.msg_len()];
+                answer[0] = op;
+                answer[4..7].copy_from_slice(b"3.1");
+                out.push(KernelOut::Deliver {
+                    id: None,
+                    bytes: answer,
+                });
+            }
             if let Some((id, bytes)) = self.stale.take() {
                 // The host still waits if its 5 s have not run out: then the new
                 // daemon's answer reaches it (docs/protocol/kvp.md §2.3); otherwise it is dropped.
@@ -233,6 +267,16 @@ impl SimKernel {
     /// answered is handed to its successor once more.
     pub fn on_daemon_death(&mut self, keep_stale: bool) {
         self.registered = false;
+        if self.os == Kernel::Linux {
+            // Linux's close fails the request held at once and keeps nothing for the
+            // next daemon (docs/protocol/linux.md §1.1): its deadline is now.
+            if let Some(c) = self.current.as_mut() {
+                c.deadline = Instant(0);
+            }
+            self.posted = None;
+            self.daemon_busy = false;
+            return;
+        }
         if let Some(posted) = self.posted.take() {
             if keep_stale {
                 self.stale = Some(posted);

@@ -10,7 +10,7 @@ use hvguest_core::kvp::machine::{Event, KvpConfig};
 use hvguest_core::kvp::record::{decode_pool, PoolIssue, Record};
 use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
-use hvguest_core::limits::{HOST_POOL_RECORDS, KVP_REPLY_BUDGET, POOL_RECORD_SIZE};
+use hvguest_core::limits::{HOST_POOL_RECORDS, POOL_RECORD_SIZE};
 use hvguest_core::Instant;
 
 use crate::daemon::{DaemonSetup, Latency, Observed, ResultSeen, SimDaemon, SimNet};
@@ -215,6 +215,8 @@ pub struct World {
     /// same bytes says the same, and decoding and describing every reply twice was a
     /// visible part of a random run's time.
     last_reply: Option<(Option<Op>, wire::Message, String)>,
+    /// Whose kernel the device belongs to (one world in four is Linux's).
+    host_kernel: host_wire::Kernel,
     violation: Option<String>,
 }
 
@@ -278,6 +280,7 @@ impl World {
             stats: Stats::default(),
             obs: Vec::new(),
             last_reply: None,
+            host_kernel: host_wire::Kernel::FreeBsd,
             violation: None,
         }
     }
@@ -357,7 +360,7 @@ impl World {
                     .outstanding
                     .as_ref()
                     .and_then(|o| o.request.as_ref().map(Request::op));
-                let text = if bytes[0] == 4
+                let text = if matches!(bytes[0], 4 | 100)
                     && bytes[1..].iter().all(|&b| b == 0)
                     && !self.kernel.registered()
                 {
@@ -429,6 +432,11 @@ impl World {
             KernelOut::Deliver { id, bytes } => {
                 match id {
                     Some(i) => logf!(self, "kernel", "deliver #{i}"),
+                    // Linux's kernel re-delivers nothing: its only message for no
+                    // request is the answer to the registration.
+                    None if self.host_kernel == host_wire::Kernel::Linux => {
+                        self.log("kernel", "deliver the answer to the registration")
+                    }
                     None => self.log("kernel", "deliver stale request"),
                 }
                 let busy = self.daemon.as_ref().is_some_and(|d| !d.machine.is_idle());
@@ -512,7 +520,7 @@ impl World {
         }
         // Decoded by the host's own codec, from the spec's offsets: catches a reply
         // field written at the wrong offset or left unterminated by the core.
-        let reply = match host_wire::decode(req.op(), bytes) {
+        let reply = match host_wire::decode(self.host_kernel, req.op(), bytes) {
             Ok(r) => r,
             Err(e) => return self.fail(format!("undecodable reply: {}", e.0)),
         };
@@ -526,7 +534,7 @@ impl World {
         // is answered E_FAIL, as the kernel's own timeout would be.
         let late = o
             .delivered_at
-            .is_some_and(|t| self.now >= t.saturating_add(KVP_REPLY_BUDGET));
+            .is_some_and(|t| self.now >= t.saturating_add(self.setup.config.reply_budget));
         let residue = match (&req, &reply) {
             (Request::Get { pool, key }, r) => {
                 let v = match r {
@@ -652,12 +660,12 @@ impl World {
             // Encoded by the host's own codec: catches a request field the core
             // decodes from the wrong offset.
             (Some(r), _) => {
-                let bytes = host_wire::encode(r);
+                let bytes = host_wire::encode(self.host_kernel, r);
                 // The real-time emulators (`kvp-host`, the end-to-end tests, the
                 // benchmark) hand the real daemon what the core's `encode_request`
                 // makes: it must be what the kernel hands over. Catches a wrong offset
                 // or size field in it, which the daemon itself never reads.
-                if wire::encode_request(r)[..] != bytes[..] {
+                if self.setup.config.layout.encode_request(r)[..] != bytes[..] {
                     self.fail(format!(
                         "the emulators' encoding of {} differs from the kernel's",
                         trace::request(r)
@@ -669,7 +677,7 @@ impl World {
             (None, None) => return,
         };
         // Raw bytes with one defect, and a well-formed SET of an empty key.
-        let malformed_status = host_wire::malformed_status(&bytes);
+        let malformed_status = host_wire::malformed_status(self.host_kernel, &bytes);
         match &request {
             Some(r) => logf!(self, "host", "#{id} {}", trace::RequestText(r)),
             None => logf!(
@@ -1361,6 +1369,18 @@ impl World {
         self.network = network;
     }
 
+    /// Puts the world on Linux's kernel: the daemon's layout and reply budget, the
+    /// kernel's rules and the host's codec.
+    fn use_linux_kernel(&mut self) {
+        let layout = wire::Layout::Linux;
+        self.setup.config.layout = layout;
+        self.setup.config.reply_budget = layout.reply_budget();
+        self.host_kernel = host_wire::Kernel::Linux;
+        self.kernel = SimKernel::of(host_wire::Kernel::Linux);
+        self.workload.msg_len = host_wire::Kernel::Linux.msg_len();
+        self.log("world", "kernel: Linux (/dev/vmbus/hv_kvp)");
+    }
+
     fn random(&mut self) -> Result<Stats, Failure> {
         // Two seeds in three also have the VSS side, with its own stream.
         let mut vss_prng = Prng::new(self.opts.seed).fork("vss");
@@ -1433,6 +1453,12 @@ impl World {
                     self.fs.fsync_error_drops, self.fs.stamp_tick_ms
                 ),
             );
+        }
+        // One world in four runs on Linux's kernel (its own stream: the other draws
+        // stay as they were): 7432-byte messages, the registration answered before any
+        // request, a 30 s deadline, a close that fails the request held.
+        if self.daemon.is_none() && Prng::new(self.opts.seed).fork("os").chance(1, 4) {
+            self.use_linux_kernel();
         }
         // Per seed, from a stream of its own (the other draws stay as they were): a
         // driver without a watch (none could be set up), so the stamp-only path that

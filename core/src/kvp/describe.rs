@@ -87,7 +87,13 @@ pub fn reply(op: Option<Op>, bytes: &[u8]) -> String {
             wire::Status(u32::from_le_bytes(bytes[..4].try_into().unwrap_or([0; 4])))
         );
     };
-    match wire::decode_reply(op, bytes) {
+    // The length says which kernel's layout the reply is in.
+    let layout = if bytes.len() == wire::Layout::Linux.message_size() {
+        wire::Layout::Linux
+    } else {
+        wire::Layout::FreeBsd
+    };
+    match layout.decode_reply(op, bytes) {
         Ok(Reply::Status(s)) => format!("{s:?}"),
         Ok(Reply::Value(v)) => format!("OK {}", Text(v.as_bytes())),
         Ok(Reply::Entry { key, value }) => {

@@ -106,13 +106,13 @@ impl Layout {
     }
 
     /// If `buf` is the kernel's answer to our registration, the driver version it names
-    /// (`"3.1"` from every Linux kernel so far; it carries no meaning). Linux's kernel
-    /// also accepts the legacy op 4, so its answer is recognised too.
+    /// (`"3.1"` from every Linux kernel so far; it carries no meaning). Only op 100 is
+    /// an answer: we register with 100, and the legacy op's answer would carry 4, the
+    /// op of GET_IP_INFO, which a request must stay.
     pub fn registration_answer_version(self, buf: &[u8]) -> Option<Vec<u8>> {
-        let registers = [LINUX_REGISTER, FREEBSD_REGISTER];
         if !self.registration_answered()
             || buf.len() != self.message_size()
-            || !registers.contains(&buf[offset::OPERATION])
+            || buf[offset::OPERATION] != LINUX_REGISTER
         {
             return None;
         }
@@ -657,12 +657,22 @@ impl Layout {
     /// side).
     pub fn encode_request(self, req: &Request) -> Message {
         let mut buf = vec![0u8; self.message_size()];
-        encode_request_into(&mut buf, req);
+        encode_request_into(&mut buf, self, req);
         buf
+    }
+
+    /// The `key_size`/`value_size` this kernel stores for a string: FreeBSD's is wrong
+    /// for non-ASCII text ([`kernel_size_field`]); Linux's is the UTF-8 length plus its
+    /// terminator (docs/protocol/linux.md §1.4).
+    pub fn size_field(self, text: &[u8]) -> u32 {
+        match self {
+            Layout::FreeBsd => kernel_size_field(text),
+            Layout::Linux => u32::try_from(text.len() + 1).unwrap_or(u32::MAX),
+        }
     }
 }
 
-fn encode_request_into(buf: &mut [u8], req: &Request) {
+fn encode_request_into(buf: &mut [u8], layout: Layout, req: &Request) {
     buf[offset::OPERATION] = req.op() as u8;
     match req {
         Request::Get { pool, key } => {
@@ -670,7 +680,7 @@ fn encode_request_into(buf: &mut [u8], req: &Request) {
             put_u32(
                 &mut buf[..],
                 offset::KEY_SIZE,
-                kernel_size_field(key.as_bytes()),
+                layout.size_field(key.as_bytes()),
             );
             key.write_padded(&mut buf[offset::KEY..offset::KEY + KVP_KEY_FIELD]);
         }
@@ -679,12 +689,12 @@ fn encode_request_into(buf: &mut [u8], req: &Request) {
             put_u32(
                 &mut buf[..],
                 offset::KEY_SIZE,
-                kernel_size_field(key.as_bytes()),
+                layout.size_field(key.as_bytes()),
             );
             put_u32(
                 &mut buf[..],
                 offset::VALUE_SIZE,
-                kernel_size_field(value.as_bytes()),
+                layout.size_field(value.as_bytes()),
             );
             key.write_padded(&mut buf[offset::KEY..offset::KEY + KVP_KEY_FIELD]);
             value.write_padded(&mut buf[offset::VALUE..offset::VALUE + KVP_VALUE_FIELD]);
@@ -694,7 +704,7 @@ fn encode_request_into(buf: &mut [u8], req: &Request) {
             put_u32(
                 &mut buf[..],
                 offset::DELETE_KEY_SIZE,
-                kernel_size_field(key.as_bytes()),
+                layout.size_field(key.as_bytes()),
             );
             key.write_padded(&mut buf[offset::DELETE_KEY..offset::DELETE_KEY + KVP_KEY_FIELD]);
         }
