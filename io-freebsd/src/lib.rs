@@ -1,28 +1,14 @@
-//! hvguest-io: the production drivers. They own the devices, files, clock, threads and
-//! signals, feed the core's machines and execute their effects literally; no protocol
-//! decision is made here. FreeBSD-only code sits behind `cfg(target_os = "freebsd")`;
-//! everything else also runs on Linux against emulated devices, for tests.
+//! hvguest-io-freebsd: what only FreeBSD provides to the daemons, and nothing else.
+//!
+//! The shared driver (`hvguest-io`: the mio loops, lanes, pool files, programs,
+//! logging, the emulated devices, `hvkvp`) calls these for the real system. Each
+//! function is the thinnest wrapper of one FreeBSD interface; the system calls sit
+//! behind `cfg(target_os = "freebsd")` (type-checked by `cargo xtask check-freebsd`),
+//! and every parser of a FreeBSD format compiles everywhere, so tests and fuzzing run
+//! it on any host.
 
-pub mod actions;
-pub mod clock;
-pub mod conf;
-pub mod device;
-pub mod files;
-pub mod freezer;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod kvp_config;
-pub mod kvp_daemon;
-pub mod lanes;
-pub mod logging;
+pub mod kvp_device;
 pub mod mounts;
-pub mod pool_access;
-pub mod process;
-pub mod programs;
-pub mod recorder;
-pub mod signals;
-pub mod sysinfo;
-pub mod vss_config;
-pub mod vss_daemon;
+pub mod net;
+pub mod ufs;
 pub mod vss_device;
-pub mod watch;

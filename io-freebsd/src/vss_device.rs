@@ -1,28 +1,10 @@
-//! The VSS devices: `/dev/hv_fsvss_dev` and `/dev/hv_appvss_dev` (ioctl READ/WRITE of a
-//! 64-byte message, docs/protocol/vss.md §1.2), or a Unix `SOCK_SEQPACKET` socket emulating
-//! one: a datagram received is what READ returns, a datagram sent is what WRITE passes.
+//! `/dev/hv_fsvss_dev` and `/dev/hv_appvss_dev`: the 64-byte message is read and
+//! written with the IOCHVVSSREAD and IOCHVVSSWRITE ioctls (docs/protocol/vss.md §1.2).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::Path;
 
 use hvguest_core::vss::wire::VSS_MSG_SIZE;
-use nix::sys::socket::{self, MsgFlags};
-
-use crate::device::{connect_emulated, DeviceError};
-
-pub enum VssDevice {
-    /// The character device (only on FreeBSD).
-    Char(File),
-    Socket(OwnedFd),
-}
-
-pub enum VssRead {
-    Message([u8; VSS_MSG_SIZE]),
-    NotReady,
-    Closed,
-}
 
 #[cfg(target_os = "freebsd")]
 mod ioctls {
@@ -31,100 +13,40 @@ mod ioctls {
     nix::ioctl_write_ptr_bad!(vss_write, IOCHVVSSWRITE, [u8; VSS_MSG_SIZE]);
 }
 
-impl VssDevice {
-    pub fn open(path: &Path) -> Result<VssDevice, DeviceError> {
-        if let Some(fd) = connect_emulated(path)? {
-            return Ok(VssDevice::Socket(fd));
-        }
-        // O_CLOEXEC (std's default): hooks must not keep the device registered.
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map(VssDevice::Char)
-            .map_err(|source| DeviceError::Open {
-                path: path.display().to_string(),
-                source,
-            })
-    }
+/// One READ: the kernel's 64 bytes.
+#[cfg(target_os = "freebsd")]
+pub fn read(f: &File) -> io::Result<[u8; VSS_MSG_SIZE]> {
+    use std::os::fd::AsRawFd;
+    let mut m = [0u8; VSS_MSG_SIZE];
+    // SAFETY: IOCHVVSSREAD fills exactly 64 bytes of `m`.
+    unsafe { ioctls::vss_read(f.as_raw_fd(), &mut m) }.map_err(io::Error::from)?;
+    Ok(m)
+}
 
-    pub fn raw_fd(&self) -> RawFd {
-        match self {
-            VssDevice::Char(f) => f.as_raw_fd(),
-            VssDevice::Socket(s) => s.as_raw_fd(),
-        }
-    }
+/// One WRITE of 64 bytes.
+#[cfg(target_os = "freebsd")]
+pub fn write(f: &File, m: &[u8; VSS_MSG_SIZE]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: IOCHVVSSWRITE reads exactly 64 bytes from `m`.
+    unsafe { ioctls::vss_write(f.as_raw_fd(), m) }
+        .map(|_| ())
+        .map_err(io::Error::from)
+}
 
-    pub fn read(&self) -> io::Result<VssRead> {
-        match self {
-            VssDevice::Socket(s) => {
-                let mut buf = [0u8; VSS_MSG_SIZE + 1];
-                loop {
-                    return match socket::recv(s.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                        Ok(0) => Ok(VssRead::Closed),
-                        Ok(n) => {
-                            // A datagram of another size is not a message: the core
-                            // treats it as nothing to do, as a failed READ.
-                            let mut m = [0u8; VSS_MSG_SIZE];
-                            let k = n.min(VSS_MSG_SIZE);
-                            m[..k].copy_from_slice(&buf[..k]);
-                            if n != VSS_MSG_SIZE {
-                                m[4..8].copy_from_slice(&1u32.to_le_bytes());
-                            }
-                            Ok(VssRead::Message(m))
-                        }
-                        Err(nix::errno::Errno::EINTR) => continue,
-                        Err(nix::errno::Errno::EAGAIN) => Ok(VssRead::NotReady),
-                        Err(e) => Err(io::Error::from(e)),
-                    };
-                }
-            }
-            VssDevice::Char(f) => Self::ioctl_read(f),
-        }
-    }
+#[cfg(not(target_os = "freebsd"))]
+pub fn read(_: &File) -> io::Result<[u8; VSS_MSG_SIZE]> {
+    Err(unsupported())
+}
 
-    #[cfg(target_os = "freebsd")]
-    fn ioctl_read(f: &File) -> io::Result<VssRead> {
-        let mut m = [0u8; VSS_MSG_SIZE];
-        // SAFETY: IOCHVVSSREAD fills exactly 64 bytes of `m`.
-        unsafe { ioctls::vss_read(f.as_raw_fd(), &mut m) }.map_err(io::Error::from)?;
-        Ok(VssRead::Message(m))
-    }
+#[cfg(not(target_os = "freebsd"))]
+pub fn write(_: &File, _: &[u8; VSS_MSG_SIZE]) -> io::Result<()> {
+    Err(unsupported())
+}
 
-    #[cfg(not(target_os = "freebsd"))]
-    fn ioctl_read(_: &File) -> io::Result<VssRead> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the VSS character device exists only on FreeBSD",
-        ))
-    }
-
-    pub fn write(&self, m: &[u8; VSS_MSG_SIZE]) -> io::Result<()> {
-        match self {
-            VssDevice::Socket(s) => loop {
-                match socket::send(s.as_raw_fd(), m, MsgFlags::MSG_NOSIGNAL) {
-                    Ok(_) => return Ok(()),
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(io::Error::from(e)),
-                }
-            },
-            VssDevice::Char(f) => Self::ioctl_write(f, m),
-        }
-    }
-
-    #[cfg(target_os = "freebsd")]
-    fn ioctl_write(f: &File, m: &[u8; VSS_MSG_SIZE]) -> io::Result<()> {
-        // SAFETY: IOCHVVSSWRITE reads exactly 64 bytes from `m`.
-        unsafe { ioctls::vss_write(f.as_raw_fd(), m) }
-            .map(|_| ())
-            .map_err(io::Error::from)
-    }
-
-    #[cfg(not(target_os = "freebsd"))]
-    fn ioctl_write(_: &File, _: &[u8; VSS_MSG_SIZE]) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the VSS character device exists only on FreeBSD",
-        ))
-    }
+#[cfg(not(target_os = "freebsd"))]
+fn unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the VSS character device exists only on FreeBSD",
+    )
 }

@@ -2,7 +2,7 @@
 //! `fuzz/corpus/<target>/` and the minimized crash reproducers in
 //! `fuzz/regressions/<target>/`. The nightly equivalent is
 //! `cargo +nightly fuzz run <target> fuzz/corpus/<target> -- -runs=0`. Targets whose
-//! body is in `hvguest_io::fuzzing` run in `io-freebsd/tests/fuzz_corpus.rs`.
+//! body is in `hvguest_io::fuzzing` run in `io/tests/fuzz_corpus.rs`.
 
 use hvguest_sim::fuzz::{self, run_committed};
 
@@ -121,7 +121,7 @@ fn journal_seeds_hold_valid_entries() {
 }
 
 /// A new fuzz target must get a test here (or, with its body in `hvguest_io::fuzzing`,
-/// in `io-freebsd/tests/fuzz_corpus.rs`), or its corpus is never run on stable.
+/// in `io/tests/fuzz_corpus.rs`), or its corpus is never run on stable.
 #[test]
 fn every_fuzz_target_is_covered() {
     assert_eq!(

@@ -10,7 +10,7 @@
 //!    `/usr/bin/python3`, since the `python3` first on `PATH` may be another one (pyenv)
 //!    that does not see Debian's packages. `HVGUEST_CLOUDINIT_PYTHON`, if set, is tried
 //!    first.
-//! 3. Runs the ignored test `io-freebsd/tests/cloud_init_interop.rs` with
+//! 3. Runs the ignored test `io/tests/cloud_init_interop.rs` with
 //!    `HVGUEST_CLOUDINIT_PYTHON` naming that Python. A failing test fails the task.
 
 use std::env;

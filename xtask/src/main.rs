@@ -55,7 +55,7 @@ const TASKS: &[(&str, &str)] = &[
     (
         "interop",
         "install Debian's cloud-init (skipped if it cannot be) and run its Hyper-V reporting handler\n\
-         \x20        against hv_kvp_daemon and hvkvp (io-freebsd/tests/cloud_init_interop.rs)",
+         \x20        against hv_kvp_daemon and hvkvp (io/tests/cloud_init_interop.rs)",
     ),
     (
         "fuzz",

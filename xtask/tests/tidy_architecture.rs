@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 /// The crates whose sources the map must cover.
-const CRATES: &[&str] = &["core", "io-freebsd", "sim", "xtask"];
+const CRATES: &[&str] = &["core", "io", "io-freebsd", "io-linux", "sim", "xtask"];
 
 /// Phrases that announce future work; the documents must describe what exists.
 const PROMISES: &[&str] = &["to come", "come next", "comes next", "coming soon"];

@@ -2,7 +2,7 @@
 //!
 //! # Contract with the driver
 //!
-//! The driver (the mio loop in `io-freebsd`, or the simulator) owns every resource and
+//! The driver (the mio loop in `io`, or the simulator) owns every resource and
 //! the clock; the machine owns every decision. After constructing it:
 //!
 //! 1. Drain [`KvpMachine::poll_output`] until `None`, and execute each output in order:

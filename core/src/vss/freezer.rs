@@ -20,7 +20,7 @@
 //! everything (stdin closed, a reply that cannot be written, its own auto-thaw passed),
 //! and its auto-thaw deadline, so that not even a hung daemon leaves a file system
 //! suspended. However often a ping moves it, the auto-thaw never comes later than
-//! [`VSS_MAX_FROZEN`] after the first suspension it still holds. The production freezer (`io-freebsd/src/freezer.rs`) and the simulated
+//! [`VSS_MAX_FROZEN`] after the first suspension it still holds. The production freezer (`io/src/freezer.rs`) and the simulated
 //! one run it; they only open descriptors and move bytes.
 
 use std::collections::VecDeque;

@@ -10,7 +10,7 @@
 //! the very file it opens to run one (`VssEffect::RunHook`), so that a file swapped in
 //! between is judged too. It also refuses a hook directory that anyone but root could
 //! change (it, or a directory above it, writable by group or others, or a symbolic
-//! link; io-freebsd's `programs.rs`), and lists entries without following links: a
+//! link; io's `programs.rs`), and lists entries without following links: a
 //! link reaches [`judge`] as not a regular file.
 
 /// What a freeze hook that fails (exits non-zero or is killed at its deadline) does

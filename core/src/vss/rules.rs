@@ -1,6 +1,6 @@
 //! The rules a VSS configuration must keep, checked in one place.
 //!
-//! `io-freebsd/src/vss_config.rs` calls [`check`] on what `vss.conf` says (and names the
+//! `io/src/vss_config.rs` calls [`check`] on what `vss.conf` says (and names the
 //! line of the setting each error involves); [`VssMachine::new`] and [`AppMachine::new`]
 //! assert it. The defaults keep the same rules at compile time (`limits.rs`).
 //!

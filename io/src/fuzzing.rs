@@ -114,10 +114,10 @@ pub fn proc_route(data: &[u8]) {
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or("");
     for name in [named, "eth0"] {
-        let v4 = sysinfo::parse_proc_route(text, name);
+        let v4 = hvguest_io_linux::net::parse_proc_route(text, name);
         assert_distinct(&v4);
         assert!(v4.iter().all(IpAddr::is_ipv4), "{v4:?}");
-        let v6 = sysinfo::parse_proc_ipv6_route(text, name);
+        let v6 = hvguest_io_linux::net::parse_proc_ipv6_route(text, name);
         assert_distinct(&v6);
         assert!(v6.iter().all(IpAddr::is_ipv6), "{v6:?}");
     }
@@ -130,7 +130,7 @@ pub fn route_dump(data: &[u8]) {
         .get(4..6)
         .map_or(0, |b| usize::from(u16::from_ne_bytes([b[0], b[1]])));
     for ifindex in [first, 2] {
-        assert_distinct(&sysinfo::route_dump_gateways(data, ifindex));
+        assert_distinct(&hvguest_io_freebsd::net::route_dump_gateways(data, ifindex));
     }
 }
 

@@ -1,18 +1,20 @@
-//! The KVP device: `/dev/hv_kvp_dev`, or a Unix `SOCK_SEQPACKET` socket that emulates it.
-//!
-//! The real device is read with `pread(7430 @ 0)` only after poll(2) said readable (its
-//! read blocks even with O_NONBLOCK, and devfs would advance a plain read's offset), and
-//! written with one `pwrite(7430 @ 0)` per reply (docs/protocol/kvp.md §1.7). The emulation
-//! carries the same bytes: one datagram received is one device read, one datagram sent
-//! is one device write. Which one is used follows from the path: a socket is emulation.
+//! The KVP device: the system's character device (FreeBSD's `/dev/hv_kvp_dev`, Linux's
+//! `/dev/vmbus/hv_kvp`, each read and written the way its kernel wants, in
+//! `hvguest_io_freebsd::kvp_device` and `hvguest_io_linux::kvp_device`), or a Unix
+//! `SOCK_SEQPACKET` socket that emulates either. The emulation carries the same bytes:
+//! one datagram received is one device read, one datagram sent is one device write.
+//! Which one is used follows from the path: a socket is emulation.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use hvguest_core::limits::KVP_MSG_SIZE;
+#[cfg(target_os = "freebsd")]
+use hvguest_io_freebsd::kvp_device as system;
+#[cfg(not(target_os = "freebsd"))]
+use hvguest_io_linux::kvp_device as system;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +26,16 @@ pub enum DeviceError {
 }
 
 pub enum KvpDevice {
+    /// This system's character device.
     Char(File),
     Socket(OwnedFd),
 }
+
+/// The character device's path on this system.
+pub const SYSTEM_PATH: &str = system::PATH;
+
+/// The message layout of this system's character device.
+pub const SYSTEM_LAYOUT: hvguest_core::kvp::wire::Layout = system::LAYOUT;
 
 /// One read: a message, or nothing after all (a spurious wakeup), or the other end gone.
 pub enum ReadOutcome {
@@ -87,13 +96,12 @@ impl KvpDevice {
         }
     }
 
-    /// Reads one message into `buf` (one byte larger than a message, so an oversized
-    /// datagram is seen as such). Call only when poll(2) said readable.
+    /// Reads one message into `buf` (one byte larger than the largest message, so an
+    /// oversized datagram is seen as such). Call only when poll(2) said readable.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<ReadOutcome> {
-        debug_assert!(buf.len() > KVP_MSG_SIZE);
         loop {
             let r = match self {
-                KvpDevice::Char(f) => f.read_at(&mut buf[..KVP_MSG_SIZE], 0),
+                KvpDevice::Char(f) => system::read(f, buf),
                 KvpDevice::Socket(s) => {
                     socket::recv(s.as_raw_fd(), buf, MsgFlags::empty()).map_err(io::Error::from)
                 }
@@ -114,7 +122,7 @@ impl KvpDevice {
     pub fn write(&self, msg: &[u8]) -> io::Result<()> {
         loop {
             let r = match self {
-                KvpDevice::Char(f) => f.write_at(msg, 0),
+                KvpDevice::Char(f) => system::write(f, msg),
                 KvpDevice::Socket(s) => {
                     socket::send(s.as_fd().as_raw_fd(), msg, MsgFlags::MSG_NOSIGNAL)
                         .map_err(io::Error::from)

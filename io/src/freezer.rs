@@ -55,61 +55,9 @@ struct Held {
     _fd: Option<OwnedFd>,
 }
 
-#[cfg(target_os = "freebsd")]
-mod ufs {
-    use hvguest_core::vss::wire::UFSSUSPEND;
-
-    /// `fsid_t`: two 32-bit words (docs/protocol/vss.md §8.3).
-    #[repr(C)]
-    pub struct RawFsid(pub [i32; 2]);
-
-    nix::ioctl_write_ptr_bad!(suspend, UFSSUSPEND, RawFsid);
-}
-
-#[cfg(target_os = "freebsd")]
+/// UFSSUSPEND, or an error off FreeBSD (tests use the emulated freezer).
 fn suspend_real(mount: &str, fsid: Option<Fsid>) -> io::Result<OwnedFd> {
-    use std::ffi::CString;
-    use std::os::fd::FromRawFd;
-    let fsid = match fsid {
-        Some(f) => f,
-        None => {
-            // No fsid planned: the file system at the path now.
-            let path =
-                CString::new(mount).map_err(|_| io::Error::from_raw_os_error(nix::libc::EINVAL))?;
-            // SAFETY: statfs fills the zeroed struct for a NUL-terminated path.
-            let mut st: nix::libc::statfs = unsafe { std::mem::zeroed() };
-            if unsafe { nix::libc::statfs(path.as_ptr(), &mut st) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            crate::mounts::fsid_of(&st)
-        }
-    };
-    // One open file per suspension: an open file carries only one (docs/protocol/vss.md §1.3).
-    let dev = c"/dev/ufssuspend";
-    // SAFETY: open(2) on a constant path; the result is checked.
-    let raw = unsafe { nix::libc::open(dev.as_ptr(), nix::libc::O_RDWR | nix::libc::O_CLOEXEC) };
-    if raw < 0 {
-        let e = io::Error::last_os_error();
-        // A missing device is not a missing file system: the core reads ENOENT as "no
-        // longer mounted".
-        return Err(match e.raw_os_error() {
-            Some(nix::libc::ENOENT) => io::Error::from_raw_os_error(nix::libc::ENODEV),
-            _ => e,
-        });
-    }
-    // SAFETY: `raw` is a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: UFSSUSPEND reads one fsid_t.
-    unsafe { ufs::suspend(fd.as_raw_fd(), &ufs::RawFsid(fsid.0)) }.map_err(io::Error::from)?;
-    Ok(fd)
-}
-
-#[cfg(not(target_os = "freebsd"))]
-fn suspend_real(_mount: &str, _fsid: Option<Fsid>) -> io::Result<OwnedFd> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "UFSSUSPEND exists only on FreeBSD",
-    ))
+    hvguest_io_freebsd::ufs::suspend(mount, fsid)
 }
 
 /// The freezer process's whole life: bytes from stdin to [`FreezerCore`], its outputs
