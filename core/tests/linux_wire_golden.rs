@@ -251,4 +251,41 @@ fn the_machine_registers_reads_the_answer_and_serves() {
     assert!(drain(&mut m)
         .iter()
         .all(|o| !matches!(o, Output::DeviceWrite(_))));
+    // A request the host sends with op 100 later is a request: answered, not swallowed.
+    m.handle(
+        Instant(now + 5),
+        Input::DeviceRead(LINUX.registration_answer(b"3.1")),
+    );
+    assert_eq!(
+        drain(&mut m)
+            .into_iter()
+            .filter(|o| matches!(o, Output::DeviceWrite(_)))
+            .collect::<Vec<_>>(),
+        vec![Output::DeviceWrite(message(&[(
+            0,
+            &[0x32, 0x00, 0x07, 0x80]
+        )]))]
+    );
+    // A reopen while a request is held: the request is dropped (the kernel failed it
+    // when the device closed), nothing is written for it, and the registration follows.
+    m.handle(
+        Instant(now + 6),
+        Input::DeviceRead(message(&[(0, &[0x04]), (4, b"00:15:5D:01:02:03")])),
+    );
+    let held = drain(&mut m);
+    assert!(
+        held.iter().all(|o| !matches!(o, Output::DeviceWrite(_))),
+        "GET_IP_INFO waits for the system lane: {held:?}"
+    );
+    m.handle(Instant(now + 7), Input::DeviceReopened);
+    let outs = drain(&mut m);
+    assert!(outs.contains(&Output::Event(Event::RequestLostToReopen {
+        op: hvguest_core::kvp::wire::Op::GetIpInfo
+    })));
+    assert_eq!(
+        outs.iter()
+            .filter(|o| matches!(o, Output::DeviceWrite(_)))
+            .collect::<Vec<_>>(),
+        vec![&Output::DeviceWrite(message(&[(0, &[100])]))]
+    );
 }

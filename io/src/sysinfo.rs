@@ -752,7 +752,8 @@ options edns0
     #[test]
     fn the_example_script_refuses_every_adapter_but_a_synthetic_nic() {
         let _lock = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../io-freebsd/scripts/hv_set_ifconfig");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../io-freebsd/scripts/hv_set_ifconfig");
         let run = |args: &[&str]| {
             let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
             run_script(&script, &args, Duration::from_secs(5))

@@ -1241,7 +1241,8 @@ fn a_journal_entry_that_does_not_match_the_file_is_discarded() {
     let r = dir.run(&["set", "guest", "c", "3"]);
     r.ok();
     assert!(
-        r.stderr.contains("note: discarded a change to pool 1"),
+        r.stderr
+            .contains("note: left pool 1 (guest) as it is instead of finishing a change"),
         "{r:?}"
     );
     assert_eq!(

@@ -11,9 +11,7 @@ use crate::kvp::machine::Event;
 use crate::kvp::record::{FieldFlaw, PoolIssue};
 use crate::kvp::text::Key;
 use crate::kvp::wire::{self, Op, PoolId, Reply, Request, Status};
-use crate::limits::{
-    HOST_POOL_BYTES, HOST_POOL_RECORDS, KVP_REPLY_BUDGET, MAX_POOL_RECORDS, RECOVERY_RETRY,
-};
+use crate::limits::{HOST_POOL_BYTES, HOST_POOL_RECORDS, MAX_POOL_RECORDS, RECOVERY_RETRY};
 
 /// Text shown for keys and values: quoted, long ones shortened with their length.
 pub fn text(bytes: &[u8]) -> String {
@@ -269,10 +267,10 @@ impl fmt::Display for Event {
             ),
             Event::DeadlineReply { op, status } => write!(
                 f,
-                "the host's {} could not be finished within {} ms, answered {}; a change \
-                 still running goes on, and memory follows the file when it ends",
+                "the host's {} could not be finished before the kernel's deadline (we \
+                 answer half a second before it), answered {}; a change still running goes \
+                 on, and memory follows the file when it ends",
                 op.name(),
-                KVP_REPLY_BUDGET.as_millis(),
                 status_text(*status)
             ),
             Event::PoolFailed { pool, error } => write!(
@@ -306,13 +304,15 @@ impl fmt::Display for JobEvent {
         match self {
             JobEvent::JournalFinished { pool, .. } => write!(
                 f,
-                "finished a change to {} that an interrupted writer left in its journal",
+                "finished a change to {} found in its journal (left by an interrupted \
+                 writer, or a finished one whose journal clear a power loss undid: \
+                 finishing it again writes the same bytes)",
                 pool_label(*pool)
             ),
             JobEvent::JournalDiscarded { pool, reason, .. } => write!(
                 f,
-                "discarded a change to {} left in its journal by an interrupted writer; it \
-                 had not taken effect ({reason})",
+                "left {} as it is instead of finishing a change found in its journal \
+                 ({reason}): finishing it would overwrite what is there now",
                 pool_label(*pool)
             ),
             JobEvent::JournalFollowUp { pool, slot } => write!(

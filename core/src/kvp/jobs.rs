@@ -357,6 +357,21 @@ fn clear_journal_script(pool: PoolId) -> VecDeque<Effect> {
     VecDeque::from([Effect::SetLen { file: j, len: 0 }, Effect::Fsync(j)])
 }
 
+/// Whether a shrinking entry's cut record has a twin (the same key and value) in a slot
+/// below it that the entry does not write. Recovery of such an entry, finished but
+/// stale after a power loss, would find the twin where another program's delete could
+/// have moved the cut record and remove it (`journal::judge`): a record lost, and the
+/// key's first match changed if the twin was one of duplicates. Such a mutation clears
+/// its journal durably (one fsync more), so its entry is never judged stale.
+fn cut_record_has_a_twin(entry: &JournalEntry, pool: &Pool) -> bool {
+    let Some((cut, bytes)) = &entry.dropped else {
+        return false;
+    };
+    let record = Record::decode(bytes).0;
+    let ours = entry.slots();
+    (0..*cut).any(|s| !ours.contains(&s) && pool.entry(s) == Some(&record))
+}
+
 /// A mutation's clear, once its change is durable: no fsync. A running process sees the
 /// journal empty at once (the page cache); after a power loss the entry may be back,
 /// stale, and recovery judges it against a file that already shows it (finishing it
@@ -889,7 +904,12 @@ impl Mutate {
             Effect::Fsync(j),
         ]);
         script.extend(apply_script(self.pool, &entry, extend, cut));
-        script.push_back(lazy_clear_journal(self.pool));
+        let planned_on = self.reload.as_ref().map_or(current, |(p, _)| p);
+        if cut_record_has_a_twin(&entry, planned_on) {
+            script.extend(clear_journal_script(self.pool));
+        } else {
+            script.push_back(lazy_clear_journal(self.pool));
+        }
         self.journaled = true;
         self.run_script(m, script)
     }
@@ -932,7 +952,8 @@ pub struct Recover {
     len: u64,
     next_entry: usize,
     /// The slot a finished entry still needs removed while its follow-up, already in the
-    /// journal, is judged (`after_unfinished`).
+    /// journal, is judged; planned again once every entry is handled if none of them
+    /// rewrote it.
     follow_up_owed: Option<u32>,
     /// We hold the pool file's lock (set by a successful `Lock`, cleared as `Unlock` is
     /// issued); checked on every effect.
@@ -1187,6 +1208,13 @@ impl Recover {
                 self.entry_slots(want, BTreeMap::new())
             }
             None => {
+                // A removal still owed (its follow-up in the journal could not be
+                // finished, or finished without touching that slot: another program
+                // changed the file since it was planned) is planned again against the
+                // file as it is now. Leaving it would leave the cut record twice.
+                if let Some(slot) = self.follow_up_owed.take() {
+                    return self.script(VecDeque::new(), After::FollowUp(slot));
+                }
                 // Every entry is handled: clear the journal (if there was one), then load.
                 if self.journal_len > 0 {
                     self.script(clear_journal_script(self.pool), After::FinalStat)
@@ -1219,8 +1247,7 @@ impl Recover {
                 });
                 self.state = RecoverState::StatPool;
                 // Later entries are judged on their own; the script is empty.
-                let after = self.after_unfinished();
-                self.script(VecDeque::new(), after)
+                self.script(VecDeque::new(), After::NextEntry)
             }
             Verdict::Undo { reason, slots } => {
                 self.events.push(JobEvent::JournalDiscarded {
@@ -1241,8 +1268,7 @@ impl Recover {
                     .collect();
                 script.push_back(Effect::Fsync(f));
                 self.state = RecoverState::StatPool;
-                let after = self.after_unfinished();
-                self.script(script, after)
+                self.script(script, After::NextEntry)
             }
             Verdict::Finish {
                 truncate_to,
@@ -1258,9 +1284,14 @@ impl Recover {
                     self.len = len;
                 }
                 // A follow-up entry may already be in the journal (a crash during an
-                // earlier recovery): it is judged next, and if it cannot be finished the
-                // removal is owed and planned again; otherwise plan one now.
-                self.follow_up_owed = None;
+                // earlier recovery): it is judged next, and the removal stays owed until
+                // an entry that rewrites that slot finishes; otherwise plan one now.
+                if self
+                    .follow_up_owed
+                    .is_some_and(|owed| e.writes.iter().any(|w| w.slot == owed))
+                {
+                    self.follow_up_owed = None;
+                }
                 let after = match remove_slot {
                     Some(slot) if self.next_entry >= self.entries.len() => After::FollowUp(slot),
                     Some(slot) => {
@@ -1271,22 +1302,6 @@ impl Recover {
                 };
                 self.script(script, after)
             }
-        }
-    }
-
-    /// After an entry that was not finished: a removal the entry before it owed (it was
-    /// that removal's follow-up, planned before a crash against a file that others have
-    /// changed since) is planned again against the file as it is now. Leaving it would
-    /// leave the cut record twice in the file.
-    /// While later entries remain, the next one is that removal planned again by an
-    /// earlier recovery: the debt passes to it.
-    fn after_unfinished(&mut self) -> After {
-        match self.follow_up_owed {
-            Some(slot) if self.next_entry >= self.entries.len() => {
-                self.follow_up_owed = None;
-                After::FollowUp(slot)
-            }
-            _ => After::NextEntry,
         }
     }
 
@@ -2027,6 +2042,76 @@ mod tests {
             Record::new(key("x"), value("x2")),
         ];
         assert_eq!(pool, encode_pool(&want));
+    }
+
+    #[test]
+    fn a_follow_up_that_finishes_elsewhere_leaves_the_removal_owed() {
+        let rec = |k: &str| Record::new(key(k), value(k));
+        let pre = |m: &Mutation, records: &[Record]| -> BTreeMap<u32, RecordBytes> {
+            m.touched_existing_slots()
+                .map(|s| (s, records[s as usize].encode()))
+                .collect()
+        };
+        // DELETE "b" from [a b c L], crashed after its post, before its cut; another
+        // program appended "x"; a recovery journaled the removal of slot 3 (moving "x"
+        // down) and lost the power before writing it.
+        let before = vec![rec("a"), rec("b"), rec("c"), rec("L")];
+        let Plan::Write(delete) = Pool::from_records(before.clone()).plan_delete(&key("b")) else {
+            panic!("a delete")
+        };
+        let e0 = journal_entry(PoolId::Guest, &delete, &pre(&delete, &before));
+        let crashed = vec![rec("a"), rec("L"), rec("c"), rec("L"), rec("x")];
+        let follow_up = Pool::from_records(crashed.clone()).plan_remove_slot(3);
+        let e1 = journal_entry(PoolId::Guest, &follow_up, &pre(&follow_up, &crashed));
+        // Then the other program deleted "c" by copying the later records down: slot 3
+        // holds "x" (the follow-up's post image) and the copy of "L" sits in slot 2.
+        let now = vec![rec("a"), rec("L"), rec("L"), rec("x")];
+        let mut journal = e0.encode();
+        journal.extend(e1.encode());
+        let (pool, journal, events) = recover(encode_pool(&now), journal);
+        assert!(journal.is_empty());
+        assert!(
+            events.contains(&JobEvent::JournalFollowUp {
+                pool: PoolId::Guest,
+                slot: 2
+            }),
+            "{events:?}"
+        );
+        assert_eq!(pool, encode_pool(&[rec("a"), rec("L"), rec("x")]));
+    }
+
+    #[test]
+    fn a_delete_whose_cut_record_has_a_twin_clears_its_journal_durably() {
+        let rec = |k: &str, v: &str| Record::new(key(k), value(v));
+        let entry_of = |records: &[Record], k: &str| {
+            let pool = Pool::from_records(records.to_vec());
+            let Plan::Write(m) = pool.plan_delete(&key(k)) else {
+                panic!("a delete")
+            };
+            let pre = m
+                .touched_existing_slots()
+                .map(|s| (s, records[s as usize].encode()))
+                .collect();
+            (journal_entry(PoolId::Guest, &m, &pre), pool)
+        };
+        // [A X A]: deleting X moves the last A into the hole; the A in slot 0 is its
+        // twin, which a stale entry's recovery would take for a moved-down copy.
+        let twins = [rec("a", "1"), rec("x", "9"), rec("a", "1")];
+        let (e, pool) = entry_of(&twins, "x");
+        assert!(cut_record_has_a_twin(&e, &pool));
+        // Same key, another value: not a twin; and an in-place SET cuts nothing.
+        let dups = [rec("a", "1"), rec("x", "9"), rec("a", "2")];
+        let (e, pool) = entry_of(&dups, "x");
+        assert!(!cut_record_has_a_twin(&e, &pool));
+        let pool = Pool::from_records(twins.to_vec());
+        let Plan::Write(m) = pool.plan_set(&key("x"), &value("8")) else {
+            panic!("an update")
+        };
+        let pre = BTreeMap::from([(1, twins[1].encode())]);
+        assert!(!cut_record_has_a_twin(
+            &journal_entry(PoolId::Guest, &m, &pre),
+            &pool
+        ));
     }
 
     #[test]

@@ -230,10 +230,11 @@ pub enum Verdict {
     },
 }
 
-/// The file is exactly as it was before `entry`: same length, every slot it writes
-/// and the slot it cuts holding their old bytes. Not asked of a growing entry: its old
-/// bytes are the zeros beyond the end, and an extension holding zeros must be finished
-/// (or recovery would leave an empty record), while no other program writes zeros.
+/// The file is exactly as it was before a non-growing `entry`: same length, every slot
+/// it writes and the slot it cuts holding their old bytes. A growing entry is left to
+/// `judge`'s own rules, which say more precisely why: at the old length its extension
+/// is gone (discarded); at the new length an extension holding zeros is finished, or an
+/// empty record would stay.
 fn shows_none_of(entry: &JournalEntry, len: u64, slot: &dyn Fn(u32) -> RecordBytes) -> bool {
     entry.new_len <= entry.old_len
         && len == entry.old_len
@@ -734,8 +735,8 @@ mod tests {
             judge(&d, EntryRole::Mutation, 3 * rec, &untouched),
             Verdict::Discard(_)
         ));
-        // An append whose extension holds zeros is still finished: nobody else writes
-        // zeros, and leaving them would leave an empty record.
+        // An append whose extension is there holding zeros is finished: leaving it
+        // would leave an empty record.
         let a = JournalEntry {
             pool: PoolId::Guest,
             old_len: rec,

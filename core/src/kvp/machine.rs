@@ -416,26 +416,23 @@ impl KvpMachine {
         self.awaiting_answer = layout.registration_answered();
     }
 
-    /// Consumes the kernel's answer to our registration (Linux). False: `bytes` is not
-    /// one, and is served as a request.
+    /// Consumes the kernel's answer to our registration (Linux), the first read after
+    /// it. False: `bytes` is not the answer, and is served as a request. Only the awaited
+    /// read can be the answer: the kernel answers nothing else, and a later message
+    /// starting with op 100 is a request we answer (NOT_SUPPORTED), as every read is.
     fn take_registration_answer(&mut self, bytes: &[u8]) -> bool {
-        let version = self.config.layout.registration_answer_version(bytes);
-        let awaited = std::mem::take(&mut self.awaiting_answer);
-        match version {
+        if !std::mem::take(&mut self.awaiting_answer) {
+            return false;
+        }
+        match self.config.layout.registration_answer_version(bytes) {
             Some(version) => {
-                // An answer we did not wait for (a second one) is dropped too: writing a
-                // reply with no request outstanding would fail (EINVAL).
-                if awaited {
-                    self.outputs
-                        .push_back(Output::Event(Event::RegistrationAnswered { version }));
-                }
+                self.outputs
+                    .push_back(Output::Event(Event::RegistrationAnswered { version }));
                 true
             }
             None => {
-                if awaited {
-                    self.outputs
-                        .push_back(Output::Event(Event::RegistrationUnanswered));
-                }
+                self.outputs
+                    .push_back(Output::Event(Event::RegistrationUnanswered));
                 false
             }
         }
@@ -457,7 +454,7 @@ impl KvpMachine {
     }
 
     fn on_device_read(&mut self, bytes: &[u8]) {
-        if self.config.layout.registration_answered() && self.take_registration_answer(bytes) {
+        if self.take_registration_answer(bytes) {
             return;
         }
         if let Some(c) = self.current.take() {

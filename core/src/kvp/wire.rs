@@ -71,8 +71,8 @@ impl Layout {
 
     /// Where the kernel reads a GET's value from the reply: FreeBSD's at the GET
     /// layout's value (528); Linux's kernel reads the ENUMERATE layout's (532,
-    /// docs/protocol/linux.md §1.4), which is why the stock Linux daemon's GETs answer
-    /// empty values.
+    /// docs/protocol/linux.md §1.4). (The stock Linux daemon's GETs answer empty values
+    /// for another reason: it copies `value_size` bytes, which the kernel set to 0.)
     const fn get_value(self) -> usize {
         match self {
             Layout::FreeBsd => offset::VALUE,
