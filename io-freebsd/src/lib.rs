@@ -10,5 +10,6 @@
 pub mod kvp_device;
 pub mod mounts;
 pub mod net;
+pub mod paths;
 pub mod ufs;
 pub mod vss_device;

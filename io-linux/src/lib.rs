@@ -7,3 +7,4 @@
 pub mod kvp_device;
 pub mod mounts;
 pub mod net;
+pub mod paths;

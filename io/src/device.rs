@@ -31,12 +31,6 @@ pub enum KvpDevice {
     Socket(OwnedFd),
 }
 
-/// The character device's path on this system.
-pub const SYSTEM_PATH: &str = system::PATH;
-
-/// The message layout of this system's character device.
-pub const SYSTEM_LAYOUT: hvguest_core::kvp::wire::Layout = system::LAYOUT;
-
 /// One read: a message, or nothing after all (a spurious wakeup), or the other end gone.
 pub enum ReadOutcome {
     Message(usize),

@@ -1,5 +1,6 @@
 //! The configuration file of `hv_kvp_daemon` and `hvkvp`, by default
-//! [`DEFAULT_CONFIG`] (`/usr/local/etc/hvguest/kvp.conf`).
+//! [`DEFAULT_CONFIG`] (`/usr/local/etc/hvguest/kvp.conf` on FreeBSD, `/etc/hvguest/kvp.conf` on
+//! Linux).
 //!
 //! A missing file means the defaults ([`defaults`]); [`SAMPLE`], installed as
 //! `kvp.conf.sample`, spells every one of them out. A file that cannot be read, or any
@@ -29,7 +30,7 @@ use hvguest_core::limits::MAX_POOL_RECORDS;
 use crate::conf::{self, BadLine, Problem};
 
 /// Where the daemon and `hvkvp` look when not told otherwise.
-pub const DEFAULT_CONFIG: &str = "/usr/local/etc/hvguest/kvp.conf";
+pub const DEFAULT_CONFIG: &str = crate::system::KVP_CONFIG;
 
 /// A complete configuration equal to the defaults, with comments: installed as
 /// `kvp.conf.sample`.

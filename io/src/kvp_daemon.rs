@@ -19,7 +19,7 @@ use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
 use hvguest_core::kvp::record::PoolIssue;
 use hvguest_core::kvp::recording::describe_request;
 use hvguest_core::kvp::wire::PoolId;
-use hvguest_core::limits::{HOSTNAME_REFRESH, KVP_MSG_SIZE, MAX_POOL_RECORDS};
+use hvguest_core::limits::{HOSTNAME_REFRESH, MAX_POOL_RECORDS};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -280,7 +280,7 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
             .unwrap_or_default(),
     );
     let recorder = match &cfg.record {
-        Some(p) => Some(Recorder::create(p, &info, &mut files)?),
+        Some(p) => Some(Recorder::create(p, cfg.kvp.layout, &info, &mut files)?),
         None => None,
     };
     let mut poll = Poll::new().map_err(DaemonError::Poll)?;
@@ -323,7 +323,8 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     };
     lp.settle(); // the machine starts recovery as it is made
     let mut events = Events::with_capacity(16);
-    let mut buf = vec![0u8; KVP_MSG_SIZE + 1];
+    // One byte more than a message, so an oversized datagram shows.
+    let mut buf = vec![0u8; cfg.kvp.layout.message_size() + 1];
     let mut result = Ok(());
     let mut device_live = true;
     while !lp.exit {

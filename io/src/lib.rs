@@ -22,6 +22,7 @@ pub mod programs;
 pub mod recorder;
 pub mod signals;
 pub mod sysinfo;
+pub mod system;
 pub mod vss_config;
 pub mod vss_daemon;
 pub mod vss_device;

@@ -42,10 +42,12 @@ impl Recorder {
     /// private) and writes the header: `info` and the pool files as they are now.
     pub fn create(
         path: &Path,
+        layout: hvguest_core::kvp::wire::Layout,
         info: &SystemInfo,
         files: &mut PoolFiles,
     ) -> Result<Recorder, RecordError> {
         let mut header = Recording {
+            layout,
             info: info.clone(),
             ..Recording::default()
         };

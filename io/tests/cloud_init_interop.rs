@@ -206,6 +206,7 @@ fn start_daemon(dir: &TestDir, dev: &EmulatedDevice) -> (Running, DaemonLink) {
     let log = dir.path.join("daemon.log");
     let child = Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"))
         .arg("-n")
+        .args(["--layout", "freebsd"])
         .arg("--device")
         .arg(dev.path())
         .arg("--pool-dir")

@@ -25,9 +25,10 @@ use hvguest_core::kvp::journal::{JournalEntry, JournalWrite};
 use hvguest_core::kvp::record::{encode_pool, Record};
 use hvguest_core::kvp::recording::Recording;
 use hvguest_core::kvp::text::{Key, Value};
-use hvguest_core::kvp::wire::{decode_reply, encode_request, PoolId, Reply, Request, Status};
-use hvguest_core::limits::{KVP_MSG_SIZE, POOL_RECORD_SIZE};
+use hvguest_core::kvp::wire::{PoolId, Reply, Request, Status};
+use hvguest_core::limits::{KVP_MSG_SIZE, LINUX_KVP_MSG_SIZE, POOL_RECORD_SIZE};
 use hvguest_sim::emulator::{Answer, DaemonLink, EmulatedDevice};
+use hvguest_sim::host_wire::Kernel;
 use hvguest_sim::recording::replay;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
@@ -46,15 +47,40 @@ const KEY_FIELD: usize = 512;
 /// A fresh directory for one test, removed when dropped.
 struct TestDir {
     path: PathBuf,
+    /// Whose kernel the emulated device plays, and the daemon is told (`--layout`).
+    kernel: Kernel,
 }
 
 impl TestDir {
+    /// A test on FreeBSD's device.
     fn new(name: &str) -> TestDir {
-        let path = std::env::temp_dir().join(format!("hvguest-e2e-{}-{name}", std::process::id()));
+        TestDir::on(Kernel::FreeBsd, name)
+    }
+
+    /// A test on `kernel`'s device.
+    fn on(kernel: Kernel, name: &str) -> TestDir {
+        let os = match kernel {
+            Kernel::FreeBsd => "freebsd",
+            Kernel::Linux => "linux",
+        };
+        let path =
+            std::env::temp_dir().join(format!("hvguest-e2e-{}-{os}-{name}", std::process::id()));
         // Test scratch space: it may not exist, and a leftover is harmless.
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
-        TestDir { path }
+        TestDir { path, kernel }
+    }
+
+    /// The emulated device, playing this test's kernel.
+    fn device(&self) -> EmulatedDevice {
+        EmulatedDevice::bind_as(&self.socket(), self.kernel).unwrap()
+    }
+
+    fn layout_arg(&self) -> [&'static str; 2] {
+        match self.kernel {
+            Kernel::FreeBsd => ["--layout", "freebsd"],
+            Kernel::Linux => ["--layout", "linux"],
+        }
     }
 
     fn socket(&self) -> PathBuf {
@@ -124,6 +150,7 @@ impl Daemon {
             .arg(dir.pidfile())
             .arg("--config")
             .arg(dir.config())
+            .args(dir.layout_arg())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -210,7 +237,10 @@ fn value(s: &str) -> Value {
 }
 
 fn status_of(reply: &[u8]) -> Status {
-    assert_eq!(reply.len(), KVP_MSG_SIZE, "a reply is one whole message");
+    assert!(
+        [KVP_MSG_SIZE, LINUX_KVP_MSG_SIZE].contains(&reply.len()),
+        "a reply is one whole message"
+    );
     Status(u32::from_le_bytes(reply[..4].try_into().unwrap()))
 }
 
@@ -224,12 +254,16 @@ fn raw(link: &mut DaemonLink, bytes: &[u8]) -> Vec<u8> {
 
 /// One request, answered in time, decoded as the kernel reads it.
 fn call(link: &mut DaemonLink, req: &Request) -> Reply {
-    let reply = match link.request(&encode_request(req)[..]).expect("device") {
+    let layout = link.layout();
+    let reply = match link
+        .request(&layout.encode_request(req)[..])
+        .expect("device")
+    {
         Answer::Reply { bytes, .. } => bytes,
         other => panic!("{}: {other:?}", describe::request(req)),
     };
-    assert_eq!(reply.len(), KVP_MSG_SIZE);
-    decode_reply(req.op(), &reply).unwrap()
+    assert_eq!(reply.len(), layout.message_size());
+    layout.decode_reply(req.op(), &reply).unwrap()
 }
 
 fn set(link: &mut DaemonLink, pool: PoolId, k: &str, v: &str) -> Status {
@@ -328,8 +362,17 @@ fn as_strings(recs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(String, String)> {
 
 #[test]
 fn every_op_on_every_pool() {
-    let dir = TestDir::new("every-op");
-    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    every_op_on_every_pool_on(Kernel::FreeBsd);
+}
+
+#[test]
+fn every_op_on_every_pool_on_linux() {
+    every_op_on_every_pool_on(Kernel::Linux);
+}
+
+fn every_op_on_every_pool_on(kernel: Kernel) {
+    let dir = TestDir::on(kernel, "every-op");
+    let dev = dir.device();
     let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
     let long_key = "K".repeat(511);
     let long_value = "V".repeat(2047);
@@ -429,9 +472,18 @@ fn every_op_on_every_pool() {
 
 #[test]
 fn outside_appends_under_flock_while_enumerating() {
+    outside_appends_under_flock_while_enumerating_on(Kernel::FreeBsd);
+}
+
+#[test]
+fn outside_appends_under_flock_while_enumerating_on_linux() {
+    outside_appends_under_flock_while_enumerating_on(Kernel::Linux);
+}
+
+fn outside_appends_under_flock_while_enumerating_on(kernel: Kernel) {
     const N: usize = 200;
-    let dir = TestDir::new("outside-appends");
-    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    let dir = TestDir::on(kernel, "outside-appends");
+    let dev = dir.device();
     let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
     for i in 0..5 {
         assert_eq!(
@@ -563,7 +615,7 @@ fn set_storm(
         };
         sent += 1;
         // A daemon killed with our request unread resets the connection: gone too.
-        let answer = match link.request(&encode_request(&req)[..]) {
+        let answer = match link.request(&link.layout().encode_request(&req)[..]) {
             Ok(a) => a,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Answer::Gone,
             Err(e) => panic!("SET {i}: {e}"),
@@ -602,8 +654,17 @@ fn assert_all_acked_readable(link: &mut DaemonLink, acked: &[(PoolId, String, St
 
 #[test]
 fn kill_9_mid_set_storm_loses_no_acknowledged_change() {
-    let dir = TestDir::new("kill-9");
-    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    kill_9_mid_set_storm_loses_no_acknowledged_change_on(Kernel::FreeBsd);
+}
+
+#[test]
+fn kill_9_mid_set_storm_loses_no_acknowledged_change_on_linux() {
+    kill_9_mid_set_storm_loses_no_acknowledged_change_on(Kernel::Linux);
+}
+
+fn kill_9_mid_set_storm_loses_no_acknowledged_change_on(kernel: Kernel) {
+    let dir = TestDir::on(kernel, "kill-9");
+    let dev = dir.device();
     let mut acked = Vec::new();
     // Three kill points: right after an ack, and a little later, into the next SET's
     // persistence (journal, pool writes, fsyncs) at different depths.
@@ -667,37 +728,50 @@ fn kill_9_mid_set_storm_loses_no_acknowledged_change() {
 
 #[test]
 fn malformed_requests_get_a_failure_status_and_the_daemon_keeps_serving() {
-    let dir = TestDir::new("malformed");
-    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    malformed_requests_get_a_failure_status_and_the_daemon_keeps_serving_on(Kernel::FreeBsd);
+}
+
+#[test]
+fn malformed_requests_get_a_failure_status_and_the_daemon_keeps_serving_on_linux() {
+    malformed_requests_get_a_failure_status_and_the_daemon_keeps_serving_on(Kernel::Linux);
+}
+
+fn malformed_requests_get_a_failure_status_and_the_daemon_keeps_serving_on(kernel: Kernel) {
+    let dir = TestDir::on(kernel, "malformed");
+    let dev = dir.device();
     let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
     let good = |link: &mut DaemonLink, n: usize| {
         let k = format!("after{n}");
         assert_eq!(set(link, PoolId::Guest, &k, "fine"), Status::OK);
         assert_eq!(get(link, PoolId::Guest, &k), Ok("fine".to_string()));
     };
-    let mut unknown_op = vec![0u8; KVP_MSG_SIZE];
+    let layout = link.layout();
+    let mut unknown_op = vec![0u8; layout.message_size()];
     unknown_op[0] = 7;
-    let mut bad_pool = encode_request(&Request::Get {
-        pool: PoolId::Guest,
-        key: key("k"),
-    })
-    .to_vec();
-    bad_pool[1] = 9;
-    let short = {
-        let mut m = encode_request(&Request::Get {
+    let mut bad_pool = layout
+        .encode_request(&Request::Get {
             pool: PoolId::Guest,
             key: key("k"),
         })
         .to_vec();
+    bad_pool[1] = 9;
+    let short = {
+        let mut m = layout
+            .encode_request(&Request::Get {
+                pool: PoolId::Guest,
+                key: key("k"),
+            })
+            .to_vec();
         m.truncate(10);
         m
     };
-    let mut unterminated = encode_request(&Request::Set {
-        pool: PoolId::Guest,
-        key: key("k"),
-        value: value("v"),
-    })
-    .to_vec();
+    let mut unterminated = layout
+        .encode_request(&Request::Set {
+            pool: PoolId::Guest,
+            key: key("k"),
+            value: value("v"),
+        })
+        .to_vec();
     unterminated[16..16 + KEY_FIELD].fill(b'Z');
     let cases: [(&str, Vec<u8>, u32); 4] = [
         ("unknown op 7", unknown_op, 0x8007_0032),
@@ -726,8 +800,17 @@ fn malformed_requests_get_a_failure_status_and_the_daemon_keeps_serving() {
 
 #[test]
 fn sigterm_exits_0_and_a_second_instance_is_refused() {
-    let dir = TestDir::new("sigterm");
-    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    sigterm_exits_0_and_a_second_instance_is_refused_on(Kernel::FreeBsd);
+}
+
+#[test]
+fn sigterm_exits_0_and_a_second_instance_is_refused_on_linux() {
+    sigterm_exits_0_and_a_second_instance_is_refused_on(Kernel::Linux);
+}
+
+fn sigterm_exits_0_and_a_second_instance_is_refused_on(kernel: Kernel) {
+    let dir = TestDir::on(kernel, "sigterm");
+    let dev = dir.device();
     let (mut first, mut link) = Daemon::start(&dir, &dev, &[]);
     assert_eq!(set(&mut link, PoolId::Guest, "k", "v"), Status::OK);
     let pid = first.pid().as_raw().to_string();
@@ -763,8 +846,17 @@ fn sigterm_exits_0_and_a_second_instance_is_refused() {
 
 #[test]
 fn a_recorded_session_replays_with_no_difference() {
-    let dir = TestDir::new("record");
-    let dev = EmulatedDevice::bind(&dir.socket()).unwrap();
+    a_recorded_session_replays_with_no_difference_on(Kernel::FreeBsd);
+}
+
+#[test]
+fn a_recorded_session_replays_with_no_difference_on_linux() {
+    a_recorded_session_replays_with_no_difference_on(Kernel::Linux);
+}
+
+fn a_recorded_session_replays_with_no_difference_on(kernel: Kernel) {
+    let dir = TestDir::on(kernel, "record");
+    let dev = dir.device();
     // A pool file from before, so the recording's initial pools matter.
     std::fs::create_dir_all(dir.pool_dir()).unwrap();
     let before = encode_pool(&[
@@ -799,7 +891,7 @@ fn a_recorded_session_replays_with_no_difference() {
     );
     assert_eq!(walk(&mut link, PoolId::Auto).0.len(), 10);
     assert_eq!(set(&mut link, PoolId::Auto, "x", "y"), Status::S_CONT);
-    let mut bad = vec![0u8; KVP_MSG_SIZE];
+    let mut bad = vec![0u8; link.layout().message_size()];
     bad[0] = 7;
     assert_eq!(status_of(&raw(&mut link, &bad)), Status::NOT_SUPPORTED);
     assert_eq!(status_of(&raw(&mut link, &bad[..10])), Status::E_FAIL);
@@ -820,14 +912,18 @@ fn a_recorded_session_replays_with_no_difference() {
         .filter(|m| m.dir == hvguest_core::kvp::recording::Direction::In)
         .count();
     let outs = trace.messages.len() - ins;
+    // Linux's first read is the kernel's answer to the registration, which gets none.
+    let answers = usize::from(kernel == Kernel::Linux);
+    assert_eq!(trace.layout, link.layout());
     assert_eq!(
         outs,
-        ins + 1,
+        ins - answers + 1,
         "one reply per request, plus the registration"
     );
     let report = replay(&trace);
     assert!(report.is_clean(), "{report:#}");
     assert!(report.registration_matched);
+    // Every read replays to the same writes (the answer to the registration: none).
     assert_eq!(report.matched_requests(), ins);
 }
 
@@ -1002,6 +1098,7 @@ fn a_daemon_going_to_the_background_holds_its_pidfile_throughout() {
     let early = File::open(&pidfile).unwrap();
     let background = |log: &str| {
         Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"))
+            .args(dir.layout_arg())
             .arg("--device")
             .arg(dir.socket())
             .arg("--pool-dir")

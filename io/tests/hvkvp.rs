@@ -1561,6 +1561,7 @@ impl Daemon {
         let log = dir.root.join("daemon.log");
         let child = Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"))
             .arg("-n")
+            .args(["--layout", "freebsd"])
             .arg("--device")
             .arg(dev.path())
             .arg("--pool-dir")

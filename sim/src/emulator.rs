@@ -16,15 +16,20 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use hvguest_core::limits::KVP_MSG_SIZE;
+use hvguest_core::kvp::wire::Layout;
+use hvguest_core::limits::{KVP_MSG_SIZE, LINUX_KVP_MSG_SIZE};
 use nix::sys::socket::{self, MsgFlags};
 
+use crate::host_wire::Kernel;
 use crate::kernel::{HostRequest, KernelOut, KernelViolation, SimKernel};
 use crate::realtime::{to_io, wait_readable, Clock, Listener};
 
 /// The listening side: the "device" daemons connect to.
 pub struct EmulatedDevice {
     listener: Listener,
+    /// Whose kernel the device plays: FreeBSD's, or Linux's (`Kernel::Linux`: 7432-byte
+    /// messages, the registration answered, a 30 s deadline).
+    os: Kernel,
 }
 
 /// What became of one request.
@@ -43,6 +48,7 @@ pub enum Answer {
 pub struct DaemonLink {
     fd: OwnedFd,
     kernel: SimKernel,
+    os: Kernel,
     clock: Clock,
     next_id: u64,
     /// Late replies seen and dropped.
@@ -59,8 +65,14 @@ fn violation(v: KernelViolation) -> io::Error {
 impl EmulatedDevice {
     /// Listens on `path` (a stale socket file there is replaced).
     pub fn bind(path: &Path) -> io::Result<EmulatedDevice> {
+        EmulatedDevice::bind_as(path, Kernel::FreeBsd)
+    }
+
+    /// Listens on `path` as `os`'s KVP device.
+    pub fn bind_as(path: &Path, os: Kernel) -> io::Result<EmulatedDevice> {
         Ok(EmulatedDevice {
             listener: Listener::bind(path)?,
+            os,
         })
     }
 
@@ -68,7 +80,8 @@ impl EmulatedDevice {
         &self.listener.path
     }
 
-    /// Waits for a daemon to open the device, then for its registration (byte 0 = 4).
+    /// Waits for a daemon to open the device, then for its registration (byte 0 = 4;
+    /// Linux's: 100, answered by the kernel's message, which is sent at once).
     pub fn accept(&self, timeout: Duration) -> io::Result<DaemonLink> {
         if !self.listener.wait(timeout)? {
             return Err(io::Error::new(
@@ -84,7 +97,8 @@ impl EmulatedDevice {
         };
         let mut link = DaemonLink {
             fd,
-            kernel: SimKernel::new(),
+            kernel: SimKernel::of(self.os),
+            os: self.os,
             clock: Clock::new(),
             next_id: 0,
             dropped_late: 0,
@@ -106,12 +120,25 @@ impl EmulatedDevice {
                 )
             })?;
         debug_assert!(link.kernel.registered());
+        for k in out {
+            if let KernelOut::Deliver { bytes, .. } = k {
+                socket::send(link.fd.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL).map_err(to_io)?;
+            }
+        }
         Ok(link)
     }
 }
 
 impl DaemonLink {
-    /// How long after hand-off the host gets E_FAIL: the kernel's 5 s.
+    /// The message layout of this device, for encoding requests and reading replies.
+    pub fn layout(&self) -> Layout {
+        match self.os {
+            Kernel::FreeBsd => Layout::FreeBsd,
+            Kernel::Linux => Layout::Linux,
+        }
+    }
+
+    /// How long after hand-off the host gets E_FAIL: the kernel's deadline.
     pub fn deadline(&self) -> Duration {
         self.kernel.deadline()
     }
@@ -126,7 +153,8 @@ impl DaemonLink {
         if !wait_readable(&self.fd, timeout)? {
             return Ok(None);
         }
-        let mut buf = vec![0u8; KVP_MSG_SIZE + 1];
+        // One byte more than the largest message, so an oversized one shows.
+        let mut buf = vec![0u8; KVP_MSG_SIZE.max(LINUX_KVP_MSG_SIZE) + 1];
         let n = socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(to_io)?;
         if n == 0 {
             return Err(io::Error::new(

@@ -47,7 +47,7 @@ impl Driver {
             ..SimNet::default()
         };
         let setup = DaemonSetup {
-            config: KvpConfig::default(),
+            config: KvpConfig::for_layout(world.layout),
             info: world.info.clone(),
             latency,
             watches: true,

@@ -718,6 +718,7 @@ fn trace() -> impl Strategy<Value = Recording> {
                 })
                 .collect();
             Recording {
+                layout: Default::default(),
                 info,
                 adapters,
                 pools: pools.try_into().unwrap(),

@@ -17,6 +17,7 @@
 //! separated by spaces or tabs. The other lines are:
 //!
 //! ```text
+//! layout <freebsd|linux>
 //! sysinfo fqdn=<text> os_name=<text> os_release=<text> machine=<text> addrs=<ip%if,..>
 //! adapter <MAC> name=<text> addrs=<ip/prefix,..> gateways=<ip,..> dns=<ip,..> dhcp=<0|1>
 //! pool <0..4> <bytes>
@@ -24,6 +25,9 @@
 //! <t_ns> out <bytes>
 //! ```
 //!
+//! * `layout` (at most one; missing means `freebsd`): whose kernel's device the messages
+//!   are for (`wire::Layout`): FreeBSD's 7430-byte messages, or Linux's 7432-byte ones
+//!   with the kernel's answer to the registration as the first `in`.
 //! * `sysinfo` (at most one): what the daemon started with (`SystemInfo`). `<text>` is
 //!   percent-encoded: space, `%`, `=`, control bytes and every byte outside printable
 //!   ASCII, and `,`, are written `%XX` (two hex digits, the byte of the UTF-8
@@ -79,9 +83,7 @@ use crate::kvp::auto::SystemInfo;
 use crate::kvp::effect::FileId;
 use crate::kvp::ip::{AdapterInfo, IfAddr, Mac};
 use crate::kvp::wire::{self, Op, PoolId};
-use crate::limits::{
-    KVP_KEY_FIELD, KVP_MSG_SIZE, MAX_ADAPTER_CANDIDATES, MAX_SYSTEM_ADDRS, POOL_RECORD_SIZE,
-};
+use crate::limits::{KVP_KEY_FIELD, MAX_ADAPTER_CANDIDATES, MAX_SYSTEM_ADDRS, POOL_RECORD_SIZE};
 
 /// The first line of every recording.
 pub const HEADER: &str = "# hvguest kvp recording v1";
@@ -125,6 +127,8 @@ pub struct DeviceMessage {
 /// A parsed recording: the world the daemon started in, then its device traffic in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recording {
+    /// The device's message layout (the `layout` line).
+    pub layout: wire::Layout,
     pub info: SystemInfo,
     /// Every interface holding each MAC, in the kernel's order.
     pub adapters: BTreeMap<Mac, Vec<NamedAdapter>>,
@@ -524,6 +528,12 @@ impl Recording {
             let mut tokens = trimmed.split_ascii_whitespace();
             let first = tokens.next().unwrap_or("");
             match first {
+                "layout" => {
+                    let name = tokens.next().unwrap_or("");
+                    recording.layout = wire::Layout::from_name(name).ok_or_else(|| {
+                        at_line(ParseErrorKind::UnknownLine(format!("layout {name}")))
+                    })?;
+                }
                 "sysinfo" => {
                     if seen_sysinfo {
                         return Err(at_line(ParseErrorKind::DuplicateSysinfo));
@@ -601,6 +611,9 @@ impl Recording {
         let mut s = String::new();
         s.push_str(HEADER);
         s.push('\n');
+        if self.layout != wire::Layout::FreeBsd {
+            let _ = writeln!(s, "layout {}", self.layout.name());
+        }
         let join = |items: Vec<String>| items.join(",");
         let _ = writeln!(s, "{}", sysinfo_line(&self.info));
         for (mac, a) in self
@@ -710,9 +723,18 @@ fn record_text(chunk: &[u8]) -> String {
     )
 }
 
+/// A message's layout, told by its length (Linux's are two bytes longer).
+fn layout_of(bytes: &[u8]) -> wire::Layout {
+    if bytes.len() == wire::Layout::Linux.message_size() {
+        wire::Layout::Linux
+    } else {
+        wire::Layout::FreeBsd
+    }
+}
+
 /// The operation a request names (when it names one) and a line describing it.
 pub fn describe_request(bytes: &[u8]) -> (Option<Op>, String) {
-    match wire::decode_request(bytes) {
+    match layout_of(bytes).decode_request(bytes) {
         Ok(req) => (Some(req.op()), crate::kvp::describe::request(&req)),
         Err(e) => (e.op(), format!("malformed: {e}")),
     }
@@ -720,11 +742,24 @@ pub fn describe_request(bytes: &[u8]) -> (Option<Op>, String) {
 
 /// A reply (or the registration) in words.
 pub fn summarize(op: Option<Op>, before_first_request: bool, bytes: &[u8]) -> String {
-    if bytes.len() != KVP_MSG_SIZE {
-        return format!("{} bytes, not a {KVP_MSG_SIZE}-byte message", bytes.len());
+    let layout = layout_of(bytes);
+    if bytes.len() != layout.message_size() {
+        return format!(
+            "{} bytes, not a {}-byte message",
+            bytes.len(),
+            layout.message_size()
+        );
     }
-    if before_first_request && bytes[0] == 4 && bytes[1..].iter().all(|&b| b == 0) {
+    if before_first_request && matches!(bytes[0], 4 | 100) && bytes[1..].iter().all(|&b| b == 0) {
         return "registration".into();
+    }
+    if before_first_request {
+        if let Some(version) = layout.registration_answer_version(bytes) {
+            return format!(
+                "the kernel's answer to the registration (driver version {})",
+                crate::kvp::describe::text(&version)
+            );
+        }
     }
     crate::kvp::describe::reply(op, bytes)
 }

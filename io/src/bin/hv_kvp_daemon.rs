@@ -1,16 +1,17 @@
 //! `hv_kvp_daemon`: the Hyper-V Key-Value Pair (Data Exchange) daemon, a drop-in
-//! replacement for FreeBSD's. See hv_kvp_daemon(8).
+//! replacement for FreeBSD's and Linux's. See hv_kvp_daemon(8).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use hvguest_io::kvp_config;
+use clap::{Parser, ValueEnum};
+use hvguest_core::kvp::wire::Layout;
 use hvguest_io::kvp_daemon::{self, DaemonConfig};
 use hvguest_io::logging::Logger;
 use hvguest_io::process::{absolute, close_inherited_descriptors, start_daemon};
+use hvguest_io::{kvp_config, system};
 
-/// Serves the Hyper-V host's key/value pools and IP requests on /dev/hv_kvp_dev.
+/// Serves the Hyper-V host's key/value pools and IP requests on the KVP device.
 #[derive(Parser, Debug)]
 #[command(
     name = "hv_kvp_daemon",
@@ -28,23 +29,51 @@ struct Cli {
     #[arg(long, value_name = "FILE", default_value = kvp_config::DEFAULT_CONFIG)]
     config: PathBuf,
     /// The KVP device, or a Unix socket emulating it.
-    #[arg(long, value_name = "PATH", default_value = "/dev/hv_kvp_dev")]
+    #[arg(long, value_name = "PATH", default_value = system::KVP_DEVICE)]
     device: PathBuf,
+    /// Whose kernel's messages the device carries: this system's unless an emulated
+    /// device plays the other's.
+    #[arg(long, value_enum, default_value_t = LayoutArg::system())]
+    layout: LayoutArg,
     /// Where the pool files live (created with its parents).
-    #[arg(long, value_name = "DIR", default_value = "/var/db/hyperv/pool")]
+    #[arg(long, value_name = "DIR", default_value = system::POOL_DIR)]
     pool_dir: PathBuf,
     /// Record the session to FILE (replay it with `cargo xtask replay FILE`).
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
     /// Where the SET_IP_INFO script hv_set_ifconfig lives.
-    #[arg(long, value_name = "DIR", default_value = "/usr/local/libexec/hvguest")]
+    #[arg(long, value_name = "DIR", default_value = system::SCRIPTS_DIR)]
     scripts_dir: PathBuf,
     /// Pidfile (taken when running as a daemon, or when given).
     #[arg(long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
 }
 
-const DEFAULT_PIDFILE: &str = "/var/run/hv_kvp_daemon.pid";
+const DEFAULT_PIDFILE: &str = system::KVP_PIDFILE;
+
+/// `--layout`: FreeBSD's 7430-byte messages or Linux's 7432-byte ones with their
+/// two-step registration (docs/protocol/linux.md §1.2, §1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LayoutArg {
+    Freebsd,
+    Linux,
+}
+
+impl LayoutArg {
+    fn system() -> LayoutArg {
+        match system::KVP_LAYOUT {
+            Layout::FreeBsd => LayoutArg::Freebsd,
+            Layout::Linux => LayoutArg::Linux,
+        }
+    }
+
+    fn layout(self) -> Layout {
+        match self {
+            LayoutArg::Freebsd => Layout::FreeBsd,
+            LayoutArg::Linux => Layout::Linux,
+        }
+    }
+}
 
 fn main() -> ExitCode {
     // Before anything is opened: what the parent left open must not reach our hooks
@@ -55,13 +84,16 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // Before detaching, so a bad file is said where the administrator looks.
-    let kvp = match kvp_config::load(&cli.config) {
+    let mut kvp = match kvp_config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hv_kvp_daemon: {e}");
             return ExitCode::from(2);
         }
     };
+    let layout = cli.layout.layout();
+    kvp.layout = layout;
+    kvp.reply_budget = layout.reply_budget();
     let cfg = DaemonConfig {
         kvp,
         device: absolute(&cli.device),

@@ -37,7 +37,7 @@ use hvguest_io::pool_access::{AccessError, Change, PoolAccess};
 use hvguest_io::sysinfo;
 use serde::Serialize;
 
-const DEFAULT_POOL_DIR: &str = "/var/db/hyperv/pool";
+const DEFAULT_POOL_DIR: &str = hvguest_io::system::POOL_DIR;
 /// Keys longer than this (in characters) do not widen the key column (the longest key the
 /// host publishes in pool 3 has 43).
 const KEY_COLUMN_MAX: usize = 48;

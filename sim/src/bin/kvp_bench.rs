@@ -46,18 +46,22 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use hvguest_core::kvp::record::{encode_pool, Record};
-use hvguest_core::kvp::wire::{decode_reply, encode_request, Op, PoolId, Reply, Request, Status};
+use hvguest_core::kvp::wire::{Layout, Op, PoolId, Reply, Request, Status};
 use hvguest_core::kvp::{Key, Value};
-use hvguest_core::limits::{HOST_POOL_RECORDS, KVP_MSG_SIZE, POOL_RECORD_SIZE};
+use hvguest_core::limits::{HOST_POOL_RECORDS, POOL_RECORD_SIZE};
 use hvguest_sim::emulator::{Answer, DaemonLink, EmulatedDevice};
+use hvguest_sim::host_wire::Kernel;
 use hvguest_sim::prng::Prng;
 
 use syscalls::{Counts, Tracer};
 
-const USAGE: &str = "usage: kvp-bench --daemon PATH [--sizes N,N,...] [--seed S] [--idle-secs S]
-                 [--churn-ops N] [--churn-secs S] [--no-pin] [--tmp DIR]
+const USAGE: &str = "usage: kvp-bench --daemon PATH [--layout freebsd|linux] [--sizes N,N,...]
+                 [--seed S] [--idle-secs S] [--churn-ops N] [--churn-secs S] [--no-pin]
+                 [--tmp DIR]
 
   --daemon PATH    the hv_kvp_daemon binary to measure (build it with --release)
+  --layout L       whose kernel the emulated device plays, FreeBSD's (the default) or
+                   Linux's; the daemon is told the same
   --sizes LIST     guest pool sizes in records (default 10,1000,10000)
   --seed S         seed of the key choices and the values (default 1)
   --idle-secs S    how long the idle CPU time is watched (default 5)
@@ -117,6 +121,8 @@ const WRITE_GROWTH_FACTOR: f64 = 2.0;
 
 struct Config {
     daemon: PathBuf,
+    /// Whose kernel the emulated device plays (`--layout`), and the daemon is told.
+    kernel: Kernel,
     sizes: Vec<usize>,
     seed: u64,
     idle: Duration,
@@ -133,6 +139,7 @@ enum Parsed {
 
 fn parse_args(args: &[String]) -> Result<Parsed, String> {
     let mut daemon = None;
+    let mut kernel = Kernel::FreeBsd;
     let mut sizes = vec![10, 1000, 10_000];
     let mut seed = 1u64;
     let mut idle = Duration::from_secs(5);
@@ -150,6 +157,15 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--daemon" => daemon = Some(PathBuf::from(value("--daemon")?)),
+            "--layout" => {
+                kernel = match value("--layout")?.as_str() {
+                    "freebsd" => Kernel::FreeBsd,
+                    "linux" => Kernel::Linux,
+                    other => {
+                        return Err(format!("--layout: `{other}` is neither freebsd nor linux"))
+                    }
+                }
+            }
             "--sizes" => sizes = parse_sizes(&value("--sizes")?)?,
             "--seed" => {
                 seed = value("--seed")?
@@ -181,6 +197,7 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
     let daemon = daemon.ok_or("--daemon PATH is required")?;
     Ok(Parsed::Run(Config {
         daemon,
+        kernel,
         sizes,
         seed,
         idle,
@@ -217,6 +234,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Set once, here, before anything is planned; nothing set it before.
+    let _ = LAYOUT.set(match cfg.kernel {
+        Kernel::FreeBsd => Layout::FreeBsd,
+        Kernel::Linux => Layout::Linux,
+    });
     match run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -601,17 +623,25 @@ struct Planned {
     label: String,
 }
 
+/// The device's message layout for this run: set once from `--layout` before any
+/// request is planned (requests are planned far from the device they go to).
+static LAYOUT: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
+
+fn layout() -> Layout {
+    LAYOUT.get().copied().unwrap_or_default()
+}
+
 fn plan(req: &Request, expect: Expect, label: String) -> Planned {
     Planned {
         op: req.op(),
-        bytes: encode_request(req).into(),
+        bytes: layout().encode_request(req).into(),
         expect,
         label,
     }
 }
 
 fn unknown_op() -> Planned {
-    let mut bytes = vec![0u8; KVP_MSG_SIZE].into_boxed_slice();
+    let mut bytes = vec![0u8; layout().message_size()].into_boxed_slice();
     bytes[0] = UNKNOWN_OP;
     bytes[1] = PoolId::Guest as u8;
     Planned {
@@ -640,8 +670,9 @@ fn ask(link: &mut DaemonLink, size: usize, p: &Planned) -> Result<Duration, Stri
         .map_err(|e| fail(format!("device error: {e}")))?;
     match answer {
         Answer::Reply { bytes, took } => {
-            let reply =
-                decode_reply(p.op, &bytes).map_err(|e| fail(format!("undecodable reply: {e}")))?;
+            let reply = layout()
+                .decode_reply(p.op, &bytes)
+                .map_err(|e| fail(format!("undecodable reply: {e}")))?;
             if p.expect.matches(&reply) {
                 Ok(took)
             } else {
@@ -711,11 +742,13 @@ struct Launched {
 }
 
 fn launch(cfg: &Config, n: usize, pool: &PoolDir) -> Result<Launched, String> {
-    let device = EmulatedDevice::bind(&pool.dir.0.join("kvp.sock"))
+    let device = EmulatedDevice::bind_as(&pool.dir.0.join("kvp.sock"), cfg.kernel)
         .map_err(|e| format!("cannot listen on the emulated device: {e}"))?;
     let started = Instant::now();
     let child = Command::new(&cfg.daemon)
         .arg("-n")
+        .arg("--layout")
+        .arg(layout().name())
         .arg("--device")
         .arg(device.path())
         .arg("--pool-dir")

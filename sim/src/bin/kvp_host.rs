@@ -51,16 +51,17 @@ use hvguest_core::kvp::effect::FileId;
 use hvguest_core::kvp::record::{encode_pool, Record};
 use hvguest_core::kvp::recording::{describe_request, summarize};
 use hvguest_core::kvp::text::{Key, Value};
-use hvguest_core::kvp::wire::{encode_request, PoolId, Request, Status};
-use hvguest_core::limits::KVP_MSG_SIZE;
+use hvguest_core::kvp::wire::{PoolId, Request, Status};
 use hvguest_core::vss::wire::VssOp;
 use hvguest_sim::emulator::{Answer, DaemonLink, EmulatedDevice};
+use hvguest_sim::host_wire::Kernel;
 use hvguest_sim::scenario;
 use hvguest_sim::vss_emulator::{EmulatedVss, Party, VssAnswer};
 use hvguest_sim::world::Action;
 use nix::fcntl::{Flock, FlockArg};
 
-const USAGE: &str = "usage: kvp-host [--socket PATH] [--vss-socket PATH [--app-socket PATH]] \
+const USAGE: &str = "usage: kvp-host [--socket PATH] [--layout freebsd|linux] \
+                     [--vss-socket PATH [--app-socket PATH]] \
                      [--scenario FILE] [--pool-dir DIR] [--timeout-secs N]";
 
 /// Enumeration indexes tried in one walk before giving up on a daemon that never says
@@ -69,6 +70,8 @@ const WALK_LIMIT: u32 = 1 << 20;
 
 struct Args {
     socket: Option<PathBuf>,
+    /// Whose kernel the KVP device plays (`--layout`, FreeBSD's unless told).
+    kernel: Kernel,
     vss_socket: Option<PathBuf>,
     app_socket: Option<PathBuf>,
     scenario: Option<PathBuf>,
@@ -78,6 +81,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut socket = None;
+    let mut kernel = Kernel::FreeBsd;
     let mut vss_socket = None;
     let mut app_socket = None;
     let mut scenario = None;
@@ -104,6 +108,15 @@ fn parse_args() -> Result<Args, String> {
         };
         match name.as_str() {
             "--socket" => socket = Some(PathBuf::from(value()?)),
+            "--layout" => {
+                kernel = match value()?.as_str() {
+                    "freebsd" => Kernel::FreeBsd,
+                    "linux" => Kernel::Linux,
+                    other => {
+                        return Err(format!("--layout: {other:?} is neither freebsd nor linux"))
+                    }
+                }
+            }
             "--vss-socket" => vss_socket = Some(PathBuf::from(value()?)),
             "--app-socket" => app_socket = Some(PathBuf::from(value()?)),
             "--scenario" => scenario = Some(PathBuf::from(value()?)),
@@ -126,6 +139,7 @@ fn parse_args() -> Result<Args, String> {
     }
     Ok(Args {
         socket,
+        kernel,
         vss_socket,
         app_socket,
         scenario,
@@ -159,12 +173,19 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn status_of(reply: &[u8]) -> Option<Status> {
+fn status_of(layout: hvguest_core::kvp::wire::Layout, reply: &[u8]) -> Option<Status> {
     let head: [u8; 4] = reply.get(..4)?.try_into().ok()?;
-    (reply.len() == KVP_MSG_SIZE).then_some(Status(u32::from_le_bytes(head)))
+    (reply.len() == layout.message_size()).then_some(Status(u32::from_le_bytes(head)))
 }
 
 impl Host {
+    /// The KVP device's message layout (FreeBSD's when there is no KVP device).
+    fn layout(&self) -> hvguest_core::kvp::wire::Layout {
+        self.link
+            .as_ref()
+            .map_or(hvguest_core::kvp::wire::Layout::FreeBsd, DaemonLink::layout)
+    }
+
     fn say(&self, what: &str) {
         println!("{:>10.1}ms {what}", millis(self.start.elapsed()));
     }
@@ -212,8 +233,10 @@ impl Host {
     /// A whole ENUMERATE walk: index 0, 1, ... until a reply that is not OK.
     fn walk(&mut self, pool: PoolId) -> Result<(), Stop> {
         for index in 0..WALK_LIMIT {
-            let reply = self.exchange(&encode_request(&Request::Enumerate { pool, index })[..])?;
-            if status_of(&reply) != Some(Status::OK) {
+            let req = Request::Enumerate { pool, index };
+            let bytes = self.layout().encode_request(&req);
+            let reply = self.exchange(&bytes)?;
+            if status_of(self.layout(), &reply) != Some(Status::OK) {
                 return Ok(());
             }
         }
@@ -343,7 +366,10 @@ impl Host {
                 self.vss_request(op);
                 Ok(())
             }
-            Action::Host(req) => self.exchange(&encode_request(&req)[..]).map(drop),
+            Action::Host(req) => {
+                let bytes = self.layout().encode_request(&req);
+                self.exchange(&bytes).map(drop)
+            }
             Action::HostRaw(bytes) => self.exchange(&bytes).map(drop),
             Action::Walk(pool) => self.walk(pool),
             Action::Append { pool, key, value } => self.append(pool, &key, &value),
@@ -500,7 +526,12 @@ fn main() -> ExitCode {
              hv_vss_daemon --emulate-mounts and a vss.conf with a hook directory"
         );
     }
-    let device = match args.socket.as_deref().map(EmulatedDevice::bind).transpose() {
+    let device = match args
+        .socket
+        .as_deref()
+        .map(|p| EmulatedDevice::bind_as(p, args.kernel))
+        .transpose()
+    {
         Ok(d) => d,
         Err(e) => {
             let path = args.socket.as_deref().unwrap_or(Path::new("")).display();
