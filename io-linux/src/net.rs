@@ -6,6 +6,21 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+/// systemd-resolved's stub listener: a resolv.conf naming only it (systemd's
+/// `stub-resolv.conf`) says nothing about the network's DNS servers.
+const RESOLVED_STUB: &[&str] = &["127.0.0.53", "127.0.0.54"];
+/// Where systemd-resolved writes the servers it forwards to (its "uplink" file).
+pub const RESOLVED_UPLINK: &str = "/run/systemd/resolve/resolv.conf";
+
+/// Whether these nameservers are only systemd-resolved's stub, so the servers the host
+/// should be shown are in [`RESOLVED_UPLINK`] instead.
+pub fn only_resolved_stub(servers: &[IpAddr]) -> bool {
+    !servers.is_empty()
+        && servers
+            .iter()
+            .all(|s| RESOLVED_STUB.iter().any(|stub| s.to_string() == *stub))
+}
+
 /// `RTF_UP` and `RTF_GATEWAY` from Linux's `<linux/route.h>`.
 const RTF_UP: u32 = 0x1;
 const RTF_GATEWAY: u32 = 0x2;
@@ -114,6 +129,16 @@ pub fn lease_name_matches(file: &str, ifname: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_resolved_stub_sends_us_to_its_uplink_file() {
+        let stub = ips(&["127.0.0.53"]);
+        assert!(only_resolved_stub(&stub));
+        assert!(only_resolved_stub(&ips(&["127.0.0.53", "127.0.0.54"])));
+        assert!(!only_resolved_stub(&ips(&["127.0.0.53", "10.0.0.2"])));
+        assert!(!only_resolved_stub(&ips(&["127.0.0.1"])));
+        assert!(!only_resolved_stub(&[]));
+    }
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|s| s.parse().unwrap()).collect()

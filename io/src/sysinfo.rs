@@ -175,6 +175,9 @@ fn canonical_name(host: &str) -> Option<String> {
 pub struct Paths {
     /// `nameserver` lines (both platforms).
     pub resolv_conf: PathBuf,
+    /// Linux: systemd-resolved's uplink servers, read when `resolv_conf` names only its
+    /// stub listener (docs/protocol/linux.md §1.6).
+    pub resolved_uplink: PathBuf,
     /// FreeBSD: rc.conf files in the order rc(8) reads them; a later assignment wins.
     pub rc_conf: Vec<PathBuf>,
     /// Linux: IPv4 routes.
@@ -191,6 +194,7 @@ impl Paths {
     pub fn system() -> Paths {
         Paths {
             resolv_conf: "/etc/resolv.conf".into(),
+            resolved_uplink: hvguest_io_linux::net::RESOLVED_UPLINK.into(),
             rc_conf: vec!["/etc/rc.conf".into(), "/etc/rc.conf.local".into()],
             proc_route: "/proc/net/route".into(),
             proc_ipv6_route: "/proc/net/ipv6_route".into(),
@@ -245,9 +249,7 @@ pub fn query_adapter_in(mac: Mac, paths: &Paths) -> Vec<NamedAdapter> {
     }
     let mut dns = match candidates.is_empty() {
         true => Vec::new(),
-        false => std::fs::read_to_string(&paths.resolv_conf)
-            .map(|t| parse_resolv_conf(&t))
-            .unwrap_or_default(),
+        false => dns_servers(paths),
     };
     dns.truncate(MAX_IP_LIST);
     candidates
@@ -307,6 +309,21 @@ fn prefix_len(addr: IpAddr, netmask: Option<&SockaddrStorage>) -> u8 {
             .and_then(|m| m.as_sockaddr_in6())
             .map_or(128, |m| u128::from(m.ip()).count_ones() as u8),
     }
+}
+
+/// The DNS servers the host is shown: resolv.conf's, or on Linux, when it names only
+/// systemd-resolved's stub, the servers resolved forwards to.
+fn dns_servers(paths: &Paths) -> Vec<IpAddr> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| parse_resolv_conf(&t))
+            .unwrap_or_default()
+    };
+    let servers = read(&paths.resolv_conf);
+    if cfg!(target_os = "linux") && hvguest_io_linux::net::only_resolved_stub(&servers) {
+        return read(&paths.resolved_uplink);
+    }
+    servers
 }
 
 /// The `nameserver` addresses, in file order. A scope suffix (`fe80::1%hn0`) is
@@ -653,6 +670,7 @@ options edns0
         std::fs::write(d.join("ipv6_route"), "").unwrap();
         let mut paths = Paths {
             resolv_conf: d.join("resolv.conf"),
+            resolved_uplink: d.join("uplink.conf"),
             rc_conf: vec![d.join("rc.conf"), d.join("missing.local")],
             proc_route: d.join("route"),
             proc_ipv6_route: d.join("ipv6_route"),
@@ -679,6 +697,18 @@ options edns0
         }
         #[cfg(target_os = "freebsd")]
         assert!(info.dhcp);
+        // systemd-resolved's stub in resolv.conf: the servers it forwards to instead.
+        #[cfg(target_os = "linux")]
+        {
+            std::fs::write(
+                d.join("resolv.conf"),
+                "nameserver 127.0.0.53\noptions edns0\n",
+            )
+            .unwrap();
+            std::fs::write(d.join("uplink.conf"), "nameserver 168.63.129.16\n").unwrap();
+            let info = only(query_adapter_in(mac, &paths), &name);
+            assert_eq!(info.dns, ips(&["168.63.129.16"]));
+        }
         paths.resolv_conf = d.join("no-such-file");
         assert!(only(query_adapter_in(mac, &paths), &name).dns.is_empty());
     }
