@@ -130,6 +130,10 @@ pub struct PoolFiles {
     /// Whether a missing file is created on first use (mode 0600). A tool that only
     /// reads opens existing files only, and a missing one is `ENOENT`.
     create: bool,
+    /// The daemon's `pool_mode` (kvp.conf): the pool files' permission bits, given to
+    /// new ones and set on existing ones when opened. `None` (tools): created 0600,
+    /// never changed, so a tool never undoes what the administrator chose.
+    pool_bits: Option<u32>,
     /// The pool files' write news (`TakeWrites`), once [`PoolFiles::watch_writes`]
     /// set it up; without it every take answers `NotWatched` (tools).
     watch: Option<Watch>,
@@ -219,16 +223,32 @@ impl PoolFiles {
     /// The daemon's start: creates the pool directory if missing (with parents, mode
     /// 0700 for new ones), then opens it as [`PoolFiles::open`] does.
     pub fn create(dir: &Path) -> Result<PoolFiles, PoolFileError> {
+        PoolFiles::create_with_modes(dir, 0o700, None)
+    }
+
+    /// [`PoolFiles::create`] with kvp.conf's `pool_mode`: new directories get
+    /// `dir_bits`, pool files `pool_bits` (journals stay 0600).
+    pub fn create_with_modes(
+        dir: &Path,
+        dir_bits: u32,
+        pool_bits: Option<u32>,
+    ) -> Result<PoolFiles, PoolFileError> {
+        assert!(
+            pool_bits.is_none_or(|b| b & 0o022 == 0),
+            "pool files writable by others"
+        );
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(dir_bits)
             .create(dir)
             .map_err(|source| PoolFileError::Io {
                 action: "creating",
                 path: dir.to_path_buf(),
                 source,
             })?;
-        PoolFiles::open(dir)
+        let mut files = PoolFiles::open(dir)?;
+        files.pool_bits = pool_bits;
+        Ok(files)
     }
 
     /// Opens an existing pool directory, refused unless it is a directory (not a link
@@ -278,6 +298,7 @@ impl PoolFiles {
             held_identity: BTreeMap::new(),
             refusal: None,
             create: true,
+            pool_bits: None,
             watch: None,
             unsettled: BTreeSet::new(),
         })
@@ -319,11 +340,15 @@ impl PoolFiles {
         if self.create {
             flags |= OFlag::O_CREAT;
         }
+        let bits = match id.kind {
+            hvguest_core::kvp::effect::FileKind::Pool => self.pool_bits,
+            hvguest_core::kvp::effect::FileKind::Journal => None,
+        };
         let fd = match openat(
             &self.dir_fd,
             id.file_name().as_str(),
             flags,
-            Mode::S_IRUSR | Mode::S_IWUSR,
+            Mode::from_bits_truncate(bits.unwrap_or(0o600) as nix::libc::mode_t),
         ) {
             Ok(fd) => fd,
             Err(e) => {
@@ -367,6 +392,16 @@ impl PoolFiles {
                 path,
                 links: meta.nlink(),
             });
+        }
+        // The configured mode on the checked file (the umask may have narrowed a new
+        // one; an existing one may predate the setting).
+        if let Some(bits) = bits.filter(|&b| meta.mode() & 0o7777 != b) {
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(bits))
+                .map_err(|source| PoolFileError::Io {
+                    action: "setting the mode of",
+                    path: path.clone(),
+                    source,
+                })?;
         }
         Ok(file)
     }

@@ -32,6 +32,42 @@ use crate::conf::{self, BadLine, Problem};
 /// Where the daemon and `hvkvp` look when not told otherwise.
 pub const DEFAULT_CONFIG: &str = crate::system::KVP_CONFIG;
 
+/// kvp.conf's `pool_mode`: who may read the pool files (the daemon's files; the core
+/// never sees it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PoolMode {
+    /// 0600: root only (the default).
+    #[default]
+    Private,
+    /// 0644: every user may read them.
+    Readable,
+}
+
+impl PoolMode {
+    /// The pool files' permission bits.
+    pub fn file_bits(self) -> u32 {
+        match self {
+            PoolMode::Private => 0o600,
+            PoolMode::Readable => 0o644,
+        }
+    }
+
+    /// A new pool directory's permission bits: readers must be able to get in.
+    pub fn dir_bits(self) -> u32 {
+        match self {
+            PoolMode::Private => 0o700,
+            PoolMode::Readable => 0o755,
+        }
+    }
+}
+
+/// Everything kvp.conf says: the core's part and the driver's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub kvp: KvpConfig,
+    pub pool_mode: PoolMode,
+}
+
 /// A complete configuration equal to the defaults, with comments: installed as
 /// `kvp.conf.sample`.
 pub const SAMPLE: &str = "\
@@ -69,6 +105,14 @@ exclude_interfaces = lo*
 # comes first and link-local addresses last.
 address_order = ipv4-first
 
+# The mode of the five pool files the daemon keeps: 0600 (readable by root
+# only) or 0644 (readable by every user, for setups whose programs read the
+# pools without root). The daemon sets it on the files at start and creates
+# new ones with it; a new pool directory is made 0700 or 0755 to match (an
+# existing one is left as it is, and must let such readers in). Journals stay
+# 0600.
+pool_mode = 0600
+
 # What the auto pool (pool 2) shows the host, key by key, instead of what the
 # system says: FullyQualifiedDomainName, IntegrationServicesVersion,
 # NetworkAddressIPv4, NetworkAddressIPv6, OSBuildNumber, OSName,
@@ -104,13 +148,18 @@ pub fn defaults() -> KvpConfig {
 
 /// Reads `path`: the defaults if it does not exist, else [`parse`] of its contents.
 pub fn load(path: &Path) -> Result<KvpConfig, KvpConfigError> {
+    load_settings(path).map(|s| s.kvp)
+}
+
+/// [`load`], with the driver's settings too (the daemon's `pool_mode`).
+pub fn load_settings(path: &Path) -> Result<Settings, KvpConfigError> {
     match std::fs::read(path) {
-        Ok(bytes) => parse(&bytes).map_err(|b| KvpConfigError::Bad {
+        Ok(bytes) => parse_settings(&bytes).map_err(|b| KvpConfigError::Bad {
             path: path.to_path_buf(),
             line: b.line,
             problem: b.problem,
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(defaults()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
         Err(source) => Err(KvpConfigError::Unreadable {
             path: path.to_path_buf(),
             source,
@@ -118,11 +167,24 @@ pub fn load(path: &Path) -> Result<KvpConfig, KvpConfigError> {
     }
 }
 
-/// The contents of a configuration file, over [`defaults`].
+/// The core's part of a configuration file, over [`defaults`].
 pub fn parse(text: &[u8]) -> Result<KvpConfig, BadLine> {
+    parse_settings(text).map(|s| s.kvp)
+}
+
+/// The contents of a configuration file, over the defaults.
+pub fn parse_settings(text: &[u8]) -> Result<Settings, BadLine> {
+    let mut pool_mode = PoolMode::default();
     let mut cfg = defaults();
     for setting in conf::settings(text, is_known)? {
         match setting.key {
+            "pool_mode" => {
+                pool_mode = match setting.value {
+                    "0600" => PoolMode::Private,
+                    "0644" => PoolMode::Readable,
+                    _ => return Err(setting.bad_value("must be 0600 or 0644".to_string())),
+                }
+            }
             "max_records" => {
                 cfg.max_records =
                     count(setting.value, MAX_POOL_RECORDS).map_err(|why| setting.bad_value(why))?
@@ -155,14 +217,19 @@ pub fn parse(text: &[u8]) -> Result<KvpConfig, BadLine> {
             }
         }
     }
-    Ok(cfg)
+    Ok(Settings {
+        kvp: cfg,
+        pool_mode,
+    })
 }
 
 fn is_known(key: &str) -> bool {
-    matches!(key, "max_records" | "exclude_interfaces" | "address_order")
-        || key
-            .strip_prefix("auto.")
-            .is_some_and(|k| AUTO_KEYS.contains(&k))
+    matches!(
+        key,
+        "max_records" | "exclude_interfaces" | "address_order" | "pool_mode"
+    ) || key
+        .strip_prefix("auto.")
+        .is_some_and(|k| AUTO_KEYS.contains(&k))
 }
 
 /// A whole number from 1 to `max`.
@@ -186,6 +253,29 @@ mod tests {
             Ok(c) => panic!("{text:?} accepted: {c:?}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn pool_mode_is_0600_or_0644() {
+        let mode = |t: &str| parse_settings(t.as_bytes()).map(|s| s.pool_mode);
+        assert_eq!(mode(""), Ok(PoolMode::Private));
+        assert_eq!(mode("pool_mode = 0644\n"), Ok(PoolMode::Readable));
+        assert_eq!(mode("pool_mode = 0600\n"), Ok(PoolMode::Private));
+        for bad in ["0666", "644", "0755", "readable"] {
+            let e = mode(&format!("pool_mode = {bad}\n")).unwrap_err();
+            assert_eq!(e.line, 1, "{bad}");
+        }
+        assert_eq!(
+            (
+                PoolMode::Readable.file_bits(),
+                PoolMode::Readable.dir_bits()
+            ),
+            (0o644, 0o755)
+        );
+        assert_eq!(
+            (PoolMode::Private.file_bits(), PoolMode::Private.dir_bits()),
+            (0o600, 0o700)
+        );
     }
 
     #[test]

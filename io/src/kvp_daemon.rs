@@ -40,6 +40,8 @@ const WAKE: Token = Token(2);
 pub struct DaemonConfig {
     /// What kvp.conf decided (the core acts on it; `stamp_granularity` is set here).
     pub kvp: KvpConfig,
+    /// kvp.conf's `pool_mode`: the pool files' mode, set at start.
+    pub pool_mode: crate::kvp_config::PoolMode,
     pub device: PathBuf,
     pub pool_dir: PathBuf,
     pub scripts_dir: PathBuf,
@@ -256,7 +258,9 @@ impl Loop<'_> {
 /// Runs the daemon until SIGTERM/SIGINT (Ok) or a fatal device error.
 pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     let signals = SignalPipe::install().map_err(DaemonError::Signals)?;
-    let mut files = PoolFiles::create(&cfg.pool_dir)?;
+    let mode = cfg.pool_mode;
+    let mut files =
+        PoolFiles::create_with_modes(&cfg.pool_dir, mode.dir_bits(), Some(mode.file_bits()))?;
     // Every file now, journals too (recovery opens them before the registration
     // anyway): a refused one stops the start where the administrator sees why.
     files.open_all(

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // Before detaching, so a bad file is said where the administrator looks.
-    let mut kvp = match kvp_config::load(&cli.config) {
+    let settings = match kvp_config::load_settings(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hv_kvp_daemon: {e}");
@@ -92,10 +92,12 @@ fn main() -> ExitCode {
         }
     };
     let layout = cli.layout.layout();
+    let mut kvp = settings.kvp;
     kvp.layout = layout;
     kvp.reply_budget = layout.reply_budget();
     let cfg = DaemonConfig {
         kvp,
+        pool_mode: settings.pool_mode,
         device: absolute(&cli.device),
         pool_dir: absolute(&cli.pool_dir),
         scripts_dir: absolute(&cli.scripts_dir),
