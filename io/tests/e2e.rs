@@ -1276,6 +1276,24 @@ fn set_ip_info_for_an_adapter_that_is_not_a_synthetic_nic_runs_nothing() {
     assert_eq!(adapters, ["hn0", "hn12"], "{ran}");
 }
 
+/// On Linux the kernel hands over the host's adapter GUID itself (docs/protocol/linux.md
+/// §1.4); matching it to an interface is not done yet, so SET_IP_INFO is refused with
+/// GUID_NOT_FOUND and nothing runs (hv_kvp_daemon(8), LINUX).
+#[test]
+fn set_ip_info_on_linux_is_refused_until_guids_are_matched() {
+    let dir = TestDir::on(Kernel::Linux, "setip-linux");
+    let (scripts, runs) = recording_script(&dir);
+    let dev = dir.device();
+    let scripts_arg = scripts.to_str().unwrap().to_string();
+    let (_daemon, mut link) = Daemon::start(&dir, &dev, &["--scripts-dir", &scripts_arg]);
+    let guid = "{f8615163-df3e-46c5-913f-f2d2f965ed0e}";
+    assert_eq!(
+        call(&mut link, &set_ip(guid)).status(),
+        Status::GUID_NOT_FOUND
+    );
+    assert!(!runs.exists(), "the script ran");
+}
+
 // ---------------------------------------------------------------------------------------
 // j. A host SET with an empty key is refused, as hvkvp refuses it.
 
