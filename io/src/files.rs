@@ -1,6 +1,7 @@
 //! Executes the core's file effects on the pool directory, literally.
 //!
-//! Each pool file and journal is opened once (created with mode 0600, O_CLOEXEC) and
+//! Each pool file and journal is opened once (created with mode 0600, or the pool files
+//! with kvp.conf's `pool_mode`, O_CLOEXEC) and
 //! every operation, the whole-file `fcntl` lock included, goes through that one
 //! descriptor: POSIX locks belong to the process and file, and closing any other
 //! descriptor of the same file would drop them (docs/protocol/kvp.md §3.3).
@@ -237,6 +238,8 @@ impl PoolFiles {
             pool_bits.is_none_or(|b| b & 0o022 == 0),
             "pool files writable by others"
         );
+        assert!(dir_bits & 0o022 == 0, "a pool directory writable by others");
+        let new = std::fs::symlink_metadata(dir).is_err();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(dir_bits)
@@ -247,6 +250,19 @@ impl PoolFiles {
                 source,
             })?;
         let mut files = PoolFiles::open(dir)?;
+        // A directory we made gets its mode whatever the umask took from it; the checks
+        // above (ours, not writable by others) have passed on the descriptor.
+        if new && pool_bits.is_some() {
+            nix::sys::stat::fchmod(
+                &files.dir_fd,
+                Mode::from_bits_truncate(dir_bits as nix::libc::mode_t),
+            )
+            .map_err(|e| PoolFileError::Io {
+                action: "setting the mode of",
+                path: dir.to_path_buf(),
+                source: e.into(),
+            })?;
+        }
         files.pool_bits = pool_bits;
         Ok(files)
     }

@@ -34,10 +34,9 @@ pub const DEFAULT_CONFIG: &str = crate::system::KVP_CONFIG;
 
 /// kvp.conf's `pool_mode`: who may read the pool files (the daemon's files; the core
 /// never sees it).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolMode {
-    /// 0600: root only (the default).
-    #[default]
+    /// 0600: root only.
     Private,
     /// 0644: every user may read them.
     Readable,
@@ -65,7 +64,8 @@ impl PoolMode {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
     pub kvp: KvpConfig,
-    pub pool_mode: PoolMode,
+    /// `None`: not set; new files 0600, existing ones left as they are.
+    pub pool_mode: Option<PoolMode>,
 }
 
 /// A complete configuration equal to the defaults, with comments: installed as
@@ -107,11 +107,13 @@ address_order = ipv4-first
 
 # The mode of the five pool files the daemon keeps: 0600 (readable by root
 # only) or 0644 (readable by every user, for setups whose programs read the
-# pools without root). The daemon sets it on the files at start and creates
-# new ones with it; a new pool directory is made 0700 or 0755 to match (an
-# existing one is left as it is, and must let such readers in). Journals stay
-# 0600.
-pool_mode = 0600
+# pools without root). When set, the daemon sets it on the files at start and
+# creates new ones with it, and a new pool directory is made 0700 or 0755 to
+# match (an existing one is left as it is, and must let such readers in).
+# Unset, new files are 0600 and existing ones keep their mode (the stock
+# FreeBSD daemon's are 0604, the stock Linux daemon's 0644). Journals are
+# always 0600. For example:
+#   pool_mode = 0600
 
 # What the auto pool (pool 2) shows the host, key by key, instead of what the
 # system says: FullyQualifiedDomainName, IntegrationServicesVersion,
@@ -174,16 +176,16 @@ pub fn parse(text: &[u8]) -> Result<KvpConfig, BadLine> {
 
 /// The contents of a configuration file, over the defaults.
 pub fn parse_settings(text: &[u8]) -> Result<Settings, BadLine> {
-    let mut pool_mode = PoolMode::default();
+    let mut pool_mode = None;
     let mut cfg = defaults();
     for setting in conf::settings(text, is_known)? {
         match setting.key {
             "pool_mode" => {
-                pool_mode = match setting.value {
+                pool_mode = Some(match setting.value {
                     "0600" => PoolMode::Private,
                     "0644" => PoolMode::Readable,
                     _ => return Err(setting.bad_value("must be 0600 or 0644".to_string())),
-                }
+                })
             }
             "max_records" => {
                 cfg.max_records =
@@ -258,9 +260,9 @@ mod tests {
     #[test]
     fn pool_mode_is_0600_or_0644() {
         let mode = |t: &str| parse_settings(t.as_bytes()).map(|s| s.pool_mode);
-        assert_eq!(mode(""), Ok(PoolMode::Private));
-        assert_eq!(mode("pool_mode = 0644\n"), Ok(PoolMode::Readable));
-        assert_eq!(mode("pool_mode = 0600\n"), Ok(PoolMode::Private));
+        assert_eq!(mode(""), Ok(None));
+        assert_eq!(mode("pool_mode = 0644\n"), Ok(Some(PoolMode::Readable)));
+        assert_eq!(mode("pool_mode = 0600\n"), Ok(Some(PoolMode::Private)));
         for bad in ["0666", "644", "0755", "readable"] {
             let e = mode(&format!("pool_mode = {bad}\n")).unwrap_err();
             assert_eq!(e.line, 1, "{bad}");

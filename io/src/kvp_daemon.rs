@@ -40,8 +40,8 @@ const WAKE: Token = Token(2);
 pub struct DaemonConfig {
     /// What kvp.conf decided (the core acts on it; `stamp_granularity` is set here).
     pub kvp: KvpConfig,
-    /// kvp.conf's `pool_mode`: the pool files' mode, set at start.
-    pub pool_mode: crate::kvp_config::PoolMode,
+    /// kvp.conf's `pool_mode`: the pool files' mode, set at start when given.
+    pub pool_mode: Option<crate::kvp_config::PoolMode>,
     pub device: PathBuf,
     pub pool_dir: PathBuf,
     pub scripts_dir: PathBuf,
@@ -64,6 +64,15 @@ pub enum DaemonError {
     DeviceRead(std::io::Error),
     #[error("the device was closed by the other side")]
     DeviceClosed,
+    #[error(
+        "{device} is this system's KVP device, which carries {system} messages, not {asked}: \
+         --layout {asked} is for an emulated device"
+    )]
+    WrongLayout {
+        device: String,
+        system: &'static str,
+        asked: &'static str,
+    },
 }
 
 /// Keeps the host name fresh off the request path: DNS can take longer than the
@@ -258,9 +267,10 @@ impl Loop<'_> {
 /// Runs the daemon until SIGTERM/SIGINT (Ok) or a fatal device error.
 pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     let signals = SignalPipe::install().map_err(DaemonError::Signals)?;
-    let mode = cfg.pool_mode;
-    let mut files =
-        PoolFiles::create_with_modes(&cfg.pool_dir, mode.dir_bits(), Some(mode.file_bits()))?;
+    let mut files = match cfg.pool_mode {
+        Some(m) => PoolFiles::create_with_modes(&cfg.pool_dir, m.dir_bits(), Some(m.file_bits()))?,
+        None => PoolFiles::create(&cfg.pool_dir)?,
+    };
     // Every file now, journals too (recovery opens them before the registration
     // anyway): a refused one stops the start where the administrator sees why.
     files.open_all(
@@ -277,6 +287,15 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
         ));
     }
     let device = KvpDevice::open(&cfg.device)?;
+    // The real device speaks its kernel's layout only; another would fail at the
+    // registration, or misread every message.
+    if matches!(device, KvpDevice::Char(_)) && cfg.kvp.layout != crate::system::KVP_LAYOUT {
+        return Err(DaemonError::WrongLayout {
+            device: cfg.device.display().to_string(),
+            system: crate::system::KVP_LAYOUT.name(),
+            asked: cfg.kvp.layout.name(),
+        });
+    }
     // No DNS before the first reply: start with the plain host name.
     let info = sysinfo::system_info(
         &nix::unistd::gethostname()

@@ -1422,15 +1422,65 @@ fn pool_mode_of_kvp_conf_sets_who_may_read_the_pool_files() {
         Some(0)
     );
     drop(link);
-    // The default, 0600, is set on files a daemon finds more open (the stock Linux
-    // daemon's are 0644); the existing directory is left as it is.
+    // Unset, existing files keep their mode (an upgrade from a stock daemon changes
+    // nothing about who may read).
     std::fs::remove_file(dir.config()).unwrap();
+    let (mut daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    assert_eq!(get(&mut link, PoolId::Guest, "a"), Ok("1".to_string()));
+    for pool in PoolId::FILE_BACKED {
+        assert_eq!(mode(&dir.pool_file(pool)), 0o644, "{pool:?}");
+    }
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(
+        daemon.wait(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+    drop(link);
+    // 0600 set: files a daemon finds more open are narrowed; the existing directory
+    // is left as it is.
+    std::fs::write(dir.config(), "pool_mode = 0600\n").unwrap();
     let (_daemon, mut link) = Daemon::start(&dir, &dev, &[]);
     assert_eq!(get(&mut link, PoolId::Guest, "a"), Ok("1".to_string()));
     for pool in PoolId::FILE_BACKED {
         assert_eq!(mode(&dir.pool_file(pool)), 0o600, "{pool:?}");
     }
     assert_eq!(mode(&dir.pool_dir()), 0o755);
+}
+
+/// `--layout` names the other system's layout only for an emulated device: on a real
+/// character device (here /dev/null, opened and never written) the daemon refuses to
+/// start, saying why.
+#[test]
+fn the_other_systems_layout_is_refused_on_a_character_device() {
+    let other = if cfg!(target_os = "freebsd") {
+        "linux"
+    } else {
+        "freebsd"
+    };
+    let dir = TestDir::new("wrong-layout");
+    let out = Command::new(env!("CARGO_BIN_EXE_hv_kvp_daemon"))
+        .args([
+            "-n",
+            "--layout",
+            other,
+            "--device",
+            "/dev/null",
+            "--pool-dir",
+        ])
+        .arg(dir.pool_dir())
+        .arg("--pidfile")
+        .arg(dir.pidfile())
+        .arg("--config")
+        .arg(dir.config())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--layout {other} is for an emulated device")),
+        "{stderr}"
+    );
 }
 
 #[test]

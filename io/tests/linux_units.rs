@@ -26,6 +26,10 @@ fn the_unit_names_the_daemons_device_and_pool_directory() {
     let pools = hvguest_io_linux::paths::POOL_DIR;
     assert!(unit.contains(&format!("RequiresMountsFor={pools}\n")));
     assert!(unit.contains("ExecStart=/usr/sbin/hv_kvp_daemon -n\n"));
+    // cloud-init's local stage runs before sysinit.target and after us: default
+    // dependencies (after sysinit.target) would make a cycle.
+    assert!(unit.contains("DefaultDependencies=no\n"));
+    assert!(unit.contains("Before=cloud-init-local.service"));
     // Started by udev only: an [Install] section would tie it to a device that may never
     // appear and hold the boot.
     assert!(!unit.contains("[Install]"));

@@ -166,6 +166,10 @@ pub enum ParseErrorKind {
     BadMac(String),
     #[error("a second sysinfo line")]
     DuplicateSysinfo,
+    #[error("a second layout line")]
+    DuplicateLayout,
+    #[error("`{0}` is not a layout (freebsd or linux)")]
+    BadLayout(String),
     #[error("a second adapter line for {0}")]
     DuplicateAdapter(String),
     #[error("more than {MAX_ADAPTER_CANDIDATES} interfaces hold {0}")]
@@ -518,6 +522,7 @@ impl Recording {
             }
         }
         let mut seen_sysinfo = false;
+        let mut seen_layout = false;
         let mut last_time: Option<u64> = None;
         for (line, text) in lines {
             let at_line = |kind| ParseError { line, kind };
@@ -529,10 +534,13 @@ impl Recording {
             let first = tokens.next().unwrap_or("");
             match first {
                 "layout" => {
+                    if seen_layout {
+                        return Err(at_line(ParseErrorKind::DuplicateLayout));
+                    }
+                    seen_layout = true;
                     let name = tokens.next().unwrap_or("");
-                    recording.layout = wire::Layout::from_name(name).ok_or_else(|| {
-                        at_line(ParseErrorKind::UnknownLine(format!("layout {name}")))
-                    })?;
+                    recording.layout = wire::Layout::from_name(name)
+                        .ok_or_else(|| at_line(ParseErrorKind::BadLayout(name.into())))?;
                 }
                 "sysinfo" => {
                     if seen_sysinfo {
@@ -762,4 +770,27 @@ pub fn summarize(op: Option<Op>, before_first_request: bool, bytes: &[u8]) -> St
         }
     }
     crate::kvp::describe::reply(op, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_line_is_read_once() {
+        let text = |body: &str| format!("{HEADER}\n{body}");
+        let r = Recording::parse(&text("layout linux\n")).unwrap();
+        assert_eq!(r.layout, wire::Layout::Linux);
+        assert_eq!(
+            Recording::parse(&text("")).unwrap().layout,
+            wire::Layout::FreeBsd
+        );
+        let again = Recording::parse(&text("layout linux\nlayout freebsd\n")).unwrap_err();
+        assert_eq!(again.kind, ParseErrorKind::DuplicateLayout);
+        let bad = Recording::parse(&text("layout windows\n")).unwrap_err();
+        assert_eq!(bad.kind, ParseErrorKind::BadLayout("windows".into()));
+        // It round-trips, and is written only when not FreeBSD's.
+        assert_eq!(Recording::parse(&r.to_text()).unwrap(), r);
+        assert!(!Recording::default().to_text().contains("layout"));
+    }
 }
