@@ -86,6 +86,10 @@ pub enum Action {
     FreezerCrash,
     /// The freezer's next UFSSUSPEND never returns.
     FreezerHang,
+    /// Linux: the KVP device goes away and comes back (the Data Exchange service
+    /// switched off and on, hibernation): the kernel fails the request it held, the
+    /// daemon reopens the device and registers again (docs/protocol/linux.md §1.3).
+    DeviceReset,
 }
 
 #[derive(Clone, Debug)]
@@ -142,6 +146,9 @@ struct Outstanding {
     /// A malformed message with one defect, or a SET the daemon must refuse (an empty
     /// key): the status it must get.
     malformed_status: Option<Status>,
+    /// The device was reset while the daemon held it: the kernel failed it, so no
+    /// answer from the daemon is owed.
+    lost_to_reset: bool,
 }
 
 pub struct World {
@@ -155,6 +162,9 @@ pub struct World {
     generation: u32,
     restart_at: Option<Instant>,
     thaw_at: Option<Instant>,
+    /// Since when the daemon has said it serves while the kernel holds no registration
+    /// from it (`check_registered`).
+    unregistered_since: Option<Instant>,
     crash_pending: bool,
     model: Model,
     auto: ExpectedAuto,
@@ -281,6 +291,7 @@ impl World {
             obs: Vec::new(),
             last_reply: None,
             host_kernel: host_wire::Kernel::FreeBsd,
+            unregistered_since: None,
             violation: None,
         }
     }
@@ -481,8 +492,9 @@ impl World {
         if timed_out {
             self.stats.timeouts += 1;
             // Our daemon answers every request it was handed, in time, unless it died.
-            if o.delivered_to
-                .is_some_and(|g| g == self.generation && self.daemon.is_some())
+            if !o.lost_to_reset
+                && o.delivered_to
+                    .is_some_and(|g| g == self.generation && self.daemon.is_some())
             {
                 self.fail(format!(
                     "request #{id} was handed to the daemon and not answered by the kernel's deadline"
@@ -698,6 +710,7 @@ impl World {
             request,
             delivered_to: None,
             redelivered: false,
+            lost_to_reset: false,
             walk_step,
             busy_at_delivery: false,
             system_busy_at_delivery: false,
@@ -740,6 +753,7 @@ impl World {
             }
             Action::Crash => self.crash(true),
             Action::Kill => self.crash(false),
+            Action::DeviceReset => self.device_reset(),
             Action::CrashAfter(n) => {
                 self.log("world", &format!("power loss after {n} more effects"));
                 if let Some(d) = self.daemon.as_mut() {
@@ -1156,6 +1170,7 @@ impl World {
             140..=164 => Some(Action::Slow(Duration::from_millis(f.range(100, 7000)))),
             165..=464 => Some(Action::Outside(PoolId::Guest, self.random_outside())),
             465..=489 => self.host_key_duplicate(),
+            490..=499 if self.host_kernel == host_wire::Kernel::Linux => Some(Action::DeviceReset),
             _ => None,
         };
         if let Some(a) = action {
@@ -1210,6 +1225,7 @@ impl World {
 
     fn host_turn(&mut self) {
         self.vss_host_turn();
+        self.check_registered();
         if self.outstanding.is_some()
             || self.now < self.next_host_at
             || self.daemon.is_none()
@@ -1367,6 +1383,52 @@ impl World {
         self.setup.info.addrs = network.system_addrs();
         self.net.adapters = network.adapters();
         self.network = network;
+    }
+
+    /// A daemon that says it serves must be registered with the kernel: after a device
+    /// reset it registers again at once (a request written meanwhile would be lost).
+    /// Catches a daemon that serves nobody after a reset while the host waits forever.
+    fn check_registered(&mut self) {
+        let serving = self.daemon.as_ref().is_some_and(|d| d.machine.registered());
+        if !serving || self.kernel.registered() {
+            self.unregistered_since = None;
+            return;
+        }
+        let since = *self.unregistered_since.get_or_insert(self.now);
+        if self.now.saturating_since(since) > Duration::from_secs(1) {
+            self.fail(
+                "the daemon serves, but the kernel has had no registration from it for 1 s".into(),
+            );
+        }
+    }
+
+    /// Linux's device reset (`Action::DeviceReset`): the kernel fails what the daemon
+    /// held and forgets it; the daemon is told it reopened the device, and registers
+    /// again (the kernel's answer follows).
+    fn device_reset(&mut self) {
+        if self.host_kernel != host_wire::Kernel::Linux || self.daemon.is_none() {
+            return;
+        }
+        self.log("world", "the KVP device is reset: the daemon reopens it");
+        if let Some(o) = self
+            .outstanding
+            .as_mut()
+            .filter(|o| o.delivered_to.is_some())
+        {
+            o.lost_to_reset = true;
+        }
+        self.kernel.on_daemon_death(false);
+        if let Some(d) = self.daemon.as_mut() {
+            let mut obs = std::mem::take(&mut self.obs);
+            d.handle(
+                self.now,
+                Input::DeviceReopened,
+                &mut self.fs,
+                &mut self.net,
+                &mut obs,
+            );
+            self.obs = obs;
+        }
     }
 
     /// Puts the world on Linux's kernel: the daemon's layout and reply budget, the
