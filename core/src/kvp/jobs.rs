@@ -1993,91 +1993,84 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_follow_up_that_cannot_be_finished_is_planned_again() {
-        let rec = |k: &str| Record::new(key(k), value(k));
-        // The pre images a mutation reads: the slots it touches, as the file holds them.
-        let pre = |m: &Mutation, records: &[Record]| -> BTreeMap<u32, RecordBytes> {
-            m.touched_existing_slots()
-                .map(|s| (s, records[s as usize].encode()))
-                .collect()
-        };
-        // A DELETE of "b" from [a b c L]: "L" moves into the hole, slot 3 is cut.
-        let before = vec![rec("a"), rec("b"), rec("c"), rec("L")];
+    /// A record whose value is its key.
+    fn rec_of(k: &str) -> Record {
+        Record::new(key(k), value(k))
+    }
+
+    /// The pre images a mutation reads: the slots it touches, as `records` hold them.
+    fn pre_of(m: &Mutation, records: &[Record]) -> BTreeMap<u32, RecordBytes> {
+        m.touched_existing_slots()
+            .map(|s| (s, records[s as usize].encode()))
+            .collect()
+    }
+
+    /// A DELETE of "b" from [a b c L] ("L" moves into the hole, slot 3 is cut) crashed
+    /// with its post written and the cut not made; another program appended "x"; a
+    /// recovery journaled the follow-up removal of slot 3 (moving "x" down) and lost the
+    /// power before writing it. The journal it left: both entries.
+    fn crashed_delete_with_follow_up() -> Vec<u8> {
+        let before = vec![rec_of("a"), rec_of("b"), rec_of("c"), rec_of("L")];
         let Plan::Write(delete) = Pool::from_records(before.clone()).plan_delete(&key("b")) else {
             panic!("a delete")
         };
-        let e0 = journal_entry(PoolId::Guest, &delete, &pre(&delete, &before));
-        // It crashed with its post written and the cut not made; another program
-        // appended "x". A recovery journaled the follow-up removal of slot 3 (moving
-        // "x" down) and lost the power before writing it.
-        let crashed = vec![rec("a"), rec("L"), rec("c"), rec("L"), rec("x")];
+        let crashed = vec![
+            rec_of("a"),
+            rec_of("L"),
+            rec_of("c"),
+            rec_of("L"),
+            rec_of("x"),
+        ];
         let follow_up = Pool::from_records(crashed.clone()).plan_remove_slot(3);
-        let e1 = journal_entry(PoolId::Guest, &follow_up, &pre(&follow_up, &crashed));
-        // Then the other program rewrote "x" in place: the follow-up's record to cut is
-        // no longer there, so that entry cannot be finished.
-        let now = vec![
-            rec("a"),
-            rec("L"),
-            rec("c"),
-            rec("L"),
-            Record::new(key("x"), value("x2")),
-        ];
-        let mut journal = e0.encode();
-        journal.extend(e1.encode());
-        let (pool, journal, events) = recover(encode_pool(&now), journal);
-        assert!(journal.is_empty());
-        assert!(
-            events.contains(&JobEvent::JournalFollowUp {
-                pool: PoolId::Guest,
-                slot: 3
-            }),
-            "{events:?}"
+        let mut journal = journal_entry(PoolId::Guest, &delete, &pre_of(&delete, &before)).encode();
+        journal.extend(
+            journal_entry(PoolId::Guest, &follow_up, &pre_of(&follow_up, &crashed)).encode(),
         );
-        // "L" once, "x" with its new value, nothing lost.
-        let want = vec![
-            rec("a"),
-            rec("L"),
-            rec("c"),
-            Record::new(key("x"), value("x2")),
+        journal
+    }
+
+    /// Recovers `now` with [`crashed_delete_with_follow_up`]'s journal: the follow-up
+    /// removal recovery planned (none: `None`) and the file it left.
+    fn recover_crashed_delete(now: &[Record]) -> (Option<u32>, Vec<u8>) {
+        let (pool, journal, events) = recover(encode_pool(now), crashed_delete_with_follow_up());
+        assert!(journal.is_empty());
+        let planned = events.iter().find_map(|e| match e {
+            JobEvent::JournalFollowUp { slot, .. } => Some(*slot),
+            _ => None,
+        });
+        (planned, pool)
+    }
+
+    #[test]
+    fn a_follow_up_that_cannot_be_finished_is_planned_again() {
+        // After the power loss the other program rewrote "x" in place: the follow-up's
+        // record to cut is no longer there, so that entry cannot be finished.
+        let x2 = Record::new(key("x"), value("x2"));
+        let now = [
+            rec_of("a"),
+            rec_of("L"),
+            rec_of("c"),
+            rec_of("L"),
+            x2.clone(),
         ];
-        assert_eq!(pool, encode_pool(&want));
+        let (planned, pool) = recover_crashed_delete(&now);
+        assert_eq!(planned, Some(3));
+        // "L" once, "x" with its new value, nothing lost.
+        assert_eq!(
+            pool,
+            encode_pool(&[rec_of("a"), rec_of("L"), rec_of("c"), x2])
+        );
     }
 
     #[test]
     fn a_follow_up_that_finishes_elsewhere_leaves_the_removal_owed() {
-        let rec = |k: &str| Record::new(key(k), value(k));
-        let pre = |m: &Mutation, records: &[Record]| -> BTreeMap<u32, RecordBytes> {
-            m.touched_existing_slots()
-                .map(|s| (s, records[s as usize].encode()))
-                .collect()
-        };
-        // DELETE "b" from [a b c L], crashed after its post, before its cut; another
-        // program appended "x"; a recovery journaled the removal of slot 3 (moving "x"
-        // down) and lost the power before writing it.
-        let before = vec![rec("a"), rec("b"), rec("c"), rec("L")];
-        let Plan::Write(delete) = Pool::from_records(before.clone()).plan_delete(&key("b")) else {
-            panic!("a delete")
-        };
-        let e0 = journal_entry(PoolId::Guest, &delete, &pre(&delete, &before));
-        let crashed = vec![rec("a"), rec("L"), rec("c"), rec("L"), rec("x")];
-        let follow_up = Pool::from_records(crashed.clone()).plan_remove_slot(3);
-        let e1 = journal_entry(PoolId::Guest, &follow_up, &pre(&follow_up, &crashed));
-        // Then the other program deleted "c" by copying the later records down: slot 3
-        // holds "x" (the follow-up's post image) and the copy of "L" sits in slot 2.
-        let now = vec![rec("a"), rec("L"), rec("L"), rec("x")];
-        let mut journal = e0.encode();
-        journal.extend(e1.encode());
-        let (pool, journal, events) = recover(encode_pool(&now), journal);
-        assert!(journal.is_empty());
-        assert!(
-            events.contains(&JobEvent::JournalFollowUp {
-                pool: PoolId::Guest,
-                slot: 2
-            }),
-            "{events:?}"
-        );
-        assert_eq!(pool, encode_pool(&[rec("a"), rec("L"), rec("x")]));
+        // After the power loss the other program deleted "c" by copying the later
+        // records down: slot 3 holds "x" (the follow-up's post image) and the copy of
+        // "L" sits in slot 2.
+        let now = [rec_of("a"), rec_of("L"), rec_of("L"), rec_of("x")];
+        let (planned, pool) = recover_crashed_delete(&now);
+        assert_eq!(planned, Some(2));
+        assert_eq!(pool, encode_pool(&[rec_of("a"), rec_of("L"), rec_of("x")]));
     }
 
     #[test]
@@ -2088,11 +2081,7 @@ mod tests {
             let Plan::Write(m) = pool.plan_delete(&key(k)) else {
                 panic!("a delete")
             };
-            let pre = m
-                .touched_existing_slots()
-                .map(|s| (s, records[s as usize].encode()))
-                .collect();
-            (journal_entry(PoolId::Guest, &m, &pre), pool)
+            (journal_entry(PoolId::Guest, &m, &pre_of(&m, records)), pool)
         };
         // [A X A]: deleting X moves the last A into the hole; the A in slot 0 is its
         // twin, which a stale entry's recovery would take for a moved-down copy.
