@@ -165,6 +165,9 @@ pub struct World {
     /// Since when the daemon has said it serves while the kernel holds no registration
     /// from it (`check_registered`).
     unregistered_since: Option<Instant>,
+    /// Linux: reset the device the next time the daemon holds a request
+    /// (`reset_while_held`).
+    reset_armed: bool,
     crash_pending: bool,
     model: Model,
     auto: ExpectedAuto,
@@ -292,6 +295,7 @@ impl World {
             last_reply: None,
             host_kernel: host_wire::Kernel::FreeBsd,
             unregistered_since: None,
+            reset_armed: false,
             violation: None,
         }
     }
@@ -1170,7 +1174,16 @@ impl World {
             140..=164 => Some(Action::Slow(Duration::from_millis(f.range(100, 7000)))),
             165..=464 => Some(Action::Outside(PoolId::Guest, self.random_outside())),
             465..=489 => self.host_key_duplicate(),
-            490..=499 if self.host_kernel == host_wire::Kernel::Linux => Some(Action::DeviceReset),
+            // Half of them now, while the host is idle; half armed for the next request
+            // the daemon holds (`reset_while_held`).
+            490..=499 if self.host_kernel == host_wire::Kernel::Linux => {
+                if f.chance(1, 2) {
+                    Some(Action::DeviceReset)
+                } else {
+                    self.reset_armed = true;
+                    None
+                }
+            }
             _ => None,
         };
         if let Some(a) = action {
@@ -1226,6 +1239,7 @@ impl World {
     fn host_turn(&mut self) {
         self.vss_host_turn();
         self.check_registered();
+        self.reset_while_held();
         if self.outstanding.is_some()
             || self.now < self.next_host_at
             || self.daemon.is_none()
@@ -1399,6 +1413,22 @@ impl World {
             self.fail(
                 "the daemon serves, but the kernel has had no registration from it for 1 s".into(),
             );
+        }
+    }
+
+    /// An armed reset, done while the daemon holds a request it has not answered (a
+    /// slow effect, a file job): the kernel fails that request for the host, the daemon
+    /// drops it (`RequestLostToReopen`) and registers again; a change it had begun goes
+    /// on and lands, as after any failed reply.
+    fn reset_while_held(&mut self) {
+        let held = self
+            .outstanding
+            .as_ref()
+            .is_some_and(|o| o.delivered_to == Some(self.generation));
+        let busy = self.daemon.as_ref().is_some_and(|d| !d.machine.is_idle());
+        if self.reset_armed && held && busy {
+            self.reset_armed = false;
+            self.device_reset();
         }
     }
 
