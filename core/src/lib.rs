@@ -7,6 +7,7 @@
 //! exercised under the simulator's faults. See `ARCHITECTURE.md` at the repository root.
 
 pub mod kvp;
+pub mod layout;
 pub mod limits;
 pub mod time;
 

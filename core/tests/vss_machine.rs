@@ -27,7 +27,7 @@ use hvguest_core::vss::hooks::{HookEntry, HookFailure, Skip};
 use hvguest_core::vss::machine::{Budget, VssConfig, VssEvent, VssMachine, VssOutput};
 use hvguest_core::vss::policy::{FsAction, Mount, PolicyError};
 use hvguest_core::vss::wire::{
-    decode_read, OptMsg, VssOp, VssRead, IOCHVVSSREAD, IOCHVVSSWRITE, UFSRESUME, UFSSUSPEND,
+    decode_read, Echo, OptMsg, VssOp, VssRead, IOCHVVSSREAD, IOCHVVSSWRITE, UFSRESUME, UFSSUSPEND,
     VSS_FAIL, VSS_MSG_SIZE, VSS_SUCCESS,
 };
 use proptest::prelude::*;
@@ -545,8 +545,11 @@ impl<M: Machine> Driver<M> {
     fn writes_since(&self, mark: usize) -> Vec<(Instant, [u8; VSS_MSG_SIZE])> {
         self.log[mark..]
             .iter()
-            .filter_map(|r| match r.out {
-                VssOutput::DeviceWrite(b) => Some((r.at, b)),
+            .filter_map(|r| match &r.out {
+                VssOutput::DeviceWrite(b) => Some((
+                    r.at,
+                    b.as_slice().try_into().expect("FreeBSD answers are 64 bytes"),
+                )),
                 _ => None,
             })
             .collect()
@@ -686,7 +689,8 @@ fn wire_spec_8_2_vectors() {
         decode_read(&read),
         VssRead::Request {
             op: VssOp::Freeze,
-            msgid: MSGID
+            msgid: MSGID,
+            echo: Echo::FreeBsd(OptMsg::decode(&read).unwrap()),
         }
     );
     let msg = OptMsg::decode(&read).unwrap();
@@ -718,7 +722,8 @@ fn wire_spec_8_2_vectors() {
         decode_read(&check),
         VssRead::Request {
             op: VssOp::Check,
-            msgid: MSGID
+            msgid: MSGID,
+            echo: Echo::FreeBsd(OptMsg::decode(&check).unwrap()),
         }
     );
     let mut thaw = read;
@@ -727,7 +732,8 @@ fn wire_spec_8_2_vectors() {
         decode_read(&thaw),
         VssRead::Request {
             op: VssOp::Thaw,
-            msgid: MSGID
+            msgid: MSGID,
+            echo: Echo::FreeBsd(OptMsg::decode(&thaw).unwrap()),
         }
     );
     assert_eq!(msg_bytes(1, 0, MSGID), check);
@@ -815,11 +821,11 @@ fn wire_invalid_reads_get_a_failure_echo() {
         );
         assert_eq!(
             d.events(),
-            vec![VssEvent::Invalid(OptMsg {
+            vec![VssEvent::Invalid(Echo::FreeBsd(OptMsg {
                 opt,
                 status: 0,
                 msgid
-            })]
+            }))]
         );
         assert!(d.m.is_idle());
 

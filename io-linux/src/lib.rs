@@ -8,3 +8,4 @@ pub mod kvp_device;
 pub mod mounts;
 pub mod net;
 pub mod paths;
+pub mod vss_device;

@@ -570,8 +570,11 @@ fn event_level(e: &VssEvent) -> Level {
         | VssEvent::WatchdogThaw { .. }
         | VssEvent::FreezeCapReached { .. }
         | VssEvent::FreezerExited { .. }
-        | VssEvent::AnswerLost { .. } => Level::Warn,
+        | VssEvent::AnswerLost { .. }
+        | VssEvent::DeviceReopened
+        | VssEvent::AnswerDropped { .. } => Level::Warn,
         VssEvent::Request { .. }
+        | VssEvent::Registered
         | VssEvent::Answered { .. }
         | VssEvent::HookSkipped { .. }
         | VssEvent::Suspended { .. }

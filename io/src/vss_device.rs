@@ -1,6 +1,8 @@
-//! The VSS devices: `/dev/hv_fsvss_dev` and `/dev/hv_appvss_dev` (ioctl READ/WRITE of a
-//! 64-byte message, docs/protocol/vss.md §1.2), or a Unix `SOCK_SEQPACKET` socket emulating
-//! one: a datagram received is what READ returns, a datagram sent is what WRITE passes.
+//! The VSS devices: FreeBSD's `/dev/hv_fsvss_dev` and `/dev/hv_appvss_dev` (ioctl
+//! READ/WRITE of a 64-byte message, docs/protocol/vss.md §1.2), Linux's
+//! `/dev/vmbus/hv_vss` (read/write of 12 bytes, docs/protocol/linux.md §2), or a Unix
+//! `SOCK_SEQPACKET` socket emulating either: a datagram received is what one read
+//! returns, a datagram sent is what one write passes.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -19,7 +21,8 @@ pub enum VssDevice {
 }
 
 pub enum VssRead {
-    Message([u8; VSS_MSG_SIZE]),
+    /// One message as the device gave it (its length is the core's to judge).
+    Message(Vec<u8>),
     NotReady,
     Closed,
 }
@@ -51,32 +54,24 @@ impl VssDevice {
     pub fn read(&self) -> io::Result<VssRead> {
         match self {
             VssDevice::Socket(s) => {
+                // One more byte than the largest message: a longer datagram is seen
+                // as one of the wrong length, not cut to the right one.
                 let mut buf = [0u8; VSS_MSG_SIZE + 1];
                 loop {
                     return match socket::recv(s.as_raw_fd(), &mut buf, MsgFlags::empty()) {
                         Ok(0) => Ok(VssRead::Closed),
-                        Ok(n) => {
-                            // A datagram of another size is not a message: the core
-                            // treats it as nothing to do, as a failed READ.
-                            let mut m = [0u8; VSS_MSG_SIZE];
-                            let k = n.min(VSS_MSG_SIZE);
-                            m[..k].copy_from_slice(&buf[..k]);
-                            if n != VSS_MSG_SIZE {
-                                m[4..8].copy_from_slice(&1u32.to_le_bytes());
-                            }
-                            Ok(VssRead::Message(m))
-                        }
+                        Ok(n) => Ok(VssRead::Message(buf[..n].to_vec())),
                         Err(nix::errno::Errno::EINTR) => continue,
                         Err(nix::errno::Errno::EAGAIN) => Ok(VssRead::NotReady),
                         Err(e) => Err(io::Error::from(e)),
                     };
                 }
             }
-            VssDevice::Char(f) => hvguest_io_freebsd::vss_device::read(f).map(VssRead::Message),
+            VssDevice::Char(f) => system_read(f).map(VssRead::Message),
         }
     }
 
-    pub fn write(&self, m: &[u8; VSS_MSG_SIZE]) -> io::Result<()> {
+    pub fn write(&self, m: &[u8]) -> io::Result<()> {
         match self {
             VssDevice::Socket(s) => loop {
                 match socket::send(s.as_raw_fd(), m, MsgFlags::MSG_NOSIGNAL) {
@@ -85,7 +80,30 @@ impl VssDevice {
                     Err(e) => return Err(io::Error::from(e)),
                 }
             },
-            VssDevice::Char(f) => hvguest_io_freebsd::vss_device::write(f, m),
+            VssDevice::Char(f) => system_write(f, m),
         }
     }
+}
+
+#[cfg(target_os = "freebsd")]
+fn system_read(f: &File) -> io::Result<Vec<u8>> {
+    hvguest_io_freebsd::vss_device::read(f).map(|m| m.to_vec())
+}
+
+#[cfg(target_os = "freebsd")]
+fn system_write(f: &File, m: &[u8]) -> io::Result<()> {
+    let m: &[u8; VSS_MSG_SIZE] = m
+        .try_into()
+        .map_err(|_| io::Error::from_raw_os_error(nix::libc::EINVAL))?;
+    hvguest_io_freebsd::vss_device::write(f, m)
+}
+
+#[cfg(not(target_os = "freebsd"))]
+fn system_read(f: &File) -> io::Result<Vec<u8>> {
+    hvguest_io_linux::vss_device::read(f)
+}
+
+#[cfg(not(target_os = "freebsd"))]
+fn system_write(f: &File, m: &[u8]) -> io::Result<()> {
+    hvguest_io_linux::vss_device::write(f, m)
 }

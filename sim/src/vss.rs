@@ -497,7 +497,7 @@ pub fn program_result(
 }
 
 /// Failure written by a machine, as the kernel reads it.
-pub fn status_ok(bytes: &[u8; 64]) -> bool {
+pub fn status_ok(bytes: &[u8]) -> bool {
     OptMsg::decode(bytes).is_some_and(|m| m.status == VSS_SUCCESS)
 }
 

@@ -18,16 +18,7 @@ use crate::limits::{
     LINUX_KVP_REPLY_BUDGET,
 };
 
-/// Which kernel's KVP device the messages are for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub enum Layout {
-    /// FreeBSD's `/dev/hv_kvp_dev` (docs/protocol/kvp.md).
-    #[default]
-    FreeBsd,
-    /// Linux's `/dev/vmbus/hv_kvp` (docs/protocol/linux.md §1).
-    Linux,
-}
+pub use crate::layout::Layout;
 
 /// Linux's registration op (`KVP_OP_REGISTER1`, docs/protocol/linux.md §1.3); FreeBSD's
 /// is the legacy 4.
@@ -37,21 +28,6 @@ const FREEBSD_REGISTER: u8 = 4;
 const VERSION_FIELD: usize = 512;
 
 impl Layout {
-    pub fn name(self) -> &'static str {
-        match self {
-            Layout::FreeBsd => "freebsd",
-            Layout::Linux => "linux",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Layout> {
-        match name {
-            "freebsd" => Some(Layout::FreeBsd),
-            "linux" => Some(Layout::Linux),
-            _ => None,
-        }
-    }
-
     /// Bytes per message, read and written whole.
     pub const fn message_size(self) -> usize {
         match self {

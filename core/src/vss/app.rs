@@ -21,7 +21,7 @@ use crate::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use crate::vss::hooks;
 use crate::vss::machine::{Budget, VssEvent, VssOutput};
 use crate::vss::rules;
-use crate::vss::wire::{decode_read, OptMsg, VssOp, VssRead};
+use crate::vss::wire::{decode_read, Layout, OptMsg, VssOp, VssRead};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AppWork {
@@ -194,7 +194,9 @@ impl AppMachine {
                 self.in_flight = None;
                 self.advance(Some(result));
             }
-            VssInput::EffectDone { .. } | VssInput::FreezerExited => {}
+            // The application device exists only on FreeBSD, whose devices are never
+            // reopened.
+            VssInput::EffectDone { .. } | VssInput::FreezerExited | VssInput::DeviceReopened => {}
             VssInput::Timer => {
                 // A THAW whose thaw work runs long (the daemon may have used most of the
                 // 15 s before the kernel passed it on) is answered by its deadline; the
@@ -236,7 +238,8 @@ impl AppMachine {
                     .push_back(VssOutput::Event(VssEvent::AnswerLost { msgid, error }));
                 // Our OK to FREEZE never reached the kernel, which will never send the
                 // THAW for it: thaw now rather than at the auto-thaw.
-                if VssInput::is_freeze_ok(&bytes) && self.frozen() && self.batch.is_none() {
+                if Layout::FreeBsd.may_be_freeze_ok(&bytes) && self.frozen() && self.batch.is_none()
+                {
                     self.start_thaw(None);
                 }
             }
@@ -288,7 +291,7 @@ impl AppMachine {
 
     fn answer(&mut self, req: Req, ok: bool) {
         self.outputs
-            .push_back(VssOutput::DeviceWrite(req.msg.reply(ok).encode()));
+            .push_back(VssOutput::DeviceWrite(req.msg.reply(ok).encode().to_vec()));
         self.outputs.push_back(VssOutput::Event(VssEvent::Answered {
             op: req.op,
             msgid: req.msg.msgid,
@@ -301,12 +304,12 @@ impl AppMachine {
             VssRead::Nothing => return,
             VssRead::Invalid(m) => {
                 self.outputs
-                    .push_back(VssOutput::DeviceWrite(m.reply(false).encode()));
+                    .push_back(VssOutput::DeviceWrite(m.reply(false)));
                 self.outputs
                     .push_back(VssOutput::Event(VssEvent::Invalid(m)));
                 return;
             }
-            VssRead::Request { op, msgid } => (op, OptMsg::request(op, msgid)),
+            VssRead::Request { op, msgid, .. } => (op, OptMsg::request(op, msgid)),
         };
         let b = &self.cfg.budget;
         let used = b.used(msg.msgid, realtime_ns);

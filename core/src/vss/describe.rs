@@ -83,7 +83,25 @@ impl fmt::Display for VssEvent {
                 f,
                 "answered failure to a device message we cannot carry out (operation {}, \
                  message {})",
-                m.opt, m.msgid
+                m.op_code(),
+                m.msgid()
+            ),
+            VssEvent::Registered => {
+                write!(
+                    f,
+                    "registered with the kernel's VSS driver: backups can start"
+                )
+            }
+            VssEvent::DeviceReopened => write!(
+                f,
+                "the VSS device failed and was opened again; registering again (a request \
+                 read before is failed by the kernel, and its answer is not written)"
+            ),
+            VssEvent::AnswerDropped { op, msgid } => write!(
+                f,
+                "the answer to the host's {} (message {msgid}) is not written: the device \
+                 was reopened since, and the kernel has failed that request",
+                op.name()
             ),
             VssEvent::Vetoed(e) => write!(f, "refused the backup: {e}"),
             VssEvent::HookSkipped { name, why } => {

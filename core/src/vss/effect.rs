@@ -108,7 +108,8 @@ pub enum VssResult {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VssInput {
-    /// One READ of the device: its 64 bytes, and the real-time clock (ns since the
+    /// One READ of the device: its bytes (FreeBSD: 64; Linux: 12, or the 4 of the
+    /// registration's answer), and the real-time clock (ns since the
     /// epoch) when it was read, to tell how much of the kernel's 15 s is left (the
     /// kernel's msgid is the real-time clock when the host's message arrived).
     DeviceRead {
@@ -134,14 +135,8 @@ pub enum VssInput {
         bytes: Vec<u8>,
         error: IoError,
     },
-}
-
-impl VssInput {
-    /// Whether `bytes` is an OK answer to a FREEZE (what a lost answer must undo).
-    pub fn is_freeze_ok(bytes: &[u8]) -> bool {
-        crate::vss::wire::OptMsg::decode(bytes).is_some_and(|m| {
-            m.opt == crate::vss::wire::VssOp::Freeze as u32
-                && m.status == crate::vss::wire::VSS_SUCCESS
-        })
-    }
+    /// The device failed and was opened again (Linux: the integration service switched
+    /// off and on, hibernation). The machine registers again; what it owed the closed
+    /// device is never written.
+    DeviceReopened,
 }

@@ -45,7 +45,7 @@ use crate::vss::hooks::{self, HookFailure, Skip};
 use crate::vss::policy::{FreezePlan, Policy, PolicyError};
 use crate::vss::prune;
 use crate::vss::rules;
-use crate::vss::wire::{decode_read, OptMsg, VssOp, VssRead, VSS_MSG_SIZE};
+use crate::vss::wire::{Echo, Layout, VssOp, VssRead};
 
 /// How the kernel's 15 s are spent (the defaults add up to 13 s for the daemon's
 /// FREEZE, leaving the application helper, which runs first, about 2 s).
@@ -99,6 +99,8 @@ impl Default for Budget {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VssConfig {
+    /// Which kernel's device: its messages, and whether it wants a registration.
+    pub layout: Layout,
     pub policy: Policy,
     /// The hook directory; `None` runs no hooks.
     pub hook_dir: Option<String>,
@@ -119,6 +121,7 @@ pub struct VssConfig {
 impl Default for VssConfig {
     fn default() -> VssConfig {
         VssConfig {
+            layout: Layout::FreeBsd,
             policy: Policy::default(),
             hook_dir: None,
             budget: Budget::default(),
@@ -142,7 +145,13 @@ pub enum VssEvent {
         ok: bool,
     },
     /// A READ we cannot carry out, answered with failure.
-    Invalid(OptMsg),
+    Invalid(Echo),
+    /// The kernel answered our registration: requests can come.
+    Registered,
+    /// The device was closed and opened again (after it failed): registering again. An
+    /// answer still owed to a request read before is never written; the kernel has
+    /// failed that request already.
+    DeviceReopened,
     Vetoed(PolicyError),
     HookSkipped {
         name: String,
@@ -213,12 +222,21 @@ pub enum VssEvent {
         msgid: u64,
         error: IoError,
     },
+    /// An answer owed to a request read before the device was reopened: not written.
+    AnswerDropped {
+        op: VssOp,
+        msgid: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VssOutput {
-    DeviceWrite([u8; VSS_MSG_SIZE]),
-    Effect { id: EffectId, effect: VssEffect },
+    /// One whole message for the device: its layout's size.
+    DeviceWrite(Vec<u8>),
+    Effect {
+        id: EffectId,
+        effect: VssEffect,
+    },
     Event(VssEvent),
     Exit,
 }
@@ -226,8 +244,12 @@ pub enum VssOutput {
 #[derive(Clone, Copy, Debug)]
 struct Req {
     op: VssOp,
-    msg: OptMsg,
+    /// FreeBSD's msgid, or the time a Linux request was read (`VssRead::Request`).
+    msgid: u64,
+    echo: Echo,
     reply_by: Instant,
+    /// The device opening it was read from ([`VssMachine::opening`]).
+    opening: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,6 +364,13 @@ pub struct VssMachine {
     held: Vec<VssEvent>,
     outputs: VecDeque<VssOutput>,
     next_effect: u64,
+    /// Counts the device's openings: an answer goes only to the opening its request
+    /// came from.
+    opening: u32,
+    /// Our registration is written and the kernel's answer not read yet.
+    awaiting_registration: bool,
+    /// The msgid of the last answer written (what a lost Linux answer names).
+    last_answered: u64,
 }
 
 fn step_name(s: FreezeStage) -> &'static str {
@@ -365,6 +394,7 @@ impl VssMachine {
             panic!("VssMachine configuration breaks a rule: {e}");
         }
         let mut m = VssMachine::bare(cfg, now);
+        m.register();
         if m.cfg.hook_dir.is_some() {
             m.thaw_chain(ThawWhy::Startup, None, ThawStage::ListHooks);
             m.effect(
@@ -396,7 +426,23 @@ impl VssMachine {
             held: Vec::new(),
             outputs: VecDeque::new(),
             next_effect: 0,
+            opening: 0,
+            awaiting_registration: false,
+            last_answered: 0,
         }
+    }
+
+    /// Writes the layout's registration, if it has one, and waits for its answer.
+    fn register(&mut self) {
+        if let Some(m) = self.cfg.layout.vss_registration() {
+            self.outputs.push_back(VssOutput::DeviceWrite(m));
+            self.awaiting_registration = true;
+        }
+    }
+
+    /// Whether the kernel has answered our registration (always, on FreeBSD).
+    pub fn registered(&self) -> bool {
+        !self.awaiting_registration
     }
 
     pub fn poll_output(&mut self) -> Option<VssOutput> {
@@ -476,11 +522,24 @@ impl VssMachine {
     }
 
     fn answer(&mut self, req: Req, ok: bool) {
+        if req.opening != self.opening {
+            // Read from a device since closed: this opening has no such request. An OK
+            // to FREEZE the host never saw must not leave us frozen.
+            self.event(VssEvent::AnswerDropped {
+                op: req.op,
+                msgid: req.msgid,
+            });
+            if ok && req.op == VssOp::Freeze {
+                self.undo_unseen_freeze();
+            }
+            return;
+        }
         self.outputs
-            .push_back(VssOutput::DeviceWrite(req.msg.reply(ok).encode()));
+            .push_back(VssOutput::DeviceWrite(req.echo.reply(ok)));
+        self.last_answered = req.msgid;
         self.event(VssEvent::Answered {
             op: req.op,
-            msgid: req.msg.msgid,
+            msgid: req.msgid,
             ok,
         });
     }
@@ -515,6 +574,11 @@ impl VssMachine {
             VssInput::Timer => self.on_timer(),
             VssInput::FreezerExited => self.on_freezer_exit(),
             VssInput::AnswerLost { bytes, error } => self.on_answer_lost(&bytes, error),
+            VssInput::DeviceReopened => {
+                self.opening = self.opening.wrapping_add(1);
+                self.event(VssEvent::DeviceReopened);
+                self.register();
+            }
             VssInput::Shutdown | VssInput::DeviceFailed(_) => {
                 if let VssInput::DeviceFailed(e) = input {
                     self.event(VssEvent::DeviceFailed(e));
@@ -578,28 +642,32 @@ impl VssMachine {
     }
 
     fn on_read(&mut self, bytes: &[u8], realtime_ns: u64) {
-        let (op, msg) = match decode_read(bytes) {
+        if self.awaiting_registration && self.cfg.layout.is_vss_registration_answer(bytes) {
+            self.awaiting_registration = false;
+            self.event(VssEvent::Registered);
+            return;
+        }
+        let (op, msgid, echo) = match self.cfg.layout.decode_vss_read(bytes, realtime_ns) {
             VssRead::Nothing => return,
             VssRead::Invalid(m) => {
                 self.outputs
-                    .push_back(VssOutput::DeviceWrite(m.reply(false).encode()));
+                    .push_back(VssOutput::DeviceWrite(m.reply(false)));
                 self.event(VssEvent::Invalid(m));
                 return;
             }
-            VssRead::Request { op, msgid } => (op, OptMsg::request(op, msgid)),
+            VssRead::Request { op, msgid, echo } => (op, msgid, echo),
         };
         let b = &self.cfg.budget;
-        let used = b.used(msg.msgid, realtime_ns);
+        let used = b.used(msgid, realtime_ns);
         let left = b.kernel.saturating_sub(used).saturating_sub(b.margin);
         let req = Req {
             op,
-            msg,
+            msgid,
+            echo,
             reply_by: self.now.saturating_add(left),
+            opening: self.opening,
         };
-        self.event(VssEvent::Request {
-            op,
-            msgid: msg.msgid,
-        });
+        self.event(VssEvent::Request { op, msgid });
         // The request gets its whole time: the rest of the prune waits for the next
         // successful THAW.
         if self.stop_prune() {
@@ -834,8 +902,7 @@ impl VssMachine {
             {
                 if stage == FreezeStage::Snapshot {
                     let pool = f.plan.snapshot_pools[f.next - 1].clone();
-                    let snapshot =
-                        format!("{pool}@{}{}", self.cfg.snapshot_prefix, f.req.msg.msgid);
+                    let snapshot = format!("{pool}@{}{}", self.cfg.snapshot_prefix, f.req.msgid);
                     if !self.snapshotted.contains(&pool) {
                         self.snapshotted.push(pool);
                     }
@@ -925,7 +992,7 @@ impl VssMachine {
                     if let Some(pool) = f.plan.snapshot_pools.get(f.next).cloned() {
                         f.next += 1;
                         let snapshot =
-                            format!("{pool}@{}{}", self.cfg.snapshot_prefix, f.req.msg.msgid);
+                            format!("{pool}@{}{}", self.cfg.snapshot_prefix, f.req.msgid);
                         self.freeze_effect(
                             VssEffect::ZfsSnapshot {
                                 snapshot,
@@ -1253,9 +1320,22 @@ impl VssMachine {
     }
 
     fn on_answer_lost(&mut self, bytes: &[u8], error: IoError) {
-        let msgid = OptMsg::decode(bytes).map_or(0, |m| m.msgid);
+        let msgid = match self.cfg.layout {
+            Layout::FreeBsd => crate::vss::wire::OptMsg::decode(bytes).map_or(0, |m| m.msgid),
+            // Linux's answers carry no name: the driver reports a failed write before
+            // the machine runs again, so it is the last one written.
+            Layout::Linux => self.last_answered,
+        };
         self.event(VssEvent::AnswerLost { msgid, error });
-        if !VssInput::is_freeze_ok(bytes) || self.frozen_since.is_none() {
+        if self.cfg.layout.may_be_freeze_ok(bytes) {
+            self.undo_unseen_freeze();
+        }
+    }
+
+    /// An OK to FREEZE never reached the kernel: the host will fail the FREEZE and may
+    /// never send its THAW, so thaw now (or as soon as the running chain ends).
+    fn undo_unseen_freeze(&mut self) {
+        if self.frozen_since.is_none() {
             return;
         }
         if self.chain.is_none() {

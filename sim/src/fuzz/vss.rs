@@ -10,7 +10,7 @@ use hvguest_core::vss::app::{AppConfig, AppMachine, AppWork};
 use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use hvguest_core::vss::hooks::{self, HookEntry};
 use hvguest_core::vss::machine::{VssConfig, VssMachine, VssOutput};
-use hvguest_core::vss::wire::{decode_read, OptMsg, VssRead, VSS_MSG_SIZE};
+use hvguest_core::vss::wire::{decode_read, Echo, OptMsg, VssRead, VSS_MSG_SIZE};
 use hvguest_core::Instant;
 
 /// Any bytes decode to one of the three READ results; a message of the right size
@@ -25,13 +25,14 @@ pub fn vss_message(data: &[u8]) {
     assert_eq!(OptMsg::decode(&m.encode()), Some(m));
     match read {
         VssRead::Nothing => assert_ne!(m.status, 0),
-        VssRead::Request { op, msgid } => {
+        VssRead::Request { op, msgid, echo } => {
             assert_eq!((op as u32, msgid, m.status), (m.opt, m.msgid, 0));
             assert_ne!(msgid, 0);
+            assert_eq!(echo, Echo::FreeBsd(m));
         }
         VssRead::Invalid(inv) => {
-            assert_eq!(inv, m);
-            let r = inv.reply(false);
+            assert_eq!(inv, Echo::FreeBsd(m));
+            let r = OptMsg::decode(&inv.reply(false)).expect("a FreeBSD answer is 64 bytes");
             assert_eq!((r.opt, r.msgid), (m.opt, m.msgid));
             assert_ne!(r.status, 0, "an invalid request is never answered OK");
         }
@@ -207,8 +208,8 @@ impl<M: Machine> Driver<M> {
     fn read(&mut self, bytes: Vec<u8>, realtime_ns: u64) {
         match decode_read(&bytes) {
             VssRead::Nothing => {}
-            VssRead::Request { op, msgid } => self.unanswered.push((op as u32, msgid)),
-            VssRead::Invalid(m) => self.unanswered.push((m.opt, m.msgid)),
+            VssRead::Request { op, msgid, .. } => self.unanswered.push((op as u32, msgid)),
+            VssRead::Invalid(m) => self.unanswered.push((m.op_code(), m.msgid())),
         }
         self.input(VssInput::DeviceRead { bytes, realtime_ns });
     }
