@@ -150,6 +150,12 @@ const _: () = assert!(
 /// 15 s from the host's message to its reply, for the whole chain (application helper
 /// and daemon); when it fires the host gets `E_FAIL`.
 pub const VSS_KERNEL_DEADLINE: Duration = Duration::from_secs(15);
+/// Linux's kernel waits this long for the daemon's answer to HOT_BACKUP and THAW
+/// (`HV_UTIL_TIMEOUT`, docs/protocol/linux.md §2.4)...
+pub const LINUX_VSS_DEADLINE: Duration = Duration::from_secs(30);
+/// ...and this long for FREEZE (`VSS_FREEZE_TIMEOUT`). We answer within
+/// [`VSS_KERNEL_DEADLINE`] on both systems, well inside either.
+pub const LINUX_VSS_FREEZE_DEADLINE: Duration = Duration::from_secs(900);
 /// We answer this long before the kernel's deadline.
 pub const VSS_ANSWER_MARGIN: Duration = Duration::from_millis(1000);
 /// Kept free for a rolled-back FREEZE's resume before the answer is due; also the
@@ -232,6 +238,8 @@ const _: () = assert!(
         < VSS_KERNEL_DEADLINE.as_nanos()
 );
 const _: () = assert!(VSS_HOOK.as_nanos() <= VSS_HOOKS_TOTAL.as_nanos());
+const _: () = assert!(VSS_KERNEL_DEADLINE.as_nanos() < LINUX_VSS_DEADLINE.as_nanos());
+const _: () = assert!(LINUX_VSS_DEADLINE.as_nanos() < LINUX_VSS_FREEZE_DEADLINE.as_nanos());
 const _: () = assert!(VSS_WATCHDOG.as_nanos() > VSS_KERNEL_DEADLINE.as_nanos());
 const _: () = assert!(
     VSS_APP_AUTO_THAW.as_nanos() > VSS_WATCHDOG.as_nanos() + VSS_FREEZER_BACKSTOP.as_nanos()

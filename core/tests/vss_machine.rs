@@ -548,7 +548,9 @@ impl<M: Machine> Driver<M> {
             .filter_map(|r| match &r.out {
                 VssOutput::DeviceWrite(b) => Some((
                     r.at,
-                    b.as_slice().try_into().expect("FreeBSD answers are 64 bytes"),
+                    b.as_slice()
+                        .try_into()
+                        .expect("FreeBSD answers are 64 bytes"),
                 )),
                 _ => None,
             })

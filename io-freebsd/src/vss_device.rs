@@ -4,7 +4,13 @@
 use std::fs::File;
 use std::io;
 
-use hvguest_core::vss::wire::VSS_MSG_SIZE;
+use hvguest_core::vss::wire::{Layout, VSS_MSG_SIZE};
+
+/// Where FreeBSD's VSS driver puts the file-system daemon's device.
+pub const PATH: &str = "/dev/hv_fsvss_dev";
+
+/// The message layout of this device.
+pub const LAYOUT: Layout = Layout::FreeBsd;
 
 #[cfg(target_os = "freebsd")]
 mod ioctls {

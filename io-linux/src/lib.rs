@@ -4,6 +4,7 @@
 //! thinnest wrapper of one Linux interface. Every parser of a Linux format compiles
 //! everywhere, so tests and fuzzing run it on any host (docs/protocol/linux.md).
 
+pub mod freeze;
 pub mod kvp_device;
 pub mod mounts;
 pub mod net;

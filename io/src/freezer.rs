@@ -42,7 +42,12 @@ use crate::clock;
 /// How the freezer suspends: for real, or by writing action lines (finding file
 /// systems in the emulated mount table, when there is one).
 pub enum Mode {
-    Real,
+    Real {
+        /// Linux: where the file systems frozen now are recorded (`FrozenRecord`).
+        record: Option<PathBuf>,
+        /// Test mode: refuse any mount point not below this directory.
+        only_under: Option<PathBuf>,
+    },
     Emulated {
         actions: PathBuf,
         mounts: Option<PathBuf>,
@@ -51,13 +56,73 @@ pub enum Mode {
 
 struct Held {
     mount: String,
-    /// The `/dev/ufssuspend` descriptor carrying the suspension (none in emulation).
-    _fd: Option<OwnedFd>,
+    hold: Hold,
 }
 
-/// UFSSUSPEND, or an error off FreeBSD (tests use the emulated freezer).
-fn suspend_real(mount: &str, fsid: Option<Fsid>) -> io::Result<OwnedFd> {
-    hvguest_io_freebsd::ufs::suspend(mount, fsid)
+/// What carries a suspension.
+enum Hold {
+    /// Emulation, or a Linux file system another holder had frozen already.
+    Nothing,
+    /// FreeBSD: the `/dev/ufssuspend` descriptor; closing it resumes.
+    #[allow(dead_code)] // Held for its Drop.
+    Ufs(OwnedFd),
+    /// Linux: thawed by FITHAW on resume (and on drop, should we return early).
+    #[cfg(target_os = "linux")]
+    Frozen(hvguest_io_linux::freeze::Frozen),
+}
+
+/// The real freezer's state: the Linux record and the test mode's limit.
+struct Real {
+    #[cfg(target_os = "linux")]
+    record: Option<hvguest_io_linux::freeze::FrozenRecord>,
+    only_under: Option<PathBuf>,
+}
+
+impl Real {
+    /// UFSSUSPEND on FreeBSD, FIFREEZE on Linux; refused below no `only_under`.
+    fn suspend(&mut self, mount: &str, fsid: Option<Fsid>) -> io::Result<Hold> {
+        if let Some(dir) = &self.only_under {
+            if !Path::new(mount).starts_with(dir) || Path::new(mount) == dir {
+                return Err(io::Error::from_raw_os_error(nix::libc::EPERM));
+            }
+        }
+        self.suspend_system(mount, fsid)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn suspend_system(&mut self, mount: &str, fsid: Option<Fsid>) -> io::Result<Hold> {
+        use hvguest_io_linux::freeze::{freeze, Freeze};
+        let Some(record) = self.record.as_mut() else {
+            // Never freeze what nobody could find again after our death.
+            return Err(io::Error::from_raw_os_error(nix::libc::EPERM));
+        };
+        Ok(match freeze(mount, fsid, record)? {
+            Freeze::Frozen(f) => Hold::Frozen(f),
+            Freeze::AlreadyFrozen => Hold::Nothing,
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn suspend_system(&mut self, mount: &str, fsid: Option<Fsid>) -> io::Result<Hold> {
+        hvguest_io_freebsd::ufs::suspend(mount, fsid).map(Hold::Ufs)
+    }
+
+    /// Ends one suspension: FITHAW (and the record updated) on Linux, the descriptor
+    /// closed on FreeBSD.
+    fn resume(&mut self, hold: Hold) -> io::Result<()> {
+        match hold {
+            Hold::Nothing | Hold::Ufs(_) => Ok(()),
+            #[cfg(target_os = "linux")]
+            Hold::Frozen(f) => {
+                let fsid = f.fsid;
+                f.thaw()?;
+                match self.record.as_mut() {
+                    Some(r) => r.remove(fsid),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
 }
 
 /// The freezer process's whole life: bytes from stdin to [`FreezerCore`], its outputs
@@ -82,7 +147,26 @@ pub fn freezer_main(mode: Mode) -> i32 {
                 return 1;
             }
         },
-        Mode::Real => None,
+        Mode::Real { .. } => None,
+    };
+    let mut real = match &mode {
+        Mode::Real { record, only_under } => {
+            // Only Linux keeps a record: FreeBSD's kernel resumes on a descriptor's close.
+            #[cfg(not(target_os = "linux"))]
+            let _ = record;
+            Real {
+                #[cfg(target_os = "linux")]
+                record: record
+                    .as_deref()
+                    .map(hvguest_io_linux::freeze::FrozenRecord::new),
+                only_under: only_under.clone(),
+            }
+        }
+        Mode::Emulated { .. } => Real {
+            #[cfg(target_os = "linux")]
+            record: None,
+            only_under: None,
+        },
     };
     let mut core = FreezerCore::new(clock::now());
     let mut lines = LineBuffer::default();
@@ -97,18 +181,19 @@ pub fn freezer_main(mode: Mode) -> i32 {
                 match o {
                     FreezerOutput::Suspend { mount, fsid } => {
                         let result = match &mode {
-                            Mode::Real => suspend_real(&mount, fsid).map(Some),
+                            Mode::Real { .. } => real.suspend(&mount, fsid),
                             Mode::Emulated { mounts, .. } => {
-                                suspend_emulated(mounts.as_deref(), &mount, fsid).map(|()| None)
+                                suspend_emulated(mounts.as_deref(), &mount, fsid)
+                                    .map(|()| Hold::Nothing)
                             }
                         };
                         let result = match result {
                             // Logged before it counts: a suspension the emulation cannot
                             // record is undone (its descriptor closed) and reported failed.
-                            Ok(fd) => record(&mut log, "suspend", &mount, "ok").map(|()| {
+                            Ok(hold) => record(&mut log, "suspend", &mount, "ok").map(|()| {
                                 held.push(Held {
                                     mount: mount.clone(),
-                                    _fd: fd,
+                                    hold,
                                 })
                             }),
                             Err(e) => Err(e),
@@ -119,10 +204,15 @@ pub fn freezer_main(mode: Mode) -> i32 {
                     }
                     FreezerOutput::Resume(mount) => {
                         if let Some(i) = held.iter().rposition(|h| h.mount == mount) {
-                            drop(held.remove(i));
+                            if let Err(e) = real.resume(held.remove(i).hold) {
+                                // Nobody to answer: the daemon reads only replies. It
+                                // learns from the record, which still lists it.
+                                eprintln!("freezer: thawing {mount} failed: {e}");
+                            }
                         }
-                        // The descriptor is closed, so the file system is resumed, whatever
-                        // the log says; a resume cannot be undone for a failed log line.
+                        // Resumed (or left in the record for the daemon to retry),
+                        // whatever the log says; a resume cannot be undone for a failed
+                        // log line.
                         let _ = record(&mut log, "resume", &mount, "ok");
                     }
                     FreezerOutput::Reply(line) => {
@@ -136,7 +226,11 @@ pub fn freezer_main(mode: Mode) -> i32 {
                     }
                     FreezerOutput::Exit(code) => {
                         debug_assert!(held.is_empty(), "the core resumes before it exits");
-                        drop(std::mem::take(&mut held));
+                        for h in std::mem::take(&mut held) {
+                            if let Err(e) = real.resume(h.hold) {
+                                eprintln!("freezer: thawing {} failed: {e}", h.mount);
+                            }
+                        }
                         // Exiting either way; the line only tells the emulation's reader.
                         let _ = record(
                             &mut log,
@@ -207,6 +301,8 @@ fn record(log: &mut Option<ActionLog>, action: &str, target: &str, result: &str)
 /// The daemon's side: the running freezer and its pipes.
 pub struct FreezerHandle {
     child: Child,
+    /// Linux: its record of what it froze, thawed by the reaper once it is gone.
+    record: Option<PathBuf>,
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
     lines: LineBuffer,
@@ -220,21 +316,28 @@ pub struct Reaped {
     pub status: io::Result<std::process::ExitStatus>,
     /// It was killed (not left on its own after its stdin closed).
     pub killed: bool,
+    /// Linux: what the reaper found still frozen in the freezer's record after it was
+    /// gone, and thawed (or could not): one sentence each, for the log.
+    pub guardian: Vec<String>,
 }
 
 impl FreezerHandle {
-    /// Starts `exe --freezer [--emulate-actions FILE [--emulate-mounts FILE]]`.
-    pub fn spawn(
-        exe: &Path,
-        actions: Option<&Path>,
-        mounts: Option<&Path>,
-    ) -> io::Result<FreezerHandle> {
+    /// Starts `exe --freezer [--emulate-actions FILE [--emulate-mounts FILE]]`, or for
+    /// real `exe --freezer [--frozen-record FILE] [--only-under DIR]`.
+    pub fn spawn(exe: &Path, how: &FreezerArgs) -> io::Result<FreezerHandle> {
         let mut cmd = Process::new(exe);
         cmd.arg("--freezer");
-        if let Some(a) = actions {
+        if let Some(a) = &how.actions {
             cmd.arg("--emulate-actions").arg(a);
-            if let Some(m) = mounts {
+            if let Some(m) = &how.mounts {
                 cmd.arg("--emulate-mounts").arg(m);
+            }
+        } else {
+            if let Some(r) = &how.record {
+                cmd.arg("--frozen-record").arg(r);
+            }
+            if let Some(d) = &how.only_under {
+                cmd.arg("--only-under").arg(d);
             }
         }
         let mut child = cmd
@@ -254,6 +357,7 @@ impl FreezerHandle {
         .map_err(io::Error::from)?;
         Ok(FreezerHandle {
             child,
+            record: how.record.clone().filter(|_| how.actions.is_none()),
             stdin,
             stdout,
             lines: LineBuffer::default(),
@@ -312,7 +416,7 @@ impl FreezerHandle {
     /// is reaped by a thread, which reports on the channel (and wakes `waker`).
     pub fn close(mut self, waker: Option<Arc<Waker>>) -> Receiver<Reaped> {
         drop(self.stdin.take());
-        reap(self.child, false, waker)
+        reap(self.child, false, waker, self.record)
     }
 
     /// SIGKILL: the kernel closes its descriptors, resuming everything, once the process
@@ -322,24 +426,32 @@ impl FreezerHandle {
         // kill(2) fails only if the child has already exited (been waited for it cannot
         // be: we own it), which is what we want; the reaper collects it either way.
         let _ = self.child.kill();
-        reap(self.child, true, waker)
+        reap(self.child, true, waker, self.record)
     }
 }
 
-/// Waits for `child` in a thread of its own (a freezer stuck inside UFSSUSPEND only dies
-/// when the kernel lets it), then reports.
-fn reap(mut child: Child, killed: bool, waker: Option<Arc<Waker>>) -> Receiver<Reaped> {
+/// Waits for `child` in a thread of its own (a freezer stuck inside UFSSUSPEND or
+/// FIFREEZE only dies when the kernel lets it), then, on Linux, thaws what its record
+/// still lists (a freeze outlives its freezer), then reports.
+fn reap(
+    mut child: Child,
+    killed: bool,
+    waker: Option<Arc<Waker>>,
+    record: Option<PathBuf>,
+) -> Receiver<Reaped> {
     let (tx, rx) = channel();
     let pid = child.id();
     let spawned = std::thread::Builder::new()
         .name("freezer reaper".into())
         .spawn(move || {
             let status = child.wait();
+            let guardian = record.as_deref().map(thaw_recorded).unwrap_or_default();
             // The loop may be gone (the daemon exiting): then nobody needs the report.
             let _ = tx.send(Reaped {
                 pid,
                 status,
                 killed,
+                guardian,
             });
             if let Some(w) = waker {
                 // A failed wake means the poll is gone, and the loop with it.
@@ -355,10 +467,63 @@ fn reap(mut child: Child, killed: bool, waker: Option<Arc<Waker>>) -> Receiver<R
             pid,
             status: Err(e),
             killed,
+            guardian: Vec::new(),
         });
         return rx;
     }
     rx
+}
+
+/// How the daemon starts its freezers.
+#[derive(Clone, Debug, Default)]
+pub struct FreezerArgs {
+    /// Emulation: the action log...
+    pub actions: Option<PathBuf>,
+    /// ...and the emulated mount table.
+    pub mounts: Option<PathBuf>,
+    /// Linux: the record of what is frozen (docs/protocol/linux.md §2.5).
+    pub record: Option<PathBuf>,
+    /// Test mode: no mount point outside this directory.
+    pub only_under: Option<PathBuf>,
+}
+
+/// Thaws what a Linux freezer's record still lists: after its death, at the daemon's
+/// start, and for `hv_vss_daemon --thaw-recorded` (systemd's `ExecStopPost=`). One
+/// sentence per file system found there, for the log; nothing when none was.
+pub fn thaw_recorded(record: &Path) -> Vec<String> {
+    #[cfg(target_os = "linux")]
+    {
+        use hvguest_io_linux::freeze::{thaw_recorded, Thawed};
+        match thaw_recorded(record) {
+            Err(e) => vec![format!(
+                "the record of frozen file systems {} cannot be read or rewritten: {e}; \
+                 if writes hang, thaw by hand with `fsfreeze -u MOUNTPOINT`",
+                record.display()
+            )],
+            Ok(done) => done
+                .into_iter()
+                .map(|(mount, outcome)| match outcome {
+                    Thawed::Thawed => {
+                        format!("{mount} was still frozen by a freezer that is gone; thawed it")
+                    }
+                    Thawed::Gone => format!(
+                        "{mount} was recorded frozen but another file system (or none) is \
+                         mounted there now; left it alone"
+                    ),
+                    Thawed::Failed(e) => format!(
+                        "{mount} is still frozen by a freezer that is gone, and FITHAW \
+                         failed: {e}; run `fsfreeze -u {mount}`"
+                    ),
+                })
+                .collect(),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // FreeBSD's suspensions end with their descriptors: nothing is ever recorded.
+        let _ = record;
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
@@ -387,7 +552,7 @@ mod tests {
         let exe = stubborn(&dir, 3);
         let h = {
             let _lock = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            FreezerHandle::spawn(&exe, None, None).unwrap()
+            FreezerHandle::spawn(&exe, &FreezerArgs::default()).unwrap()
         };
         let start = Instant::now();
         let reaped = h.close(None);
@@ -407,7 +572,7 @@ mod tests {
         // Killing does not wait either; the reaper reports it.
         let h = {
             let _lock = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            FreezerHandle::spawn(&exe, None, None).unwrap()
+            FreezerHandle::spawn(&exe, &FreezerArgs::default()).unwrap()
         };
         let start = Instant::now();
         let reaped = h.kill(None);

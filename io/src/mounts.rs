@@ -94,6 +94,18 @@ pub fn system() -> Result<Vec<Mount>, MountsError> {
     table.map_err(MountsError::System)
 }
 
+/// Test mode (`--only-under DIR`): only the mounts strictly below `dir`, the ones a
+/// test made itself; everything when there is no limit.
+pub fn only_under(table: Vec<Mount>, dir: Option<&Path>) -> Vec<Mount> {
+    match dir {
+        None => table,
+        Some(d) => table
+            .into_iter()
+            .filter(|m| Path::new(&m.path).starts_with(d) && Path::new(&m.path) != d)
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +162,19 @@ mod tests {
         let linux = parse_proc_mounts("/dev/sdb1 /mnt/with\\040space ext4 rw 0 0\n");
         assert_eq!(linux[0].path, "/mnt/with space");
         assert_eq!(linux[0].fsid, None);
+    }
+
+    #[test]
+    fn only_under_keeps_what_lies_below() {
+        let p = Path::new("m");
+        let t =
+            parse_emulated(p, "ufs / rw a\nufs /t rw b\nufs /t/x rw c\nufs /tx rw d\n").unwrap();
+        let paths = |v: Vec<Mount>| v.into_iter().map(|m| m.path).collect::<Vec<_>>();
+        assert_eq!(
+            paths(only_under(t.clone(), Some(Path::new("/t")))),
+            ["/t/x"]
+        );
+        assert_eq!(paths(only_under(t, None)).len(), 4);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The configuration file of `hv_vss_daemon` and `hv_vss_app`, by default
-//! [`DEFAULT_CONFIG`] (`/usr/local/etc/hvguest/vss.conf`).
+//! [`DEFAULT_CONFIG`] (`/usr/local/etc/hvguest/vss.conf` on FreeBSD, `/etc/hvguest/vss.conf`
+//! on Linux).
 //!
 //! A missing file means the defaults below ([`defaults`]); [`SAMPLE`], installed as
 //! `vss.conf.sample`, spells every one of them out. A file that cannot be read, or any
@@ -58,18 +59,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hvguest_core::layout::Layout;
 use hvguest_core::vss::app::AppConfig;
 use hvguest_core::vss::hooks::HookFailure;
 use hvguest_core::vss::machine::{Budget, VssConfig};
-use hvguest_core::vss::policy::{FsAction, Mount, Reason};
+use hvguest_core::vss::policy::{FsAction, Mount, Policy, Reason};
 use hvguest_core::vss::rules;
 
 use crate::conf;
 pub use crate::conf::{BadLine, Problem};
 
 /// Where the daemons look when not told otherwise.
-pub const DEFAULT_CONFIG: &str = "/usr/local/etc/hvguest/vss.conf";
+pub const DEFAULT_CONFIG: &str = crate::system::VSS_CONFIG;
 pub const DEFAULT_HOOK_DIR: &str = "/usr/local/etc/hvguest/hooks.d";
+/// Linux's hook directory (the FHS has no `/usr/local/etc` habit for services).
+pub const LINUX_HOOK_DIR: &str = "/etc/hvguest/hooks.d";
 pub const DEFAULT_ZPOOL: &str = "/sbin/zpool";
 pub const DEFAULT_ZFS: &str = "/sbin/zfs";
 pub const DEFAULT_ENV_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
@@ -194,7 +198,7 @@ impl LoadedConfig {
             let Some(&action) = self.vss.policy.by_mount.get(&m.path) else {
                 continue;
             };
-            let Err(misfit) = rules::action_fits(action, &m.fstype) else {
+            let Err(misfit) = rules::action_fits(action, &m.fstype, self.vss.policy.layout) else {
                 continue;
             };
             let line = self.mount_lines.get(&m.path).copied().unwrap_or(0);
@@ -232,11 +236,25 @@ pub enum ConfigError {
     },
 }
 
-/// The configuration a missing file means.
+/// The configuration a missing file means, on FreeBSD.
 pub fn defaults() -> LoadedConfig {
+    defaults_for(Layout::FreeBsd)
+}
+
+/// The configuration a missing file means for the daemon of `layout`'s kernel: its
+/// built-in policy table (`Policy::for_layout`).
+pub fn defaults_for(layout: Layout) -> LoadedConfig {
     LoadedConfig {
         vss: VssConfig {
-            hook_dir: Some(DEFAULT_HOOK_DIR.to_string()),
+            layout,
+            policy: Policy::for_layout(layout),
+            hook_dir: Some(
+                match layout {
+                    Layout::FreeBsd => DEFAULT_HOOK_DIR,
+                    Layout::Linux => LINUX_HOOK_DIR,
+                }
+                .to_string(),
+            ),
             ..VssConfig::default()
         },
         app: AppConfig {
@@ -250,15 +268,20 @@ pub fn defaults() -> LoadedConfig {
     }
 }
 
-/// Reads `path`: the defaults if it does not exist, else [`parse`] of its contents.
+/// Reads `path` for FreeBSD's daemons ([`load_for`]).
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    load_for(path, Layout::FreeBsd)
+}
+
+/// Reads `path`: the defaults if it does not exist, else [`parse_for`] of its contents.
+pub fn load_for(path: &Path, layout: Layout) -> Result<LoadedConfig, ConfigError> {
     match std::fs::read(path) {
-        Ok(bytes) => parse(&bytes).map_err(|b| ConfigError::Bad {
+        Ok(bytes) => parse_for(&bytes, layout).map_err(|b| ConfigError::Bad {
             path: path.to_path_buf(),
             line: b.line,
             problem: b.problem,
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(defaults()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(defaults_for(layout)),
         Err(source) => Err(ConfigError::Unreadable {
             path: path.to_path_buf(),
             source,
@@ -376,7 +399,13 @@ fn prune_report(pools: &[String], prefix: &str, keep: u32) -> String {
 
 /// The contents of a configuration file, over [`defaults`].
 pub fn parse(text: &[u8]) -> Result<LoadedConfig, BadLine> {
-    let mut cfg = defaults();
+    parse_for(text, Layout::FreeBsd)
+}
+
+/// [`parse`] for the daemon of `layout`'s kernel: its built-in table under the file's
+/// settings, and `suspend` (or `freeze`) allowed where that kernel can do it.
+pub fn parse_for(text: &[u8], layout: Layout) -> Result<LoadedConfig, BadLine> {
+    let mut cfg = defaults_for(layout);
     // Every key set, with its line.
     let mut seen: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for setting in conf::settings(text, is_known)? {
@@ -484,7 +513,7 @@ fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
         }
         _ => {
             let action = FsAction::parse(value).ok_or_else(|| {
-                "must be one of `suspend`, `sync`, `snapshot`, `ignore`, `veto`".to_string()
+                "must be one of `suspend` (or `freeze`), `sync`, `snapshot`, `ignore`, `veto`".to_string()
             })?;
             if let Some(point) = key.strip_prefix("mount.") {
                 // Its type is known only with the mount table: `check_mounts`.
@@ -494,7 +523,8 @@ fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
                 let fstype = key
                     .strip_prefix("policy.")
                     .expect("is_known admits only policy.* and mount.* besides the keys above");
-                rules::action_fits(action, fstype).map_err(|e| e.to_string())?;
+                rules::action_fits(action, fstype, cfg.vss.policy.layout)
+                    .map_err(|e| e.to_string())?;
                 cfg.vss.policy.by_type.insert(fstype.to_string(), action);
             }
         }
@@ -742,7 +772,7 @@ mod tests {
             FsAction::Sync
         );
 
-        assert!(why("policy.nfs = freeze").contains("must be one of"));
+        assert!(why("policy.nfs = quiesce").contains("must be one of"));
         assert!(why("policy.nfs = suspend").contains("`ufs` only"));
         assert!(why("policy.ufs = sync").contains("`sync` works on `zfs` only"));
         assert!(why("policy.ufs = snapshot").contains("`snapshot` works on `zfs` only"));
@@ -790,7 +820,7 @@ mod tests {
         assert!(why("mount.x = ignore").contains("must be an absolute path"));
         assert!(why("mount./x/ = ignore").contains("no trailing `/`"));
         assert!(why("mount./x//y = ignore").contains("no trailing `/`"));
-        assert!(why("mount./x = freeze").contains("must be one of"));
+        assert!(why("mount./x = quiesce").contains("must be one of"));
         assert_eq!(
             err("mount. = ignore").problem,
             Problem::UnknownKey("mount.".into())
@@ -1154,5 +1184,24 @@ policy is veto.
         // packaging/vss.conf.sample is what the port installs; it must not drift.
         let packaged = include_str!("../../packaging/vss.conf.sample");
         assert_eq!(packaged, SAMPLE);
+    }
+
+    #[test]
+    fn linux_has_its_own_table_and_freezes_what_its_kernel_can() {
+        let linux = |text: &str| parse_for(text.as_bytes(), Layout::Linux);
+        let d = linux("").unwrap();
+        assert_eq!(d.vss.layout, Layout::Linux);
+        assert_eq!(d.vss.hook_dir.as_deref(), Some(LINUX_HOOK_DIR));
+        assert_eq!(d.vss.policy.action("ext4"), FsAction::Suspend);
+        assert_eq!(d.vss.policy.action("tmpfs"), FsAction::Ignore);
+        assert_eq!(d.vss.policy.action("nfs4"), FsAction::Veto);
+        let c = linux("policy.jfs = ignore\npolicy.zonefs = freeze\n").unwrap();
+        assert_eq!(c.vss.policy.action("jfs"), FsAction::Ignore);
+        assert_eq!(c.vss.policy.action("zonefs"), FsAction::Suspend);
+        // ZFS is synced on Linux too, never frozen.
+        let e = linux("policy.zfs = freeze\n").unwrap_err();
+        assert!(e.problem.to_string().contains("other than `zfs`"), "{e:?}");
+        // FreeBSD's daemon cannot freeze ext4.
+        assert!(parse(b"policy.ext4 = freeze\n").is_err());
     }
 }

@@ -34,7 +34,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use crate::actions::ActionLog;
 use crate::clock;
 use crate::device::DeviceError;
-use crate::freezer::{FreezerHandle, Reaped};
+use crate::freezer::{FreezerArgs, FreezerHandle, Reaped};
 use crate::logging::{Level, Logger};
 use crate::mounts;
 use crate::programs;
@@ -61,6 +61,12 @@ pub struct VssPaths {
     pub emulate_mounts: Option<PathBuf>,
     /// ...and actions are written here instead of done.
     pub emulate_actions: Option<PathBuf>,
+    /// Linux: the record of the file systems frozen now, on tmpfs
+    /// (docs/protocol/linux.md §2.5); thawed by whoever finds it with the freezer gone.
+    pub frozen_record: Option<PathBuf>,
+    /// Test mode: the mount table is only what lies below this directory, and the
+    /// freezer refuses anything else.
+    pub only_under: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +162,7 @@ fn spawn_worker(
                         Some(f) => mounts::emulated(f),
                         None => mounts::system(),
                     }
+                    .map(|table| mounts::only_under(table, paths.only_under.as_deref()))
                     .map(VssResult::Mounts)
                     .unwrap_or(VssResult::Failed(IoError::EIO)),
                     VssEffect::ListHooks => match &paths.hook_dir {
@@ -297,8 +304,7 @@ struct Freezer {
     handle: Option<FreezerHandle>,
     waiting: Option<EffectId>,
     exe: PathBuf,
-    actions: Option<PathBuf>,
-    mounts: Option<PathBuf>,
+    args: FreezerArgs,
     /// Freezers sent away (stdin closed, or killed), until their reaper reports.
     reaping: Vec<std::sync::mpsc::Receiver<Reaped>>,
     waker: Arc<Waker>,
@@ -370,7 +376,16 @@ impl<M: VssLike> Loop<'_, M> {
                 result: VssResult::Failed(IoError(nix::libc::EPIPE)),
             });
         }
-        self.later.push(VssInput::FreezerExited);
+        if !self.freezes_outlive_freezer() {
+            self.later.push(VssInput::FreezerExited);
+        }
+        // Otherwise the machine hears of it from `reaped`, once the reaper has thawed
+        // what the freezer left frozen: only then is everything resumed.
+    }
+
+    /// Linux, for real: a dead freezer's freezes stay until the reaper thaws them.
+    fn freezes_outlive_freezer(&self) -> bool {
+        self.freezer.args.record.is_some() && self.freezer.args.actions.is_none()
     }
 
     fn effect(&mut self, id: EffectId, effect: VssEffect) {
@@ -398,11 +413,7 @@ impl<M: VssLike> Loop<'_, M> {
         };
         // Only a Suspend starts a freezer: a ping or resume to none finds it gone.
         if self.freezer.handle.is_none() && matches!(command, Command::Suspend { .. }) {
-            match FreezerHandle::spawn(
-                &self.freezer.exe,
-                self.freezer.actions.as_deref(),
-                self.freezer.mounts.as_deref(),
-            ) {
+            match FreezerHandle::spawn(&self.freezer.exe, &self.freezer.args) {
                 Ok(h) => {
                     if let Err(e) = self.registry.register(
                         &mut SourceFd(&h.stdout_fd()),
@@ -479,16 +490,25 @@ impl<M: VssLike> Loop<'_, M> {
         let mut still = Vec::new();
         for rx in std::mem::take(&mut self.freezer.reaping) {
             match rx.try_recv() {
-                Ok(r) => self.report_reaped(&r),
+                Ok(r) => {
+                    self.report_reaped(&r);
+                    if self.freezes_outlive_freezer() {
+                        self.later.push(VssInput::FreezerExited);
+                    }
+                }
                 Err(std::sync::mpsc::TryRecvError::Empty) => still.push(rx),
                 // The reaper always sends before it ends.
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {}
             }
         }
         self.freezer.reaping = still;
+        self.step_later();
     }
 
     fn report_reaped(&mut self, r: &Reaped) {
+        for line in &r.guardian {
+            self.log.warn(&format!("{line}."));
+        }
         match &r.status {
             Ok(status) if r.killed || status.success() => {}
             Ok(status) => self
@@ -630,8 +650,12 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
             handle: None,
             waiting: None,
             exe,
-            actions: paths.emulate_actions.clone(),
-            mounts: paths.emulate_mounts.clone(),
+            args: FreezerArgs {
+                actions: paths.emulate_actions.clone(),
+                mounts: paths.emulate_mounts.clone(),
+                record: paths.frozen_record.clone(),
+                only_under: paths.only_under.clone(),
+            },
             reaping: Vec::new(),
             waker,
         },

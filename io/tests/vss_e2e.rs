@@ -242,6 +242,8 @@ impl Vss {
                 Path::new("-n"),
                 // Debug lines too: they must be sentences as well.
                 Path::new("-d"),
+                Path::new("--layout"),
+                Path::new("freebsd"),
                 Path::new("--device"),
                 &dev,
                 Path::new("--config"),
@@ -373,6 +375,7 @@ impl Vss {
     /// `hv_vss_daemon --check-config` on this test's files, run to its end.
     fn check_config(&self) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_hv_vss_daemon"))
+            .args(["--layout", "freebsd"])
             .arg("--check-config")
             .arg("--config")
             .arg(self.path("vss.conf"))

@@ -13,6 +13,7 @@ pub mod harness;
 pub mod host;
 pub mod host_wire;
 pub mod kernel;
+pub mod linux_vss_emulator;
 pub mod network;
 pub mod prng;
 pub mod realtime;

@@ -7,10 +7,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::layout::Layout;
+
 /// What FREEZE does with a mount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FsAction {
-    /// `UFSSUSPEND` through its own `/dev/ufssuspend` descriptor.
+    /// Writes stopped until THAW: `UFSSUSPEND` through its own `/dev/ufssuspend`
+    /// descriptor on FreeBSD, FIFREEZE on Linux.
     Suspend,
     /// `zpool sync` of the pool behind it.
     Sync,
@@ -23,9 +26,10 @@ pub enum FsAction {
 }
 
 impl FsAction {
+    /// `freeze` is another name of `suspend`: Linux's word for the same thing.
     pub fn parse(s: &str) -> Option<FsAction> {
         Some(match s {
-            "suspend" => FsAction::Suspend,
+            "suspend" | "freeze" => FsAction::Suspend,
             "sync" => FsAction::Sync,
             "snapshot" => FsAction::Snapshot,
             "ignore" => FsAction::Ignore,
@@ -102,6 +106,8 @@ pub struct Policy {
     /// ignored, and an action that does not fit the mount's type vetoes
     /// ([`PolicyError::Misfit`]), since what the administrator asked cannot be done.
     pub by_mount: BTreeMap<String, FsAction>,
+    /// Whose kernel: what `suspend` can be set for (`rules::action_fits`).
+    pub layout: Layout,
 }
 
 /// Types ignored by default: in memory or synthetic, nothing of theirs is on a disk the
@@ -118,18 +124,80 @@ pub const PSEUDO_TYPES: [&str; 9] = [
     "nullfs",
 ];
 
+/// Linux's file systems that FIFREEZE freezes (docs/protocol/linux.md §2.5).
+pub const LINUX_FREEZE_TYPES: [&str; 9] = [
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "reiserfs", "nilfs2",
+];
+
+/// Linux's types ignored by default: in memory or synthetic; an overlay, whose upper
+/// layer is a directory of another mount that is frozen on its own; read-only by
+/// nature (squashfs, iso9660); and FAT, which cannot freeze and on a Hyper-V guest is
+/// the EFI system partition (the stock daemon skips `vfat` too).
+pub const LINUX_IGNORED_TYPES: [&str; 32] = [
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "tmpfs",
+    "ramfs",
+    "cgroup",
+    "cgroup2",
+    "securityfs",
+    "debugfs",
+    "tracefs",
+    "pstore",
+    "bpf",
+    "configfs",
+    "fusectl",
+    "efivarfs",
+    "mqueue",
+    "hugetlbfs",
+    "autofs",
+    "binfmt_misc",
+    "rpc_pipefs",
+    "nsfs",
+    "selinuxfs",
+    "overlay",
+    "squashfs",
+    "iso9660",
+    "vfat",
+    "msdos",
+    "exfat",
+    "nfsd",
+    "zram",
+    "fuse.lxcfs",
+];
+
 impl Default for Policy {
+    /// FreeBSD's table.
     fn default() -> Policy {
+        Policy::for_layout(Layout::FreeBsd)
+    }
+}
+
+impl Policy {
+    /// The built-in table for a kernel: on FreeBSD `ufs` suspended, `zfs` synced, the
+    /// [`PSEUDO_TYPES`] ignored; on Linux the [`LINUX_FREEZE_TYPES`] frozen, `zfs`
+    /// synced, the [`LINUX_IGNORED_TYPES`] ignored. Any other type (NFS, SMB, FUSE...)
+    /// vetoes: nothing we do makes it consistent.
+    pub fn for_layout(layout: Layout) -> Policy {
         let mut by_type = BTreeMap::new();
-        by_type.insert("ufs".to_string(), FsAction::Suspend);
+        let (frozen, ignored): (&[&str], &[&str]) = match layout {
+            Layout::FreeBsd => (&["ufs"], &PSEUDO_TYPES),
+            Layout::Linux => (&LINUX_FREEZE_TYPES, &LINUX_IGNORED_TYPES),
+        };
+        for t in frozen {
+            by_type.insert(t.to_string(), FsAction::Suspend);
+        }
         by_type.insert("zfs".to_string(), FsAction::Sync);
-        for t in PSEUDO_TYPES {
+        for t in ignored {
             by_type.insert(t.to_string(), FsAction::Ignore);
         }
         Policy {
             by_type,
             default: FsAction::Veto,
             by_mount: BTreeMap::new(),
+            layout,
         }
     }
 }
@@ -143,12 +211,13 @@ pub enum PolicyError {
     NoMounts,
     #[error(
         "`mount.{path} = {}` does not fit the {fstype} file system mounted there: {}",
-        action.name(), crate::vss::rules::Misfit { action: *action }
+        action.name(), crate::vss::rules::Misfit { action: *action, layout: *layout }
     )]
     Misfit {
         path: String,
         fstype: String,
         action: FsAction,
+        layout: Layout,
     },
 }
 
@@ -246,11 +315,12 @@ impl Policy {
     pub fn decide(&self, m: &Mount, all: &[Mount]) -> Result<Decision, PolicyError> {
         let own = self.by_mount.get(&m.path).copied();
         if let Some(action) = own {
-            if crate::vss::rules::action_fits(action, &m.fstype).is_err() {
+            if crate::vss::rules::action_fits(action, &m.fstype, self.layout).is_err() {
                 return Err(PolicyError::Misfit {
                     path: m.path.clone(),
                     fstype: m.fstype.clone(),
                     action,
+                    layout: self.layout,
                 });
             }
         }
@@ -319,14 +389,39 @@ impl Policy {
             v.sort();
             v.dedup();
         }
-        // Deeper mounts first, `/` last: suspending `/` first could block the lookups
-        // the later suspensions need.
+        // Loop-backed file systems first: freezing one syncs it through its image file,
+        // which would wait forever if the file system holding the image were frozen
+        // already. Then deeper mounts, `/` last: suspending `/` first could block the
+        // lookups the later suspensions need.
+        let loop_backed: Vec<&str> = mounts
+            .iter()
+            .filter(|m| m.source.starts_with("/dev/loop"))
+            .map(|m| m.path.as_str())
+            .collect();
         plan.suspend.sort_by(|a, b| {
             (a == "/")
                 .cmp(&(b == "/"))
+                .then(
+                    loop_backed
+                        .contains(&b.as_str())
+                        .cmp(&loop_backed.contains(&a.as_str())),
+                )
                 .then(b.len().cmp(&a.len()))
                 .then(a.cmp(b))
         });
+        // One file system is suspended once, however many mount points show it (bind
+        // mounts, btrfs subvolumes: a second FIFREEZE of it is EBUSY), at the place of
+        // its last mount point in the order, so `/` stays last.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut keep: Vec<String> = Vec::with_capacity(plan.suspend.len());
+        for p in plan.suspend.iter().rev() {
+            if plan.fsids.get(p).is_none_or(|f| seen.insert(*f)) {
+                keep.push(p.clone());
+            }
+        }
+        keep.reverse();
+        plan.fsids.retain(|p, _| keep.contains(p));
+        plan.suspend = keep;
         Ok(plan)
     }
 }
@@ -507,7 +602,8 @@ mod tests {
             PolicyError::Misfit {
                 path: "/data".into(),
                 fstype: "zfs".into(),
-                action: FsAction::Suspend
+                action: FsAction::Suspend,
+                layout: Layout::FreeBsd,
             }
         );
         assert_eq!(
@@ -526,5 +622,77 @@ mod tests {
             m("nullfs", "/j", false, "/data/x"),
         ];
         assert_eq!(p.action_for(&j[2], &j), FsAction::Veto);
+    }
+
+    fn with_dev(fstype: &str, path: &str, source: &str, dev: [i32; 2]) -> Mount {
+        Mount {
+            fsid: Some(Fsid(dev)),
+            ..m(fstype, path, false, source)
+        }
+    }
+
+    #[test]
+    fn linux_table_freezes_disks_ignores_pseudo_and_vetoes_network() {
+        let p = Policy::for_layout(Layout::Linux);
+        let mounts = [
+            with_dev("ext4", "/", "/dev/sda1", [8, 1]),
+            with_dev("xfs", "/srv", "/dev/sdb1", [8, 17]),
+            with_dev("vfat", "/boot/efi", "/dev/sda15", [8, 15]),
+            m("proc", "/proc", false, "proc"),
+            m("tmpfs", "/run", false, "tmpfs"),
+            m("overlay", "/var/lib/docker/x/merged", false, "overlay"),
+            m("squashfs", "/snap/core/1", true, "/dev/loop3"),
+            m("zfs", "/tank", false, "tank/data"),
+        ];
+        let plan = p.plan(&mounts).unwrap();
+        assert_eq!(plan.suspend, ["/srv", "/"]);
+        assert_eq!(plan.sync_pools, ["tank"]);
+        for (t, src) in [
+            ("nfs4", "srv:/x"),
+            ("cifs", "//srv/x"),
+            ("fuse.sshfs", "u@h:"),
+        ] {
+            let mut all = mounts.to_vec();
+            all.push(m(t, "/mnt/remote", false, src));
+            assert!(
+                matches!(p.plan(&all), Err(PolicyError::Veto { ref fstype, .. }) if fstype == t),
+                "{t}"
+            );
+        }
+        // FreeBSD's table knows none of Linux's disk file systems.
+        assert!(Policy::default().plan(&mounts[..1]).is_err());
+    }
+
+    #[test]
+    fn linux_freezes_each_file_system_once_and_loop_backed_ones_first() {
+        let p = Policy::for_layout(Layout::Linux);
+        let mounts = [
+            with_dev("ext4", "/", "/dev/sda1", [8, 1]),
+            with_dev("btrfs", "/home", "/dev/sdb1", [8, 17]),
+            // A subvolume and a bind mount of the same file systems.
+            with_dev("btrfs", "/var/lib/containers", "/dev/sdb1", [8, 17]),
+            with_dev("ext4", "/mnt/bind", "/dev/sda1", [8, 1]),
+            // An image on /home, mounted through a loop device.
+            with_dev("ext4", "/mnt/img", "/dev/loop0", [7, 0]),
+        ];
+        let plan = p.plan(&mounts).unwrap();
+        assert_eq!(plan.suspend, ["/mnt/img", "/home", "/"]);
+        assert_eq!(plan.fsids.len(), 3);
+        assert!(!plan.fsids.contains_key("/mnt/bind"));
+    }
+
+    #[test]
+    fn freeze_is_suspend_by_another_name() {
+        assert_eq!(FsAction::parse("freeze"), Some(FsAction::Suspend));
+        let mut p = Policy::for_layout(Layout::Linux);
+        // Linux lets the kernel judge: an override may ask to freeze tmpfs.
+        p.by_mount.insert("/scratch".into(), FsAction::Suspend);
+        let plan = p
+            .plan(&[
+                m("tmpfs", "/scratch", false, "tmpfs"),
+                m("ext4", "/", false, "/dev/sda1"),
+            ])
+            .unwrap();
+        assert_eq!(plan.suspend, ["/scratch", "/"]);
     }
 }

@@ -28,6 +28,7 @@
 
 use std::time::Duration;
 
+use crate::layout::Layout;
 use crate::limits::{
     VSS_EXIT_LIMIT, VSS_FREEZER_BACKSTOP, VSS_MAX_APP_AUTO_THAW, VSS_MAX_FROZEN,
     VSS_MAX_SNAPSHOT_KEEP, VSS_MAX_THAW_HOOK,
@@ -253,25 +254,42 @@ pub fn check_app(app: &AppConfig) -> Result<(), RuleError> {
 }
 
 /// An action set for a file system it cannot work on: UFSSUSPEND exists only for UFS,
-/// `zpool sync` and `zfs snapshot` only for ZFS.
+/// `zpool sync` and `zfs snapshot` only for ZFS, and FIFREEZE cannot stand in for
+/// `zpool sync` (ZFS on Linux is synced, never frozen).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("`{}` works on `{}` only", action.name(), if *.action == FsAction::Suspend { "ufs" } else { "zfs" })]
+#[error("`{}` works on {} only", action.name(), self.fits_on())]
 pub struct Misfit {
     pub action: FsAction,
+    pub layout: Layout,
+}
+
+impl Misfit {
+    fn fits_on(&self) -> &'static str {
+        match (self.action, self.layout) {
+            (FsAction::Suspend, Layout::FreeBsd) => "`ufs`",
+            (FsAction::Suspend, Layout::Linux) => "file systems other than `zfs`",
+            _ => "`zfs`",
+        }
+    }
 }
 
 /// Whether `action` can be done to a file system of type `fstype` (`policy.<fstype>`,
-/// and `mount.<path>` once the mount table says what is mounted there).
-pub fn action_fits(action: FsAction, fstype: &str) -> Result<(), Misfit> {
+/// and `mount.<path>` once the mount table says what is mounted there). On Linux the
+/// kernel is the judge of what FIFREEZE can freeze: a type that cannot be frozen fails
+/// the FREEZE, which rolls back (docs/protocol/linux.md §2.5).
+pub fn action_fits(action: FsAction, fstype: &str, layout: Layout) -> Result<(), Misfit> {
     let fits = match action {
-        FsAction::Suspend => fstype == "ufs",
+        FsAction::Suspend => match layout {
+            Layout::FreeBsd => fstype == "ufs",
+            Layout::Linux => fstype != "zfs",
+        },
         FsAction::Sync | FsAction::Snapshot => fstype == "zfs",
         FsAction::Ignore | FsAction::Veto => true,
     };
     if fits {
         Ok(())
     } else {
-        Err(Misfit { action })
+        Err(Misfit { action, layout })
     }
 }
 
@@ -331,13 +349,26 @@ mod tests {
 
     #[test]
     fn actions_fit_their_types_and_mount_points_are_canonical() {
-        assert_eq!(action_fits(FsAction::Suspend, "ufs"), Ok(()));
-        assert_eq!(action_fits(FsAction::Snapshot, "zfs"), Ok(()));
-        assert_eq!(action_fits(FsAction::Veto, "nfs"), Ok(()));
-        let e = action_fits(FsAction::Suspend, "zfs").unwrap_err();
+        let bsd = Layout::FreeBsd;
+        assert_eq!(action_fits(FsAction::Suspend, "ufs", bsd), Ok(()));
+        assert_eq!(action_fits(FsAction::Snapshot, "zfs", bsd), Ok(()));
+        assert_eq!(action_fits(FsAction::Veto, "nfs", bsd), Ok(()));
+        let e = action_fits(FsAction::Suspend, "zfs", bsd).unwrap_err();
         assert_eq!(e.to_string(), "`suspend` works on `ufs` only");
-        let e = action_fits(FsAction::Sync, "nfs").unwrap_err();
+        assert!(action_fits(FsAction::Suspend, "ext4", bsd).is_err());
+        let e = action_fits(FsAction::Sync, "nfs", bsd).unwrap_err();
         assert_eq!(e.to_string(), "`sync` works on `zfs` only");
+        // Linux: FIFREEZE is tried on anything but ZFS; the kernel says what freezes.
+        let linux = Layout::Linux;
+        for t in ["ext4", "xfs", "tmpfs", "vfat"] {
+            assert_eq!(action_fits(FsAction::Suspend, t, linux), Ok(()), "{t}");
+        }
+        let e = action_fits(FsAction::Suspend, "zfs", linux).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`suspend` works on file systems other than `zfs` only"
+        );
+        assert!(action_fits(FsAction::Snapshot, "ext4", linux).is_err());
         for ok in ["/", "/data", "/mnt/scratch dir", "/a/b.c/..d"] {
             assert_eq!(check_mount_point(ok), Ok(()), "{ok}");
         }

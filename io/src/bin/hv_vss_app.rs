@@ -71,6 +71,9 @@ fn main() -> ExitCode {
         path: config.path.clone(),
         emulate_mounts: None,
         emulate_actions: None,
+        // The application device is FreeBSD's: it freezes no file system.
+        frozen_record: None,
+        only_under: None,
     };
     let log = Logger::new(!cli.syslog, cli.debug, c"HV_VSS_APP");
     let machine = AppMachine::new(

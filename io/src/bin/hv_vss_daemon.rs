@@ -1,20 +1,23 @@
 //! `hv_vss_daemon`: the Hyper-V Volume Shadow Copy (backup) daemon, a drop-in
-//! replacement for FreeBSD's. See hv_vss_daemon(8) and vss.conf(5).
+//! replacement for FreeBSD's and Linux's. See hv_vss_daemon(8) and vss.conf(5).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use hvguest_core::layout::Layout;
 use hvguest_core::vss::machine::VssMachine;
 use hvguest_core::vss::policy::Mount;
-use hvguest_io::freezer::{freezer_main, Mode};
+use hvguest_io::freezer::{freezer_main, thaw_recorded, Mode};
 use hvguest_io::logging::Logger;
 use hvguest_io::mounts::{self, MountsError};
 use hvguest_io::process::{absolute, close_inherited_descriptors, start_daemon};
+use hvguest_io::system;
 use hvguest_io::vss_config::{self, LoadedConfig, DEFAULT_CONFIG};
 use hvguest_io::vss_daemon::{self, VssPaths};
 
-/// Freezes file systems for the Hyper-V host's backups, on /dev/hv_fsvss_dev.
+/// Freezes file systems for the Hyper-V host's backups, on /dev/hv_fsvss_dev (FreeBSD)
+/// or /dev/vmbus/hv_vss (Linux).
 #[derive(Parser, Debug)]
 #[command(
     name = "hv_vss_daemon",
@@ -29,8 +32,23 @@ struct Cli {
     #[arg(short = 'd')]
     debug: bool,
     /// The VSS device, or a Unix socket emulating it.
-    #[arg(long, value_name = "PATH", default_value = "/dev/hv_fsvss_dev")]
+    #[arg(long, value_name = "PATH", default_value = system::VSS_DEVICE)]
     device: PathBuf,
+    /// Whose kernel's device messages: `freebsd` or `linux` (default: this system's).
+    #[arg(long, value_name = "KERNEL", value_parser = parse_layout)]
+    layout: Option<Layout>,
+    /// Linux: where the file systems frozen now are recorded (on tmpfs), so that they
+    /// are thawed even if the freezer dies (default /run/hvguest/vss-frozen on Linux).
+    #[arg(long, value_name = "FILE")]
+    frozen_record: Option<PathBuf>,
+    /// Thaw every file system the record lists (a freezer that died while frozen) and
+    /// exit; for systemd's ExecStopPost=. Exits 1 if one could not be thawed.
+    #[arg(long)]
+    thaw_recorded: bool,
+    /// Test mode: the mount table is only what is mounted below DIR, and the freezer
+    /// refuses every other mount point.
+    #[arg(long, value_name = "DIR")]
+    only_under: Option<PathBuf>,
     /// The configuration file (a missing one means the documented defaults).
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
     config: PathBuf,
@@ -54,7 +72,17 @@ struct Cli {
     freezer: bool,
 }
 
-const DEFAULT_PIDFILE: &str = "/var/run/hv_vss_daemon.pid";
+fn parse_layout(s: &str) -> Result<Layout, String> {
+    Layout::from_name(s).ok_or_else(|| format!("{s:?}: expected `freebsd` or `linux`"))
+}
+
+/// `--frozen-record`, else this system's (none on FreeBSD).
+fn frozen_record(cli: &Cli) -> Option<PathBuf> {
+    cli.frozen_record
+        .as_deref()
+        .map(absolute)
+        .or_else(|| system::FROZEN_RECORD.map(PathBuf::from))
+}
 
 /// The mount table `--emulate-mounts` names, else the system's.
 fn mount_table(cli: &Cli) -> Result<Vec<Mount>, MountsError> {
@@ -62,6 +90,7 @@ fn mount_table(cli: &Cli) -> Result<Vec<Mount>, MountsError> {
         Some(f) => mounts::emulated(f),
         None => mounts::system(),
     }
+    .map(|t| mounts::only_under(t, cli.only_under.as_deref()))
 }
 
 /// `--check-config`: the file was valid on its own; now its `mount.<path>` settings
@@ -134,11 +163,30 @@ fn main() -> ExitCode {
                 actions: a.clone(),
                 mounts: cli.emulate_mounts.clone(),
             },
-            None => Mode::Real,
+            None => Mode::Real {
+                record: cli.frozen_record.clone(),
+                only_under: cli.only_under.clone(),
+            },
         };
         return ExitCode::from(u8::try_from(freezer_main(mode)).unwrap_or(1));
     }
-    let config = match vss_config::load(&cli.config) {
+    if cli.thaw_recorded {
+        let Some(record) = frozen_record(&cli) else {
+            return ExitCode::SUCCESS;
+        };
+        let lines = thaw_recorded(&record);
+        for l in &lines {
+            eprintln!("hv_vss_daemon: {l}.");
+        }
+        // What is still recorded is what could not be thawed.
+        return if record.exists() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let layout = cli.layout.unwrap_or(system::VSS_LAYOUT);
+    let config = match vss_config::load_for(&cli.config, layout) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hv_vss_daemon: {e}");
@@ -156,10 +204,12 @@ fn main() -> ExitCode {
         path: config.path.clone(),
         emulate_mounts: cli.emulate_mounts.as_deref().map(absolute),
         emulate_actions: cli.emulate_actions.as_deref().map(absolute),
+        frozen_record: frozen_record(&cli).filter(|_| cli.emulate_actions.is_none()),
+        only_under: cli.only_under.as_deref().map(absolute),
     };
     let pidfile = match (&cli.pidfile, cli.foreground) {
         (Some(p), _) => Some(absolute(p)),
-        (None, false) => Some(PathBuf::from(DEFAULT_PIDFILE)),
+        (None, false) => Some(PathBuf::from(system::VSS_PIDFILE)),
         (None, true) => None,
     };
     let lock = match start_daemon(pidfile.as_deref(), cli.foreground) {
@@ -172,6 +222,12 @@ fn main() -> ExitCode {
     };
     let log = Logger::new(cli.foreground, cli.debug, c"HV_VSS");
     warn_about_mount_settings(&cli, &config, &log);
+    // A freezer of a predecessor that died with ours may have left file systems frozen.
+    if let Some(record) = &paths.frozen_record {
+        for line in thaw_recorded(record) {
+            log.warn(&format!("{line}."));
+        }
+    }
     let machine = VssMachine::new(config.vss, hvguest_io::clock::now());
     let result = vss_daemon::run(machine, &paths, &log);
     drop(lock);
