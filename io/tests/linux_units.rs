@@ -1,4 +1,4 @@
-//! The systemd unit and udev rule for Linux (`packaging/linux/`): verified by
+//! The systemd units and udev rules for Linux (`packaging/linux/`): verified by
 //! `systemd-analyze verify` where systemd is installed, and held to the paths the
 //! daemon uses (`hvguest_io_linux`), so the unit starts on the device the daemon opens
 //! and waits for the mount its pools live on.
@@ -39,26 +39,51 @@ fn the_unit_names_the_daemons_device_and_pool_directory() {
 }
 
 #[test]
+fn the_vss_unit_names_the_daemons_device_and_thaws_after_it() {
+    let (_, unit) = packaged("hvguest-vss.service");
+    let device = hvguest_io_linux::vss_device::PATH;
+    assert!(unit.contains(&format!("ConditionPathExists={device}\n")));
+    let sys_name = "sys-devices-virtual-misc-vmbus\\x21hv_vss.device";
+    assert!(unit.contains(&format!("BindsTo={sys_name}\n")), "{unit}");
+    assert!(unit.contains(&format!("After={sys_name}\n")), "{unit}");
+    assert!(unit.contains("ExecStart=/usr/sbin/hv_vss_daemon -n\n"));
+    // Whatever a dead freezer left frozen is thawed once the daemon is gone; the record
+    // it thaws from is where the daemon keeps it.
+    assert!(unit.contains("ExecStopPost=/usr/sbin/hv_vss_daemon --thaw-recorded\n"));
+    assert!(hvguest_io_linux::paths::FROZEN_RECORD.is_some_and(|r| r.starts_with("/run/")));
+    // SIGTERM to the daemon only: it thaws through its freezer before anything is killed.
+    assert!(unit.contains("KillMode=mixed\n"));
+    assert!(!unit.contains("[Install]"));
+    let (_, rule) = packaged("70-hvguest-vss.rules");
+    assert!(rule.contains("KERNEL==\"vmbus/hv_vss\""));
+    assert!(rule.contains("ENV{SYSTEMD_WANTS}+=\"hvguest-vss.service\""));
+}
+
+#[test]
 fn systemd_analyze_verifies_the_unit() {
     let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
         eprintln!("skipped: systemd-analyze is not installed here");
         return;
     };
     assert!(version.status.success());
-    let (_, unit) = packaged("hvguest-kvp.service");
-    // The binary is not installed in /usr/sbin here: verify with the one just built.
-    let unit = unit.replace(
-        "ExecStart=/usr/sbin/hv_kvp_daemon",
-        &format!("ExecStart={}", env!("CARGO_BIN_EXE_hv_kvp_daemon")),
-    );
     let dir = std::env::temp_dir().join(format!("hvguest-units-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("hvguest-kvp.service");
-    std::fs::write(&path, unit).unwrap();
-    // --man=no: the man page is not installed here either.
+    let mut paths = Vec::new();
+    for (name, daemon, built) in [
+        ("hvguest-kvp.service", "/usr/sbin/hv_kvp_daemon", env!("CARGO_BIN_EXE_hv_kvp_daemon")),
+        ("hvguest-vss.service", "/usr/sbin/hv_vss_daemon", env!("CARGO_BIN_EXE_hv_vss_daemon")),
+    ] {
+        // The binaries are not installed in /usr/sbin here: verify with the ones just
+        // built.
+        let unit = packaged(name).1.replace(daemon, built);
+        let path = dir.join(name);
+        std::fs::write(&path, unit).unwrap();
+        paths.push(path);
+    }
+    // --man=no: the man pages are not installed here either.
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
-        .arg(&path)
+        .args(&paths)
         .output()
         .unwrap();
     // Scratch space; a leftover is harmless.
