@@ -65,6 +65,28 @@ fn mountinfo_line(line: &str) -> Option<Mount> {
     })
 }
 
+/// Parses Linux's `/proc/self/mounts` (`source path fstype options dump pass`), its
+/// octal escapes (`\040` for a space) decoded. Lines with fewer than four fields are
+/// skipped: the kernel never writes them, and a mount we cannot read is one we do not
+/// freeze. It gives no fsid: the freezer looks such a mount up by its path. Compiled
+/// everywhere so that it is fuzzed and tested on any host.
+pub fn parse_proc_mounts(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let (source, path, fstype, opts) = (w.first()?, w.get(1)?, w.get(2)?, w.get(3)?);
+            let field = |f: &str| unescape_octal(f).unwrap_or_else(|| f.to_string());
+            Some(Mount {
+                fstype: field(fstype),
+                path: field(path),
+                read_only: opts.split(',').any(|o| o == "ro"),
+                source: field(source),
+                fsid: None,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,26 +126,4 @@ garbage line
         assert_eq!(m.len(), text.lines().count());
         assert!(m.iter().any(|m| m.path == "/"));
     }
-}
-
-/// Parses Linux's `/proc/self/mounts` (`source path fstype options dump pass`), its
-/// octal escapes (`\040` for a space) decoded. Lines with fewer than four fields are
-/// skipped: the kernel never writes them, and a mount we cannot read is one we do not
-/// freeze. It gives no fsid: the freezer looks such a mount up by its path. Compiled
-/// everywhere so that it is fuzzed and tested on any host.
-pub fn parse_proc_mounts(text: &str) -> Vec<Mount> {
-    text.lines()
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            let (source, path, fstype, opts) = (w.first()?, w.get(1)?, w.get(2)?, w.get(3)?);
-            let field = |f: &str| unescape_octal(f).unwrap_or_else(|| f.to_string());
-            Some(Mount {
-                fstype: field(fstype),
-                path: field(path),
-                read_only: opts.split(',').any(|o| o == "ro"),
-                source: field(source),
-                fsid: None,
-            })
-        })
-        .collect()
 }

@@ -513,7 +513,8 @@ fn set(cfg: &mut LoadedConfig, key: &str, value: &str) -> Result<(), String> {
         }
         _ => {
             let action = FsAction::parse(value).ok_or_else(|| {
-                "must be one of `suspend` (or `freeze`), `sync`, `snapshot`, `ignore`, `veto`".to_string()
+                "must be one of `suspend` (or `freeze`), `sync`, `snapshot`, `ignore`, `veto`"
+                    .to_string()
             })?;
             if let Some(point) = key.strip_prefix("mount.") {
                 // Its type is known only with the mount table: `check_mounts`.

@@ -542,3 +542,38 @@ fn hooks_run_around_a_real_freeze() {
     // The start-up thaw of every hook, then freeze and thaw.
     assert_eq!(t, "thaw\nfreeze\nthaw\n", "{}", d.log_text());
 }
+
+#[test]
+fn self_test_proves_freezing_works_here_and_cleans_up() {
+    skip_if_unsupported!("self_test_proves_freezing_works_here_and_cleans_up");
+    let s = Scratch::new("selftest");
+    let out = Command::new(env!("CARGO_BIN_EXE_hv_vss_daemon"))
+        .arg("--self-test")
+        .arg(&s.dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{said}");
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.contains("stayed blocked while frozen"), "{said}");
+    assert!(said.ends_with("Freezing works on this system.\n"), "{said}");
+    // Nothing left behind: no mount, no directory.
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!table.contains("hvguest-self-test"), "{table}");
+    assert!(std::fs::read_dir(&s.dir).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("hvguest-self-test")));
+    // A directory that is not there: a clear failure, nothing made.
+    let out = Command::new(env!("CARGO_BIN_EXE_hv_vss_daemon"))
+        .arg("--self-test")
+        .arg(s.path("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a directory we can work in"),
+        "{out:?}"
+    );
+}

@@ -70,8 +70,16 @@ fn systemd_analyze_verifies_the_unit() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut paths = Vec::new();
     for (name, daemon, built) in [
-        ("hvguest-kvp.service", "/usr/sbin/hv_kvp_daemon", env!("CARGO_BIN_EXE_hv_kvp_daemon")),
-        ("hvguest-vss.service", "/usr/sbin/hv_vss_daemon", env!("CARGO_BIN_EXE_hv_vss_daemon")),
+        (
+            "hvguest-kvp.service",
+            "/usr/sbin/hv_kvp_daemon",
+            env!("CARGO_BIN_EXE_hv_kvp_daemon"),
+        ),
+        (
+            "hvguest-vss.service",
+            "/usr/sbin/hv_vss_daemon",
+            env!("CARGO_BIN_EXE_hv_vss_daemon"),
+        ),
     ] {
         // The binaries are not installed in /usr/sbin here: verify with the ones just
         // built.
