@@ -7,4 +7,5 @@
 pub mod kvp_device;
 pub mod mounts;
 pub mod net;
+pub mod nic;
 pub mod paths;

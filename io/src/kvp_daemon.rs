@@ -29,6 +29,7 @@ use crate::files::{PoolFileError, PoolFiles};
 use crate::lanes::Lanes;
 use crate::logging::{Level, Logger};
 use crate::recorder::{RecordError, Recorder};
+use crate::set_ip::SetIpPaths;
 use crate::signals::SignalPipe;
 use crate::sysinfo;
 
@@ -44,7 +45,9 @@ pub struct DaemonConfig {
     pub pool_mode: Option<crate::kvp_config::PoolMode>,
     pub device: PathBuf,
     pub pool_dir: PathBuf,
-    pub scripts_dir: PathBuf,
+    /// Where SET_IP_INFO's script, and on Linux its interfaces, `nmcli` and keyfiles,
+    /// are.
+    pub set_ip: SetIpPaths,
     pub record: Option<PathBuf>,
 }
 
@@ -212,6 +215,7 @@ impl Loop<'_> {
             | Event::DeadlineReply { .. }
             | Event::PoolFull { .. }
             | Event::AdapterExcluded { .. }
+            | Event::AdapterNotFound { .. }
             | Event::RegistrationUnanswered
             | Event::RequestLostToReopen { .. } => Level::Warn,
             Event::Registered | Event::PoolRecovered { .. } => Level::Info,
@@ -308,7 +312,7 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     };
     let mut poll = Poll::new().map_err(DaemonError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(DaemonError::Poll)?);
-    let lanes = Lanes::start(files, cfg.scripts_dir.clone(), waker.clone(), log.clone())
+    let lanes = Lanes::start(files, cfg.set_ip.clone(), waker.clone(), log.clone())
         .map_err(DaemonError::Poll)?;
     let infos = spawn_fqdn_refresh(waker).unwrap_or_else(|e| {
         // No fresh host name: the machine keeps the plain one it started with.

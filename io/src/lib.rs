@@ -20,6 +20,7 @@ pub mod pool_access;
 pub mod process;
 pub mod programs;
 pub mod recorder;
+pub mod set_ip;
 pub mod signals;
 pub mod sysinfo;
 pub mod system;
