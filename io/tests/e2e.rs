@@ -1435,6 +1435,80 @@ fn set_ip_info_on_linux_without_network_manager_runs_the_script_for_the_interfac
     assert_eq!(call(&mut link, &set_ip(NIC_GUID)).status(), Status::E_FAIL);
 }
 
+/// CPU time the process has used, in clock ticks (user and system, `/proc/PID/stat`).
+fn cpu_ticks(pid: Pid) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// On Linux a device read error or close (the Data Exchange service switched off and
+/// on, hibernation; here the emulated host drops the connection) makes the daemon
+/// close the device, open it again and register anew (docs/protocol/linux.md §1.3),
+/// then serve as before. While the device cannot be opened it tries again with pauses
+/// growing to 5 s, not in a busy loop, logging one warning per failure, and SIGTERM
+/// still ends it at once.
+#[test]
+fn on_linux_a_failed_device_is_opened_again_and_the_daemon_registers_anew() {
+    let dir = TestDir::on(Kernel::Linux, "reopen");
+    let dev = dir.device();
+    let (mut daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    assert_eq!(set(&mut link, PoolId::Guest, "before", "1"), Status::OK);
+    drop(link);
+    // `accept` waits for the registration: the daemon came back and registered.
+    let mut link = match dev.accept(ACCEPT) {
+        Ok(l) => l,
+        Err(e) => panic!(
+            "the daemon did not register again: {e}\n{}",
+            daemon.log_text()
+        ),
+    };
+    assert_eq!(get(&mut link, PoolId::Guest, "before"), Ok("1".to_string()));
+    assert_eq!(set(&mut link, PoolId::Guest, "after", "2"), Status::OK);
+    assert_eq!(get(&mut link, PoolId::Guest, "after"), Ok("2".to_string()));
+    // Now the device is gone for good (the socket file removed): attempts with
+    // pauses of 0.1, 0.2, 0.4, 0.8 s... take next to no CPU.
+    drop(link);
+    drop(dev);
+    let before = cpu_ticks(daemon.pid());
+    thread::sleep(Duration::from_millis(2000));
+    let used = cpu_ticks(daemon.pid()) - before;
+    assert!(used < 30, "{used} ticks of CPU in 2 s of reopening");
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("it is closed and opened again").count(),
+        2,
+        "one warning per failure:\n{log}"
+    );
+    assert_eq!(
+        log.matches("the KVP device is open again").count(),
+        1,
+        "{log}"
+    );
+    let attempts = log.matches("opening the KVP device again failed").count();
+    assert!(
+        (2..=8).contains(&attempts),
+        "{attempts} failed attempts in 2 s, want a few growing pauses:\n{log}"
+    );
+    // SIGTERM during a pause: the daemon exits at once, with 0.
+    let asked = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(
+        daemon.wait(Duration::from_secs(2)).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // j. A host SET with an empty key is refused, as hvkvp refuses it.
 
