@@ -36,6 +36,8 @@ use crate::signals::SignalPipe;
 use crate::sysinfo;
 
 const DEVICE: Token = Token(0);
+/// The kernel's answer to a write it expects no message for (both systems).
+const EINVAL: i32 = 22;
 const SIGNAL: Token = Token(1);
 const WAKE: Token = Token(2);
 
@@ -67,6 +69,8 @@ pub enum DaemonError {
     Signals(nix::Error),
     #[error("device read failed: {0}")]
     DeviceRead(std::io::Error),
+    #[error("device write failed: {0}")]
+    DeviceWrite(std::io::Error),
     #[error("the device was closed by the other side")]
     DeviceClosed,
     #[error(
@@ -102,6 +106,10 @@ struct Loop<'a> {
     machine: KvpMachine,
     /// `None` while the device is closed after an error and not open again yet.
     device: Option<KvpDevice>,
+    /// The layout's `reopens_after_error`: a failed write then closes the device too.
+    reopens: bool,
+    /// A write that failed the way a torn-down device fails, for the loop to handle.
+    write_failed: Option<std::io::Error>,
     lanes: Lanes,
     log: &'a Logger,
     recorder: Option<Recorder>,
@@ -173,12 +181,22 @@ impl Loop<'_> {
                         );
                         continue;
                     };
-                    if let Err(e) = device.write(&bytes[..]) {
-                        // Not retried: the kernel already answered the host (K3).
-                        self.log.warn(&format!(
-                            "writing an answer to the device failed: {e}; it is not \
-                             retried (the kernel answers the host by its deadline)"
-                        ));
+                    match device.write(&bytes[..]) {
+                        Ok(()) => {}
+                        // EINVAL is the kernel refusing a message it does not expect (a
+                        // reply after its timer failed the request, K3): the device is
+                        // fine. Anything else on Linux: the device is closed and opened
+                        // again, as after a failed read.
+                        Err(e) if self.reopens && e.raw_os_error() != Some(EINVAL) => {
+                            self.write_failed.get_or_insert(e);
+                        }
+                        Err(e) => {
+                            // Not retried: the kernel already answered the host (K3).
+                            self.log.warn(&format!(
+                                "writing an answer to the device failed: {e}; it is not \
+                                 retried (the kernel answers the host by its deadline)"
+                            ));
+                        }
                     }
                 }
                 Output::Effect { id, effect } => {
@@ -369,6 +387,8 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
             &info,
         ),
         device: Some(device),
+        reopens: cfg.kvp.layout.reopens_after_error(),
+        write_failed: None,
         lanes,
         log,
         recorder,
@@ -385,6 +405,8 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     let mut device_live = true;
     // While the device is closed after an error: when to try opening it again.
     let mut reopen: Option<Reopen> = None;
+    // A read that failed, handled once the events of this round are.
+    let mut device_failure: Option<DaemonError> = None;
     while !lp.exit {
         let now = std::time::Instant::now();
         let timeout = lp
@@ -393,6 +415,9 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
             .map(|t| t.saturating_since(clock::now()))
             .into_iter()
             .chain(reopen.as_ref().map(|r| r.at.saturating_duration_since(now)))
+            // A write failed after the last look (the registration after a reopen):
+            // handled at once, not after the next event.
+            .chain(lp.write_failed.as_ref().map(|_| std::time::Duration::ZERO))
             .min();
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -424,41 +449,9 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                             .err()
                             .map(DaemonError::Poll)
                     });
-                    let Some(e) = failed else { continue };
-                    if let Err(d) = poll.registry().deregister(&mut SourceFd(&device_fd)) {
-                        // Its events are ignored from now on anyway.
-                        log.warn(&format!(
-                            "removing the device from the event loop failed: {d}; its \
-                             events are ignored from now on"
-                        ));
-                    }
-                    device_live = false;
-                    if cfg.kvp.layout.reopens_after_error() && !matches!(e, DaemonError::Poll(_)) {
-                        lp.device = None;
-                        // Closed now; opened again after a pause, growing while it fails.
-                        log.warn(&format!(
-                            "the KVP device failed: {e}; it is closed and opened again \
-                             (as after the Data Exchange service is switched off and on, \
-                             or the guest hibernates), first in {} ms, then with pauses growing \
-                             to {} s while it cannot be opened; the request the kernel \
-                             held, if any, was failed by the kernel",
-                            kvp_reopen_pause(0).as_millis(),
-                            KVP_REOPEN_MAX_PAUSE.as_secs()
-                        ));
-                        reopen = Some(Reopen {
-                            at: std::time::Instant::now() + kvp_reopen_pause(0),
-                            failures: 0,
-                        });
-                    } else {
-                        // No request can come any more: the machine finishes what it
-                        // started (a mutation reaches the disk whole) and exits; the
-                        // error is returned then.
-                        log.warn(&format!(
-                            "the KVP device failed: {e}; finishing what was started, then \
-                             exiting"
-                        ));
-                        result = Err(e);
-                        lp.step(Input::Shutdown);
+                    if let Some(e) = failed {
+                        device_live = false;
+                        device_failure = Some(e);
                     }
                 }
                 SIGNAL => {
@@ -475,6 +468,44 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                         lp.step(Input::SystemInfo(info));
                     }
                 }
+            }
+        }
+        let failure = device_failure
+            .take()
+            .or_else(|| lp.write_failed.take().map(DaemonError::DeviceWrite));
+        if let Some(e) = failure.filter(|_| lp.device.is_some()) {
+            if let Err(d) = poll.registry().deregister(&mut SourceFd(&device_fd)) {
+                // Its events are ignored from now on anyway.
+                log.warn(&format!(
+                    "removing the device from the event loop failed: {d}; its events are \
+                     ignored from now on"
+                ));
+            }
+            device_live = false;
+            if lp.reopens && !matches!(e, DaemonError::Poll(_)) {
+                lp.device = None;
+                // Closed now; opened again after a pause, growing while it fails.
+                log.warn(&format!(
+                    "the KVP device failed: {e}; it is closed and opened again (as after \
+                     the Data Exchange service is switched off and on, or the guest \
+                     hibernates), first in {} ms, then with pauses growing to {} s while \
+                     it cannot be opened; the request the kernel held, if any, was failed \
+                     by the kernel",
+                    kvp_reopen_pause(0).as_millis(),
+                    KVP_REOPEN_MAX_PAUSE.as_secs()
+                ));
+                reopen = Some(Reopen {
+                    at: std::time::Instant::now() + kvp_reopen_pause(0),
+                    failures: 0,
+                });
+            } else {
+                // No request can come any more: the machine finishes what it started (a
+                // mutation reaches the disk whole) and exits; the error is returned then.
+                log.warn(&format!(
+                    "the KVP device failed: {e}; finishing what was started, then exiting"
+                ));
+                result = Err(e);
+                lp.step(Input::Shutdown);
             }
         }
         if let Some(r) = reopen
