@@ -128,9 +128,10 @@ fn apply_for_guid(
             }
             Err(e) => {
                 log.error(&format!(
-                    "the host's SET_IP_INFO for {interface} (adapter {guid}) failed: {} \
-                     ended with {e}; {}",
+                    "the host's SET_IP_INFO for {interface} (adapter {guid}) failed: {} {}; \
+                     {}",
                     script.display(),
+                    ended(&run.status),
                     said(&run.stderr)
                 ));
                 EffectResult::Failed(e)
@@ -457,6 +458,25 @@ mod tests {
         std::fs::remove_file(w.log()).unwrap();
         assert_eq!(w.apply(), EffectResult::Done);
         assert!(w.calls().starts_with("--adapter\neth0\n"), "{}", w.calls());
+    }
+
+    #[test]
+    fn a_failing_script_fails_the_request_and_is_worded_for_the_log() {
+        let _lock = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let w = World::new("setip-script-fail");
+        World::executable(
+            &w.paths.scripts_dir.join(SET_IFCONFIG_SCRIPT),
+            "echo 'no such device' >&2\nexit 3",
+        );
+        assert_eq!(w.apply(), EffectResult::Failed(IoError(3)));
+        assert_eq!(ended(&ExitStatus::Code(3)), "exited with status 3");
+        assert_eq!(ended(&ExitStatus::TimedOut), "was killed at the deadline");
+        assert_eq!(
+            said(b"\n  Error: no such device  \nmore"),
+            "it said: Error: no such device"
+        );
+        assert_eq!(said(b" \n"), "it wrote nothing to standard error");
+        assert_eq!(said(&[b'x'; 300]).len(), "it said: ".len() + 200);
     }
 
     #[test]

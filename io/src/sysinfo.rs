@@ -410,6 +410,8 @@ const EINVAL: i32 = 22;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScriptRun {
     pub result: Result<(), IoError>,
+    /// How it ended, for a log line (`result` keeps only a number).
+    pub status: ExitStatus,
     /// The first [`OUTPUT_LIMIT`] bytes of stdout.
     pub stdout: Vec<u8>,
     /// The first [`OUTPUT_LIMIT`] bytes of stderr.
@@ -481,6 +483,7 @@ fn run_script(path: &Path, args: &[String], deadline: Duration) -> ScriptRun {
     let Some(program) = path.to_str() else {
         return ScriptRun {
             result: Err(IoError(EINVAL)),
+            status: ExitStatus::NotStarted(IoError(EINVAL)),
             stdout: Vec::new(),
             stderr: Vec::new(),
         };
@@ -490,7 +493,8 @@ fn run_script(path: &Path, args: &[String], deadline: Duration) -> ScriptRun {
     argv.extend_from_slice(args);
     let ran = programs::run_split(&argv, deadline, SCRIPT_PATH_ENV);
     ScriptRun {
-        result: exit_result(ran.status),
+        result: exit_result(ran.status.clone()),
+        status: ran.status,
         stdout: ran.stdout,
         stderr: ran.stderr,
     }
