@@ -493,7 +493,7 @@ fn run_script(path: &Path, args: &[String], deadline: Duration) -> ScriptRun {
     argv.extend_from_slice(args);
     let ran = programs::run_split(&argv, deadline, SCRIPT_PATH_ENV);
     ScriptRun {
-        result: exit_result(ran.status.clone()),
+        result: exit_result(ran.status),
         status: ran.status,
         stdout: ran.stdout,
         stderr: ran.stderr,
