@@ -113,9 +113,34 @@ pub const MAX_QUEUED_OUTPUTS: usize = 16;
 /// Longest the SET_IP_INFO script may run; the machine shortens it further to what is
 /// left of the request's reply budget less [`KVP_EFFECT_MARGIN`].
 pub const KVP_SET_IP_SCRIPT: Duration = Duration::from_millis(4000);
+/// Longest SET_IP_INFO's programs may run together on Linux (`nmcli` loading and
+/// activating the connection, or the script): NetworkManager waits for the interface to
+/// come up, and the kernel waits 30 s for the reply (docs/protocol/linux.md §1.3), so
+/// there is room FreeBSD's 5 s do not give. The machine shortens it as it does
+/// [`KVP_SET_IP_SCRIPT`].
+pub const LINUX_KVP_SET_IP_PROGRAMS: Duration = Duration::from_secs(20);
 /// Left between a system effect's deadline and the request's reply deadline, to kill
 /// the script, collect it and still answer in time.
 pub const KVP_EFFECT_MARGIN: Duration = Duration::from_millis(500);
+
+/// After the KVP device failed (Linux: the Data Exchange service switched off and on,
+/// hibernation; `Layout::reopens_after_error`), the driver tries to open it again after
+/// this pause; every failed attempt doubles the pause, up to [`KVP_REOPEN_MAX_PAUSE`]
+/// ([`kvp_reopen_pause`]): never a busy loop, and back within 5 s of the device.
+pub const KVP_REOPEN_FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two attempts to open the KVP device again.
+pub const KVP_REOPEN_MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// The pause before the next attempt to open the KVP device again, after `failures`
+/// attempts that failed: [`KVP_REOPEN_FIRST_PAUSE`] doubled per failure, at most
+/// [`KVP_REOPEN_MAX_PAUSE`].
+pub const fn kvp_reopen_pause(failures: u32) -> Duration {
+    // 2^6 times the first pause is past the longest already; no shift overflows.
+    let shift = if failures > 6 { 6 } else { failures };
+    let nanos = (KVP_REOPEN_FIRST_PAUSE.as_nanos() as u64) << shift;
+    let max = KVP_REOPEN_MAX_PAUSE.as_nanos() as u64;
+    Duration::from_nanos(if nanos < max { nanos } else { max })
+}
 
 /// How often the driver looks the host name up again (in the background; no request
 /// waits for DNS).
@@ -143,6 +168,17 @@ const _: () = assert!(PROGRAM_OUTPUT_GRACE.as_nanos() < KVP_EFFECT_MARGIN.as_nan
 const _: () = assert!(
     KVP_SET_IP_SCRIPT.as_nanos() + KVP_EFFECT_MARGIN.as_nanos() <= KVP_REPLY_BUDGET.as_nanos()
 );
+const _: () = assert!(
+    LINUX_KVP_SET_IP_PROGRAMS.as_nanos() + KVP_EFFECT_MARGIN.as_nanos()
+        <= LINUX_KVP_REPLY_BUDGET.as_nanos()
+);
+const _: () = assert!(KVP_REOPEN_FIRST_PAUSE.as_nanos() > 0);
+const _: () = assert!(KVP_REOPEN_FIRST_PAUSE.as_nanos() < KVP_REOPEN_MAX_PAUSE.as_nanos());
+// The cap is reached within the shifts `kvp_reopen_pause` allows, and held after.
+const _: () = assert!(kvp_reopen_pause(6).as_nanos() == KVP_REOPEN_MAX_PAUSE.as_nanos());
+const _: () = assert!(kvp_reopen_pause(u32::MAX).as_nanos() == KVP_REOPEN_MAX_PAUSE.as_nanos());
+const _: () = assert!(kvp_reopen_pause(0).as_nanos() == KVP_REOPEN_FIRST_PAUSE.as_nanos());
+const _: () = assert!(kvp_reopen_pause(1).as_nanos() == 2 * KVP_REOPEN_FIRST_PAUSE.as_nanos());
 
 // ---- VSS timing rules (docs/protocol/vss.md §2) ----------------------------------------------
 

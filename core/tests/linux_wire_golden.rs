@@ -4,11 +4,13 @@
 //! cannot hide; replies are compared whole (listed bytes, zero elsewhere).
 
 use hvguest_core::kvp::auto::SystemInfo;
+use hvguest_core::kvp::effect::{Effect, EffectResult};
+use hvguest_core::kvp::ip::{Adapter, NicGuid};
 use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
 use hvguest_core::kvp::text::{Key, Value};
 use hvguest_core::kvp::wire::{DecodeError, Layout, PoolId, Reply, Request, Status};
 use hvguest_core::kvp::Input;
-use hvguest_core::limits::{LINUX_KVP_MSG_SIZE, LINUX_KVP_REPLY_BUDGET};
+use hvguest_core::limits::{LINUX_KVP_MSG_SIZE, LINUX_KVP_REPLY_BUDGET, LINUX_KVP_SET_IP_PROGRAMS};
 use hvguest_core::Instant;
 
 const LINUX: Layout = Layout::Linux;
@@ -288,4 +290,137 @@ fn the_machine_registers_reads_the_answer_and_serves() {
             .collect::<Vec<_>>(),
         vec![&Output::DeviceWrite(message(&[(0, &[100])]))]
     );
+}
+
+/// A Linux machine that has registered and read the kernel's answer, serving.
+fn serving_linux_machine() -> (KvpMachine, u64) {
+    let mut m = KvpMachine::new(
+        KvpConfig::for_layout(LINUX),
+        Instant(0),
+        &SystemInfo::default(),
+    );
+    let mut now = 0;
+    for _ in 0..200 {
+        let outs = drain(&mut m);
+        if outs.is_empty() {
+            break;
+        }
+        for o in outs {
+            if let Output::Effect { id, .. } = o {
+                now += 1;
+                let result = EffectResult::Failed(hvguest_core::kvp::effect::IoError::ENOENT);
+                m.handle(Instant(now), Input::EffectDone { id, result });
+            }
+        }
+    }
+    now += 1;
+    m.handle(
+        Instant(now),
+        Input::DeviceRead(LINUX.registration_answer(b"3.1")),
+    );
+    drain(&mut m);
+    (m, now)
+}
+
+/// The SET_IP_INFO request of the Linux test vector: the adapter is the host's GUID.
+fn set_ip_vector(ip: &[u8]) -> Vec<u8> {
+    message(&[
+        (0, &[0x05]),
+        (4, b"{f8615163-df3e-46c5-913f-f2d2f965ed0e}"),
+        (260, &[0x01]),
+        (261, &[0x00]),
+        (262, ip),
+        (2310, b"255.255.255.0"),
+        (4358, b"10.0.0.1"),
+        (5382, b"10.0.0.2"),
+    ])
+}
+
+/// SET_IP_INFO on Linux (docs/protocol/linux.md §1.7): the GUID reaches the driver
+/// typed, with the addresses parsed; the driver's three outcomes become OK,
+/// GUID_NOT_FOUND and E_FAIL with the vector's bytes; a bad address is refused with
+/// INVALID_ARG before anything runs.
+#[test]
+fn set_ip_info_carries_the_guid_to_the_driver_and_maps_its_outcome() {
+    let outcomes = [
+        (EffectResult::Done, [0x00, 0x00, 0x00, 0x00]),
+        (EffectResult::NoSuchAdapter, [0x02, 0x10, 0x04, 0x80]),
+        (
+            EffectResult::Failed(hvguest_core::kvp::effect::IoError(1)),
+            [0x05, 0x40, 0x00, 0x80],
+        ),
+    ];
+    for (result, status) in outcomes {
+        let (mut m, now) = serving_linux_machine();
+        m.handle(
+            Instant(now + 1),
+            Input::DeviceRead(set_ip_vector(b"10.0.0.5")),
+        );
+        let outs = drain(&mut m);
+        let [Output::Effect { id, effect }] = &outs[..] else {
+            panic!("one effect expected: {outs:?}");
+        };
+        let Effect::ApplyIpConfig { config, deadline } = effect else {
+            panic!("not ApplyIpConfig: {effect:?}");
+        };
+        let guid = NicGuid::parse(b"{f8615163-df3e-46c5-913f-f2d2f965ed0e}").unwrap();
+        assert_eq!(config.adapter, Adapter::Guid(guid));
+        assert!(!config.dhcp);
+        assert_eq!(config.addrs.len(), 1);
+        assert_eq!(config.addrs[0].prefix, 24);
+        assert_eq!(
+            config.gateways,
+            ["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            config.dns,
+            ["10.0.0.2".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(*deadline, LINUX_KVP_SET_IP_PROGRAMS);
+        let not_found = result == EffectResult::NoSuchAdapter;
+        m.handle(
+            Instant(now + 2),
+            Input::EffectDone {
+                id: *id,
+                result: result.clone(),
+            },
+        );
+        let outs = drain(&mut m);
+        assert!(
+            outs.contains(&Output::DeviceWrite(message(&[(0, &status)]))),
+            "{result:?}: {outs:?}"
+        );
+        assert_eq!(
+            not_found,
+            outs.iter()
+                .any(|o| matches!(o, Output::Event(Event::AdapterNotFound { .. }))),
+            "{outs:?}"
+        );
+    }
+    // A bad address: INVALID_ARG, no effect.
+    let (mut m, now) = serving_linux_machine();
+    m.handle(
+        Instant(now + 1),
+        Input::DeviceRead(set_ip_vector(b"10.0.0.5; reboot")),
+    );
+    let outs = drain(&mut m);
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::Effect { .. })),
+        "{outs:?}"
+    );
+    assert!(outs.contains(&Output::DeviceWrite(message(&[(
+        0,
+        &[0x57, 0x00, 0x07, 0x80]
+    )]))));
+    // An interface name, FreeBSD's form, is no adapter on Linux: INVALID_ARG.
+    let (mut m, now) = serving_linux_machine();
+    let mut hn0 = set_ip_vector(b"10.0.0.5");
+    hn0[4..4 + 38].fill(0);
+    hn0[4..7].copy_from_slice(b"hn0");
+    m.handle(Instant(now + 1), Input::DeviceRead(hn0));
+    let outs = drain(&mut m);
+    assert!(outs.contains(&Output::DeviceWrite(message(&[(
+        0,
+        &[0x57, 0x00, 0x07, 0x80]
+    )]))));
 }

@@ -8,5 +8,6 @@ pub mod freeze;
 pub mod kvp_device;
 pub mod mounts;
 pub mod net;
+pub mod nic;
 pub mod paths;
 pub mod vss_device;

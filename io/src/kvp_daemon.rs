@@ -19,7 +19,9 @@ use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
 use hvguest_core::kvp::record::PoolIssue;
 use hvguest_core::kvp::recording::describe_request;
 use hvguest_core::kvp::wire::PoolId;
-use hvguest_core::limits::{HOSTNAME_REFRESH, MAX_POOL_RECORDS};
+use hvguest_core::limits::{
+    kvp_reopen_pause, HOSTNAME_REFRESH, KVP_REOPEN_MAX_PAUSE, MAX_POOL_RECORDS,
+};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -29,10 +31,13 @@ use crate::files::{PoolFileError, PoolFiles};
 use crate::lanes::Lanes;
 use crate::logging::{Level, Logger};
 use crate::recorder::{RecordError, Recorder};
+use crate::set_ip::SetIpPaths;
 use crate::signals::SignalPipe;
 use crate::sysinfo;
 
 const DEVICE: Token = Token(0);
+/// The kernel's answer to a write it expects no message for (both systems).
+const EINVAL: i32 = 22;
 const SIGNAL: Token = Token(1);
 const WAKE: Token = Token(2);
 
@@ -44,7 +49,9 @@ pub struct DaemonConfig {
     pub pool_mode: Option<crate::kvp_config::PoolMode>,
     pub device: PathBuf,
     pub pool_dir: PathBuf,
-    pub scripts_dir: PathBuf,
+    /// Where SET_IP_INFO's script, and on Linux its interfaces, `nmcli` and keyfiles,
+    /// are.
+    pub set_ip: SetIpPaths,
     pub record: Option<PathBuf>,
 }
 
@@ -62,6 +69,8 @@ pub enum DaemonError {
     Signals(nix::Error),
     #[error("device read failed: {0}")]
     DeviceRead(std::io::Error),
+    #[error("device write failed: {0}")]
+    DeviceWrite(std::io::Error),
     #[error("the device was closed by the other side")]
     DeviceClosed,
     #[error(
@@ -95,7 +104,12 @@ fn spawn_fqdn_refresh(waker: Arc<Waker>) -> std::io::Result<Receiver<SystemInfo>
 
 struct Loop<'a> {
     machine: KvpMachine,
-    device: KvpDevice,
+    /// `None` while the device is closed after an error and not open again yet.
+    device: Option<KvpDevice>,
+    /// The layout's `reopens_after_error`: a failed write then closes the device too.
+    reopens: bool,
+    /// A write that failed the way a torn-down device fails, for the loop to handle.
+    write_failed: Option<std::io::Error>,
     lanes: Lanes,
     log: &'a Logger,
     recorder: Option<Recorder>,
@@ -158,12 +172,31 @@ impl Loop<'_> {
                             self.recorder = None;
                         }
                     }
-                    if let Err(e) = self.device.write(&bytes[..]) {
-                        // Not retried: the kernel already answered the host (K3).
-                        self.log.warn(&format!(
-                            "writing an answer to the device failed: {e}; it is not \
-                             retried (the kernel answers the host by its deadline)"
-                        ));
+                    let Some(device) = self.device.as_ref() else {
+                        // The kernel failed what the answer was for when the device
+                        // closed; the machine drops it at the reopen.
+                        self.log.debug(
+                            "an answer was not written: the KVP device is closed until it \
+                             opens again",
+                        );
+                        continue;
+                    };
+                    match device.write(&bytes[..]) {
+                        Ok(()) => {}
+                        // EINVAL is the kernel refusing a message it does not expect (a
+                        // reply after its timer failed the request, K3): the device is
+                        // fine. Anything else on Linux: the device is closed and opened
+                        // again, as after a failed read.
+                        Err(e) if self.reopens && e.raw_os_error() != Some(EINVAL) => {
+                            self.write_failed.get_or_insert(e);
+                        }
+                        Err(e) => {
+                            // Not retried: the kernel already answered the host (K3).
+                            self.log.warn(&format!(
+                                "writing an answer to the device failed: {e}; it is not \
+                                 retried (the kernel answers the host by its deadline)"
+                            ));
+                        }
                     }
                 }
                 Output::Effect { id, effect } => {
@@ -212,6 +245,7 @@ impl Loop<'_> {
             | Event::DeadlineReply { .. }
             | Event::PoolFull { .. }
             | Event::AdapterExcluded { .. }
+            | Event::AdapterNotFound { .. }
             | Event::RegistrationUnanswered
             | Event::RequestLostToReopen { .. } => Level::Warn,
             Event::Registered | Event::PoolRecovered { .. } => Level::Info,
@@ -264,7 +298,23 @@ impl Loop<'_> {
     }
 }
 
-/// Runs the daemon until SIGTERM/SIGINT (Ok) or a fatal device error.
+/// A closed device's next attempt to open again, and how many attempts failed.
+struct Reopen {
+    at: std::time::Instant,
+    failures: u32,
+}
+
+/// Opens the device at `path` again and puts it in the event loop.
+fn open_again(path: &std::path::Path, poll: &Poll) -> Result<KvpDevice, DaemonError> {
+    let device = KvpDevice::open(path)?;
+    poll.registry()
+        .register(&mut SourceFd(&device.raw_fd()), DEVICE, Interest::READABLE)
+        .map_err(DaemonError::Poll)?;
+    Ok(device)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (Ok) or a fatal device error (on Linux a
+/// failed device is opened again, `Layout::reopens_after_error`).
 pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     let signals = SignalPipe::install().map_err(DaemonError::Signals)?;
     let mut files = match cfg.pool_mode {
@@ -308,7 +358,7 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     };
     let mut poll = Poll::new().map_err(DaemonError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(DaemonError::Poll)?);
-    let lanes = Lanes::start(files, cfg.scripts_dir.clone(), waker.clone(), log.clone())
+    let lanes = Lanes::start(files, cfg.set_ip.clone(), waker.clone(), log.clone())
         .map_err(DaemonError::Poll)?;
     let infos = spawn_fqdn_refresh(waker).unwrap_or_else(|e| {
         // No fresh host name: the machine keeps the plain one it started with.
@@ -318,7 +368,7 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
         ));
         channel().1
     });
-    let device_fd = device.raw_fd();
+    let mut device_fd = device.raw_fd();
     poll.registry()
         .register(&mut SourceFd(&device_fd), DEVICE, Interest::READABLE)
         .map_err(DaemonError::Poll)?;
@@ -336,7 +386,9 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
             clock::now(),
             &info,
         ),
-        device,
+        device: Some(device),
+        reopens: cfg.kvp.layout.reopens_after_error(),
+        write_failed: None,
         lanes,
         log,
         recorder,
@@ -349,12 +401,24 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     // One byte more than a message, so an oversized datagram shows.
     let mut buf = vec![0u8; cfg.kvp.layout.message_size() + 1];
     let mut result = Ok(());
+    // Cleared when the device fails; set again when it is open again (Linux).
     let mut device_live = true;
+    // While the device is closed after an error: when to try opening it again.
+    let mut reopen: Option<Reopen> = None;
+    // A read that failed, handled once the events of this round are.
+    let mut device_failure: Option<DaemonError> = None;
     while !lp.exit {
+        let now = std::time::Instant::now();
         let timeout = lp
             .machine
             .poll_timeout()
-            .map(|t| t.saturating_since(clock::now()));
+            .map(|t| t.saturating_since(clock::now()))
+            .into_iter()
+            .chain(reopen.as_ref().map(|r| r.at.saturating_duration_since(now)))
+            // A write failed after the last look (the registration after a reopen):
+            // handled at once, not after the next event.
+            .chain(lp.write_failed.as_ref().map(|_| std::time::Duration::ZERO))
+            .min();
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
@@ -364,8 +428,11 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
         }
         for ev in events.iter() {
             match ev.token() {
-                DEVICE if device_live => {
-                    let failed = match lp.device.read(&mut buf) {
+                DEVICE => {
+                    let Some(device) = lp.device.as_ref().filter(|_| device_live) else {
+                        continue; // a late event of a failed device
+                    };
+                    let failed = match device.read(&mut buf) {
                         Ok(ReadOutcome::Message(n)) => {
                             lp.step(Input::DeviceRead(buf[..n].to_vec()));
                             None
@@ -383,26 +450,10 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                             .map(DaemonError::Poll)
                     });
                     if let Some(e) = failed {
-                        // No request can come any more: the machine finishes what it
-                        // started (a mutation reaches the disk whole) and exits; the
-                        // error is returned then.
-                        log.warn(&format!(
-                            "the KVP device failed: {e}; finishing what was started, then \
-                             exiting"
-                        ));
                         device_live = false;
-                        if let Err(d) = poll.registry().deregister(&mut SourceFd(&device_fd)) {
-                            // Its events are ignored from now on anyway.
-                            log.warn(&format!(
-                                "removing the device from the event loop failed: {d}; \
-                                 exiting all the same"
-                            ));
-                        }
-                        result = Err(e);
-                        lp.step(Input::Shutdown);
+                        device_failure = Some(e);
                     }
                 }
-                DEVICE => {}
                 SIGNAL => {
                     if signals.take() {
                         log.info("asked to stop: finishing what was started, then exiting");
@@ -416,6 +467,75 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                     while let Ok(info) = infos.try_recv() {
                         lp.step(Input::SystemInfo(info));
                     }
+                }
+            }
+        }
+        let failure = device_failure
+            .take()
+            .or_else(|| lp.write_failed.take().map(DaemonError::DeviceWrite));
+        if let Some(e) = failure.filter(|_| lp.device.is_some()) {
+            if let Err(d) = poll.registry().deregister(&mut SourceFd(&device_fd)) {
+                // Its events are ignored from now on anyway.
+                log.warn(&format!(
+                    "removing the device from the event loop failed: {d}; its events are \
+                     ignored from now on"
+                ));
+            }
+            device_live = false;
+            if lp.reopens && !matches!(e, DaemonError::Poll(_)) {
+                lp.device = None;
+                // Closed now; opened again after a pause, growing while it fails.
+                log.warn(&format!(
+                    "the KVP device failed: {e}; it is closed and opened again (as after \
+                     the Data Exchange service is switched off and on, or the guest \
+                     hibernates), first in {} ms, then with pauses growing to {} s while \
+                     it cannot be opened; the request the kernel held, if any, was failed \
+                     by the kernel",
+                    kvp_reopen_pause(0).as_millis(),
+                    KVP_REOPEN_MAX_PAUSE.as_secs()
+                ));
+                reopen = Some(Reopen {
+                    at: std::time::Instant::now() + kvp_reopen_pause(0),
+                    failures: 0,
+                });
+            } else {
+                // No request can come any more: the machine finishes what it started (a
+                // mutation reaches the disk whole) and exits; the error is returned then.
+                log.warn(&format!(
+                    "the KVP device failed: {e}; finishing what was started, then exiting"
+                ));
+                result = Err(e);
+                lp.step(Input::Shutdown);
+            }
+        }
+        if let Some(r) = reopen
+            .as_mut()
+            .filter(|r| r.at <= std::time::Instant::now())
+        {
+            if lp.exit {
+                break;
+            }
+            match open_again(&cfg.device, &poll) {
+                Ok(device) => {
+                    device_fd = device.raw_fd();
+                    lp.device = Some(device);
+                    device_live = true;
+                    log.info(&format!(
+                        "the KVP device is open again ({} attempt(s)); registering with the \
+                         kernel again",
+                        r.failures + 1
+                    ));
+                    reopen = None;
+                    lp.step(Input::DeviceReopened);
+                }
+                Err(e) => {
+                    r.failures = r.failures.saturating_add(1);
+                    let pause = kvp_reopen_pause(r.failures);
+                    r.at = std::time::Instant::now() + pause;
+                    log.debug(&format!(
+                        "opening the KVP device again failed: {e}; next attempt in {} ms",
+                        pause.as_millis()
+                    ));
                 }
             }
         }

@@ -5,7 +5,6 @@
 //! A file effect that never waits (a stat) the loop runs itself ([`Lanes::run_here`]).
 //! (Only the KVP daemon has threads; the VSS freezer must be single-threaded.)
 
-use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,6 +14,7 @@ use mio::Waker;
 
 use crate::files::PoolFiles;
 use crate::logging::Logger;
+use crate::set_ip::{self, SetIpPaths};
 use crate::sysinfo;
 
 /// A finished effect, on its way back to the loop.
@@ -68,7 +68,7 @@ fn run_file_effect(files: &Mutex<PoolFiles>, effect: &Effect, log: &Logger) -> E
 impl Lanes {
     pub fn start(
         files: PoolFiles,
-        scripts_dir: PathBuf,
+        set_ip_paths: SetIpPaths,
         waker: Arc<Waker>,
         log: Logger,
     ) -> std::io::Result<Lanes> {
@@ -79,6 +79,7 @@ impl Lanes {
         // machine keeps one file effect in flight, so the lock is never contended.
         let files = Arc::new(Mutex::new(files));
         let worker_files = files.clone();
+        let system_log = log.clone();
         let file_thread = worker(
             "kvp-files",
             file_rx,
@@ -89,10 +90,7 @@ impl Lanes {
         let sys_thread = worker("kvp-system", sys_rx, done_tx, waker, move |e| match e {
             Effect::QueryAdapter(mac) => EffectResult::Adapters(sysinfo::query_adapter(*mac)),
             Effect::ApplyIpConfig { config, deadline } => {
-                match sysinfo::apply_ip_config(config, &scripts_dir, *deadline) {
-                    Ok(()) => EffectResult::Done,
-                    Err(e) => EffectResult::Failed(e),
-                }
+                set_ip::apply(config, &set_ip_paths, *deadline, &system_log)
             }
             _ => EffectResult::Failed(IoError::WRONG_RESULT),
         })?;

@@ -21,6 +21,7 @@ pub mod process;
 pub mod programs;
 pub mod recorder;
 pub mod self_test;
+pub mod set_ip;
 pub mod signals;
 pub mod sysinfo;
 pub mod system;

@@ -29,8 +29,11 @@
 //!                 [--addr ADDRESS/PREFIX]... [--gateway ADDRESS]... [--dns ADDRESS]...
 //! ```
 //!
-//! * `--adapter NAME`: the interface name the kernel substituted for the adapter GUID
-//!   (e.g. `hn0`), or the GUID text when it found no interface. Always first.
+//! * `--adapter NAME`: the interface. On FreeBSD the name the kernel substituted for
+//!   the adapter GUID (e.g. `hn0`; the core refuses the request when none was); on
+//!   Linux the interface whose vmbus device has the host's GUID (e.g. `eth0`), found
+//!   by [`crate::set_ip`] before the script runs, and the script runs there only where
+//!   NetworkManager does not. Always first.
 //! * `--dhcp` or `--static`: exactly one, second.
 //! * `--addr ADDRESS/PREFIX`: one per address, in the host's order; IPv4 as
 //!   `10.0.0.4/24`, IPv6 as `2001:db8::4/64`. May also be present with `--dhcp`.
@@ -398,23 +401,30 @@ pub const SET_IFCONFIG_SCRIPT: &str = "hv_set_ifconfig";
 const SCRIPT_PATH_ENV: &str = "/sbin:/bin:/usr/sbin:/usr/bin";
 /// How much of each of stdout and stderr is kept.
 pub const OUTPUT_LIMIT: usize = programs::OUTPUT_LIMIT;
+/// The only environment `nmcli` gets: the same as the script's (and so no `LANG`, so
+/// its answers are the untranslated words [`crate::set_ip`] reads).
+pub(crate) const PROGRAM_PATH_ENV: &str = SCRIPT_PATH_ENV;
 const EINVAL: i32 = 22;
 
 /// What a script run produced: its result and the start of its output, for the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScriptRun {
     pub result: Result<(), IoError>,
+    /// How it ended, for a log line (`result` keeps only a number).
+    pub status: ExitStatus,
     /// The first [`OUTPUT_LIMIT`] bytes of stdout.
     pub stdout: Vec<u8>,
     /// The first [`OUTPUT_LIMIT`] bytes of stderr.
     pub stderr: Vec<u8>,
 }
 
-/// The script's arguments for `cfg` (see the module documentation).
-pub fn set_ifconfig_args(cfg: &IpConfig) -> Vec<String> {
+/// The script's arguments for `cfg` applied to `interface` (see the module
+/// documentation): the hn(4) name the FreeBSD kernel put in the request, or the Linux
+/// interface whose device has the request's GUID.
+pub fn set_ifconfig_args(interface: &str, cfg: &IpConfig) -> Vec<String> {
     let mut args = vec![
         "--adapter".to_string(),
-        cfg.adapter.clone(),
+        interface.to_string(),
         if cfg.dhcp { "--dhcp" } else { "--static" }.to_string(),
     ];
     for a in &cfg.addrs {
@@ -432,23 +442,30 @@ pub fn set_ifconfig_args(cfg: &IpConfig) -> Vec<String> {
     args
 }
 
-/// Runs `<scripts_dir>/hv_set_ifconfig` with `cfg` as arguments and waits at most
-/// `deadline`. `Err(ETIMEDOUT)` if it was killed at the deadline, `Err(IoError(status))`
-/// for a non-zero exit (1 if killed by a signal), `Err(IoError(ENOENT))` if the script
-/// does not exist, another errno if it could not be started (e.g. not executable).
+/// Runs `<scripts_dir>/hv_set_ifconfig` with `cfg` as arguments for `interface` and
+/// waits at most `deadline`. `Err(ETIMEDOUT)` if it was killed at the deadline,
+/// `Err(IoError(status))` for a non-zero exit (1 if killed by a signal),
+/// `Err(IoError(ENOENT))` if the script does not exist, another errno if it could not
+/// be started (e.g. not executable).
 pub fn apply_ip_config(
+    interface: &str,
     cfg: &IpConfig,
     scripts_dir: &Path,
     deadline: Duration,
 ) -> Result<(), IoError> {
-    run_set_ifconfig(cfg, scripts_dir, deadline).result
+    run_set_ifconfig(interface, cfg, scripts_dir, deadline).result
 }
 
 /// [`apply_ip_config`], also returning what the script printed.
-pub fn run_set_ifconfig(cfg: &IpConfig, scripts_dir: &Path, deadline: Duration) -> ScriptRun {
+pub fn run_set_ifconfig(
+    interface: &str,
+    cfg: &IpConfig,
+    scripts_dir: &Path,
+    deadline: Duration,
+) -> ScriptRun {
     run_script(
         &scripts_dir.join(SET_IFCONFIG_SCRIPT),
-        &set_ifconfig_args(cfg),
+        &set_ifconfig_args(interface, cfg),
         deadline,
     )
 }
@@ -466,6 +483,7 @@ fn run_script(path: &Path, args: &[String], deadline: Duration) -> ScriptRun {
     let Some(program) = path.to_str() else {
         return ScriptRun {
             result: Err(IoError(EINVAL)),
+            status: ExitStatus::NotStarted(IoError(EINVAL)),
             stdout: Vec::new(),
             stderr: Vec::new(),
         };
@@ -476,12 +494,13 @@ fn run_script(path: &Path, args: &[String], deadline: Duration) -> ScriptRun {
     let ran = programs::run_split(&argv, deadline, SCRIPT_PATH_ENV);
     ScriptRun {
         result: exit_result(ran.status),
+        status: ran.status,
         stdout: ran.stdout,
         stderr: ran.stderr,
     }
 }
 
-fn exit_result(status: ExitStatus) -> Result<(), IoError> {
+pub(crate) fn exit_result(status: ExitStatus) -> Result<(), IoError> {
     match status {
         ExitStatus::Code(0) => Ok(()),
         ExitStatus::Code(code) => Err(IoError(code)),
@@ -514,7 +533,7 @@ mod tests {
 
     fn config(adapter: &str) -> IpConfig {
         IpConfig {
-            adapter: adapter.to_string(),
+            adapter: hvguest_core::kvp::ip::Adapter::Interface(adapter.to_string()),
             dhcp: false,
             addrs: vec![
                 IfAddr {
@@ -719,7 +738,7 @@ options edns0
     fn argument_convention() {
         let mut c = config("hn0");
         assert_eq!(
-            set_ifconfig_args(&c),
+            set_ifconfig_args("hn0", &c),
             [
                 "--adapter",
                 "hn0",
@@ -742,7 +761,7 @@ options edns0
         c.addrs.clear();
         c.gateways.clear();
         c.dns.clear();
-        assert_eq!(set_ifconfig_args(&c), ["--adapter", "hn0", "--dhcp"]);
+        assert_eq!(set_ifconfig_args("hn0", &c), ["--adapter", "hn0", "--dhcp"]);
     }
 
     #[test]
@@ -761,12 +780,12 @@ options edns0
         );
         // Shell metacharacters arrive verbatim: no shell ever sees them.
         let adapter = format!("hn0; touch {} $(id) `id` '\"* | &", marker.display());
-        let cfg = config(&adapter);
-        let run = run_set_ifconfig(&cfg, dir.path(), Duration::from_secs(5));
+        let cfg = config("hn0");
+        let run = run_set_ifconfig(&adapter, &cfg, dir.path(), Duration::from_secs(5));
         assert_eq!(run.result, Ok(()), "{run:?}");
         let got = std::fs::read_to_string(&out).unwrap();
         let got: Vec<&str> = got.lines().collect();
-        assert_eq!(got, set_ifconfig_args(&cfg));
+        assert_eq!(got, set_ifconfig_args(&adapter, &cfg));
         assert_eq!(got[1], adapter);
         assert!(!marker.exists());
         assert_eq!(
@@ -820,7 +839,7 @@ options edns0
             "dd if=/dev/zero bs=1024 count=256 2>/dev/null\n\
              dd if=/dev/zero bs=1024 count=256 >&2 2>/dev/null\nexit 0",
         );
-        let run = run_set_ifconfig(&config("hn0"), dir.path(), Duration::from_secs(5));
+        let run = run_set_ifconfig("hn0", &config("hn0"), dir.path(), Duration::from_secs(5));
         assert_eq!(run.result, Ok(()));
         assert_eq!(run.stdout.len(), OUTPUT_LIMIT);
         assert_eq!(run.stderr.len(), OUTPUT_LIMIT);
@@ -831,11 +850,11 @@ options edns0
         let _lock = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = TempDir::new("fail");
         write_script(dir.path(), "echo no such interface >&2\nexit 3");
-        let run = run_set_ifconfig(&config("hn0"), dir.path(), Duration::from_secs(5));
+        let run = run_set_ifconfig("hn0", &config("hn0"), dir.path(), Duration::from_secs(5));
         assert_eq!(run.result, Err(IoError(3)));
         assert_eq!(run.stderr, b"no such interface\n");
         write_script(dir.path(), "kill -9 $$");
-        let r = apply_ip_config(&config("hn0"), dir.path(), Duration::from_secs(5));
+        let r = apply_ip_config("hn0", &config("hn0"), dir.path(), Duration::from_secs(5));
         assert_eq!(r, Err(IoError(1)));
     }
 
@@ -863,7 +882,12 @@ options edns0
             ),
         );
         let start = Instant::now();
-        let run = run_set_ifconfig(&config("hn0"), dir.path(), Duration::from_millis(200));
+        let run = run_set_ifconfig(
+            "hn0",
+            &config("hn0"),
+            dir.path(),
+            Duration::from_millis(200),
+        );
         let took = start.elapsed();
         assert_eq!(run.result, Err(IoError::ETIMEDOUT));
         assert!(took >= Duration::from_millis(200), "{took:?}");
@@ -890,16 +914,17 @@ options edns0
     fn missing_or_unexecutable_script() {
         let _lock = SCRIPTS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = TempDir::new("missing");
-        let r = apply_ip_config(&config("hn0"), dir.path(), Duration::from_secs(1));
+        let r = apply_ip_config("hn0", &config("hn0"), dir.path(), Duration::from_secs(1));
         assert_eq!(r, Err(IoError(2)));
         let r = apply_ip_config(
+            "hn0",
             &config("hn0"),
             &dir.path().join("nodir"),
             Duration::from_secs(1),
         );
         assert_eq!(r, Err(IoError(2)));
         std::fs::write(dir.path().join(SET_IFCONFIG_SCRIPT), "#!/bin/sh\nexit 0\n").unwrap();
-        let r = apply_ip_config(&config("hn0"), dir.path(), Duration::from_secs(1));
+        let r = apply_ip_config("hn0", &config("hn0"), dir.path(), Duration::from_secs(1));
         assert!(matches!(r, Err(IoError(e)) if e != 0), "{r:?}");
     }
 }

@@ -1276,22 +1276,237 @@ fn set_ip_info_for_an_adapter_that_is_not_a_synthetic_nic_runs_nothing() {
     assert_eq!(adapters, ["hn0", "hn12"], "{ran}");
 }
 
-/// On Linux the kernel hands over the host's adapter GUID itself (docs/protocol/linux.md
-/// §1.4); matching it to an interface is not done yet, so SET_IP_INFO is refused with
-/// GUID_NOT_FOUND and nothing runs (hv_kvp_daemon(8), LINUX).
+/// The host's GUID for the NIC the Linux tests give the guest (`eth1`).
+const NIC_GUID: &str = "{f8615163-df3e-46c5-913f-f2d2f965ed0e}";
+
+/// A fake `/sys/class/net` for the Linux tests: `lo` (no device), `eth0` (another
+/// vmbus NIC), `eth1` (the host's `NIC_GUID`), with their MACs; and the daemon's
+/// options pointing at it, at `nmcli` and at a keyfile directory inside `dir`.
+fn linux_network(dir: &TestDir, scripts: &Path) -> Vec<String> {
+    let net = dir.path.join("sys-class-net");
+    for (name, guid, mac) in [
+        ("lo", None, "00:00:00:00:00:00"),
+        (
+            "eth0",
+            Some("{0a1b2c3d-0000-4000-8000-000000000001}"),
+            "00:15:5d:01:02:04",
+        ),
+        ("eth1", Some(NIC_GUID), "00:15:5d:01:02:03"),
+    ] {
+        let itf = net.join(name);
+        std::fs::create_dir_all(itf.join("device")).unwrap();
+        std::fs::write(itf.join("address"), format!("{mac}\n")).unwrap();
+        if let Some(g) = guid {
+            std::fs::write(itf.join("device/device_id"), format!("{g}\n")).unwrap();
+        }
+    }
+    let nm = dir.path.join("system-connections");
+    std::fs::create_dir_all(&nm).unwrap();
+    [
+        "--scripts-dir".to_string(),
+        scripts.display().to_string(),
+        "--sys-class-net".to_string(),
+        net.display().to_string(),
+        "--nmcli".to_string(),
+        dir.path.join("nmcli").display().to_string(),
+        "--nm-connections".to_string(),
+        nm.display().to_string(),
+    ]
+    .to_vec()
+}
+
+/// A stand-in for `nmcli` with NetworkManager running: records each call's arguments
+/// on one line in `nmcli-runs`, says `running` when asked.
+fn fake_nmcli(dir: &TestDir) -> PathBuf {
+    let runs = dir.path.join("nmcli-runs");
+    let nmcli = dir.path.join("nmcli");
+    std::fs::write(
+        &nmcli,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\n\
+             if [ \"$*\" = '-t -f RUNNING general' ]; then echo running; fi\nexit 0\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&nmcli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    runs
+}
+
+/// On Linux the kernel passes the host's adapter GUID on (docs/protocol/linux.md
+/// §1.7): the daemon finds the interface whose device has it (`eth1`), writes a
+/// private NetworkManager keyfile and has `nmcli` load and activate it; a GUID no
+/// interface has is `GUID_NOT_FOUND`, an interface name `INVALID_ARG`, and neither
+/// runs anything.
 #[test]
-fn set_ip_info_on_linux_is_refused_until_guids_are_matched() {
-    let dir = TestDir::on(Kernel::Linux, "setip-linux");
-    let (scripts, runs) = recording_script(&dir);
+fn set_ip_info_on_linux_configures_the_nic_with_the_hosts_guid_through_network_manager() {
+    let dir = TestDir::on(Kernel::Linux, "setip-linux-nm");
+    let (scripts, script_runs) = recording_script(&dir);
+    let nmcli_runs = fake_nmcli(&dir);
+    let args = linux_network(&dir, &scripts);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let dev = dir.device();
-    let scripts_arg = scripts.to_str().unwrap().to_string();
-    let (_daemon, mut link) = Daemon::start(&dir, &dev, &["--scripts-dir", &scripts_arg]);
-    let guid = "{f8615163-df3e-46c5-913f-f2d2f965ed0e}";
-    assert_eq!(
-        call(&mut link, &set_ip(guid)).status(),
-        Status::GUID_NOT_FOUND
+    let (daemon, mut link) = Daemon::start(&dir, &dev, &args);
+    let refused = [
+        (
+            "{00000000-0000-4000-8000-00000000beef}",
+            Status::GUID_NOT_FOUND,
+        ),
+        ("eth1", Status::INVALID_ARG),
+        ("hn0", Status::INVALID_ARG),
+        (
+            "{f8615163-df3e-46c5-913f-f2d2f965ed0e};",
+            Status::INVALID_ARG,
+        ),
+    ];
+    for (adapter, want) in refused {
+        assert_eq!(
+            call(&mut link, &set_ip(adapter)).status(),
+            want,
+            "adapter {adapter:?}"
+        );
+    }
+    assert!(!nmcli_runs.exists(), "nmcli ran for a refused adapter");
+    assert!(
+        daemon.log_text().contains("with GUID_NOT_FOUND"),
+        "no log line says why: {}",
+        daemon.log_text()
     );
-    assert!(!runs.exists(), "the script ran");
+    // The host's GUID, in upper case as a host may write it.
+    let upper = NIC_GUID.to_uppercase();
+    assert_eq!(call(&mut link, &set_ip(&upper)).status(), Status::OK);
+    let keyfile = dir
+        .path
+        .join("system-connections/hyperv-f8615163-df3e-46c5-913f-f2d2f965ed0e.nmconnection");
+    assert_mode_0600(&keyfile);
+    let text = std::fs::read_to_string(&keyfile).unwrap();
+    for line in [
+        "uuid=f8615163-df3e-46c5-913f-f2d2f965ed0e\n",
+        "interface-name=eth1\n",
+        "mac-address=00:15:5D:01:02:03\n",
+        "[ipv4]\nmethod=manual\naddress1=127.0.0.2/8\ngateway=10.0.0.1\ndns=10.0.0.2;\n",
+        "[ipv6]\nmethod=auto\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&nmcli_runs).unwrap(),
+        format!(
+            "-t -f RUNNING general\nconnection load {}\n\
+             connection up uuid f8615163-df3e-46c5-913f-f2d2f965ed0e\n",
+            keyfile.display()
+        )
+    );
+    assert!(
+        !script_runs.exists(),
+        "the script ran beside NetworkManager"
+    );
+    assert!(
+        daemon.log_text().contains("through NetworkManager"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+/// Without NetworkManager the script runs, given the interface the GUID names.
+#[test]
+fn set_ip_info_on_linux_without_network_manager_runs_the_script_for_the_interface() {
+    let dir = TestDir::on(Kernel::Linux, "setip-linux-script");
+    let (scripts, runs) = recording_script(&dir);
+    // No nmcli at the configured path.
+    let args = linux_network(&dir, &scripts);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dev = dir.device();
+    let (_daemon, mut link) = Daemon::start(&dir, &dev, &args);
+    assert_eq!(call(&mut link, &set_ip(NIC_GUID)).status(), Status::OK);
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "--adapter eth1 --static --addr 127.0.0.2/8 --gateway 10.0.0.1 --dns 10.0.0.2\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path.join("system-connections"))
+            .unwrap()
+            .count(),
+        0,
+        "a keyfile was written without NetworkManager"
+    );
+    // Neither NetworkManager nor the script: a failure, said in the log.
+    std::fs::remove_file(scripts.join("hv_set_ifconfig")).unwrap();
+    assert_eq!(call(&mut link, &set_ip(NIC_GUID)).status(), Status::E_FAIL);
+}
+
+/// CPU time the process has used, in clock ticks (user and system, `/proc/PID/stat`).
+fn cpu_ticks(pid: Pid) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// On Linux a device read error or close (the Data Exchange service switched off and
+/// on, hibernation; here the emulated host drops the connection) makes the daemon
+/// close the device, open it again and register anew (docs/protocol/linux.md §1.3),
+/// then serve as before. While the device cannot be opened it tries again with pauses
+/// growing to 5 s, not in a busy loop, logging one warning per failure, and SIGTERM
+/// still ends it at once.
+#[test]
+fn on_linux_a_failed_device_is_opened_again_and_the_daemon_registers_anew() {
+    let dir = TestDir::on(Kernel::Linux, "reopen");
+    let dev = dir.device();
+    let (mut daemon, mut link) = Daemon::start(&dir, &dev, &[]);
+    assert_eq!(set(&mut link, PoolId::Guest, "before", "1"), Status::OK);
+    drop(link);
+    // `accept` waits for the registration: the daemon came back and registered.
+    let mut link = match dev.accept(ACCEPT) {
+        Ok(l) => l,
+        Err(e) => panic!(
+            "the daemon did not register again: {e}\n{}",
+            daemon.log_text()
+        ),
+    };
+    assert_eq!(get(&mut link, PoolId::Guest, "before"), Ok("1".to_string()));
+    assert_eq!(set(&mut link, PoolId::Guest, "after", "2"), Status::OK);
+    assert_eq!(get(&mut link, PoolId::Guest, "after"), Ok("2".to_string()));
+    // Now the device is gone for good (the socket file removed): attempts with
+    // pauses of 0.1, 0.2, 0.4, 0.8 s... take next to no CPU.
+    drop(link);
+    drop(dev);
+    let before = cpu_ticks(daemon.pid());
+    thread::sleep(Duration::from_millis(2000));
+    let used = cpu_ticks(daemon.pid()) - before;
+    assert!(used < 30, "{used} ticks of CPU in 2 s of reopening");
+    let log = daemon.log_text();
+    assert_eq!(
+        log.matches("it is closed and opened again").count(),
+        2,
+        "one warning per failure:\n{log}"
+    );
+    assert_eq!(
+        log.matches("the KVP device is open again").count(),
+        1,
+        "{log}"
+    );
+    let attempts = log.matches("opening the KVP device again failed").count();
+    assert!(
+        (2..=8).contains(&attempts),
+        "{attempts} failed attempts in 2 s, want a few growing pauses:\n{log}"
+    );
+    // SIGTERM during a pause: the daemon exits at once, with 0.
+    let asked = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(
+        daemon.wait(Duration::from_secs(2)).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------

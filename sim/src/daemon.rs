@@ -12,7 +12,7 @@ use std::time::Duration;
 use hvguest_core::kvp::addresses::NamedAdapter;
 use hvguest_core::kvp::auto::SystemInfo;
 use hvguest_core::kvp::effect::{Effect, EffectId, EffectResult, FileId, Input, Lane, WriteNews};
-use hvguest_core::kvp::ip::{IpConfig, Mac};
+use hvguest_core::kvp::ip::{Adapter, IpConfig, Mac, NicGuid};
 use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
 use hvguest_core::kvp::wire::Message;
 use hvguest_core::Instant;
@@ -101,6 +101,9 @@ pub struct SimNet {
     pub applied: Vec<IpConfig>,
     /// `ApplyIpConfig` fails (the script exits non-zero).
     pub apply_fails: bool,
+    /// Linux: the synthetic NICs' GUIDs, as sysfs's `device_id` shows them, with their
+    /// interfaces; an `ApplyIpConfig` for any other GUID finds no interface.
+    pub nic_guids: BTreeMap<NicGuid, String>,
 }
 
 /// What a daemon process starts with.
@@ -270,7 +273,13 @@ impl SimDaemon {
                 net.adapters.get(mac).cloned().unwrap_or_default(),
             )),
             Effect::ApplyIpConfig { config: cfg, .. } => {
-                if net.apply_fails {
+                let unknown = match &cfg.adapter {
+                    Adapter::Guid(g) => !net.nic_guids.contains_key(g),
+                    Adapter::Interface(_) => false,
+                };
+                if unknown {
+                    Ok(EffectResult::NoSuchAdapter)
+                } else if net.apply_fails {
                     Ok(EffectResult::Failed(hvguest_core::kvp::effect::IoError(1)))
                 } else {
                     net.applied.push(cfg.clone());

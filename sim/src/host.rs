@@ -450,6 +450,8 @@ pub struct Workload {
     /// The device message size of the world's kernel: malformed messages are built at
     /// it (one defect each) or cut short of it.
     pub msg_len: usize,
+    /// The world runs on Linux's kernel: SET_IP_INFO names the adapter by its GUID.
+    pub linux: bool,
 }
 
 pub enum Next {
@@ -464,6 +466,7 @@ impl Workload {
         Workload {
             prng,
             msg_len: crate::host_wire::MSG_LEN,
+            linux: false,
         }
     }
 
@@ -547,13 +550,27 @@ impl Workload {
                 addr_family: 0,
             }),
             930..=959 => Next::Request(Request::SetIpInfo(IpFields {
-                adapter_id: b"hn0".to_vec(),
                 ip_addr: (*self.prng.choose(&[
                     "10.0.0.9",
                     "10.0.0.9;$(reboot)",
                     "fe80::1;10.0.0.2",
                 ]))
                 .into(),
+                // On Linux the host's GUID (one draw more, Linux worlds only): a NIC
+                // the world has, in either case, one it may have, one it never has,
+                // or FreeBSD's form, which Linux refuses.
+                adapter_id: match self.linux {
+                    false => b"hn0".to_vec(),
+                    true => match self.prng.below(5) {
+                        0 | 1 => crate::network::HN0_GUID.as_bytes().to_vec(),
+                        2 => crate::network::HN0_GUID.to_uppercase().into_bytes(),
+                        3 => crate::network::HN1_GUID.as_bytes().to_vec(),
+                        _ => match self.prng.chance(1, 2) {
+                            true => crate::network::STRANGER_GUID.as_bytes().to_vec(),
+                            false => b"hn0".to_vec(),
+                        },
+                    },
+                },
                 sub_net: b"255.255.255.0".to_vec(),
                 gate_way: b"10.0.0.1".to_vec(),
                 dns_addr: b"10.0.0.2".to_vec(),

@@ -13,7 +13,8 @@ use core::net::IpAddr;
 use std::collections::BTreeMap;
 
 use hvguest_core::kvp::addresses::{AddressOrder, Glob, InterfaceAddr, NamedAdapter};
-use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac};
+use hvguest_core::kvp::ip::{AdapterInfo, IfAddr, Mac, NicGuid};
+use hvguest_core::kvp::wire::{IpFields, Status};
 
 use crate::prng::Prng;
 
@@ -48,6 +49,13 @@ pub struct Network {
 pub const HN0_MAC: [u8; 6] = [0x00, 0x15, 0x5d, 0x01, 0x02, 0x03];
 /// The second MAC the workload asks for (written in lower case by the host).
 pub const HN1_MAC: [u8; 6] = [0x00, 0x15, 0x5d, 0xaa, 0xbb, 0xcc];
+/// The host's GUID of `hn0`'s NIC, as Linux's sysfs prints it: the workload of a Linux
+/// world names it in SET_IP_INFO (in this case or upper case).
+pub const HN0_GUID: &str = "{f8615163-df3e-46c5-913f-f2d2f965ed0e}";
+/// `hn1`'s, when the world has one.
+pub const HN1_GUID: &str = "{3c9e0a51-7d2b-4f68-a1c4-0e5b8d7f2a96}";
+/// A GUID no NIC of any world has.
+pub const STRANGER_GUID: &str = "{00000000-0000-4000-8000-00000000beef}";
 
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("a literal address")
@@ -150,6 +158,85 @@ impl Network {
         net.exclude = random_exclude(prng);
         net.order = (!prng.chance(1, 4)).then(|| *prng.choose(&AddressOrder::NAMES));
         net
+    }
+
+    /// The synthetic NICs' GUIDs (Linux's `device_id`) with their interfaces: `hn0`'s
+    /// and `hn1`'s, for those the world has. No draw: FreeBSD worlds never ask.
+    pub fn nic_guids(&self) -> BTreeMap<NicGuid, String> {
+        self.interfaces
+            .iter()
+            .filter_map(|i| {
+                let text = match i.name.as_str() {
+                    "hn0" => HN0_GUID,
+                    "hn1" => HN1_GUID,
+                    _ => return None,
+                };
+                let guid = NicGuid::parse(text.as_bytes()).expect("a literal GUID");
+                Some((guid, i.name.clone()))
+            })
+            .collect()
+    }
+
+    /// The status SET_IP_INFO must get, from the rules of hv_kvp_daemon(8) written
+    /// here on their own: on FreeBSD the adapter must be `hn<N>` (GUID text: the
+    /// kernel found no NIC, `GUID_NOT_FOUND`); on Linux a GUID in braces, and one of
+    /// this world's NICs (checked after the addresses: an unknown NIC is the driver's
+    /// finding); every address must parse, one subnet per address.
+    pub fn expected_set_ip(&self, f: &IpFields, linux: bool) -> Status {
+        let adapter = f.adapter_id.as_slice();
+        let guid_like = guid_form(adapter);
+        if linux && !guid_like {
+            return Status::INVALID_ARG;
+        }
+        if !linux {
+            if guid_like {
+                return Status::GUID_NOT_FOUND;
+            }
+            let unit = adapter.strip_prefix(b"hn").unwrap_or(b"");
+            if unit.is_empty() || adapter.len() > 15 || !unit.iter().all(u8::is_ascii_digit) {
+                return Status::INVALID_ARG;
+            }
+        }
+        if !config_parses(f) {
+            return Status::INVALID_ARG;
+        }
+        let known = self.interfaces.iter().any(|i| {
+            let text = match i.name.as_str() {
+                "hn0" => HN0_GUID,
+                "hn1" => HN1_GUID,
+                _ => return false,
+            };
+            adapter.eq_ignore_ascii_case(text.as_bytes())
+        });
+        if linux && !known {
+            return Status::GUID_NOT_FOUND;
+        }
+        Status::OK
+    }
+
+    /// Checks the daemon's answer to a SET_IP_INFO (any other request passes) against
+    /// [`Network::expected_set_ip`]. `failed_ok`: an E_FAIL is acceptable (the kernel
+    /// timed the request out, or another IP request was still running).
+    pub fn check_set_ip(
+        &self,
+        request: &hvguest_core::kvp::Request,
+        reply: &hvguest_core::kvp::Reply,
+        linux: bool,
+        failed_ok: bool,
+    ) -> Result<(), String> {
+        let hvguest_core::kvp::Request::SetIpInfo(f) = request else {
+            return Ok(());
+        };
+        let want = self.expected_set_ip(f, linux);
+        let got = reply.status();
+        if got == want || (got == Status::E_FAIL && failed_ok) {
+            return Ok(());
+        }
+        Err(format!(
+            "SET_IP_INFO for adapter {:?} with addresses {:?}: status {got:?}, want {want:?}",
+            String::from_utf8_lossy(&f.adapter_id),
+            String::from_utf8_lossy(&f.ip_addr),
+        ))
     }
 
     /// What the driver reports in `SystemInfo`: every address, in the listing's order.
@@ -468,6 +555,58 @@ fn mac_text_is(adapter_id: &[u8], mac: &[u8; 6]) -> bool {
         .any(|sep| adapter_id.eq_ignore_ascii_case(pairs.join(sep).as_bytes()))
 }
 
+/// `{` 8-4-4-4-12 hex digits `}`, any case.
+fn guid_form(text: &[u8]) -> bool {
+    let Some(inner) = text.strip_prefix(b"{").and_then(|t| t.strip_suffix(b"}")) else {
+        return false;
+    };
+    let groups: Vec<&[u8]> = inner.split(|b| *b == b'-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.iter().all(u8::is_ascii_hexdigit))
+}
+
+/// Whether the request's lists parse: addresses, gateways and servers as addresses,
+/// one subnet per address (a dotted contiguous mask or a prefix length for IPv4, a
+/// prefix length for IPv6), at least one address unless DHCP is asked for.
+fn config_parses(f: &IpFields) -> bool {
+    fn items(raw: &[u8]) -> Option<Vec<String>> {
+        let text = std::str::from_utf8(raw).ok()?;
+        Some(
+            text.split([';', ','])
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+    fn addrs(raw: &[u8]) -> Option<Vec<IpAddr>> {
+        items(raw)?.iter().map(|t| t.parse().ok()).collect()
+    }
+    let subnet_fits = |a: &IpAddr, s: &str| {
+        let len = s.trim_start_matches('/').parse::<u32>().ok();
+        match a {
+            IpAddr::V4(_) => {
+                len.is_some_and(|n| n <= 32)
+                    || s.parse::<core::net::Ipv4Addr>().is_ok_and(|m| {
+                        let bits = u32::from(m);
+                        bits.leading_ones() + bits.trailing_zeros() == 32 || bits == 0
+                    })
+            }
+            IpAddr::V6(_) => len.is_some_and(|n| n <= 128),
+        }
+    };
+    let (Some(ips), Some(subnets)) = (addrs(&f.ip_addr), items(&f.sub_net)) else {
+        return false;
+    };
+    let dhcp = f.dhcp_enabled != 0;
+    let counts = ips.len() == subnets.len() || (dhcp && ips.is_empty());
+    counts
+        && (dhcp || !ips.is_empty())
+        && ips.iter().zip(&subnets).all(|(a, s)| subnet_fits(a, s))
+        && addrs(&f.gate_way).is_some()
+        && addrs(&f.dns_addr).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,6 +635,44 @@ mod tests {
         let (addrs, gw) = n.expected_ip_info(b"00:15:5D:01:02:03").unwrap();
         assert_eq!((addrs, gw), (vec![ip("10.0.0.4")], ip("10.0.0.1")));
         assert_eq!(n.expected_ip_info(b"bogus"), None);
+    }
+
+    #[test]
+    fn set_ip_expectations() {
+        let n = Network::fixed();
+        let req = |adapter: &str, ip: &str| IpFields {
+            adapter_id: adapter.as_bytes().to_vec(),
+            ip_addr: ip.as_bytes().to_vec(),
+            sub_net: b"255.255.255.0".to_vec(),
+            gate_way: b"10.0.0.1".to_vec(),
+            dns_addr: b"10.0.0.2".to_vec(),
+            ..Default::default()
+        };
+        let upper = HN0_GUID.to_uppercase();
+        for (adapter, ip, linux, want) in [
+            ("hn0", "10.0.0.9", false, Status::OK),
+            ("hn0", "10.0.0.9;$(reboot)", false, Status::INVALID_ARG),
+            ("hn0", "fe80::1;10.0.0.2", false, Status::INVALID_ARG),
+            (HN0_GUID, "10.0.0.9", false, Status::GUID_NOT_FOUND),
+            ("hn0", "10.0.0.9", true, Status::INVALID_ARG),
+            (HN0_GUID, "10.0.0.9", true, Status::OK),
+            (upper.as_str(), "10.0.0.9", true, Status::OK),
+            (HN1_GUID, "10.0.0.9", true, Status::GUID_NOT_FOUND),
+            (STRANGER_GUID, "10.0.0.9", true, Status::GUID_NOT_FOUND),
+            (
+                STRANGER_GUID,
+                "10.0.0.9;$(reboot)",
+                true,
+                Status::INVALID_ARG,
+            ),
+        ] {
+            assert_eq!(
+                n.expected_set_ip(&req(adapter, ip), linux),
+                want,
+                "{adapter} {ip} linux={linux}"
+            );
+        }
+        assert_eq!(n.nic_guids().into_values().collect::<Vec<_>>(), ["hn0"]);
     }
 
     #[test]

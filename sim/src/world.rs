@@ -245,6 +245,7 @@ impl World {
         let network = Network::fixed();
         let net = SimNet {
             adapters: network.adapters(),
+            nic_guids: network.nic_guids(),
             ..SimNet::default()
         };
         let setup = DaemonSetup {
@@ -619,6 +620,13 @@ impl World {
             self.network
                 .check_ip_info(&req, &reply, timed_out || late || o.system_busy_at_delivery)
         {
+            self.fail(m);
+        } else if let Err(m) = self.network.check_set_ip(
+            &req,
+            &reply,
+            self.host_kernel == host_wire::Kernel::Linux,
+            timed_out || late || o.system_busy_at_delivery,
+        ) {
             self.fail(m);
         } else if let Err(Mismatch(m)) = check_reply(
             &mut self.model,
@@ -1396,6 +1404,7 @@ impl World {
         }
         self.setup.info.addrs = network.system_addrs();
         self.net.adapters = network.adapters();
+        self.net.nic_guids = network.nic_guids();
         self.network = network;
     }
 
@@ -1470,6 +1479,7 @@ impl World {
         self.host_kernel = host_wire::Kernel::Linux;
         self.kernel = SimKernel::of(host_wire::Kernel::Linux);
         self.workload.msg_len = host_wire::Kernel::Linux.msg_len();
+        self.workload.linux = true;
         self.log("world", "kernel: Linux (/dev/vmbus/hv_kvp)");
     }
 

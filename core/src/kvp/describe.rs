@@ -133,7 +133,7 @@ impl fmt::Display for EffectText<'_> {
             Effect::TakeWrites(f) => write!(out, "take-writes {f}"),
             Effect::QueryAdapter(m) => write!(out, "query-adapter {m}"),
             Effect::ApplyIpConfig { config: c, .. } => {
-                let mut words = vec![c.adapter.clone()];
+                let mut words = vec![c.adapter.to_string()];
                 if c.dhcp {
                     words.push("dhcp".to_string());
                 }
@@ -168,6 +168,7 @@ impl fmt::Display for ResultText<'_> {
                 }
                 Ok(())
             }
+            EffectResult::NoSuchAdapter => out.write_str("no such adapter"),
             EffectResult::Writes(WriteNews::Quiet) => out.write_str("quiet"),
             EffectResult::Writes(WriteNews::Written) => out.write_str("written"),
             EffectResult::Writes(WriteNews::NotWatched) => out.write_str("not watched"),
@@ -257,6 +258,12 @@ impl fmt::Display for Event {
                 } else {
                     format!("the host's budget, {HOST_POOL_BYTES} bytes of pool file")
                 }
+            ),
+            Event::AdapterNotFound { adapter } => write!(
+                f,
+                "answered the host's SET_IP_INFO for adapter {adapter} with GUID_NOT_FOUND, \
+                 nothing was changed: no interface's device_id under /sys/class/net holds \
+                 that GUID, so this guest has no such network adapter"
             ),
             Event::AdapterExcluded { mac, interfaces } => write!(
                 f,

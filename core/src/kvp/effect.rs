@@ -112,8 +112,11 @@ pub enum Effect {
     /// chooses among them (`AddressSelection::choose`).
     QueryAdapter(Mac),
     /// Apply a validated configuration: the driver runs the configured script with the
-    /// values as separate arguments and kills it at `deadline` (chosen by the machine to
-    /// leave time to answer). Answered with `Done` or `Failed`.
+    /// values as separate arguments (on Linux, where NetworkManager runs, writes its
+    /// keyfile and runs `nmcli` instead) and kills what it runs at `deadline` (chosen by
+    /// the machine to leave time to answer). Answered with `Done` or `Failed`, or for an
+    /// [`Adapter::Guid`](crate::kvp::ip::Adapter::Guid) no interface has,
+    /// `NoSuchAdapter`.
     ApplyIpConfig {
         config: IpConfig,
         deadline: Duration,
@@ -253,6 +256,9 @@ pub enum EffectResult {
     Writes(WriteNews),
     /// Every interface holding the MAC asked for, possibly none.
     Adapters(Vec<NamedAdapter>),
+    /// The answer to `ApplyIpConfig` for a GUID no interface's device has (Linux):
+    /// nothing was changed.
+    NoSuchAdapter,
     Failed(IoError),
 }
 

@@ -3,13 +3,16 @@
 //! The stock daemon wrote host text into a file that `sh` then sourced (problem K5).
 //! Here every field is parsed into addresses and prefixes; anything that does not parse
 //! is refused with `INVALID_ARG` and no effect is issued. The adapter must be one of
-//! Hyper-V's synthetic NICs (`hn<N>`): the host may reconfigure the network it provides,
-//! never the loopback or another interface of the guest. The driver receives typed
-//! values it can pass to a script as separate arguments.
+//! Hyper-V's synthetic NICs: on FreeBSD the `hn<N>` name the kernel put in place of the
+//! host's adapter GUID, on Linux the GUID itself, which the driver matches to the
+//! interface whose vmbus device has it (docs/protocol/linux.md §1.7). The host may
+//! reconfigure the network it provides, never the loopback or another interface of the
+//! guest. The driver receives typed values it can pass to a script as separate
+//! arguments or render into a file of its own format.
 
 use core::net::IpAddr;
 
-use crate::kvp::wire::{IpFields, Status};
+use crate::kvp::wire::{IpFields, Layout, Status};
 use crate::limits::MAX_IP_LIST;
 
 /// An Ethernet address, parsed from the host's `00:15:5D:01:02:03` text.
@@ -64,13 +67,94 @@ pub struct AdapterInfo {
     pub dhcp: bool,
 }
 
+/// A network adapter's instance GUID, as the host names a synthetic NIC and as Linux's
+/// vmbus shows it in sysfs (`device_id`). The 16 bytes are the 32 hex digits in the
+/// order they are written, so the text comes back exactly as parsed (the Windows
+/// byte order of the first three groups plays no part: only text is ever compared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct NicGuid(pub [u8; 16]);
+
+/// Where the hyphens of a GUID's text fall, counted in hex digits before them.
+const GUID_GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+
+impl NicGuid {
+    /// Accepts `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}` in any case, braces and
+    /// hyphens required, nothing around it (a trailing newline, as sysfs prints one,
+    /// is the caller's to cut).
+    pub fn parse(text: &[u8]) -> Option<NicGuid> {
+        let inner = text.strip_prefix(b"{")?.strip_suffix(b"}")?;
+        let mut groups = inner.split(|&b| b == b'-');
+        let mut digits = Vec::with_capacity(32);
+        for want in GUID_GROUPS {
+            let group = groups.next()?;
+            if group.len() != want {
+                return None;
+            }
+            for &b in group {
+                digits.push(char::from(b).to_digit(16)? as u8);
+            }
+        }
+        if groups.next().is_some() {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+            *byte = pair[0] << 4 | pair[1];
+        }
+        Some(NicGuid(out))
+    }
+
+    /// The 36 characters between the braces, lower case: also a UUID as
+    /// NetworkManager writes one.
+    pub fn bare(&self) -> String {
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        let mut out = String::with_capacity(36);
+        let mut at = 0;
+        for (i, len) in GUID_GROUPS.iter().enumerate() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push_str(&hex[at..at + len]);
+            at += len;
+        }
+        out
+    }
+}
+
+/// Lower case in braces, the form Linux's sysfs prints (docs/protocol/linux.md §1.7).
+impl std::fmt::Display for NicGuid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{{{}}}", self.bare())
+    }
+}
+
+/// The synthetic NIC a SET_IP_INFO is for, in the form the guest's kernel hands over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Adapter {
+    /// FreeBSD: the hn(4) interface the kernel substituted for the host's GUID.
+    Interface(String),
+    /// Linux: the host's GUID, left as it came; the driver finds the interface.
+    Guid(NicGuid),
+}
+
+/// The interface name, or the GUID in sysfs's form.
+impl std::fmt::Display for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Adapter::Interface(name) => f.write_str(name),
+            Adapter::Guid(guid) => guid.fmt(f),
+        }
+    }
+}
+
 /// A static (or DHCP) configuration the host wants applied (SET_IP_INFO).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct IpConfig {
-    /// The hn(4) interface the kernel substituted for the host's adapter GUID (only
-    /// synthetic NICs pass [`IpConfig::parse`]).
-    pub adapter: String,
+    /// The synthetic NIC (only those pass [`IpConfig::parse`]).
+    pub adapter: Adapter,
     pub dhcp: bool,
     pub addrs: Vec<IfAddr>,
     pub gateways: Vec<IpAddr>,
@@ -138,6 +222,11 @@ pub enum IpConfigError {
          network adapter this guest does not have"
     )]
     UnknownAdapter(String),
+    #[error(
+        "adapter {0:?} is not a network adapter GUID ({{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}}), \
+         the form in which the Linux kernel passes the host's adapter on"
+    )]
+    NotNicGuid(String),
     #[error("{field}: {text:?} is not an address")]
     BadAddress { field: &'static str, text: String },
     #[error("subnet {0:?} is not a contiguous mask or prefix length for its address")]
@@ -229,16 +318,31 @@ impl IpConfigError {
     }
 }
 
+/// The adapter as `layout`'s kernel hands it over: FreeBSD's substituted `hn<N>` (its
+/// GUID text meaning no hn(4) had it), Linux's GUID (docs/protocol/linux.md §1.7).
+fn adapter_for(layout: Layout, raw: &[u8]) -> Result<Adapter, IpConfigError> {
+    let text = || String::from_utf8_lossy(raw).into_owned();
+    match layout {
+        Layout::FreeBsd => {
+            let adapter = std::str::from_utf8(raw).map_err(|_| IpConfigError::NotUtf8)?;
+            if guid_text(adapter) {
+                return Err(IpConfigError::UnknownAdapter(adapter.to_string()));
+            }
+            if !synthetic_nic(adapter) {
+                return Err(IpConfigError::NotSyntheticNic(adapter.to_string()));
+            }
+            Ok(Adapter::Interface(adapter.to_string()))
+        }
+        Layout::Linux => NicGuid::parse(raw)
+            .map(Adapter::Guid)
+            .ok_or_else(|| IpConfigError::NotNicGuid(text())),
+    }
+}
+
 impl IpConfig {
-    /// Parses and validates the request fields.
-    pub fn parse(f: &IpFields) -> Result<IpConfig, IpConfigError> {
-        let adapter = std::str::from_utf8(&f.adapter_id).map_err(|_| IpConfigError::NotUtf8)?;
-        if guid_text(adapter) {
-            return Err(IpConfigError::UnknownAdapter(adapter.to_string()));
-        }
-        if !synthetic_nic(adapter) {
-            return Err(IpConfigError::NotSyntheticNic(adapter.to_string()));
-        }
+    /// Parses and validates the request fields of a message from `layout`'s kernel.
+    pub fn parse(f: &IpFields, layout: Layout) -> Result<IpConfig, IpConfigError> {
+        let adapter = adapter_for(layout, &f.adapter_id)?;
         let dhcp = f.dhcp_enabled != 0;
         let ips = addresses("ip_addr", &f.ip_addr)?;
         let subnets = items("sub_net", &f.sub_net)?;
@@ -264,7 +368,7 @@ impl IpConfig {
             })
             .collect::<Result<_, _>>()?;
         Ok(IpConfig {
-            adapter: adapter.to_string(),
+            adapter,
             dhcp,
             addrs,
             gateways: addresses("gate_way", &f.gate_way)?,
@@ -305,7 +409,11 @@ mod tests {
 
     #[test]
     fn valid_static_config() {
-        let c = IpConfig::parse(&fields("10.0.0.4;2001:db8::4", "255.255.255.0;64")).unwrap();
+        let c = IpConfig::parse(
+            &fields("10.0.0.4;2001:db8::4", "255.255.255.0;64"),
+            Layout::FreeBsd,
+        )
+        .unwrap();
         assert_eq!(c.addrs[0].prefix, 24);
         assert_eq!(c.addrs[1].prefix, 64);
         assert_eq!(c.dns.len(), 2);
@@ -314,21 +422,24 @@ mod tests {
     #[test]
     fn shell_text_and_bad_masks_are_refused() {
         assert!(matches!(
-            IpConfig::parse(&fields("10.0.0.4; reboot", "255.255.255.0;24")),
+            IpConfig::parse(
+                &fields("10.0.0.4; reboot", "255.255.255.0;24"),
+                Layout::FreeBsd
+            ),
             Err(IpConfigError::BadAddress { .. })
         ));
         assert!(matches!(
-            IpConfig::parse(&fields("10.0.0.4", "255.0.255.0")),
+            IpConfig::parse(&fields("10.0.0.4", "255.0.255.0"), Layout::FreeBsd),
             Err(IpConfigError::BadSubnet(_))
         ));
         assert!(matches!(
-            IpConfig::parse(&fields("10.0.0.4;10.0.0.5", "255.0.0.0")),
+            IpConfig::parse(&fields("10.0.0.4;10.0.0.5", "255.0.0.0"), Layout::FreeBsd),
             Err(IpConfigError::CountMismatch { .. })
         ));
         let mut f = fields("10.0.0.4", "24");
         f.adapter_id = b"hn0;rm -rf /".to_vec();
         assert!(matches!(
-            IpConfig::parse(&f),
+            IpConfig::parse(&f, Layout::FreeBsd),
             Err(IpConfigError::NotSyntheticNic(_))
         ));
     }
@@ -338,10 +449,13 @@ mod tests {
         let with = |adapter: &str| {
             let mut f = fields("10.0.0.4", "24");
             f.adapter_id = adapter.as_bytes().to_vec();
-            IpConfig::parse(&f)
+            IpConfig::parse(&f, Layout::FreeBsd)
         };
         for good in ["hn0", "hn1", "hn12", "hn999999999999"] {
-            assert_eq!(with(good).map(|c| c.adapter), Ok(good.to_string()));
+            assert_eq!(
+                with(good).map(|c| c.adapter),
+                Ok(Adapter::Interface(good.to_string()))
+            );
         }
         for bad in [
             "lo0",
@@ -374,6 +488,85 @@ mod tests {
         assert_eq!(e, IpConfigError::UnknownAdapter(guid.to_string()));
         assert_eq!(e.status(), Status::GUID_NOT_FOUND);
         assert!(e.to_string().contains("no hn(4) interface"), "{e}");
+    }
+
+    /// The SET_IP_INFO request of the Linux fact sheet's test vectors, as the Linux
+    /// kernel hands it over.
+    fn linux_fields(adapter: &[u8]) -> IpFields {
+        IpFields {
+            adapter_id: adapter.to_vec(),
+            addr_family: 1,
+            dhcp_enabled: 0,
+            ip_addr: b"10.0.0.5".to_vec(),
+            sub_net: b"255.255.255.0".to_vec(),
+            gate_way: b"10.0.0.1".to_vec(),
+            dns_addr: b"10.0.0.2".to_vec(),
+        }
+    }
+
+    #[test]
+    fn on_linux_the_adapter_is_the_hosts_guid() {
+        let c = IpConfig::parse(
+            &linux_fields(b"{f8615163-df3e-46c5-913f-f2d2f965ed0e}"),
+            Layout::Linux,
+        )
+        .unwrap();
+        let Adapter::Guid(guid) = c.adapter else {
+            panic!("not a GUID: {:?}", c.adapter);
+        };
+        assert_eq!(guid.0[0], 0xf8);
+        assert_eq!(guid.0[15], 0x0e);
+        assert_eq!(guid.to_string(), "{f8615163-df3e-46c5-913f-f2d2f965ed0e}");
+        assert_eq!(guid.bare(), "f8615163-df3e-46c5-913f-f2d2f965ed0e");
+        assert_eq!(
+            c.addrs,
+            [IfAddr {
+                addr: "10.0.0.5".parse().unwrap(),
+                prefix: 24
+            }]
+        );
+        assert_eq!(c.gateways, ["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.dns, ["10.0.0.2".parse::<IpAddr>().unwrap()]);
+        // The host may write it in upper case; sysfs prints lower case: the same NIC.
+        let upper = IpConfig::parse(
+            &linux_fields(b"{F8615163-DF3E-46C5-913F-F2D2F965ED0E}"),
+            Layout::Linux,
+        )
+        .unwrap();
+        assert_eq!(upper.adapter, Adapter::Guid(guid));
+        assert_eq!(
+            upper.adapter.to_string(),
+            "{f8615163-df3e-46c5-913f-f2d2f965ed0e}"
+        );
+    }
+
+    #[test]
+    fn on_linux_anything_but_a_guid_is_an_invalid_argument() {
+        for bad in [
+            &b"hn0"[..],
+            b"eth0",
+            b"lo",
+            b"",
+            b"f8615163-df3e-46c5-913f-f2d2f965ed0e",
+            b"{f8615163-df3e-46c5-913f-f2d2f965ed0e",
+            b"{f8615163-df3e-46c5-913f-f2d2f965ed0e}\n",
+            b"{f8615163df3e-46c5-913f-f2d2f965ed0e0}",
+            b"{f8615163-df3e-46c5-913f-f2d2f965ed0g}",
+            b"{f8615163-df3e-46c5-913f-f2d2f965ed0e-}",
+            b"{+8615163-df3e-46c5-913f-f2d2f965ed0e}",
+            b"{f8615163-df3e-46c5-913f-f2d2f965ed\xc3\xa9}",
+        ] {
+            let e = IpConfig::parse(&linux_fields(bad), Layout::Linux).unwrap_err();
+            assert!(matches!(e, IpConfigError::NotNicGuid(_)), "{bad:?}: {e:?}");
+            assert_eq!(e.status(), Status::INVALID_ARG, "{bad:?}");
+        }
+        // The addresses are held to the same rules as on FreeBSD.
+        let mut f = linux_fields(b"{f8615163-df3e-46c5-913f-f2d2f965ed0e}");
+        f.ip_addr = b"10.0.0.5;$(reboot)".to_vec();
+        assert!(matches!(
+            IpConfig::parse(&f, Layout::Linux),
+            Err(IpConfigError::BadAddress { .. })
+        ));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::kvp::text::Key;
 use crate::kvp::wire::{DecodeError, Layout, Message, Op, PoolId, Reply, Request, Status};
 use crate::limits::{
     DEFAULT_MAX_RECORDS, HOST_POOL_RECORDS, KVP_EFFECT_MARGIN, KVP_REPLY_BUDGET, KVP_SET_IP_SCRIPT,
-    MAX_QUEUED_OUTPUTS, RECOVERY_RETRY,
+    LINUX_KVP_SET_IP_PROGRAMS, MAX_QUEUED_OUTPUTS, RECOVERY_RETRY,
 };
 use crate::time::Instant;
 
@@ -166,6 +166,11 @@ pub enum Event {
     },
     /// A reply came for an effect we did not start (a driver bug, ignored).
     UnknownEffect(EffectId),
+    /// SET_IP_INFO answered `GUID_NOT_FOUND`: the driver found no interface whose
+    /// device has the host's adapter GUID (Linux).
+    AdapterNotFound {
+        adapter: String,
+    },
     /// GET_IP_INFO answered `E_FAIL` because every interface holding the MAC is
     /// excluded by kvp.conf's `exclude_interfaces` (named here, kernel order).
     AdapterExcluded {
@@ -558,7 +563,7 @@ impl KvpMachine {
                 None => self.reply(Reply::Status(Status::E_FAIL)),
                 Some(mac) => self.start_system(seq, Effect::QueryAdapter(mac)),
             },
-            Request::SetIpInfo(fields) => match IpConfig::parse(&fields) {
+            Request::SetIpInfo(fields) => match IpConfig::parse(&fields, self.config.layout) {
                 Err(e) => {
                     let status = e.status();
                     self.outputs
@@ -566,7 +571,10 @@ impl KvpMachine {
                     self.reply(Reply::Status(status));
                 }
                 Ok(config) => {
-                    let deadline = self.system_deadline(KVP_SET_IP_SCRIPT);
+                    let deadline = self.system_deadline(match self.config.layout {
+                        Layout::FreeBsd => KVP_SET_IP_SCRIPT,
+                        Layout::Linux => LINUX_KVP_SET_IP_PROGRAMS,
+                    });
                     self.start_system(seq, Effect::ApplyIpConfig { config, deadline })
                 }
             },
@@ -889,6 +897,14 @@ impl KvpMachine {
                         }
                     }
                     (Request::SetIpInfo(_), EffectResult::Done) => Reply::Status(Status::OK),
+                    // Linux: no interface's vmbus device has the host's GUID, the
+                    // stock daemon's GUID_NOT_FOUND (docs/protocol/linux.md §1.7).
+                    (Request::SetIpInfo(fields), EffectResult::NoSuchAdapter) => {
+                        let adapter = String::from_utf8_lossy(&fields.adapter_id).into_owned();
+                        self.outputs
+                            .push_back(Output::Event(Event::AdapterNotFound { adapter }));
+                        Reply::Status(Status::GUID_NOT_FOUND)
+                    }
                     _ => Reply::Status(Status::E_FAIL),
                 };
                 self.reply(reply);

@@ -9,7 +9,9 @@ use hvguest_core::kvp::wire::Layout;
 use hvguest_io::kvp_daemon::{self, DaemonConfig};
 use hvguest_io::logging::Logger;
 use hvguest_io::process::{absolute, close_inherited_descriptors, start_daemon};
+use hvguest_io::set_ip::SetIpPaths;
 use hvguest_io::{kvp_config, system};
+use hvguest_io_linux::nic;
 
 /// Serves the Hyper-V host's key/value pools and IP requests on the KVP device.
 #[derive(Parser, Debug)]
@@ -44,6 +46,15 @@ struct Cli {
     /// Where the SET_IP_INFO script hv_set_ifconfig lives.
     #[arg(long, value_name = "DIR", default_value = system::SCRIPTS_DIR)]
     scripts_dir: PathBuf,
+    /// Linux: where the network interfaces are listed, each with its device's GUID.
+    #[arg(long, value_name = "DIR", default_value = nic::SYS_CLASS_NET)]
+    sys_class_net: PathBuf,
+    /// Linux: NetworkManager's command-line client.
+    #[arg(long, value_name = "FILE", default_value = nic::NMCLI)]
+    nmcli: PathBuf,
+    /// Linux: where NetworkManager's connection keyfiles are.
+    #[arg(long, value_name = "DIR", default_value = nic::NM_CONNECTIONS)]
+    nm_connections: PathBuf,
     /// Pidfile (taken when running as a daemon, or when given).
     #[arg(long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
@@ -100,7 +111,12 @@ fn main() -> ExitCode {
         pool_mode: settings.pool_mode,
         device: absolute(&cli.device),
         pool_dir: absolute(&cli.pool_dir),
-        scripts_dir: absolute(&cli.scripts_dir),
+        set_ip: SetIpPaths {
+            scripts_dir: absolute(&cli.scripts_dir),
+            sys_class_net: absolute(&cli.sys_class_net),
+            nmcli: absolute(&cli.nmcli),
+            nm_connections: absolute(&cli.nm_connections),
+        },
         record: cli.record.as_deref().map(absolute),
     };
     let pidfile = match (&cli.pidfile, cli.foreground) {
