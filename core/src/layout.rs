@@ -24,6 +24,17 @@ impl Layout {
         }
     }
 
+    /// Whether, after a device read or write fails or the device is closed under it,
+    /// a daemon closes it, opens it again and registers anew instead of exiting:
+    /// Linux's kernel tears a device's channel down when the integration service is
+    /// switched off and on or the guest hibernates, and forgets the daemon until it
+    /// registers again (docs/protocol/linux.md §1.3, §2.4). The pause between attempts
+    /// is `limits::device_reopen_pause`. FreeBSD's daemons exit as before, to be
+    /// started again by rc(8) or devd(8).
+    pub const fn reopens_after_error(self) -> bool {
+        matches!(self, Layout::Linux)
+    }
+
     pub fn from_name(name: &str) -> Option<Layout> {
         match name {
             "freebsd" => Some(Layout::FreeBsd),

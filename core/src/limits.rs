@@ -123,22 +123,22 @@ pub const LINUX_KVP_SET_IP_PROGRAMS: Duration = Duration::from_secs(20);
 /// the script, collect it and still answer in time.
 pub const KVP_EFFECT_MARGIN: Duration = Duration::from_millis(500);
 
-/// After the KVP device failed (Linux: the Data Exchange service switched off and on,
-/// hibernation; `Layout::reopens_after_error`), the driver tries to open it again after
-/// this pause; every failed attempt doubles the pause, up to [`KVP_REOPEN_MAX_PAUSE`]
-/// ([`kvp_reopen_pause`]): never a busy loop, and back within 5 s of the device.
-pub const KVP_REOPEN_FIRST_PAUSE: Duration = Duration::from_millis(100);
-/// The longest pause between two attempts to open the KVP device again.
-pub const KVP_REOPEN_MAX_PAUSE: Duration = Duration::from_secs(5);
+/// After a KVP or VSS device failed (Linux: the integration service switched off and
+/// on, hibernation; `Layout::reopens_after_error`), the driver tries to open it again
+/// after this pause; every failed attempt doubles the pause, up to [`DEVICE_REOPEN_MAX_PAUSE`]
+/// ([`device_reopen_pause`]): never a busy loop, and back within 5 s of the device.
+pub const DEVICE_REOPEN_FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two attempts to open a device again.
+pub const DEVICE_REOPEN_MAX_PAUSE: Duration = Duration::from_secs(5);
 
-/// The pause before the next attempt to open the KVP device again, after `failures`
-/// attempts that failed: [`KVP_REOPEN_FIRST_PAUSE`] doubled per failure, at most
-/// [`KVP_REOPEN_MAX_PAUSE`].
-pub const fn kvp_reopen_pause(failures: u32) -> Duration {
+/// The pause before the next attempt to open a device again, after `failures`
+/// attempts that failed: [`DEVICE_REOPEN_FIRST_PAUSE`] doubled per failure, at most
+/// [`DEVICE_REOPEN_MAX_PAUSE`].
+pub const fn device_reopen_pause(failures: u32) -> Duration {
     // 2^6 times the first pause is past the longest already; no shift overflows.
     let shift = if failures > 6 { 6 } else { failures };
-    let nanos = (KVP_REOPEN_FIRST_PAUSE.as_nanos() as u64) << shift;
-    let max = KVP_REOPEN_MAX_PAUSE.as_nanos() as u64;
+    let nanos = (DEVICE_REOPEN_FIRST_PAUSE.as_nanos() as u64) << shift;
+    let max = DEVICE_REOPEN_MAX_PAUSE.as_nanos() as u64;
     Duration::from_nanos(if nanos < max { nanos } else { max })
 }
 
@@ -172,13 +172,15 @@ const _: () = assert!(
     LINUX_KVP_SET_IP_PROGRAMS.as_nanos() + KVP_EFFECT_MARGIN.as_nanos()
         <= LINUX_KVP_REPLY_BUDGET.as_nanos()
 );
-const _: () = assert!(KVP_REOPEN_FIRST_PAUSE.as_nanos() > 0);
-const _: () = assert!(KVP_REOPEN_FIRST_PAUSE.as_nanos() < KVP_REOPEN_MAX_PAUSE.as_nanos());
-// The cap is reached within the shifts `kvp_reopen_pause` allows, and held after.
-const _: () = assert!(kvp_reopen_pause(6).as_nanos() == KVP_REOPEN_MAX_PAUSE.as_nanos());
-const _: () = assert!(kvp_reopen_pause(u32::MAX).as_nanos() == KVP_REOPEN_MAX_PAUSE.as_nanos());
-const _: () = assert!(kvp_reopen_pause(0).as_nanos() == KVP_REOPEN_FIRST_PAUSE.as_nanos());
-const _: () = assert!(kvp_reopen_pause(1).as_nanos() == 2 * KVP_REOPEN_FIRST_PAUSE.as_nanos());
+const _: () = assert!(DEVICE_REOPEN_FIRST_PAUSE.as_nanos() > 0);
+const _: () = assert!(DEVICE_REOPEN_FIRST_PAUSE.as_nanos() < DEVICE_REOPEN_MAX_PAUSE.as_nanos());
+// The cap is reached within the shifts `device_reopen_pause` allows, and held after.
+const _: () = assert!(device_reopen_pause(6).as_nanos() == DEVICE_REOPEN_MAX_PAUSE.as_nanos());
+const _: () =
+    assert!(device_reopen_pause(u32::MAX).as_nanos() == DEVICE_REOPEN_MAX_PAUSE.as_nanos());
+const _: () = assert!(device_reopen_pause(0).as_nanos() == DEVICE_REOPEN_FIRST_PAUSE.as_nanos());
+const _: () =
+    assert!(device_reopen_pause(1).as_nanos() == 2 * DEVICE_REOPEN_FIRST_PAUSE.as_nanos());
 
 // ---- VSS timing rules (docs/protocol/vss.md §2) ----------------------------------------------
 

@@ -20,7 +20,7 @@ use hvguest_core::kvp::record::PoolIssue;
 use hvguest_core::kvp::recording::describe_request;
 use hvguest_core::kvp::wire::PoolId;
 use hvguest_core::limits::{
-    kvp_reopen_pause, HOSTNAME_REFRESH, KVP_REOPEN_MAX_PAUSE, MAX_POOL_RECORDS,
+    device_reopen_pause, DEVICE_REOPEN_MAX_PAUSE, HOSTNAME_REFRESH, MAX_POOL_RECORDS,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -491,11 +491,11 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                      hibernates), first in {} ms, then with pauses growing to {} s while \
                      it cannot be opened; the request the kernel held, if any, was failed \
                      by the kernel",
-                    kvp_reopen_pause(0).as_millis(),
-                    KVP_REOPEN_MAX_PAUSE.as_secs()
+                    device_reopen_pause(0).as_millis(),
+                    DEVICE_REOPEN_MAX_PAUSE.as_secs()
                 ));
                 reopen = Some(Reopen {
-                    at: std::time::Instant::now() + kvp_reopen_pause(0),
+                    at: std::time::Instant::now() + device_reopen_pause(0),
                     failures: 0,
                 });
             } else {
@@ -530,7 +530,7 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                 }
                 Err(e) => {
                     r.failures = r.failures.saturating_add(1);
-                    let pause = kvp_reopen_pause(r.failures);
+                    let pause = device_reopen_pause(r.failures);
                     r.at = std::time::Instant::now() + pause;
                     log.debug(&format!(
                         "opening the KVP device again failed: {e}; next attempt in {} ms",

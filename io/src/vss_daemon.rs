@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hvguest_core::kvp::effect::{EffectId, IoError};
-use hvguest_core::limits::VSS_ROLLBACK;
+use hvguest_core::limits::{device_reopen_pause, VSS_ROLLBACK};
 use hvguest_core::vss::app::AppMachine;
 use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use hvguest_core::vss::freezer::Command;
@@ -67,6 +67,9 @@ pub struct VssPaths {
     /// Test mode: the mount table is only what lies below this directory, and the
     /// freezer refuses anything else.
     pub only_under: Option<PathBuf>,
+    /// Linux (`Layout::reopens_after_error`): a failed device is closed and opened
+    /// again, and the machine registers anew; elsewhere a failed device ends the daemon.
+    pub reopens: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -312,7 +315,11 @@ struct Freezer {
 
 struct Loop<'a, M: VssLike> {
     machine: M,
-    device: VssDevice,
+    /// `None` while a failed device waits to be opened again.
+    device: Option<VssDevice>,
+    /// Linux: an answer could not be written; the device is closed and opened again.
+    write_failed: bool,
+    reopens: bool,
     log: &'a Logger,
     worker: Sender<Job>,
     freezer: Freezer,
@@ -335,7 +342,14 @@ impl<M: VssLike> Loop<'_, M> {
         while let Some(out) = self.machine.poll_output() {
             match out {
                 VssOutput::DeviceWrite(m) => {
-                    if let Err(e) = self.device.write(&m) {
+                    let written = match &self.device {
+                        Some(d) => d.write(&m),
+                        None => Err(std::io::Error::from_raw_os_error(nix::libc::ENODEV)),
+                    };
+                    if let Err(e) = written {
+                        // Linux's kernel refuses a write it no longer expects (hibernation
+                        // answered its own THAW): the device must be opened again.
+                        self.write_failed |= self.reopens && self.device.is_some();
                         self.log
                             .warn(&format!("writing an answer to the device failed: {e}"));
                         // The core decides what a lost answer means.
@@ -611,6 +625,46 @@ fn io_error(e: &std::io::Error) -> IoError {
 }
 
 /// Runs a VSS machine until SIGTERM (Ok) or a fatal device error.
+/// When to try opening a failed device again, and how many tries failed.
+#[derive(Clone, Copy)]
+struct Reopen {
+    at: std::time::Instant,
+    failures: u32,
+}
+
+impl Reopen {
+    fn first() -> Reopen {
+        Reopen {
+            at: std::time::Instant::now() + device_reopen_pause(0),
+            failures: 0,
+        }
+    }
+
+    fn again(self) -> Reopen {
+        let failures = self.failures.saturating_add(1);
+        Reopen {
+            at: std::time::Instant::now() + device_reopen_pause(failures),
+            failures,
+        }
+    }
+}
+
+/// Takes the device out of the loop and closes it (Linux, before opening it again).
+fn close_device<M: VssLike>(
+    lp: &mut Loop<'_, M>,
+    poll: &Poll,
+    fd: std::os::fd::RawFd,
+    log: &Logger,
+) {
+    if let Err(d) = poll.registry().deregister(&mut SourceFd(&fd)) {
+        // It is closed just below, which removes it from the poll all the same.
+        log.debug(&format!(
+            "removing the device from the event loop failed: {d}"
+        ));
+    }
+    lp.device = None;
+}
+
 pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(), VssDaemonError> {
     let signals = SignalPipe::install().map_err(VssDaemonError::Signals)?;
     // Two appenders on one log: the loop's (a killed freezer) and the program thread's.
@@ -627,11 +681,12 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
         None => (None, None),
     };
     let device = VssDevice::open(&paths.device)?;
+    let mut reopen: Option<Reopen> = None;
     let mut poll = Poll::new().map_err(VssDaemonError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(VssDaemonError::Poll)?);
     let (worker, done) =
         spawn_worker(paths.clone(), worker_actions, waker.clone()).map_err(VssDaemonError::Poll)?;
-    let device_fd = device.raw_fd();
+    let mut device_fd = device.raw_fd();
     poll.registry()
         .register(&mut SourceFd(&device_fd), DEVICE, Interest::READABLE)
         .map_err(VssDaemonError::Poll)?;
@@ -643,7 +698,9 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
     log.info(&format!("starting; pid is {}", std::process::id()));
     let mut lp = Loop {
         machine,
-        device,
+        device: Some(device),
+        write_failed: false,
+        reopens: paths.reopens,
         log,
         worker,
         freezer: Freezer {
@@ -675,7 +732,14 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
         let timeout = lp
             .machine
             .poll_timeout()
-            .map(|t| t.saturating_since(clock::now()));
+            .map(|t| t.saturating_since(clock::now()))
+            .into_iter()
+            .chain(
+                reopen
+                    .as_ref()
+                    .map(|r| r.at.saturating_duration_since(std::time::Instant::now())),
+            )
+            .min();
         // Drain the worker before sleeping: a result may have arrived meanwhile.
         lp.completions(&done);
         lp.reaped();
@@ -705,7 +769,10 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
         for ev in events.iter().filter(|_| !poll_broken) {
             match ev.token() {
                 DEVICE if device_live => {
-                    let failed = match lp.device.read() {
+                    let Some(device) = lp.device.as_ref() else {
+                        continue;
+                    };
+                    let failed = match device.read() {
                         Ok(VssRead::Message(m)) => {
                             lp.step(VssInput::DeviceRead {
                                 bytes: m.to_vec(),
@@ -723,7 +790,22 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                             .err()
                             .map(VssDaemonError::Poll)
                     });
-                    if let Some(e) = failed {
+                    let (reopen_after, failed) = match failed {
+                        Some(e) if lp.reopens => (Some(e), None),
+                        other => (None, other),
+                    };
+                    if let Some(e) = reopen_after {
+                        // Linux: closed, and opened again after a pause.
+                        log.warn(&format!(
+                            "device: {e}; closing it and opening it again in {} ms (the \
+                             Backup integration service was switched off, or the guest \
+                             hibernated)",
+                            device_reopen_pause(0).as_millis()
+                        ));
+                        close_device(&mut lp, &poll, device_fd, log);
+                        device_live = false;
+                        reopen = Some(Reopen::first());
+                    } else if let Some(e) = failed {
                         // No request can come any more; the machine thaws (hooks included)
                         // and exits, and we report the error then.
                         log.warn(&format!(
@@ -758,6 +840,44 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                 _ => {
                     lp.completions(&done);
                     lp.reaped();
+                }
+            }
+        }
+        if std::mem::take(&mut lp.write_failed) && device_live {
+            log.warn(&format!(
+                "the kernel refused an answer; closing the device and opening it again in \
+                 {} ms",
+                device_reopen_pause(0).as_millis()
+            ));
+            close_device(&mut lp, &poll, device_fd, log);
+            device_live = false;
+            reopen = Some(Reopen::first());
+        }
+        if let Some(r) = reopen.filter(|r| r.at <= std::time::Instant::now()) {
+            match VssDevice::open(&paths.device) {
+                Ok(d) => {
+                    device_fd = d.raw_fd();
+                    match poll.registry().register(
+                        &mut SourceFd(&device_fd),
+                        DEVICE,
+                        Interest::READABLE,
+                    ) {
+                        Ok(()) => {
+                            log.info("opened the VSS device again; registering anew");
+                            lp.device = Some(d);
+                            device_live = true;
+                            reopen = None;
+                            lp.step(VssInput::DeviceReopened);
+                        }
+                        Err(e) => {
+                            log.debug(&format!("listening to the reopened device failed: {e}"));
+                            reopen = Some(r.again());
+                        }
+                    }
+                }
+                Err(e) => {
+                    log.debug(&format!("opening the device again failed: {e}"));
+                    reopen = Some(r.again());
                 }
             }
         }

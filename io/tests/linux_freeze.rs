@@ -577,3 +577,31 @@ fn self_test_proves_freezing_works_here_and_cleans_up() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_failed_device_is_opened_again_and_the_freeze_is_still_thawed() {
+    skip_if_unsupported!("a_failed_device_is_opened_again_and_the_freeze_is_still_thawed");
+    let mut s = Scratch::new("reopen");
+    let ext4 = s.ext4();
+    let config = s.config("hook_dir = none\n");
+    let mut host = EmulatedLinuxVss::bind(&s.path("vss.sock")).unwrap();
+    let d = Daemon::start(&s, &mut host, &config);
+    ok(&mut host, HostOp::Freeze, &d);
+    // The channel goes down while frozen; the daemon opens the device again.
+    let dropped = Instant::now();
+    host.drop_daemon();
+    host.accept_daemon(SOON)
+        .unwrap_or_else(|e| panic!("no new registration: {e}\n{}", d.log_text()));
+    eprintln!(
+        "the daemon registered again {:?} after its device went away",
+        dropped.elapsed()
+    );
+    assert_eq!(host.registrations, 2);
+    assert!(is_frozen(&ext4), "a reopen does not thaw by itself");
+    ok(&mut host, HostOp::Thaw, &d);
+    assert!(!is_frozen(&ext4));
+    ok(&mut host, HostOp::HotBackup, &d);
+    let log = d.log_text();
+    assert!(log.contains("opening it again"), "{log}");
+    assert!(log.contains("registering anew"), "{log}");
+}

@@ -174,6 +174,13 @@ impl EmulatedLinuxVss {
         self.ask_within(op, op.deadline())
     }
 
+    /// The kernel tears the device's channel down (the Backup integration service
+    /// switched off, hibernation): the daemon's connection is closed, and it must open
+    /// the device again and register anew ([`EmulatedLinuxVss::accept_daemon`]).
+    pub fn drop_daemon(&mut self) {
+        self.daemon = None;
+    }
+
     /// Whether the daemon still holds the device open (a read finds it closed).
     pub fn daemon_open(&mut self) -> bool {
         match self.daemon.as_ref().map(recv) {

@@ -45,17 +45,6 @@ impl Layout {
         }
     }
 
-    /// Whether, after a device read fails or the device is closed under it, the daemon
-    /// closes it, opens it again and registers anew instead of exiting: Linux's kernel
-    /// tears the device's channel down when the Data Exchange service is switched off
-    /// and on or the guest hibernates, and forgets the daemon until it registers again
-    /// (docs/protocol/linux.md §1.3). The pause between attempts is
-    /// `limits::kvp_reopen_pause`. FreeBSD's daemon exits as before, to be started
-    /// again by rc(8) or devd(8).
-    pub const fn reopens_after_error(self) -> bool {
-        matches!(self, Layout::Linux)
-    }
-
     /// Where the kernel reads a GET's value from the reply: FreeBSD's at the GET
     /// layout's value (528); Linux's kernel reads the ENUMERATE layout's (532,
     /// docs/protocol/linux.md §1.4). (The stock Linux daemon's GETs answer empty values

@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         // The application device is FreeBSD's: it freezes no file system.
         frozen_record: None,
         only_under: None,
+        reopens: false,
     };
     let log = Logger::new(!cli.syslog, cli.debug, c"HV_VSS_APP");
     let machine = AppMachine::new(

@@ -244,6 +244,7 @@ fn main() -> ExitCode {
         emulate_actions: cli.emulate_actions.as_deref().map(absolute),
         frozen_record: frozen_record(&cli).filter(|_| cli.emulate_actions.is_none()),
         only_under: cli.only_under.as_deref().map(absolute),
+        reopens: layout.reopens_after_error(),
     };
     let pidfile = match (&cli.pidfile, cli.foreground) {
         (Some(p), _) => Some(absolute(p)),
