@@ -3,7 +3,7 @@
 //! against the port's `pkg-plist`: every listed file must be staged and nothing unlisted
 //! may be. The port's layout is thus tested here, on Linux, without a ports tree.
 //!
-//! What goes where (the port's `do-install` and `USE_RC_SUBR` do the same):
+//! What goes where (the port's `cargo install` of `io`, its `post-install` and `USE_RC_SUBR` do the same):
 //!
 //! | staged under `usr/local/` | from |
 //! |---|---|

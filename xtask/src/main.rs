@@ -17,6 +17,7 @@ mod dist;
 mod freebsd;
 mod fuzz;
 mod interop;
+mod port;
 
 /// Every task with a one-line description, in the order `help` prints them.
 const TASKS: &[(&str, &str)] = &[
@@ -63,6 +64,11 @@ const TASKS: &[(&str, &str)] = &[
          \x20        executions per target and crash files: fuzz [--seconds N] [--runs N] [TARGET...]\n\
          \x20        [-- LIBFUZZER_FLAGS...]",
     ),
+    (
+        "port",
+        "write packaging/freebsd/Makefile.crates and distinfo from Cargo.lock (crate\n\
+         \x20        sizes from cargo's own downloads); --check: fail if the committed ones are stale",
+    ),
     ("help", "list the tasks"),
 ];
 
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
         ("ci", []) => ci(),
         ("check-freebsd", []) => freebsd::check(),
         ("dist", []) => dist::dist(),
+        ("port", args) => port::port(args),
         // These two exit with the status of the program they run.
         ("sim", args) => return sim(args),
         ("replay", []) => {
