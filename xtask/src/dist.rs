@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use super::{cargo, project_root, run};
 
 /// The installation prefix, as a path under the staging directory.
-const PREFIX: &str = "usr/local";
+pub(crate) const PREFIX: &str = "usr/local";
 /// What `%%PREFIX%%` becomes in rc.d scripts.
 const PREFIX_ABSOLUTE: &str = "/usr/local";
 /// The workspace package that holds every program.
@@ -75,15 +75,27 @@ const FILES: [(&str, &str, u32); 4] = [
 /// Empty directories the port creates (`@dir` in `pkg-plist`).
 const DIRS: [&str; 2] = ["etc/hvguest/app.d", "etc/hvguest/hooks.d"];
 
-const PORT_DIR: &str = "packaging/freebsd";
+pub(crate) const PORT_DIR: &str = "packaging/freebsd";
 const MAN_DIR: &str = "packaging/man";
 const RC_DIR: &str = "packaging/rc.d";
 
 pub fn dist() -> Result<(), String> {
-    let root = project_root();
-    let rc_scripts = use_rc_subr(&root.join(PORT_DIR).join("Makefile"))?;
+    let programs = programs()?;
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", PACKAGE]);
+    for (name, _) in &programs {
+        build.args(["--bin", name]);
+    }
+    run(&mut build)?;
+    let target = target_dir();
+    let stage = target.join("dist").join("stage");
+    let rc_scripts = stage_tree(&stage, &target.join("release"))?;
+    check_tree(&stage, &rc_scripts)?;
+    Ok(())
+}
 
-    // Which programs exist, then build them.
+/// Every program of [`PROGRAMS`], checked to be a program of the package.
+pub(crate) fn programs() -> Result<Vec<(&'static str, &'static str)>, String> {
     let have = workspace_bins(PACKAGE)?;
     let mut programs = Vec::new();
     for (name, dir) in PROGRAMS {
@@ -93,21 +105,20 @@ pub fn dist() -> Result<(), String> {
             return Err(format!("package {PACKAGE} has no program `{name}`"));
         }
     }
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", PACKAGE]);
-    for (name, _) in &programs {
-        build.args(["--bin", name]);
-    }
-    run(&mut build)?;
+    Ok(programs)
+}
 
-    // Stage.
-    let target = target_dir();
-    let stage = target.join("dist").join("stage");
+/// Stages the port's tree under `stage` (emptied first), with the programs from
+/// `release` (this machine's build for `dist`, the FreeBSD one for `pkg`); returns the
+/// rc.d scripts, which `pkg-plist` does not list.
+pub(crate) fn stage_tree(stage: &Path, release: &Path) -> Result<Vec<String>, String> {
+    let root = project_root();
+    let rc_scripts = use_rc_subr(&root.join(PORT_DIR).join("Makefile"))?;
+    let programs = programs()?;
     if stage.exists() {
         fs::remove_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
     }
     let prefix = stage.join(PREFIX);
-    let release = target.join("release");
     for (name, dir) in &programs {
         copy(&release.join(name), &prefix.join(dir).join(name), 0o555)?;
     }
@@ -155,9 +166,13 @@ pub fn dist() -> Result<(), String> {
             "{RC_DIR} has scripts the port's USE_RC_SUBR does not list: {unstaged:?}"
         ));
     }
+    Ok(rc_scripts)
+}
 
-    // The staged tree against pkg-plist.
-    let staged = walk(&stage)?;
+/// The staged tree against `pkg-plist` (and the rc.d scripts it implies).
+fn check_tree(stage: &Path, rc_scripts: &[String]) -> Result<(), String> {
+    let root = project_root();
+    let staged = walk(stage)?;
     println!("staged under {}:", stage.display());
     for (path, entry) in &staged {
         match entry {
@@ -173,7 +188,7 @@ pub fn dist() -> Result<(), String> {
     let plist_path = root.join(PORT_DIR).join("pkg-plist");
     let plist = parse_plist(&plist_path)?;
     let mut expected_files = plist.files;
-    for name in &rc_scripts {
+    for name in rc_scripts {
         expected_files.insert(format!("{PREFIX}/etc/rc.d/{name}"));
     }
     let mut problems = Vec::new();
@@ -215,7 +230,7 @@ pub fn dist() -> Result<(), String> {
 
 /// Where cargo puts its output: `$CARGO_TARGET_DIR` (relative to the workspace root,
 /// where cargo runs) or `target/`.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let root = project_root();
     match env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => root.join(dir),
@@ -306,20 +321,23 @@ fn use_rc_subr(makefile: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-struct Plist {
+pub(crate) struct Plist {
     /// Paths under the staging root (`usr/local/...`), man pages without `.gz`.
-    files: BTreeSet<String>,
-    dirs: BTreeSet<String>,
+    pub(crate) files: BTreeSet<String>,
+    pub(crate) dirs: BTreeSet<String>,
+    /// The `@sample` files (their paths as in `files`).
+    pub(crate) samples: BTreeSet<String>,
 }
 
 /// Reads `pkg-plist`: plain lines are files relative to the prefix, `@sample FILE` a
 /// file too, `@dir DIR` a directory; `@comment` lines are skipped. Manual pages are listed
 /// compressed (`.gz`, which the framework adds) and staged uncompressed.
-fn parse_plist(path: &Path) -> Result<Plist, String> {
+pub(crate) fn parse_plist(path: &Path) -> Result<Plist, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut plist = Plist {
         files: BTreeSet::new(),
         dirs: BTreeSet::new(),
+        samples: BTreeSet::new(),
     };
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -362,6 +380,9 @@ fn parse_plist(path: &Path) -> Result<Plist, String> {
             Some(page) if relative.starts_with("share/man/") => page,
             _ => relative,
         };
+        if keyword == "@sample" {
+            plist.samples.insert(format!("{PREFIX}/{staged}"));
+        }
         if !plist.files.insert(format!("{PREFIX}/{staged}")) {
             return Err(format!("{}: listed twice: {line}", at()));
         }
@@ -370,13 +391,13 @@ fn parse_plist(path: &Path) -> Result<Plist, String> {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Entry {
+pub(crate) enum Entry {
     Dir,
     File { mode: u32, size: u64 },
 }
 
 /// Every directory and file under `root`, by path relative to it (`/`-separated).
-fn walk(root: &Path) -> Result<BTreeMap<String, Entry>, String> {
+pub(crate) fn walk(root: &Path) -> Result<BTreeMap<String, Entry>, String> {
     let mut out = BTreeMap::new();
     let mut todo = vec![root.to_path_buf()];
     while let Some(dir) = todo.pop() {

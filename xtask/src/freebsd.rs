@@ -89,6 +89,23 @@ pub fn check() -> Result<(), String> {
     Ok(())
 }
 
+/// `check-freebsd --link`: the type-check, then the release programs built and linked
+/// for FreeBSD and checked with readelf (`freebsd_link`). Returns their directory.
+pub fn link() -> Result<PathBuf, String> {
+    check()?;
+    let started = Instant::now();
+    let toolchain = toolchain()?;
+    let release = super::freebsd_link::build(toolchain.command("cargo"), &cache_dir()?, TARGET)?;
+    let programs: Vec<&str> = super::dist::programs()?.iter().map(|(p, _)| *p).collect();
+    super::freebsd_link::check_programs(&release, &programs)?;
+    say(&format!(
+        "linked {} programs for FreeBSD 14 and later ({:.1} s)",
+        programs.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(release)
+}
+
 /// An unpacked rustc-web: `<prefix>/usr/bin/{rustc,cargo}` and their libraries.
 struct Toolchain {
     prefix: PathBuf,

@@ -15,8 +15,10 @@ use std::process::{Command, ExitCode, Stdio};
 mod bench;
 mod dist;
 mod freebsd;
+mod freebsd_link;
 mod fuzz;
 mod interop;
+mod pkg;
 mod port;
 
 /// Every task with a one-line description, in the order `help` prints them.
@@ -39,7 +41,8 @@ const TASKS: &[(&str, &str)] = &[
     ),
     (
         "check-freebsd",
-        "type-check for x86_64-unknown-freebsd with Debian's rustc-web (first run ~1-2 min)",
+        "type-check for x86_64-unknown-freebsd with Debian's rustc-web (first run ~1-2 min);\n\
+         \x20        --link: also build and link the release programs (zig cc) and check them with readelf",
     ),
     (
         "bench",
@@ -69,6 +72,11 @@ const TASKS: &[(&str, &str)] = &[
         "write packaging/freebsd/Makefile.crates and distinfo from Cargo.lock (crate\n\
          \x20        sizes from cargo's own downloads); --check: fail if the committed ones are stale",
     ),
+    (
+        "pkg",
+        "build the FreeBSD package target/pkg/hvguest-VERSION.pkg from the linked FreeBSD\n\
+         \x20        programs (check-freebsd --link) and check its manifest against pkg-plist",
+    ),
     ("help", "list the tasks"),
 ];
 
@@ -86,8 +94,10 @@ fn main() -> ExitCode {
         ("test", []) => test(),
         ("ci", []) => ci(),
         ("check-freebsd", []) => freebsd::check(),
+        ("check-freebsd", [flag]) if flag == "--link" => freebsd::link().map(|_| ()),
         ("dist", []) => dist::dist(),
         ("port", args) => port::port(args),
+        ("pkg", []) => pkg::pkg(),
         // These two exit with the status of the program they run.
         ("sim", args) => return sim(args),
         ("replay", []) => {
@@ -107,7 +117,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        ("test" | "ci" | "check-freebsd" | "dist", extra) => {
+        ("test" | "ci" | "check-freebsd" | "dist" | "pkg", extra) => {
             eprintln!(
                 "xtask {task}: takes no arguments (got `{}`)",
                 extra.join(" ")
