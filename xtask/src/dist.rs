@@ -116,7 +116,7 @@ pub(crate) fn stage_tree(stage: &Path, release: &Path) -> Result<Vec<String>, St
     let rc_scripts = use_rc_subr(&root.join(PORT_DIR).join("Makefile"))?;
     let programs = programs()?;
     if stage.exists() {
-        fs::remove_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
+        fs::remove_dir_all(stage).map_err(|e| format!("{}: {e}", stage.display()))?;
     }
     let prefix = stage.join(PREFIX);
     for (name, dir) in &programs {

@@ -123,9 +123,9 @@ impl Manifest {
             let _ = write!(o, "{sep}{}:\"y\"", json(d));
         }
         let (install, deinstall) = self.scripts();
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "}},\"scripts\":{{\"post-install\":{},\"pre-deinstall\":{}}}}}\n",
+            "}},\"scripts\":{{\"post-install\":{},\"pre-deinstall\":{}}}}}",
             json(&install),
             json(&deinstall)
         );
