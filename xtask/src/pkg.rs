@@ -238,6 +238,8 @@ pub fn pkg() -> Result<(), String> {
             "--transform",
             "s,^usr/,/usr/,",
         ])
+        // Directories as entries of their own, not with what is under them.
+        .arg("--no-recursion")
         .arg("--file")
         .arg(&file)
         .args(["+COMPACT_MANIFEST", "+MANIFEST"])
@@ -252,8 +254,7 @@ pub fn pkg() -> Result<(), String> {
                 .dirs
                 .iter()
                 .map(|d| d.trim_start_matches('/').to_string()),
-        )
-        .arg("--no-recursion");
+        );
     run(&mut tar)?;
     check_archive(&file, &manifest)?;
     let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
