@@ -107,6 +107,15 @@ const FILES: [(&str, &str, u32); 7] = [
         0o644,
     ),
 ];
+/// Lines of the staged samples that are FreeBSD's: (staged file, line, Linux's line).
+/// `packaging/vss.conf.sample` is `vss_config::SAMPLE`, which names FreeBSD's hook
+/// directory; copied to `/etc/hvguest/vss.conf` unchanged it would move a Linux daemon's
+/// hooks there. Each line must occur exactly once, so a changed sample fails the build.
+const SAMPLE_EDITS: [(&str, &str, &str); 1] = [(
+    "usr/share/doc/hvguest/examples/vss.conf.sample",
+    "hook_dir = /usr/local/etc/hvguest/hooks.d",
+    "hook_dir = /etc/hvguest/hooks.d",
+)];
 /// Generated: the Debian changelog (`changelog_text`), gzipped.
 const CHANGELOG: &str = "usr/share/doc/hvguest/changelog.Debian.gz";
 /// Maintainer scripts in `packaging/debian/`, installed in `DEBIAN/` with mode 0755.
@@ -210,6 +219,11 @@ fn build() -> Result<PathBuf, String> {
     }
     for (source, dest, mode) in FILES {
         copy(&root.join(source), &stage.join(dest), mode)?;
+    }
+    for (file, from, to) in SAMPLE_EDITS {
+        let path = stage.join(file);
+        let text = edit_line(&read(&path)?, from, to).map_err(|e| format!("{file}: {e}"))?;
+        write_bytes(&path, text.as_bytes(), 0o644)?;
     }
     let epoch = source_date_epoch();
     let date = capture(
@@ -385,6 +399,26 @@ fn control_text(version: &str, arch: &str, installed_size: u64, depends: &str) -
          {STANDS_IN_FOR} (its fcopy daemon is not replaced) and, on Ubuntu,\n \
          diverts the daemons of {DIVERTED_FROM}.\n"
     )
+}
+
+/// `text` with its one line equal to `from` replaced by `to`.
+fn edit_line(text: &str, from: &str, to: &str) -> Result<String, String> {
+    let count = text.lines().filter(|l| *l == from).count();
+    if count != 1 {
+        return Err(format!(
+            "expected the line `{from}` once, found it {count} times"
+        ));
+    }
+    Ok(text
+        .split_inclusive('\n')
+        .map(|l| {
+            if l.trim_end_matches('\n') == from {
+                format!("{to}\n")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect())
 }
 
 /// The Debian changelog entry for `version`, dated `date` (RFC 2822).
@@ -756,6 +790,24 @@ fn check_installed() -> Result<(), String> {
         )?;
         println!("{path} --version: {}", out.trim());
     }
+    // The Linux sample is valid for the installed daemon and keeps its hooks where it
+    // looks for them.
+    // An emulated mount table: this machine's own might veto (NFS) and hide the plan.
+    let sample = "/usr/share/doc/hvguest/examples/vss.conf.sample";
+    let mounts = env::temp_dir().join(format!("hvguest-deb-mounts-{}", std::process::id()));
+    write_bytes(&mounts, b"ext4 / rw /dev/sda1\n", 0o644)?;
+    let out = capture(
+        Command::new("/usr/sbin/hv_vss_daemon")
+            .args(["-t", "--config", sample, "--emulate-mounts"])
+            .arg(&mounts),
+    );
+    let _ = fs::remove_file(&mounts);
+    let out = out?;
+    expect(
+        out.contains("is valid") && out.contains("hooks in /etc/hvguest/hooks.d"),
+        || format!("hv_vss_daemon -t --config {sample}:\n{out}"),
+    )?;
+    println!("hv_vss_daemon -t --config {sample}: valid, hooks in /etc/hvguest/hooks.d");
     for unit in STOCK_UNITS {
         let link = Path::new("/etc/systemd/system").join(unit);
         expect(
@@ -1171,6 +1223,26 @@ Version needs section '.gnu.version_r' contains 3 entries:
             .unwrap()
             .trim_matches('"');
         assert_eq!(version(), format!("{workspace_version}-1"));
+    }
+
+    #[test]
+    fn the_vss_sample_names_the_linux_hook_directory() {
+        let root = project_root();
+        let sample = read(&root.join("packaging/vss.conf.sample")).unwrap();
+        let (_, from, to) = SAMPLE_EDITS[0];
+        let linux = edit_line(&sample, from, to).unwrap();
+        assert!(!linux.contains("/usr/local/etc"), "{linux}");
+        assert_eq!(linux.lines().count(), sample.lines().count());
+        // The Linux daemon's default, which the edited line must restate.
+        let config = read(&root.join("io/src/vss_config.rs")).unwrap();
+        let dir = to.strip_prefix("hook_dir = ").unwrap();
+        assert!(
+            config.contains(&format!("pub const LINUX_HOOK_DIR: &str = \"{dir}\";")),
+            "io/src/vss_config.rs's LINUX_HOOK_DIR is not {dir}"
+        );
+        assert!(edit_line("a\nb\n", "c", "d").is_err());
+        assert!(edit_line("a\na\n", "a", "d").is_err());
+        assert_eq!(edit_line("a\nb\nc", "b", "d").unwrap(), "a\nd\nc");
     }
 
     #[test]
