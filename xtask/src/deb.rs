@@ -137,17 +137,7 @@ const STANDS_IN_FOR: &str = "hyperv-daemons";
 /// Ubuntu's package whose two daemons preinst diverts.
 const DIVERTED_FROM: &str = "linux-cloud-tools-common";
 
-pub fn deb(args: &[String]) -> Result<(), String> {
-    let install_test = match args {
-        [] => false,
-        [flag] if flag == "--install-test" => true,
-        _ => {
-            return Err(format!(
-                "usage: cargo xtask deb [--install-test] (got `{}`)",
-                args.join(" ")
-            ))
-        }
-    };
+pub fn deb(install_test: bool) -> Result<(), String> {
     let started = Instant::now();
     let package = build()?;
     println!(

@@ -88,7 +88,15 @@ fn main() -> ExitCode {
         ("ci", []) => ci(),
         ("check-freebsd", []) => freebsd::check(),
         ("dist", []) => dist::dist(),
-        ("deb", args) => deb::deb(args),
+        ("deb", []) => deb::deb(false),
+        ("deb", [flag]) if flag == "--install-test" => deb::deb(true),
+        ("deb", extra) => {
+            eprintln!(
+                "xtask deb: takes only --install-test (got `{}`)",
+                extra.join(" ")
+            );
+            return ExitCode::from(2);
+        }
         // These two exit with the status of the program they run.
         ("sim", args) => return sim(args),
         ("replay", []) => {
