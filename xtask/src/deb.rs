@@ -1334,6 +1334,15 @@ Version needs section '.gnu.version_r' contains 3 entries:
             assert!(text.contains("\nset -e\n"), "{script}");
             let status = Command::new("sh").arg("-n").arg(&path).status().unwrap();
             assert!(status.success(), "sh -n {script}");
+            // shellcheck where it is installed (Debian: apt-get install shellcheck).
+            if let Ok(out) = Command::new("shellcheck")
+                .args(["-s", "sh"])
+                .arg(&path)
+                .output()
+            {
+                let report = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "shellcheck {script}:\n{report}");
+            }
             // systemctl only where systemd is PID 1.
             for (i, line) in text.lines().enumerate() {
                 if line.trim_start().starts_with("systemctl") {
