@@ -25,7 +25,8 @@
 //! distributions' daemons are concerned (the `Conflicts`, the diversions and the masks),
 //! see `control_text` and the scripts in `packaging/debian/`.
 //!
-//! `deb --install-test` (root, dpkg) then installs the package on this machine between
+//! `deb --install-test` (root, dpkg) then runs the maintainer scripts under a stand-in
+//! systemd (`scripts_under_systemd`), and installs the package on this machine between
 //! stand-ins for Debian's `hyperv-daemons` and Ubuntu's `linux-cloud-tools-common`, checks
 //! the installed files, runs the programs and `systemd-analyze verify`, removes and purges
 //! it, and checks that nothing of it is left (`install_test`).
@@ -697,6 +698,7 @@ fn install_test_run(package: &Path) -> Result<(), String> {
     }
     let dir = package.with_file_name("install-test");
     let _ = fs::remove_dir_all(&dir);
+    scripts_under_systemd(&package.with_file_name("root").join("DEBIAN"), &dir)?;
     // Whatever happens, the names the test installs are purged at the end.
     let _cleanup = Cleanup;
 
@@ -747,6 +749,88 @@ fn install_test_run(package: &Path) -> Result<(), String> {
         })?;
     }
     dpkg(&["-P", DIVERTED_FROM], Path::new(""))?;
+    Ok(())
+}
+
+/// Runs the maintainer scripts where systemd and udev are running, which this machine
+/// (systemd installed, not PID 1) cannot show through dpkg: in a mount namespace of its
+/// own, with `/run/systemd/system` and `/run/udev` present, a `/dev` holding only
+/// `/dev/null` and the KVP device, `/etc/systemd/system` and `/var/lib/hvguest` bound to
+/// scratch directories, and `systemctl` and `udevadm` stand-ins that log their
+/// arguments. What they are asked to do, and the masks, must be exactly `SYSTEMD_LOG`.
+fn scripts_under_systemd(scripts: &Path, dir: &Path) -> Result<(), String> {
+    const HARNESS: &str = r#"set -eu
+scripts=$1 work=$2
+mkdir -p "$work/etc" "$work/state" "$work/bin"
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/system /run/udev
+mount -t tmpfs tmpfs /dev
+mknod -m 666 /dev/null c 1 3
+mkdir /dev/vmbus
+: >/dev/vmbus/hv_kvp
+mount --bind "$work/etc" /etc/systemd/system
+mount --bind "$work/state" /var/lib/hvguest
+for tool in systemctl udevadm; do
+    printf '#!/bin/sh
+echo "%s $*" >>"$LOG"
+' "$tool" >"$work/bin/$tool"
+    chmod 755 "$work/bin/$tool"
+done
+export LOG="$work/log" PATH="$work/bin:$PATH"
+sh "$scripts/postinst" configure
+echo "masked: $(cd /etc/systemd/system && for f in *; do printf '%s->%s ' "$f" "$(readlink "$f")"; done)" >>"$LOG"
+sh "$scripts/prerm" remove
+sh "$scripts/postrm" remove
+left=$(ls -A /etc/systemd/system /var/lib/hvguest | grep -v -e '^/' -e '^$' || true)
+echo "left:${left:+ $left}" >>"$LOG"
+"#;
+    const SYSTEMD_LOG: &str = "\
+udevadm control --reload
+systemctl daemon-reload
+systemctl stop hv-kvp-daemon.service hv-vss-daemon.service
+systemctl restart hvguest-kvp.service
+masked: hv-kvp-daemon.service->/dev/null hv-vss-daemon.service->/dev/null \n\
+systemctl stop hvguest-kvp.service hvguest-vss.service
+udevadm control --reload
+systemctl daemon-reload
+systemctl -q is-enabled hv-kvp-daemon.service
+systemctl start hv-kvp-daemon.service
+systemctl -q is-enabled hv-vss-daemon.service
+systemctl start hv-vss-daemon.service
+left:\n";
+    if !Path::new("/etc/systemd/system").is_dir() {
+        println!("no /etc/systemd/system here: the scripts are not run under a stand-in systemd");
+        return Ok(());
+    }
+    let work = dir.join("systemd");
+    fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    // The mount point; left empty, and removed below, as no hvguest is installed here.
+    let state = Path::new("/var/lib/hvguest");
+    fs::create_dir_all(state).map_err(|e| format!("{}: {e}", state.display()))?;
+    let result = capture(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                HARNESS,
+                "harness",
+            ])
+            .arg(scripts)
+            .arg(&work),
+    );
+    let _ = fs::remove_dir(state);
+    result?;
+    let log = read(&work.join("log"))?;
+    expect(log == SYSTEMD_LOG, || {
+        format!(
+            "under a stand-in systemd the maintainer scripts did:\n{log}\nexpected:\n{SYSTEMD_LOG}"
+        )
+    })?;
+    println!("maintainer scripts under a stand-in systemd (KVP device present, VSS absent):");
+    print!("{log}");
     Ok(())
 }
 
