@@ -718,6 +718,14 @@ fn install_test_run(package: &Path) -> Result<(), String> {
         format!("{STANDS_IN_FOR}'s hv_fcopy_daemon is still there")
     })?;
     check_installed()?;
+    // Upgrade over itself: preinst and postrm see `upgrade`, postinst `configure` with
+    // the old version; diversions and masks stay, and are recorded once.
+    dpkg(&["-i"], package)?;
+    check_installed()?;
+    let masked = read(Path::new("/var/lib/hvguest/masked-units"))?;
+    expect(masked == format!("{}\n", STOCK_UNITS.join("\n")), || {
+        format!("/var/lib/hvguest/masked-units after an upgrade:\n{masked}")
+    })?;
     remove_and_purge()?;
 
     // Ubuntu: linux-cloud-tools-common stays; its daemons are diverted and come back.
