@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 mod bench;
+mod deb;
 mod dist;
 mod freebsd;
 mod freebsd_link;
@@ -57,6 +58,12 @@ const TASKS: &[(&str, &str)] = &[
          \x20        and check it against packaging/freebsd/pkg-plist",
     ),
     (
+        "deb",
+        "build the Debian package target/deb/hvguest_<version>_<arch>.deb (staged tree checked\n\
+         \x20        against packaging/debian/contents); --install-test (root) then installs, checks,\n\
+         \x20        removes and purges it on this machine",
+    ),
+    (
         "interop",
         "install Debian's cloud-init (skipped if it cannot be) and run its Hyper-V reporting handler\n\
          \x20        against hv_kvp_daemon and hvkvp (io/tests/cloud_init_interop.rs)",
@@ -98,6 +105,15 @@ fn main() -> ExitCode {
         ("dist", []) => dist::dist(),
         ("port", args) => port::port(args),
         ("pkg", []) => pkg::pkg(),
+        ("deb", []) => deb::deb(false),
+        ("deb", [flag]) if flag == "--install-test" => deb::deb(true),
+        ("deb", extra) => {
+            eprintln!(
+                "xtask deb: takes only --install-test (got `{}`)",
+                extra.join(" ")
+            );
+            return ExitCode::from(2);
+        }
         // These two exit with the status of the program they run.
         ("sim", args) => return sim(args),
         ("replay", []) => {
