@@ -244,6 +244,16 @@ impl Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Both die at once (an OOM kill, `systemctl kill -s KILL`): the freezer is stopped
+    /// first so that it cannot see the daemon go and thaw, then both are killed.
+    fn kill9_with_its_freezer(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        let freezer = nix::unistd::Pid::from_raw(self.freezer_pid().expect("a freezer runs"));
+        kill(freezer, Signal::SIGSTOP).unwrap();
+        self.kill9();
+        kill(freezer, Signal::SIGKILL).unwrap();
+    }
 }
 
 impl Drop for Daemon {
@@ -432,18 +442,7 @@ fn kill9_of_the_freezer_is_thawed_by_the_daemon_and_of_both_by_the_record() {
     // Both die at once: the record stays, and `--thaw-recorded` (systemd's
     // ExecStopPost=) thaws it; a restarted daemon would too.
     ok(&mut host, HostOp::Freeze, &d);
-    let freezer = d.freezer_pid().expect("a new freezer for the new freeze");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(freezer),
-        nix::sys::signal::SIGSTOP,
-    )
-    .unwrap();
-    d.kill9();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(freezer),
-        nix::sys::signal::SIGKILL,
-    )
-    .unwrap();
+    d.kill9_with_its_freezer();
     assert!(s.path("run/frozen").exists(), "the record outlives both");
     assert!(is_frozen(&ext4), "nothing thaws a Linux freeze by itself");
     let w = writer(&ext4, "two");
@@ -464,18 +463,7 @@ fn kill9_of_the_freezer_is_thawed_by_the_daemon_and_of_both_by_the_record() {
     // Once more, and this time a restarted daemon finds the record.
     let mut d = Daemon::start(&s, &mut host, &config);
     ok(&mut host, HostOp::Freeze, &d);
-    let freezer = d.freezer_pid().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(freezer),
-        nix::sys::signal::SIGSTOP,
-    )
-    .unwrap();
-    d.kill9();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(freezer),
-        nix::sys::signal::SIGKILL,
-    )
-    .unwrap();
+    d.kill9_with_its_freezer();
     let w = writer(&ext4, "three");
     let d = Daemon::start(&s, &mut host, &config);
     w.recv_timeout(SOON)

@@ -153,19 +153,6 @@ fn expected_files(plist: &dist::Plist, rc_scripts: &[String]) -> BTreeSet<String
     out
 }
 
-fn sha256(path: &Path) -> Result<String, String> {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .map_err(|e| format!("sha256sum: {e}"))?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .filter(|_| out.status.success())
-        .map(str::to_string)
-        .ok_or_else(|| format!("sha256sum {} failed", path.display()))
-}
-
 /// A variable of the port's Makefile (`NAME=<tabs>value`).
 fn make_var(makefile: &str, name: &str) -> Option<String> {
     makefile.lines().find_map(|l| {
@@ -196,7 +183,11 @@ pub fn pkg() -> Result<(), String> {
     let mut files = Vec::new();
     for (path, entry) in dist::walk(&stage)? {
         if let Entry::File { size, .. } = entry {
-            files.push((format!("/{path}"), sha256(&stage.join(&path))?, size));
+            files.push((
+                format!("/{path}"),
+                super::port::sha256_of(&stage.join(&path))?,
+                size,
+            ));
         }
     }
     let manifest = Manifest {

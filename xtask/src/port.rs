@@ -139,7 +139,8 @@ fn registry_cache() -> Result<Vec<PathBuf>, String> {
     Ok(dirs)
 }
 
-fn sha256_of(path: &Path) -> Result<String, String> {
+/// The SHA-256 of a file, lower-case hex (`sha256sum`; this crate has no dependencies).
+pub(crate) fn sha256_of(path: &Path) -> Result<String, String> {
     let out = Command::new("sha256sum")
         .arg(path)
         .output()
