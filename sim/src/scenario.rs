@@ -333,6 +333,7 @@ fn action(w: &[String]) -> Result<Action, String> {
         }
         "vss-crash" => Ok(Action::VssCrash),
         "freezer-crash" => Ok(Action::FreezerCrash),
+        "vss-crash-both" => Ok(Action::VssCrashBoth),
         "freezer-hang" => Ok(Action::FreezerHang),
         other => Err(format!("unknown step {other:?}")),
     }
