@@ -202,6 +202,14 @@ impl SimFreezer {
         }
     }
 
+    /// What the living freezer believes it holds (its `FreezerCore`'s word, to hold
+    /// against the kernel's superblocks).
+    pub fn believed_held(&self) -> Vec<String> {
+        self.core.as_ref().map_or(Vec::new(), |c| {
+            c.held().map(|(m, _)| m.to_string()).collect()
+        })
+    }
+
     pub fn alive(&self) -> bool {
         self.core.is_some()
     }

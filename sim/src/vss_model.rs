@@ -490,7 +490,10 @@ impl FreezeChecker {
                 }
                 if fs.root {
                     if let Some(o) = fss.iter().find(left) {
-                        return Err(format!("freezes / before {:?}", o.mounts));
+                        return Err(format!(
+                            "freezes {mount} ({}, the file system of /) before {:?}",
+                            fs.fsid, o.mounts
+                        ));
                     }
                 }
                 a.frozen.push(fs.fsid);

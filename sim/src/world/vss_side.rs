@@ -1137,6 +1137,23 @@ impl World {
                 ));
             }
         }
+        // (d') What the living freezer holds is frozen: nobody (a guardian thawing a
+        // record too early, say) thaws a freeze a freezer still answers for.
+        if let Some(l) = v.freezer.linux.as_ref() {
+            for m in v.freezer.believed_held() {
+                let fsid = v
+                    .setup
+                    .mounts
+                    .iter()
+                    .find(|x| x.path == m)
+                    .and_then(|x| x.fsid);
+                if fsid.is_some_and(|f| !l.is_frozen(f)) {
+                    broken.get_or_insert(format!(
+                        "the freezer holds {m}, but its file system is not frozen"
+                    ));
+                }
+            }
+        }
         let says = v.daemon.as_ref().is_some_and(|d| match &d.machine {
             Machine::Daemon(m) => m.registered(),
             Machine::App(_) => false,
