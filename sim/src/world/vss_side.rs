@@ -880,11 +880,28 @@ impl World {
         }
         let mut out = Vec::new();
         v.kernel.close_daemon(&mut out);
+        // Linux: a freezer that reads lines (not stuck in FIFREEZE) and sees its stdin
+        // close must thaw what it froze itself, at once: the guardians are for a
+        // freezer that died too.
+        let eof_thaws: Vec<String> = match &v.freezer.linux {
+            Some(l) if !freezer_too && !v.freezer.hung && !reboot => l.ours.clone(),
+            _ => Vec::new(),
+        };
         if freezer_too {
             v.freezer.die();
         } else {
             v.freezer.stdin_closed(now);
         }
+        let left_frozen = v.freezer.linux.as_ref().and_then(|l| {
+            eof_thaws.into_iter().find(|m| {
+                v.setup
+                    .mounts
+                    .iter()
+                    .find(|x| x.path == *m)
+                    .and_then(|x| x.fsid)
+                    .is_some_and(|f| l.is_frozen(f))
+            })
+        });
         v.freezer_notice_at = None;
         v.checker.begin(None);
         v.ping_in_flight = None;
@@ -914,6 +931,11 @@ impl World {
         } else {
             "hv_vss_daemon killed; its freezer exits".into()
         });
+        if let Some(m) = left_frozen {
+            self.fail(format!(
+                "the freezer saw its stdin close and left {m}, which it froze, frozen"
+            ));
+        }
         for k in out {
             self.vss_kernel_out(k);
         }
