@@ -134,6 +134,7 @@ pub struct LinuxVssStats {
     pub reaper_thaws: u64,
     pub stop_post_thaws: u64,
     pub startup_thaws: u64,
+    pub device_resets: u64,
 }
 
 impl LinuxVssStats {
@@ -145,6 +146,7 @@ impl LinuxVssStats {
         self.reaper_thaws += o.reaper_thaws;
         self.stop_post_thaws += o.stop_post_thaws;
         self.startup_thaws += o.startup_thaws;
+        self.device_resets += o.device_resets;
     }
 }
 
@@ -961,7 +963,12 @@ impl World {
         take(self.tool_next_wakeup());
         if let Some(v) = self.vss.as_ref() {
             take(v.next_wakeup());
-            if host_active && v.outstanding.is_none() && !v.plan.is_empty() && v.daemon.is_some() {
+            if host_active
+                && v.outstanding.is_none()
+                && !v.plan.is_empty()
+                && v.daemon.is_some()
+                && !v.settling_after_reset()
+            {
                 take(Some(v.next_at.max(self.now)));
             }
         }
@@ -1232,7 +1239,7 @@ impl World {
         let (Some(v), Some(p)) = (self.vss.as_mut(), self.vss_prng.as_mut()) else {
             return;
         };
-        if v.outstanding.is_some() || v.daemon.is_none() {
+        if v.outstanding.is_some() || v.daemon.is_none() || v.settling_after_reset() {
             return;
         }
         if v.plan.is_empty() {
@@ -1262,6 +1269,13 @@ impl World {
                 4 => {
                     v.freezer_crash_at =
                         Some(now.saturating_add(Duration::from_millis(p.below(30))));
+                    None
+                }
+                // The device reset a moment after the request: mostly while the
+                // daemon holds it.
+                5 => {
+                    v.device_reset_at =
+                        Some(now.saturating_add(Duration::from_millis(p.below(300))));
                     None
                 }
                 _ => None,

@@ -199,14 +199,15 @@ fn main() {
     let l = t.linux_vss;
     if l.worlds > 0 {
         println!(
-            "sim: Linux VSS: {} worlds, {} FREEZEs answered OK, {} freezer deaths and {} daemon deaths leaving file systems frozen; thawed by the reaper {}, ExecStopPost {}, start-up {}",
+            "sim: Linux VSS: {} worlds, {} FREEZEs answered OK, {} freezer deaths and {} daemon deaths leaving file systems frozen; thawed by the reaper {}, ExecStopPost {}, start-up {}; {} device resets",
             l.worlds,
             l.freezes_ok,
             l.freezer_deaths,
             l.daemon_deaths,
             l.reaper_thaws,
             l.stop_post_thaws,
-            l.startup_thaws
+            l.startup_thaws,
+            l.device_resets
         );
     }
     if failures.is_empty() {

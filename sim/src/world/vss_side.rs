@@ -85,6 +85,15 @@ pub struct VssPart {
     ping_in_flight: Option<EffectId>,
     /// A freezer crash scheduled a moment after a request (racing the daemon's ping).
     pub freezer_crash_at: Option<Instant>,
+    /// Linux: the VSS device is reset then (the service switched off and on): the
+    /// kernel fails the request held, the daemon reopens the device and registers
+    /// again.
+    pub device_reset_at: Option<Instant>,
+    /// The host request the kernel failed at a device reset: its answer says nothing
+    /// of the policy.
+    reset_failed: Option<u64>,
+    /// A device reset happened and the daemon has not been idle since.
+    settling: bool,
     /// The daemon's prune under way: the pools it listed, and whether it has gone
     /// without a hitch so far (then at most `snapshot_keep` of ours may survive it).
     prune_watch: Option<(BTreeSet<String>, bool)>,
@@ -144,6 +153,9 @@ impl VssPart {
             thaw_due_by: None,
             ping_in_flight: None,
             freezer_crash_at: None,
+            device_reset_at: None,
+            reset_failed: None,
+            settling: false,
             prune_watch: None,
             freezer_guard: None,
             crash_guard: None,
@@ -175,6 +187,7 @@ impl VssPart {
             self.restart_at,
             self.freezer_notice_at,
             self.freezer_crash_at,
+            self.device_reset_at,
             self.thaw_due_by,
             self.freezer.auto_thaw_at(),
             self.stop_post_at,
@@ -187,6 +200,14 @@ impl VssPart {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// After a device reset the daemon may still run the chain of a request the kernel
+    /// failed (a FREEZE goes on, its answer is dropped, and it thaws): the host's next
+    /// request waits until the daemon is idle, so the FREEZE checker follows one
+    /// request at a time.
+    pub fn settling_after_reset(&self) -> bool {
+        self.settling
     }
 
     /// Idle: nothing in flight anywhere on the VSS side.
@@ -795,6 +816,7 @@ impl World {
         // Expected answers come from the simulator's own model, not the core's policy.
         let veto = v.checker.expected.veto.clone();
         let disturbed = v.disturbed;
+        let failed_by_reset = v.reset_failed == Some(host_id);
         let held: Vec<String> = v.freezer.held().into_iter().map(|(m, _)| m).collect();
         match op {
             VssOp::Freeze if ok => {
@@ -824,7 +846,9 @@ impl World {
                     self.fail(format!("FREEZE answered OK but {m} is not suspended"));
                 }
             }
-            VssOp::Check if !timed_out && !disturbed && ok != veto.is_none() => {
+            VssOp::Check
+                if !timed_out && !disturbed && ok != veto.is_none() && !failed_by_reset =>
+            {
                 self.fail(format!(
                     "CHECK answered {ok} but the model's veto is {veto:?}"
                 ));
@@ -942,6 +966,33 @@ impl World {
         self.vss_update_fs();
     }
 
+    /// Linux: the VSS device goes away and comes back (the Backup service switched off
+    /// and on): the kernel fails the request the daemon holds and forgets the
+    /// registration; the daemon is told it reopened the device and registers again. An
+    /// answer it still owes the old opening must never reach the new one.
+    pub(super) fn vss_device_reset(&mut self) {
+        let now = self.now;
+        let Some(v) = self.vss.as_mut() else { return };
+        if !v.linux() || v.daemon.is_none() {
+            return;
+        }
+        let mut out = Vec::new();
+        self.stats.linux_vss.device_resets += 1;
+        v.reset_failed = v.outstanding.map(|o| o.0);
+        v.settling = true;
+        v.kernel.close_daemon(&mut out);
+        v.kernel.open_daemon();
+        self.vss_log("the VSS device is reset: the daemon reopens it".into());
+        for k in out {
+            self.vss_kernel_out(k);
+        }
+        let Some(v) = self.vss.as_mut() else { return };
+        if let Some(d) = v.daemon.as_mut() {
+            d.machine.handle(now, VssInput::DeviceReopened);
+        }
+        self.vss_drain(false);
+    }
+
     /// The freezer dies on its own (a crash): the kernel resumes what it held (Linux:
     /// nothing; the daemon's reaper must thaw its record).
     pub(super) fn vss_freezer_crash(&mut self) {
@@ -1010,6 +1061,13 @@ impl World {
             .is_some_and(|v| v.freezer_crash_at.take_if(|t| *t <= now).is_some());
         if crash {
             self.vss_freezer_crash();
+        }
+        let reset = self
+            .vss
+            .as_mut()
+            .is_some_and(|v| v.device_reset_at.take_if(|t| *t <= now).is_some());
+        if reset {
+            self.vss_device_reset();
         }
         if let Some(v) = self.vss.as_mut() {
             if v.freezer_notice_at.is_some_and(|t| t <= now) {
@@ -1204,6 +1262,12 @@ impl World {
     /// VSS invariants after every step.
     pub(super) fn vss_check(&mut self) {
         let now = self.now;
+        if let Some(v) = self.vss.as_mut().filter(|v| v.settling) {
+            v.settling = v
+                .daemon
+                .as_ref()
+                .is_some_and(|d| !d.machine.is_idle() || !d.pending.is_empty());
+        }
         if let Some(v) = self.vss.as_mut() {
             // The freeze's start, as the world sees it: the kernel's first suspension
             // (an OK answer sets it when nothing is suspended); over when nothing is
