@@ -39,6 +39,16 @@
 //! at 2s  vss-crash | freezer-crash | freezer-hang
 //! ```
 //!
+//! Linux's VSS device and freeze (`linux` first, before any `mount`):
+//!
+//! ```text
+//! linux                              # Layout::Linux, Linux's policy and kernel model
+//! mount ext4 / /dev/sda2 dev=8:2     # dev=MAJOR:MINOR, the file system's identity
+//! loop-image /dev/loop0 /data/images/disk0.img   # where a loop device's image lies
+//! exec-stop-post                     # ExecStopPost=hv_vss_daemon --thaw-recorded
+//! at 2s  vss-crash-both              # the daemon and its freezer killed together
+//! ```
+//!
 //! Words are separated by spaces; `"..."` quotes (with `\"`, `\\`, `\n`, `\u{e9}`); an
 //! unquoted `x*511` is 511 `x`. Pools: `external guest auto auto-external auto-internal`
 //! or `0`..`4`. The expectation is not in the file: it is the scenario's snapshot.
@@ -333,6 +343,7 @@ fn action(w: &[String]) -> Result<Action, String> {
         }
         "vss-crash" => Ok(Action::VssCrash),
         "freezer-crash" => Ok(Action::FreezerCrash),
+        "vss-crash-both" => Ok(Action::VssCrashBoth),
         "freezer-hang" => Ok(Action::FreezerHang),
         other => Err(format!("unknown step {other:?}")),
     }
@@ -361,11 +372,24 @@ fn vss_setup(v: &mut VssSetup, w: &[String]) -> Result<(), String> {
             let ro = w.iter().skip(3).any(|x| x == "ro");
             let source = w
                 .get(3)
-                .filter(|x| *x != "ro")
+                .filter(|x| *x != "ro" && !x.starts_with("dev="))
                 .cloned()
                 .unwrap_or_else(|| arg(1).unwrap_or_default());
-            v.mounts.push(mk_mount(&arg(1)?, &arg(2)?, &source, ro));
+            let mut m = mk_mount(&arg(1)?, &arg(2)?, &source, ro);
+            if let Some(dev) = w.iter().skip(3).find_map(|x| x.strip_prefix("dev=")) {
+                let (a, b) = dev.split_once(':').ok_or("dev=MAJOR:MINOR")?;
+                let n = |x: &str| x.parse::<i32>().map_err(|_| format!("bad dev {dev:?}"));
+                m.fsid = Some(hvguest_core::vss::policy::Fsid([n(a)?, n(b)?]));
+            }
+            v.mounts.push(m);
         }
+        "linux" => {
+            use hvguest_core::vss::wire::Layout;
+            v.config.layout = Layout::Linux;
+            v.config.policy = hvguest_core::vss::policy::Policy::for_layout(Layout::Linux);
+        }
+        "loop-image" => v.loop_images.push((arg(1)?, arg(2)?)),
+        "exec-stop-post" => v.exec_stop_post = true,
         "hook" | "app" => {
             let mut prog = SimProgram::default();
             let mut entry = HookEntry {
@@ -487,7 +511,8 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
                     .write(&name, 0, &bytes)
                     .map_err(|e| err(format!("{e:?}")))?;
             }
-            "mount" | "hook" | "app" | "suspend-fails" | "sync-takes" | "watchdog" | "policy" => {
+            "mount" | "hook" | "app" | "suspend-fails" | "sync-takes" | "watchdog" | "policy"
+            | "linux" | "loop-image" | "exec-stop-post" => {
                 let v = sc.vss.get_or_insert_with(VssSetup::default);
                 vss_setup(v, &w).map_err(err)?;
             }

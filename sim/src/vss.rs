@@ -11,7 +11,7 @@ use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use hvguest_core::vss::freezer::{Command, FreezerCore, FreezerInput, FreezerOutput, Reply};
 use hvguest_core::vss::hooks::HookEntry;
 use hvguest_core::vss::machine::{VssConfig, VssMachine, VssOutput};
-use hvguest_core::vss::policy::Mount;
+use hvguest_core::vss::policy::{Fsid, Mount};
 use hvguest_core::vss::wire::{OptMsg, VssOp, VSS_SUCCESS};
 use hvguest_core::Instant;
 
@@ -73,6 +73,13 @@ pub struct VssSetup {
     /// prefixes, our prefix followed by more than digits, child datasets) and older ones
     /// of ours. The prune may destroy only the last kind.
     pub snapshots: Vec<String>,
+    /// Linux: each loop device's image file (`/dev/loop0` → `/home/img/disk0.img`):
+    /// freezing the file system on the loop device syncs through the image, so it
+    /// waits while the file system holding the image is frozen.
+    pub loop_images: Vec<(String, String)>,
+    /// Linux: the service has an `ExecStopPost=hv_vss_daemon --thaw-recorded`, run
+    /// after every death of the daemon, before its restart.
+    pub exec_stop_post: bool,
 }
 
 pub const HOOK_DIR: &str = "/usr/local/etc/hvguest/hooks.d";
@@ -99,6 +106,8 @@ impl Default for VssSetup {
             suspend_takes: Duration::from_millis(1),
             resume_takes: Duration::from_millis(1),
             snapshots: Vec::new(),
+            loop_images: Vec::new(),
+            exec_stop_post: false,
         }
     }
 }
@@ -171,6 +180,9 @@ pub struct SimFreezer {
     pub hang_next: bool,
     /// Blocked inside UFSSUSPEND: it reads no more lines.
     pub hung: bool,
+    /// Linux: FIFREEZE's superblocks and the freezer's record, which outlive it
+    /// (`kernel_held` is then unused).
+    pub linux: Option<crate::linux_vss::LinuxFreeze>,
 }
 
 /// How the simulated kernel takes one UFSSUSPEND.
@@ -182,22 +194,47 @@ pub enum SuspendOutcome {
 }
 
 impl SimFreezer {
+    /// A freezer on Linux's kernel (`yes`: freezes outlive it) or FreeBSD's.
+    pub fn on_linux(yes: bool) -> SimFreezer {
+        SimFreezer {
+            linux: yes.then(crate::linux_vss::LinuxFreeze::default),
+            ..SimFreezer::default()
+        }
+    }
+
+    /// What the living freezer believes it holds (its `FreezerCore`'s word, to hold
+    /// against the kernel's superblocks).
+    pub fn believed_held(&self) -> Vec<String> {
+        self.core.as_ref().map_or(Vec::new(), |c| {
+            c.held().map(|(m, _)| m.to_string()).collect()
+        })
+    }
+
     pub fn alive(&self) -> bool {
         self.core.is_some()
     }
 
     pub fn holds(&self, mount: &str) -> bool {
-        self.kernel_held.iter().any(|(m, _)| m == mount)
+        match &self.linux {
+            Some(l) => l.frozen.iter().any(|(_, m, _)| m == mount),
+            None => self.kernel_held.iter().any(|(m, _)| m == mount),
+        }
     }
 
     pub fn is_holding(&self) -> bool {
-        !self.kernel_held.is_empty()
+        match &self.linux {
+            Some(l) => !l.frozen.is_empty(),
+            None => !self.kernel_held.is_empty(),
+        }
     }
 
     /// Mounts the kernel holds suspended, in suspension order, with when each was
-    /// suspended.
+    /// suspended (Linux: the mount point each frozen file system was frozen through).
     pub fn held(&self) -> Vec<(String, Instant)> {
-        self.kernel_held.clone()
+        match &self.linux {
+            Some(l) => l.frozen.iter().map(|(_, m, t)| (m.clone(), *t)).collect(),
+            None => self.kernel_held.clone(),
+        }
     }
 
     /// When its own auto-thaw fires (never while blocked in UFSSUSPEND).
@@ -214,7 +251,7 @@ impl SimFreezer {
         &mut self,
         now: Instant,
         effect: &VssEffect,
-        suspend: impl FnOnce(&SimFreezer, &str) -> SuspendOutcome,
+        suspend: impl FnOnce(&SimFreezer, &str, Option<Fsid>) -> SuspendOutcome,
     ) -> Option<VssResult> {
         let command = Command::for_effect(effect)?;
         if self.hung {
@@ -235,9 +272,12 @@ impl SimFreezer {
             let outputs: Vec<FreezerOutput> = std::iter::from_fn(|| core.poll_output()).collect();
             for o in outputs {
                 match o {
-                    FreezerOutput::Suspend { mount, .. } => match suspend
+                    FreezerOutput::Suspend { mount, fsid } if self.linux.is_some() => {
+                        input = self.linux_freeze(now, mount, fsid, suspend.take());
+                    }
+                    FreezerOutput::Suspend { mount, fsid } => match suspend
                         .take()
-                        .map_or(SuspendOutcome::Blocks, |f| f(self, &mount))
+                        .map_or(SuspendOutcome::Blocks, |f| f(self, &mount, fsid))
                     {
                         SuspendOutcome::Done => {
                             self.kernel_held.push((mount, now));
@@ -253,6 +293,44 @@ impl SimFreezer {
             }
         }
         reply
+    }
+
+    /// Linux's FIFREEZE as the production freezer does it (io-linux `freeze`): the
+    /// record written first; `EBUSY` on a file system frozen already (frozen, but not
+    /// ours: the record taken back); a failure takes the record back too; a FIFREEZE
+    /// that never returns leaves it.
+    fn linux_freeze(
+        &mut self,
+        now: Instant,
+        mount: String,
+        fsid: Option<Fsid>,
+        suspend: Option<impl FnOnce(&SimFreezer, &str, Option<Fsid>) -> SuspendOutcome>,
+    ) -> Option<FreezerInput> {
+        let Some(fsid) = fsid else {
+            return Some(FreezerInput::Suspended(Err(IoError(22))));
+        };
+        let l = self.linux.as_mut()?;
+        l.record.push((fsid, mount.clone()));
+        if l.is_frozen(fsid) {
+            l.record.pop();
+            return Some(FreezerInput::Suspended(Ok(())));
+        }
+        match suspend.map_or(SuspendOutcome::Blocks, |f| f(self, &mount, Some(fsid))) {
+            SuspendOutcome::Done => {
+                let l = self.linux.as_mut()?;
+                l.frozen.push((fsid, mount.clone(), now));
+                l.ours.push(mount);
+                Some(FreezerInput::Suspended(Ok(())))
+            }
+            SuspendOutcome::Fails(e) => {
+                self.linux.as_mut()?.record.pop();
+                Some(FreezerInput::Suspended(Err(e)))
+            }
+            SuspendOutcome::Blocks => {
+                self.hung = true;
+                None
+            }
+        }
     }
 
     /// Its auto-thaw is due: it resumes everything and exits. True if it did.
@@ -277,14 +355,23 @@ impl SimFreezer {
         self.hung = false;
     }
 
-    /// The process is gone: the kernel closes every descriptor it still had.
+    /// The process is gone: the kernel closes every descriptor it still had. On Linux
+    /// that thaws nothing: what it froze stays frozen, and its record stays.
     fn exited(&mut self) {
         self.core = None;
         self.kernel_held.clear();
+        if let Some(l) = self.linux.as_mut() {
+            l.ours.clear();
+        }
     }
 
-    /// One suspend descriptor closed: the kernel resumes that mount.
+    /// One suspend descriptor closed: the kernel resumes that mount (Linux: FITHAW
+    /// and the record updated).
     fn kernel_close(&mut self, mount: &str) {
+        if let Some(l) = self.linux.as_mut() {
+            l.resume(mount);
+            return;
+        }
         if let Some(i) = self.kernel_held.iter().rposition(|(m, _)| m == mount) {
             self.kernel_held.remove(i);
         }
@@ -496,8 +583,12 @@ pub fn program_result(
     }
 }
 
-/// Failure written by a machine, as the kernel reads it.
+/// Failure written by a machine, as the kernel reads it (Linux's 12-byte answer: its
+/// first four bytes, by `linux_vss_kernel`'s own reading).
 pub fn status_ok(bytes: &[u8]) -> bool {
+    if bytes.len() == 12 {
+        return crate::linux_vss_kernel::answer_ok(bytes);
+    }
     OptMsg::decode(bytes).is_some_and(|m| m.status == VSS_SUCCESS)
 }
 

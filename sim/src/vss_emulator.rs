@@ -187,6 +187,8 @@ impl EmulatedVss {
         for k in out {
             match k {
                 KOut::ToDaemon(bytes) => self.hand(Party::Daemon, &bytes)?,
+                // Only Linux's kernel model hands these; this one is FreeBSD's.
+                KOut::ToLinuxDaemon(_) => self.dropped += 1,
                 KOut::ToApp(bytes) => self.hand(Party::App, &bytes)?,
                 KOut::Ignored { .. } => self.dropped += 1,
                 KOut::Dropped { .. } => answer = Some(VssAnswer::NoDaemon { killed: false }),

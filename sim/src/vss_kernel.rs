@@ -64,6 +64,9 @@ struct KReq {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KOut {
     ToDaemon([u8; 64]),
+    /// Linux's device (`crate::linux_vss_kernel`): a 12-byte request, or the 4-byte
+    /// answer to the registration.
+    ToLinuxDaemon(Vec<u8>),
     ToApp([u8; 64]),
     HostReply {
         host_id: u64,

@@ -18,7 +18,7 @@
 //! it, and `/` last.
 
 use hvguest_core::vss::effect::VssEffect;
-use hvguest_core::vss::policy::{FsAction, Mount};
+use hvguest_core::vss::policy::{FsAction, Fsid, Mount};
 
 /// The default action per file-system type, as ARCHITECTURE.md states the default
 /// policy. Types not listed are vetoed when writable.
@@ -47,7 +47,106 @@ pub struct Expected {
     /// Pools to snapshot, each once, sorted.
     pub snapshot_pools: Vec<String>,
     /// Mount points to suspend (as a set, sorted by name; order rules are checked apart).
+    /// On Linux: every mount point of a file system to freeze (any one of them may be
+    /// the one it is frozen through).
     pub suspend: Vec<String>,
+    /// Linux: the file systems to freeze, each once (`None` on FreeBSD).
+    pub linux: Option<Vec<LinuxFs>>,
+}
+
+/// One Linux file system to freeze: its `major:minor`, every writable mount point it is
+/// shown at (bind mounts, btrfs subvolumes), whether it sits on a loop device (it is
+/// frozen before any file system that is not), and whether `/` shows it (it is frozen
+/// last).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxFs {
+    pub fsid: Fsid,
+    pub mounts: Vec<String>,
+    pub loop_backed: bool,
+    pub root: bool,
+}
+
+/// Linux's default actions, as docs/protocol/linux.md §2.5 and ARCHITECTURE.md state
+/// them (FIFREEZE freezes ext2/3/4, xfs, btrfs, f2fs; ZFS is synced; pseudo, in-memory,
+/// read-only-by-nature and FAT file systems are ignored). Types not listed veto.
+const LINUX_TABLE: [(&str, FsAction); 22] = [
+    ("ext2", FsAction::Suspend),
+    ("ext3", FsAction::Suspend),
+    ("ext4", FsAction::Suspend),
+    ("xfs", FsAction::Suspend),
+    ("btrfs", FsAction::Suspend),
+    ("f2fs", FsAction::Suspend),
+    ("zfs", FsAction::Sync),
+    ("proc", FsAction::Ignore),
+    ("sysfs", FsAction::Ignore),
+    ("devtmpfs", FsAction::Ignore),
+    ("devpts", FsAction::Ignore),
+    ("tmpfs", FsAction::Ignore),
+    ("cgroup2", FsAction::Ignore),
+    ("securityfs", FsAction::Ignore),
+    ("debugfs", FsAction::Ignore),
+    ("mqueue", FsAction::Ignore),
+    ("overlay", FsAction::Ignore),
+    ("squashfs", FsAction::Ignore),
+    ("iso9660", FsAction::Ignore),
+    ("vfat", FsAction::Ignore),
+    ("autofs", FsAction::Ignore),
+    ("binfmt_misc", FsAction::Ignore),
+];
+
+/// The model's answer for a Linux mount table with the default policy: read-only
+/// mounts ignored, the table above, the rest vetoed; the mounts to freeze grouped by
+/// `major:minor` (each file system once).
+pub fn expect_linux(mounts: &[Mount]) -> Expected {
+    let mut e = Expected::default();
+    let mut fss: Vec<LinuxFs> = Vec::new();
+    if mounts.is_empty() {
+        e.veto = Some(String::new());
+        e.linux = Some(fss);
+        return e;
+    }
+    for m in mounts {
+        let action = if m.read_only {
+            FsAction::Ignore
+        } else {
+            LINUX_TABLE
+                .iter()
+                .find(|(t, _)| *t == m.fstype)
+                .map_or(FsAction::Veto, |(_, a)| *a)
+        };
+        match action {
+            FsAction::Veto => {
+                if e.veto.is_none() {
+                    e.veto = Some(m.path.clone());
+                }
+            }
+            FsAction::Suspend => {
+                add_once(&mut e.suspend, m.path.clone());
+                let fsid = m
+                    .fsid
+                    .expect("the simulated Linux table gives every mount its fsid");
+                let loop_backed = m.source.starts_with("/dev/loop");
+                match fss.iter_mut().find(|f| f.fsid == fsid) {
+                    Some(f) => {
+                        add_once(&mut f.mounts, m.path.clone());
+                        f.root |= m.path == "/";
+                    }
+                    None => fss.push(LinuxFs {
+                        fsid,
+                        mounts: vec![m.path.clone()],
+                        loop_backed,
+                        root: m.path == "/",
+                    }),
+                }
+            }
+            FsAction::Sync | FsAction::Snapshot => add_once(&mut e.sync_pools, pool_of(&m.source)),
+            FsAction::Ignore => {}
+        }
+    }
+    e.sync_pools.sort();
+    e.suspend.sort();
+    e.linux = Some(fss);
+    e
 }
 
 /// The table lookup: the setup's overrides (last one wins), then the defaults, then veto.
@@ -217,6 +316,8 @@ struct Attempt {
     synced: bool,
     snapshots: Vec<String>,
     suspended: Vec<String>,
+    /// Linux: the file systems frozen, by `major:minor`.
+    frozen: Vec<Fsid>,
 }
 
 /// Holds the daemon's FREEZE steps against the model, one effect at a time.
@@ -352,6 +453,52 @@ impl FreezeChecker {
                     }
                 }
             }
+            VssEffect::Suspend { mount, fsid, .. } if exp.linux.is_some() => {
+                let fss = exp.linux.as_deref().unwrap_or_default();
+                let Some(fs) = fss.iter().find(|f| f.mounts.contains(mount)) else {
+                    return Err(format!(
+                        "freezes {mount}, the model freezes only {:?}",
+                        exp.suspend
+                    ));
+                };
+                if *fsid != Some(fs.fsid) {
+                    return Err(format!(
+                        "freezes {mount} as {fsid:?}, the mount table shows {} there",
+                        fs.fsid
+                    ));
+                }
+                if a.frozen.contains(&fs.fsid) {
+                    return Err(format!(
+                        "freezes {} a second time (at {mount}; it is at {:?})",
+                        fs.fsid, fs.mounts
+                    ));
+                }
+                let sync_done = a.synced || exp.sync_pools.is_empty();
+                if !sync_done {
+                    return Err(format!("freezes {mount} before the zpool sync"));
+                }
+                // Loop-backed file systems first (freezing one syncs through its image,
+                // which waits forever on a frozen file system), `/` last.
+                let left = |f: &&LinuxFs| f.fsid != fs.fsid && !a.frozen.contains(&f.fsid);
+                if !fs.loop_backed {
+                    if let Some(l) = fss.iter().filter(left).find(|f| f.loop_backed) {
+                        return Err(format!(
+                            "freezes {mount} before the loop-backed {:?}",
+                            l.mounts
+                        ));
+                    }
+                }
+                if fs.root {
+                    if let Some(o) = fss.iter().find(left) {
+                        return Err(format!(
+                            "freezes {mount} ({}, the file system of /) before {:?}",
+                            fs.fsid, o.mounts
+                        ));
+                    }
+                }
+                a.frozen.push(fs.fsid);
+                a.suspended.push(mount.clone());
+            }
             VssEffect::Suspend { mount, .. } => {
                 if !exp.suspend.contains(mount) {
                     return Err(format!(
@@ -404,9 +551,21 @@ impl FreezeChecker {
                 a.hooks_failed
             ));
         }
+        if let Some(fss) = &exp.linux {
+            let mut want: Vec<Fsid> = fss.iter().map(|f| f.fsid).collect();
+            want.sort();
+            let mut done = a.frozen.clone();
+            done.sort();
+            if done != want {
+                return Err(format!(
+                    "FREEZE answered OK after freezing {:?}, the model wants {want:?}",
+                    a.suspended
+                ));
+            }
+        }
         let mut done = a.suspended.clone();
         done.sort();
-        if done != exp.suspend {
+        if exp.linux.is_none() && done != exp.suspend {
             return Err(format!(
                 "FREEZE answered OK after suspending {:?}, the model wants {:?}",
                 a.suspended, exp.suspend
@@ -440,6 +599,73 @@ mod tests {
             source: src.into(),
             fsid: None,
         }
+    }
+
+    fn lm(t: &str, p: &str, src: &str, ro: bool, dev: [i32; 2]) -> Mount {
+        Mount {
+            fsid: Some(Fsid(dev)),
+            ..m(t, p, src, ro)
+        }
+    }
+
+    fn suspend(mount: &str, dev: [i32; 2]) -> VssEffect {
+        VssEffect::Suspend {
+            mount: mount.into(),
+            fsid: Some(Fsid(dev)),
+            auto_thaw_after: std::time::Duration::from_secs(31),
+        }
+    }
+
+    #[test]
+    fn linux_file_systems_each_once_loop_backed_first_root_last() {
+        let mounts = [
+            lm("ext4", "/", "/dev/sda2", false, [8, 2]),
+            lm("tmpfs", "/run", "tmpfs", false, [0, 41]),
+            lm("vfat", "/boot/efi", "/dev/sda15", false, [8, 15]),
+            lm("xfs", "/data", "/dev/sdb1", false, [8, 17]),
+            lm("xfs", "/srv/bind0", "/dev/sdb1", false, [8, 17]),
+            lm("ext4", "/srv/bind1", "/dev/sda2", true, [8, 2]),
+            lm("ext4", "/mnt/img0", "/dev/loop0", false, [7, 0]),
+            lm("squashfs", "/snap/core/1", "/dev/loop9", true, [7, 9]),
+            lm("nfs4", "/home", "srv:/home", true, [0, 99]),
+        ];
+        let e = expect_linux(&mounts);
+        assert_eq!(e.veto, None);
+        let fss = e.linux.clone().unwrap();
+        assert_eq!(fss.len(), 3);
+        assert_eq!(fss[1].mounts, vec!["/data", "/srv/bind0"]);
+        assert!(fss[2].loop_backed && fss[0].root);
+        let mut rw = mounts.to_vec();
+        rw[8].read_only = false;
+        assert_eq!(expect_linux(&rw).veto, Some("/home".into()));
+
+        let mut c = FreezeChecker::new(e, "hvguest-".into());
+        c.begin(Some((5, false)));
+        assert!(c
+            .effect(&suspend("/data", [8, 17]))
+            .unwrap_err()
+            .contains("loop-backed"));
+        c.effect(&suspend("/mnt/img0", [7, 0])).unwrap();
+        assert!(c
+            .effect(&suspend("/", [8, 2]))
+            .unwrap_err()
+            .contains("before"));
+        assert!(c
+            .effect(&suspend("/data", [8, 99]))
+            .unwrap_err()
+            .contains("mount table"));
+        c.effect(&suspend("/srv/bind0", [8, 17])).unwrap();
+        assert!(c
+            .effect(&suspend("/data", [8, 17]))
+            .unwrap_err()
+            .contains("second time"));
+        assert!(
+            c.effect(&suspend("/run", [0, 41])).is_err(),
+            "tmpfs is ignored"
+        );
+        assert!(c.answered_ok().is_err(), "/ is not frozen yet");
+        c.effect(&suspend("/", [8, 2])).unwrap();
+        c.answered_ok().unwrap();
     }
 
     #[test]

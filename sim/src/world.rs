@@ -84,6 +84,9 @@ pub enum Action {
     VssCrash,
     /// The freezer process crashes.
     FreezerCrash,
+    /// Linux: the VSS daemon and its freezer are killed together (and the daemon
+    /// restarted).
+    VssCrashBoth,
     /// The freezer's next UFSSUSPEND never returns.
     FreezerHang,
     /// Linux: the KVP device goes away and comes back (the Data Exchange service
@@ -113,9 +116,38 @@ pub struct Stats {
     /// Operations the tool (`hvkvp`) carried out, and crashes injected into them.
     pub tool_ops: u64,
     pub tool_crash_points: u64,
+    /// Linux VSS worlds, and in them: FREEZEs answered OK; freezer deaths with
+    /// something frozen and the daemon alive; daemon deaths leaving something frozen;
+    /// file systems thawed by each guardian (the reaper, `ExecStopPost=`, start-up).
+    pub linux_vss: LinuxVssStats,
     pub trace_hash: u64,
     pub trace_lines: u64,
     pub virtual_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinuxVssStats {
+    pub worlds: u64,
+    pub freezes_ok: u64,
+    pub freezer_deaths: u64,
+    pub daemon_deaths: u64,
+    pub reaper_thaws: u64,
+    pub stop_post_thaws: u64,
+    pub startup_thaws: u64,
+    pub device_resets: u64,
+}
+
+impl LinuxVssStats {
+    pub fn add(&mut self, o: &LinuxVssStats) {
+        self.worlds += o.worlds;
+        self.freezes_ok += o.freezes_ok;
+        self.freezer_deaths += o.freezer_deaths;
+        self.daemon_deaths += o.daemon_deaths;
+        self.reaper_thaws += o.reaper_thaws;
+        self.stop_post_thaws += o.stop_post_thaws;
+        self.startup_thaws += o.startup_thaws;
+        self.device_resets += o.device_resets;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -810,6 +842,7 @@ impl World {
             Action::Vss(op) | Action::VssNow(op) => self.vss_host(op),
             Action::VssCrash => self.vss_crash(),
             Action::FreezerCrash => self.vss_freezer_crash(),
+            Action::VssCrashBoth => self.vss_crash_both(),
             Action::FreezerHang => {
                 self.log("world", "the freezer's next suspend never returns");
                 if let Some(v) = self.vss.as_mut() {
@@ -886,7 +919,7 @@ impl World {
         self.fs.release_locks_of(Owner::Daemon(self.generation));
         if power {
             // Power loss takes the VSS daemon and its freezer down too, and the tool.
-            self.vss_crash();
+            self.vss_power_loss();
             self.tool_power_lost();
             for note in self.fs.crash(&mut self.crash_prng) {
                 self.log("fs", &note);
@@ -938,7 +971,12 @@ impl World {
         take(self.tool_next_wakeup());
         if let Some(v) = self.vss.as_ref() {
             take(v.next_wakeup());
-            if host_active && v.outstanding.is_none() && !v.plan.is_empty() && v.daemon.is_some() {
+            if host_active
+                && v.outstanding.is_none()
+                && !v.plan.is_empty()
+                && v.daemon.is_some()
+                && !v.settling_after_reset()
+            {
                 take(Some(v.next_at.max(self.now)));
             }
         }
@@ -1209,7 +1247,7 @@ impl World {
         let (Some(v), Some(p)) = (self.vss.as_mut(), self.vss_prng.as_mut()) else {
             return;
         };
-        if v.outstanding.is_some() || v.daemon.is_none() {
+        if v.outstanding.is_some() || v.daemon.is_none() || v.settling_after_reset() {
             return;
         }
         if v.plan.is_empty() {
@@ -1227,16 +1265,43 @@ impl World {
             v.next_at = now.saturating_add(next.0);
         }
         // Now and then a VSS fault right before the request.
-        let fault = match p.below(60) {
-            0 => Some(Action::VssCrash),
-            1 => Some(Action::FreezerCrash),
-            2 => Some(Action::FreezerHang),
-            3 => {
-                // The freezer dies a moment after the request: racing the daemon's ping.
-                v.freezer_crash_at = Some(now.saturating_add(Duration::from_millis(p.below(30))));
-                None
+        let fault = if v.kernel.is_linux() {
+            // Linux: more of them, most while frozen (the request is then a THAW or a
+            // repeated FREEZE), where a freeze that outlives its freezer matters.
+            let frozen = v.daemon.as_ref().is_some_and(|d| d.machine.frozen());
+            match p.below(if frozen { 10 } else { 40 }) {
+                0 => Some(Action::VssCrash),
+                1 => Some(Action::FreezerCrash),
+                2 => Some(Action::VssCrashBoth),
+                3 => Some(Action::FreezerHang),
+                4 => {
+                    v.freezer_crash_at =
+                        Some(now.saturating_add(Duration::from_millis(p.below(30))));
+                    None
+                }
+                // The device reset a moment after the request: mostly while the
+                // daemon holds it.
+                5 => {
+                    v.device_reset_at =
+                        Some(now.saturating_add(Duration::from_millis(p.below(300))));
+                    None
+                }
+                _ => None,
             }
-            _ => None,
+        } else {
+            match p.below(60) {
+                0 => Some(Action::VssCrash),
+                1 => Some(Action::FreezerCrash),
+                2 => Some(Action::FreezerHang),
+                3 => {
+                    // The freezer dies a moment after the request: racing the daemon's
+                    // ping.
+                    v.freezer_crash_at =
+                        Some(now.saturating_add(Duration::from_millis(p.below(30))));
+                    None
+                }
+                _ => None,
+            }
         };
         if let Some(f) = fault {
             self.act(f);
@@ -1484,10 +1549,16 @@ impl World {
     }
 
     fn random(&mut self) -> Result<Stats, Failure> {
-        // Two seeds in three also have the VSS side, with its own stream.
+        // Two seeds in three also have the VSS side, with its own stream; on the worlds
+        // that run Linux's kernel (below), Linux's VSS device and file systems.
         let mut vss_prng = Prng::new(self.opts.seed).fork("vss");
+        let linux = self.daemon.is_none() && Prng::new(self.opts.seed).fork("os").chance(1, 4);
         if self.opts.faults && vss_prng.chance(2, 3) {
-            let setup = crate::vss::random_setup(&mut vss_prng);
+            let setup = if linux {
+                crate::linux_vss::random_setup(&mut vss_prng)
+            } else {
+                crate::vss::random_setup(&mut vss_prng)
+            };
             self.log(
                 "world",
                 &format!(
@@ -1501,6 +1572,27 @@ impl World {
                     setup.app.is_some()
                 ),
             );
+            if linux {
+                self.stats.linux_vss.worlds += 1;
+                let table: Vec<String> = setup
+                    .mounts
+                    .iter()
+                    .map(|m| {
+                        let dev = m.fsid.map_or(String::new(), |f| f.to_string());
+                        let ro = if m.read_only { ",ro" } else { "" };
+                        format!("{} {} {}{ro} {dev}", m.source, m.path, m.fstype)
+                    })
+                    .collect();
+                self.log(
+                    "world",
+                    &format!(
+                        "vss: Linux (/dev/vmbus/hv_vss): {}; loop images {:?}; ExecStopPost {}",
+                        table.join("; "),
+                        setup.loop_images,
+                        setup.exec_stop_post
+                    ),
+                );
+            }
             let mut part = VssPart::new(setup);
             part.timing = Some(vss_prng.fork("timing"));
             self.vss = Some(part);
@@ -1559,7 +1651,7 @@ impl World {
         // One world in four runs on Linux's kernel (its own stream: the other draws
         // stay as they were): 7432-byte messages, the registration answered before any
         // request, a 30 s deadline, a close that fails the request held.
-        if self.daemon.is_none() && Prng::new(self.opts.seed).fork("os").chance(1, 4) {
+        if linux {
             self.use_linux_kernel();
         }
         // Per seed, from a stream of its own (the other draws stay as they were): a

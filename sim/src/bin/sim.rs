@@ -166,6 +166,7 @@ fn main() {
                         t.appends += st.appends;
                         t.tool_ops += st.tool_ops;
                         t.tool_crash_points += st.tool_crash_points;
+                        t.linux_vss.add(&st.linux_vss);
                         t.timeouts += st.timeouts;
                         t.trace_lines += st.trace_lines;
                         t.virtual_ms += st.virtual_ms;
@@ -195,6 +196,20 @@ fn main() {
         t.tool_ops,
         t.tool_crash_points
     );
+    let l = t.linux_vss;
+    if l.worlds > 0 {
+        println!(
+            "sim: Linux VSS: {} worlds, {} FREEZEs answered OK, {} freezer deaths and {} daemon deaths leaving file systems frozen; thawed by the reaper {}, ExecStopPost {}, start-up {}; {} device resets",
+            l.worlds,
+            l.freezes_ok,
+            l.freezer_deaths,
+            l.daemon_deaths,
+            l.reaper_thaws,
+            l.stop_post_thaws,
+            l.startup_thaws,
+            l.device_resets
+        );
+    }
     if failures.is_empty() {
         println!("sim: all {} seed(s) passed", seeds.len());
         return;

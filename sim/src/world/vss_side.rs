@@ -19,17 +19,29 @@ use super::World;
 
 /// Past the freezer's backstop, what the simulated process latencies may add.
 const SIM_SLACK: Duration = Duration::from_secs(1);
+use crate::linux_vss::{LinuxFreeze, LINUX_POOL_DIR};
+use crate::linux_vss_kernel::{SimLinuxVssKernel, VssKernel};
 use crate::prng::Prng;
 use crate::vss::{
     mount_of, program_argv, program_result, simple_result, KOut, Machine, Pending, SimFreezer,
     SimVssKernel, SimVssProc, SuspendOutcome, VssSetup, KVP_POOL_DIR,
 };
+use hvguest_core::vss::policy::Fsid;
+use hvguest_core::vss::wire::Layout;
+
+/// Linux: after the freezer dies with the daemon alive, every file system it left
+/// frozen is thawed within this (the reaper's FITHAW, before `FreezerExited`).
+const FREEZER_DEATH_BOUND: Duration = Duration::from_secs(2);
+/// Linux: after the daemon dies, a file system frozen then is thawed by the restart
+/// delay plus this at the latest (the guardians: the freezer seeing its stdin close,
+/// `ExecStopPost=`, the restarted daemon's start-up thaw).
+const GUARDIAN_BOUND: Duration = Duration::from_secs(1);
 use crate::vss_model::{self, FreezeChecker};
 
 /// The VSS state of the world.
 pub struct VssPart {
     pub setup: VssSetup,
-    pub kernel: SimVssKernel,
+    pub kernel: VssKernel,
     pub daemon: Option<SimVssProc>,
     pub app: Option<SimVssProc>,
     pub freezer: SimFreezer,
@@ -73,19 +85,53 @@ pub struct VssPart {
     ping_in_flight: Option<EffectId>,
     /// A freezer crash scheduled a moment after a request (racing the daemon's ping).
     pub freezer_crash_at: Option<Instant>,
+    /// Linux: the VSS device is reset then (the service switched off and on): the
+    /// kernel fails the request held, the daemon reopens the device and registers
+    /// again.
+    pub device_reset_at: Option<Instant>,
+    /// The host request the kernel failed at a device reset: its answer says nothing
+    /// of the policy.
+    reset_failed: Option<u64>,
+    /// A device reset happened and the daemon has not been idle since.
+    settling: bool,
     /// The daemon's prune under way: the pools it listed, and whether it has gone
     /// without a hitch so far (then at most `snapshot_keep` of ours may survive it).
     prune_watch: Option<(BTreeSet<String>, bool)>,
+    /// Linux: the freezer died while the daemon lived, at `.1`: every file system frozen
+    /// since before then must be thawed by `.0`.
+    freezer_guard: Option<(Instant, Instant)>,
+    /// Linux: the daemon died at `.1`: every file system frozen since before then must
+    /// be thawed by `.0` (its restart delay plus `GUARDIAN_BOUND`).
+    crash_guard: Option<(Instant, Instant)>,
+    /// Linux: systemd's `ExecStopPost=` (`--thaw-recorded`) runs then.
+    stop_post_at: Option<Instant>,
+    /// Linux: since when the daemon has said it is registered while the kernel holds no
+    /// registration from it.
+    unregistered_since: Option<Instant>,
 }
 
 impl VssPart {
     pub fn new(setup: VssSetup) -> VssPart {
         let snapshots = setup.snapshots.iter().cloned().collect();
+        let linux = setup.config.layout == Layout::Linux;
+        let expected = if linux {
+            vss_model::expect_linux(&setup.mounts)
+        } else {
+            vss_model::expect(
+                &setup.mounts,
+                &setup.policy_overrides,
+                &setup.mount_overrides,
+            )
+        };
         VssPart {
-            kernel: SimVssKernel::default(),
+            kernel: if linux {
+                VssKernel::Linux(SimLinuxVssKernel::default())
+            } else {
+                VssKernel::FreeBsd(SimVssKernel::default())
+            },
             daemon: None,
             app: None,
-            freezer: SimFreezer::default(),
+            freezer: SimFreezer::on_linux(linux),
             last_run: BTreeMap::new(),
             outstanding: None,
             next_host_id: 0,
@@ -98,15 +144,8 @@ impl VssPart {
             ended_freeze_from: None,
             next_at: Instant::ZERO,
             stats_ops: 0,
-            checker: FreezeChecker::new(
-                vss_model::expect(
-                    &setup.mounts,
-                    &setup.policy_overrides,
-                    &setup.mount_overrides,
-                ),
-                setup.config.snapshot_prefix.clone(),
-            )
-            .tolerating_hook_failure(setup.model_tolerates_hook_failure),
+            checker: FreezeChecker::new(expected, setup.config.snapshot_prefix.clone())
+                .tolerating_hook_failure(setup.model_tolerates_hook_failure),
             setup,
             timing: None,
             snapshots,
@@ -114,8 +153,24 @@ impl VssPart {
             thaw_due_by: None,
             ping_in_flight: None,
             freezer_crash_at: None,
+            device_reset_at: None,
+            reset_failed: None,
+            settling: false,
             prune_watch: None,
+            freezer_guard: None,
+            crash_guard: None,
+            stop_post_at: None,
+            unregistered_since: None,
         }
+    }
+
+    fn linux(&self) -> bool {
+        self.kernel.is_linux()
+    }
+
+    /// Linux: the `major:minor` the mount table shows at `path`'s mount.
+    fn fsid_of_path(&self, path: &str) -> Option<Fsid> {
+        mount_of(&self.setup.mounts, path).and_then(|m| m.fsid)
     }
 
     /// A short delay of the freezer's: `fixed_ms` in scenarios, 0–3 ms in random runs.
@@ -132,12 +187,27 @@ impl VssPart {
             self.restart_at,
             self.freezer_notice_at,
             self.freezer_crash_at,
+            self.device_reset_at,
             self.thaw_due_by,
             self.freezer.auto_thaw_at(),
+            self.stop_post_at,
+            // The guards' deadlines: checked when they pass.
+            self.freezer_guard
+                .map(|g| g.0.saturating_add(Duration::from_millis(1))),
+            self.crash_guard
+                .map(|g| g.0.saturating_add(Duration::from_millis(1))),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// After a device reset the daemon may still run the chain of a request the kernel
+    /// failed (a FREEZE goes on, its answer is dropped, and it thaws): the host's next
+    /// request waits until the daemon is idle, so the FREEZE checker follows one
+    /// request at a time.
+    pub fn settling_after_reset(&self) -> bool {
+        self.settling
     }
 
     /// Idle: nothing in flight anywhere on the VSS side.
@@ -167,13 +237,24 @@ impl World {
         v.restart_at = None;
         // A prune of the daemon that went away ended with it.
         v.prune_watch = None;
+        // Linux: before anything else the daemon thaws what a dead freezer's record
+        // still lists (its predecessor and that freezer may have died together).
+        let startup_thaw = match v.freezer.linux.as_mut() {
+            Some(l) => Some(l.thaw_recorded(&v.setup.mounts)),
+            None => None,
+        };
         v.daemon = Some(SimVssProc::daemon(&v.setup, self.now));
         v.kernel.open_daemon();
         if v.app.is_none() && v.setup.app.is_some() {
             v.app = Some(SimVssProc::app(&v.setup, self.now));
-            v.kernel.app_registered = true;
+            v.kernel.open_app();
         }
         self.vss_log("hv_vss_daemon starts".into());
+        if let Some(said) = startup_thaw.filter(|s| !s.is_empty()) {
+            self.stats.linux_vss.startup_thaws += thawed(&said);
+            self.vss_log(format!("start-up thaw of the record: {}", said.join(", ")));
+            self.vss_update_fs();
+        }
         self.vss_drain(false);
         self.vss_drain(true);
     }
@@ -196,10 +277,12 @@ impl World {
                 VssOutput::DeviceWrite(bytes) => {
                     let who = if app { "app" } else { "daemon" };
                     let ok = crate::vss::status_ok(&bytes);
-                    self.vss_log(format!(
-                        "{who} writes {}",
-                        if ok { "success" } else { "failure" }
-                    ));
+                    let linux_registration = bytes.len() == 12 && bytes[0] == 129;
+                    self.vss_log(if linux_registration {
+                        format!("{who} writes its registration (op 129)")
+                    } else {
+                        format!("{who} writes {}", if ok { "success" } else { "failure" })
+                    });
                     // The answer must leave the kernel some of its 15 s: the design
                     // answers 1 s before the deadline, a rollback may eat half of
                     // that, and a real write can be delayed by the scheduler. Catches
@@ -470,6 +553,11 @@ impl World {
             }
             VssEffect::KillFreezer => {
                 v.freezer.die();
+                if v.linux() && v.freezer.is_holding() {
+                    self.stats.linux_vss.freezer_deaths += 1;
+                    v.freezer_guard
+                        .get_or_insert((now.saturating_add(FREEZER_DEATH_BOUND), now));
+                }
                 // Its exit closes every suspend descriptor: the kernel resumes each, as
                 // slowly as a ResumeAll would.
                 let exit = v.setup.resume_takes.max(Duration::from_millis(1));
@@ -486,11 +574,28 @@ impl World {
             VssEffect::Suspend { .. } | VssEffect::ResumeAll | VssEffect::PingFreezer { .. } => {
                 let setup = &v.setup;
                 let mut note = None;
-                let result = v.freezer.command(now, &effect, |f, mount| {
+                let loop_images = &setup.loop_images;
+                let result = v.freezer.command(now, &effect, |f, mount, _| {
+                    // Linux: freezing a file system on a loop device syncs it through
+                    // its image, which waits while the file system holding the image is
+                    // frozen: that is why loop-backed ones go first.
+                    let image_frozen = f.linux.as_ref().is_some_and(|l| {
+                        setup
+                            .mounts
+                            .iter()
+                            .find(|m| m.path == mount)
+                            .and_then(|m| loop_images.iter().find(|(dev, _)| *dev == m.source))
+                            .and_then(|(_, image)| mount_of(&setup.mounts, image))
+                            .and_then(|h| h.fsid)
+                            .is_some_and(|h| l.is_frozen(h))
+                    });
                     // Once / is suspended, suspending another file system can need a write
                     // to the root's metadata and blocks in "suspfs": that is why / goes
                     // last.
-                    if f.holds("/") {
+                    if image_frozen {
+                        note = Some(": waits on its image's frozen file system");
+                        SuspendOutcome::Blocks
+                    } else if f.linux.is_none() && f.holds("/") {
                         note = Some(": blocks behind the suspended /");
                         SuspendOutcome::Blocks
                     } else if f.hang_next {
@@ -587,8 +692,14 @@ impl World {
     /// The KVP pool files block while the file system holding them is suspended.
     pub(super) fn vss_update_fs(&mut self) {
         let Some(v) = self.vss.as_ref() else { return };
-        let frozen =
-            mount_of(&v.setup.mounts, KVP_POOL_DIR).is_some_and(|m| v.freezer.holds(&m.path));
+        let frozen = match &v.freezer.linux {
+            Some(l) => v
+                .fsid_of_path(LINUX_POOL_DIR)
+                .is_some_and(|f| l.is_frozen(f)),
+            None => {
+                mount_of(&v.setup.mounts, KVP_POOL_DIR).is_some_and(|m| v.freezer.holds(&m.path))
+            }
+        };
         if frozen != self.fs.frozen {
             self.fs.frozen = frozen;
             self.log(
@@ -610,6 +721,33 @@ impl World {
     fn vss_kernel_out(&mut self, k: KOut) {
         let now = self.now;
         match k {
+            KOut::ToLinuxDaemon(bytes) => {
+                let Some(v) = self.vss.as_mut() else { return };
+                if bytes.len() == 12 {
+                    let was_frozen = v.daemon.as_ref().is_some_and(|d| d.machine.frozen());
+                    // Linux names a request by the time it is read.
+                    let freeze = (crate::linux_vss_kernel::op_of_byte(bytes[0])
+                        == Some(VssOp::Freeze))
+                    .then(|| (now.as_nanos().max(1), was_frozen));
+                    v.checker.begin(freeze);
+                    self.vss_log(format!("kernel hands daemon the request (op {})", bytes[0]));
+                } else {
+                    self.vss_log(format!(
+                        "kernel hands daemon the registration's answer {bytes:02x?}"
+                    ));
+                }
+                let Some(v) = self.vss.as_mut() else { return };
+                if let Some(p) = v.daemon.as_mut() {
+                    p.machine.handle(
+                        now,
+                        VssInput::DeviceRead {
+                            bytes,
+                            realtime_ns: now.as_nanos(),
+                        },
+                    );
+                }
+                self.vss_drain(false);
+            }
             KOut::ToDaemon(bytes) | KOut::ToApp(bytes) => {
                 let app = matches!(k, KOut::ToApp(_));
                 self.vss_log(format!(
@@ -678,19 +816,39 @@ impl World {
         // Expected answers come from the simulator's own model, not the core's policy.
         let veto = v.checker.expected.veto.clone();
         let disturbed = v.disturbed;
+        let failed_by_reset = v.reset_failed == Some(host_id);
         let held: Vec<String> = v.freezer.held().into_iter().map(|(m, _)| m).collect();
         match op {
             VssOp::Freeze if ok => {
                 v.last_freeze_ok = Some(self.now);
                 v.frozen_from.get_or_insert(self.now);
+                if v.linux() {
+                    self.stats.linux_vss.freezes_ok += 1;
+                }
                 let want = v.checker.expected.suspend.clone();
+                let linux = v.linux();
+                // Linux: each planned file system frozen, by the superblocks' own state.
+                let unfrozen = v.freezer.linux.as_ref().and_then(|l| {
+                    v.checker
+                        .expected
+                        .linux
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .find(|f| !l.is_frozen(f.fsid))
+                        .map(|f| format!("{} ({:?})", f.fsid, f.mounts))
+                });
                 if let Err(e) = v.checker.answered_ok() {
                     self.fail(e);
-                } else if let Some(m) = want.iter().find(|m| !held.contains(m)) {
+                } else if let Some(f) = unfrozen {
+                    self.fail(format!("FREEZE answered OK but {f} is not frozen"));
+                } else if let Some(m) = want.iter().find(|m| !held.contains(m)).filter(|_| !linux) {
                     self.fail(format!("FREEZE answered OK but {m} is not suspended"));
                 }
             }
-            VssOp::Check if !timed_out && !disturbed && ok != veto.is_none() => {
+            VssOp::Check
+                if !timed_out && !disturbed && ok != veto.is_none() && !failed_by_reset =>
+            {
                 self.fail(format!(
                     "CHECK answered {ok} but the model's veto is {veto:?}"
                 ));
@@ -722,28 +880,130 @@ impl World {
 
     /// The VSS daemon dies (its freezer, seeing the pipe close, exits: resumed).
     pub(super) fn vss_crash(&mut self) {
+        self.vss_die(false, false);
+    }
+
+    /// Power loss: the daemon, its freezer and every freeze go; the reboot thaws all,
+    /// and Linux's record on tmpfs is gone with it.
+    pub(super) fn vss_power_loss(&mut self) {
+        self.vss_die(false, true);
+    }
+
+    /// Linux: the daemon and its freezer die together (the service's processes killed
+    /// at once): nothing sees a pipe close; what was frozen stays frozen until a
+    /// guardian thaws the record (`ExecStopPost=`, the restarted daemon's start-up).
+    pub(super) fn vss_crash_both(&mut self) {
+        self.vss_die(true, false);
+    }
+
+    fn vss_die(&mut self, freezer_too: bool, reboot: bool) {
         let now = self.now;
         let Some(v) = self.vss.as_mut() else { return };
         if v.daemon.take().is_none() {
             return;
         }
-        v.kernel.close_daemon();
-        v.freezer.stdin_closed(now);
+        let mut out = Vec::new();
+        v.kernel.close_daemon(&mut out);
+        // Linux: a freezer that reads lines (not stuck in FIFREEZE) and sees its stdin
+        // close must thaw what it froze itself, at once: the guardians are for a
+        // freezer that died too.
+        let eof_thaws: Vec<String> = match &v.freezer.linux {
+            Some(l) if !freezer_too && !v.freezer.hung && !reboot => l.ours.clone(),
+            _ => Vec::new(),
+        };
+        if freezer_too {
+            v.freezer.die();
+        } else {
+            v.freezer.stdin_closed(now);
+        }
+        let left_frozen = v.freezer.linux.as_ref().and_then(|l| {
+            eof_thaws.into_iter().find(|m| {
+                v.setup
+                    .mounts
+                    .iter()
+                    .find(|x| x.path == *m)
+                    .and_then(|x| x.fsid)
+                    .is_some_and(|f| l.is_frozen(f))
+            })
+        });
         v.freezer_notice_at = None;
         v.checker.begin(None);
         v.ping_in_flight = None;
         v.thaw_due_by = None;
         v.disturbed = true;
-        v.restart_at = Some(now.saturating_add(Duration::from_millis(200)));
-        self.vss_log("hv_vss_daemon killed; its freezer exits".into());
+        let delay = match (v.linux(), v.timing.as_mut()) {
+            // Linux: systemd's restart delay, 100 ms to 2 s.
+            (true, Some(p)) => Duration::from_millis(p.range(100, 2000)),
+            _ => Duration::from_millis(200),
+        };
+        v.restart_at = Some(now.saturating_add(delay));
+        if let Some(l) = v.freezer.linux.as_mut() {
+            if reboot {
+                *l = LinuxFreeze::default();
+            }
+            v.freezer_guard = None;
+            if !l.frozen.is_empty() {
+                self.stats.linux_vss.daemon_deaths += 1;
+                v.crash_guard = Some((now.saturating_add(delay + GUARDIAN_BOUND), now));
+            }
+            if v.setup.exec_stop_post {
+                v.stop_post_at = Some(now.saturating_add(delay / 2));
+            }
+        }
+        self.vss_log(if freezer_too {
+            "hv_vss_daemon and its freezer killed together".into()
+        } else {
+            "hv_vss_daemon killed; its freezer exits".into()
+        });
+        if let Some(m) = left_frozen {
+            self.fail(format!(
+                "the freezer saw its stdin close and left {m}, which it froze, frozen"
+            ));
+        }
+        for k in out {
+            self.vss_kernel_out(k);
+        }
         self.vss_update_fs();
     }
 
-    /// The freezer dies on its own (a crash): the kernel resumes what it held.
+    /// Linux: the VSS device goes away and comes back (the Backup service switched off
+    /// and on): the kernel fails the request the daemon holds and forgets the
+    /// registration; the daemon is told it reopened the device and registers again. An
+    /// answer it still owes the old opening must never reach the new one.
+    pub(super) fn vss_device_reset(&mut self) {
+        let now = self.now;
+        let Some(v) = self.vss.as_mut() else { return };
+        if !v.linux() || v.daemon.is_none() {
+            return;
+        }
+        let mut out = Vec::new();
+        self.stats.linux_vss.device_resets += 1;
+        v.reset_failed = v.outstanding.map(|o| o.0);
+        v.settling = true;
+        v.kernel.close_daemon(&mut out);
+        v.kernel.open_daemon();
+        self.vss_log("the VSS device is reset: the daemon reopens it".into());
+        for k in out {
+            self.vss_kernel_out(k);
+        }
+        let Some(v) = self.vss.as_mut() else { return };
+        if let Some(d) = v.daemon.as_mut() {
+            d.machine.handle(now, VssInput::DeviceReopened);
+        }
+        self.vss_drain(false);
+    }
+
+    /// The freezer dies on its own (a crash): the kernel resumes what it held (Linux:
+    /// nothing; the daemon's reaper must thaw its record).
     pub(super) fn vss_freezer_crash(&mut self) {
         let now = self.now;
         let Some(v) = self.vss.as_mut() else { return };
         v.freezer.die();
+        if v.linux() && v.daemon.is_some() && v.freezer.is_holding() {
+            self.stats.linux_vss.freezer_deaths += 1;
+            v.freezer_guard
+                .get_or_insert((now.saturating_add(FREEZER_DEATH_BOUND), now));
+        }
         let notice = v.jitter(1);
         v.freezer_notice_at = Some(now.saturating_add(notice));
         // A ping it had not answered yet fails (the pipe closes).
@@ -767,6 +1027,23 @@ impl World {
         {
             self.vss_start();
         }
+        let stop_post = self.vss.as_mut().and_then(|v| {
+            v.stop_post_at.take_if(|t| *t <= now)?;
+            let mounts = &v.setup.mounts;
+            v.freezer.linux.as_mut().map(|l| l.thaw_recorded(mounts))
+        });
+        if let Some(said) = stop_post {
+            self.stats.linux_vss.stop_post_thaws += thawed(&said);
+            self.vss_log(format!(
+                "systemd runs ExecStopPost=hv_vss_daemon --thaw-recorded: {}",
+                if said.is_empty() {
+                    "nothing recorded".into()
+                } else {
+                    said.join(", ")
+                }
+            ));
+            self.vss_update_fs();
+        }
         // The freezer's own watchdog: it exits, resuming everything.
         let first_held = self
             .vss
@@ -785,9 +1062,28 @@ impl World {
         if crash {
             self.vss_freezer_crash();
         }
+        let reset = self
+            .vss
+            .as_mut()
+            .is_some_and(|v| v.device_reset_at.take_if(|t| *t <= now).is_some());
+        if reset {
+            self.vss_device_reset();
+        }
         if let Some(v) = self.vss.as_mut() {
             if v.freezer_notice_at.is_some_and(|t| t <= now) {
                 v.freezer_notice_at = None;
+                // Linux: the reaper thaws what the dead freezer's record lists, then
+                // the machine hears of the death (io/src/freezer.rs `reap`).
+                let reaped = match v.freezer.linux.as_mut() {
+                    Some(l) if v.daemon.is_some() => Some(l.thaw_recorded(&v.setup.mounts)),
+                    _ => None,
+                };
+                if let Some(said) = reaped.filter(|s| !s.is_empty()) {
+                    self.stats.linux_vss.reaper_thaws += thawed(&said);
+                    self.vss_log(format!("the reaper thaws the record: {}", said.join(", ")));
+                    self.vss_update_fs();
+                }
+                let Some(v) = self.vss.as_mut() else { return };
                 if let Some(d) = v.daemon.as_mut() {
                     d.machine.handle(now, VssInput::FreezerExited);
                     // The daemon's hooks are frozen: their thaw must start within 1 s
@@ -883,9 +1179,95 @@ impl World {
         }
     }
 
+    /// Linux's invariants, from the world's own state (the superblocks, the kernel's
+    /// registration), never the core's: (b) after the daemon's death, nothing frozen
+    /// then is still frozen past its restart delay plus `GUARDIAN_BOUND`; (c) after the
+    /// freezer's death with the daemon alive, nothing frozen then is still frozen past
+    /// `FREEZER_DEATH_BOUND`; a daemon that says it is registered is, within 1 s.
+    /// False when one broke.
+    fn vss_check_linux(&mut self) -> bool {
+        let now = self.now;
+        let Some(v) = self.vss.as_mut() else {
+            return true;
+        };
+        let frozen = v
+            .freezer
+            .linux
+            .as_ref()
+            .map_or(Vec::new(), |l| l.frozen.clone());
+        let mut broken = None;
+        if let Some((due, died)) = v.crash_guard.filter(|g| now > g.0) {
+            v.crash_guard = None;
+            if let Some((fsid, m, _)) = frozen.iter().find(|(_, _, since)| *since <= died) {
+                broken = Some(format!(
+                    "{m} ({fsid}) still frozen {:?} after the daemon died, past the \
+                     guardians' deadline ({:?} after)",
+                    now.saturating_since(died),
+                    due.saturating_since(died)
+                ));
+            }
+        }
+        if let Some((_, died)) = v.freezer_guard.filter(|g| now > g.0) {
+            v.freezer_guard = None;
+            if let Some((fsid, m, _)) = frozen.iter().find(|(_, _, since)| *since <= died) {
+                broken.get_or_insert(format!(
+                    "{m} ({fsid}) still frozen {:?} after its freezer died with the daemon \
+                     alive (at most {FREEZER_DEATH_BOUND:?})",
+                    now.saturating_since(died)
+                ));
+            }
+        }
+        // (d') What the living freezer holds is frozen: nobody (a guardian thawing a
+        // record too early, say) thaws a freeze a freezer still answers for.
+        if let Some(l) = v.freezer.linux.as_ref() {
+            for m in v.freezer.believed_held() {
+                let fsid = v
+                    .setup
+                    .mounts
+                    .iter()
+                    .find(|x| x.path == m)
+                    .and_then(|x| x.fsid);
+                if fsid.is_some_and(|f| !l.is_frozen(f)) {
+                    broken.get_or_insert(format!(
+                        "the freezer holds {m}, but its file system is not frozen"
+                    ));
+                }
+            }
+        }
+        let says = v.daemon.as_ref().is_some_and(|d| match &d.machine {
+            Machine::Daemon(m) => m.registered(),
+            Machine::App(_) => false,
+        });
+        if !says || v.kernel.registered() {
+            v.unregistered_since = None;
+        } else {
+            let since = *v.unregistered_since.get_or_insert(now);
+            if now.saturating_since(since) > Duration::from_secs(1) {
+                broken.get_or_insert(
+                    "the VSS daemon says it is registered, but the kernel has had no \
+                     registration from it for 1 s"
+                        .into(),
+                );
+            }
+        }
+        match broken {
+            Some(b) => {
+                self.fail(b);
+                false
+            }
+            None => true,
+        }
+    }
+
     /// VSS invariants after every step.
     pub(super) fn vss_check(&mut self) {
         let now = self.now;
+        if let Some(v) = self.vss.as_mut().filter(|v| v.settling) {
+            v.settling = v
+                .daemon
+                .as_ref()
+                .is_some_and(|d| !d.machine.is_idle() || !d.pending.is_empty());
+        }
         if let Some(v) = self.vss.as_mut() {
             // The freeze's start, as the world sees it: the kernel's first suspension
             // (an OK answer sets it when nothing is suspended); over when nothing is
@@ -907,6 +1289,9 @@ impl World {
                 None => {}
             }
         }
+        if self.vss.as_ref().is_some_and(VssPart::linux) && !self.vss_check_linux() {
+            return;
+        }
         let Some(v) = self.vss.as_ref() else { return };
         if let Some(due) = v.thaw_due_by.filter(|t| now > *t) {
             let msg = format!(
@@ -919,7 +1304,12 @@ impl World {
         // The freezer's own backstop, plus the simulated latencies of a kill and its
         // notice.
         let limit = freezer_backstop(v.setup.config.watchdog).saturating_add(SIM_SLACK);
-        let held = v.freezer.held();
+        let mut held = v.freezer.held();
+        // Linux: what was frozen when the daemon died is bounded by the guardians'
+        // deadline instead (`vss_check_linux`), until it passes.
+        if let Some((_, died)) = v.crash_guard {
+            held.retain(|(_, since)| *since > died);
+        }
         // However often the host repeats FREEZE: nothing stays suspended past the cap
         // after the first suspension the kernel still holds (issue 11). Catches a
         // watchdog or a freezer backstop that every FREEZE moves on without end.
@@ -971,6 +1361,11 @@ impl World {
             }
         }
     }
+}
+
+/// How many file systems a guardian's words say it thawed.
+fn thawed(said: &[String]) -> u64 {
+    said.iter().filter(|s| s.ends_with(" thawed")).count() as u64
 }
 
 fn describe(e: &VssEffect) -> String {
