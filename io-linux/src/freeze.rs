@@ -152,36 +152,52 @@ pub fn freeze(mount: &str, fsid: Option<Fsid>, record: &mut FrozenRecord) -> io:
     }
 }
 
-/// The file systems a freezer holds frozen, kept in a file: one line each,
-/// `major:minor` and the mount point (`\\` and `\n` escaped as `\\\\` and `\\n`). Each change
-/// replaces the whole file (write a temporary file, rename it over), so a reader sees
-/// the old list or the new one. An empty list is no file.
+/// The file systems a freezer holds frozen, kept in a file: a first line `pid N` (the
+/// freezer's), then one line each, `major:minor` and the mount point (`\\` and `\n`
+/// escaped as `\\\\` and `\\n`). Each change replaces the whole file (write a temporary
+/// file, rename it over), so a reader sees the old list or the new one. An empty list
+/// is no file. The list in memory changes only once the file says so.
 #[derive(Debug)]
 pub struct FrozenRecord {
     path: PathBuf,
+    owner: u32,
     entries: Vec<(Fsid, String)>,
 }
 
 impl FrozenRecord {
+    /// The record of this process's freezes.
     pub fn new(path: &Path) -> FrozenRecord {
         FrozenRecord {
             path: path.to_path_buf(),
+            owner: std::process::id(),
             entries: Vec::new(),
         }
     }
 
     pub fn add(&mut self, fsid: Fsid, mount: &str) -> io::Result<()> {
-        self.entries.push((fsid, mount.to_string()));
-        self.save()
+        let mut next = self.entries.clone();
+        next.push((fsid, mount.to_string()));
+        self.save(next)
     }
 
     pub fn remove(&mut self, fsid: Fsid) -> io::Result<()> {
-        self.entries.retain(|(f, _)| *f != fsid);
-        self.save()
+        let next = self
+            .entries
+            .iter()
+            .filter(|(f, _)| *f != fsid)
+            .cloned()
+            .collect();
+        self.save(next)
     }
 
-    fn save(&self) -> io::Result<()> {
-        if self.entries.is_empty() {
+    fn save(&mut self, entries: Vec<(Fsid, String)>) -> io::Result<()> {
+        self.write(&entries)?;
+        self.entries = entries;
+        Ok(())
+    }
+
+    fn write(&self, entries: &[(Fsid, String)]) -> io::Result<()> {
+        if entries.is_empty() {
             return match std::fs::remove_file(&self.path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 r => r,
@@ -200,31 +216,37 @@ impl FrozenRecord {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(encode_record(&self.entries).as_bytes())?;
+        f.write_all(encode_record(self.owner, entries).as_bytes())?;
         drop(f);
         std::fs::rename(&tmp, &self.path)
     }
 }
 
 /// The record's text.
-pub fn encode_record(entries: &[(Fsid, String)]) -> String {
-    entries
-        .iter()
-        .map(|(f, m)| {
-            format!(
-                "{}:{} {}\n",
-                f.0[0],
-                f.0[1],
-                m.replace('\\', "\\\\").replace('\n', "\\n")
-            )
-        })
-        .collect()
+pub fn encode_record(owner: u32, entries: &[(Fsid, String)]) -> String {
+    let mut out = format!("pid {owner}\n");
+    for (f, m) in entries {
+        out.push_str(&format!(
+            "{}:{} {}\n",
+            f.0[0],
+            f.0[1],
+            m.replace('\\', "\\\\").replace('\n', "\\n")
+        ));
+    }
+    out
 }
 
-/// Reads a record's text; lines that do not parse are skipped (a torn or foreign
-/// line names nothing we can check).
-pub fn decode_record(text: &str) -> Vec<(Fsid, String)> {
-    text.lines()
+/// Reads a record's text: its freezer's pid, if the first line gives one, and its
+/// entries; lines that do not parse are skipped (a torn or foreign line names nothing
+/// we can check).
+pub fn decode_record(text: &str) -> (Option<u32>, Vec<(Fsid, String)>) {
+    let owner = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.trim().parse().ok());
+    let entries = text
+        .lines()
         .filter_map(|l| {
             let (dev, mount) = l.split_once(' ')?;
             let fsid = dev.parse::<Fsid>().ok()?;
@@ -242,7 +264,44 @@ pub fn decode_record(text: &str) -> Vec<(Fsid, String)> {
             }
             Some((fsid, out))
         })
-        .collect()
+        .collect();
+    (owner, entries)
+}
+
+/// How long [`thaw_recorded`] waits for a recorded freezer it killed to be gone.
+const FREEZER_GONE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether `pid` is a live freezer (`--freezer` in its command line, not a zombie).
+fn live_freezer(pid: u32) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(cmdline) = std::fs::read(proc.join("cmdline")) else {
+        return false;
+    };
+    let zombie = std::fs::read_to_string(proc.join("stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true);
+    !zombie && cmdline.split(|&b| b == 0).any(|arg| arg == b"--freezer")
+}
+
+/// A freezer still alive may freeze again after we thaw (it may be inside FIFREEZE):
+/// it is killed first, and we wait a moment for it to be gone.
+fn stop_recorded_freezer(owner: Option<u32>) {
+    let Some(pid) = owner.filter(|&p| p != std::process::id() && live_freezer(p)) else {
+        return;
+    };
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    // It may be gone already; either way we then wait for it below.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::SIGKILL);
+    let until = std::time::Instant::now() + FREEZER_GONE_WAIT;
+    while live_freezer(pid) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// What [`thaw_recorded`] did to one recorded file system.
@@ -264,22 +323,29 @@ pub fn thaw_recorded(path: &Path) -> io::Result<Vec<(String, Thawed)>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut left = FrozenRecord::new(path);
+    let (owner, entries) = decode_record(&text);
+    stop_recorded_freezer(owner);
+    let mut left = Vec::new();
     let mut done = Vec::new();
-    for (fsid, mount) in decode_record(&text) {
+    for (fsid, mount) in entries {
         let outcome = match open_planned(&mount, Some(fsid)) {
-            Err(_) => Thawed::Gone,
             Ok((dir, _)) => match thaw_fd(&dir) {
                 Ok(()) => Thawed::Thawed,
-                Err(e) => {
-                    left.entries.push((fsid, mount.clone()));
-                    Thawed::Failed(e)
-                }
+                Err(e) => Thawed::Failed(e),
             },
+            // Nothing there, or another file system: not ours to thaw.
+            Err(e) if e.raw_os_error() == Some(ENOENT) || e.kind() == io::ErrorKind::NotFound => {
+                Thawed::Gone
+            }
+            // Cannot tell (out of descriptors, no permission): still ours, kept.
+            Err(e) => Thawed::Failed(e),
         };
+        if matches!(outcome, Thawed::Failed(_)) {
+            left.push((fsid, mount.clone()));
+        }
         done.push((mount, outcome));
     }
-    left.save()?;
+    FrozenRecord::new(path).save(left)?;
     Ok(done)
 }
 
@@ -302,10 +368,12 @@ mod tests {
             (Fsid([7, 0]), "/mnt/a b".to_string()),
             (Fsid([8, 17]), "/mnt/odd\\name\nline".to_string()),
         ];
-        let text = encode_record(&entries);
-        assert_eq!(decode_record(&text), entries);
+        let text = encode_record(42, &entries);
+        assert!(text.starts_with("pid 42\n"));
+        assert_eq!(decode_record(&text), (Some(42), entries.clone()));
         let junk = format!("{text}garbage\n7:x /m\n1:2 /bad\\q\n");
-        assert_eq!(decode_record(&junk), entries);
+        assert_eq!(decode_record(&junk), (Some(42), entries.clone()));
+        assert_eq!(decode_record("7:0 /mnt/a b\n").0, None);
     }
 
     #[test]
@@ -316,9 +384,13 @@ mod tests {
         r.add(Fsid([7, 0]), "/mnt/a").unwrap();
         r.add(Fsid([7, 1]), "/mnt/b").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, "7:0 /mnt/a\n7:1 /mnt/b\n");
+        let me = std::process::id();
+        assert_eq!(text, format!("pid {me}\n7:0 /mnt/a\n7:1 /mnt/b\n"));
         r.remove(Fsid([7, 0])).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "7:1 /mnt/b\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("pid {me}\n7:1 /mnt/b\n")
+        );
         r.remove(Fsid([7, 1])).unwrap();
         assert!(!path.exists());
         // A record naming mount points that are not there any more: nothing thawed,

@@ -205,9 +205,11 @@ pub fn freezer_main(mode: Mode) -> i32 {
                     FreezerOutput::Resume(mount) => {
                         if let Some(i) = held.iter().rposition(|h| h.mount == mount) {
                             if let Err(e) = real.resume(held.remove(i).hold) {
-                                // Nobody to answer: the daemon reads only replies. It
-                                // learns from the record, which still lists it.
-                                eprintln!("freezer: thawing {mount} failed: {e}");
+                                // It stays in the record. Exiting hands it to the
+                                // daemon's reaper, which thaws what the record lists
+                                // (what we still hold is thawed as we drop it).
+                                eprintln!("freezer: thawing {mount} failed: {e}; exiting");
+                                return 1;
                             }
                         }
                         // Resumed (or left in the record for the daemon to retry),

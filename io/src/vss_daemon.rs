@@ -425,6 +425,25 @@ impl<M: VssLike> Loop<'_, M> {
             }
             return;
         };
+        // Linux: a freezer sent away may still hold freezes its reaper has not thawed
+        // yet, in the one record of what is frozen; a second freezer beside it could
+        // overwrite that record, and the first one's exit would be taken for its own.
+        // The FREEZE fails (and rolls back); the host may try again.
+        if self.freezer.handle.is_none()
+            && matches!(command, Command::Suspend { .. })
+            && self.freezes_outlive_freezer()
+            && !self.freezer.reaping.is_empty()
+        {
+            self.log.warn(
+                "a freezer that was sent away has not exited yet, and what it froze is \
+                 thawed only once it has: this FREEZE fails",
+            );
+            self.later.push(VssInput::EffectDone {
+                id,
+                result: VssResult::Failed(IoError(nix::libc::EBUSY)),
+            });
+            return;
+        }
         // Only a Suspend starts a freezer: a ping or resume to none finds it gone.
         if self.freezer.handle.is_none() && matches!(command, Command::Suspend { .. }) {
             match FreezerHandle::spawn(&self.freezer.exe, &self.freezer.args) {
@@ -624,7 +643,6 @@ fn io_error(e: &std::io::Error) -> IoError {
     IoError(e.raw_os_error().unwrap_or(IoError::EIO.0))
 }
 
-/// Runs a VSS machine until SIGTERM (Ok) or a fatal device error.
 /// When to try opening a failed device again, and how many tries failed.
 #[derive(Clone, Copy)]
 struct Reopen {
@@ -633,19 +651,17 @@ struct Reopen {
 }
 
 impl Reopen {
-    fn first() -> Reopen {
-        Reopen {
-            at: std::time::Instant::now() + device_reopen_pause(0),
-            failures: 0,
-        }
-    }
-
-    fn again(self) -> Reopen {
-        let failures = self.failures.saturating_add(1);
+    /// After `failures` failed tries since anything was last read from the device: a
+    /// device that opens and fails at once keeps the pause growing.
+    fn after(failures: u32) -> Reopen {
         Reopen {
             at: std::time::Instant::now() + device_reopen_pause(failures),
             failures,
         }
+    }
+
+    fn again(self) -> Reopen {
+        Reopen::after(self.failures.saturating_add(1))
     }
 }
 
@@ -665,6 +681,7 @@ fn close_device<M: VssLike>(
     lp.device = None;
 }
 
+/// Runs a VSS machine until SIGTERM (Ok) or a fatal device error.
 pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(), VssDaemonError> {
     let signals = SignalPipe::install().map_err(VssDaemonError::Signals)?;
     // Two appenders on one log: the loop's (a killed freezer) and the program thread's.
@@ -681,7 +698,17 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
         None => (None, None),
     };
     let device = VssDevice::open(&paths.device)?;
+    // Only now, holding the device (one opener on Linux), thaw what a predecessor's
+    // freezer left frozen: a second instance started by hand fails above and never
+    // thaws the live daemon's freeze.
+    if let Some(record) = paths.frozen_record.as_deref() {
+        for line in crate::freezer::thaw_recorded(record) {
+            log.warn(&format!("{line}."));
+        }
+    }
     let mut reopen: Option<Reopen> = None;
+    // Failed reopens since a message was last read from the device.
+    let mut failures_since_read: u32 = 0;
     let mut poll = Poll::new().map_err(VssDaemonError::Poll)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(VssDaemonError::Poll)?);
     let (worker, done) =
@@ -729,6 +756,18 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
     // slices and looking at the program thread and the freezer each time.
     let mut poll_broken = false;
     while !lp.exit {
+        // A write that failed since the last look (an answer given on a timer, the
+        // registration after a reopen): close the device before sleeping.
+        if std::mem::take(&mut lp.write_failed) && device_live {
+            log.warn(&format!(
+                "the kernel refused an answer; closing the device and opening it again in \
+                 {} ms",
+                device_reopen_pause(failures_since_read).as_millis()
+            ));
+            close_device(&mut lp, &poll, device_fd, log);
+            device_live = false;
+            reopen = Some(Reopen::after(failures_since_read));
+        }
         let timeout = lp
             .machine
             .poll_timeout()
@@ -745,6 +784,9 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
         lp.reaped();
         if lp.exit {
             break;
+        }
+        if lp.write_failed {
+            continue;
         }
         if poll_broken {
             std::thread::sleep(timeout.map_or(DEGRADED_SLICE, |t| t.min(DEGRADED_SLICE)));
@@ -774,6 +816,7 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                     };
                     let failed = match device.read() {
                         Ok(VssRead::Message(m)) => {
+                            failures_since_read = 0;
                             lp.step(VssInput::DeviceRead {
                                 bytes: m.to_vec(),
                                 realtime_ns: realtime_ns(),
@@ -800,11 +843,11 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                             "device: {e}; closing it and opening it again in {} ms (the \
                              Backup integration service was switched off, or the guest \
                              hibernated)",
-                            device_reopen_pause(0).as_millis()
+                            device_reopen_pause(failures_since_read).as_millis()
                         ));
                         close_device(&mut lp, &poll, device_fd, log);
                         device_live = false;
-                        reopen = Some(Reopen::first());
+                        reopen = Some(Reopen::after(failures_since_read));
                     } else if let Some(e) = failed {
                         // No request can come any more; the machine thaws (hooks included)
                         // and exits, and we report the error then.
@@ -843,16 +886,6 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                 }
             }
         }
-        if std::mem::take(&mut lp.write_failed) && device_live {
-            log.warn(&format!(
-                "the kernel refused an answer; closing the device and opening it again in \
-                 {} ms",
-                device_reopen_pause(0).as_millis()
-            ));
-            close_device(&mut lp, &poll, device_fd, log);
-            device_live = false;
-            reopen = Some(Reopen::first());
-        }
         if let Some(r) = reopen.filter(|r| r.at <= std::time::Instant::now()) {
             match VssDevice::open(&paths.device) {
                 Ok(d) => {
@@ -866,6 +899,8 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                             log.info("opened the VSS device again; registering anew");
                             lp.device = Some(d);
                             device_live = true;
+                            // The next failure before anything is read pauses longer.
+                            failures_since_read = r.failures.saturating_add(1);
                             reopen = None;
                             lp.step(VssInput::DeviceReopened);
                         }

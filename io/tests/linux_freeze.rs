@@ -245,6 +245,16 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// The daemon dies; its freezer is stopped first so that it cannot thaw on seeing
+    /// the daemon go, and is left so. Returns its pid.
+    fn kill9_leaving_its_freezer_stopped(&mut self) -> i32 {
+        use nix::sys::signal::{kill, Signal};
+        let pid = self.freezer_pid().expect("a freezer runs");
+        kill(nix::unistd::Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+        self.kill9();
+        pid
+    }
+
     /// Both die at once (an OOM kill, `systemctl kill -s KILL`): the freezer is stopped
     /// first so that it cannot see the daemon go and thaw, then both are killed.
     fn kill9_with_its_freezer(&mut self) {
@@ -439,8 +449,33 @@ fn kill9_of_the_freezer_is_thawed_by_the_daemon_and_of_both_by_the_record() {
     );
     assert!(d.log_text().contains("thawed it"), "{}", d.log_text());
 
+    // The daemon dies and its freezer cannot act (stopped, as one stuck in the kernel
+    // would be): systemd runs ExecStopPost= while the freezer still lives.
+    // `--thaw-recorded` kills the recorded freezer first (it could freeze again after
+    // the thaw), then thaws.
+    ok(&mut host, HostOp::Freeze, &d);
+    let stuck = d.kill9_leaving_its_freezer_stopped();
+    let w = writer(&ext4, "stuck");
+    let out = Command::new(env!("CARGO_BIN_EXE_hv_vss_daemon"))
+        .arg("--thaw-recorded")
+        .arg("--frozen-record")
+        .arg(s.path("run/frozen"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    w.recv_timeout(SOON).expect("thawed by --thaw-recorded");
+    let stat = std::fs::read_to_string(format!("/proc/{stuck}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty()
+            || stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+        "the recorded freezer was killed: {stat}"
+    );
+
     // Both die at once: the record stays, and `--thaw-recorded` (systemd's
     // ExecStopPost=) thaws it; a restarted daemon would too.
+    let mut d = Daemon::start(&s, &mut host, &config);
     ok(&mut host, HostOp::Freeze, &d);
     d.kill9_with_its_freezer();
     assert!(s.path("run/frozen").exists(), "the record outlives both");

@@ -142,6 +142,8 @@ pub fn problems(e: &Elf) -> Vec<String> {
         match fbsd_version(v) {
             Some(ver) if ver <= NEWEST_VERSION => {}
             Some(_) => out.push(format!("needs symbol version {v}, newer than FreeBSD 14's")),
+            // libgcc_s's own versions, where it is needed.
+            None if v.starts_with("GCC_") && e.needed.iter().any(|l| l == "libgcc_s.so.1") => {}
             None => out.push(format!("needs symbol version {v}, not FreeBSD's")),
         }
     }

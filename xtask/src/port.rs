@@ -308,10 +308,14 @@ fn check_with_bmake(dir: &Path, crates: &[LockedCrate]) -> Result<(), String> {
     }
     let stub = project_root().join("target/port/mk");
     std::fs::create_dir_all(&stub).map_err(|e| e.to_string())?;
-    for mk in ["sys.mk", "bsd.port.mk"] {
-        std::fs::write(stub.join(mk), "# stub: only parsing is checked\n")
-            .map_err(|e| e.to_string())?;
-    }
+    std::fs::write(stub.join("sys.mk"), "# stub: only parsing is checked\n")
+        .map_err(|e| e.to_string())?;
+    // USES=cargo reads the port's Makefile.crates; the stub does the same.
+    std::fs::write(
+        stub.join("bsd.port.mk"),
+        "# stub: only parsing is checked\n.sinclude \"${.CURDIR}/Makefile.crates\"\n",
+    )
+    .map_err(|e| e.to_string())?;
     let out = Command::new("bmake")
         .current_dir(dir)
         .arg("-m")

@@ -131,9 +131,11 @@ pub const LINUX_FREEZE_TYPES: [&str; 9] = [
 
 /// Linux's types ignored by default: in memory or synthetic; an overlay, whose upper
 /// layer is a directory of another mount that is frozen on its own; read-only by
-/// nature (squashfs, iso9660); and FAT, which cannot freeze and on a Hyper-V guest is
-/// the EFI system partition (the stock daemon skips `vfat` too).
-pub const LINUX_IGNORED_TYPES: [&str; 32] = [
+/// nature (squashfs, iso9660); FAT, which cannot freeze and on a Hyper-V guest is
+/// the EFI system partition (the stock daemon skips `vfat` too); and the FUSE views a
+/// desktop session or a container runtime mounts over other file systems (`lxcfs`,
+/// GNOME's `gvfsd-fuse`, the document portal), which hold nothing of their own.
+pub const LINUX_IGNORED_TYPES: [&str; 34] = [
     "proc",
     "sysfs",
     "devtmpfs",
@@ -166,6 +168,8 @@ pub const LINUX_IGNORED_TYPES: [&str; 32] = [
     "nfsd",
     "zram",
     "fuse.lxcfs",
+    "fuse.gvfsd-fuse",
+    "fuse.portal",
 ];
 
 impl Default for Policy {

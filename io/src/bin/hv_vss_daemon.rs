@@ -261,12 +261,6 @@ fn main() -> ExitCode {
     };
     let log = Logger::new(cli.foreground, cli.debug, c"HV_VSS");
     warn_about_mount_settings(&cli, &config, &log);
-    // A freezer of a predecessor that died with ours may have left file systems frozen.
-    if let Some(record) = &paths.frozen_record {
-        for line in thaw_recorded(record) {
-            log.warn(&format!("{line}."));
-        }
-    }
     let machine = VssMachine::new(config.vss, hvguest_io::clock::now());
     let result = vss_daemon::run(machine, &paths, &log);
     drop(lock);
