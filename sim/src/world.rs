@@ -181,7 +181,14 @@ struct Outstanding {
     /// The device was reset while the daemon held it: the kernel failed it, so no
     /// answer from the daemon is owed.
     lost_to_reset: bool,
+    /// The guest pool as it was before each outside change made while this request
+    /// was with the daemon (at most [`EARLIER_GUEST_POOLS`]): the daemon may have read
+    /// the file before such a change and answered after it, which is no stale read.
+    guest_pool_before_outside: Vec<Vec<u8>>,
 }
+
+/// How many earlier guest pools a request keeps for the freshness check.
+pub(crate) const EARLIER_GUEST_POOLS: usize = 8;
 
 pub struct World {
     pub now: Instant,
@@ -578,7 +585,22 @@ impl World {
         if reply.status() == Status::OK {
             self.stats.replies_ok += 1;
         }
-        let failed_ok = timed_out || self.errors_possible;
+        // A guest-pool read that finds an entry left in the journal by a writer that
+        // died (the tool killed mid-change) answers E_FAIL while it recovers the pool
+        // first, by design (see `check_fresh`).
+        let guest_journal_pending = matches!(
+            &req,
+            Request::Get {
+                pool: PoolId::Guest,
+                ..
+            }
+        ) && !self
+            .fs
+            .contents(crate::fs::name_of(
+                hvguest_core::kvp::effect::FileId::journal(PoolId::Guest),
+            ))
+            .is_empty();
+        let failed_ok = timed_out || self.errors_possible || guest_journal_pending;
         // Answered at its deadline: a system query that took too long (a slow effect)
         // is answered E_FAIL, as the kernel's own timeout would be.
         let late = o
@@ -615,7 +637,7 @@ impl World {
         } = &req
         {
             if !from_memory {
-                self.check_fresh(key, &reply, failed_ok);
+                self.check_fresh(key, &reply, failed_ok, &o.guest_pool_before_outside);
             }
         }
         // A SET refused for want of room (S_CONT): only a new key, only when the file
@@ -760,6 +782,7 @@ impl World {
             system_busy_at_delivery: false,
             delivered_at: None,
             malformed_status,
+            guest_pool_before_outside: Vec::new(),
         });
         self.kernel.submit(HostRequest { id, bytes });
         let mut out = Vec::new();
