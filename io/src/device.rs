@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
+use hvguest_core::limits::device_reopen_pause;
 #[cfg(target_os = "freebsd")]
 use hvguest_io_freebsd::kvp_device as system;
 #[cfg(not(target_os = "freebsd"))]
@@ -134,5 +135,34 @@ impl KvpDevice {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Linux: when a failed device is next tried, and how many tries have failed since a
+/// message was last read from it. The pause is `limits::device_reopen_pause` of that
+/// count, so a device that opens and fails at once keeps the pause growing. Both
+/// daemons keep one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reopen {
+    pub(crate) at: std::time::Instant,
+    pub(crate) failures: u32,
+}
+
+impl Reopen {
+    pub(crate) fn after(failures: u32) -> Reopen {
+        Reopen {
+            at: std::time::Instant::now() + device_reopen_pause(failures),
+            failures,
+        }
+    }
+
+    /// This try failed too.
+    pub(crate) fn again(self) -> Reopen {
+        Reopen::after(self.failures.saturating_add(1))
+    }
+
+    /// The pause before the next try.
+    pub(crate) fn pause(self) -> std::time::Duration {
+        device_reopen_pause(self.failures)
     }
 }

@@ -19,14 +19,12 @@ use hvguest_core::kvp::machine::{Event, KvpConfig, KvpMachine, Output};
 use hvguest_core::kvp::record::PoolIssue;
 use hvguest_core::kvp::recording::describe_request;
 use hvguest_core::kvp::wire::PoolId;
-use hvguest_core::limits::{
-    device_reopen_pause, DEVICE_REOPEN_MAX_PAUSE, HOSTNAME_REFRESH, MAX_POOL_RECORDS,
-};
+use hvguest_core::limits::{DEVICE_REOPEN_MAX_PAUSE, HOSTNAME_REFRESH, MAX_POOL_RECORDS};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::clock;
-use crate::device::{DeviceError, KvpDevice, ReadOutcome};
+use crate::device::{DeviceError, KvpDevice, ReadOutcome, Reopen};
 use crate::files::{PoolFileError, PoolFiles};
 use crate::lanes::Lanes;
 use crate::logging::{Level, Logger};
@@ -298,12 +296,6 @@ impl Loop<'_> {
     }
 }
 
-/// A closed device's next attempt to open again, and how many attempts failed.
-struct Reopen {
-    at: std::time::Instant,
-    failures: u32,
-}
-
 /// Opens the device at `path` again and puts it in the event loop.
 fn open_again(path: &std::path::Path, poll: &Poll) -> Result<KvpDevice, DaemonError> {
     let device = KvpDevice::open(path)?;
@@ -405,6 +397,8 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
     let mut device_live = true;
     // While the device is closed after an error: when to try opening it again.
     let mut reopen: Option<Reopen> = None;
+    // Failed reopens since a message was last read from the device.
+    let mut failures_since_read: u32 = 0;
     // A read that failed, handled once the events of this round are.
     let mut device_failure: Option<DaemonError> = None;
     while !lp.exit {
@@ -434,6 +428,7 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                     };
                     let failed = match device.read(&mut buf) {
                         Ok(ReadOutcome::Message(n)) => {
+                            failures_since_read = 0;
                             lp.step(Input::DeviceRead(buf[..n].to_vec()));
                             None
                         }
@@ -491,13 +486,10 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                      hibernates), first in {} ms, then with pauses growing to {} s while \
                      it cannot be opened; the request the kernel held, if any, was failed \
                      by the kernel",
-                    device_reopen_pause(0).as_millis(),
+                    Reopen::after(failures_since_read).pause().as_millis(),
                     DEVICE_REOPEN_MAX_PAUSE.as_secs()
                 ));
-                reopen = Some(Reopen {
-                    at: std::time::Instant::now() + device_reopen_pause(0),
-                    failures: 0,
-                });
+                reopen = Some(Reopen::after(failures_since_read));
             } else {
                 // No request can come any more: the machine finishes what it started (a
                 // mutation reaches the disk whole) and exits; the error is returned then.
@@ -525,16 +517,16 @@ pub fn run(cfg: &DaemonConfig, log: &Logger) -> Result<(), DaemonError> {
                          kernel again",
                         r.failures + 1
                     ));
+                    // The next failure before anything is read pauses longer.
+                    failures_since_read = r.failures.saturating_add(1);
                     reopen = None;
                     lp.step(Input::DeviceReopened);
                 }
                 Err(e) => {
-                    r.failures = r.failures.saturating_add(1);
-                    let pause = device_reopen_pause(r.failures);
-                    r.at = std::time::Instant::now() + pause;
+                    *r = r.again();
                     log.debug(&format!(
                         "opening the KVP device again failed: {e}; next attempt in {} ms",
-                        pause.as_millis()
+                        r.pause().as_millis()
                     ));
                 }
             }

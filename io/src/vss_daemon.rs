@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hvguest_core::kvp::effect::{EffectId, IoError};
-use hvguest_core::limits::{device_reopen_pause, VSS_ROLLBACK};
+use hvguest_core::limits::VSS_ROLLBACK;
 use hvguest_core::vss::app::AppMachine;
 use hvguest_core::vss::effect::{ExitStatus, VssEffect, VssInput, VssResult};
 use hvguest_core::vss::freezer::Command;
@@ -33,7 +33,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::actions::ActionLog;
 use crate::clock;
-use crate::device::DeviceError;
+use crate::device::{DeviceError, Reopen};
 use crate::freezer::{FreezerArgs, FreezerHandle, Reaped};
 use crate::logging::{Level, Logger};
 use crate::mounts;
@@ -643,28 +643,6 @@ fn io_error(e: &std::io::Error) -> IoError {
     IoError(e.raw_os_error().unwrap_or(IoError::EIO.0))
 }
 
-/// When to try opening a failed device again, and how many tries failed.
-#[derive(Clone, Copy)]
-struct Reopen {
-    at: std::time::Instant,
-    failures: u32,
-}
-
-impl Reopen {
-    /// After `failures` failed tries since anything was last read from the device: a
-    /// device that opens and fails at once keeps the pause growing.
-    fn after(failures: u32) -> Reopen {
-        Reopen {
-            at: std::time::Instant::now() + device_reopen_pause(failures),
-            failures,
-        }
-    }
-
-    fn again(self) -> Reopen {
-        Reopen::after(self.failures.saturating_add(1))
-    }
-}
-
 /// Takes the device out of the loop and closes it (Linux, before opening it again).
 fn close_device<M: VssLike>(
     lp: &mut Loop<'_, M>,
@@ -762,7 +740,7 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
             log.warn(&format!(
                 "the kernel refused an answer; closing the device and opening it again in \
                  {} ms",
-                device_reopen_pause(failures_since_read).as_millis()
+                Reopen::after(failures_since_read).pause().as_millis()
             ));
             close_device(&mut lp, &poll, device_fd, log);
             device_live = false;
@@ -843,7 +821,7 @@ pub fn run<M: VssLike>(machine: M, paths: &VssPaths, log: &Logger) -> Result<(),
                             "device: {e}; closing it and opening it again in {} ms (the \
                              Backup integration service was switched off, or the guest \
                              hibernated)",
-                            device_reopen_pause(failures_since_read).as_millis()
+                            Reopen::after(failures_since_read).pause().as_millis()
                         ));
                         close_device(&mut lp, &poll, device_fd, log);
                         device_live = false;

@@ -294,6 +294,16 @@ fn writer(mount: &Path, name: &str) -> Receiver<Instant> {
     rx
 }
 
+/// `hv_vss_daemon --thaw-recorded` on the test's record, as systemd's ExecStopPost= runs it.
+fn thaw_recorded(s: &Scratch) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hv_vss_daemon"))
+        .arg("--thaw-recorded")
+        .arg("--frozen-record")
+        .arg(s.path("run/frozen"))
+        .output()
+        .unwrap()
+}
+
 fn is_frozen(mount: &Path) -> bool {
     // A write that finishes within BLOCKED says not frozen.
     writer(mount, ".probe").recv_timeout(BLOCKED).is_err()
@@ -456,12 +466,7 @@ fn kill9_of_the_freezer_is_thawed_by_the_daemon_and_of_both_by_the_record() {
     ok(&mut host, HostOp::Freeze, &d);
     let stuck = d.kill9_leaving_its_freezer_stopped();
     let w = writer(&ext4, "stuck");
-    let out = Command::new(env!("CARGO_BIN_EXE_hv_vss_daemon"))
-        .arg("--thaw-recorded")
-        .arg("--frozen-record")
-        .arg(s.path("run/frozen"))
-        .output()
-        .unwrap();
+    let out = thaw_recorded(&s);
     assert!(out.status.success(), "{out:?}");
     w.recv_timeout(SOON).expect("thawed by --thaw-recorded");
     let stat = std::fs::read_to_string(format!("/proc/{stuck}/stat")).unwrap_or_default();
@@ -481,12 +486,7 @@ fn kill9_of_the_freezer_is_thawed_by_the_daemon_and_of_both_by_the_record() {
     assert!(s.path("run/frozen").exists(), "the record outlives both");
     assert!(is_frozen(&ext4), "nothing thaws a Linux freeze by itself");
     let w = writer(&ext4, "two");
-    let out = Command::new(env!("CARGO_BIN_EXE_hv_vss_daemon"))
-        .arg("--thaw-recorded")
-        .arg("--frozen-record")
-        .arg(s.path("run/frozen"))
-        .output()
-        .unwrap();
+    let out = thaw_recorded(&s);
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("thawed it"),
